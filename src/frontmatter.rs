@@ -1,0 +1,238 @@
+//! Frontmatter: YAML between `---` lines (the Claude Code convention) or TOML between `+++`.
+//! Splits it off the body and parses it into a JSON-like map, so the settings code reads one
+//! shape whatever the syntax. Errors carry the file position.
+
+use crate::diagnostic::Diagnostic;
+use crate::source::{Position, SourceFile};
+use serde_json::{Map, Value};
+use std::ops::Range;
+
+/// Frontmatter beyond this size is refused: it is metadata, and a limit keeps YAML cheap.
+const MAX_FRONTMATTER: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Syntax {
+    Yaml,
+    Toml,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Frontmatter {
+    pub syntax: Option<Syntax>,
+    /// Byte range of the text between the delimiter lines.
+    pub content: Range<usize>,
+    /// Where the Markdown body starts.
+    pub body_start: usize,
+    pub map: Map<String, Value>,
+}
+
+impl Frontmatter {
+    /// The byte offset of a key (`key:` in YAML, `key =` or `[key]` in TOML) inside the
+    /// frontmatter, searching from `from`: used to point diagnostics at settings.
+    pub fn key_offset(&self, file: &SourceFile, key: &str, from: usize) -> Option<usize> {
+        let text = &file.text[self.content.clone()];
+        let mut pos = from.saturating_sub(self.content.start).min(text.len());
+        while let Some(found) = text[pos..].find(key) {
+            let at = pos + found;
+            let before = text[..at].chars().next_back();
+            let after = text[at + key.len()..].trim_start_matches(['"', '\'', ']']);
+            let after = after.trim_start_matches([' ', '\t']);
+            let key_start = matches!(
+                before,
+                None | Some(' ' | '\t' | '\n' | '{' | ',' | '"' | '\'' | '[' | '-')
+            );
+            let key_end = after.starts_with(':')
+                || after.starts_with('=')
+                || after.starts_with('.')
+                || after.starts_with('\n')
+                || after.is_empty();
+            if key_start && key_end {
+                return Some(self.content.start + at);
+            }
+            pos = at + key.len();
+        }
+        None
+    }
+}
+
+/// Splits and parses the frontmatter. A file without one gets an empty map.
+pub fn parse(file: &SourceFile) -> Result<Frontmatter, Diagnostic> {
+    let text = &file.text;
+    let first_line_end = text.find('\n').map(|i| i + 1).unwrap_or(text.len());
+    let syntax = match text[..first_line_end].trim_end() {
+        "---" => Syntax::Yaml,
+        "+++" => Syntax::Toml,
+        _ => return Ok(Frontmatter::default()),
+    };
+    let delimiter = if syntax == Syntax::Yaml { "---" } else { "+++" };
+    let mut offset = first_line_end;
+    let mut close = None;
+    for line in text[first_line_end..].split_inclusive('\n') {
+        let bare = line.trim_end();
+        if bare == delimiter || (syntax == Syntax::Yaml && bare == "...") {
+            close = Some((offset, offset + line.len()));
+            break;
+        }
+        offset += line.len();
+    }
+    let Some((content_end, body_start)) = close else {
+        return Err(Diagnostic::fatal(
+            "frontmatter",
+            format!("the frontmatter that starts here has no closing `{delimiter}` line"),
+        )
+        .at(file, 0..3)
+        .with_hint(format!(
+            "end the frontmatter with a line containing only `{delimiter}`"
+        )));
+    };
+    let content = first_line_end..content_end;
+    if content.len() > MAX_FRONTMATTER {
+        return Err(Diagnostic::fatal(
+            "frontmatter",
+            format!(
+                "the frontmatter is {} KiB; at most 64 KiB is read",
+                content.len() / 1024
+            ),
+        )
+        .at(file, 0..3));
+    }
+    let source = &text[content.clone()];
+    let value = match syntax {
+        Syntax::Yaml => parse_yaml(file, source, content.start)?,
+        Syntax::Toml => parse_toml(file, source, content.start)?,
+    };
+    let map = match value {
+        Value::Object(map) => map,
+        Value::Null => Map::new(),
+        other => {
+            return Err(Diagnostic::fatal(
+                "frontmatter",
+                format!(
+                    "the frontmatter is a {}, not a mapping of keys to values",
+                    kind_name(&other)
+                ),
+            )
+            .at(
+                file,
+                content.start..content.start + source.lines().next().map_or(1, str::len),
+            )
+            .with_hint("write `key: value` lines, e.g. `description: Update flake inputs`"));
+        }
+    };
+    Ok(Frontmatter {
+        syntax: Some(syntax),
+        content,
+        body_start,
+        map,
+    })
+}
+
+fn parse_yaml(file: &SourceFile, source: &str, base: usize) -> Result<Value, Diagnostic> {
+    serde_yaml_ng::from_str::<Value>(source).map_err(|e| {
+        let message = e.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or(&message)
+            .to_string();
+        let d = Diagnostic::fatal(
+            "frontmatter",
+            format!("the YAML frontmatter cannot be read: {message}"),
+        )
+        .with_hint("check the YAML syntax (indentation, quoting of values containing `: ` or `#`)");
+        match e.location() {
+            Some(loc) => d.at_position(relative(file, base, loc.line(), loc.column()), 1),
+            None => d.at(file, base..base + 1),
+        }
+    })
+}
+
+fn parse_toml(file: &SourceFile, source: &str, base: usize) -> Result<Value, Diagnostic> {
+    let table: toml::Table = toml::from_str(source).map_err(|e| {
+        let d = Diagnostic::fatal(
+            "frontmatter",
+            format!("the TOML frontmatter cannot be read: {}", e.message()),
+        );
+        match e.span() {
+            Some(span) => d.at(file, base + span.start..base + span.end),
+            None => d.at(file, base..base + 1),
+        }
+    })?;
+    serde_json::to_value(table).map_err(|e| {
+        Diagnostic::fatal(
+            "frontmatter",
+            format!("the TOML frontmatter cannot be read: {e}"),
+        )
+        .at(file, base..base + 1)
+    })
+}
+
+/// A 1-based line/column inside the frontmatter, as a file position.
+fn relative(file: &SourceFile, base: usize, line: usize, col: usize) -> Position {
+    let start = file.position(base);
+    Position {
+        line: start.line + line.saturating_sub(1),
+        col: col.max(1),
+    }
+}
+
+pub fn kind_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "list",
+        Value::Object(_) => "mapping",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_and_toml_give_the_same_map() {
+        let y = SourceFile::new(
+            "y.md",
+            "---\ndescription: Hi\nnixcmd:\n  timeout: 5m\n---\n# T\n",
+        );
+        let t = SourceFile::new(
+            "t.md",
+            "+++\ndescription = \"Hi\"\n[nixcmd]\ntimeout = \"5m\"\n+++\n# T\n",
+        );
+        let fy = parse(&y).unwrap();
+        let ft = parse(&t).unwrap();
+        assert_eq!(fy.map, ft.map);
+        assert_eq!(&y.text[fy.body_start..], "# T\n");
+        assert_eq!(y.position(fy.key_offset(&y, "timeout", 0).unwrap()).line, 4);
+        assert_eq!(t.position(ft.key_offset(&t, "nixcmd", 0).unwrap()).line, 3);
+    }
+
+    #[test]
+    fn rejects_unclosed_and_non_mapping_frontmatter() {
+        let f = SourceFile::new("a.md", "---\ndescription: x\n# body\n");
+        assert!(parse(&f).unwrap_err().message.contains("no closing"));
+        let f = SourceFile::new("b.md", "---\n- a\n- b\n---\n");
+        let d = parse(&f).unwrap_err();
+        assert!(d.message.contains("a list, not a mapping"), "{}", d.message);
+        assert_eq!(d.position.unwrap().line, 2);
+        let f = SourceFile::new("c.md", "---\na: [1,\n---\n");
+        assert_eq!(parse(&f).unwrap_err().position.unwrap().line, 3);
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_quickly() {
+        let mut y = String::from(
+            "---\na: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        for (i, name) in ["b", "c", "d", "e", "f", "g", "h", "i"].iter().enumerate() {
+            let prev = ["a", "b", "c", "d", "e", "f", "g", "h"][i];
+            y.push_str(&format!("{name}: &{name} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+        }
+        y.push_str("---\n");
+        let f = SourceFile::new("bomb.md", y);
+        let d = parse(&f).unwrap_err();
+        assert!(d.message.contains("YAML"), "{}", d.message);
+    }
+}

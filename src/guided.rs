@@ -1,0 +1,336 @@
+//! Finds what is ambiguous in a file written for a person or Claude Code rather than for
+//! nixcmd: alternatives ("Option B", "Or …"), placeholders (`<host>`, `{{name}}`,
+//! `SERVICE_NAME`), commented-out alternative commands, slash-command lines, `$ARGUMENTS`/`$1`,
+//! and Claude Code's `` !`cmd` `` syntax — each with its position. Pure.
+
+use crate::command::{Command, Mode, NestedCommand};
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::outline::{Element, ElementKind};
+use crate::source::SourceFile;
+use regex::Regex;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::LazyLock;
+
+static ALTERNATIVE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\W*(option\s+[a-z0-9]+\b|alternative(ly)?\b|or\b|method\s+[0-9]+\b|approach\s+[0-9]+\b)")
+        .expect("valid regex")
+});
+static ANGLE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"<([A-Za-z][A-Za-z0-9_.-]*)>").expect("valid regex"));
+static MUSTACHE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}").expect("valid regex"));
+static CAPS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*\b").expect("valid regex"));
+static COMMENTED_COMMAND: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^\s*#\s*(sudo|nix|nixos-rebuild|nix-[a-z-]+|home-manager|darwin-rebuild|git|systemctl|journalctl|cp|mv|rm|ln|ssh|scp|rsync|curl|gh|colmena|deploy)\s+\S")
+        .expect("valid regex")
+});
+static SLASH: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^\s*/([a-z][a-z0-9_-]*)(\s+.*)?$").expect("valid regex"));
+static POSITIONAL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\$(ARGUMENTS\b|\{ARGUMENTS\}|[1-9]\b|\{[1-9]\}|@|\*)").expect("valid regex")
+});
+static BANG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"!`[^`]+`").expect("valid regex"));
+
+/// Words that look like placeholders but are ordinary environment variables or shell words.
+const KNOWN_CAPS: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "SHELL",
+    "PWD",
+    "TERM",
+    "LANG",
+    "EDITOR",
+    "HOSTNAME_",
+    "UID",
+    "TMPDIR",
+    "ARGUMENTS",
+    "EOF",
+    "END",
+    "OK",
+    "TODO",
+    "NOTE",
+    "README",
+    "JSON",
+    "YAML",
+    "TOML",
+    "URL",
+    "API",
+    "SSH",
+    "CI",
+    "PR",
+    "ID",
+    "OS",
+    "CPU",
+    "RAM",
+    "GB",
+    "MB",
+    "KB",
+    "HTTP",
+    "HTTPS",
+    "UTC",
+    "XDG",
+];
+
+/// Single words that are placeholders in real runbooks even without an underscore.
+const PLACEHOLDER_WORDS: &[&str] = &[
+    "HOSTNAME", "USERNAME", "HOST", "PACKAGE", "SERVICE", "VERSION", "BRANCH",
+];
+
+fn ambiguity(code: &'static str, message: String) -> Diagnostic {
+    Diagnostic::new(Severity::Warning, code, message)
+}
+
+/// Findings inside the blocks of a guided file; also records slash-command lines on blocks.
+pub fn block_findings(
+    file: &SourceFile,
+    cmd: &mut Command,
+    contexts: &HashMap<String, Vec<(String, Range<usize>)>>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let known_commands: Vec<String> = Vec::new();
+    let _ = known_commands;
+    let blocks = cmd
+        .prerequisites
+        .iter_mut()
+        .chain(cmd.steps.iter_mut())
+        .chain(cmd.success_criteria.checks.iter_mut())
+        .chain(cmd.rollback.iter_mut());
+    for block in blocks {
+        if !block.runnable {
+            continue;
+        }
+        if let Some(ctx) = contexts.get(&block.id)
+            && let Some((text, span)) = ctx.iter().rev().find(|(t, _)| ALTERNATIVE.is_match(t))
+        {
+            let shown: String = text.chars().take(40).collect();
+            out.push(
+                ambiguity(
+                    "alternative",
+                    format!("block `{}` is one of several alternatives (\"{shown}\")", block.id),
+                )
+                .at(file, span.start..span.start + text.len().min(40))
+                .with_hint("keep the one to run under Steps and move the others to a notes section or mark them `norun`"),
+            );
+        }
+        let assigned = assigned_names(&block.code);
+        for (i, code_line) in block.code.lines().enumerate() {
+            let line_no = block.code_line + i;
+            let at = |range: Range<usize>| locate(file, line_no, code_line, range);
+            if COMMENTED_COMMAND.is_match(code_line) {
+                out.push(
+                    ambiguity(
+                        "commented-alternative",
+                        "a commented-out command: an alternative the reader picks by hand".into(),
+                    )
+                    .at(file, at(0..code_line.len()))
+                    .with_hint("nixcmd never runs comments; make it a separate step or delete it"),
+                );
+            } else if code_line.trim_start().starts_with('#')
+                && ALTERNATIVE.is_match(code_line.trim_start().trim_start_matches('#'))
+            {
+                out.push(
+                    ambiguity(
+                        "alternative",
+                        "a comment offers an alternative inside the block; nixcmd runs every line"
+                            .into(),
+                    )
+                    .at(file, at(0..code_line.len()))
+                    .with_hint("split the alternatives into separate steps or keep only one"),
+                );
+            }
+            if let Some(c) = SLASH.captures(code_line) {
+                let name = c[1].to_string();
+                let args = c
+                    .get(2)
+                    .map(|m| m.as_str().split_whitespace().map(str::to_string).collect())
+                    .unwrap_or_default();
+                out.push(
+                    Diagnostic::new(Severity::Note, "slash-command", format!("`/{name}` runs another command"))
+                        .at(file, at(0..code_line.trim_end().len()))
+                        .with_hint(format!("nixcmd runs it as a nested command when `{name}` exists; otherwise the step cannot run")),
+                );
+                block.nested.push(NestedCommand {
+                    name,
+                    args,
+                    line: line_no,
+                });
+                continue;
+            }
+            let code_part = strip_comment(code_line);
+            for m in ANGLE.find_iter(code_part) {
+                if code_part[..m.start()].ends_with('<') {
+                    continue;
+                }
+                out.push(placeholder(file, at(m.range()), m.as_str()));
+            }
+            for m in MUSTACHE.find_iter(code_part) {
+                out.push(placeholder(file, at(m.range()), m.as_str()));
+            }
+            for m in CAPS.find_iter(code_part) {
+                let word = m.as_str();
+                let before = &code_part[..m.start()];
+                let after = &code_part[m.end()..];
+                let looks_like = word.contains('_') || PLACEHOLDER_WORDS.contains(&word);
+                if !looks_like
+                    || word.len() < 4
+                    || before.ends_with('$')
+                    || before.ends_with("${")
+                    || before.ends_with('-')
+                    || after.starts_with('=')
+                    || after.starts_with('(')
+                    || word.starts_with("NIX")
+                    || KNOWN_CAPS.contains(&word)
+                    || assigned.iter().any(|a| a == word)
+                {
+                    continue;
+                }
+                out.push(placeholder(file, at(m.range()), word));
+            }
+            for m in POSITIONAL.find_iter(code_part) {
+                out.push(
+                    ambiguity("arguments", format!("`{}` expects the command's arguments", m.as_str()))
+                        .at(file, at(m.range()))
+                        .with_hint("nixcmd passes arguments as environment variables: `$ARGUMENTS` (all) or `$NIXCMD_ARG_<NAME>`; `$1` is empty in a block"),
+                );
+            }
+        }
+    }
+}
+
+fn placeholder(file: &SourceFile, span: Range<usize>, word: &str) -> Diagnostic {
+    ambiguity("placeholder", format!("`{word}` looks like a placeholder the block never sets"))
+        .at(file, span)
+        .with_hint("declare an argument and use `$NIXCMD_ARG_…`, or fill it at run time with `--set KEY=VALUE`")
+}
+
+/// Findings in prose: Claude Code's `` !`cmd` `` everywhere; `$ARGUMENTS` in guided prose.
+pub fn prose_findings(
+    file: &SourceFile,
+    elements: &[Element],
+    mode: Mode,
+    out: &mut Vec<Diagnostic>,
+) {
+    for el in elements {
+        if matches!(el.kind, ElementKind::Fence { .. }) {
+            let ElementKind::Fence { code, .. } = &el.kind else {
+                continue;
+            };
+            if !code.contains("!`") {
+                continue;
+            }
+        }
+        let raw = &file.text[el.span.clone()];
+        for m in BANG.find_iter(raw) {
+            let start = el.span.start + m.start();
+            out.push(
+                ambiguity(
+                    "bang-command",
+                    format!(
+                        "Claude Code's `{}` syntax: nixcmd never runs it",
+                        m.as_str()
+                    ),
+                )
+                .at(file, start..start + m.len())
+                .with_hint(
+                    "put the command in a ```bash block under Steps so it runs with gates and logs",
+                ),
+            );
+        }
+        if mode == Mode::Guided && !matches!(el.kind, ElementKind::Fence { .. }) {
+            for m in POSITIONAL
+                .find_iter(raw)
+                .filter(|m| m.as_str().contains("ARGUMENTS"))
+            {
+                let start = el.span.start + m.start();
+                out.push(
+                    Diagnostic::new(
+                        Severity::Note,
+                        "arguments",
+                        "the text refers to `$ARGUMENTS`".to_string(),
+                    )
+                    .at(file, start..start + m.len())
+                    .with_hint("declare arguments under `nixcmd.args` so they are validated"),
+                );
+            }
+        }
+    }
+}
+
+/// Names a block assigns (`NAME=…`, `read NAME`, `for NAME in`, `export NAME=`).
+fn assigned_names(code: &str) -> Vec<String> {
+    static ASSIGN: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(r"(?:^|[\s;(])(?:export\s+|local\s+|readonly\s+|declare\s+(?:-\w+\s+)?)?([A-Za-z_][A-Za-z0-9_]*)=|\bread\s+(?:-\w+\s+)*([A-Za-z_][A-Za-z0-9_]*)|\bfor\s+([A-Za-z_][A-Za-z0-9_]*)\s+in\b")
+            .expect("valid regex")
+    });
+    ASSIGN
+        .captures_iter(code)
+        .filter_map(|c| {
+            c.get(1)
+                .or(c.get(2))
+                .or(c.get(3))
+                .map(|m| m.as_str().to_string())
+        })
+        .collect()
+}
+
+/// The part of a shell line before a `#` comment (quotes are not tracked: good enough to skip
+/// prose in comments, which is all this is for).
+fn strip_comment(line: &str) -> &str {
+    if line.trim_start().starts_with('#') {
+        return "";
+    }
+    match line.find(" #") {
+        Some(i) => &line[..i],
+        None => line,
+    }
+}
+
+/// Maps a range in a code line to a byte span in the file, allowing for list indentation.
+fn locate(file: &SourceFile, line_no: usize, code_line: &str, range: Range<usize>) -> Range<usize> {
+    let start = file.line_start(line_no);
+    let file_line = file.line_text(line_no);
+    let shift = file_line.find(code_line).unwrap_or(0);
+    start + shift + range.start..start + shift + range.end
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::command::Origin;
+    use crate::parser::parse;
+    use crate::source::SourceFile;
+
+    fn codes(md: &str) -> Vec<(&'static str, usize)> {
+        let file = SourceFile::new("g.md", md);
+        let cmd = parse(&file, "g", Origin::Builtin);
+        cmd.diagnostics
+            .iter()
+            .map(|d| (d.code, d.position.map_or(0, |p| p.line)))
+            .collect()
+    }
+
+    #[test]
+    fn finds_each_kind_of_ambiguity_with_its_line() {
+        let md = "---\ndescription: g\n---\n# G\n\n## Steps\n\n### Option A: fast\n```bash\nsudo nixos-rebuild switch --flake .#<host>\n# sudo nixos-rebuild boot\n/check_tasks all\necho \"$ARGUMENTS\" SERVICE_NAME\n```\n\nRun !`date` first.\n";
+        assert_eq!(
+            codes(md),
+            [
+                ("alternative", 8),
+                ("placeholder", 10),
+                ("commented-alternative", 11),
+                ("slash-command", 12),
+                ("arguments", 13),
+                ("placeholder", 13),
+                ("bang-command", 16),
+            ]
+        );
+    }
+
+    #[test]
+    fn assigned_and_environment_names_are_not_placeholders() {
+        let md = "---\ndescription: g\n---\n## Steps\n```bash\nMY_HOST=a\necho \"$MY_HOST\" $HOME ${OTHER_VAR} NIX_PATH\n```\n";
+        assert_eq!(codes(md), []);
+    }
+}

@@ -1,0 +1,360 @@
+//! Markdown → outline: a flat list of the elements nixcmd interprets (headings, paragraphs,
+//! list items, fences), each with its byte span in the file. Nesting is flattened on purpose:
+//! a fence inside a list item is still a fence of its section. No interpretation happens here.
+
+use pulldown_cmark::{CodeBlockKind, Event, Options, Parser, Tag, TagEnd};
+use std::ops::Range;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ElementKind {
+    Heading {
+        level: u8,
+        text: String,
+    },
+    Paragraph {
+        text: String,
+    },
+    /// A list item's own text (not that of items nested in it); `checked` for task items.
+    ListItem {
+        text: String,
+        checked: Option<bool>,
+    },
+    Fence {
+        info: String,
+        code: String,
+        /// Byte offset of the info string (just after the opening backticks or tildes).
+        info_offset: usize,
+        /// False when the file ends before the closing fence.
+        closed: bool,
+        /// False for indented code blocks (four spaces), which have no info string.
+        fenced: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Element {
+    pub kind: ElementKind,
+    /// Byte range in the whole file.
+    pub span: Range<usize>,
+}
+
+enum Open {
+    Heading {
+        level: u8,
+        text: String,
+        start: usize,
+    },
+    Paragraph {
+        text: String,
+        start: usize,
+    },
+    Item {
+        text: String,
+        checked: Option<bool>,
+        start: usize,
+        emitted: bool,
+    },
+    /// A paragraph folded into the list item around it.
+    ItemParagraph,
+    Fence {
+        info: String,
+        code: String,
+        span: Range<usize>,
+        fenced: bool,
+    },
+}
+
+/// Builds the outline of `body`, a slice of the file starting at byte `base`.
+pub fn build(file_text: &str, base: usize, body: &str) -> Vec<Element> {
+    let options =
+        Options::ENABLE_TASKLISTS | Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
+    let mut out = Vec::new();
+    let mut stack: Vec<Open> = Vec::new();
+    for (event, range) in Parser::new_ext(body, options).into_offset_iter() {
+        let range = range.start + base..range.end + base;
+        match event {
+            Event::Start(Tag::Heading { level, .. }) => stack.push(Open::Heading {
+                level: level as u8,
+                text: String::new(),
+                start: range.start,
+            }),
+            Event::Start(Tag::Paragraph) => {
+                if let Some(Open::Item {
+                    text,
+                    emitted: false,
+                    ..
+                }) = stack.last()
+                    && text.trim().is_empty()
+                {
+                    stack.push(Open::ItemParagraph);
+                } else {
+                    stack.push(Open::Paragraph {
+                        text: String::new(),
+                        start: range.start,
+                    });
+                }
+            }
+            Event::Start(Tag::Item) => {
+                flush_item(&mut stack, &mut out, range.start);
+                stack.push(Open::Item {
+                    text: String::new(),
+                    checked: None,
+                    start: range.start,
+                    emitted: false,
+                })
+            }
+            Event::Start(Tag::List(_)) => flush_item(&mut stack, &mut out, range.start),
+            Event::Start(Tag::CodeBlock(kind)) => {
+                flush_item(&mut stack, &mut out, range.start);
+                let (info, fenced) = match kind {
+                    CodeBlockKind::Fenced(info) => (info.to_string(), true),
+                    CodeBlockKind::Indented => (String::new(), false),
+                };
+                stack.push(Open::Fence {
+                    info,
+                    code: String::new(),
+                    span: range,
+                    fenced,
+                });
+            }
+            Event::TaskListMarker(done) => {
+                if let Some(Open::Item { checked, .. }) = stack
+                    .iter_mut()
+                    .rev()
+                    .find(|o| matches!(o, Open::Item { .. }))
+                {
+                    *checked = Some(done);
+                }
+            }
+            Event::Text(t) => push_text(&mut stack, &t, false),
+            Event::Code(t) => push_text(&mut stack, &t, true),
+            Event::SoftBreak | Event::HardBreak => push_text(&mut stack, " ", false),
+            Event::End(TagEnd::Heading(_)) => {
+                if let Some(Open::Heading { level, text, start }) = stack.pop() {
+                    out.push(Element {
+                        kind: ElementKind::Heading {
+                            level,
+                            text: squeeze(&text),
+                        },
+                        span: start..range.end,
+                    });
+                }
+            }
+            Event::End(TagEnd::Paragraph) => match stack.pop() {
+                Some(Open::Paragraph { text, start }) => out.push(Element {
+                    kind: ElementKind::Paragraph {
+                        text: squeeze(&text),
+                    },
+                    span: start..range.end,
+                }),
+                Some(Open::ItemParagraph) | None => {}
+                Some(other) => stack.push(other),
+            },
+            Event::End(TagEnd::Item) => {
+                flush_item(&mut stack, &mut out, range.end);
+                stack.pop();
+            }
+            Event::End(TagEnd::CodeBlock) => {
+                if let Some(Open::Fence {
+                    info,
+                    code,
+                    span,
+                    fenced,
+                }) = stack.pop()
+                {
+                    let info_offset = info_offset(file_text, span.start);
+                    let closed = !fenced || is_closed(file_text, span.clone());
+                    out.push(Element {
+                        kind: ElementKind::Fence {
+                            info,
+                            code,
+                            info_offset,
+                            closed,
+                            fenced,
+                        },
+                        span,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn push_text(stack: &mut [Open], t: &str, inline_code: bool) {
+    let target = stack
+        .iter_mut()
+        .rev()
+        .find(|o| !matches!(o, Open::ItemParagraph));
+    let text = match target {
+        Some(Open::Heading { text, .. }) | Some(Open::Paragraph { text, .. }) => text,
+        Some(Open::Item {
+            text,
+            emitted: false,
+            ..
+        }) => text,
+        Some(Open::Fence { code, .. }) => {
+            code.push_str(t);
+            return;
+        }
+        _ => return,
+    };
+    if inline_code {
+        text.push('`');
+        text.push_str(t);
+        text.push('`');
+    } else {
+        text.push_str(t);
+    }
+}
+
+/// Emits the innermost open list item's own text before something nested in it.
+fn flush_item(stack: &mut [Open], out: &mut Vec<Element>, end: usize) {
+    if let Some(Open::Item {
+        text,
+        checked,
+        start,
+        emitted,
+    }) = stack.last_mut()
+        && !*emitted
+    {
+        *emitted = true;
+        out.push(Element {
+            kind: ElementKind::ListItem {
+                text: squeeze(text),
+                checked: *checked,
+            },
+            span: *start..end.max(*start),
+        });
+    }
+}
+
+fn squeeze(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The byte offset just after the opening fence characters on the fence's first line.
+fn info_offset(text: &str, fence_start: usize) -> usize {
+    let line = &text[fence_start..];
+    let indent = line.len() - line.trim_start_matches([' ', '\t', '>']).len();
+    let after_indent = &line[indent..];
+    let marker = after_indent.chars().next().unwrap_or('`');
+    let run = after_indent.len() - after_indent.trim_start_matches(marker).len();
+    let after = &after_indent[run..];
+    let spaces = after.len() - after.trim_start_matches([' ', '\t']).len();
+    fence_start + indent + run + spaces
+}
+
+/// Whether a fenced block's span ends with a closing fence line (not the end of the file).
+fn is_closed(text: &str, span: Range<usize>) -> bool {
+    let block = &text[span];
+    let mut lines = block.trim_end_matches(['\n', '\r']).lines();
+    let Some(first) = lines.next() else {
+        return false;
+    };
+    let opening = first.trim_start_matches([' ', '\t', '>']);
+    let marker = opening.chars().next().unwrap_or('`');
+    let open_len = opening.len() - opening.trim_start_matches(marker).len();
+    match lines.last() {
+        Some(last) => {
+            let last = last.trim_start_matches([' ', '\t', '>']).trim_end();
+            last.len() >= open_len && last.chars().all(|c| c == marker)
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(md: &str) -> Vec<ElementKind> {
+        build(md, 0, md).into_iter().map(|e| e.kind).collect()
+    }
+
+    #[test]
+    fn flattens_fences_inside_list_items() {
+        let md = "## Steps\n1. **Edit** it\n   ```bash {id=x}\n   echo hi\n   ```\n- [ ] done\n";
+        let k = kinds(md);
+        assert_eq!(
+            k[0],
+            ElementKind::Heading {
+                level: 2,
+                text: "Steps".into()
+            }
+        );
+        assert_eq!(
+            k[1],
+            ElementKind::ListItem {
+                text: "Edit it".into(),
+                checked: None
+            }
+        );
+        match &k[2] {
+            ElementKind::Fence {
+                info, code, closed, ..
+            } => {
+                assert_eq!(info, "bash {id=x}");
+                assert_eq!(code, "echo hi\n");
+                assert!(closed);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            k[3],
+            ElementKind::ListItem {
+                text: "done".into(),
+                checked: Some(false)
+            }
+        );
+    }
+
+    #[test]
+    fn detects_unclosed_fences_and_info_offsets() {
+        let md = "text\n\n```bash {id=a}\necho\n";
+        let els = build(md, 0, md);
+        match &els[1].kind {
+            ElementKind::Fence {
+                closed,
+                info_offset,
+                ..
+            } => {
+                assert!(!closed);
+                assert_eq!(&md[*info_offset..*info_offset + 4], "bash");
+            }
+            other => panic!("{other:?}"),
+        }
+        let md = "```\n```\n";
+        assert!(matches!(
+            &build(md, 0, md)[0].kind,
+            ElementKind::Fence { closed: true, .. }
+        ));
+    }
+
+    #[test]
+    fn loose_item_paragraphs_fold_into_the_item() {
+        let md = "- [x] first\n\n- second `code`\n";
+        assert_eq!(
+            kinds(md),
+            [
+                ElementKind::ListItem {
+                    text: "first".into(),
+                    checked: Some(true)
+                },
+                ElementKind::ListItem {
+                    text: "second `code`".into(),
+                    checked: None
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow() {
+        let md = "- a\n".to_string() + &"  ".repeat(1) + &"> ".repeat(50_000) + "x\n";
+        let _ = build(&md, 0, &md);
+        let md = "[".repeat(100_000);
+        let _ = build(&md, 0, &md);
+    }
+}

@@ -1,0 +1,614 @@
+//! Reads a command file: bytes → text (refusing binary, non-UTF-8 and oversized files) →
+//! frontmatter + outline → [`Command`]. Pure: no file system, no processes. Every problem it
+//! can see without running anything becomes a diagnostic on the command, so `check` reports
+//! them all at once; callers refuse to run a command that has errors.
+
+use crate::attrs;
+use crate::command::{
+    Attrs, Block, Command, Entry, ManualCheck, Mode, Origin, Phase, SectionInfo, SuccessCriteria,
+};
+use crate::diagnostic::{Diagnostic, Severity};
+use crate::frontmatter::{self, Frontmatter};
+use crate::guided;
+use crate::outline::{self, Element, ElementKind};
+use crate::sections::{self, SectionKind};
+use crate::settings;
+use crate::source::SourceFile;
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+/// Command files larger than this are refused: a runbook is read by people, and the limit
+/// keeps `list` over a directory of unknown files fast and bounded.
+pub const MAX_FILE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Languages nixcmd executes.
+pub const SHELL_LANGUAGES: &[&str] = &["bash", "sh", "shell"];
+
+/// Turns a file's bytes into text, or explains why it is not a command file.
+pub fn decode(name: &str, bytes: &[u8]) -> Result<SourceFile, Diagnostic> {
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(Diagnostic::fatal(
+            "file",
+            format!(
+                "the file is {:.1} MiB; command files are read up to {} MiB",
+                bytes.len() as f64 / (1024.0 * 1024.0),
+                MAX_FILE_BYTES / (1024 * 1024)
+            ),
+        )
+        .with_hint("is this the right file? split very large runbooks into several commands"));
+    }
+    if let Some(nul) = bytes.iter().position(|&b| b == 0) {
+        let file = SourceFile::new(name, String::from_utf8_lossy(&bytes[..nul]).into_owned());
+        return Err(Diagnostic::fatal(
+            "file",
+            "the file is binary (it contains NUL bytes), not Markdown",
+        )
+        .at_position(file.position(nul), 1)
+        .with_hint("command files are UTF-8 Markdown text"));
+    }
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Ok(SourceFile::new(name, text)),
+        Err(e) => {
+            let good = &bytes[..e.valid_up_to()];
+            let file = SourceFile::new(name, String::from_utf8_lossy(good).into_owned());
+            Err(Diagnostic::fatal("file", "the file is not valid UTF-8")
+                .at_position(file.position(good.len()), 1)
+                .with_hint("save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"))
+        }
+    }
+}
+
+/// A fenced block on its way to becoming a [`Block`].
+struct Pending {
+    phase: Phase,
+    title: Option<String>,
+    language: String,
+    code: String,
+    fence_span: Range<usize>,
+    info_offset: usize,
+    attrs: Attrs,
+    explicit_id: Option<(String, Range<usize>)>,
+    /// Prose between the previous block of the section and this one.
+    context: Vec<(String, Range<usize>)>,
+}
+
+/// Where the walk through the outline is.
+struct Walk {
+    kind: SectionKind,
+    heading: Option<(String, usize)>,
+    /// The nearest `###`-or-deeper heading (or a numbered `## Step N:` title).
+    sub: Option<String>,
+    context: Vec<(String, Range<usize>)>,
+}
+
+pub fn parse(file: &SourceFile, name: &str, origin: Origin) -> Command {
+    let mut diagnostics = Vec::new();
+    let fm = match frontmatter::parse(file) {
+        Ok(fm) => fm,
+        Err(d) => {
+            diagnostics.push(d);
+            // Read the body anyway so every other problem is reported too.
+            Frontmatter {
+                body_start: skip_broken_frontmatter(&file.text),
+                ..Frontmatter::default()
+            }
+        }
+    };
+    let meta = settings::interpret(file, &fm);
+    diagnostics.extend(meta.diagnostics);
+    let mode = meta.mode.unwrap_or(Mode::Guided);
+
+    let body = &file.text[fm.body_start..];
+    let elements = outline::build(&file.text, fm.body_start, body);
+
+    let mut cmd = Command {
+        name: name.to_string(),
+        title: None,
+        description: meta.description,
+        argument_hint: meta.argument_hint,
+        source: origin,
+        mode,
+        hash: hex(&Sha256::digest(file.text.as_bytes())),
+        settings: meta.settings,
+        args: meta.args,
+        overview: String::new(),
+        sections: Vec::new(),
+        prerequisites: Vec::new(),
+        steps: Vec::new(),
+        success_criteria: SuccessCriteria::default(),
+        rollback: Vec::new(),
+        troubleshooting: Vec::new(),
+        references: Vec::new(),
+        notes: Vec::new(),
+        other_blocks: 0,
+        diagnostics: Vec::new(),
+    };
+    let pending = walk(file, &elements, &mut cmd, &mut diagnostics);
+    let contexts = finish_blocks(file, pending, &mut cmd, &mut diagnostics);
+    structural_rules(file, &mut cmd, &mut diagnostics);
+    if mode == Mode::Guided {
+        guided::block_findings(file, &mut cmd, &contexts, &mut diagnostics);
+    }
+    guided::prose_findings(file, &elements, mode, &mut diagnostics);
+    diagnostics.sort_by_key(|d| (d.position, std::cmp::Reverse(d.severity)));
+    cmd.diagnostics = diagnostics;
+    cmd
+}
+
+/// After an unparsable frontmatter, the body starts after the next delimiter line if any.
+fn skip_broken_frontmatter(text: &str) -> usize {
+    let mut offset = 0;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        offset += line.len();
+        if i > 0 && matches!(line.trim_end(), "---" | "+++") {
+            return offset;
+        }
+    }
+    0
+}
+
+fn walk(
+    file: &SourceFile,
+    elements: &[Element],
+    cmd: &mut Command,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Pending> {
+    let mut pending = Vec::new();
+    let mut w = Walk {
+        kind: SectionKind::Overview,
+        heading: None,
+        sub: None,
+        context: Vec::new(),
+    };
+    let mut overview = Vec::new();
+    for el in elements {
+        let line = file.position(el.span.start).line;
+        match &el.kind {
+            ElementKind::Heading { level: 1, text }
+                if cmd.title.is_none() && w.heading.is_none() =>
+            {
+                cmd.title = Some(text.clone());
+            }
+            ElementKind::Heading { level, text } if *level <= 2 => {
+                let class = sections::classify(text);
+                w = Walk {
+                    kind: class.kind,
+                    heading: Some((text.clone(), line)),
+                    sub: class.step_title,
+                    context: vec![(text.clone(), el.span.clone())],
+                };
+                cmd.sections.push(SectionInfo {
+                    heading: text.clone(),
+                    kind: class.kind,
+                    line,
+                });
+                if matches!(w.kind, SectionKind::Notes | SectionKind::Overview) && !text.is_empty()
+                {
+                    cmd.notes.push(Entry {
+                        title: text.clone(),
+                        text: String::new(),
+                        line,
+                    });
+                }
+            }
+            ElementKind::Heading { text, .. } => {
+                w.sub = Some(text.clone());
+                w.context.push((text.clone(), el.span.clone()));
+                if matches!(
+                    w.kind,
+                    SectionKind::Troubleshooting | SectionKind::References
+                ) {
+                    entries_of(cmd, w.kind).push(Entry {
+                        title: text.clone(),
+                        text: String::new(),
+                        line,
+                    });
+                }
+            }
+            ElementKind::Paragraph { text }
+            | ElementKind::ListItem {
+                text,
+                checked: None,
+            } => {
+                w.context.push((text.clone(), el.span.clone()));
+                prose(
+                    cmd,
+                    &w,
+                    &mut overview,
+                    text,
+                    line,
+                    matches!(el.kind, ElementKind::ListItem { .. }),
+                );
+            }
+            ElementKind::ListItem {
+                text,
+                checked: Some(_),
+            } => {
+                w.context.push((text.clone(), el.span.clone()));
+                if w.kind == SectionKind::SuccessCriteria {
+                    cmd.success_criteria.manual.push(ManualCheck {
+                        text: text.clone(),
+                        line,
+                    });
+                } else {
+                    prose(cmd, &w, &mut overview, &format!("[ ] {text}"), line, true);
+                }
+            }
+            ElementKind::Fence {
+                info,
+                code,
+                info_offset,
+                closed,
+                fenced,
+            } => {
+                if !closed {
+                    diagnostics.push(
+                        Diagnostic::fatal("unclosed-fence", "this code fence is never closed")
+                            .at(file, el.span.start..*info_offset)
+                            .with_hint("add a closing fence line (```) after the code: without it the rest of the file is code"),
+                    );
+                }
+                let phase = match w.kind {
+                    SectionKind::Prerequisites => Some(Phase::Prerequisite),
+                    SectionKind::Steps => Some(Phase::Step),
+                    SectionKind::SuccessCriteria => Some(Phase::Check),
+                    SectionKind::Rollback => Some(Phase::Rollback),
+                    _ => None,
+                };
+                let (Some(phase), true) = (phase, *fenced) else {
+                    cmd.other_blocks += 1;
+                    w.context.clear();
+                    continue;
+                };
+                let parsed = attrs::parse_info(info);
+                let validated = attrs::validate(&parsed.attrs);
+                for e in parsed.errors.iter().chain(&validated.errors) {
+                    let span = info_offset + e.span.start..info_offset + e.span.end;
+                    let mut d = Diagnostic::error(e.code, e.message.clone()).at(file, span);
+                    if let Some(h) = &e.hint {
+                        d = d.with_hint(h.clone());
+                    }
+                    diagnostics.push(d);
+                }
+                let explicit_id = validated
+                    .id
+                    .map(|(id, r)| (id, info_offset + r.start..info_offset + r.end));
+                pending.push(Pending {
+                    phase,
+                    title: w.sub.clone(),
+                    language: parsed.language,
+                    code: code.replace("\r\n", "\n"),
+                    fence_span: el.span.clone(),
+                    info_offset: *info_offset,
+                    attrs: validated.attrs,
+                    explicit_id,
+                    context: std::mem::take(&mut w.context),
+                });
+            }
+        }
+    }
+    cmd.overview = overview.join("\n\n");
+    pending
+}
+
+fn entries_of(cmd: &mut Command, kind: SectionKind) -> &mut Vec<Entry> {
+    match kind {
+        SectionKind::Troubleshooting => &mut cmd.troubleshooting,
+        SectionKind::References => &mut cmd.references,
+        _ => &mut cmd.notes,
+    }
+}
+
+/// Where a paragraph or list item's text goes.
+fn prose(
+    cmd: &mut Command,
+    w: &Walk,
+    overview: &mut Vec<String>,
+    text: &str,
+    line: usize,
+    item: bool,
+) {
+    if text.is_empty() {
+        return;
+    }
+    let text = if item {
+        format!("- {text}")
+    } else {
+        text.to_string()
+    };
+    match w.kind {
+        SectionKind::Overview if w.heading.is_none() => overview.push(text),
+        SectionKind::References if item && w.sub.is_none() => cmd.references.push(Entry {
+            title: text.trim_start_matches("- ").to_string(),
+            text: String::new(),
+            line,
+        }),
+        SectionKind::Troubleshooting | SectionKind::References => {
+            let section = w.heading.as_ref().map(|h| h.0.clone()).unwrap_or_default();
+            let entries = entries_of(cmd, w.kind);
+            if entries.is_empty() {
+                entries.push(Entry {
+                    title: section,
+                    text: String::new(),
+                    line,
+                });
+            }
+            append(&mut entries.last_mut().expect("just pushed").text, &text);
+        }
+        SectionKind::Overview | SectionKind::Notes => {
+            if let Some(note) = cmd.notes.last_mut() {
+                append(&mut note.text, &text);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn append(into: &mut String, text: &str) {
+    if !into.is_empty() {
+        into.push('\n');
+    }
+    into.push_str(text);
+}
+
+/// Assigns ids, builds blocks, and reports duplicate ids. Returns each block's context.
+fn finish_blocks(
+    file: &SourceFile,
+    pending: Vec<Pending>,
+    cmd: &mut Command,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> HashMap<String, Vec<(String, Range<usize>)>> {
+    let mut taken: HashSet<String> = HashSet::new();
+    let mut first_at: HashMap<String, usize> = HashMap::new();
+    for p in &pending {
+        if let Some((id, span)) = &p.explicit_id {
+            if let Some(first) = first_at.get(id) {
+                diagnostics.push(
+                    Diagnostic::error(
+                        "duplicate-id",
+                        format!("the id `{id}` is already used on line {first}"),
+                    )
+                    .at(file, span.clone())
+                    .with_hint(
+                        "ids must be unique within a command: they name logs and resume points",
+                    ),
+                );
+            } else {
+                first_at.insert(id.clone(), file.position(span.start).line);
+            }
+            taken.insert(id.clone());
+        }
+    }
+    let mut counters: HashMap<Phase, usize> = HashMap::new();
+    let mut contexts = HashMap::new();
+    let mut seen_ids: HashSet<String> = HashSet::new();
+    for p in pending {
+        let n = counters.entry(p.phase).or_default();
+        *n += 1;
+        let id = match &p.explicit_id {
+            Some((id, _)) => {
+                // A duplicate keeps a unique internal id so runs stay well-defined.
+                if seen_ids.contains(id) {
+                    unique(&format!("{id}-dup"), &taken, &mut seen_ids)
+                } else {
+                    id.clone()
+                }
+            }
+            None => {
+                let base = p
+                    .title
+                    .as_deref()
+                    .map(slug)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| format!("{}-{n}", phase_prefix(p.phase)));
+                unique(&base, &taken, &mut seen_ids)
+            }
+        };
+        seen_ids.insert(id.clone());
+        let runnable = SHELL_LANGUAGES.contains(&p.language.as_str()) && !p.attrs.norun;
+        let line = file.position(p.fence_span.start).line;
+        let _ = p.info_offset;
+        contexts.insert(id.clone(), p.context);
+        let block = Block {
+            id,
+            phase: p.phase,
+            title: p.title,
+            language: p.language,
+            code: p.code,
+            line,
+            code_line: line + 1,
+            runnable,
+            attrs: p.attrs,
+            nested: Vec::new(),
+        };
+        match block.phase {
+            Phase::Prerequisite => cmd.prerequisites.push(block),
+            Phase::Step => cmd.steps.push(block),
+            Phase::Check => cmd.success_criteria.checks.push(block),
+            Phase::Rollback => cmd.rollback.push(block),
+        }
+    }
+    contexts
+}
+
+fn unique(base: &str, taken: &HashSet<String>, seen: &mut HashSet<String>) -> String {
+    if !taken.contains(base) && !seen.contains(base) {
+        return base.to_string();
+    }
+    (2..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|c| !taken.contains(c) && !seen.contains(c))
+        .expect("an unused suffix exists")
+}
+
+fn phase_prefix(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Prerequisite => "prereq",
+        Phase::Step => "step",
+        Phase::Check => "check",
+        Phase::Rollback => "rollback",
+    }
+}
+
+/// `Update inputs` → `update-inputs`; keeps ASCII letters and digits, at most 48 characters.
+pub fn slug(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+        if out.len() >= 48 {
+            break;
+        }
+    }
+    out.trim_end_matches('-').to_string()
+}
+
+/// Rules about the command as a whole.
+fn structural_rules(file: &SourceFile, cmd: &mut Command, diagnostics: &mut Vec<Diagnostic>) {
+    let annotated = cmd.mode == Mode::Annotated;
+    let by_mode = |s: Severity| if annotated { s } else { Severity::Warning };
+    if cmd.description.is_none() {
+        let d = Diagnostic::new(
+            by_mode(Severity::Error),
+            "missing-description",
+            "the command has no description",
+        )
+        .with_hint(
+            "add `description: one line saying what it does` to the frontmatter (`list` shows it)",
+        );
+        diagnostics.push(
+            if file.text.starts_with("---") || file.text.starts_with("+++") {
+                d.at(file, 0..3)
+            } else {
+                d
+            },
+        );
+        if !annotated {
+            cmd.description = cmd
+                .overview
+                .lines()
+                .next()
+                .map(first_sentence)
+                .filter(|s| !s.is_empty());
+        }
+    }
+    if cmd.runnable_steps() == 0 {
+        let others = cmd.other_blocks + cmd.steps.len();
+        let message = if others > 0 {
+            format!(
+                "no runnable step: the file's {others} code block(s) are outside a Steps section or not shell"
+            )
+        } else {
+            "no runnable step: there is no shell block under a Steps section".to_string()
+        };
+        let d = Diagnostic::new(by_mode(Severity::Error), "no-runnable-step", message).with_hint(
+            "put ```bash blocks under `## Steps` (named by `###` headings); other sections are shown, never run",
+        );
+        diagnostics.push(match cmd.sections.first() {
+            Some(s) => d.at_position(
+                crate::source::Position {
+                    line: s.line,
+                    col: 1,
+                },
+                2,
+            ),
+            None => d,
+        });
+    }
+    let rollback_ids: Vec<&str> = cmd.rollback.iter().map(|b| b.id.as_str()).collect();
+    for block in cmd.blocks() {
+        if let Some(target) = &block.attrs.rollback
+            && !rollback_ids.contains(&target.as_str())
+        {
+            let hint = match crate::suggest::closest(target, rollback_ids.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None if rollback_ids.is_empty() => {
+                    "add a `## Rollback` section with a `### <name>` heading and a ```bash block"
+                        .into()
+                }
+                None => format!("rollback blocks: {}", rollback_ids.join(", ")),
+            };
+            diagnostics.push(
+                Diagnostic::error(
+                    "unknown-rollback",
+                    format!("`rollback={target}` names no rollback block"),
+                )
+                .at(file, attr_span(file, block, "rollback"))
+                .with_hint(hint),
+            );
+        }
+        if annotated
+            && block.runnable
+            && block.attrs.confirm.is_some()
+            && block.attrs.rollback.is_none()
+            && !block.attrs.irreversible
+        {
+            diagnostics.push(
+                Diagnostic::warning(
+                    "confirm-without-rollback",
+                    format!(
+                        "step `{}` asks for confirmation but has no `rollback=`",
+                        block.id
+                    ),
+                )
+                .at(file, attr_span(file, block, "confirm"))
+                .with_hint(
+                    "name a compensation with `rollback=ID`, or mark the step `irreversible`",
+                ),
+            );
+        }
+    }
+}
+
+/// The span of `key` in a block's fence line (or the fence line's start).
+fn attr_span(file: &SourceFile, block: &Block, key: &str) -> Range<usize> {
+    let start = file.line_start(block.line);
+    let line = file.line_text(block.line);
+    match line.find(&format!("{key}=")).or_else(|| line.find(key)) {
+        Some(i) => {
+            let len = line[i..].find([' ', '}']).unwrap_or(line.len() - i);
+            start + i..start + i + len
+        }
+        None => start..start + line.len().max(1),
+    }
+}
+
+fn first_sentence(text: &str) -> String {
+    let text = text.trim_start_matches("- ");
+    let end = text.find(". ").map(|i| i + 1).unwrap_or(text.len());
+    let s: String = text[..end].chars().take(120).collect();
+    s.trim().to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugs() {
+        assert_eq!(slug("Update inputs"), "update-inputs");
+        assert_eq!(slug("🚀 Build & test!"), "build-test");
+        assert_eq!(slug("restore-lock"), "restore-lock");
+    }
+
+    #[test]
+    fn decode_refuses_binary_and_bad_utf8_with_positions() {
+        let d = decode("b.md", b"ab\ncd\x00").unwrap_err();
+        assert_eq!(d.position.unwrap().line, 2);
+        assert!(d.message.contains("binary"));
+        let d = decode("u.md", b"ok\n\xff").unwrap_err();
+        assert_eq!((d.position.unwrap().line, d.position.unwrap().col), (2, 1));
+        let big = vec![b'a'; MAX_FILE_BYTES + 1];
+        assert!(decode("big.md", &big).unwrap_err().message.contains("MiB"));
+        assert_eq!(decode("bom.md", b"\xEF\xBB\xBF# x").unwrap().text, "# x");
+    }
+}

@@ -1,0 +1,269 @@
+//! The section-synonym table: which `##` headings mean prerequisites, steps, success criteria,
+//! rollback, troubleshooting, references or overview. The one place that knows the synonyms;
+//! README.md lists the same table and a test keeps the two in step.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SectionKind {
+    Overview,
+    Prerequisites,
+    Steps,
+    SuccessCriteria,
+    Rollback,
+    Troubleshooting,
+    References,
+    /// Anything else: kept, shown, never run.
+    Notes,
+}
+
+impl SectionKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            SectionKind::Overview => "overview",
+            SectionKind::Prerequisites => "prerequisites",
+            SectionKind::Steps => "steps",
+            SectionKind::SuccessCriteria => "success criteria",
+            SectionKind::Rollback => "rollback",
+            SectionKind::Troubleshooting => "troubleshooting",
+            SectionKind::References => "references",
+            SectionKind::Notes => "notes",
+        }
+    }
+}
+
+/// Normalized heading → kind. Headings are normalized by [`normalize`] before lookup.
+pub const SYNONYMS: &[(SectionKind, &[&str])] = &[
+    (
+        SectionKind::Overview,
+        &[
+            "overview",
+            "task overview",
+            "description",
+            "introduction",
+            "purpose",
+            "about",
+            "summary",
+            "context",
+            "task",
+            "what i'll do",
+            "what this does",
+        ],
+    ),
+    (
+        SectionKind::Prerequisites,
+        &[
+            "prerequisites",
+            "prerequisite",
+            "requirements",
+            "preconditions",
+            "pre-checks",
+            "pre-check setup",
+            "pre-update checks",
+            "pre-deployment checks",
+            "pre-flight checks",
+            "preflight",
+            "preflight checks",
+            "pre-work checklist",
+            "before you begin",
+            "before you start",
+        ],
+    ),
+    (
+        SectionKind::Steps,
+        &[
+            "steps",
+            "step-by-step procedures",
+            "procedure",
+            "procedures",
+            "process",
+            "workflow",
+            "instructions",
+            "implementation",
+            "update process",
+            "manual update process",
+            "deployment process",
+            "deployment steps",
+            "packaging workflow",
+            "execution",
+            "run",
+        ],
+    ),
+    (
+        SectionKind::SuccessCriteria,
+        &[
+            "success criteria",
+            "success checklist",
+            "success metrics",
+            "acceptance criteria",
+            "checklist",
+            "verification",
+            "validation",
+            "validation & testing",
+            "validation and testing",
+            "post-deployment verification",
+            "post-update verification",
+            "health checks",
+        ],
+    ),
+    (
+        SectionKind::Rollback,
+        &[
+            "rollback",
+            "rollbacks",
+            "rollback procedure",
+            "rollback procedures",
+            "rollback plan",
+            "recovery",
+            "error recovery",
+            "emergency recovery",
+            "undo",
+            "revert",
+        ],
+    ),
+    (
+        SectionKind::Troubleshooting,
+        &[
+            "troubleshooting",
+            "common issues",
+            "common issues and solutions",
+            "common issues & solutions",
+            "common problems",
+            "known issues",
+            "error handling",
+            "faq",
+            "if something goes wrong",
+        ],
+    ),
+    (
+        SectionKind::References,
+        &[
+            "references",
+            "reference",
+            "documentation references",
+            "documentation",
+            "resources",
+            "see also",
+            "links",
+            "further reading",
+            "context documents",
+        ],
+    ),
+];
+
+/// What a `##` heading is: its kind, and for numbered step headings (`Step 3: Build`) the
+/// step's own title.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    pub kind: SectionKind,
+    /// `Some("Build")` for `## Step 3: Build`: the section is itself one named step.
+    pub step_title: Option<String>,
+}
+
+/// Classifies a `##` heading's text.
+pub fn classify(heading: &str) -> Classified {
+    if let Some(title) = numbered_step_title(heading) {
+        return Classified {
+            kind: SectionKind::Steps,
+            step_title: Some(title),
+        };
+    }
+    let key = normalize(heading);
+    let kind = SYNONYMS
+        .iter()
+        .find(|(_, names)| names.contains(&key.as_str()))
+        .map(|(kind, _)| *kind)
+        .unwrap_or(SectionKind::Notes);
+    Classified {
+        kind,
+        step_title: None,
+    }
+}
+
+/// Lowercases, strips leading emoji, punctuation and numbering (`1.`, `2)`, `Phase 2:`), a
+/// trailing parenthetical (`(Manual Process)`) and trailing punctuation, and squeezes spaces.
+pub fn normalize(heading: &str) -> String {
+    let lower = heading.to_lowercase();
+    let mut s = lower
+        .trim_start_matches(|c: char| !c.is_alphanumeric())
+        .trim();
+    // "1. Prerequisites", "2) Steps"
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(0);
+    if digits > 0 {
+        s = s[digits..]
+            .trim_start_matches(|c: char| !c.is_alphanumeric())
+            .trim();
+    }
+    let mut out = s.to_string();
+    if let Some(open) = out.rfind(" (")
+        && out.ends_with(')')
+    {
+        out.truncate(open);
+    }
+    let out = out.trim_end_matches(|c: char| !c.is_alphanumeric() && c != ')');
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `Step 3: Build the system` → `Build the system`.
+fn numbered_step_title(heading: &str) -> Option<String> {
+    let trimmed = heading.trim_start_matches(|c: char| !c.is_alphanumeric());
+    let rest = trimmed
+        .strip_prefix("Step ")
+        .or_else(|| trimmed.strip_prefix("step "))?;
+    let digits = rest.find(|c: char| !c.is_ascii_digit())?;
+    if digits == 0 {
+        return None;
+    }
+    let title = rest[digits..].trim_start_matches([':', '.', ')', '-', ' ', '—']);
+    let title = title.trim();
+    Some(if title.is_empty() {
+        format!("Step {}", &rest[..digits])
+    } else {
+        title.to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_numbering_emoji_and_parentheticals() {
+        assert_eq!(normalize("🚨 Rollback Procedures"), "rollback procedures");
+        assert_eq!(normalize("2. Steps"), "steps");
+        assert_eq!(
+            normalize("Pre-Update Checks (Manual Process)"),
+            "pre-update checks"
+        );
+        assert_eq!(
+            normalize("  Common Issues & Solutions: "),
+            "common issues & solutions"
+        );
+    }
+
+    #[test]
+    fn classifies_synonyms_and_numbered_steps() {
+        assert_eq!(
+            classify("Success Checklist").kind,
+            SectionKind::SuccessCriteria
+        );
+        assert_eq!(classify("Rollback Procedure").kind, SectionKind::Rollback);
+        assert_eq!(classify("Quick Start").kind, SectionKind::Notes);
+        let step = classify("Step 3: Check Current and Latest Versions");
+        assert_eq!(step.kind, SectionKind::Steps);
+        assert_eq!(
+            step.step_title.as_deref(),
+            Some("Check Current and Latest Versions")
+        );
+    }
+
+    #[test]
+    fn every_synonym_is_already_normalized() {
+        for (_, names) in SYNONYMS {
+            for name in *names {
+                assert_eq!(&normalize(name), name);
+            }
+        }
+    }
+}

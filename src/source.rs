@@ -1,0 +1,93 @@
+//! A command file's text with its name and a line index, so that any byte offset can be turned
+//! into `line:col` and the line it sits on. Owns no I/O: callers hand it text they already read.
+
+use std::ops::Range;
+
+/// A byte range into a [`SourceFile`]'s text.
+pub type Span = Range<usize>;
+
+/// One command file as text.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// What diagnostics call the file: a path as the user gave it, or `builtin:NAME`.
+    pub name: String,
+    pub text: String,
+    line_starts: Vec<usize>,
+}
+
+/// A 1-based line and column (columns count characters, not bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Position {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl SourceFile {
+    pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        let text = text.into();
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        Self {
+            name: name.into(),
+            text,
+            line_starts,
+        }
+    }
+
+    /// The position of a byte offset; offsets past the end clamp to the end.
+    pub fn position(&self, offset: usize) -> Position {
+        let offset = offset.min(self.text.len());
+        let line_index = match self.line_starts.binary_search(&offset) {
+            Ok(i) => i,
+            Err(i) => i - 1,
+        };
+        let start = self.line_starts[line_index];
+        let mut col_end = offset;
+        while !self.text.is_char_boundary(col_end) {
+            col_end -= 1;
+        }
+        Position {
+            line: line_index + 1,
+            col: self.text[start..col_end].chars().count() + 1,
+        }
+    }
+
+    /// The byte offset where a 1-based line starts (clamped to the end of the text).
+    pub fn line_start(&self, line: usize) -> usize {
+        self.line_starts
+            .get(line.saturating_sub(1))
+            .copied()
+            .unwrap_or(self.text.len())
+    }
+
+    /// The text of a 1-based line without its line ending.
+    pub fn line_text(&self, line: usize) -> &str {
+        let start = self.line_start(line);
+        let end = self
+            .line_starts
+            .get(line)
+            .copied()
+            .unwrap_or(self.text.len());
+        self.text[start..end].trim_end_matches(['\n', '\r'])
+    }
+
+    pub fn line_count(&self) -> usize {
+        self.line_starts.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_one_based_and_count_characters() {
+        let f = SourceFile::new("t.md", "ab\néx y\n");
+        assert_eq!(f.position(0), Position { line: 1, col: 1 });
+        assert_eq!(f.position(3), Position { line: 2, col: 1 });
+        // "é" is two bytes: the "x" after it is column 2.
+        assert_eq!(f.position(5), Position { line: 2, col: 2 });
+        assert_eq!(f.line_text(2), "éx y");
+        assert_eq!(f.position(999), Position { line: 3, col: 1 });
+    }
+}
