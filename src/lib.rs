@@ -3,15 +3,27 @@
 //! Stages: bytes → [`source::SourceFile`] → [`outline`] → [`command::Command`] (the parser
 //! and checker do no I/O) → runs that emit events → renderers that print.
 
+pub mod app;
 pub mod attrs;
+pub mod check;
+pub mod check_report;
+pub mod cli;
 pub mod command;
 pub mod diagnostic;
+pub mod discovery;
 pub mod duration;
+pub mod exit;
 pub mod frontmatter;
 pub mod guided;
+pub mod list;
 pub mod outline;
+pub mod output;
 pub mod parser;
+pub mod process;
+pub mod records_io;
 pub mod sections;
 pub mod settings;
+pub mod show;
+pub mod skeleton;
 pub mod source;
 pub mod suggest;

@@ -47,7 +47,6 @@ pub const SYNONYMS: &[(SectionKind, &[&str])] = &[
             "summary",
             "context",
             "task",
-            "what i'll do",
             "what this does",
         ],
     ),
@@ -88,6 +87,7 @@ pub const SYNONYMS: &[(SectionKind, &[&str])] = &[
             "packaging workflow",
             "execution",
             "run",
+            "what i'll do",
         ],
     ),
     (

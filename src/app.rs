@@ -1,0 +1,191 @@
+//! Dispatch: parse the command line, run one small function per subcommand, print a failure
+//! once, and return the exit code. The only caller of this is `main`.
+
+use crate::check;
+use crate::check_report;
+use crate::cli::{CheckFormat, Cli, Cmd, ListFormat, TextOrJson, normalize_args};
+use crate::discovery::{self, SearchPath};
+use crate::exit::{Exit, Failure};
+use crate::output::Output;
+use clap::{CommandFactory, Parser};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// What every subcommand may need.
+pub struct Context {
+    pub out: Output,
+    pub cwd: PathBuf,
+    pub search: SearchPath,
+    pub config: Option<PathBuf>,
+}
+
+/// Runs nixcmd with these arguments and returns the process exit code.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(normalize_args(args)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                Exit::Usage.code()
+            } else {
+                Exit::Success.code()
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let out = Output::new(cli.color);
+    let cwd = match std::env::current_dir() {
+        Ok(cwd) => cwd,
+        Err(e) => {
+            out.eprint(&format!(
+                "error: the current directory cannot be read: {e}\n"
+            ));
+            return Exit::Usage.code();
+        }
+    };
+    let search = SearchPath::new(cli.commands_dir.as_deref(), &cwd);
+    let cx = Context {
+        out,
+        cwd,
+        search,
+        config: cli.config.clone(),
+    };
+    match dispatch(&cx, cli.command) {
+        Ok(exit) => exit.code(),
+        Err(failure) => {
+            report(&cx.out, &failure);
+            failure.exit.code()
+        }
+    }
+}
+
+/// Prints a failure once, with its hint.
+pub fn report(out: &Output, failure: &Failure) {
+    let p = out.err;
+    let mut s = if failure.message.starts_with("error") {
+        format!("{}\n", failure.message)
+    } else {
+        format!("{} {}\n", p.red(&p.bold("error:")), failure.message)
+    };
+    if let Some(h) = &failure.hint {
+        s.push_str(&format!("  {} {h}\n", p.cyan("hint:")));
+    }
+    out.eprint(&s);
+}
+
+fn dispatch(cx: &Context, cmd: Cmd) -> Result<Exit, Failure> {
+    match cmd {
+        Cmd::List { format } => crate::list::run(&cx.search, &cx.out, format == ListFormat::Json),
+        Cmd::Show { name, format } => show(cx, &name, format),
+        Cmd::Check {
+            paths,
+            format,
+            strict,
+        } => check(cx, &paths, format, strict),
+        Cmd::New { name, dir, force } => new(cx, &name, dir, force),
+        Cmd::Completions { shell } => {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "nixcmd", &mut buf);
+            cx.out.print(&String::from_utf8_lossy(&buf));
+            Ok(Exit::Success)
+        }
+        Cmd::Run(_) | Cmd::Runs { .. } | Cmd::Log { .. } | Cmd::Resume(_) | Cmd::Stats { .. } => {
+            Err(Failure::usage(
+                "running commands is not available in this build yet",
+            ))
+        }
+        Cmd::Hosts { .. } | Cmd::Mcp { .. } | Cmd::Claude { .. } => Err(Failure::usage(
+            "this subcommand is not available in this build yet",
+        )),
+    }
+}
+
+/// Loads a command by name, or by path when NAME is a `.md` file.
+pub fn load_named(cx: &Context, name: &str) -> Result<discovery::Loaded, Failure> {
+    let as_path = PathBuf::from(name);
+    let result = if name.ends_with(".md") && as_path.exists() {
+        let origin = crate::command::Origin::File {
+            path: name.to_string(),
+        };
+        discovery::load_path(&as_path, &discovery::name_of(&as_path), origin)
+    } else {
+        discovery::load(&cx.search.find(name)?)
+    };
+    result.map_err(|u| discovery::unreadable_failure(&u))
+}
+
+fn show(cx: &Context, name: &str, format: TextOrJson) -> Result<Exit, Failure> {
+    let loaded = load_named(cx, name)?;
+    if loaded
+        .command
+        .diagnostics
+        .iter()
+        .any(|d| d.severity == crate::diagnostic::Severity::Fatal)
+    {
+        let rendered: String = loaded
+            .command
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == crate::diagnostic::Severity::Fatal)
+            .map(|d| d.render(Some(&loaded.file), &loaded.file.name))
+            .collect();
+        return Err(Failure::new(Exit::Usage, rendered.trim_end().to_string()));
+    }
+    match format {
+        TextOrJson::Json => {
+            let text = serde_json::to_string_pretty(&loaded.command)
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            cx.out.print(&format!("{text}\n"));
+        }
+        TextOrJson::Text => cx.out.print(&crate::show::text(&loaded, cx.out.out)),
+    }
+    Ok(Exit::Success)
+}
+
+fn check(
+    cx: &Context,
+    paths: &[PathBuf],
+    format: CheckFormat,
+    strict: bool,
+) -> Result<Exit, Failure> {
+    let targets = check::targets(paths, &cx.search)?;
+    if targets.is_empty() {
+        cx.out
+            .eprint("no command files found (give paths, or add commands to .nixcmd/commands/)\n");
+        return Ok(Exit::Success);
+    }
+    let reports: Vec<_> = targets.iter().map(check::check_target).collect();
+    let text = match format {
+        CheckFormat::Text => check_report::text(&reports, strict),
+        CheckFormat::Json => check_report::json(&reports, strict),
+        CheckFormat::Github => check_report::github(&reports, strict),
+        CheckFormat::Junit => check_report::junit(&reports, strict),
+    };
+    cx.out.print(&text);
+    Ok(check::exit_for(&reports, strict))
+}
+
+fn new(cx: &Context, name: &str, dir: Option<PathBuf>, force: bool) -> Result<Exit, Failure> {
+    if !crate::attrs::is_valid_id(name) {
+        return Err(
+            Failure::usage(format!("`{name}` is not a valid command name"))
+                .with_hint("use letters, digits, `-`, `_` and `.`, e.g. `rotate-keys`"),
+        );
+    }
+    let dir = dir.unwrap_or_else(|| discovery::project_root(&cx.cwd).join(".nixcmd/commands"));
+    let path = dir.join(format!("{name}.md"));
+    if path.exists() && !force {
+        return Err(Failure::usage(format!("{} already exists", path.display()))
+            .with_hint("pick another name, or pass --force to overwrite it"));
+    }
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
+    crate::records_io::write_atomic(&path, crate::skeleton::text(name).as_bytes(), 0o644)
+        .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
+    cx.out.print(&format!(
+        "wrote {}\nnext: edit it, then `nixcmd check {}` and `nixcmd /{name} --dry-run`\n",
+        path.display(),
+        path.display()
+    ));
+    Ok(Exit::Success)
+}

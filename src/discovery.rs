@@ -1,0 +1,244 @@
+//! Where commands come from (DESIGN.md §4): `--commands-dir`/`NIXCMD_COMMANDS_DIR`, the
+//! project's `.nixcmd/commands/`, its `.claude/commands/`, the user's
+//! `$XDG_CONFIG_HOME/nixcmd/commands/`, then the built-ins compiled from `commands/`. First
+//! match wins; later ones are reported as shadowed. Also reads command files from disk with
+//! the size limit applied before reading, so a huge file is refused without loading it.
+
+use crate::command::{Command, Origin};
+use crate::diagnostic::Diagnostic;
+use crate::exit::{Exit, Failure};
+use crate::parser;
+use crate::source::SourceFile;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
+
+/// One command file found on the search path.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub name: String,
+    pub origin: Origin,
+    /// `None` for built-ins.
+    pub path: Option<PathBuf>,
+}
+
+/// The search path, resolved once per invocation.
+#[derive(Debug, Clone)]
+pub struct SearchPath {
+    pub dirs: Vec<(PathBuf, fn(String) -> Origin)>,
+}
+
+/// Markers of a project root, nearest ancestor of the working directory first.
+const ROOT_MARKERS: &[&str] = &[".nixcmd", ".claude", "nixcmd.toml", "flake.nix", ".git"];
+
+/// The project root: the nearest ancestor of `cwd` holding one of [`ROOT_MARKERS`], else `cwd`.
+pub fn project_root(cwd: &Path) -> PathBuf {
+    cwd.ancestors()
+        .find(|dir| ROOT_MARKERS.iter().any(|m| dir.join(m).exists()))
+        .unwrap_or(cwd)
+        .to_path_buf()
+}
+
+/// `$XDG_CONFIG_HOME`, else `~/.config`.
+pub fn config_home() -> Option<PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+}
+
+impl SearchPath {
+    pub fn new(commands_dir: Option<&Path>, cwd: &Path) -> Self {
+        let mut dirs: Vec<(PathBuf, fn(String) -> Origin)> = Vec::new();
+        if let Some(dir) = commands_dir {
+            dirs.push((dir.to_path_buf(), |path| Origin::CommandsDir { path }));
+        }
+        let root = project_root(cwd);
+        dirs.push((root.join(".nixcmd/commands"), |path| Origin::Project {
+            path,
+        }));
+        dirs.push((root.join(".claude/commands"), |path| Origin::Claude {
+            path,
+        }));
+        if let Some(config) = config_home() {
+            dirs.push((config.join("nixcmd/commands"), |path| Origin::User { path }));
+        }
+        SearchPath { dirs }
+    }
+
+    /// Every command file on the path, in search order (shadowed ones included).
+    pub fn all(&self) -> Result<Vec<Found>, Failure> {
+        let mut found = Vec::new();
+        for (dir, origin) in &self.dirs {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
+                    return Err(Failure::usage(format!("{} is not a folder", dir.display())));
+                }
+                Err(e) => {
+                    return Err(Failure::usage(format!(
+                        "cannot read {}: {e}",
+                        dir.display()
+                    )));
+                }
+            };
+            let mut here: Vec<Found> = entries
+                .filter_map(Result::ok)
+                .filter_map(|entry| {
+                    let path = entry.path();
+                    let name = path.file_name()?.to_str()?.strip_suffix(".md")?.to_string();
+                    if name.starts_with('.') || name.is_empty() || path.is_dir() {
+                        return None;
+                    }
+                    Some(Found {
+                        name,
+                        origin: origin(path.display().to_string()),
+                        path: Some(path),
+                    })
+                })
+                .collect();
+            here.sort_by(|a, b| a.name.cmp(&b.name));
+            found.extend(here);
+        }
+        found.extend(BUILTINS.iter().map(|(name, _)| Found {
+            name: (*name).to_string(),
+            origin: Origin::Builtin,
+            path: None,
+        }));
+        Ok(found)
+    }
+
+    /// The winners (first of each name) and the shadowed ones with the winner's origin.
+    pub fn resolve(&self) -> Result<(Vec<Found>, Vec<(Found, Origin)>), Failure> {
+        let mut winners: Vec<Found> = Vec::new();
+        let mut shadowed = Vec::new();
+        for f in self.all()? {
+            match winners.iter().find(|w| w.name == f.name) {
+                Some(w) => shadowed.push((f, w.origin.clone())),
+                None => winners.push(f),
+            }
+        }
+        winners.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok((winners, shadowed))
+    }
+
+    /// Finds a command by name, with "did you mean" when it does not exist.
+    pub fn find(&self, name: &str) -> Result<Found, Failure> {
+        let name = name.strip_prefix('/').unwrap_or(name);
+        let name = name.strip_suffix(".md").unwrap_or(name);
+        let (winners, _) = self.resolve()?;
+        if let Some(f) = winners.iter().find(|f| f.name == name) {
+            return Ok(f.clone());
+        }
+        let mut failure = Failure::usage(format!("unknown command `{name}`"));
+        failure = match crate::suggest::closest(name, winners.iter().map(|f| f.name.as_str())) {
+            Some(s) => failure.with_hint(format!(
+                "did you mean `{s}`? (`nixcmd list` shows every command)"
+            )),
+            None => failure.with_hint("`nixcmd list` shows every command"),
+        };
+        Err(failure)
+    }
+}
+
+/// A command read and parsed, with the text kept for diagnostics.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub file: SourceFile,
+    pub command: Command,
+}
+
+/// Why a file could not be read as a command at all.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub name: String,
+    pub diagnostic: Diagnostic,
+    /// The text read up to the problem, for rendering the line.
+    pub file: Option<SourceFile>,
+}
+
+/// Loads a found command (from disk or the built-ins).
+pub fn load(found: &Found) -> Result<Loaded, Unreadable> {
+    match &found.path {
+        Some(path) => load_path(path, &found.name, found.origin.clone()),
+        None => {
+            let text = BUILTINS
+                .iter()
+                .find(|(n, _)| *n == found.name)
+                .map(|(_, t)| *t)
+                .unwrap_or_default();
+            let file = SourceFile::new(format!("builtin:{}", found.name), text);
+            let command = parser::parse(&file, &found.name, Origin::Builtin);
+            Ok(Loaded { file, command })
+        }
+    }
+}
+
+/// Reads and parses a file. The display name is the path as given.
+pub fn load_path(path: &Path, name: &str, origin: Origin) -> Result<Loaded, Unreadable> {
+    let shown = path.display().to_string();
+    let unreadable = |d: Diagnostic| Unreadable {
+        name: shown.clone(),
+        diagnostic: d,
+        file: None,
+    };
+    let bytes = read_limited(path).map_err(unreadable)?;
+    match parser::decode(&shown, &bytes) {
+        Ok(file) => {
+            let command = parser::parse(&file, name, origin);
+            Ok(Loaded { file, command })
+        }
+        Err(d) => {
+            let partial = String::from_utf8_lossy(&bytes[..bytes.len().min(1 << 20)]).into_owned();
+            Err(Unreadable {
+                name: shown.clone(),
+                diagnostic: d,
+                file: Some(SourceFile::new(shown, partial)),
+            })
+        }
+    }
+}
+
+/// Reads at most [`parser::MAX_FILE_BYTES`] + 1 bytes, with errors for people.
+fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
+    let meta = std::fs::metadata(path).map_err(|e| io_diagnostic(path, &e))?;
+    if meta.is_dir() {
+        return Err(Diagnostic::fatal(
+            "file",
+            format!("{} is a folder, not a command file", path.display()),
+        )
+        .with_hint(
+            "give the path of a `.md` file, or use `check FOLDER` to check every file in it",
+        ));
+    }
+    let file = std::fs::File::open(path).map_err(|e| io_diagnostic(path, &e))?;
+    let mut bytes = Vec::new();
+    file.take(parser::MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_diagnostic(path, &e))?;
+    Ok(bytes)
+}
+
+fn io_diagnostic(path: &Path, e: &std::io::Error) -> Diagnostic {
+    let what = match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    };
+    Diagnostic::fatal("file", format!("cannot read {}: {what}", path.display()))
+}
+
+/// The name a file's command has: its stem.
+pub fn name_of(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// For errors from `show`/`run`: an unreadable file as a [`Failure`] with exit 2.
+pub fn unreadable_failure(u: &Unreadable) -> Failure {
+    let rendered = u.diagnostic.render(u.file.as_ref(), &u.name);
+    Failure::new(Exit::Usage, rendered.trim_end().to_string())
+}

@@ -1,0 +1,96 @@
+//! The one place that writes to the terminal. Everything else builds strings (or events) and
+//! hands them here. Broken pipes (`nixcmd list | head`) end output quietly, never in a panic.
+
+use crate::cli::ColorWhen;
+use std::io::{IsTerminal, Write};
+
+/// ANSI styling that is a no-op when colors are off.
+#[derive(Debug, Clone, Copy)]
+pub struct Palette {
+    pub enabled: bool,
+}
+
+impl Palette {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.enabled {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+    pub fn bold(&self, t: &str) -> String {
+        self.paint("1", t)
+    }
+    pub fn dim(&self, t: &str) -> String {
+        self.paint("2", t)
+    }
+    pub fn red(&self, t: &str) -> String {
+        self.paint("31", t)
+    }
+    pub fn green(&self, t: &str) -> String {
+        self.paint("32", t)
+    }
+    pub fn yellow(&self, t: &str) -> String {
+        self.paint("33", t)
+    }
+    pub fn cyan(&self, t: &str) -> String {
+        self.paint("36", t)
+    }
+}
+
+/// Where output goes, and how it is styled.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// Styling for text written to stdout.
+    pub out: Palette,
+    /// Styling for text written to stderr.
+    pub err: Palette,
+    pub stdout_is_terminal: bool,
+    pub stderr_is_terminal: bool,
+}
+
+impl Output {
+    pub fn new(color: ColorWhen) -> Self {
+        let stdout_is_terminal = std::io::stdout().is_terminal();
+        let stderr_is_terminal = std::io::stderr().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+        let decide = |tty: bool| match color {
+            ColorWhen::Always => true,
+            ColorWhen::Never => false,
+            ColorWhen::Auto => tty && !no_color && !dumb,
+        };
+        Output {
+            out: Palette {
+                enabled: decide(stdout_is_terminal),
+            },
+            err: Palette {
+                enabled: decide(stderr_is_terminal),
+            },
+            stdout_is_terminal,
+            stderr_is_terminal,
+        }
+    }
+
+    /// Writes to stdout; a closed pipe is not an error worth reporting.
+    pub fn print(&self, text: &str) {
+        let mut lock = std::io::stdout().lock();
+        let _ = lock.write_all(text.as_bytes()).and_then(|()| lock.flush());
+    }
+
+    pub fn eprint(&self, text: &str) {
+        let mut lock = std::io::stderr().lock();
+        let _ = lock.write_all(text.as_bytes()).and_then(|()| lock.flush());
+    }
+
+    /// Terminal width for tables, when stdout is a terminal.
+    pub fn width(&self) -> Option<usize> {
+        if !self.stdout_is_terminal {
+            return None;
+        }
+        std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .or(Some(100))
+    }
+}

@@ -1,0 +1,240 @@
+//! `nixcmd show NAME`: the parsed command as readable text, or the JSON contract.
+
+use crate::command::{Block, Command, Mode, OnFail};
+use crate::discovery::Loaded;
+use crate::duration;
+use crate::list::args_summary;
+use crate::output::Palette;
+use std::fmt::Write as _;
+
+/// The gates of a block in words: `confirm "Push?"`, `continue on failure`, `readonly` …
+pub fn gates(cmd: &Command, b: &Block) -> Vec<String> {
+    let mut g = Vec::new();
+    if !b.runnable {
+        g.push(if b.attrs.norun {
+            "norun (example)".to_string()
+        } else {
+            format!("not run ({})", lang(b))
+        });
+        return g;
+    }
+    match (&b.attrs.confirm, cmd.mode) {
+        (Some(q), _) => g.push(format!("confirm \"{q}\"")),
+        (None, Mode::Guided) if b.phase == crate::command::Phase::Step => {
+            g.push("confirm (guided file)".into())
+        }
+        _ => {}
+    }
+    if b.attrs.on_fail == OnFail::Continue {
+        g.push("continue on failure".into());
+    }
+    if b.attrs.readonly {
+        g.push("readonly".into());
+    }
+    if b.attrs.always {
+        g.push("always".into());
+    }
+    if b.attrs.irreversible {
+        g.push("irreversible".into());
+    }
+    if let Some(t) = b.attrs.timeout {
+        g.push(format!("timeout {}", duration::display(t)));
+    }
+    if b.attrs.retries > 0 {
+        let backoff = b
+            .attrs
+            .backoff
+            .map(|d| format!(", backoff {}", duration::display(d)))
+            .unwrap_or_default();
+        g.push(format!("retries {}{backoff}", b.attrs.retries));
+    }
+    if let Some(h) = &b.attrs.hosts {
+        let par = b
+            .attrs
+            .parallel
+            .map(|p| format!(", {p} at a time"))
+            .unwrap_or_default();
+        g.push(format!("hosts {h}{par}"));
+    }
+    if let Some(gr) = &b.attrs.group {
+        g.push(format!("group {gr}"));
+    }
+    if let Some(r) = &b.attrs.rollback {
+        g.push(format!("rollback → {r}"));
+    }
+    g
+}
+
+fn lang(b: &Block) -> &str {
+    if b.language.is_empty() {
+        "no language"
+    } else {
+        &b.language
+    }
+}
+
+pub fn text(loaded: &Loaded, p: Palette) -> String {
+    let c = &loaded.command;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} — {}",
+        p.bold(&c.name),
+        c.description.as_deref().unwrap_or("(no description)")
+    );
+    let mode = match c.mode {
+        Mode::Annotated => "annotated",
+        Mode::Guided => "guided (every step asks before it runs)",
+    };
+    let _ = writeln!(
+        s,
+        "source: {}  mode: {mode}",
+        c.source.path().unwrap_or("builtin")
+    );
+    if !c.args.is_empty() {
+        let _ = writeln!(s, "usage: nixcmd /{} {}", c.name, args_summary(&c.args));
+        for a in &c.args {
+            let mut extra = Vec::new();
+            if let Some(pat) = &a.pattern {
+                extra.push(format!("pattern {pat}"));
+            }
+            if !a.choices.is_empty() {
+                extra.push(format!("one of {}", a.choices.join(", ")));
+            }
+            if let Some(d) = &a.default {
+                extra.push(format!("default {d}"));
+            }
+            let extra = if extra.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", extra.join("; "))
+            };
+            let _ = writeln!(
+                s,
+                "  {:<12} ${}  {}{extra}",
+                a.name,
+                a.env,
+                a.help.as_deref().unwrap_or("")
+            );
+        }
+    } else if let Some(h) = &c.argument_hint {
+        let _ = writeln!(s, "usage: nixcmd /{} {h}", c.name);
+    }
+    if let Some(t) = c.settings.timeout {
+        let _ = writeln!(s, "default timeout: {}", duration::display(t));
+    }
+    if !c.overview.is_empty() {
+        let _ = writeln!(s, "\n{}", p.bold("Overview"));
+        for line in c.overview.lines() {
+            let _ = writeln!(s, "  {line}");
+        }
+    }
+    section(&mut s, p, "Prerequisites", c, &c.prerequisites);
+    section(&mut s, p, "Steps", c, &c.steps);
+    if !c.success_criteria.checks.is_empty() || !c.success_criteria.manual.is_empty() {
+        section(&mut s, p, "Success criteria", c, &c.success_criteria.checks);
+        if c.success_criteria.checks.is_empty() {
+            let _ = writeln!(s, "\n{}", p.bold("Success criteria"));
+        }
+        for m in &c.success_criteria.manual {
+            let _ = writeln!(
+                s,
+                "  [ ] {}  {}",
+                m.text,
+                p.dim(&format!("(manual check, line {})", m.line))
+            );
+        }
+    }
+    section(&mut s, p, "Rollback", c, &c.rollback);
+    let bound: Vec<&str> = c
+        .blocks()
+        .filter_map(|b| b.attrs.rollback.as_deref())
+        .collect();
+    for r in &c.rollback {
+        let users: Vec<&str> = c
+            .blocks()
+            .filter(|b| b.attrs.rollback.as_deref() == Some(&r.id))
+            .map(|b| b.id.as_str())
+            .collect();
+        if !users.is_empty() {
+            let _ = writeln!(s, "    {} compensates {}", r.id, users.join(", "));
+        }
+    }
+    let unbound = c
+        .rollback
+        .iter()
+        .filter(|r| !bound.contains(&r.id.as_str()))
+        .count();
+    if unbound > 0 {
+        let _ = writeln!(
+            s,
+            "    {unbound} rollback block(s) run on any failure (no step names them)"
+        );
+    }
+    entries(&mut s, p, "Troubleshooting", &c.troubleshooting);
+    entries(&mut s, p, "References", &c.references);
+    let notes: Vec<_> = c.notes.iter().filter(|n| !n.title.is_empty()).collect();
+    if !notes.is_empty() {
+        let _ = writeln!(s, "\n{}", p.bold("Notes (shown, never run)"));
+        for n in notes {
+            let _ = writeln!(s, "  {}  {}", n.title, p.dim(&format!("line {}", n.line)));
+        }
+    }
+    if c.other_blocks > 0 {
+        let _ = writeln!(
+            s,
+            "\n{} code block(s) outside runnable sections are shown, never run.",
+            c.other_blocks
+        );
+    }
+    if !c.diagnostics.is_empty() {
+        let _ = writeln!(s, "\n{}", p.bold("Diagnostics"));
+        for d in &c.diagnostics {
+            s.push_str(&d.render(Some(&loaded.file), &loaded.file.name));
+        }
+    }
+    s
+}
+
+fn section(s: &mut String, p: Palette, title: &str, c: &Command, blocks: &[Block]) {
+    if blocks.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n{}", p.bold(title));
+    for (i, b) in blocks.iter().enumerate() {
+        let name = match &b.title {
+            Some(t) if crate::parser::slug(t) != b.id => format!("{}  {t}", b.id),
+            _ => b.id.clone(),
+        };
+        let g = gates(c, b);
+        let g = if g.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", g.join(", "))
+        };
+        let _ = writeln!(
+            s,
+            "  {:>2}. {name}{g}  {}",
+            i + 1,
+            p.dim(&format!("line {}", b.line))
+        );
+        for nested in &b.nested {
+            let _ = writeln!(
+                s,
+                "      nested: /{} {}",
+                nested.name,
+                nested.args.join(" ")
+            );
+        }
+    }
+}
+
+fn entries(s: &mut String, p: Palette, title: &str, list: &[crate::command::Entry]) {
+    if list.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n{}", p.bold(title));
+    for e in list {
+        let _ = writeln!(s, "  {}  {}", e.title, p.dim(&format!("line {}", e.line)));
+    }
+}
