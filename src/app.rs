@@ -89,11 +89,11 @@ fn dispatch(cx: &Context, cmd: Cmd) -> Result<Exit, Failure> {
             cx.out.print(&String::from_utf8_lossy(&buf));
             Ok(Exit::Success)
         }
-        Cmd::Run(_) | Cmd::Runs { .. } | Cmd::Log { .. } | Cmd::Resume(_) | Cmd::Stats { .. } => {
-            Err(Failure::usage(
-                "running commands is not available in this build yet",
-            ))
-        }
+        Cmd::Run(args) => crate::run::commands::run(cx, args),
+        Cmd::Resume(args) => crate::run::commands::resume(cx, args),
+        Cmd::Runs { format, command } => crate::run::commands::runs(cx, format, command.as_deref()),
+        Cmd::Log { run, step } => crate::run::commands::log(cx, &run, step.as_deref()),
+        Cmd::Stats { format } => crate::run::commands::stats(cx, format),
         Cmd::Hosts { .. } | Cmd::Mcp { .. } | Cmd::Claude { .. } => Err(Failure::usage(
             "this subcommand is not available in this build yet",
         )),

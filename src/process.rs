@@ -22,7 +22,21 @@ impl Captured {
 /// Runs `program args…` with `stdin` fed in, capturing output. `Ok(None)` when the program
 /// is not installed.
 pub fn capture(program: &str, args: &[&str], stdin: &str) -> std::io::Result<Option<Captured>> {
-    let child = Command::new(program)
+    capture_in(None, program, args, stdin)
+}
+
+/// [`capture`] in a given working directory.
+pub fn capture_in(
+    dir: Option<&std::path::Path>,
+    program: &str,
+    args: &[&str],
+    stdin: &str,
+) -> std::io::Result<Option<Captured>> {
+    let mut command = Command::new(program);
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let child = command
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -50,6 +64,22 @@ pub fn capture(program: &str, args: &[&str], stdin: &str) -> std::io::Result<Opt
     }))
 }
 
+/// Runs a program attached to the terminal (for `sudo -v`, which asks for a password).
+pub fn interactive(program: &str, args: &[&str]) -> std::io::Result<bool> {
+    Ok(Command::new(program).args(args).status()?.success())
+}
+
+/// Runs a program silently and reports whether it succeeded (`sudo -n -v` keep-alive).
+pub fn quiet(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Whether `program` can be found on `PATH`.
 pub fn on_path(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| {
@@ -61,4 +91,322 @@ pub fn on_path(program: &str) -> bool {
                     .unwrap_or(false)
         })
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Step processes: each runs in its own process group with output streamed line by line,
+// a per-attempt timeout, cancellation, and a sweep that leaves no process behind.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Cancellation requests: 0 none, 1 stop and roll back (first Ctrl-C), 2 stop at once.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(pub Arc<AtomicUsize>);
+
+impl Cancel {
+    pub fn level(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+    pub fn request(&self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+    /// Makes SIGINT and SIGTERM to nixcmd count as cancellation requests.
+    pub fn install_signal_handlers(&self) -> std::io::Result<()> {
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let counter = self.0.clone();
+            // SAFETY: the handler only performs an atomic increment, which is async-signal-safe.
+            unsafe {
+                signal_hook::low_level::register(sig, move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// What to start.
+pub struct GroupSpec<'a> {
+    pub program: &'a str,
+    pub args: &'a [String],
+    pub cwd: &'a Path,
+    pub env: &'a [(String, String)],
+    /// Bytes for stdin (e.g. a script for `ssh … bash -s`); `None` gives /dev/null.
+    pub stdin: Option<Vec<u8>>,
+    pub timeout: Duration,
+    /// Time between SIGINT, SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// A value unique to this process tree, exported as `NIXCMD_STEP_TOKEN` so that
+    /// processes that left the group (setsid, daemonize) are still found and stopped.
+    pub token: &'a str,
+}
+
+/// How a group run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The main process exited with this code (128+N when killed by signal N).
+    Exited(i32),
+    TimedOut,
+    /// Cancelled by the caller; the payload is the cancellation level seen.
+    Cancelled(usize),
+}
+
+enum Msg {
+    Line(Stream, String),
+    Eof,
+    Exited(std::process::ExitStatus),
+}
+
+/// Runs a process in a new process group, calling `on_line` for every output line (on the
+/// caller's thread). Whatever happens, no process of the group (or carrying its token) is
+/// left when this returns.
+pub fn run_group(
+    spec: &GroupSpec,
+    cancel: &Cancel,
+    on_line: &mut dyn FnMut(Stream, &str),
+) -> std::io::Result<Ended> {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let cancel_at_start = cancel.level();
+    let mut command = Command::new(spec.program);
+    command
+        .args(spec.args)
+        .current_dir(spec.cwd)
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("NIXCMD_STEP_TOKEN", spec.token)
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = command.spawn()?;
+    let pgid = child.id() as i32;
+    let (tx, rx) = mpsc::channel::<Msg>();
+    if let (Some(bytes), Some(mut pipe)) = (spec.stdin.clone(), child.stdin.take()) {
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&bytes);
+        });
+    }
+    for (stream, pipe) in [
+        (
+            Stream::Stdout,
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ),
+        (
+            Stream::Stderr,
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        ),
+    ] {
+        let Some(pipe) = pipe else { continue };
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(pipe);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.by_ref().take(64 * 1024).read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                            buf.pop();
+                        }
+                        let _ = tx.send(Msg::Line(
+                            stream,
+                            String::from_utf8_lossy(&buf).into_owned(),
+                        ));
+                    }
+                }
+            }
+            let _ = tx.send(Msg::Eof);
+        });
+    }
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = tx.send(Msg::Exited(status));
+            }
+        });
+    }
+    drop(tx);
+
+    let deadline = Instant::now() + spec.timeout;
+    let mut exit: Option<std::process::ExitStatus> = None;
+    let mut eofs = 0;
+    let mut ended: Option<Ended> = None;
+    let mut swept = false;
+    loop {
+        if eofs == 2 && exit.is_some() {
+            break;
+        }
+        if ended.is_none() {
+            let level = cancel.level();
+            if level > cancel_at_start {
+                ended = Some(Ended::Cancelled(level));
+            } else if Instant::now() >= deadline {
+                ended = Some(Ended::TimedOut);
+            }
+            if ended.is_some() {
+                let immediate = matches!(ended, Some(Ended::Cancelled(l)) if l >= 2);
+                terminate_group(pgid, spec.grace, immediate);
+            }
+        }
+        // The main process is gone but a background process keeps the pipes open: stop the
+        // rest of the group so the step ends with its shell, as DESIGN.md §2.7 requires.
+        if exit.is_some() && !swept {
+            swept = true;
+            terminate_group(pgid, spec.grace, false);
+        }
+        let wait = if ended.is_some() || exit.is_some() {
+            Duration::from_millis(50)
+        } else {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100))
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Line(stream, line)) => on_line(stream, &line),
+            Ok(Msg::Eof) => eofs += 1,
+            Ok(Msg::Exited(status)) => exit = Some(status),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    terminate_group(pgid, spec.grace, false);
+    kill_by_token(spec.token, spec.grace);
+    if let Some(e) = ended {
+        return Ok(e);
+    }
+    let status = exit.expect("loop ends after exit");
+    Ok(Ended::Exited(
+        status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+    ))
+}
+
+fn group_alive(pgid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    unsafe { libc::kill(-pgid, 0) == 0 }
+}
+
+fn signal_group(pgid: i32, sig: i32) {
+    // SAFETY: sending a signal to a process group we created.
+    unsafe {
+        libc::kill(-pgid, sig);
+    }
+}
+
+/// SIGINT, then SIGTERM, then SIGKILL to the whole group, `grace` apart, stopping early once
+/// the group is empty.
+fn terminate_group(pgid: i32, grace: Duration, immediate: bool) {
+    if !group_alive(pgid) {
+        return;
+    }
+    let signals: &[i32] = if immediate {
+        &[libc::SIGKILL]
+    } else {
+        &[libc::SIGINT, libc::SIGTERM, libc::SIGKILL]
+    };
+    for &sig in signals {
+        signal_group(pgid, sig);
+        let until = Instant::now() + grace;
+        while Instant::now() < until {
+            if !group_alive(pgid) || only_zombies(pgid) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// True when every process left in the group is a zombie (dead, waiting to be reaped by a
+/// parent that is not us): nothing runs any more.
+fn only_zombies(pgid: i32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may contain spaces) in parentheses.
+        let Some(after) = stat.rsplit_once(')').map(|(_, a)| a) else {
+            continue;
+        };
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        if fields.get(2).and_then(|f| f.parse::<i32>().ok()) == Some(pgid)
+            && fields.first() != Some(&"Z")
+        {
+            return false;
+        }
+    }
+    true
+}
+
+/// Stops processes that carry the step's token but left its process group.
+fn kill_by_token(token: &str, grace: Duration) {
+    let needle = format!("NIXCMD_STEP_TOKEN={token}");
+    let find = || -> Vec<i32> {
+        let me = std::process::id() as i32;
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+            .filter(|pid| *pid != me)
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/environ"))
+                    .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
+                    .unwrap_or(false)
+            })
+            .collect()
+    };
+    let mut pids = find();
+    for sig in [libc::SIGTERM, libc::SIGKILL] {
+        if pids.is_empty() {
+            return;
+        }
+        for pid in &pids {
+            // SAFETY: signalling a process that carries this step's token.
+            unsafe {
+                libc::kill(*pid, sig);
+            }
+        }
+        std::thread::sleep(grace.min(Duration::from_millis(500)));
+        pids = find();
+    }
 }

@@ -1,5 +1,7 @@
 //! Atomic file writes (temp file in the same folder + rename), so a crash at any moment leaves
-//! either the old or the new content, never a torn file.
+//! either the old or the new content, never a torn file. No fsync: the guarantee is against
+//! the process dying (`kill -9`), which is what runs meet; fsync per step would cost more
+//! than the step's own bookkeeping.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -16,7 +18,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.write_all(bytes)?;
-    tmp.as_file().sync_data()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }

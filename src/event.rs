@@ -1,0 +1,232 @@
+//! The run event: the one contract between the executor and everything that shows a run —
+//! the terminal renderer, the `--format json` stream, the run folder's `events.ndjson` and the
+//! MCP server. Every event carries `type`, `seq`, `ts` and `run_id` (DESIGN.md §6).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Event {
+    pub seq: u64,
+    /// RFC 3339 UTC timestamp.
+    pub ts: String,
+    pub run_id: String,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// How a step (or one host's part of it) ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Succeeded,
+    /// Failed with `on-fail=continue`: a warning, the run went on.
+    Warning,
+    Failed,
+    TimedOut,
+    Interrupted,
+    /// Not executed: dry run, `--skip`/`--only`/`--from`, or done in an earlier session.
+    Skipped,
+    /// Declined at a confirmation.
+    Declined,
+    /// Waiting for a confirmation.
+    AwaitingConfirmation,
+    /// Cannot be run as written (a nested command that does not exist).
+    NotRunnable,
+}
+
+impl StepStatus {
+    /// Done for good: resume does not run it again.
+    pub fn is_done(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Succeeded | StepStatus::Warning | StepStatus::Skipped
+        )
+    }
+
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            StepStatus::Failed
+                | StepStatus::TimedOut
+                | StepStatus::Interrupted
+                | StepStatus::NotRunnable
+        )
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Running => "running",
+            StepStatus::Succeeded => "ok",
+            StepStatus::Warning => "warning",
+            StepStatus::Failed => "failed",
+            StepStatus::TimedOut => "timed out",
+            StepStatus::Interrupted => "interrupted",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Declined => "declined",
+            StepStatus::AwaitingConfirmation => "awaiting confirmation",
+            StepStatus::NotRunnable => "not runnable",
+        }
+    }
+}
+
+/// How a run ended (or where it stands).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    AwaitingConfirmation,
+    Declined,
+    PrerequisitesFailed,
+    RollbackIncomplete,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn exit(self) -> crate::exit::Exit {
+        use crate::exit::Exit;
+        match self {
+            RunStatus::Running | RunStatus::Succeeded => Exit::Success,
+            RunStatus::Failed => Exit::Failed,
+            RunStatus::AwaitingConfirmation | RunStatus::Declined => Exit::NeedsConfirmation,
+            RunStatus::PrerequisitesFailed => Exit::Prerequisites,
+            RunStatus::RollbackIncomplete => Exit::RollbackIncomplete,
+            RunStatus::Interrupted => Exit::Interrupted,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::AwaitingConfirmation => "awaiting confirmation",
+            RunStatus::Declined => "declined",
+            RunStatus::PrerequisitesFailed => "prerequisites not met",
+            RunStatus::RollbackIncomplete => "rollback incomplete",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One block of the plan, as announced at the start of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PlanItem {
+    pub step_id: String,
+    pub phase: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Gates in words (`confirm "…"`, `readonly`, `retries 2` …).
+    pub gates: Vec<String>,
+    pub timeout_ms: u64,
+    /// Will it execute in this run? (false: dry run of a non-readonly block, skipped, done.)
+    pub will_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    RunStarted {
+        command: String,
+        args: Vec<String>,
+        dry_run: bool,
+        resumed: bool,
+        total_steps: usize,
+        plan: Vec<PlanItem>,
+        manual_checks: Vec<String>,
+        run_dir: String,
+    },
+    StepStarted {
+        step_id: String,
+        phase: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        title: Option<String>,
+        attempt: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        eta_ms: Option<u64>,
+    },
+    Output {
+        step_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        stream: String,
+        line: String,
+    },
+    Gate {
+        step_id: String,
+        gate_id: String,
+        message: String,
+        code: String,
+        /// The command that continues the run once the gate is approved.
+        resume: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
+    },
+    StepFinished {
+        step_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        host: Option<String>,
+        status: StepStatus,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        duration_ms: u64,
+        attempts: u32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Warning {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        step_id: Option<String>,
+        message: String,
+    },
+    RollbackStarted {
+        reason: String,
+        blocks: Vec<String>,
+    },
+    RunFinished {
+        status: RunStatus,
+        exit_code: i32,
+        duration_ms: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        failed_step: Option<String>,
+        warnings: Vec<String>,
+        manual_checks: Vec<String>,
+        /// Rollback blocks that failed: what an operator must do by hand.
+        left_to_do: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        troubleshooting: Option<Troubleshooting>,
+        /// Last lines of the failed step's log.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        log_tail: Vec<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        resume: Option<String>,
+        run_dir: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Troubleshooting {
+    pub title: String,
+    pub text: String,
+}
+
+/// Something that consumes events as the run emits them. `line` is the event serialized
+/// (and redacted) as one JSON line without the newline.
+pub trait Sink: Send {
+    fn event(&mut self, event: &Event, line: &str);
+}
+
+/// RFC 3339 UTC timestamp with milliseconds, as used in events and records.
+pub fn now() -> String {
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
+}

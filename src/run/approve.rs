@@ -1,0 +1,86 @@
+//! Who answers a confirmation gate. The engine asks an [`Approver`]; at a terminal a person
+//! answers, without one nobody can and the run pauses (exit 3). The MCP server brings its own
+//! approver (elicitation), so the model itself can never approve a destructive step.
+
+use crate::output::Output;
+use std::io::{BufRead, IsTerminal};
+
+/// A gate put to whoever can answer it.
+#[derive(Debug, Clone)]
+pub struct GateRequest {
+    pub run_id: String,
+    pub step_id: String,
+    pub message: String,
+    pub code: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Approve {
+        channel: String,
+        client: Option<String>,
+    },
+    Decline,
+    /// Nobody can answer now: pause the run before the step.
+    Unavailable,
+}
+
+pub trait Approver: Send {
+    fn ask(&mut self, gate: &GateRequest) -> Answer;
+}
+
+/// Asks on the terminal when there is one (stdin is a TTY and `CI` is not set).
+pub struct TerminalApprover {
+    pub out: Output,
+}
+
+/// Whether a person can be asked: stdin is a terminal and we are not in CI.
+pub fn interactive() -> bool {
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
+    std::io::stdin().is_terminal() && !ci
+}
+
+impl Approver for TerminalApprover {
+    fn ask(&mut self, gate: &GateRequest) -> Answer {
+        if !interactive() {
+            return Answer::Unavailable;
+        }
+        let p = self.out.err;
+        let mut prompt = format!(
+            "\n{} step {}\n",
+            p.yellow(&p.bold("confirm:")),
+            p.bold(&gate.step_id)
+        );
+        for line in gate.code.lines().take(12) {
+            prompt.push_str(&format!("  {} {line}\n", p.dim("│")));
+        }
+        if gate.code.lines().count() > 12 {
+            prompt.push_str(&format!("  {} …\n", p.dim("│")));
+        }
+        prompt.push_str(&format!("{} [y/N] ", gate.message));
+        self.out.eprint(&prompt);
+        let mut answer = String::new();
+        match std::io::stdin().lock().read_line(&mut answer) {
+            Ok(0) | Err(_) => {
+                self.out.eprint("\n");
+                Answer::Decline
+            }
+            Ok(_) => match answer.trim().to_ascii_lowercase().as_str() {
+                "y" | "yes" => Answer::Approve {
+                    channel: "terminal".into(),
+                    client: None,
+                },
+                _ => Answer::Decline,
+            },
+        }
+    }
+}
+
+/// Never answers: every unapproved gate pauses the run.
+pub struct NoApprover;
+
+impl Approver for NoApprover {
+    fn ask(&mut self, _: &GateRequest) -> Answer {
+        Answer::Unavailable
+    }
+}

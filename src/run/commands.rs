@@ -1,0 +1,558 @@
+//! The subcommands around runs: `run`, `resume`, `runs`, `log`, `stats`. Each turns command
+//! line options into engine options, picks the sinks and the approver, and reports.
+
+use crate::app::{Context, load_named};
+use crate::cli::{ResumeArgs, RunArgs, TextOrJson, TextOrJsonRun};
+use crate::command::{Command, Phase};
+use crate::diagnostic::Severity;
+use crate::duration::display;
+use crate::event::{RunStatus, Sink, StepStatus, now};
+use crate::exit::{Exit, Failure};
+use crate::process::{self, Cancel};
+use crate::run::approve::{TerminalApprover, interactive};
+use crate::run::engine::{Engine, Options};
+use crate::run::records::{self, Lock, LockError, RunDir, State};
+use crate::run::render::{JsonSink, TextRenderer};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Time between SIGINT, SIGTERM and SIGKILL when a step is stopped.
+pub const GRACE: Duration = Duration::from_secs(2);
+
+pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
+    let loaded = load_named(cx, &args.name)?;
+    refuse_invalid(&loaded)?;
+    let cmd = &loaded.command;
+    let bound = crate::run::args::bind(cmd, &args.args, &args.set)?;
+    let dir = working_dir(cx, args.dir.as_deref())?;
+    check_selection(cmd, &args.only, &args.skip, args.from.as_deref())?;
+    let run_id = new_run_id(&cmd.name);
+    // Dry runs change nothing, so they may overlap a real run.
+    let _lock = if args.dry_run {
+        None
+    } else {
+        Some(lock(&cmd.name, &run_id)?)
+    };
+    let run = RunDir::create(&run_id)
+        .map_err(|e| Failure::usage(format!("cannot create the run folder: {e}")))?;
+    let total = cmd
+        .blocks()
+        .filter(|b| b.runnable && b.phase != Phase::Rollback)
+        .count();
+    let state = State {
+        version: 1,
+        run_id: run_id.clone(),
+        command: cmd.name.clone(),
+        command_hash: cmd.hash.clone(),
+        command_source: cmd.source.path().unwrap_or("builtin").to_string(),
+        command_text: None,
+        args: args.args.clone(),
+        set: args.set.clone(),
+        dir: dir.display().to_string(),
+        dry_run: args.dry_run,
+        status: RunStatus::Running,
+        started: now(),
+        updated: now(),
+        completed: None,
+        current_step: None,
+        total_steps: total,
+        errors: Vec::new(),
+        git_commit: git_commit(&dir),
+        pid: std::process::id(),
+        compensations: Vec::new(),
+        approvals: Vec::new(),
+        only: args.only.clone(),
+        skip: args.skip.clone(),
+        from: args.from.clone(),
+        exit_code: None,
+    };
+    let opts = Options {
+        dir,
+        dry_run: args.dry_run,
+        yes: args.gates.yes,
+        approve: args.gates.approve.clone(),
+        approve_channel: "flag".into(),
+        only: args.only,
+        skip: args.skip,
+        from: args.from,
+        env: bound.env,
+        grace: GRACE,
+        secrets: Vec::new(),
+    };
+    execute(
+        cx,
+        cmd,
+        opts,
+        run,
+        state,
+        None,
+        args.gates.format,
+        args.gates.verbose,
+    )
+}
+
+fn execute(
+    cx: &Context,
+    cmd: &Command,
+    opts: Options,
+    run: RunDir,
+    state: State,
+    progress: Option<records::Progress>,
+    format: TextOrJsonRun,
+    verbose: bool,
+) -> Result<Exit, Failure> {
+    let cancel = Cancel::default();
+    let _ = cancel.install_signal_handlers();
+    let sudo = if opts.dry_run {
+        None
+    } else {
+        warm_sudo(cx, cmd)?
+    };
+    let sinks: Vec<Box<dyn Sink>> = match format {
+        TextOrJsonRun::Json => vec![
+            Box::new(JsonSink { out: cx.out }),
+            Box::new(TextRenderer::stderr(cx.out, verbose)),
+        ],
+        TextOrJsonRun::Text => vec![Box::new(TextRenderer::new(cx.out, verbose))],
+    };
+    let mut approver = TerminalApprover { out: cx.out };
+    let engine = Engine::new(
+        cmd,
+        opts,
+        run,
+        state,
+        progress,
+        sinks,
+        &mut approver,
+        cancel,
+    );
+    let outcome = engine.execute();
+    if let Some(flag) = sudo {
+        flag.store(true, Ordering::SeqCst);
+    }
+    Ok(outcome.exit)
+}
+
+/// Commands with errors do not run: their diagnostics are printed and the exit is 2.
+fn refuse_invalid(loaded: &crate::discovery::Loaded) -> Result<(), Failure> {
+    let errors: Vec<_> = loaded
+        .command
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity >= Severity::Error)
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    let rendered: String = errors
+        .iter()
+        .map(|d| d.render(Some(&loaded.file), &loaded.file.name))
+        .collect();
+    Err(Failure::new(
+        Exit::Usage,
+        format!(
+            "{}error: `{}` is not a valid runbook ({} error{}); nothing was run",
+            rendered,
+            loaded.command.name,
+            errors.len(),
+            if errors.len() == 1 { "" } else { "s" }
+        ),
+    )
+    .with_hint(format!(
+        "fix the file, then `nixcmd check {}`",
+        loaded.file.name
+    )))
+}
+
+fn working_dir(cx: &Context, dir: Option<&std::path::Path>) -> Result<PathBuf, Failure> {
+    let dir = match dir {
+        Some(d) if d.is_absolute() => d.to_path_buf(),
+        Some(d) => cx.cwd.join(d),
+        None => cx.cwd.clone(),
+    };
+    if !dir.is_dir() {
+        return Err(Failure::usage(format!(
+            "--dir {}: no such folder",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// `--only`, `--skip` and `--from` must name steps (or checks) that exist.
+fn check_selection(
+    cmd: &Command,
+    only: &[String],
+    skip: &[String],
+    from: Option<&str>,
+) -> Result<(), Failure> {
+    let ids: Vec<&str> = cmd
+        .steps
+        .iter()
+        .chain(&cmd.success_criteria.checks)
+        .map(|b| b.id.as_str())
+        .collect();
+    for (flag, id) in only
+        .iter()
+        .map(|i| ("--only", i.as_str()))
+        .chain(skip.iter().map(|i| ("--skip", i.as_str())))
+        .chain(from.map(|i| ("--from", i)))
+    {
+        if !ids.contains(&id) {
+            let hint = crate::suggest::closest(id, ids.iter().copied())
+                .map(|s| format!("did you mean `{s}`?"))
+                .unwrap_or_else(|| format!("steps: {}", ids.join(", ")));
+            return Err(
+                Failure::usage(format!("{flag} {id}: `{}` has no such step", cmd.name))
+                    .with_hint(hint),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn new_run_id(name: &str) -> String {
+    let stamp = jiff::Zoned::now().strftime("%Y%m%d-%H%M%S").to_string();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let salt = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) & 0xffff;
+    format!("{name}-{stamp}-{salt:04x}")
+}
+
+fn lock(name: &str, run_id: &str) -> Result<Lock, Failure> {
+    Lock::acquire(name, run_id).map_err(|e| match e {
+        LockError::Held { holder } => {
+            Failure::usage(format!("another run of `{name}` is in progress: {holder}"))
+                .with_hint("wait for it to finish, or look at it with `nixcmd runs`")
+        }
+        LockError::Io(e) => Failure::usage(format!("cannot take the run lock: {e}")),
+    })
+}
+
+fn git_commit(dir: &std::path::Path) -> Option<String> {
+    let out = process::capture_in(Some(dir), "git", &["rev-parse", "HEAD"], "").ok()??;
+    out.success().then(|| out.stdout.trim().to_string())
+}
+
+/// A runbook that calls `sudo` asks for the password once, before the first step, and keeps
+/// the ticket fresh, instead of a step hanging on a prompt it cannot show.
+fn warm_sudo(cx: &Context, cmd: &Command) -> Result<Option<Arc<AtomicBool>>, Failure> {
+    let uses_sudo = cmd.blocks().any(|b| {
+        b.runnable
+            && b.code
+                .split(|c: char| !c.is_alphanumeric() && c != '-')
+                .any(|w| w == "sudo")
+    });
+    if !uses_sudo || !process::on_path("sudo") || !interactive() {
+        return Ok(None);
+    }
+    if process::quiet("sudo", &["-n", "-v"]) {
+        return Ok(keep_sudo_fresh());
+    }
+    cx.out
+        .eprint("this runbook uses sudo: authenticate once now so no step waits for a password\n");
+    match process::interactive("sudo", &["-v"]) {
+        Ok(true) => Ok(keep_sudo_fresh()),
+        _ => Err(Failure::new(
+            Exit::Prerequisites,
+            "sudo authentication failed; nothing was run",
+        )),
+    }
+}
+
+fn keep_sudo_fresh() -> Option<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        while !flag.load(Ordering::SeqCst) {
+            for _ in 0..600 {
+                if flag.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            process::quiet("sudo", &["-n", "-v"]);
+        }
+    });
+    Some(stop)
+}
+
+pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
+    let (path, mut state) = records::find_run(&args.run).map_err(Failure::usage)?;
+    let loaded = load_named(cx, &state.command)?;
+    refuse_invalid(&loaded)?;
+    let cmd = &loaded.command;
+    match state.status {
+        RunStatus::AwaitingConfirmation | RunStatus::Running => {}
+        other => {
+            return Err(Failure::usage(format!(
+                "run {} already ended ({}); nothing to resume",
+                state.run_id,
+                other.label()
+            ))
+            .with_hint(format!("start a new run with `nixcmd /{}`", state.command)));
+        }
+    }
+    if cmd.hash != state.command_hash && !args.force {
+        return Err(Failure::usage(format!(
+            "the command `{}` changed since run {} started; resuming could run steps that were never planned",
+            state.command, state.run_id
+        ))
+        .with_hint(format!("review the change, then `nixcmd resume {} --force` to resume anyway", state.run_id)));
+    }
+    let _lock = if state.dry_run {
+        None
+    } else {
+        Some(lock(&state.command, &state.run_id)?)
+    };
+    let run = RunDir::open(&state.run_id)
+        .map_err(|e| Failure::usage(format!("cannot open {}: {e}", path.display())))?;
+    let mut progress =
+        records::read_progress(&path).map_err(|e| Failure::usage(format!("progress.json: {e}")))?;
+    for step in &mut progress.steps {
+        // The interrupted step runs again; a paused gate is asked again.
+        if matches!(
+            step.status,
+            StepStatus::Running | StepStatus::AwaitingConfirmation
+        ) {
+            step.status = StepStatus::Pending;
+        }
+    }
+    let bound = crate::run::args::bind(cmd, &state.args, &state.set)?;
+    let dir = PathBuf::from(&state.dir);
+    state.command_hash = cmd.hash.clone();
+    let opts = Options {
+        dir,
+        dry_run: state.dry_run,
+        yes: args.gates.yes,
+        approve: args.gates.approve.clone(),
+        approve_channel: "resume".into(),
+        only: state.only.clone(),
+        skip: state.skip.clone(),
+        from: state.from.clone(),
+        env: bound.env,
+        grace: GRACE,
+        secrets: Vec::new(),
+    };
+    execute(
+        cx,
+        cmd,
+        opts,
+        run,
+        state,
+        Some(progress),
+        args.gates.format,
+        args.gates.verbose,
+    )
+}
+
+pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<Exit, Failure> {
+    let runs: Vec<State> = records::all_runs()
+        .into_iter()
+        .map(|(_, s)| s)
+        .filter(|s| command.is_none_or(|c| s.command == c))
+        .collect();
+    if format == TextOrJson::Json {
+        let text =
+            serde_json::to_string_pretty(&runs).map_err(|e| Failure::usage(e.to_string()))?;
+        cx.out.print(&format!("{text}\n"));
+        return Ok(Exit::Success);
+    }
+    if runs.is_empty() {
+        cx.out.print("No runs recorded yet.\n");
+        return Ok(Exit::Success);
+    }
+    let w = runs.iter().map(|s| s.run_id.len()).max().unwrap_or(6);
+    let mut s = cx.out.out.bold(&format!(
+        "{:<w$}  {:<22}  {:<24}  STEP",
+        "RUN", "STATUS", "STARTED"
+    ));
+    s.push('\n');
+    for r in &runs {
+        let status = if r.dry_run {
+            format!("{} (dry run)", r.status.label())
+        } else {
+            r.status.label().to_string()
+        };
+        s.push_str(&format!(
+            "{:<w$}  {:<22}  {:<24}  {}\n",
+            r.run_id,
+            status,
+            r.started,
+            r.current_step.as_deref().unwrap_or("")
+        ));
+    }
+    cx.out.print(&s);
+    Ok(Exit::Success)
+}
+
+pub fn log(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failure> {
+    let (path, _) = records::find_run(run).map_err(Failure::usage)?;
+    let progress = records::read_progress(&path).unwrap_or_default();
+    let logs = path.join("logs");
+    let mut names: Vec<String> = progress.steps.iter().map(|s| s.id.clone()).collect();
+    if let Ok(entries) = std::fs::read_dir(&logs) {
+        let mut extra: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".log")
+                    .map(str::to_string)
+            })
+            .filter(|n| !names.contains(n))
+            .collect();
+        extra.sort();
+        names.extend(extra);
+    }
+    let present: Vec<String> = names
+        .into_iter()
+        .filter(|n| logs.join(format!("{n}.log")).is_file())
+        .collect();
+    match step {
+        Some(step) => {
+            let file = logs.join(format!("{step}.log"));
+            let text = std::fs::read_to_string(&file).map_err(|_| {
+                let hint = crate::suggest::closest(step, present.iter().map(String::as_str))
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .unwrap_or_else(|| format!("logs: {}", present.join(", ")));
+                Failure::usage(format!("run {run} has no log for step `{step}`")).with_hint(hint)
+            })?;
+            cx.out.print(&text);
+        }
+        None => {
+            let mut s = String::new();
+            for n in &present {
+                s.push_str(&cx.out.out.bold(&format!("==> {n} <==")));
+                s.push('\n');
+                s.push_str(
+                    &std::fs::read_to_string(logs.join(format!("{n}.log"))).unwrap_or_default(),
+                );
+            }
+            cx.out.print(&s);
+        }
+    }
+    Ok(Exit::Success)
+}
+
+#[derive(serde::Serialize, Default)]
+struct CommandStats {
+    runs: usize,
+    succeeded: usize,
+    success_rate: f64,
+    mean_duration_ms: u64,
+    steps: BTreeMap<String, StepStats>,
+}
+
+#[derive(serde::Serialize, Default)]
+struct StepStats {
+    runs: usize,
+    failures: usize,
+    mean_duration_ms: u64,
+}
+
+pub fn stats(cx: &Context, format: TextOrJson) -> Result<Exit, Failure> {
+    let mut by_command: BTreeMap<String, CommandStats> = BTreeMap::new();
+    let mut durations: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut step_durations: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    for (path, state) in records::all_runs() {
+        if state.dry_run
+            || state.status == RunStatus::Running
+            || state.status == RunStatus::AwaitingConfirmation
+        {
+            continue;
+        }
+        let c = by_command.entry(state.command.clone()).or_default();
+        c.runs += 1;
+        if state.status == RunStatus::Succeeded {
+            c.succeeded += 1;
+        }
+        if let (Ok(start), Some(Ok(end))) = (
+            state.started.parse::<jiff::Timestamp>(),
+            state
+                .completed
+                .as_deref()
+                .map(str::parse::<jiff::Timestamp>),
+        ) {
+            let ms = end.duration_since(start).as_millis().max(0) as u64;
+            durations.entry(state.command.clone()).or_default().push(ms);
+        }
+        for step in records::read_progress(&path).unwrap_or_default().steps {
+            if step.attempts == 0 {
+                continue;
+            }
+            let s = c.steps.entry(step.id.clone()).or_default();
+            s.runs += 1;
+            if step.status.is_failure() {
+                s.failures += 1;
+            }
+            if let Some(d) = step.duration_ms {
+                step_durations
+                    .entry((state.command.clone(), step.id.clone()))
+                    .or_default()
+                    .push(d);
+            }
+        }
+    }
+    let mean = |v: &[u64]| {
+        if v.is_empty() {
+            0
+        } else {
+            v.iter().sum::<u64>() / v.len() as u64
+        }
+    };
+    for (name, c) in &mut by_command {
+        c.success_rate = if c.runs == 0 {
+            0.0
+        } else {
+            c.succeeded as f64 / c.runs as f64
+        };
+        c.mean_duration_ms = mean(durations.get(name).map(Vec::as_slice).unwrap_or(&[]));
+        for (step, s) in &mut c.steps {
+            s.mean_duration_ms = mean(
+                step_durations
+                    .get(&(name.clone(), step.clone()))
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+            );
+        }
+    }
+    if format == TextOrJson::Json {
+        let text =
+            serde_json::to_string_pretty(&by_command).map_err(|e| Failure::usage(e.to_string()))?;
+        cx.out.print(&format!("{text}\n"));
+        return Ok(Exit::Success);
+    }
+    if by_command.is_empty() {
+        cx.out.print("No finished runs recorded yet.\n");
+        return Ok(Exit::Success);
+    }
+    let p = cx.out.out;
+    let mut s = String::new();
+    for (name, c) in &by_command {
+        s.push_str(&format!(
+            "{}  {} run{}, {:.0}% succeeded, mean {}\n",
+            p.bold(name),
+            c.runs,
+            if c.runs == 1 { "" } else { "s" },
+            c.success_rate * 100.0,
+            display(Duration::from_millis(c.mean_duration_ms))
+        ));
+        for (step, st) in &c.steps {
+            s.push_str(&format!(
+                "  {step:<24} {} run{}, {} failed, mean {}\n",
+                st.runs,
+                if st.runs == 1 { "" } else { "s" },
+                st.failures,
+                display(Duration::from_millis(st.mean_duration_ms))
+            ));
+        }
+    }
+    cx.out.print(&s);
+    Ok(Exit::Success)
+}

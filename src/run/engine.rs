@@ -1,0 +1,993 @@
+//! The executor: runs a command's blocks in order with their gates (DESIGN.md §2) —
+//! prerequisites, steps, success criteria; confirmations; retries and timeouts; compensations
+//! newest first, unbound rollback blocks, `always` blocks — and emits events for everything.
+//! It prints nothing: renderers and the records are event sinks.
+
+use crate::command::{Block, Command, Mode, OnFail, Phase};
+use crate::event::{Event, EventKind, PlanItem, RunStatus, Sink, StepStatus, Troubleshooting, now};
+use crate::exit::Exit;
+use crate::process::{self, Cancel, Ended, GroupSpec, Stream};
+use crate::run::approve::{Answer, Approver, GateRequest};
+use crate::run::records::{Approval, History, Progress, RunDir, State, StepProgress};
+use crate::run::redact::Redactor;
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Default per-attempt timeout when neither the block nor the frontmatter sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default base of the retry backoff.
+pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Lines of a failed step's log shown at the end of a run.
+pub const TAIL_LINES: usize = 20;
+
+/// Everything the engine needs besides the command.
+pub struct Options {
+    pub dir: PathBuf,
+    pub dry_run: bool,
+    pub yes: bool,
+    pub approve: Vec<String>,
+    /// The channel recorded for `--yes`/`--approve` approvals.
+    pub approve_channel: String,
+    pub only: Vec<String>,
+    pub skip: Vec<String>,
+    pub from: Option<String>,
+    /// Environment from arguments and `--set`.
+    pub env: Vec<(String, String)>,
+    /// Time between SIGINT, SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// Extra secret names (from the config file).
+    pub secrets: Vec<String>,
+}
+
+/// What a finished (or paused) run reports.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: RunStatus,
+    pub exit: Exit,
+    pub run_id: String,
+}
+
+/// How one block ended.
+struct BlockResult {
+    status: StepStatus,
+    tail: Vec<String>,
+}
+
+/// Numbers, redacts, records and fans out events. A field of its own so that a running
+/// step's output callback can emit while the engine's other fields are borrowed.
+struct Emitter<'a> {
+    seq: u64,
+    run_id: String,
+    redactor: Redactor,
+    events: std::fs::File,
+    sinks: Vec<Box<dyn Sink + 'a>>,
+}
+
+impl Emitter<'_> {
+    fn emit(&mut self, kind: EventKind) {
+        self.seq += 1;
+        let event = Event {
+            seq: self.seq,
+            ts: now(),
+            run_id: self.run_id.clone(),
+            kind,
+        };
+        let line = serde_json::to_string(&event).unwrap_or_default();
+        let line = self.redactor.redact(&line);
+        // One write per line: a crash leaves at most a torn last line, which readers skip.
+        let _ = self.events.write_all(format!("{line}\n").as_bytes());
+        for sink in &mut self.sinks {
+            sink.event(&event, &line);
+        }
+    }
+}
+
+pub struct Engine<'a> {
+    cmd: &'a Command,
+    opts: Options,
+    run: RunDir,
+    pub state: State,
+    progress: Progress,
+    approver: &'a mut dyn Approver,
+    cancel: Cancel,
+    em: Emitter<'a>,
+    history: History,
+    warnings: Vec<String>,
+    started: Instant,
+    resumed: bool,
+}
+
+impl<'a> Engine<'a> {
+    /// Prepares a run: `state`/`progress` are new, or loaded from the run folder to resume.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cmd: &'a Command,
+        opts: Options,
+        run: RunDir,
+        state: State,
+        progress: Option<Progress>,
+        sinks: Vec<Box<dyn Sink + 'a>>,
+        approver: &'a mut dyn Approver,
+        cancel: Cancel,
+    ) -> Self {
+        let resumed = progress.is_some();
+        let progress = progress.unwrap_or_else(|| Progress {
+            steps: cmd
+                .blocks()
+                .filter(|b| b.phase != Phase::Rollback)
+                .map(|b| StepProgress {
+                    id: b.id.clone(),
+                    phase: phase_name(b.phase).into(),
+                    status: StepStatus::Pending,
+                    attempts: 0,
+                    started: None,
+                    completed: None,
+                    duration_ms: None,
+                    exit_code: None,
+                })
+                .collect(),
+        });
+        let mut redactor = Redactor::default();
+        let mut extra = cmd.settings.secrets.clone();
+        extra.extend(opts.secrets.iter().cloned());
+        let inherited: Vec<(String, String)> = std::env::vars().collect();
+        redactor.add(
+            inherited.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &extra,
+        );
+        redactor.add(
+            opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &extra,
+        );
+        let history = History::load(&cmd.name);
+        let events = run
+            .events_file()
+            .expect("the run folder was just created or opened");
+        let seq = if resumed {
+            crate::run::records::last_seq(&run.path)
+        } else {
+            0
+        };
+        let em = Emitter {
+            seq,
+            run_id: state.run_id.clone(),
+            redactor,
+            events,
+            sinks,
+        };
+        Engine {
+            cmd,
+            opts,
+            run,
+            state,
+            progress,
+            approver,
+            cancel,
+            em,
+            history,
+            warnings: Vec::new(),
+            started: Instant::now(),
+            resumed,
+        }
+    }
+
+    fn emit(&mut self, kind: EventKind) {
+        self.em.emit(kind);
+    }
+
+    fn save(&mut self) {
+        self.state.updated = now();
+        let _ = self.run.write_state(&self.state);
+        let _ = self.run.write_progress(&self.progress);
+    }
+
+    fn extra_secrets(&self) -> Vec<String> {
+        let mut extra = self.cmd.settings.secrets.clone();
+        extra.extend(self.opts.secrets.iter().cloned());
+        extra
+    }
+
+    /// Runs the command to the end, or to a gate that nobody can answer now.
+    pub fn execute(mut self) -> Outcome {
+        let plan = self.plan();
+        let manual: Vec<String> = self
+            .cmd
+            .success_criteria
+            .manual
+            .iter()
+            .map(|m| m.text.clone())
+            .collect();
+        self.state.status = RunStatus::Running;
+        self.state.pid = std::process::id();
+        self.save();
+        self.emit(EventKind::RunStarted {
+            command: self.cmd.name.clone(),
+            args: self
+                .state
+                .args
+                .iter()
+                .map(|a| self.em.redactor.redact(a))
+                .collect(),
+            dry_run: self.opts.dry_run,
+            resumed: self.resumed,
+            total_steps: self.state.total_steps,
+            plan,
+            manual_checks: manual.clone(),
+            run_dir: self.run.path.display().to_string(),
+        });
+
+        let mut failed: Option<(String, Vec<String>)> = None;
+        let mut status = RunStatus::Succeeded;
+        let mut anything_started = self
+            .progress
+            .steps
+            .iter()
+            .any(|s| s.attempts > 0 && s.phase != "prerequisite");
+
+        // Prerequisites: one failure stops the run; nothing changed, nothing to roll back.
+        let prereqs: Vec<&Block> = self
+            .cmd
+            .prerequisites
+            .iter()
+            .filter(|b| b.runnable)
+            .collect();
+        for block in prereqs {
+            if self.done(&block.id) {
+                continue;
+            }
+            match self.gate(block) {
+                GateResult::Go => {}
+                GateResult::Pause => return self.pause(block),
+                GateResult::Declined => {
+                    status = RunStatus::Declined;
+                    failed = Some((block.id.clone(), Vec::new()));
+                    break;
+                }
+            }
+            let result = self.run_block(block, false);
+            if result.status.is_failure() {
+                status = if matches!(result.status, StepStatus::Interrupted) {
+                    RunStatus::Interrupted
+                } else {
+                    RunStatus::PrerequisitesFailed
+                };
+                failed = Some((block.id.clone(), result.tail));
+                break;
+            }
+        }
+        if failed.is_some() {
+            return self.finish(status, failed, Vec::new(), manual);
+        }
+
+        // Steps, then success criteria. `always` blocks wait for the end.
+        let main: Vec<&Block> = self
+            .cmd
+            .steps
+            .iter()
+            .chain(&self.cmd.success_criteria.checks)
+            .filter(|b| b.runnable && !b.attrs.always)
+            .collect();
+        for block in main {
+            if self.done(&block.id) {
+                continue;
+            }
+            if let Some(reason) = self.skip_reason(block) {
+                self.mark_skipped(block, &reason);
+                continue;
+            }
+            if self.cancel.level() > 0 {
+                status = RunStatus::Interrupted;
+                failed = Some((block.id.clone(), Vec::new()));
+                break;
+            }
+            match self.gate(block) {
+                GateResult::Go => {}
+                GateResult::Pause => return self.pause(block),
+                GateResult::Declined => {
+                    status = RunStatus::Declined;
+                    failed = Some((block.id.clone(), Vec::new()));
+                    break;
+                }
+            }
+            if let Some(comp) = &block.attrs.rollback
+                && !self.opts.dry_run
+                && !self.state.compensations.contains(comp)
+            {
+                self.state.compensations.push(comp.clone());
+            }
+            anything_started = true;
+            // In a dry run the steps did not happen, so a failing check is only a warning.
+            let lenient = self.opts.dry_run && block.phase == Phase::Check;
+            let result = self.run_block(block, lenient);
+            match result.status {
+                StepStatus::Interrupted => {
+                    status = RunStatus::Interrupted;
+                    failed = Some((block.id.clone(), result.tail));
+                    break;
+                }
+                s if s.is_failure() => {
+                    status = RunStatus::Failed;
+                    failed = Some((block.id.clone(), result.tail));
+                    break;
+                }
+                _ => {}
+            }
+        }
+
+        let mut left = Vec::new();
+        if failed.is_some() && !self.opts.dry_run && self.cancel.level() < 2 {
+            left = self.rollback(
+                &failed.as_ref().map(|f| f.0.clone()).unwrap_or_default(),
+                status,
+            );
+        }
+        if anything_started && self.cancel.level() < 2 {
+            left.extend(self.always_blocks(failed.is_some()));
+        }
+        if !left.is_empty() {
+            status = RunStatus::RollbackIncomplete;
+        }
+        self.finish(status, failed, left, manual)
+    }
+
+    fn done(&self, id: &str) -> bool {
+        self.progress.get(id).is_some_and(|p| p.status.is_done())
+    }
+
+    /// Why a step is not run in this invocation, if it is not.
+    fn skip_reason(&self, block: &Block) -> Option<String> {
+        let o = &self.opts;
+        if !o.only.is_empty() && block.phase == Phase::Step && !o.only.contains(&block.id) {
+            return Some("not in --only".into());
+        }
+        if o.skip.contains(&block.id) {
+            return Some("--skip".into());
+        }
+        if let Some(from) = &o.from
+            && block.phase == Phase::Step
+        {
+            let pos = |id: &str| self.cmd.steps.iter().position(|b| b.id == id);
+            if let (Some(me), Some(start)) = (pos(&block.id), pos(from))
+                && me < start
+            {
+                return Some(format!("before --from {from}"));
+            }
+        }
+        if o.dry_run && !block.is_readonly() {
+            return Some("dry run: not readonly".into());
+        }
+        None
+    }
+
+    fn mark_skipped(&mut self, block: &Block, reason: &str) {
+        if let Some(p) = self.progress.get_mut(&block.id) {
+            p.status = StepStatus::Skipped;
+        }
+        self.emit(EventKind::StepFinished {
+            step_id: block.id.clone(),
+            host: None,
+            status: StepStatus::Skipped,
+            exit_code: None,
+            duration_ms: 0,
+            attempts: 0,
+            reason: Some(reason.to_string()),
+        });
+    }
+
+    /// The plan: every block in order with its gates, for `run_started` and `--dry-run`.
+    fn plan(&self) -> Vec<PlanItem> {
+        let mut items = Vec::new();
+        for b in self.cmd.blocks() {
+            let timeout = b
+                .attrs
+                .timeout
+                .or(self.cmd.settings.timeout)
+                .unwrap_or(DEFAULT_TIMEOUT);
+            let (will_run, note) = if !b.runnable {
+                (
+                    false,
+                    Some("not runnable (example or not shell)".to_string()),
+                )
+            } else if b.phase == Phase::Rollback {
+                let users: Vec<&str> = self
+                    .cmd
+                    .blocks()
+                    .filter(|s| s.attrs.rollback.as_deref() == Some(&b.id))
+                    .map(|s| s.id.as_str())
+                    .collect();
+                let note = if users.is_empty() {
+                    "runs on failure (unbound rollback block)".to_string()
+                } else {
+                    format!("compensates {} on failure", users.join(", "))
+                };
+                (false, Some(note))
+            } else if self.done(&b.id) {
+                (false, Some("done in an earlier session".into()))
+            } else if b.phase == Phase::Prerequisite {
+                (true, None)
+            } else if let Some(reason) = self.skip_reason(b) {
+                (false, Some(reason))
+            } else if b.attrs.always {
+                (
+                    true,
+                    Some("always: runs at the end whatever happened".into()),
+                )
+            } else {
+                (true, None)
+            };
+            items.push(PlanItem {
+                step_id: b.id.clone(),
+                phase: phase_name(b.phase).into(),
+                title: b.title.clone(),
+                gates: crate::show::gates(self.cmd, b),
+                timeout_ms: timeout.as_millis() as u64,
+                will_run,
+                note,
+            });
+        }
+        items
+    }
+
+    /// Confirmation: approved by flag, by an earlier approval, or by whoever the approver asks.
+    fn gate(&mut self, block: &Block) -> GateResult {
+        let needs = block.attrs.confirm.is_some() || self.cmd.mode == Mode::Guided;
+        if !needs || self.opts.dry_run {
+            return GateResult::Go;
+        }
+        let flagged = self.opts.yes || self.opts.approve.iter().any(|a| a == &block.id);
+        if flagged {
+            self.record_approval(&block.id, self.opts.approve_channel.clone(), None);
+            return GateResult::Go;
+        }
+        if self.state.approvals.iter().any(|a| a.step_id == block.id) {
+            return GateResult::Go;
+        }
+        let message = block
+            .attrs
+            .confirm
+            .clone()
+            .unwrap_or_else(|| format!("Run step `{}` of a guided file?", block.id));
+        let request = GateRequest {
+            run_id: self.state.run_id.clone(),
+            step_id: block.id.clone(),
+            message: message.clone(),
+            code: block.code.clone(),
+        };
+        match self.approver.ask(&request) {
+            Answer::Approve { channel, client } => {
+                self.record_approval(&block.id, channel, client);
+                GateResult::Go
+            }
+            Answer::Decline => {
+                if let Some(p) = self.progress.get_mut(&block.id) {
+                    p.status = StepStatus::Declined;
+                }
+                self.emit(EventKind::StepFinished {
+                    step_id: block.id.clone(),
+                    host: None,
+                    status: StepStatus::Declined,
+                    exit_code: None,
+                    duration_ms: 0,
+                    attempts: 0,
+                    reason: Some("declined at the confirmation".into()),
+                });
+                GateResult::Declined
+            }
+            Answer::Unavailable => GateResult::Pause,
+        }
+    }
+
+    fn record_approval(&mut self, step: &str, channel: String, client: Option<String>) {
+        if self.state.approvals.iter().any(|a| a.step_id == step) {
+            return;
+        }
+        self.state.approvals.push(Approval {
+            step_id: step.to_string(),
+            channel,
+            client,
+            at: now(),
+        });
+        self.save();
+    }
+
+    /// Stops before a gate nobody can answer: saved, exit 3, resumable.
+    fn pause(mut self, block: &Block) -> Outcome {
+        let resume = format!("nixcmd resume {} --approve {}", self.state.run_id, block.id);
+        let message = block
+            .attrs
+            .confirm
+            .clone()
+            .unwrap_or_else(|| format!("Run step `{}` of a guided file?", block.id));
+        if let Some(p) = self.progress.get_mut(&block.id) {
+            p.status = StepStatus::AwaitingConfirmation;
+        }
+        self.state.status = RunStatus::AwaitingConfirmation;
+        self.state.current_step = Some(block.id.clone());
+        self.state.exit_code = Some(Exit::NeedsConfirmation.code());
+        self.save();
+        self.emit(EventKind::Gate {
+            step_id: block.id.clone(),
+            gate_id: block.id.clone(),
+            message,
+            code: block.code.clone(),
+            resume: resume.clone(),
+            token: None,
+        });
+        let manual: Vec<String> = self
+            .cmd
+            .success_criteria
+            .manual
+            .iter()
+            .map(|m| m.text.clone())
+            .collect();
+        self.emit(EventKind::RunFinished {
+            status: RunStatus::AwaitingConfirmation,
+            exit_code: Exit::NeedsConfirmation.code(),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            failed_step: None,
+            warnings: self.warnings.clone(),
+            manual_checks: manual,
+            left_to_do: Vec::new(),
+            troubleshooting: None,
+            log_tail: Vec::new(),
+            resume: Some(resume),
+            run_dir: self.run.path.display().to_string(),
+        });
+        Outcome {
+            status: RunStatus::AwaitingConfirmation,
+            exit: Exit::NeedsConfirmation,
+            run_id: self.state.run_id.clone(),
+        }
+    }
+
+    /// Rollback after a failure: compensations of started steps newest first, then the
+    /// unbound rollback blocks in file order. Returns the blocks that failed.
+    fn rollback(&mut self, failed_step: &str, status: RunStatus) -> Vec<String> {
+        let bound: Vec<&str> = self
+            .cmd
+            .blocks()
+            .filter_map(|b| b.attrs.rollback.as_deref())
+            .collect();
+        let mut order: Vec<&Block> = Vec::new();
+        for id in self.state.compensations.iter().rev() {
+            if let Some(b) = self.cmd.rollback.iter().find(|b| &b.id == id)
+                && !order.iter().any(|o| o.id == b.id)
+            {
+                order.push(b);
+            }
+        }
+        for b in &self.cmd.rollback {
+            if !bound.contains(&b.id.as_str()) && !b.attrs.always {
+                order.push(b);
+            }
+        }
+        let order: Vec<&Block> = order.into_iter().filter(|b| b.runnable).collect();
+        if order.is_empty() {
+            return Vec::new();
+        }
+        let reason = match status {
+            RunStatus::Interrupted => "interrupted".to_string(),
+            RunStatus::Declined => format!("confirmation of `{failed_step}` declined"),
+            _ => format!("step `{failed_step}` failed"),
+        };
+        self.emit(EventKind::RollbackStarted {
+            reason,
+            blocks: order.iter().map(|b| b.id.clone()).collect(),
+        });
+        let mut left = Vec::new();
+        for block in order {
+            if self.cancel.level() >= 2 {
+                left.push(format!("{} (not run: stopped at once)", block.id));
+                continue;
+            }
+            let result = self.run_block(block, false);
+            if result.status.is_failure() {
+                left.push(block.id.clone());
+            }
+        }
+        left
+    }
+
+    /// `always` blocks (from any section) run at the end whatever happened. On success a
+    /// failing one is a warning; after a failure it is left for a person.
+    fn always_blocks(&mut self, after_failure: bool) -> Vec<String> {
+        let blocks: Vec<&Block> = self
+            .cmd
+            .blocks()
+            .filter(|b| b.attrs.always && b.runnable)
+            .collect();
+        let mut left = Vec::new();
+        for block in blocks {
+            if self.opts.dry_run && !block.is_readonly() {
+                self.mark_skipped(block, "dry run: not readonly");
+                continue;
+            }
+            let result = self.run_block(block, !after_failure);
+            if result.status.is_failure() {
+                left.push(block.id.clone());
+            }
+        }
+        left
+    }
+
+    fn finish(
+        mut self,
+        status: RunStatus,
+        failed: Option<(String, Vec<String>)>,
+        left: Vec<String>,
+        manual: Vec<String>,
+    ) -> Outcome {
+        let exit = status.exit();
+        let (failed_step, tail) = failed
+            .map(|(s, t)| (Some(s), t))
+            .unwrap_or((None, Vec::new()));
+        let troubleshooting = failed_step
+            .as_deref()
+            .and_then(|s| self.best_troubleshooting(s, &tail));
+        let left_to_do: Vec<String> = left
+            .iter()
+            .map(|id| match self.cmd.block(id) {
+                Some(b) => format!("{id}: run by hand:\n{}", b.code.trim_end()),
+                None => id.clone(),
+            })
+            .collect();
+        self.state.status = status;
+        self.state.completed = Some(now());
+        self.state.current_step = None;
+        self.state.exit_code = Some(exit.code());
+        if let Some(s) = &failed_step
+            && status != RunStatus::Succeeded
+        {
+            self.state
+                .errors
+                .push(format!("{} at step {s}", status.label()));
+        }
+        for id in &left {
+            self.state
+                .errors
+                .push(format!("rollback block {id} failed"));
+        }
+        self.save();
+        if status == RunStatus::Succeeded && !self.opts.dry_run {
+            for p in &self.progress.steps {
+                if p.status == StepStatus::Succeeded
+                    && let Some(d) = p.duration_ms
+                {
+                    self.history.record(&p.id, d);
+                }
+            }
+            let _ = self.history.save(&self.cmd.name);
+        }
+        self.emit(EventKind::RunFinished {
+            status,
+            exit_code: exit.code(),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+            failed_step,
+            warnings: self.warnings.clone(),
+            manual_checks: manual,
+            left_to_do,
+            troubleshooting,
+            log_tail: tail,
+            resume: None,
+            run_dir: self.run.path.display().to_string(),
+        });
+        Outcome {
+            status,
+            exit,
+            run_id: self.state.run_id.clone(),
+        }
+    }
+
+    /// The troubleshooting entry sharing the most words with the failed step and its output.
+    fn best_troubleshooting(&self, step: &str, tail: &[String]) -> Option<Troubleshooting> {
+        let words = |s: &str| -> Vec<String> {
+            s.split(|c: char| !c.is_alphanumeric())
+                .filter(|w| w.len() > 3)
+                .map(str::to_lowercase)
+                .collect()
+        };
+        let block = self.cmd.block(step);
+        let mut context = format!(
+            "{step} {}",
+            block.and_then(|b| b.title.clone()).unwrap_or_default()
+        );
+        for line in tail {
+            context.push(' ');
+            context.push_str(line);
+        }
+        let context = words(&context);
+        self.cmd
+            .troubleshooting
+            .iter()
+            .map(|e| {
+                let entry = words(&format!("{} {}", e.title, e.text));
+                let score = entry.iter().filter(|w| context.contains(w)).count();
+                (score, e)
+            })
+            .filter(|(score, _)| *score > 0)
+            .max_by_key(|(score, _)| *score)
+            .map(|(_, e)| Troubleshooting {
+                title: e.title.clone(),
+                text: e.text.clone(),
+            })
+    }
+
+    /// Runs one block with its retries and timeout. `lenient`: a failure is only a warning.
+    fn run_block(&mut self, block: &Block, lenient: bool) -> BlockResult {
+        let timeout = block
+            .attrs
+            .timeout
+            .or(self.cmd.settings.timeout)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let attempts = block.attrs.retries + 1;
+        let backoff = block.attrs.backoff.unwrap_or(DEFAULT_BACKOFF);
+        let script = self.run.script_path(&block.id);
+        let log_path = self.run.log_path(&block.id);
+        let _ = std::fs::write(&script, &block.code);
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .ok();
+        let started_at = Instant::now();
+        let mut tail: VecDeque<String> = VecDeque::new();
+        let mut last: Option<Ended> = None;
+        let mut attempt = 0;
+        while attempt < attempts {
+            attempt += 1;
+            if attempt > 1 {
+                let wait = backoff
+                    .saturating_mul(1 << (attempt - 2).min(16))
+                    .min(MAX_BACKOFF);
+                if !self.sleep_unless_cancelled(wait) {
+                    last = Some(Ended::Cancelled(self.cancel.level()));
+                    break;
+                }
+            }
+            let eta = self.history.eta_ms(&block.id);
+            if let Some(p) = self.progress.get_mut(&block.id) {
+                p.status = StepStatus::Running;
+                p.attempts = attempt;
+                p.started.get_or_insert_with(now);
+            }
+            self.state.current_step = Some(block.id.clone());
+            self.save();
+            self.emit(EventKind::StepStarted {
+                step_id: block.id.clone(),
+                phase: phase_name(block.phase).into(),
+                title: block.title.clone(),
+                attempt,
+                host: None,
+                eta_ms: eta,
+            });
+            if let Some(log) = log.as_mut() {
+                let _ = writeln!(
+                    log,
+                    "── {} attempt {attempt}/{attempts} at {} ──",
+                    block.id,
+                    now()
+                );
+            }
+            let env = self.step_env();
+            let args = vec![
+                "--noprofile".to_string(),
+                "--norc".to_string(),
+                "-Eeuo".to_string(),
+                "pipefail".to_string(),
+                script.display().to_string(),
+            ];
+            let token = format!("{}/{}/{attempt}", self.state.run_id, block.id);
+            let spec = GroupSpec {
+                program: "bash",
+                args: &args,
+                cwd: &self.opts.dir,
+                env: &env,
+                stdin: None,
+                timeout,
+                grace: self.opts.grace,
+                token: &token,
+            };
+            let mut lines: Vec<String> = Vec::new();
+            let em = &mut self.em;
+            let step_id = &block.id;
+            let mut on_line = |stream: Stream, line: &str| {
+                let line = em.redactor.redact(line);
+                if let Some(log) = log.as_mut() {
+                    let _ = writeln!(log, "{line}");
+                }
+                em.emit(EventKind::Output {
+                    step_id: step_id.clone(),
+                    host: None,
+                    stream: stream.name().into(),
+                    line: line.clone(),
+                });
+                lines.push(line);
+            };
+            let ended = process::run_group(&spec, &self.cancel, &mut on_line);
+            for line in lines {
+                tail.push_back(line);
+                if tail.len() > TAIL_LINES {
+                    tail.pop_front();
+                }
+            }
+            let ended = match ended {
+                Ok(e) => e,
+                Err(e) => {
+                    let msg = format!("cannot start bash: {e}");
+                    if let Some(log) = log.as_mut() {
+                        let _ = writeln!(log, "{msg}");
+                    }
+                    tail.push_back(msg);
+                    Ended::Exited(127)
+                }
+            };
+            self.absorb_env_file();
+            last = Some(ended);
+            match ended {
+                Ended::Exited(0) => break,
+                Ended::Cancelled(_) => break,
+                _ => {
+                    if let Some(log) = log.as_mut() {
+                        let _ =
+                            writeln!(log, "── attempt {attempt} {} ──", describe(ended, timeout));
+                    }
+                }
+            }
+        }
+        let ended = last.unwrap_or(Ended::Cancelled(self.cancel.level()));
+        let (status, exit_code, reason) = match ended {
+            Ended::Exited(0) => (StepStatus::Succeeded, Some(0), None),
+            Ended::Exited(code) => (
+                StepStatus::Failed,
+                Some(code),
+                Some(describe(ended, timeout)),
+            ),
+            Ended::TimedOut => (StepStatus::TimedOut, None, Some(describe(ended, timeout))),
+            Ended::Cancelled(_) => (
+                StepStatus::Interrupted,
+                None,
+                Some("interrupted".to_string()),
+            ),
+        };
+        let continue_on_fail = block.attrs.on_fail == OnFail::Continue || lenient;
+        let status = if status.is_failure() && status != StepStatus::Interrupted && continue_on_fail
+        {
+            let msg = format!(
+                "step `{}` {} (continuing: {})",
+                block.id,
+                reason.clone().unwrap_or_default(),
+                if lenient {
+                    "not critical here"
+                } else {
+                    "on-fail=continue"
+                }
+            );
+            self.warnings.push(msg.clone());
+            self.emit(EventKind::Warning {
+                step_id: Some(block.id.clone()),
+                message: msg,
+            });
+            StepStatus::Warning
+        } else {
+            status
+        };
+        let duration = started_at.elapsed();
+        if let Some(p) = self.progress.get_mut(&block.id) {
+            p.status = status;
+            p.completed = Some(now());
+            p.duration_ms = Some(duration.as_millis() as u64);
+            p.exit_code = exit_code;
+        }
+        self.save();
+        self.emit(EventKind::StepFinished {
+            step_id: block.id.clone(),
+            host: None,
+            status,
+            exit_code,
+            duration_ms: duration.as_millis() as u64,
+            attempts: attempt,
+            reason,
+        });
+        BlockResult {
+            status,
+            tail: tail.into_iter().collect(),
+        }
+    }
+
+    /// The environment of a step: run variables, arguments, then `$NIXCMD_ENV` exports.
+    fn step_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("NIXCMD_RUN_ID".to_string(), self.state.run_id.clone()),
+            ("NIXCMD_COMMAND".to_string(), self.cmd.name.clone()),
+            (
+                "NIXCMD_STATE".to_string(),
+                self.run.state_dir().display().to_string(),
+            ),
+            (
+                "NIXCMD_ENV".to_string(),
+                self.run.env_file().display().to_string(),
+            ),
+            (
+                "NIXCMD_DRY_RUN".to_string(),
+                if self.opts.dry_run { "1" } else { "0" }.to_string(),
+            ),
+        ];
+        env.extend(self.opts.env.iter().cloned());
+        env.extend(read_env_file(&self.run.env_file()));
+        env
+    }
+
+    /// Secrets exported through `$NIXCMD_ENV` are redacted from then on.
+    fn absorb_env_file(&mut self) {
+        let vars = read_env_file(&self.run.env_file());
+        let extra = self.extra_secrets();
+        self.em
+            .redactor
+            .add(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), &extra);
+    }
+
+    fn sleep_unless_cancelled(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        let at_start = self.cancel.level();
+        while Instant::now() < until {
+            if self.cancel.level() > at_start {
+                return false;
+            }
+            std::thread::sleep(
+                Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
+        true
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.run.path.clone()
+    }
+}
+
+enum GateResult {
+    Go,
+    Pause,
+    Declined,
+}
+
+fn describe(ended: Ended, timeout: Duration) -> String {
+    match ended {
+        Ended::Exited(code) if code > 128 => format!("killed by signal {}", code - 128),
+        Ended::Exited(code) => format!("exited with status {code}"),
+        Ended::TimedOut => format!("timed out after {}", crate::duration::display(timeout)),
+        Ended::Cancelled(_) => "interrupted".to_string(),
+    }
+}
+
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Prerequisite => "prerequisite",
+        Phase::Step => "step",
+        Phase::Check => "check",
+        Phase::Rollback => "rollback",
+    }
+}
+
+/// `KEY=VALUE` lines of the `$NIXCMD_ENV` file; other lines are ignored.
+pub fn read_env_file(path: &std::path::Path) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (k, v) = line.split_once('=')?;
+            let k = k.trim().strip_prefix("export ").unwrap_or(k.trim());
+            let valid = !k.is_empty()
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !k.starts_with(|c: char| c.is_ascii_digit());
+            valid.then(|| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}

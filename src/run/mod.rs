@@ -1,0 +1,10 @@
+//! Running commands: argument binding, the engine, approvals, records, redaction, rendering
+//! and the `run`/`resume`/`runs`/`log`/`stats` subcommands.
+
+pub mod approve;
+pub mod args;
+pub mod commands;
+pub mod engine;
+pub mod records;
+pub mod redact;
+pub mod render;

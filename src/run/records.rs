@@ -1,0 +1,344 @@
+//! What a run leaves (DESIGN.md §5): `$XDG_STATE_HOME/nixcmd/runs/<run-id>/` (0700) with
+//! `state.json`, `progress.json` (written atomically), `events.ndjson`, `logs/<step>.log`,
+//! `scripts/`, the step-visible `state/` folder and `env` file (all files 0600). Also the
+//! per-command lock and the duration history that feeds ETAs and `stats`.
+
+use crate::event::{RunStatus, StepStatus};
+use crate::records_io::write_atomic;
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// `$XDG_STATE_HOME/nixcmd`, else `~/.local/state/nixcmd`.
+pub fn state_root() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("nixcmd")
+}
+
+pub fn runs_dir() -> PathBuf {
+    state_root().join("runs")
+}
+
+pub fn mkdir_private(path: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+}
+
+/// A recorded approval of a confirmation gate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Approval {
+    pub step_id: String,
+    /// `flag` (--yes/--approve), `terminal`, `resume`, `mcp-elicitation`, `mcp-confirm-gate`.
+    pub channel: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    pub at: String,
+}
+
+/// `state.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub run_id: String,
+    pub command: String,
+    pub command_hash: String,
+    pub command_source: String,
+    #[serde(default)]
+    pub command_text: Option<String>,
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub set: Vec<String>,
+    pub dir: String,
+    pub dry_run: bool,
+    pub status: RunStatus,
+    pub started: String,
+    pub updated: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<String>,
+    pub total_steps: usize,
+    pub errors: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    pub pid: u32,
+    /// Compensations registered by started steps, in registration order.
+    pub compensations: Vec<String>,
+    pub approvals: Vec<Approval>,
+    /// Step selection of the original invocation (`--only/--skip/--from`).
+    #[serde(default)]
+    pub only: Vec<String>,
+    #[serde(default)]
+    pub skip: Vec<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+}
+
+/// One entry of `progress.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepProgress {
+    pub id: String,
+    pub phase: String,
+    pub status: StepStatus,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Progress {
+    pub steps: Vec<StepProgress>,
+}
+
+impl Progress {
+    pub fn get(&self, id: &str) -> Option<&StepProgress> {
+        self.steps.iter().find(|s| s.id == id)
+    }
+
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut StepProgress> {
+        self.steps.iter_mut().find(|s| s.id == id)
+    }
+}
+
+/// An open run folder.
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub fn create(run_id: &str) -> std::io::Result<RunDir> {
+        let path = runs_dir().join(run_id);
+        mkdir_private(&path)?;
+        for sub in ["logs", "scripts", "state"] {
+            mkdir_private(&path.join(sub))?;
+        }
+        let env = path.join("env");
+        if !env.exists() {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&env)?;
+        }
+        RunDir::open_at(path)
+    }
+
+    pub fn open(run_id: &str) -> std::io::Result<RunDir> {
+        let path = runs_dir().join(run_id);
+        if !path.join("state.json").is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such run",
+            ));
+        }
+        RunDir::open_at(path)
+    }
+
+    fn open_at(path: PathBuf) -> std::io::Result<RunDir> {
+        Ok(RunDir { path })
+    }
+
+    /// `events.ndjson`, opened for appending.
+    pub fn events_file(&self) -> std::io::Result<File> {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(self.path.join("events.ndjson"))
+    }
+
+    pub fn log_path(&self, step: &str) -> PathBuf {
+        self.path.join("logs").join(format!("{step}.log"))
+    }
+
+    pub fn script_path(&self, step: &str) -> PathBuf {
+        self.path.join("scripts").join(format!("{step}.sh"))
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path.join("state")
+    }
+
+    pub fn env_file(&self) -> PathBuf {
+        self.path.join("env")
+    }
+
+    pub fn write_state(&self, state: &State) -> std::io::Result<()> {
+        write_json(&self.path.join("state.json"), state)
+    }
+
+    pub fn write_progress(&self, progress: &Progress) -> std::io::Result<()> {
+        write_json(&self.path.join("progress.json"), progress)
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    write_atomic(path, &bytes, 0o600)
+}
+
+pub fn read_state(dir: &Path) -> std::io::Result<State> {
+    let bytes = std::fs::read(dir.join("state.json"))?;
+    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}
+
+pub fn read_progress(dir: &Path) -> std::io::Result<Progress> {
+    match std::fs::read(dir.join("progress.json")) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Progress::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The highest `seq` in a run's `events.ndjson` (a resumed run continues the numbering).
+pub fn last_seq(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("events.ndjson"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v.get("seq").and_then(|s| s.as_u64()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Every recorded run, newest first.
+pub fn all_runs() -> Vec<(PathBuf, State)> {
+    let Ok(entries) = std::fs::read_dir(runs_dir()) else {
+        return Vec::new();
+    };
+    let mut runs: Vec<_> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| read_state(&e.path()).ok().map(|s| (e.path(), s)))
+        .collect();
+    runs.sort_by(|a, b| {
+        b.1.started
+            .cmp(&a.1.started)
+            .then(b.1.run_id.cmp(&a.1.run_id))
+    });
+    runs
+}
+
+/// Finds a run by id or unique prefix; `last` means the newest.
+pub fn find_run(id: &str) -> Result<(PathBuf, State), String> {
+    let runs = all_runs();
+    if id == "last" {
+        return runs
+            .into_iter()
+            .next()
+            .ok_or_else(|| "there are no recorded runs".to_string());
+    }
+    if let Some(exact) = runs.iter().find(|(_, s)| s.run_id == id) {
+        return Ok(exact.clone());
+    }
+    let matches: Vec<_> = runs
+        .into_iter()
+        .filter(|(_, s)| s.run_id.starts_with(id))
+        .collect();
+    match matches.len() {
+        1 => Ok(matches.into_iter().next().expect("one match")),
+        0 => Err(format!("no run `{id}` (see `nixcmd runs`)")),
+        n => Err(format!("`{id}` matches {n} runs; give more of the id")),
+    }
+}
+
+/// The per-command lock: held (flock) for the life of the process, so a crash releases it.
+/// The file names the holder's run id and pid for the refusal message.
+pub struct Lock {
+    _file: File,
+}
+
+pub enum LockError {
+    Held { holder: String },
+    Io(std::io::Error),
+}
+
+impl Lock {
+    pub fn acquire(command: &str, run_id: &str) -> Result<Lock, LockError> {
+        let dir = state_root().join("locks");
+        mkdir_private(&dir).map_err(LockError::Io)?;
+        let path = dir.join(format!("{command}.lock"));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(LockError::Io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&path)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string();
+                return Err(LockError::Held { holder });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
+        }
+        file.set_len(0).map_err(LockError::Io)?;
+        writeln!(file, "{run_id} (pid {})", std::process::id()).map_err(LockError::Io)?;
+        Ok(Lock { _file: file })
+    }
+}
+
+/// Step durations of past successful attempts, per command: the ETA is the median of the
+/// last ten.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct History {
+    pub steps: std::collections::BTreeMap<String, Vec<u64>>,
+}
+
+fn history_path(command: &str) -> PathBuf {
+    state_root().join("history").join(format!("{command}.json"))
+}
+
+impl History {
+    pub fn load(command: &str) -> History {
+        std::fs::read(history_path(command))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn eta_ms(&self, step: &str) -> Option<u64> {
+        let mut d = self.steps.get(step)?.clone();
+        if d.is_empty() {
+            return None;
+        }
+        d.sort_unstable();
+        Some(d[d.len() / 2])
+    }
+
+    pub fn record(&mut self, step: &str, ms: u64) {
+        let list = self.steps.entry(step.to_string()).or_default();
+        list.push(ms);
+        if list.len() > 10 {
+            list.remove(0);
+        }
+    }
+
+    pub fn save(&self, command: &str) -> std::io::Result<()> {
+        let path = history_path(command);
+        if let Some(dir) = path.parent() {
+            mkdir_private(dir)?;
+        }
+        write_json(&path, self)
+    }
+}
