@@ -3,10 +3,10 @@
 
 use crate::app::{Context, load_named};
 use crate::cli::{ResumeArgs, RunArgs, TextOrJson, TextOrJsonRun};
-use crate::command::{Command, Phase};
+use crate::command::Command;
 use crate::diagnostic::Severity;
 use crate::duration::display;
-use crate::event::{RunStatus, Sink, StepStatus, now};
+use crate::event::{RunStatus, Sink, StepStatus};
 use crate::exit::{Exit, Failure};
 use crate::process::{self, Cancel};
 use crate::run::approve::{TerminalApprover, interactive};
@@ -29,7 +29,7 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
     let bound = crate::run::args::bind(cmd, &args.args, &args.set)?;
     let dir = working_dir(cx, args.dir.as_deref())?;
     check_selection(cmd, &args.only, &args.skip, args.from.as_deref())?;
-    let run_id = new_run_id(&cmd.name);
+    let run_id = records::new_run_id(&cmd.name);
     // Dry runs change nothing, so they may overlap a real run.
     let _lock = if args.dry_run {
         None
@@ -38,37 +38,11 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
     };
     let run = RunDir::create(&run_id)
         .map_err(|e| Failure::usage(format!("cannot create the run folder: {e}")))?;
-    let total = cmd
-        .blocks()
-        .filter(|b| b.runnable && b.phase != Phase::Rollback)
-        .count();
-    let state = State {
-        version: 1,
-        run_id: run_id.clone(),
-        command: cmd.name.clone(),
-        command_hash: cmd.hash.clone(),
-        command_source: cmd.source.path().unwrap_or("builtin").to_string(),
-        command_text: None,
-        args: args.args.clone(),
-        set: args.set.clone(),
-        dir: dir.display().to_string(),
-        dry_run: args.dry_run,
-        status: RunStatus::Running,
-        started: now(),
-        updated: now(),
-        completed: None,
-        current_step: None,
-        total_steps: total,
-        errors: Vec::new(),
-        git_commit: git_commit(&dir),
-        pid: std::process::id(),
-        compensations: Vec::new(),
-        approvals: Vec::new(),
-        only: args.only.clone(),
-        skip: args.skip.clone(),
-        from: args.from.clone(),
-        exit_code: None,
-    };
+    let mut state = State::new(&run_id, cmd, &args.args, &args.set, &dir, args.dry_run);
+    state.git_commit = git_commit(&dir);
+    state.only = args.only.clone();
+    state.skip = args.skip.clone();
+    state.from = args.from.clone();
     let opts = Options {
         dir,
         dry_run: args.dry_run,
@@ -81,6 +55,7 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
         env: bound.env,
         grace: GRACE,
         secrets: Vec::new(),
+        resolve: Some(resolver(cx)),
     };
     execute(
         cx,
@@ -134,6 +109,21 @@ fn execute(
         flag.store(true, Ordering::SeqCst);
     }
     Ok(outcome.exit)
+}
+
+/// Nested runs look commands up on the same search path as the parent run.
+fn resolver(cx: &Context) -> crate::run::nested::Resolver {
+    let search = cx.search.clone();
+    std::sync::Arc::new(move |name: &str| {
+        let found = search.find(name).ok()?;
+        let loaded = crate::discovery::load(&found).ok()?;
+        let ok = !loaded
+            .command
+            .diagnostics
+            .iter()
+            .any(|d| d.severity >= Severity::Error);
+        ok.then_some(loaded.command)
+    })
 }
 
 /// Commands with errors do not run: their diagnostics are printed and the exit is 2.
@@ -212,16 +202,6 @@ fn check_selection(
         }
     }
     Ok(())
-}
-
-fn new_run_id(name: &str) -> String {
-    let stamp = jiff::Zoned::now().strftime("%Y%m%d-%H%M%S").to_string();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let salt = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) & 0xffff;
-    format!("{name}-{stamp}-{salt:04x}")
 }
 
 fn lock(name: &str, run_id: &str) -> Result<Lock, Failure> {
@@ -338,6 +318,7 @@ pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
         env: bound.env,
         grace: GRACE,
         secrets: Vec::new(),
+        resolve: Some(resolver(cx)),
     };
     execute(
         cx,

@@ -42,6 +42,8 @@ pub struct Options {
     pub grace: Duration,
     /// Extra secret names (from the config file).
     pub secrets: Vec<String>,
+    /// Looks up commands for nested runs (`/other-command` lines of guided files).
+    pub resolve: Option<crate::run::nested::Resolver>,
 }
 
 /// What a finished (or paused) run reports.
@@ -717,8 +719,227 @@ impl<'a> Engine<'a> {
             })
     }
 
-    /// Runs one block with its retries and timeout. `lenient`: a failure is only a warning.
+    /// Runs one block: shell with retries and timeout, or the nested commands of a guided
+    /// block. `lenient`: a failure is only a warning.
     fn run_block(&mut self, block: &Block, lenient: bool) -> BlockResult {
+        match crate::run::nested::plan(block, self.opts.resolve.as_ref()) {
+            crate::run::nested::Plan::Shell => self.run_shell(block, lenient),
+            crate::run::nested::Plan::Nested(list) => self.run_nested(block, &list, lenient),
+            crate::run::nested::Plan::NotRunnable(reason) => {
+                self.emit(EventKind::StepStarted {
+                    step_id: block.id.clone(),
+                    phase: phase_name(block.phase).into(),
+                    title: block.title.clone(),
+                    attempt: 1,
+                    host: None,
+                    eta_ms: None,
+                });
+                let status = self.finish_block(
+                    block,
+                    StepStatus::NotRunnable,
+                    None,
+                    Some(reason.clone()),
+                    0,
+                    Duration::ZERO,
+                    lenient,
+                );
+                BlockResult {
+                    status,
+                    tail: vec![reason],
+                }
+            }
+        }
+    }
+
+    /// Runs the slash commands of a guided block as nested runs, one after the other.
+    fn run_nested(
+        &mut self,
+        block: &Block,
+        list: &[(String, Vec<String>)],
+        lenient: bool,
+    ) -> BlockResult {
+        let started_at = Instant::now();
+        self.emit(EventKind::StepStarted {
+            step_id: block.id.clone(),
+            phase: phase_name(block.phase).into(),
+            title: block.title.clone(),
+            attempt: 1,
+            host: None,
+            eta_ms: None,
+        });
+        if let Some(p) = self.progress.get_mut(&block.id) {
+            p.status = StepStatus::Running;
+            p.attempts = 1;
+            p.started.get_or_insert_with(now);
+        }
+        self.save();
+        let mut tail = Vec::new();
+        let mut status = StepStatus::Succeeded;
+        let mut reason = None;
+        for (name, args) in list {
+            let Some(cmd) = self.opts.resolve.as_ref().and_then(|r| r(name)) else {
+                status = StepStatus::NotRunnable;
+                reason = Some(format!("`/{name}` is not a command nixcmd can find"));
+                break;
+            };
+            match self.nested_run(block, &cmd, args) {
+                Ok(o) if o.exit == Exit::Success => {
+                    tail.push(format!("/{name}: succeeded (run {})", o.run_id))
+                }
+                Ok(o) => {
+                    status = if o.exit == Exit::Interrupted {
+                        StepStatus::Interrupted
+                    } else {
+                        StepStatus::Failed
+                    };
+                    reason = Some(format!(
+                        "nested run /{name} ended {} (exit {}, run {})",
+                        o.status.label(),
+                        o.exit.code(),
+                        o.run_id
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    status = StepStatus::NotRunnable;
+                    reason = Some(format!("/{name}: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(r) = &reason {
+            tail.push(r.clone());
+        }
+        let status = self.finish_block(
+            block,
+            status,
+            None,
+            reason,
+            1,
+            started_at.elapsed(),
+            lenient,
+        );
+        BlockResult { status, tail }
+    }
+
+    /// One nested run: its own record and lock (so `/a` calling `/a` is refused), the parent's
+    /// approver (so its gates ask the same person), events forwarded as the step's output.
+    fn nested_run(
+        &mut self,
+        block: &Block,
+        cmd: &Command,
+        args: &[String],
+    ) -> Result<Outcome, String> {
+        use crate::run::records::{Lock, LockError, State, new_run_id};
+        let bound = crate::run::args::bind(cmd, args, &[]).map_err(|f| f.message)?;
+        let run_id = new_run_id(&cmd.name);
+        let _lock = Lock::acquire(&cmd.name, &run_id).map_err(|e| match e {
+            LockError::Held { holder } => {
+                format!("another run of `{}` is in progress: {holder}", cmd.name)
+            }
+            LockError::Io(e) => e.to_string(),
+        })?;
+        let run = RunDir::create(&run_id).map_err(|e| e.to_string())?;
+        let state = State::new(&run_id, cmd, args, &[], &self.opts.dir, self.opts.dry_run);
+        let opts = Options {
+            dir: self.opts.dir.clone(),
+            dry_run: self.opts.dry_run,
+            yes: self.opts.yes,
+            approve: Vec::new(),
+            approve_channel: self.opts.approve_channel.clone(),
+            only: Vec::new(),
+            skip: Vec::new(),
+            from: None,
+            env: bound.env,
+            grace: self.opts.grace,
+            secrets: self.opts.secrets.clone(),
+            resolve: self.opts.resolve.clone(),
+        };
+        let Engine {
+            em,
+            approver,
+            cancel,
+            ..
+        } = self;
+        let step_id = block.id.clone();
+        let forward = crate::run::nested::Forward {
+            name: cmd.name.clone(),
+            push: |line: String| {
+                em.emit(EventKind::Output {
+                    step_id: step_id.clone(),
+                    host: None,
+                    stream: "stdout".into(),
+                    line,
+                });
+            },
+        };
+        let nested = Engine::new(
+            cmd,
+            opts,
+            run,
+            state,
+            None,
+            vec![Box::new(forward)],
+            &mut **approver,
+            cancel.clone(),
+        );
+        Ok(nested.execute())
+    }
+
+    /// Records how a block ended: progress, a warning for `on-fail=continue`, the event.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_block(
+        &mut self,
+        block: &Block,
+        status: StepStatus,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+        attempts: u32,
+        duration: Duration,
+        lenient: bool,
+    ) -> StepStatus {
+        let continue_on_fail = block.attrs.on_fail == OnFail::Continue || lenient;
+        let status = if status.is_failure() && status != StepStatus::Interrupted && continue_on_fail
+        {
+            let msg = format!(
+                "step `{}` {} (continuing: {})",
+                block.id,
+                reason.clone().unwrap_or_default(),
+                if lenient {
+                    "not critical here"
+                } else {
+                    "on-fail=continue"
+                }
+            );
+            self.warnings.push(msg.clone());
+            self.emit(EventKind::Warning {
+                step_id: Some(block.id.clone()),
+                message: msg,
+            });
+            StepStatus::Warning
+        } else {
+            status
+        };
+        if let Some(p) = self.progress.get_mut(&block.id) {
+            p.status = status;
+            p.completed = Some(now());
+            p.duration_ms = Some(duration.as_millis() as u64);
+            p.exit_code = exit_code;
+        }
+        self.save();
+        self.emit(EventKind::StepFinished {
+            step_id: block.id.clone(),
+            host: None,
+            status,
+            exit_code,
+            duration_ms: duration.as_millis() as u64,
+            attempts,
+            reason,
+        });
+        status
+    }
+
+    fn run_shell(&mut self, block: &Block, lenient: bool) -> BlockResult {
         let timeout = block
             .attrs
             .timeout
@@ -855,45 +1076,15 @@ impl<'a> Engine<'a> {
                 Some("interrupted".to_string()),
             ),
         };
-        let continue_on_fail = block.attrs.on_fail == OnFail::Continue || lenient;
-        let status = if status.is_failure() && status != StepStatus::Interrupted && continue_on_fail
-        {
-            let msg = format!(
-                "step `{}` {} (continuing: {})",
-                block.id,
-                reason.clone().unwrap_or_default(),
-                if lenient {
-                    "not critical here"
-                } else {
-                    "on-fail=continue"
-                }
-            );
-            self.warnings.push(msg.clone());
-            self.emit(EventKind::Warning {
-                step_id: Some(block.id.clone()),
-                message: msg,
-            });
-            StepStatus::Warning
-        } else {
-            status
-        };
-        let duration = started_at.elapsed();
-        if let Some(p) = self.progress.get_mut(&block.id) {
-            p.status = status;
-            p.completed = Some(now());
-            p.duration_ms = Some(duration.as_millis() as u64);
-            p.exit_code = exit_code;
-        }
-        self.save();
-        self.emit(EventKind::StepFinished {
-            step_id: block.id.clone(),
-            host: None,
+        let status = self.finish_block(
+            block,
             status,
             exit_code,
-            duration_ms: duration.as_millis() as u64,
-            attempts: attempt,
             reason,
-        });
+            attempt,
+            started_at.elapsed(),
+            lenient,
+        );
         BlockResult {
             status,
             tail: tail.into_iter().collect(),

@@ -5,6 +5,7 @@ pub mod approve;
 pub mod args;
 pub mod commands;
 pub mod engine;
+pub mod nested;
 pub mod records;
 pub mod redact;
 pub mod render;

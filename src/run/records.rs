@@ -84,6 +84,61 @@ pub struct State {
     pub exit_code: Option<i32>,
 }
 
+impl State {
+    /// A fresh state for a new run.
+    pub fn new(
+        run_id: &str,
+        cmd: &crate::command::Command,
+        args: &[String],
+        set: &[String],
+        dir: &Path,
+        dry_run: bool,
+    ) -> State {
+        let total = cmd
+            .blocks()
+            .filter(|b| b.runnable && b.phase != crate::command::Phase::Rollback)
+            .count();
+        State {
+            version: 1,
+            run_id: run_id.to_string(),
+            command: cmd.name.clone(),
+            command_hash: cmd.hash.clone(),
+            command_source: cmd.source.path().unwrap_or("builtin").to_string(),
+            command_text: None,
+            args: args.to_vec(),
+            set: set.to_vec(),
+            dir: dir.display().to_string(),
+            dry_run,
+            status: RunStatus::Running,
+            started: crate::event::now(),
+            updated: crate::event::now(),
+            completed: None,
+            current_step: None,
+            total_steps: total,
+            errors: Vec::new(),
+            git_commit: None,
+            pid: std::process::id(),
+            compensations: Vec::new(),
+            approvals: Vec::new(),
+            only: Vec::new(),
+            skip: Vec::new(),
+            from: None,
+            exit_code: None,
+        }
+    }
+}
+
+/// A new run id: `<command>-<yyyymmdd-hhmmss>-<4 hex>`, readable and sortable by time.
+pub fn new_run_id(name: &str) -> String {
+    let stamp = jiff::Zoned::now().strftime("%Y%m%d-%H%M%S").to_string();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let salt = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) & 0xffff;
+    format!("{name}-{stamp}-{salt:04x}")
+}
+
 /// One entry of `progress.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StepProgress {
