@@ -267,3 +267,33 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod readme {
+    /// README.md lists the same synonym table as the code.
+    #[test]
+    fn readme_lists_every_synonym() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("<!-- synonyms:start -->")
+            .expect("README has the synonym table");
+        let end = readme
+            .find("<!-- synonyms:end -->")
+            .expect("README closes the synonym table");
+        let table = &readme[start..end];
+        for (kind, names) in super::SYNONYMS {
+            let row = table
+                .lines()
+                .find(|l| l.starts_with(&format!("| {} |", kind.label())))
+                .unwrap_or_else(|| panic!("README has no row for {}", kind.label()));
+            let listed: Vec<&str> = row
+                .split('|')
+                .nth(2)
+                .unwrap_or("")
+                .split(',')
+                .map(str::trim)
+                .collect();
+            assert_eq!(listed, names.to_vec(), "README row for {}", kind.label());
+        }
+    }
+}
