@@ -26,47 +26,106 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
     let loaded = load_named(cx, &args.name)?;
     refuse_invalid(&loaded)?;
     let cmd = &loaded.command;
-    let bound = crate::run::args::bind(cmd, &args.args, &args.set)?;
     let dir = working_dir(cx, args.dir.as_deref())?;
-    check_selection(cmd, &args.only, &args.skip, args.from.as_deref())?;
-    let run_id = records::new_run_id(&cmd.name);
-    // Dry runs change nothing, so they may overlap a real run.
-    let _lock = if args.dry_run {
-        None
-    } else {
-        Some(lock(&cmd.name, &run_id)?)
-    };
-    let run = RunDir::create(&run_id)
-        .map_err(|e| Failure::usage(format!("cannot create the run folder: {e}")))?;
-    let mut state = State::new(&run_id, cmd, &args.args, &args.set, &dir, args.dry_run);
-    state.git_commit = git_commit(&dir);
-    state.only = args.only.clone();
-    state.skip = args.skip.clone();
-    state.from = args.from.clone();
-    let opts = Options {
+    let request = NewRun {
+        args: args.args.clone(),
+        set: args.set.clone(),
         dir,
         dry_run: args.dry_run,
-        yes: args.gates.yes,
-        approve: args.gates.approve.clone(),
-        approve_channel: "flag".into(),
-        only: args.only,
-        skip: args.skip,
-        from: args.from,
-        env: bound.env,
-        grace: GRACE,
-        secrets: Vec::new(),
-        resolve: Some(resolver(cx)),
+        only: args.only.clone(),
+        skip: args.skip.clone(),
+        from: args.from.clone(),
     };
+    let mut prepared = prepare_new(cmd, request, resolver(cx))?;
+    prepared.opts.yes = args.gates.yes;
+    prepared.opts.approve = args.gates.approve.clone();
+    let Prepared {
+        run,
+        state,
+        progress,
+        opts,
+        lock: _lock,
+    } = prepared;
     execute(
         cx,
         cmd,
         opts,
         run,
         state,
-        None,
+        progress,
         args.gates.format,
         args.gates.verbose,
     )
+}
+
+/// What the engine needs to start or continue a run, prepared the same way for the CLI and
+/// the MCP server. Approvals (`opts.yes`, `opts.approve`) start empty: the caller sets them.
+pub struct Prepared {
+    pub run: RunDir,
+    pub state: State,
+    /// `None` for a new run; the saved progress when resuming.
+    pub progress: Option<records::Progress>,
+    pub opts: Options,
+    /// The per-command lock (none for dry runs): hold it until the engine returns.
+    pub lock: Option<Lock>,
+}
+
+/// What a new run is asked to do.
+pub struct NewRun {
+    pub args: Vec<String>,
+    pub set: Vec<String>,
+    /// The working directory of the steps (it exists).
+    pub dir: PathBuf,
+    pub dry_run: bool,
+    pub only: Vec<String>,
+    pub skip: Vec<String>,
+    pub from: Option<String>,
+}
+
+/// Validates arguments and step selection, takes the lock (not for dry runs) and creates the
+/// run folder.
+pub fn prepare_new(
+    cmd: &Command,
+    req: NewRun,
+    resolve: crate::run::nested::Resolver,
+) -> Result<Prepared, Failure> {
+    let bound = crate::run::args::bind(cmd, &req.args, &req.set)?;
+    check_selection(cmd, &req.only, &req.skip, req.from.as_deref())?;
+    let run_id = records::new_run_id(&cmd.name);
+    // Dry runs change nothing, so they may overlap a real run.
+    let lock = if req.dry_run {
+        None
+    } else {
+        Some(lock(&cmd.name, &run_id)?)
+    };
+    let run = RunDir::create(&run_id)
+        .map_err(|e| Failure::usage(format!("cannot create the run folder: {e}")))?;
+    let mut state = State::new(&run_id, cmd, &req.args, &req.set, &req.dir, req.dry_run);
+    state.git_commit = git_commit(&req.dir);
+    state.only = req.only.clone();
+    state.skip = req.skip.clone();
+    state.from = req.from.clone();
+    let opts = Options {
+        dir: req.dir,
+        dry_run: req.dry_run,
+        yes: false,
+        approve: Vec::new(),
+        approve_channel: "flag".into(),
+        only: req.only,
+        skip: req.skip,
+        from: req.from,
+        env: bound.env,
+        grace: GRACE,
+        secrets: Vec::new(),
+        resolve: Some(resolve),
+    };
+    Ok(Prepared {
+        run,
+        state,
+        progress: None,
+        opts,
+        lock,
+    })
 }
 
 fn execute(
@@ -113,7 +172,12 @@ fn execute(
 
 /// Nested runs look commands up on the same search path as the parent run.
 fn resolver(cx: &Context) -> crate::run::nested::Resolver {
-    let search = cx.search.clone();
+    resolver_for(&cx.search)
+}
+
+/// A resolver of nested commands on this search path.
+pub fn resolver_for(search: &crate::discovery::SearchPath) -> crate::run::nested::Resolver {
+    let search = search.clone();
     std::sync::Arc::new(move |name: &str| {
         let found = search.find(name).ok()?;
         let loaded = crate::discovery::load(&found).ok()?;
@@ -127,7 +191,7 @@ fn resolver(cx: &Context) -> crate::run::nested::Resolver {
 }
 
 /// Commands with errors do not run: their diagnostics are printed and the exit is 2.
-fn refuse_invalid(loaded: &crate::discovery::Loaded) -> Result<(), Failure> {
+pub fn refuse_invalid(loaded: &crate::discovery::Loaded) -> Result<(), Failure> {
     let errors: Vec<_> = loaded
         .command
         .diagnostics
@@ -263,10 +327,42 @@ fn keep_sudo_fresh() -> Option<Arc<AtomicBool>> {
 }
 
 pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
-    let (path, mut state) = records::find_run(&args.run).map_err(Failure::usage)?;
+    let (path, state) = records::find_run(&args.run).map_err(Failure::usage)?;
     let loaded = load_named(cx, &state.command)?;
     refuse_invalid(&loaded)?;
     let cmd = &loaded.command;
+    let mut prepared = prepare_resume(cmd, state, &path, args.force, resolver(cx))?;
+    prepared.opts.yes = args.gates.yes;
+    prepared.opts.approve = args.gates.approve.clone();
+    let Prepared {
+        run,
+        state,
+        progress,
+        opts,
+        lock: _lock,
+    } = prepared;
+    execute(
+        cx,
+        cmd,
+        opts,
+        run,
+        state,
+        progress,
+        args.gates.format,
+        args.gates.verbose,
+    )
+}
+
+/// Reopens a paused or interrupted run: refuses one that ended, or whose command changed
+/// (unless `force`); takes the lock; the interrupted step runs again and a paused gate is
+/// asked again.
+pub fn prepare_resume(
+    cmd: &Command,
+    mut state: State,
+    path: &std::path::Path,
+    force: bool,
+    resolve: crate::run::nested::Resolver,
+) -> Result<Prepared, Failure> {
     match state.status {
         RunStatus::AwaitingConfirmation | RunStatus::Running => {}
         other => {
@@ -278,14 +374,14 @@ pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
             .with_hint(format!("start a new run with `nixcmd /{}`", state.command)));
         }
     }
-    if cmd.hash != state.command_hash && !args.force {
+    if cmd.hash != state.command_hash && !force {
         return Err(Failure::usage(format!(
             "the command `{}` changed since run {} started; resuming could run steps that were never planned",
             state.command, state.run_id
         ))
         .with_hint(format!("review the change, then `nixcmd resume {} --force` to resume anyway", state.run_id)));
     }
-    let _lock = if state.dry_run {
+    let lock = if state.dry_run {
         None
     } else {
         Some(lock(&state.command, &state.run_id)?)
@@ -293,7 +389,7 @@ pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
     let run = RunDir::open(&state.run_id)
         .map_err(|e| Failure::usage(format!("cannot open {}: {e}", path.display())))?;
     let mut progress =
-        records::read_progress(&path).map_err(|e| Failure::usage(format!("progress.json: {e}")))?;
+        records::read_progress(path).map_err(|e| Failure::usage(format!("progress.json: {e}")))?;
     for step in &mut progress.steps {
         // The interrupted step runs again; a paused gate is asked again.
         if matches!(
@@ -309,8 +405,8 @@ pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
     let opts = Options {
         dir,
         dry_run: state.dry_run,
-        yes: args.gates.yes,
-        approve: args.gates.approve.clone(),
+        yes: false,
+        approve: Vec::new(),
         approve_channel: "resume".into(),
         only: state.only.clone(),
         skip: state.skip.clone(),
@@ -318,18 +414,15 @@ pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
         env: bound.env,
         grace: GRACE,
         secrets: Vec::new(),
-        resolve: Some(resolver(cx)),
+        resolve: Some(resolve),
     };
-    execute(
-        cx,
-        cmd,
-        opts,
+    Ok(Prepared {
         run,
         state,
-        Some(progress),
-        args.gates.format,
-        args.gates.verbose,
-    )
+        progress: Some(progress),
+        opts,
+        lock,
+    })
 }
 
 pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<Exit, Failure> {
