@@ -10,7 +10,7 @@ use crate::process::{self, Cancel, Ended, GroupSpec, Stream};
 use crate::run::approve::{Answer, Approver, GateRequest};
 use crate::run::records::{Approval, History, Progress, RunDir, State, StepProgress};
 use crate::run::redact::Redactor;
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -707,8 +707,12 @@ impl<'a> Engine<'a> {
             .troubleshooting
             .iter()
             .map(|e| {
-                let entry = words(&format!("{} {}", e.title, e.text));
-                let score = entry.iter().filter(|w| context.contains(w)).count();
+                // Distinct words, the title's counting twice: a long entry that repeats a
+                // common word ("version", "error") must not beat the one whose title matches.
+                let distinct = |s: &str| words(s).into_iter().collect::<BTreeSet<_>>();
+                let hits =
+                    |set: BTreeSet<String>| set.iter().filter(|w| context.contains(w)).count();
+                let score = 2 * hits(distinct(&e.title)) + hits(distinct(&e.text));
                 (score, e)
             })
             .filter(|(score, _)| *score > 0)
@@ -742,6 +746,7 @@ impl<'a> Engine<'a> {
                     0,
                     Duration::ZERO,
                     lenient,
+                    None,
                 );
                 BlockResult {
                     status,
@@ -818,6 +823,7 @@ impl<'a> Engine<'a> {
             1,
             started_at.elapsed(),
             lenient,
+            None,
         );
         BlockResult { status, tail }
     }
@@ -897,12 +903,19 @@ impl<'a> Engine<'a> {
         attempts: u32,
         duration: Duration,
         lenient: bool,
+        last_line: Option<&str>,
     ) -> StepStatus {
         let continue_on_fail = block.attrs.on_fail == OnFail::Continue || lenient;
         let status = if status.is_failure() && status != StepStatus::Interrupted && continue_on_fail
         {
+            // The step's last output line says what it found (a report step's finding).
+            let detail = last_line
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
             let msg = format!(
-                "step `{}` {} (continuing: {})",
+                "step `{}` {}{detail} (continuing: {})",
                 block.id,
                 reason.clone().unwrap_or_default(),
                 if lenient {
@@ -1084,6 +1097,10 @@ impl<'a> Engine<'a> {
             attempt,
             started_at.elapsed(),
             lenient,
+            tail.iter()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(String::as_str),
         );
         BlockResult {
             status,
