@@ -94,7 +94,8 @@ fn dispatch(cx: &Context, cmd: Cmd) -> Result<Exit, Failure> {
         Cmd::Runs { format, command } => crate::run::commands::runs(cx, format, command.as_deref()),
         Cmd::Log { run, step } => crate::run::commands::log(cx, &run, step.as_deref()),
         Cmd::Stats { format } => crate::run::commands::stats(cx, format),
-        Cmd::Hosts { .. } | Cmd::Mcp { .. } | Cmd::Claude { .. } => Err(Failure::usage(
+        Cmd::Hosts { format } => crate::hosts::command(cx, format),
+        Cmd::Mcp { .. } | Cmd::Claude { .. } => Err(Failure::usage(
             "this subcommand is not available in this build yet",
         )),
     }

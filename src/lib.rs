@@ -16,6 +16,7 @@ pub mod event;
 pub mod exit;
 pub mod frontmatter;
 pub mod guided;
+pub mod hosts;
 pub mod list;
 pub mod outline;
 pub mod output;
