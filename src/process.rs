@@ -186,6 +186,7 @@ pub fn run_group(
     on_line: &mut dyn FnMut(Stream, &str),
 ) -> std::io::Result<Ended> {
     use std::os::unix::process::{CommandExt, ExitStatusExt};
+    ensure_subreaper();
     let cancel_at_start = cancel.level();
     let mut command = Command::new(spec.program);
     command
@@ -263,6 +264,8 @@ pub fn run_group(
     let mut eofs = 0;
     let mut ended: Option<Ended> = None;
     let mut swept = false;
+    let mut exited_at: Option<Instant> = None;
+    let mut token_swept = false;
     loop {
         if eofs == 2 && exit.is_some() {
             break;
@@ -283,7 +286,21 @@ pub fn run_group(
         // rest of the group so the step ends with its shell, as DESIGN.md §2.7 requires.
         if exit.is_some() && !swept {
             swept = true;
+            exited_at = Some(Instant::now());
             terminate_group(pgid, spec.grace, false);
+        }
+        // Processes that left the group (setsid) may still hold the pipes open.
+        if let Some(at) = exited_at
+            && eofs < 2
+            && at.elapsed() > Duration::from_millis(200)
+            && !token_swept
+        {
+            token_swept = true;
+            kill_by_token(spec.token, spec.grace);
+        }
+        // Whatever still holds a pipe now is not ours to wait for.
+        if exited_at.is_some_and(|at| at.elapsed() > spec.grace * 3 + Duration::from_secs(1)) {
+            break;
         }
         let wait = if ended.is_some() || exit.is_some() {
             Duration::from_millis(50)
@@ -376,37 +393,93 @@ fn only_zombies(pgid: i32) -> bool {
     true
 }
 
-/// Stops processes that carry the step's token but left its process group.
+/// Makes nixcmd the "child subreaper" of everything it starts: a process that leaves its
+/// step's process group (`setsid`, double fork) is reparented to nixcmd instead of init when
+/// its parent exits, so it can be found among nixcmd's own children without scanning /proc.
+fn ensure_subreaper() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only changes this process's attribute.
+        unsafe {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        }
+    });
+}
+
+/// nixcmd's own child processes, or `None` when the kernel does not expose them.
+fn own_children() -> Option<Vec<i32>> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let text = std::fs::read_to_string(task.ok()?.path().join("children")).ok()?;
+        pids.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    Some(pids)
+}
+
+fn carries_token(pid: i32, needle: &[u8]) -> bool {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle))
+        .unwrap_or(false)
+}
+
+/// Stops processes that carry the step's token but left its process group. Thanks to the
+/// subreaper they are nixcmd's children once their parent exits; where the kernel hides the
+/// list of children, every process is examined instead.
 fn kill_by_token(token: &str, grace: Duration) {
     let needle = format!("NIXCMD_STEP_TOKEN={token}");
+    let me = std::process::id() as i32;
     let find = || -> Vec<i32> {
-        let me = std::process::id() as i32;
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return Vec::new();
-        };
-        entries
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-            .filter(|pid| *pid != me)
-            .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/environ"))
-                    .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-                    .unwrap_or(false)
-            })
+        let candidates = own_children().unwrap_or_else(|| {
+            std::fs::read_dir("/proc")
+                .map(|entries| {
+                    entries
+                        .filter_map(Result::ok)
+                        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        candidates
+            .into_iter()
+            .filter(|pid| *pid != me && carries_token(*pid, needle.as_bytes()))
             .collect()
     };
-    let mut pids = find();
-    for sig in [libc::SIGTERM, libc::SIGKILL] {
+    for round in 0..6 {
+        let pids = find();
         if pids.is_empty() {
             return;
         }
+        let sig = if round < 2 {
+            libc::SIGTERM
+        } else {
+            libc::SIGKILL
+        };
         for pid in &pids {
-            // SAFETY: signalling a process that carries this step's token.
+            // SAFETY: signalling a process (and the group it leads) that carries this step's
+            // token; reaping it if it is our child so no zombie is left.
             unsafe {
+                libc::kill(-*pid, sig);
                 libc::kill(*pid, sig);
             }
         }
-        std::thread::sleep(grace.min(Duration::from_millis(500)));
-        pids = find();
+        let until = Instant::now() + grace.min(Duration::from_millis(500));
+        while Instant::now() < until {
+            let mut alive = false;
+            for pid in &pids {
+                // SAFETY: non-blocking wait on one specific pid; fails harmlessly if it is not
+                // our child.
+                let r = unsafe { libc::waitpid(*pid, std::ptr::null_mut(), libc::WNOHANG) };
+                if r == 0 || (r < 0 && unsafe { libc::kill(*pid, 0) } == 0) {
+                    alive = true;
+                }
+            }
+            if !alive {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
