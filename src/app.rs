@@ -3,7 +3,7 @@
 
 use crate::check;
 use crate::check_report;
-use crate::cli::{CheckFormat, Cli, Cmd, ListFormat, TextOrJson, normalize_args};
+use crate::cli::{CheckFormat, ClaudeCmd, Cli, Cmd, ListFormat, TextOrJson, normalize_args};
 use crate::discovery::{self, SearchPath};
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
@@ -95,9 +95,10 @@ fn dispatch(cx: &Context, cmd: Cmd) -> Result<Exit, Failure> {
         Cmd::Log { run, step } => crate::run::commands::log(cx, &run, step.as_deref()),
         Cmd::Stats { format } => crate::run::commands::stats(cx, format),
         Cmd::Hosts { format } => crate::hosts::command(cx, format),
-        Cmd::Mcp { .. } | Cmd::Claude { .. } => Err(Failure::usage(
-            "this subcommand is not available in this build yet",
-        )),
+        Cmd::Mcp { confirm } => crate::mcp::serve(cx, confirm),
+        Cmd::Claude {
+            action: ClaudeCmd::Export { dir },
+        } => crate::claude_export::run(cx, &dir),
     }
 }
 

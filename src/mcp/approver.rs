@@ -1,0 +1,377 @@
+//! Who answers a run's `confirm` gates when the MCP server runs it: the human, never the
+//! model. When the client declared elicitation the gate is put to the user as an elicitation
+//! (the question, the step's code, default "no"); the `confirm_gate` tool with the gate's
+//! one-time token answers it too. Without either answer the run pauses at
+//! `awaiting_confirmation`. `nixcmd mcp --confirm=deny` refuses every gate.
+//!
+//! The engine calls [`McpApprover::ask`] on its own thread and may block there; answers come
+//! in through the run's [`GateBox`]. This module decides nothing else about the run.
+
+use crate::mcp::run_handle::RunHandle;
+use crate::run::approve::{Answer, Approver, GateRequest};
+use rmcp::model::{ElicitRequestParams, ElicitationAction, ElicitationSchema};
+use rmcp::{Peer, RoleServer};
+use std::io::Read;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+pub const CHANNEL_ELICITATION: &str = "mcp-elicitation";
+pub const CHANNEL_CONFIRM_GATE: &str = "mcp-confirm-gate";
+
+/// How gates are answered (`nixcmd mcp --confirm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatePolicy {
+    /// Ask the human (elicitation, or `confirm_gate`).
+    Ask,
+    /// Refuse every gate: runs stop before any `confirm` step and roll back.
+    Deny,
+}
+
+/// An answer to a gate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Approve { channel: &'static str },
+    Decline,
+}
+
+/// The gate a run waits at.
+#[derive(Debug, Clone)]
+struct Pending {
+    gate_id: String,
+    token: String,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    pending: Option<Pending>,
+    /// The engine thread is in `ask`: an answer reaches it through `answer`.
+    asking: bool,
+    /// The engine thread is blocked in `ask`, waiting for `answer`.
+    waiting: bool,
+    answer: Option<Reply>,
+    /// The elicitation of the pending gate ended without an answer.
+    elicitation_gave_up: bool,
+    /// An answer given while the run was paused, for the gate asked again on resume.
+    preset: Option<(String, Reply)>,
+}
+
+/// The mailbox between the tools (`confirm_gate`, `run_cancel`, elicitation results) and the
+/// engine thread blocked at a gate.
+#[derive(Debug, Default)]
+pub struct GateBox {
+    slot: Mutex<Slot>,
+    cv: Condvar,
+}
+
+/// What became of an answer handed to [`GateBox::answer`].
+#[derive(Debug, PartialEq)]
+pub enum Delivery {
+    /// The engine was waiting and has it.
+    Delivered,
+    /// The run is paused: resume it, and the gate asked again gets this answer.
+    NeedsResume,
+}
+
+impl GateBox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The gate the run waits at, if any: (gate id, token).
+    pub fn pending(&self) -> Option<(String, String)> {
+        self.lock()
+            .pending
+            .as_ref()
+            .map(|p| (p.gate_id.clone(), p.token.clone()))
+    }
+
+    /// Answers the pending gate when `gate_id` and `token` match. The token is used up.
+    pub fn answer(&self, gate_id: &str, token: &str, reply: Reply) -> Result<Delivery, String> {
+        let mut slot = self.lock();
+        let Some(p) = slot.pending.as_ref() else {
+            return Err("the run is not waiting for a confirmation".into());
+        };
+        if p.gate_id != gate_id {
+            return Err(format!(
+                "the run waits at gate `{}`, not `{gate_id}`",
+                p.gate_id
+            ));
+        }
+        if p.token != token {
+            return Err(format!(
+                "wrong token for gate `{gate_id}`: use the token from the latest run_status"
+            ));
+        }
+        slot.pending = None;
+        if slot.asking {
+            slot.answer = Some(reply);
+            self.cv.notify_all();
+            Ok(Delivery::Delivered)
+        } else {
+            slot.preset = Some((gate_id.to_string(), reply));
+            Ok(Delivery::NeedsResume)
+        }
+    }
+
+    /// An elicitation result for the gate with this token (ignored if the gate moved on).
+    fn elicited(&self, token: &str, reply: Option<Reply>) {
+        let mut slot = self.lock();
+        if slot.pending.as_ref().is_none_or(|p| p.token != token) {
+            return;
+        }
+        match reply {
+            Some(reply) => {
+                slot.pending = None;
+                slot.answer = Some(reply);
+            }
+            None => slot.elicitation_gave_up = true,
+        }
+        self.cv.notify_all();
+    }
+
+    /// Wakes a waiting engine so it sees a cancellation.
+    pub fn wake(&self) {
+        self.cv.notify_all();
+    }
+
+    /// Whether the engine is blocked at a gate right now.
+    pub fn engine_waiting(&self) -> bool {
+        self.lock().waiting
+    }
+
+    /// Whether an engine that is not waiting still holds a gate open (it is pausing).
+    pub fn pausing(&self) -> bool {
+        let slot = self.lock();
+        slot.pending.is_some() && !slot.waiting
+    }
+}
+
+/// The approver of one engine segment (a run, or a resume of it).
+pub struct McpApprover {
+    pub run: Arc<RunHandle>,
+    pub policy: GatePolicy,
+    /// The client, when it declared form elicitation.
+    pub elicit: Option<Peer<RoleServer>>,
+    /// The client's name (from `initialize`), recorded with every approval.
+    pub client: Option<String>,
+    pub rt: tokio::runtime::Handle,
+}
+
+impl McpApprover {
+    fn approve(&self, channel: &str) -> Answer {
+        Answer::Approve {
+            channel: channel.to_string(),
+            client: self.client.clone(),
+        }
+    }
+
+    fn to_answer(&self, reply: Reply) -> Answer {
+        match reply {
+            Reply::Approve { channel } => self.approve(channel),
+            Reply::Decline => Answer::Decline,
+        }
+    }
+
+    fn start_elicitation(&self, peer: Peer<RoleServer>, gate: &GateRequest, token: &str) {
+        let message = format!(
+            "{}\n\nnixcmd run {} wants to run step `{}`:\n\n```bash\n{}\n```\n\nApprove only if this should run now (default: no).",
+            gate.message,
+            gate.run_id,
+            gate.step_id,
+            gate.code.trim_end()
+        );
+        let schema = ElicitationSchema::builder()
+            .required_bool_with("approve", |b| {
+                b.title("Run this step?")
+                    .description("Yes runs the step; No stops the run and rolls back.")
+                    .with_default(false)
+            })
+            .build();
+        let schema = match schema {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("nixcmd mcp: cannot build the confirmation form: {e}");
+                self.run.gates.elicited(token, None);
+                return;
+            }
+        };
+        let params = ElicitRequestParams::FormElicitationParams {
+            meta: None,
+            message,
+            requested_schema: schema,
+        };
+        let run = self.run.clone();
+        let token = token.to_string();
+        self.rt.spawn(async move {
+            let reply = match peer.create_elicitation(params).await {
+                Ok(result) => match result.action {
+                    ElicitationAction::Accept => {
+                        let yes = result
+                            .content
+                            .as_ref()
+                            .and_then(|c| c.get("approve"))
+                            .and_then(|v| v.as_bool())
+                            .unwrap_or(false);
+                        Some(if yes {
+                            Reply::Approve {
+                                channel: CHANNEL_ELICITATION,
+                            }
+                        } else {
+                            Reply::Decline
+                        })
+                    }
+                    ElicitationAction::Decline => Some(Reply::Decline),
+                    // Cancelled or dismissed: no answer, the run stays waiting.
+                    _ => None,
+                },
+                Err(e) => {
+                    eprintln!("nixcmd mcp: the confirmation request failed: {e}");
+                    None
+                }
+            };
+            run.gates.elicited(&token, reply);
+        });
+    }
+}
+
+impl Approver for McpApprover {
+    fn ask(&mut self, gate: &GateRequest) -> Answer {
+        if self.policy == GatePolicy::Deny {
+            return Answer::Decline;
+        }
+        if self.run.cancel.level() > 0 {
+            return Answer::Decline;
+        }
+        // Gates of nested runs (guided files calling other commands) cannot pause the parent
+        // run: they wait for an answer instead.
+        let top = gate.run_id == self.run.run_id;
+        let gate_id = if top {
+            gate.step_id.clone()
+        } else {
+            format!("{}/{}", gate.run_id, gate.step_id)
+        };
+        let token = new_token();
+        {
+            let mut slot = self.run.gates.lock();
+            if let Some((id, reply)) = slot.preset.take()
+                && id == gate_id
+            {
+                return self.to_answer(reply);
+            }
+            slot.pending = Some(Pending {
+                gate_id: gate_id.clone(),
+                token: token.clone(),
+            });
+            slot.answer = None;
+            slot.elicitation_gave_up = false;
+            slot.asking = true;
+        }
+        let asked = self.elicit.clone();
+        self.run.show_gate(
+            &gate_id,
+            gate,
+            &token,
+            if asked.is_some() {
+                "elicitation"
+            } else {
+                "confirm_gate"
+            },
+        );
+        match asked {
+            Some(peer) => self.start_elicitation(peer, gate, &token),
+            None if top => {
+                // Nobody can be asked now: the engine pauses; `confirm_gate` resumes it.
+                self.run.gates.lock().asking = false;
+                return Answer::Unavailable;
+            }
+            None => {}
+        }
+        let mut slot = self.run.gates.lock();
+        slot.waiting = true;
+        let reply = loop {
+            if let Some(reply) = slot.answer.take() {
+                break Some(reply);
+            }
+            if self.run.cancel.level() > 0 {
+                slot.pending = None;
+                break Some(Reply::Decline);
+            }
+            if slot.elicitation_gave_up {
+                slot.elicitation_gave_up = false;
+                if top {
+                    // The user did not answer: the run waits, paused, for `confirm_gate`.
+                    break None;
+                }
+                drop(slot);
+                self.run.show_gate(&gate_id, gate, &token, "confirm_gate");
+                slot = self.run.gates.lock();
+                continue;
+            }
+            slot = self
+                .run
+                .gates
+                .cv
+                .wait_timeout(slot, Duration::from_millis(200))
+                .map(|(s, _)| s)
+                .unwrap_or_else(|e| e.into_inner().0);
+        };
+        slot.waiting = false;
+        slot.asking = false;
+        drop(slot);
+        match reply {
+            Some(reply) => {
+                self.run.clear_gate();
+                self.to_answer(reply)
+            }
+            None => {
+                self.run.show_gate(&gate_id, gate, &token, "confirm_gate");
+                Answer::Unavailable
+            }
+        }
+    }
+}
+
+/// A one-time token: 128 random bits, hex.
+fn new_token() -> String {
+    let mut bytes = [0u8; 16];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if random.is_err() {
+        // No /dev/urandom: time and address entropy, still never shown to anyone but the user.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let addr = &bytes as *const _ as usize as u128;
+        bytes = (nanos ^ (addr << 64) ^ u128::from(std::process::id())).to_le_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gate_is_answered_only_with_its_token() {
+        let gates = GateBox::default();
+        gates.lock().pending = Some(Pending {
+            gate_id: "push".into(),
+            token: "t1".into(),
+        });
+        assert!(gates.answer("push", "nope", Reply::Decline).is_err());
+        assert!(gates.answer("other", "t1", Reply::Decline).is_err());
+        assert_eq!(
+            gates.answer("push", "t1", Reply::Decline),
+            Ok(Delivery::NeedsResume)
+        );
+        // Used up.
+        assert!(gates.answer("push", "t1", Reply::Decline).is_err());
+    }
+
+    #[test]
+    fn tokens_differ() {
+        let a = new_token();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, new_token());
+    }
+}

@@ -1,0 +1,229 @@
+//! One run the MCP server owns: its [`Snapshot`] (folded from the engine's events by a
+//! sink), its gate mailbox and cancellation, and the `RunStatus` it answers with. Threads and
+//! resumes are the registry's business; this only holds and reports state.
+
+use crate::event::{Event, Sink};
+use crate::mcp::approver::GateBox;
+use crate::mcp::status::{GateOut, McpStatus, RunStatusOut, Snapshot};
+use crate::process::Cancel;
+use crate::run::approve::GateRequest;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::watch;
+
+/// One run owned by the server.
+pub struct RunHandle {
+    pub run_id: String,
+    pub command: String,
+    pub dry_run: bool,
+    pub cancel: Cancel,
+    pub gates: GateBox,
+    snap: Mutex<Snapshot>,
+    pub(super) changed: watch::Sender<u64>,
+    /// An engine thread is executing (a first run or a resume).
+    pub(super) active: AtomicBool,
+}
+
+impl RunHandle {
+    pub(super) fn new(run_id: &str, command: &str, dry_run: bool) -> RunHandle {
+        RunHandle {
+            run_id: run_id.to_string(),
+            command: command.to_string(),
+            dry_run,
+            cancel: Cancel::default(),
+            gates: GateBox::default(),
+            snap: Mutex::new(Snapshot::default()),
+            changed: watch::channel(0).0,
+            active: AtomicBool::new(false),
+        }
+    }
+
+    fn snap(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        self.snap.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(super) fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+        f(&mut self.snap());
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Publishes the gate the run waits at.
+    pub fn show_gate(&self, gate_id: &str, gate: &GateRequest, token: &str, waiting_for: &str) {
+        let out = GateOut {
+            gate_id: gate_id.to_string(),
+            step_id: gate.step_id.clone(),
+            message: gate.message.clone(),
+            token: token.to_string(),
+            waiting_for: waiting_for.to_string(),
+        };
+        self.update(|s| {
+            s.gate = Some(out);
+            s.current_step = Some(gate.step_id.clone());
+        });
+    }
+
+    pub fn clear_gate(&self) {
+        self.update(|s| s.gate = None);
+    }
+
+    /// The run is about to be resumed: no longer waiting.
+    pub(super) fn mark_resuming(&self) {
+        self.update(|s| {
+            s.gate = None;
+            s.engine_status = crate::event::RunStatus::Running;
+            s.exit_code = None;
+        });
+    }
+
+    pub fn status(&self) -> McpStatus {
+        let s = self.snap();
+        self.status_of(&s)
+    }
+
+    fn status_of(&self, s: &Snapshot) -> McpStatus {
+        if s.crashed.is_some() && !self.is_active() {
+            return McpStatus::Failed;
+        }
+        let st = McpStatus::from_engine(s.engine_status, self.cancel.level() > 0);
+        if st == McpStatus::Running && s.gate.is_some() {
+            McpStatus::AwaitingConfirmation
+        } else {
+            st
+        }
+    }
+
+    /// Whether a waiting tool call should answer now: the run ended, or it waits for
+    /// something only the caller can bring (a `confirm_gate`).
+    pub(super) fn settled(&self) -> bool {
+        let s = self.snap();
+        match self.status_of(&s) {
+            McpStatus::Running => false,
+            // Settled once the engine paused (or blocks at a nested gate) for `confirm_gate`;
+            // an elicitation is the user answering right now.
+            McpStatus::AwaitingConfirmation => {
+                s.gate
+                    .as_ref()
+                    .is_none_or(|g| g.waiting_for != "elicitation")
+                    && (!self.is_active() || self.gates.engine_waiting())
+            }
+            _ => true,
+        }
+    }
+
+    pub fn report(&self) -> RunStatusOut {
+        let s = self.snap();
+        let status = self.status_of(&s);
+        let next = next_step(self, &s, status);
+        RunStatusOut {
+            run_id: self.run_id.clone(),
+            command: self.command.clone(),
+            status,
+            exit_code: if status.is_terminal() || status == McpStatus::AwaitingConfirmation {
+                s.exit_code
+            } else {
+                None
+            },
+            dry_run: self.dry_run,
+            current_step: s.current_step.clone(),
+            completed_steps: s.completed_steps(),
+            total_steps: s.total_steps,
+            steps: s.steps.clone(),
+            gate: s.gate.clone(),
+            failed_step: s.failed_step.clone(),
+            warnings: s.warnings.clone(),
+            manual_checks: s.manual_checks.clone(),
+            left_to_do: s.left_to_do.clone(),
+            troubleshooting: s.troubleshooting.clone(),
+            log_tail: s.log_tail(),
+            run_dir: s.run_dir.clone(),
+            next,
+        }
+    }
+
+    pub fn logs(
+        &self,
+        step_id: Option<&str>,
+        offset: Option<u64>,
+        limit: u64,
+    ) -> crate::mcp::status::LogsOut {
+        self.snap().logs(&self.run_id, step_id, offset, limit)
+    }
+
+    pub fn plan(&self) -> (Vec<crate::event::PlanItem>, Vec<String>) {
+        let s = self.snap();
+        (s.plan.clone(), s.manual_checks.clone())
+    }
+
+    pub(super) fn progress(&self) -> (f64, usize, String) {
+        let s = self.snap();
+        let done = s.completed_steps();
+        let running = s.current_step.is_some() && s.gate.is_none();
+        let value = done as f64 + if running { 0.5 } else { 0.0 };
+        let message = match (&s.current_step, &s.gate) {
+            (_, Some(g)) => format!("waiting for confirmation of `{}`", g.step_id),
+            (Some(step), None) => format!("step `{step}` ({}/{})", done + 1, s.total_steps),
+            (None, None) => format!("{done}/{} steps done", s.total_steps),
+        };
+        (value, s.total_steps, message)
+    }
+}
+
+/// The "what now" line of a status, for the model.
+fn next_step(run: &RunHandle, s: &Snapshot, status: McpStatus) -> String {
+    let id = &run.run_id;
+    match status {
+        McpStatus::Running => format!(
+            "The run goes on in the server: call run_status {{\"run_id\": \"{id}\"}} to follow it (it waits up to 50 s). run_cancel stops it and rolls back."
+        ),
+        McpStatus::AwaitingConfirmation => match &s.gate {
+            Some(g) if g.waiting_for == "elicitation" => format!(
+                "The user is being asked in the client to confirm step `{}`; call run_status to wait for the answer.",
+                g.step_id
+            ),
+            Some(g) => format!(
+                "Step `{}` needs the user's confirmation: \"{}\". Show the user the question and the step's code (describe_command), then call confirm_gate with run_id, gate_id \"{}\", the token and the user's answer. Never approve on the user's behalf.",
+                g.step_id, g.message, g.gate_id
+            ),
+            None => "The run waits for a confirmation.".to_string(),
+        },
+        McpStatus::Succeeded if !s.manual_checks.is_empty() => format!(
+            "Done. Ask the user to make the manual checks: {}",
+            s.manual_checks.join("; ")
+        ),
+        McpStatus::Succeeded => "Done.".to_string(),
+        McpStatus::Failed if !s.left_to_do.is_empty() => format!(
+            "Rollback incomplete: tell the user what is left to do by hand (left_to_do). Logs: run_logs {{\"run_id\": \"{id}\"}}."
+        ),
+        McpStatus::Failed => match &s.failed_step {
+            Some(step) => format!(
+                "Step `{step}` failed and what ran was rolled back. Read run_logs {{\"run_id\": \"{id}\", \"step_id\": \"{step}\"}} and the troubleshooting advice before trying again."
+            ),
+            None => match &s.crashed {
+                Some(e) => format!("The run stopped on an internal error: {e}"),
+                None => "The run failed; what ran was rolled back.".to_string(),
+            },
+        },
+        McpStatus::Aborted => {
+            "The confirmation was declined: nothing past the gate ran, and what ran was rolled back."
+                .to_string()
+        }
+        McpStatus::Cancelled => "Cancelled: what ran was rolled back.".to_string(),
+    }
+}
+
+/// Folds the engine's events (as written, redacted) into the run's snapshot.
+pub(super) struct RegistrySink {
+    pub(super) run: std::sync::Arc<RunHandle>,
+}
+
+impl Sink for RegistrySink {
+    fn event(&mut self, event: &Event, line: &str) {
+        // The line is the redacted form of the event: use it, not the raw event.
+        let event = serde_json::from_str::<Event>(line).unwrap_or_else(|_| event.clone());
+        self.run.update(|s| s.apply(event));
+    }
+}

@@ -1,0 +1,143 @@
+"""Confirmation gates belong to the human: elicitation, confirm_gate, tokens, --confirm=deny."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import session
+from helpers import assert_jsonrpc_only, call, call_error
+from mcp import types
+
+pytestmark = pytest.mark.anyio
+
+
+def answering(action: str, approve: bool | None = None, seen: list | None = None):
+    async def callback(context, params: types.ElicitRequestParams):
+        if seen is not None:
+            seen.append(params)
+        content = None if approve is None else {"approve": approve}
+        return types.ElicitResult(action=action, content=content)
+
+    return callback
+
+
+async def test_elicitation_accept_continues(env):
+    seen: list = []
+    async with session(env, elicitation=answering("accept", True, seen)) as s:
+        st = await call(s, "run", {"command": "gated"})
+    assert st["status"] == "succeeded"
+    assert (env.project / "pushed.txt").exists()
+    # The user saw the question and the code; the default is "no".
+    assert len(seen) == 1
+    assert "Push to production?" in seen[0].message
+    assert "echo pushed > pushed.txt" in seen[0].message
+    prop = seen[0].requested_schema["properties"]["approve"]
+    assert prop["type"] == "boolean" and prop["default"] is False
+    approvals = env.state_json(st["run_id"])["approvals"]
+    assert approvals == [
+        {"step_id": "push", "channel": "mcp-elicitation", "client": "pytest-client 1.0", "at": approvals[0]["at"]}
+    ]
+
+
+async def test_elicitation_decline_aborts_and_rolls_back(env):
+    async with session(env, elicitation=answering("decline")) as s:
+        st = await call(s, "run", {"command": "gated"})
+    assert st["status"] == "aborted"
+    assert st["exit_code"] == 3
+    assert not (env.project / "pushed.txt").exists()
+    assert not (env.project / "prepared.txt").exists()
+    assert (env.project / "undone.txt").exists()
+    assert {x["id"]: x["status"] for x in st["steps"]}["push"] == "declined"
+    assert env.state_json(st["run_id"])["approvals"] == []
+
+
+async def test_elicitation_no_is_a_decline(env):
+    async with session(env, elicitation=answering("accept", False)) as s:
+        st = await call(s, "run", {"command": "gated"})
+    assert st["status"] == "aborted"
+    assert not (env.project / "pushed.txt").exists()
+
+
+async def test_no_answer_leaves_the_run_waiting(env):
+    async with session(env, elicitation=answering("cancel")) as s:
+        st = await call(s, "run", {"command": "gated"})
+        assert st["status"] == "awaiting_confirmation"
+        assert st["gate"]["waiting_for"] == "confirm_gate"
+        assert not (env.project / "pushed.txt").exists()
+        st = await call(
+            s,
+            "confirm_gate",
+            {"run_id": st["run_id"], "gate_id": "push", "token": st["gate"]["token"], "approve": True},
+        )
+        assert st["status"] == "succeeded"
+    assert (env.project / "pushed.txt").exists()
+
+
+async def test_without_elicitation_only_confirm_gate_continues(env):
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "gated"})
+        assert st["status"] == "awaiting_confirmation"
+        assert st["exit_code"] == 3
+        gate = st["gate"]
+        assert gate["gate_id"] == "push" and gate["step_id"] == "push"
+        assert gate["message"] == "Push to production?"
+        assert gate["waiting_for"] == "confirm_gate"
+        assert len(gate["token"]) == 32
+        assert not (env.project / "pushed.txt").exists()
+        assert env.state_json(st["run_id"])["status"] == "awaiting_confirmation"
+
+        # A status poll does not move it; a wrong token is refused.
+        again = await call(s, "run_status", {"run_id": st["run_id"]})
+        assert again["status"] == "awaiting_confirmation"
+        msg = await call_error(
+            s, "confirm_gate", {"run_id": st["run_id"], "gate_id": "push", "token": "0" * 32, "approve": True}
+        )
+        assert "wrong token" in msg
+        assert not (env.project / "pushed.txt").exists()
+
+        st = await call(
+            s, "confirm_gate", {"run_id": st["run_id"], "gate_id": "push", "token": gate["token"], "approve": True}
+        )
+        assert st["status"] == "succeeded"
+        assert st["gate"] is None
+        # One-time token.
+        msg = await call_error(
+            s, "confirm_gate", {"run_id": st["run_id"], "gate_id": "push", "token": gate["token"], "approve": True}
+        )
+        assert "not waiting" in msg
+    assert (env.project / "pushed.txt").read_text() == "pushed\n"
+    approvals = env.state_json(st["run_id"])["approvals"]
+    assert [(a["step_id"], a["channel"], a["client"]) for a in approvals] == [
+        ("push", "mcp-confirm-gate", "pytest-client 1.0")
+    ]
+    assert_jsonrpc_only(env.raw_stdout)
+
+
+async def test_confirm_gate_decline_aborts(env):
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "gated"})
+        st = await call(
+            s,
+            "confirm_gate",
+            {"run_id": st["run_id"], "gate_id": "push", "token": st["gate"]["token"], "approve": False},
+        )
+    assert st["status"] == "aborted"
+    assert not (env.project / "pushed.txt").exists()
+    assert (env.project / "undone.txt").exists()
+
+
+async def test_cancel_while_awaiting_confirmation_rolls_back(env):
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "gated"})
+        assert st["status"] == "awaiting_confirmation"
+        st = await call(s, "run_cancel", {"run_id": st["run_id"]})
+    assert st["status"] == "cancelled"
+    assert not (env.project / "pushed.txt").exists()
+    assert (env.project / "undone.txt").exists()
+
+
+async def test_confirm_deny_refuses_every_gate(env):
+    async with session(env, elicitation=answering("accept", True), extra_args=("--confirm=deny",)) as s:
+        st = await call(s, "run", {"command": "gated"})
+    assert st["status"] == "aborted"
+    assert not (env.project / "pushed.txt").exists()
+    assert (env.project / "undone.txt").exists()

@@ -1,0 +1,157 @@
+"""Runs through the MCP tools: finishing, failing, long runs, logs, plans, cancellation."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from conftest import session
+from helpers import assert_jsonrpc_only, call, call_error, follow
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_run_that_finishes(env):
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "quick", "args": ["bob"]})
+    assert st["status"] == "succeeded"
+    assert st["exit_code"] == 0
+    assert st["command"] == "quick"
+    assert [(x["id"], x["status"]) for x in st["steps"]] == [
+        ("hello", "succeeded"),
+        ("count", "succeeded"),
+        ("greeted", "succeeded"),
+    ]
+    assert all(x["exit_code"] == 0 and x["duration_ms"] is not None for x in st["steps"])
+    assert st["gate"] is None
+    assert st["manual_checks"] == ["The greeting was friendly"]
+    assert "[hello] hello bob" in st["log_tail"]
+    assert len(st["log_tail"].encode()) <= 4096
+    # The run folder is the same record `nixcmd run` leaves.
+    assert env.state_json(st["run_id"])["status"] == "succeeded"
+    assert_jsonrpc_only(env.raw_stdout)
+
+
+async def test_a_failed_runbook_is_a_result_not_an_error(env):
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "failing"})
+    assert st["status"] == "failed"
+    assert st["exit_code"] == 1
+    assert st["failed_step"] == "break"
+    assert st["steps"][0]["exit_code"] == 7
+    assert "about to fail" in st["log_tail"]
+    assert "meant to fail" in st["troubleshooting"]
+
+
+async def test_a_long_run_returns_running_and_is_followed(env):
+    progress: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(p, total, message):
+        progress.append((p, total, message))
+
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "slow", "wait_seconds": 0})
+        assert st["status"] == "running"
+        assert st["exit_code"] is None
+        assert st["run_id"] in st["next"]
+        st = await call(
+            s,
+            "run_status",
+            {"run_id": st["run_id"], "wait_seconds": 30},
+            progress_callback=on_progress,
+        )
+        assert st["status"] == "succeeded"
+        assert st["completed_steps"] == st["total_steps"] == 2
+    # At most one notification a second, increasing, with the total.
+    assert progress, "no progress notifications while waiting"
+    values = [p for p, _, _ in progress]
+    assert values == sorted(set(values))
+    assert all(total == 2 for _, total, _ in progress)
+    assert any("second" in (m or "") for _, _, m in progress)
+    assert len(progress) <= 6
+
+
+async def test_a_cancelled_request_stops_the_wait_not_the_run(env):
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "slow", "wait_seconds": 0})
+        with anyio.move_on_after(1):
+            await s.call_tool("run_status", {"run_id": st["run_id"], "wait_seconds": 30})
+        st = await follow(s, st)
+        assert st["status"] == "succeeded"
+
+
+async def test_logs_are_paged(env):
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "quick"})
+        rid = st["run_id"]
+        tail = await call(s, "run_logs", {"run_id": rid, "limit": 5})
+        assert tail["total_lines"] == 31
+        assert tail["offset"] == 26
+        assert [l["text"] for l in tail["lines"]] == [f"line {i}" for i in range(26, 31)]
+        assert tail["next_offset"] is None
+
+        first = await call(s, "run_logs", {"run_id": rid, "offset": 0, "limit": 10})
+        assert first["lines"][0] == {"index": 0, "step_id": "hello", "stream": "stdout", "text": "hello world"}
+        assert first["next_offset"] == 10
+        second = await call(s, "run_logs", {"run_id": rid, "offset": first["next_offset"], "limit": 10})
+        assert second["lines"][0]["text"] == "line 10"
+
+        one = await call(s, "run_logs", {"run_id": rid, "step_id": "hello"})
+        assert [l["text"] for l in one["lines"]] == ["hello world"]
+        msg = await call_error(s, "run_logs", {"run_id": rid, "step_id": "nope"})
+        assert "no step `nope`" in msg
+
+
+async def test_plan_executes_nothing_but_readonly_blocks(env):
+    async with session(env) as s:
+        plan = await call(s, "plan", {"command": "marker"})
+    assert not (env.project / "created.marker").exists()
+    assert plan["status"] == "succeeded"
+    items = {p["step_id"]: p for p in plan["plan"]}
+    assert items["create"]["will_run"] is True
+    assert items["can-write"]["phase"] == "prerequisite"
+    executed = {x["id"]: x["status"] for x in plan["executed"]}
+    assert executed == {"can-write": "succeeded", "look": "succeeded"}
+    assert plan["problems"] == []
+    assert "looking" in plan["log_tail"]
+
+
+async def test_plan_reports_problems(env):
+    (env.commands / "broken-check.md").write_text(
+        "---\ndescription: A check that fails\nnixcmd: {}\n---\n# B\n\n## Prerequisites\n"
+        "```bash {id=needs-file}\ntest -e /nonexistent/file\n```\n\n## Steps\n```bash {id=go}\ntouch go.marker\n```\n"
+    )
+    async with session(env) as s:
+        plan = await call(s, "plan", {"command": "broken-check"})
+    assert plan["status"] == "failed"
+    assert any("needs-file" in p for p in plan["problems"])
+    assert not (env.project / "go.marker").exists()
+
+
+async def test_cancel_stops_and_rolls_back(env):
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "cancellable", "wait_seconds": 0})
+        with anyio.fail_after(20):
+            while st["current_step"] != "wait":
+                st = await call(s, "run_status", {"run_id": st["run_id"], "wait_seconds": 1})
+        st = await call(s, "run_cancel", {"run_id": st["run_id"]})
+        assert st["status"] == "cancelled"
+        assert st["exit_code"] == 130
+        steps = {x["id"]: x["status"] for x in st["steps"]}
+        assert steps["wait"] == "interrupted"
+        assert steps["restore"] == "succeeded"
+        # Idempotent.
+        again = await call(s, "run_cancel", {"run_id": st["run_id"]})
+        assert again["status"] == "cancelled"
+    assert (env.project / "restored.txt").read_text() == "restored\n"
+    assert env.state_json(st["run_id"])["status"] == "interrupted"
+
+
+async def test_closing_the_client_cancels_running_runs(env):
+    """The client going away is a Ctrl-C: running runs stop and roll back before the server exits."""
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "cancellable", "wait_seconds": 0})
+        with anyio.fail_after(20):
+            while st["current_step"] != "wait":
+                st = await call(s, "run_status", {"run_id": st["run_id"], "wait_seconds": 1})
+    assert (env.project / "restored.txt").exists()
+    assert env.state_json(st["run_id"])["status"] == "interrupted"
