@@ -23,5 +23,7 @@ echo "==> cargo install --root $root ${missing[*]} --locked"
 # A separate target dir keeps these builds out of the project's target/.
 CARGO_TARGET_DIR="${PEERS_TARGET_DIR:-$root/target}" \
   cargo install --root "$root" --locked "${missing[@]}"
+# The build folder (~270 MB) is not needed once the binaries are installed.
+[[ -n ${PEERS_TARGET_DIR:-} ]] || rm -rf "$root/target"
 "$root/bin/just" --version
 "$root/bin/mask" --version
