@@ -121,16 +121,16 @@ impl Diagnostic {
         );
         let _ = writeln!(out, "  --> {}", self.location(file_name));
         if let (Some(file), Some(p)) = (file, self.position) {
-            let text = file.line_text(p.line);
+            let (text, caret_col, width) = excerpt(file.line_text(p.line), p.col, self.width);
             let gutter = p.line.to_string().len();
             let _ = writeln!(out, "{:gutter$} |", "");
-            let _ = writeln!(out, "{} | {}", p.line, text.replace('\t', " "));
+            let _ = writeln!(out, "{} | {}", p.line, text);
             let _ = writeln!(
                 out,
                 "{:gutter$} | {}{}",
                 "",
-                " ".repeat(p.col - 1),
-                "^".repeat(self.width)
+                " ".repeat(caret_col - 1),
+                "^".repeat(width)
             );
         }
         if let Some(hint) = &self.hint {
@@ -138,6 +138,49 @@ impl Diagnostic {
         }
         out
     }
+}
+
+/// Longest source line shown in full; longer lines are cut to a window around the column.
+const MAX_SHOWN: usize = 160;
+
+/// The printable part of `line` to show for a finding at 1-based `col` underlining `width`
+/// characters, with the caret's column and width in that excerpt. A minified or generated
+/// line can be megabytes long: only a window around the column is shown, marked with `…`.
+fn excerpt(line: &str, col: usize, width: usize) -> (String, usize, usize) {
+    let shown = printable(line);
+    let len = shown.chars().count();
+    let col = col.max(1);
+    if len <= MAX_SHOWN {
+        return (shown, col, width.max(1));
+    }
+    let start = (col - 1)
+        .saturating_sub(MAX_SHOWN / 3)
+        .min(len.saturating_sub(MAX_SHOWN));
+    let end = (start + MAX_SHOWN).min(len);
+    let mut text: String = shown.chars().skip(start).take(end - start).collect();
+    let mut caret_col = col - start;
+    if start > 0 {
+        text.insert(0, '…');
+        caret_col += 1;
+    }
+    if end < len {
+        text.push('…');
+    }
+    let room = (end + 1).saturating_sub(col).max(1);
+    (text, caret_col, width.clamp(1, room))
+}
+
+/// A source line as it can be shown at a terminal: a tab becomes a space and other control
+/// characters their visible Unicode pictures (`␀`), one character each so carets stay aligned.
+fn printable(line: &str) -> String {
+    line.chars()
+        .map(|c| match c {
+            '\t' => ' ',
+            '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('?'),
+            '\u{7f}' => '\u{2421}',
+            c => c,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -154,6 +197,32 @@ mod tests {
         assert_eq!(
             d.render(Some(&file), "x.md"),
             "error[unknown-attribute]: unknown attribute `idd`\n  --> x.md:2:10\n  |\n2 | ```bash {idd=a}\n  |          ^^^\n  = hint: did you mean `id`?\n"
+        );
+    }
+
+    #[test]
+    fn long_lines_are_cut_around_the_column() {
+        let line = format!("{}XYZ{}", "a".repeat(1000), "b".repeat(1000));
+        let (text, caret, width) = excerpt(&line, 1001, 3);
+        assert_eq!(text.chars().count(), MAX_SHOWN + 2);
+        assert!(text.starts_with('…') && text.ends_with('…'));
+        let chars: Vec<char> = text.chars().collect();
+        assert_eq!(
+            chars[caret - 1..caret + 2].iter().collect::<String>(),
+            "XYZ"
+        );
+        assert_eq!(width, 3);
+        assert_eq!(excerpt("short", 2, 9), ("short".to_string(), 2, 9));
+        let (text, caret, width) = excerpt(&"c".repeat(500), 500, 40);
+        assert!(text.starts_with('…') && !text.ends_with('…'));
+        assert_eq!((caret, width), (MAX_SHOWN + 1, 1));
+    }
+
+    #[test]
+    fn control_characters_are_shown_visibly() {
+        assert_eq!(
+            printable("a\tb\u{0}\u{1b}[31m\u{7f}"),
+            "a b\u{2400}\u{241b}[31m\u{2421}"
         );
     }
 }

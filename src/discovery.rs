@@ -126,11 +126,15 @@ impl SearchPath {
 
     /// Finds a command by name, with "did you mean" when it does not exist.
     pub fn find(&self, name: &str) -> Result<Found, Failure> {
+        let raw = name;
         let name = name.strip_prefix('/').unwrap_or(name);
         let name = name.strip_suffix(".md").unwrap_or(name);
         let (winners, _) = self.resolve()?;
         if let Some(f) = winners.iter().find(|f| f.name == name) {
             return Ok(f.clone());
+        }
+        if let Some(failure) = path_failure(raw) {
+            return Err(failure);
         }
         let mut failure = Failure::usage(format!("unknown command `{name}`"));
         failure = match crate::suggest::closest(name, winners.iter().map(|f| f.name.as_str())) {
@@ -141,6 +145,26 @@ impl SearchPath {
         };
         Err(failure)
     }
+}
+
+/// When a name that is not a command was clearly meant as a path (`./x.md`, `docs/x`, `x.md`),
+/// says what is wrong with that path instead of "unknown command".
+fn path_failure(raw: &str) -> Option<Failure> {
+    let inner = raw.strip_prefix('/').unwrap_or(raw);
+    if !(inner.contains('/') || raw.ends_with(".md")) {
+        return None;
+    }
+    let path = Path::new(raw);
+    let diagnostic = match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => read_limited(path).err()?,
+        Ok(_) => return None,
+        Err(e) => io_diagnostic(path, &e),
+    };
+    let failure = Failure::new(Exit::Usage, diagnostic.message);
+    Some(match diagnostic.hint {
+        Some(h) => failure.with_hint(h),
+        None => failure,
+    })
 }
 
 /// A command read and parsed, with the text kept for diagnostics.
@@ -212,6 +236,10 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
         .with_hint(
             "give the path of a `.md` file, or use `check FOLDER` to check every file in it",
         ));
+    }
+    if meta.len() > parser::MAX_FILE_BYTES as u64 {
+        // Refused before reading, with the real size (a read stops at the limit).
+        return Err(parser::too_large(meta.len()));
     }
     let file = std::fs::File::open(path).map_err(|e| io_diagnostic(path, &e))?;
     let mut bytes = Vec::new();

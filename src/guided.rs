@@ -239,6 +239,23 @@ pub fn prose_findings(
                 ),
             );
         }
+        if mode == Mode::Guided && matches!(el.kind, ElementKind::Paragraph { .. }) {
+            // A line of prose that is only `/name args`: the reader is told to run a command.
+            let mut offset = el.span.start;
+            for line in raw.split_inclusive('\n') {
+                let bare = line.trim_end();
+                if let Some(c) = SLASH.captures(bare) {
+                    let name = &c[1];
+                    let start = offset + (bare.len() - bare.trim_start().len());
+                    out.push(
+                        Diagnostic::new(Severity::Note, "slash-command", format!("`/{name}` runs another command"))
+                            .at(file, start..offset + bare.len())
+                            .with_hint(format!("to run `{name}` as part of this command, put the line in a ```bash block under Steps")),
+                    );
+                }
+                offset += line.len();
+            }
+        }
         if mode == Mode::Guided && !matches!(el.kind, ElementKind::Fence { .. }) {
             for m in POSITIONAL
                 .find_iter(raw)

@@ -163,6 +163,14 @@ pub fn build(file_text: &str, base: usize, body: &str) -> Vec<Element> {
                 }) = stack.pop()
                 {
                     let info_offset = info_offset(file_text, span.start);
+                    // The info string as written: pulldown-cmark resolves backslash escapes
+                    // and entities in it, which would break quoted attribute values
+                    // (`confirm="a \"b\""`) and shift every attribute's column.
+                    let info = if fenced {
+                        raw_info(file_text, info_offset)
+                    } else {
+                        info
+                    };
                     let closed = !fenced || is_closed(file_text, span.clone());
                     out.push(Element {
                         kind: ElementKind::Fence {
@@ -244,6 +252,13 @@ fn info_offset(text: &str, fence_start: usize) -> usize {
     let after = &after_indent[run..];
     let spaces = after.len() - after.trim_start_matches([' ', '\t']).len();
     fence_start + indent + run + spaces
+}
+
+/// The rest of the fence's opening line from `info_offset`, without trailing whitespace.
+fn raw_info(text: &str, info_offset: usize) -> String {
+    let rest = &text[info_offset.min(text.len())..];
+    let line = rest.split(['\n', '\r']).next().unwrap_or("");
+    line.trim_end().to_string()
 }
 
 /// Whether a fenced block's span ends with a closing fence line (not the end of the file).
@@ -330,6 +345,17 @@ mod tests {
             &build(md, 0, md)[0].kind,
             ElementKind::Fence { closed: true, .. }
         ));
+    }
+
+    #[test]
+    fn info_strings_are_kept_as_written() {
+        let md = "```bash {confirm=\"a \\\"b\\\" &amp;\"}  \ntrue\n```\n";
+        match &build(md, 0, md)[0].kind {
+            ElementKind::Fence { info, .. } => {
+                assert_eq!(info, r#"bash {confirm="a \"b\" &amp;"}"#)
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

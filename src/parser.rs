@@ -28,15 +28,7 @@ pub const SHELL_LANGUAGES: &[&str] = &["bash", "sh", "shell"];
 /// Turns a file's bytes into text, or explains why it is not a command file.
 pub fn decode(name: &str, bytes: &[u8]) -> Result<SourceFile, Diagnostic> {
     if bytes.len() > MAX_FILE_BYTES {
-        return Err(Diagnostic::fatal(
-            "file",
-            format!(
-                "the file is {:.1} MiB; command files are read up to {} MiB",
-                bytes.len() as f64 / (1024.0 * 1024.0),
-                MAX_FILE_BYTES / (1024 * 1024)
-            ),
-        )
-        .with_hint("is this the right file? split very large runbooks into several commands"));
+        return Err(too_large(bytes.len() as u64));
     }
     if let Some(nul) = bytes.iter().position(|&b| b == 0) {
         let file = SourceFile::new(name, String::from_utf8_lossy(&bytes[..nul]).into_owned());
@@ -44,7 +36,7 @@ pub fn decode(name: &str, bytes: &[u8]) -> Result<SourceFile, Diagnostic> {
             "file",
             "the file is binary (it contains NUL bytes), not Markdown",
         )
-        .at_position(file.position(nul), 1)
+        .at_position(file.position(file.text.len()), 1)
         .with_hint("command files are UTF-8 Markdown text"));
     }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
@@ -58,6 +50,19 @@ pub fn decode(name: &str, bytes: &[u8]) -> Result<SourceFile, Diagnostic> {
                 .with_hint("save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"))
         }
     }
+}
+
+/// The finding for a file of `len` bytes, more than [`MAX_FILE_BYTES`].
+pub fn too_large(len: u64) -> Diagnostic {
+    Diagnostic::fatal(
+        "file",
+        format!(
+            "the file is {:.1} MiB; command files are read up to {} MiB",
+            len as f64 / (1024.0 * 1024.0),
+            MAX_FILE_BYTES / (1024 * 1024)
+        ),
+    )
+    .with_hint("is this the right file? split very large runbooks into several commands")
 }
 
 /// A fenced block on its way to becoming a [`Block`].
@@ -85,10 +90,12 @@ struct Walk {
 
 pub fn parse(file: &SourceFile, name: &str, origin: Origin) -> Command {
     let mut diagnostics = Vec::new();
+    let mut frontmatter_read = true;
     let fm = match frontmatter::parse(file) {
         Ok(fm) => fm,
         Err(d) => {
             diagnostics.push(d);
+            frontmatter_read = false;
             // Read the body anyway so every other problem is reported too.
             Frontmatter {
                 body_start: skip_broken_frontmatter(&file.text),
@@ -127,7 +134,7 @@ pub fn parse(file: &SourceFile, name: &str, origin: Origin) -> Command {
     };
     let pending = walk(file, &elements, &mut cmd, &mut diagnostics);
     let contexts = finish_blocks(file, pending, &mut cmd, &mut diagnostics);
-    structural_rules(file, &mut cmd, &mut diagnostics);
+    structural_rules(file, &mut cmd, frontmatter_read, &mut diagnostics);
     if mode == Mode::Guided {
         guided::block_findings(file, &mut cmd, &contexts, &mut diagnostics);
     }
@@ -469,10 +476,17 @@ pub fn slug(text: &str) -> String {
 }
 
 /// Rules about the command as a whole.
-fn structural_rules(file: &SourceFile, cmd: &mut Command, diagnostics: &mut Vec<Diagnostic>) {
+/// `frontmatter_read` is false when the frontmatter could not be parsed: its description (if
+/// any) is unknown then, so "missing description" would be a false report.
+fn structural_rules(
+    file: &SourceFile,
+    cmd: &mut Command,
+    frontmatter_read: bool,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     let annotated = cmd.mode == Mode::Annotated;
     let by_mode = |s: Severity| if annotated { s } else { Severity::Warning };
-    if cmd.description.is_none() {
+    if cmd.description.is_none() && frontmatter_read {
         let d = Diagnostic::new(
             by_mode(Severity::Error),
             "missing-description",
@@ -605,6 +619,9 @@ mod tests {
         let d = decode("b.md", b"ab\ncd\x00").unwrap_err();
         assert_eq!(d.position.unwrap().line, 2);
         assert!(d.message.contains("binary"));
+        // Invalid bytes before the NUL count as one character each.
+        let d = decode("n.md", b"\xff\xfe\x00").unwrap_err();
+        assert_eq!(d.position.unwrap().col, 3);
         let d = decode("u.md", b"ok\n\xff").unwrap_err();
         assert_eq!((d.position.unwrap().line, d.position.unwrap().col), (2, 1));
         let big = vec![b'a'; MAX_FILE_BYTES + 1];

@@ -1,0 +1,208 @@
+//! `nixcmd check`: every format, `--strict`, the exit codes (0 clean, 1 errors, 2 a file that
+//! is not a command at all), and which files it looks at.
+
+use crate::support::Test;
+
+const CLEAN: &str =
+    "---\ndescription: Clean\nnixcmd:\n---\n## Steps\n```bash {id=hello}\necho hello\n```\n";
+
+/// One error (unknown attribute) and one warning (confirm without rollback).
+const PROBLEMS: &str = r#"---
+description: Has problems
+nixcmd:
+---
+## Steps
+### Build
+```bash {id=build retires=2}
+nix build
+```
+### Push
+```bash {id=push confirm="Push <it> & \"now\"?"}
+git push
+```
+"#;
+
+/// Only a warning.
+const WARNING: &str =
+    "---\ndescription: Warns\nnixcmd:\n---\n## Steps\n```bash {confirm=\"Go?\"}\ntrue\n```\n";
+
+fn check(format: &str) -> Test {
+    Test::new()
+        .programs(&["bash"])
+        .file("project/clean.md", CLEAN)
+        .file("project/problems.md", PROBLEMS)
+        .args(["check", "clean.md", "problems.md", "--format", format])
+}
+
+#[test]
+fn text_format() {
+    let out = check("text").run();
+    assert_output_snapshot!(out);
+    out.assert_status(1);
+}
+
+#[test]
+fn json_format() {
+    let out = check("json").run();
+    out.assert_status(1);
+    assert_eq!(out.stderr, "");
+    insta::assert_json_snapshot!(out.stdout_json());
+}
+
+#[test]
+fn github_format() {
+    let out = check("github").run();
+    assert_output_snapshot!(out);
+    out.assert_status(1);
+}
+
+#[test]
+fn junit_format() {
+    let out = check("junit").run();
+    assert_output_snapshot!(out);
+    out.assert_status(1);
+}
+
+#[test]
+fn clean_file_exits_0() {
+    let out = Test::new()
+        .programs(&["bash"])
+        .file("project/clean.md", CLEAN)
+        .args(["check", "--strict", "clean.md"])
+        .run();
+    assert_output_snapshot!(out);
+    out.assert_status(0);
+}
+
+#[test]
+fn warnings_pass_unless_strict() {
+    let test = || {
+        Test::new()
+            .programs(&["bash"])
+            .file("project/warns.md", WARNING)
+    };
+    let out = test().args(["check", "warns.md"]).run();
+    out.assert_status(0);
+    assert!(
+        out.stdout
+            .ends_with("checked 1 file: 0 errors, 1 warning, 1 note\n"),
+        "{}",
+        out.stdout
+    );
+    let strict = test().args(["check", "--strict", "warns.md"]).run();
+    assert_output_snapshot!(strict);
+    strict.assert_status(1);
+}
+
+#[test]
+fn strict_json_marks_warnings_as_failures() {
+    let out = Test::new()
+        .programs(&["bash"])
+        .file("project/warns.md", WARNING)
+        .args(["check", "--strict", "--format", "json", "warns.md"])
+        .run();
+    out.assert_status(1);
+    insta::assert_json_snapshot!(out.stdout_json());
+}
+
+#[test]
+fn unreadable_file_exits_2_and_others_are_still_checked() {
+    let out = Test::new()
+        .programs(&["bash"])
+        .file("project/binary.md", b"\x7fELF\x02\x01\x01\x00\x00")
+        .file("project/problems.md", PROBLEMS)
+        .args(["check", "binary.md", "problems.md", "missing.md"])
+        .run();
+    assert_output_snapshot!(out);
+    out.assert_status(2);
+}
+
+#[test]
+fn folder_is_searched_for_markdown() {
+    let out = Test::new()
+        .programs(&["bash"])
+        .file("project/runbooks/a.md", CLEAN)
+        .file("project/runbooks/nested/b.md", WARNING)
+        .file("project/runbooks/.hidden/c.md", PROBLEMS)
+        .file("project/runbooks/notes.txt", "not markdown")
+        .args(["check", "runbooks"])
+        .run();
+    assert_output_snapshot!(out);
+    out.assert_status(0);
+}
+
+#[test]
+fn empty_folder_is_an_error() {
+    let out = Test::new()
+        .dir("project/empty")
+        .args(["check", "empty"])
+        .run();
+    assert_output_snapshot!(out);
+    out.assert_status(2);
+}
+
+#[test]
+fn without_paths_checks_the_search_path_but_not_builtins() {
+    let out = Test::new()
+        .programs(&["bash"])
+        .runbook("clean.md", CLEAN)
+        .claude_command("warns.md", WARNING)
+        .args(["check"])
+        .run();
+    assert_output_snapshot!(out);
+    out.assert_status(0);
+}
+
+#[test]
+fn nothing_to_check() {
+    let out = Test::new().args(["check"]).run();
+    assert_output_snapshot!(out);
+    out.assert_status(0);
+}
+
+#[test]
+fn a_command_name_is_checked_by_name() {
+    let out = Test::new()
+        .programs(&["bash"])
+        .runbook("problems.md", PROBLEMS)
+        .args(["check", "problems", "--format", "github"])
+        .run();
+    assert_output_snapshot!(out);
+    out.assert_status(1);
+}
+
+#[test]
+fn builtins_pass_strict() {
+    // Test what we ship: every built-in, by name.
+    for name in [
+        "config-audit",
+        "deploy-all",
+        "flake-update",
+        "system-health-check",
+        "update-package",
+    ] {
+        let out = Test::new()
+            .programs(&["bash"])
+            .args(["check", "--strict", name])
+            .run();
+        assert_eq!(out.status, 0, "{name}:\n{}", out.normalized());
+    }
+}
+
+#[test]
+fn shellcheck_findings_are_mapped_to_file_lines() {
+    if crate::support::which("shellcheck").is_none()
+        && crate::support::skip("shellcheck is not installed")
+    {
+        return;
+    }
+    let out = Test::new()
+        .programs(&["bash", "shellcheck"])
+        .file(
+            "project/sc.md",
+            "---\ndescription: x\nnixcmd:\n---\n## Steps\n1. Remove:\n   ```bash {id=rm}\n   dir=result\n   rm -rf $dir/*\n   ```\n",
+        )
+        .args(["check", "sc.md", "--format", "github"])
+        .run();
+    assert_output_snapshot!(out);
+}

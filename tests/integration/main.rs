@@ -1,0 +1,14 @@
+//! The integration tests: one binary (link time and CI time stay low), one module per area.
+//! Every test runs the real `nixcmd` binary through [`support::Test`].
+
+#[macro_use]
+mod support;
+
+mod bad_input;
+mod check;
+mod corpus;
+mod fixtures;
+mod fuzz_regressions;
+mod list;
+mod new;
+mod show;

@@ -1,0 +1,104 @@
+//! `nixcmd new` and `nixcmd completions`.
+
+use crate::support::Test;
+
+#[test]
+fn new_writes_a_skeleton_that_passes_strict_check() {
+    let out = Test::new().args(["new", "rotate-keys"]).run();
+    assert_output_snapshot!(out);
+    let path = out
+        .root
+        .path()
+        .join("project/.nixcmd/commands/rotate-keys.md");
+    let text = std::fs::read_to_string(&path).expect("the skeleton was written");
+    let check = Test::new()
+        .programs(&["bash"])
+        .file("project/rotate-keys.md", &text)
+        .args(["check", "--strict", "rotate-keys.md"])
+        .run();
+    assert_output_snapshot!("skeleton_check", check);
+    check.assert_status(0);
+    if crate::support::which("shellcheck").is_some() {
+        let with_shellcheck = Test::new()
+            .programs(&["bash", "shellcheck"])
+            .file("project/rotate-keys.md", &text)
+            .args(["check", "--strict", "rotate-keys.md"])
+            .run();
+        assert_eq!(
+            with_shellcheck.stdout, "checked 1 file: 0 errors, 0 warnings, 0 notes\n",
+            "shellcheck finds something in the skeleton"
+        );
+        with_shellcheck.assert_status(0);
+    }
+    // The new command is found by name right away.
+    let list = Test::new()
+        .runbook("rotate-keys.md", &text)
+        .args(["show", "rotate-keys", "--format", "json"])
+        .run();
+    list.assert_status(0);
+    assert_eq!(list.stdout_json()["mode"], "annotated");
+}
+
+#[test]
+fn new_refuses_to_overwrite() {
+    let out = Test::new()
+        .runbook("deploy.md", "mine\n")
+        .args(["new", "deploy"])
+        .run();
+    assert_output_snapshot!(out);
+    let kept = std::fs::read_to_string(out.root.path().join("project/.nixcmd/commands/deploy.md"));
+    assert_eq!(kept.unwrap(), "mine\n");
+}
+
+#[test]
+fn new_force_overwrites_and_dir_chooses_the_folder() {
+    let out = Test::new()
+        .file("project/runbooks/deploy.md", "mine\n")
+        .args(["new", "deploy", "--dir", "runbooks", "--force"])
+        .run();
+    out.assert_status(0);
+    let text = std::fs::read_to_string(out.root.path().join("project/runbooks/deploy.md")).unwrap();
+    assert!(text.starts_with("---\ndescription: "), "{text}");
+}
+
+#[test]
+fn new_rejects_a_bad_name() {
+    let out = Test::new().args(["new", "../escape"]).run();
+    assert_output_snapshot!(out);
+    assert!(!out.root.path().join("escape.md").exists());
+}
+
+#[test]
+fn completions_bash_prints_a_script() {
+    let out = Test::new().args(["completions", "bash"]).run();
+    out.assert_status(0);
+    assert_eq!(out.stderr, "");
+    assert!(
+        out.stdout.starts_with("_nixcmd() {"),
+        "{}",
+        &out.stdout[..80]
+    );
+    assert!(
+        out.stdout.contains("complete -F _nixcmd"),
+        "no `complete` line"
+    );
+    for sub in ["list", "show", "check", "new", "completions"] {
+        assert!(
+            out.stdout.contains(&format!("nixcmd,{sub})")),
+            "no case for `{sub}`"
+        );
+    }
+    // The script is valid bash.
+    let status = std::process::Command::new("bash")
+        .args(["-n", "-c", &out.stdout])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn completions_for_an_unknown_shell_is_a_usage_error() {
+    let out = Test::new().args(["completions", "cmd.exe"]).run();
+    out.assert_status(2);
+    assert_eq!(out.stdout, "");
+}

@@ -1,0 +1,197 @@
+//! `nixcmd show`: the parsed command as text and JSON; unknown names; exit codes.
+
+use crate::support::Test;
+
+const DEPLOY: &str = r#"---
+description: Deploy the web hosts
+nixcmd:
+  timeout: 20m
+  args:
+    host: { required: true, pattern: "^[a-z0-9-]+$", help: "the host to deploy" }
+---
+# Deploy
+
+Builds and switches one host.
+
+## Prerequisites
+```bash {id=clean}
+git diff --quiet
+```
+
+## Steps
+### Build
+```bash {id=build retries=2 backoff=10s timeout=30m}
+nixos-rebuild build --flake ".#$NIXCMD_ARG_HOST"
+```
+### Switch
+```bash {id=switch confirm="Switch the host?" rollback=previous hosts=@web parallel=2}
+nixos-rebuild switch --flake ".#$NIXCMD_ARG_HOST" --target-host "root@$NIXCMD_HOST"
+```
+
+## Success Criteria
+- [ ] The site answers
+```bash {id=running}
+systemctl is-system-running
+```
+
+## Rollback
+### previous
+```bash
+nixos-rebuild switch --rollback
+```
+
+## Troubleshooting
+### Build fails
+Look at the log.
+"#;
+
+#[test]
+fn text() {
+    let out = Test::new()
+        .runbook("deploy.md", DEPLOY)
+        .args(["show", "deploy"])
+        .run();
+    assert_output_snapshot!(out);
+}
+
+#[test]
+fn slash_name_and_file_path_show_the_same_command() {
+    let by_name = Test::new()
+        .runbook("deploy.md", DEPLOY)
+        .args(["show", "/deploy", "--format", "json"])
+        .run();
+    by_name.assert_status(0);
+    let by_path = Test::new()
+        .file("project/deploy.md", DEPLOY)
+        .args(["show", "deploy.md", "--format", "json"])
+        .run();
+    by_path.assert_status(0);
+    let (mut a, mut b) = (by_name.stdout_json(), by_path.stdout_json());
+    assert_eq!(a["source"]["kind"], "project");
+    assert_eq!(
+        b["source"],
+        serde_json::json!({"kind": "file", "path": "deploy.md"})
+    );
+    a["source"].take();
+    b["source"].take();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn json_contract_fields() {
+    let out = Test::new()
+        .runbook("deploy.md", DEPLOY)
+        .args(["show", "deploy", "--format", "json"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(out.stderr, "");
+    let json = out.stdout_json();
+    for key in [
+        "name",
+        "description",
+        "source",
+        "mode",
+        "args",
+        "prerequisites",
+        "steps",
+        "success_criteria",
+        "rollback",
+        "troubleshooting",
+        "references",
+        "diagnostics",
+    ] {
+        assert!(json.get(key).is_some(), "`{key}` is missing");
+    }
+    assert_eq!(json["mode"], "annotated");
+    let ids: Vec<&str> = json["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["build", "switch"]);
+    let switch = &json["steps"][1];
+    assert_eq!(switch["line"], 23);
+    assert_eq!(switch["language"], "bash");
+    assert_eq!(switch["attrs"]["confirm"], "Switch the host?");
+    assert_eq!(switch["attrs"]["rollback"], "previous");
+    assert_eq!(switch["attrs"]["hosts"], "@web");
+    assert_eq!(switch["attrs"]["parallel"], 2);
+    assert_eq!(json["steps"][0]["attrs"]["retries"], 2);
+    assert_eq!(json["steps"][0]["attrs"]["timeout_ms"], 1_800_000);
+    assert_eq!(
+        json["success_criteria"]["manual"][0]["text"],
+        "The site answers"
+    );
+    assert_eq!(json["success_criteria"]["checks"][0]["id"], "running");
+    assert_eq!(json["rollback"][0]["id"], "previous");
+    assert_eq!(json["args"][0]["env"], "NIXCMD_ARG_HOST");
+}
+
+#[test]
+fn a_builtin_by_name() {
+    let out = Test::new()
+        .args(["show", "flake-update", "--format", "json"])
+        .run();
+    out.assert_status(0);
+    let json = out.stdout_json();
+    assert_eq!(json["source"], serde_json::json!({"kind": "builtin"}));
+    assert_eq!(json["mode"], "annotated");
+}
+
+#[test]
+fn unknown_command_suggests_the_closest_name() {
+    let out = Test::new()
+        .runbook("deploy.md", DEPLOY)
+        .args(["show", "deplyo"])
+        .run();
+    assert_output_snapshot!(out);
+}
+
+#[test]
+fn unknown_command_without_a_close_name() {
+    let out = Test::new().args(["show", "zzzzzzzz"]).run();
+    assert_output_snapshot!(out);
+}
+
+#[test]
+fn errors_in_a_readable_file_are_shown_not_fatal() {
+    // A command with errors can still be shown (that is how people find out what is wrong).
+    let out = Test::new()
+        .runbook(
+            "bad.md",
+            "---\ndescription: x\nnixcmd:\n---\n## Steps\n```bash {idd=1}\ntrue\n```\n",
+        )
+        .args(["show", "bad"])
+        .run();
+    assert_output_snapshot!(out);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = Test::new().args(["show"]).run();
+    assert_output_snapshot!(out);
+    let out = Test::new()
+        .runbook("deploy.md", DEPLOY)
+        .args(["show", "deploy", "--format", "yaml"])
+        .run();
+    out.assert_status(2);
+    assert_eq!(out.stdout, "");
+}
+
+#[test]
+fn version_and_help_exit_0() {
+    let out = Test::new().args(["--version"]).run();
+    out.assert_status(0);
+    assert_eq!(
+        out.stdout,
+        format!("nixcmd {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let out = Test::new().args(["--help"]).run();
+    out.assert_status(0);
+    assert!(
+        out.stdout.starts_with("Markdown runbooks"),
+        "{}",
+        out.stdout
+    );
+}
