@@ -36,9 +36,11 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
         skip: args.skip.clone(),
         from: args.from.clone(),
     };
+    let fleet = crate::run::fanout::from_cli(cx, cmd, &request.dir, args.hosts.as_deref())?;
     let mut prepared = prepare_new(cmd, request, resolver(cx))?;
     prepared.opts.yes = args.gates.yes;
     prepared.opts.approve = args.gates.approve.clone();
+    prepared.state.fleet = fleet;
     let Prepared {
         run,
         state,
@@ -365,6 +367,8 @@ pub fn prepare_resume(
 ) -> Result<Prepared, Failure> {
     match state.status {
         RunStatus::AwaitingConfirmation | RunStatus::Running => {}
+        // Stopped by failed hosts: those hosts (and the ones that never started) run again.
+        RunStatus::Failed if crate::run::fanout::resumable(&state) => {}
         other => {
             return Err(Failure::usage(format!(
                 "run {} already ended ({}); nothing to resume",
@@ -399,6 +403,7 @@ pub fn prepare_resume(
             step.status = StepStatus::Pending;
         }
     }
+    crate::run::fanout::reset_for_resume(&mut state, &mut progress);
     let bound = crate::run::args::bind(cmd, &state.args, &state.set)?;
     let dir = PathBuf::from(&state.dir);
     state.command_hash = cmd.hash.clone();

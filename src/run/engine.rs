@@ -55,17 +55,17 @@ pub struct Outcome {
 }
 
 /// How one block ended.
-struct BlockResult {
-    status: StepStatus,
-    tail: Vec<String>,
+pub(super) struct BlockResult {
+    pub(super) status: StepStatus,
+    pub(super) tail: Vec<String>,
 }
 
 /// Numbers, redacts, records and fans out events. A field of its own so that a running
 /// step's output callback can emit while the engine's other fields are borrowed.
-struct Emitter<'a> {
+pub(super) struct Emitter<'a> {
     seq: u64,
     run_id: String,
-    redactor: Redactor,
+    pub(super) redactor: Redactor,
     events: std::fs::File,
     sinks: Vec<Box<dyn Sink + 'a>>,
 }
@@ -90,18 +90,19 @@ impl Emitter<'_> {
 }
 
 pub struct Engine<'a> {
-    cmd: &'a Command,
-    opts: Options,
-    run: RunDir,
+    pub(super) cmd: &'a Command,
+    pub(super) opts: Options,
+    pub(super) run: RunDir,
     pub state: State,
-    progress: Progress,
-    approver: &'a mut dyn Approver,
-    cancel: Cancel,
-    em: Emitter<'a>,
-    history: History,
-    warnings: Vec<String>,
-    started: Instant,
-    resumed: bool,
+    pub(super) progress: Progress,
+    pub(super) approver: &'a mut dyn Approver,
+    pub(super) cancel: Cancel,
+    pub(super) em: Emitter<'a>,
+    pub(super) history: History,
+    pub(super) warnings: Vec<String>,
+    pub(super) started: Instant,
+    pub(super) resumed: bool,
+    pub(super) fleet: crate::run::fanout::Fleet,
 }
 
 impl<'a> Engine<'a> {
@@ -131,6 +132,7 @@ impl<'a> Engine<'a> {
                     completed: None,
                     duration_ms: None,
                     exit_code: None,
+                    hosts: Vec::new(),
                 })
                 .collect(),
         });
@@ -175,14 +177,15 @@ impl<'a> Engine<'a> {
             warnings: Vec::new(),
             started: Instant::now(),
             resumed,
+            fleet: Default::default(),
         }
     }
 
-    fn emit(&mut self, kind: EventKind) {
+    pub(super) fn emit(&mut self, kind: EventKind) {
         self.em.emit(kind);
     }
 
-    fn save(&mut self) {
+    pub(super) fn save(&mut self) {
         self.state.updated = now();
         let _ = self.run.write_state(&self.state);
         let _ = self.run.write_progress(&self.progress);
@@ -287,6 +290,25 @@ impl<'a> Engine<'a> {
                 failed = Some((block.id.clone(), Vec::new()));
                 break;
             }
+            // Consecutive `group=NAME` steps run together (run::group).
+            if let Some(flow) = self.group_hook(block) {
+                use crate::run::group::Flow;
+                anything_started = true;
+                match flow {
+                    Flow::Pause(b) => return self.pause(b),
+                    Flow::Declined(id) => {
+                        status = RunStatus::Declined;
+                        failed = Some((id, Vec::new()));
+                        break;
+                    }
+                    Flow::Done => continue,
+                    Flow::Failed(s, id, tail) => {
+                        status = s;
+                        failed = Some((id, tail));
+                        break;
+                    }
+                }
+            }
             match self.gate(block) {
                 GateResult::Go => {}
                 GateResult::Pause => return self.pause(block),
@@ -321,12 +343,18 @@ impl<'a> Engine<'a> {
             }
         }
 
-        let mut left = Vec::new();
-        if failed.is_some() && !self.opts.dry_run && self.cancel.level() < 2 {
-            left = self.rollback(
+        // Host failures that stopped the run were rolled back host by host (run::fanout);
+        // the hosts that succeeded stay as they are, so `resume` can retry the failed ones.
+        let mut left = std::mem::take(&mut self.fleet.left);
+        if failed.is_some()
+            && !self.opts.dry_run
+            && self.cancel.level() < 2
+            && !self.fleet.stop_without_rollback
+        {
+            left.extend(self.rollback(
                 &failed.as_ref().map(|f| f.0.clone()).unwrap_or_default(),
                 status,
-            );
+            ));
         }
         if anything_started && self.cancel.level() < 2 {
             left.extend(self.always_blocks(failed.is_some()));
@@ -337,12 +365,12 @@ impl<'a> Engine<'a> {
         self.finish(status, failed, left, manual)
     }
 
-    fn done(&self, id: &str) -> bool {
+    pub(super) fn done(&self, id: &str) -> bool {
         self.progress.get(id).is_some_and(|p| p.status.is_done())
     }
 
     /// Why a step is not run in this invocation, if it is not.
-    fn skip_reason(&self, block: &Block) -> Option<String> {
+    pub(super) fn skip_reason(&self, block: &Block) -> Option<String> {
         let o = &self.opts;
         if !o.only.is_empty() && block.phase == Phase::Step && !o.only.contains(&block.id) {
             return Some("not in --only".into());
@@ -366,7 +394,7 @@ impl<'a> Engine<'a> {
         None
     }
 
-    fn mark_skipped(&mut self, block: &Block, reason: &str) {
+    pub(super) fn mark_skipped(&mut self, block: &Block, reason: &str) {
         if let Some(p) = self.progress.get_mut(&block.id) {
             p.status = StepStatus::Skipped;
         }
@@ -436,7 +464,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Confirmation: approved by flag, by an earlier approval, or by whoever the approver asks.
-    fn gate(&mut self, block: &Block) -> GateResult {
+    pub(super) fn gate(&mut self, block: &Block) -> GateResult {
         let needs = block.attrs.confirm.is_some() || self.cmd.mode == Mode::Guided;
         if !needs || self.opts.dry_run {
             return GateResult::Go;
@@ -725,7 +753,10 @@ impl<'a> Engine<'a> {
 
     /// Runs one block: shell with retries and timeout, or the nested commands of a guided
     /// block. `lenient`: a failure is only a warning.
-    fn run_block(&mut self, block: &Block, lenient: bool) -> BlockResult {
+    pub(super) fn run_block(&mut self, block: &Block, lenient: bool) -> BlockResult {
+        if let Some(result) = self.fanout_hook(block, lenient) {
+            return result;
+        }
         match crate::run::nested::plan(block, self.opts.resolve.as_ref()) {
             crate::run::nested::Plan::Shell => self.run_shell(block, lenient),
             crate::run::nested::Plan::Nested(list) => self.run_nested(block, &list, lenient),
@@ -894,7 +925,7 @@ impl<'a> Engine<'a> {
 
     /// Records how a block ended: progress, a warning for `on-fail=continue`, the event.
     #[allow(clippy::too_many_arguments)]
-    fn finish_block(
+    pub(super) fn finish_block(
         &mut self,
         block: &Block,
         status: StepStatus,
@@ -1109,7 +1140,7 @@ impl<'a> Engine<'a> {
     }
 
     /// The environment of a step: run variables, arguments, then `$NIXCMD_ENV` exports.
-    fn step_env(&self) -> Vec<(String, String)> {
+    pub(super) fn step_env(&self) -> Vec<(String, String)> {
         let mut env = vec![
             ("NIXCMD_RUN_ID".to_string(), self.state.run_id.clone()),
             ("NIXCMD_COMMAND".to_string(), self.cmd.name.clone()),
@@ -1132,7 +1163,7 @@ impl<'a> Engine<'a> {
     }
 
     /// Secrets exported through `$NIXCMD_ENV` are redacted from then on.
-    fn absorb_env_file(&mut self) {
+    pub(super) fn absorb_env_file(&mut self) {
         let vars = read_env_file(&self.run.env_file());
         let extra = self.extra_secrets();
         self.em
@@ -1159,7 +1190,7 @@ impl<'a> Engine<'a> {
     }
 }
 
-enum GateResult {
+pub(super) enum GateResult {
     Go,
     Pause,
     Declined,

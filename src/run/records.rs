@@ -82,6 +82,10 @@ pub struct State {
     pub from: Option<String>,
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// Host fan-out: `--hosts` of the original invocation, the config file read, per-host
+    /// compensations and the hosts that left the run (see `run::fanout`).
+    #[serde(default)]
+    pub fleet: crate::run::fanout::FleetState,
 }
 
 impl State {
@@ -124,6 +128,7 @@ impl State {
             skip: Vec::new(),
             from: None,
             exit_code: None,
+            fleet: Default::default(),
         }
     }
 }
@@ -154,6 +159,27 @@ pub struct StepProgress {
     pub duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// Per host, for a step that fans out (`hosts=`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostProgress>,
+}
+
+/// One host's part of a fan-out step in `progress.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostProgress {
+    pub host: String,
+    pub status: StepStatus,
+    pub attempts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -220,6 +246,11 @@ impl RunDir {
 
     pub fn log_path(&self, step: &str) -> PathBuf {
         self.path.join("logs").join(format!("{step}.log"))
+    }
+
+    /// `logs/<step>@<host>.log`: one host's part of a fan-out step.
+    pub fn host_log_path(&self, step: &str, host: &str) -> PathBuf {
+        self.path.join("logs").join(format!("{step}@{host}.log"))
     }
 
     pub fn script_path(&self, step: &str) -> PathBuf {

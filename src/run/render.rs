@@ -20,12 +20,21 @@ impl Sink for JsonSink {
     }
 }
 
+/// One live line: a running step, or one host's part of a fan-out (`step@host`).
+type Running = (String, Instant, Option<u64>, String);
+
 #[derive(Default)]
 struct Live {
-    running: Option<(String, Instant, Option<u64>, String)>,
+    /// In start order; parallel steps and hosts each have their own line.
+    running: Vec<Running>,
+    /// How many live lines are on the screen now.
+    drawn: usize,
     frame: usize,
     stop: bool,
 }
+
+/// At most this many live lines; the rest are counted on one more line.
+const MAX_LIVE: usize = 12;
 
 /// Human output on stdout: live at a terminal, plain timestamped lines otherwise.
 pub struct TextRenderer {
@@ -35,6 +44,8 @@ pub struct TextRenderer {
     live: Option<Arc<Mutex<Live>>>,
     verbose: bool,
     rows: Vec<(String, StepStatus, u64, Option<String>)>,
+    /// Fan-out results: (step, host, status), for the step × host grid.
+    cells: Vec<(String, String, StepStatus)>,
     ticker: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -66,9 +77,8 @@ impl TextRenderer {
                         return;
                     }
                     l.frame += 1;
-                    if let Some(line) = live_line(&l, &out) {
-                        out.print(&line);
-                    }
+                    let text = redraw(&mut l, &out);
+                    out.print(&text);
                 }
             })
         });
@@ -78,6 +88,7 @@ impl TextRenderer {
             live,
             verbose,
             rows: Vec::new(),
+            cells: Vec::new(),
             ticker,
         }
     }
@@ -89,12 +100,13 @@ impl TextRenderer {
     /// Prints a finished line, clearing the live line first.
     fn line(&self, text: &str) {
         if let Some(live) = &self.live {
-            let l = live.lock().ok();
-            self.out.print(&format!("\r\x1b[2K{text}\n"));
-            if let Some(l) = l
-                && let Some(line) = live_line(&l, &self.out)
-            {
-                self.out.print(&line);
+            if let Ok(mut l) = live.lock() {
+                let mut s = clear(&mut l);
+                s.push_str(&format!("{text}\n"));
+                s.push_str(&redraw(&mut l, &self.out));
+                self.out.print(&s);
+            } else {
+                self.out.print(&format!("\r\x1b[2K{text}\n"));
             }
         } else {
             self.put(&format!("[{}] {text}\n", self.stamp()));
@@ -109,27 +121,83 @@ impl TextRenderer {
         }
     }
 
-    fn set_running(&self, running: Option<(String, Instant, Option<u64>, String)>) {
+    /// Starts (or restarts, for a retry) the live line `key`.
+    fn start_running(&self, key: &str, label: String, eta: Option<u64>) {
         if let Some(live) = &self.live
             && let Ok(mut l) = live.lock()
         {
-            l.running = running;
+            l.running.retain(|r| r.0.split(' ').next() != Some(key));
+            l.running.push((label, Instant::now(), eta, String::new()));
+        }
+    }
+
+    fn stop_running(&self, key: Option<&str>) {
+        if let Some(live) = &self.live
+            && let Ok(mut l) = live.lock()
+        {
+            match key {
+                Some(key) => l.running.retain(|r| r.0.split(' ').next() != Some(key)),
+                None => l.running.clear(),
+            }
         }
     }
 }
 
-fn live_line(l: &Live, out: &Output) -> Option<String> {
-    let (id, started, eta, last) = l.running.as_ref()?;
+/// `step@host` for a host's part of a fan-out, else the step id.
+fn key(step: &str, host: Option<&String>) -> String {
+    match host {
+        Some(h) => format!("{step}@{h}"),
+        None => step.to_string(),
+    }
+}
+
+/// Erases the live lines drawn last time; leaves the cursor at the start of the first.
+fn clear(l: &mut Live) -> String {
+    let mut s = String::from("\r\x1b[2K");
+    if l.drawn > 1 {
+        s = format!("\x1b[{}A\r\x1b[J", l.drawn - 1);
+    }
+    l.drawn = 0;
+    s
+}
+
+/// Clears and draws the live lines again (without a final newline).
+fn redraw(l: &mut Live, out: &Output) -> String {
+    let mut s = clear(l);
+    let lines = live_lines(l, out);
+    l.drawn = lines.len();
+    s.push_str(&lines.join("\n"));
+    s
+}
+
+fn live_lines(l: &Live, out: &Output) -> Vec<String> {
+    let mut lines: Vec<String> = l
+        .running
+        .iter()
+        .take(MAX_LIVE)
+        .map(|r| live_line(r, l.frame, out))
+        .collect();
+    if l.running.len() > MAX_LIVE {
+        lines.push(out.out.dim(&format!(
+            "  … and {} more running",
+            l.running.len() - MAX_LIVE
+        )));
+    }
+    lines
+}
+
+fn live_line(r: &Running, frame: usize, out: &Output) -> String {
+    let (id, started, eta, last) = r;
     let p = out.out;
     let elapsed = display(started.elapsed());
     let eta = eta
         .map(|e| format!(" / ~{}", display(Duration::from_millis(e))))
         .unwrap_or_default();
     let width = out.width().unwrap_or(100);
-    let head = format!("{} {id}  {elapsed}{eta}", SPINNER[l.frame % SPINNER.len()]);
+    let head = format!("{} {id}  {elapsed}{eta}", SPINNER[frame % SPINNER.len()]);
     let room = width.saturating_sub(head.chars().count() + 5);
     let last: String = last.chars().take(room).collect();
-    Some(format!("\r\x1b[2K{}  {}", p.cyan(&head), p.dim(&last)))
+    format!("{}  {}", p.cyan(&head), p.dim(&last))
 }
 
 impl Drop for TextRenderer {
@@ -215,28 +283,34 @@ impl Sink for TextRenderer {
                 step_id,
                 attempt,
                 eta_ms,
+                host,
                 ..
             } => {
+                let step_id = &key(step_id, host.as_ref());
                 let retry = if *attempt > 1 {
                     format!(" (attempt {attempt})")
                 } else {
                     String::new()
                 };
                 if self.live.is_some() {
-                    self.set_running(Some((
-                        format!("{step_id}{retry}"),
-                        Instant::now(),
-                        *eta_ms,
-                        String::new(),
-                    )));
+                    self.start_running(step_id, format!("{step_id}{retry}"), *eta_ms);
                 } else {
                     self.line(&format!("▶ {step_id}{retry}"));
                 }
             }
-            EventKind::Output { step_id, line, .. } => {
+            EventKind::Output {
+                step_id,
+                line,
+                host,
+                ..
+            } => {
+                let step_id = &key(step_id, host.as_ref());
                 if let Some(live) = &self.live
                     && let Ok(mut l) = live.lock()
-                    && let Some(r) = l.running.as_mut()
+                    && let Some(r) = l
+                        .running
+                        .iter_mut()
+                        .find(|r| r.0.split(' ').next() == Some(step_id.as_str()))
                 {
                     r.3 = line.clone();
                 }
@@ -249,9 +323,38 @@ impl Sink for TextRenderer {
                 status,
                 duration_ms,
                 reason,
+                host: Some(host),
                 ..
             } => {
-                self.set_running(None);
+                let k = key(step_id, Some(host));
+                self.stop_running(Some(&k));
+                let why = reason
+                    .as_deref()
+                    .map(|r| format!(" — {r}"))
+                    .unwrap_or_default();
+                self.line(&format!(
+                    "{} {k} {} {}{why}",
+                    mark(*status, p),
+                    status.label(),
+                    p.dim(&display(Duration::from_millis(*duration_ms)))
+                ));
+                match self
+                    .cells
+                    .iter_mut()
+                    .find(|c| &c.0 == step_id && &c.1 == host)
+                {
+                    Some(c) => c.2 = *status,
+                    None => self.cells.push((step_id.clone(), host.clone(), *status)),
+                }
+            }
+            EventKind::StepFinished {
+                step_id,
+                status,
+                duration_ms,
+                reason,
+                ..
+            } => {
+                self.stop_running(Some(step_id));
                 let why = reason
                     .as_deref()
                     .map(|r| format!(" — {r}"))
@@ -302,7 +405,7 @@ impl Sink for TextRenderer {
                 resume,
                 run_dir,
             } => {
-                self.set_running(None);
+                self.stop_running(None);
                 let mut s = String::new();
                 if !self.rows.is_empty() {
                     s.push('\n');
@@ -323,6 +426,7 @@ impl Sink for TextRenderer {
                         ));
                     }
                 }
+                s.push_str(&host_grid(&self.cells, p));
                 if !warnings.is_empty() {
                     s.push_str(&format!("\n{}\n", p.yellow("warnings:")));
                     for w in warnings {
@@ -388,11 +492,66 @@ impl Sink for TextRenderer {
                 if let Some(r) = resume {
                     s.push_str(&format!("resume: {r}\n"));
                 }
-                if self.live.is_some() {
-                    self.out.print("\r\x1b[2K");
+                if let Some(live) = &self.live
+                    && let Ok(mut l) = live.lock()
+                {
+                    self.out.print(&clear(&mut l));
                 }
                 self.put(&s);
             }
         }
     }
+}
+
+/// The summary of a fan-out: one row per host, one column per step that ran on hosts.
+fn host_grid(cells: &[(String, String, StepStatus)], p: crate::output::Palette) -> String {
+    if cells.is_empty() {
+        return String::new();
+    }
+    let mut steps: Vec<&str> = Vec::new();
+    let mut hosts: Vec<&str> = Vec::new();
+    for (step, host, _) in cells {
+        if !steps.contains(&step.as_str()) {
+            steps.push(step);
+        }
+        if !hosts.contains(&host.as_str()) {
+            hosts.push(host);
+        }
+    }
+    let hw = hosts
+        .iter()
+        .map(|h| h.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let widths: Vec<usize> = steps
+        .iter()
+        .map(|s| {
+            cells
+                .iter()
+                .filter(|c| c.0 == *s)
+                .map(|c| c.2.label().len())
+                .max()
+                .unwrap_or(0)
+                .max(s.chars().count())
+        })
+        .collect();
+    let mut head = format!("{:<hw$}", "HOST");
+    for (s, w) in steps.iter().zip(&widths) {
+        head.push_str(&format!("  {s:<w$}"));
+    }
+    let mut out = format!("\n{}\n", p.bold(head.trim_end()));
+    for h in &hosts {
+        let mut row = format!("{h:<hw$}");
+        for (s, w) in steps.iter().zip(&widths) {
+            let label = cells
+                .iter()
+                .find(|c| c.0 == *s && c.1 == *h)
+                .map_or("-", |c| c.2.label());
+            row.push_str(&format!("  {label:<w$}"));
+        }
+        out.push_str(row.trim_end());
+        out.push('\n');
+    }
+    out
 }

@@ -1,0 +1,789 @@
+//! Host fan-out inside a run (DESIGN.md §2 "Multi-host"): a block with `hosts=` runs once per
+//! selected host, `parallel` at a time, canaries first; a host that fails is rolled back on its
+//! own (its compensations, newest first, on that host only) and leaves the run; once failures
+//! pass `max-fail` no new host starts, the hosts in flight finish, and the run stops without
+//! touching the hosts that succeeded, so that `nixcmd resume` can retry just the failed ones.
+//! A run-wide rollback (a local step failed, Ctrl-C) runs each host compensation on every host
+//! where a step naming it started. This file is the engine's side; [`crate::run::jobs`] runs
+//! the processes.
+
+use crate::command::{Block, MaxFail, OnFail, Phase};
+use crate::event::{EventKind, StepStatus, now};
+use crate::hosts::inventory::{self, Host, Inventory};
+use crate::process::Stream;
+use crate::run::engine::{
+    BlockResult, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Engine, TAIL_LINES, phase_name,
+};
+use crate::run::jobs::{self, Job, Policy, Report, Runner};
+use crate::run::records::{HostProgress, Progress, State};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::time::{Duration, Instant};
+
+/// Default number of hosts at a time.
+pub const DEFAULT_PARALLEL: usize = 5;
+
+/// What `state.json` keeps about hosts.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct FleetState {
+    /// `run --hosts SELECTOR`: narrows every fan-out of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// `--config FILE` of the original invocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// Host compensations registered by started steps, in registration order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub compensations: Vec<HostCompensation>,
+    /// Hosts that failed a step and left the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<FailedHost>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostCompensation {
+    pub rollback: String,
+    pub host: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FailedHost {
+    pub host: String,
+    pub step: String,
+    pub reason: String,
+}
+
+/// The engine's runtime fan-out state.
+#[derive(Default)]
+pub struct Fleet {
+    inventory: Option<Result<Inventory, String>>,
+    /// Host failures stopped the run: the failed hosts were rolled back, the rest stays.
+    pub stop_without_rollback: bool,
+    /// Host rollbacks that failed: for the person.
+    pub left: Vec<String>,
+    /// The hosts that failed the last block run on hosts.
+    last_failed: Vec<String>,
+}
+
+/// The fleet settings of a new run from the command line: `--hosts` (checked against the
+/// inventory now, so a typo is a usage error before anything runs) and `--config`.
+pub fn from_cli(
+    cx: &crate::app::Context,
+    cmd: &crate::command::Command,
+    dir: &std::path::Path,
+    filter: Option<&str>,
+) -> Result<FleetState, crate::exit::Failure> {
+    use crate::exit::Failure;
+    let config = cx.config.as_ref().map(|p| {
+        if p.is_absolute() {
+            p.display().to_string()
+        } else {
+            cx.cwd.join(p).display().to_string()
+        }
+    });
+    if let Some(sel) = filter {
+        let inv = crate::hosts::load_for(cx, dir)?;
+        crate::hosts::selector::Selector::parse(sel)
+            .and_then(|s| s.resolve(&inv).map(|_| ()))
+            .map_err(|e| {
+                Failure::usage(format!("--hosts {sel}: {e}"))
+                    .with_hint("`nixcmd hosts` lists the inventory")
+            })?;
+        if !cmd.blocks().any(|b| b.attrs.hosts.is_some()) {
+            cx.out.eprint(&format!(
+                "warning: --hosts {sel}: `{}` has no block with hosts=; it changes nothing\n",
+                cmd.name
+            ));
+        }
+    }
+    Ok(FleetState {
+        filter: filter.map(str::to_string),
+        config,
+        ..FleetState::default()
+    })
+}
+
+/// Whether a failed run can be resumed: it stopped because hosts failed.
+pub fn resumable(state: &State) -> bool {
+    !state.fleet.failed.is_empty()
+}
+
+/// Prepares a resumed run: failed and not-started hosts of unfinished steps run again.
+pub fn reset_for_resume(state: &mut State, progress: &mut Progress) {
+    let done: Vec<String> = progress
+        .steps
+        .iter()
+        .filter(|s| s.status.is_done())
+        .map(|s| s.id.clone())
+        .collect();
+    state.fleet.failed.retain(|f| done.contains(&f.step));
+    for step in &mut progress.steps {
+        if step.hosts.is_empty() || step.status.is_done() {
+            continue;
+        }
+        step.status = StepStatus::Pending;
+        for h in &mut step.hosts {
+            if h.status != StepStatus::Succeeded {
+                h.status = StepStatus::Pending;
+                h.reason = None;
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Step,
+    Rollback,
+}
+
+impl Engine<'_> {
+    fn inventory(&mut self) -> Result<&Inventory, String> {
+        if self.fleet.inventory.is_none() {
+            let dir = self.opts.dir.clone();
+            let explicit = self
+                .state
+                .fleet
+                .config
+                .as_ref()
+                .map(std::path::PathBuf::from);
+            let path = inventory::config_path(explicit.as_deref(), &dir);
+            let inv = inventory::load(path.as_deref(), &dir);
+            for d in &inv.diagnostics {
+                let msg = format!(
+                    "{}: {}",
+                    d.location(inv.path.as_deref().unwrap_or("nixcmd.toml")),
+                    d.message
+                );
+                self.warnings.push(msg.clone());
+                self.emit(EventKind::Warning {
+                    step_id: None,
+                    message: msg,
+                });
+            }
+            let result = if inv.has_errors() {
+                Err(format!(
+                    "the inventory in {} is invalid (see `nixcmd hosts`)",
+                    inv.path.clone().unwrap_or_default()
+                ))
+            } else {
+                Ok(inv)
+            };
+            self.fleet.inventory = Some(result);
+        }
+        match self.fleet.inventory.as_ref().expect("loaded above") {
+            Ok(inv) => Ok(inv),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// The hook in `run_block`: `Some` when the block runs on hosts.
+    pub(super) fn fanout_hook(&mut self, block: &Block, lenient: bool) -> Option<BlockResult> {
+        if block.phase == Phase::Rollback && block.attrs.hosts.is_none() {
+            let binders: Vec<&Block> = self
+                .cmd
+                .blocks()
+                .filter(|b| b.attrs.rollback.as_deref() == Some(block.id.as_str()))
+                .collect();
+            if binders.is_empty() || binders.iter().any(|b| b.attrs.hosts.is_none()) {
+                return None;
+            }
+            let parallel = binders.iter().find_map(|b| b.attrs.parallel);
+            let mut names: Vec<String> = Vec::new();
+            for c in self.state.fleet.compensations.iter().rev() {
+                if c.rollback == block.id && !names.contains(&c.host) {
+                    names.push(c.host.clone());
+                }
+            }
+            return Some(self.roll_back_on(block, &names, parallel, lenient));
+        }
+        let selector = block.attrs.hosts.clone()?;
+        let filter = self.state.fleet.filter.clone();
+        let hosts = match self.inventory().and_then(|inv| {
+            crate::hosts::selector::hosts_for(&selector, filter.as_deref(), inv)
+                .map(|hs| hs.into_iter().cloned().collect::<Vec<Host>>())
+        }) {
+            Ok(h) => h,
+            Err(e) => {
+                return Some(self.not_runnable(block, format!("hosts={selector}: {e}"), lenient));
+            }
+        };
+        Some(self.run_on_hosts(block, hosts, Kind::Step, lenient))
+    }
+
+    fn not_runnable(&mut self, block: &Block, reason: String, lenient: bool) -> BlockResult {
+        self.emit(EventKind::StepStarted {
+            step_id: block.id.clone(),
+            phase: phase_name(block.phase).into(),
+            title: block.title.clone(),
+            attempt: 1,
+            host: None,
+            eta_ms: None,
+        });
+        let status = self.finish_block(
+            block,
+            StepStatus::NotRunnable,
+            None,
+            Some(reason.clone()),
+            0,
+            Duration::ZERO,
+            lenient,
+            None,
+        );
+        BlockResult {
+            status,
+            tail: vec![reason],
+        }
+    }
+
+    /// Runs a rollback block on the named hosts (those where a step naming it started).
+    fn roll_back_on(
+        &mut self,
+        block: &Block,
+        names: &[String],
+        parallel: Option<u32>,
+        lenient: bool,
+    ) -> BlockResult {
+        if names.is_empty() {
+            return BlockResult {
+                status: StepStatus::Skipped,
+                tail: Vec::new(),
+            };
+        }
+        let hosts: Vec<Host> = match self.inventory() {
+            Ok(inv) => names.iter().filter_map(|n| inv.get(n).cloned()).collect(),
+            Err(e) => return self.not_runnable(block, e, lenient),
+        };
+        let mut b = block.clone();
+        b.attrs.parallel = parallel;
+        let result = self.run_on_hosts(&b, hosts, Kind::Rollback, lenient);
+        self.state
+            .fleet
+            .compensations
+            .retain(|c| !(c.rollback == block.id && names.contains(&c.host)));
+        self.save();
+        result
+    }
+
+    /// One block on many hosts: events, per-host logs and progress, the failure policy.
+    fn run_on_hosts(
+        &mut self,
+        block: &Block,
+        hosts: Vec<Host>,
+        kind: Kind,
+        lenient: bool,
+    ) -> BlockResult {
+        let started_at = Instant::now();
+        let at_start = self.cancel.level();
+        let timeout = block
+            .attrs
+            .timeout
+            .or(self.cmd.settings.timeout)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        // Hosts that left the run earlier, and (on resume) hosts already done with this step.
+        let out: BTreeMap<String, String> = self
+            .state
+            .fleet
+            .failed
+            .iter()
+            .map(|f| {
+                (
+                    f.host.clone(),
+                    format!("left the run: failed at `{}`", f.step),
+                )
+            })
+            .collect();
+        let done: Vec<String> = self
+            .progress
+            .get(&block.id)
+            .map(|p| {
+                p.hosts
+                    .iter()
+                    .filter(|h| h.status == StepStatus::Succeeded)
+                    .map(|h| h.host.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.emit(EventKind::StepStarted {
+            step_id: block.id.clone(),
+            phase: phase_name(block.phase).into(),
+            title: block.title.clone(),
+            attempt: 1,
+            host: None,
+            eta_ms: self.history.eta_ms(&block.id),
+        });
+        self.state.current_step = Some(block.id.clone());
+        if let Some(p) = self.progress.get_mut(&block.id) {
+            p.status = StepStatus::Running;
+            p.attempts = p.attempts.max(1);
+            p.started.get_or_insert_with(now);
+            for h in &hosts {
+                if !p.hosts.iter().any(|e| e.host == h.name) {
+                    p.hosts.push(HostProgress {
+                        host: h.name.clone(),
+                        status: StepStatus::Pending,
+                        attempts: 0,
+                        started: None,
+                        completed: None,
+                        duration_ms: None,
+                        exit_code: None,
+                        reason: None,
+                    });
+                }
+            }
+        }
+        let mut skipped: Vec<(String, String)> = Vec::new();
+        let mut run_hosts: Vec<Host> = Vec::new();
+        for h in hosts {
+            if kind == Kind::Step
+                && let Some(why) = out.get(&h.name)
+            {
+                skipped.push((h.name.clone(), why.clone()));
+            } else if kind == Kind::Step && done.contains(&h.name) {
+                continue;
+            } else {
+                run_hosts.push(h);
+            }
+        }
+        for (host, why) in &skipped {
+            self.set_host(
+                &block.id,
+                host,
+                StepStatus::Skipped,
+                None,
+                Some(why.clone()),
+            );
+            self.emit(EventKind::StepFinished {
+                step_id: block.id.clone(),
+                host: Some(host.clone()),
+                status: StepStatus::Skipped,
+                exit_code: None,
+                duration_ms: 0,
+                attempts: 0,
+                reason: Some(why.clone()),
+            });
+        }
+        self.save();
+        let script = self.run.script_path(&block.id);
+        let _ = std::fs::write(&script, &block.code);
+        let base_env = self.step_env();
+        let connect_timeout = self
+            .inventory()
+            .map(|i| i.connect_timeout)
+            .unwrap_or(inventory::DEFAULT_CONNECT_TIMEOUT);
+        let continue_on_fail = block.attrs.on_fail == OnFail::Continue || lenient;
+        let jobs: Vec<Job> = run_hosts
+            .iter()
+            .map(|h| {
+                let mut env = base_env.clone();
+                env.push(("NIXCMD_HOST".into(), h.name.clone()));
+                Job {
+                    step_id: block.id.clone(),
+                    host: Some(h.name.clone()),
+                    runner: if h.local {
+                        Runner::Local
+                    } else {
+                        Runner::Ssh {
+                            args: crate::run::remote::ssh_args(h, connect_timeout),
+                        }
+                    },
+                    code: block.code.clone(),
+                    script_path: script.clone(),
+                    cwd: self.opts.dir.clone(),
+                    env,
+                    timeout,
+                    grace: self.opts.grace,
+                    attempts: block.attrs.retries + 1,
+                    backoff: block.attrs.backoff.unwrap_or(DEFAULT_BACKOFF),
+                    token: format!("{}/{}@{}", self.state.run_id, block.id, h.name),
+                    run_id: self.state.run_id.clone(),
+                    critical: !continue_on_fail && kind == Kind::Step,
+                }
+            })
+            .collect();
+        let total = jobs.len();
+        let policy = match kind {
+            Kind::Rollback => Policy {
+                parallel: block
+                    .attrs
+                    .parallel
+                    .map_or(DEFAULT_PARALLEL, |p| p as usize),
+                canary: 0,
+                max_fail: usize::MAX,
+            },
+            Kind::Step => Policy {
+                parallel: block
+                    .attrs
+                    .parallel
+                    .map_or(DEFAULT_PARALLEL, |p| p as usize),
+                canary: block.attrs.canary.unwrap_or(0) as usize,
+                max_fail: threshold(block.attrs.max_fail, total),
+            },
+        };
+        let mut logs: BTreeMap<String, std::fs::File> = BTreeMap::new();
+        let mut tails: BTreeMap<String, VecDeque<String>> = BTreeMap::new();
+        let register = (kind == Kind::Step && !self.opts.dry_run)
+            .then(|| block.attrs.rollback.clone())
+            .flatten();
+        let cancel = self.cancel.clone();
+        let outcome = {
+            let mut on_report = |job: &Job, report: &Report| {
+                let host = job.host.clone().unwrap_or_default();
+                self.host_report(
+                    block,
+                    &host,
+                    report,
+                    &mut logs,
+                    &mut tails,
+                    register.as_deref(),
+                );
+            };
+            jobs::run(jobs, policy, &cancel, &mut on_report)
+        };
+        self.absorb_env_file();
+
+        let mut failed: Vec<(String, String)> = Vec::new();
+        let mut not_started: Vec<String> = Vec::new();
+        for (h, r) in run_hosts.iter().zip(&outcome.results) {
+            match r {
+                Some(r) if r.status.is_failure() => {
+                    failed.push((h.name.clone(), r.reason.clone().unwrap_or_default()))
+                }
+                Some(_) => {}
+                None => not_started.push(h.name.clone()),
+            }
+        }
+        let why_not = if outcome.canary_failed {
+            "not started: the canary failed".to_string()
+        } else if self.cancel.level() != at_start {
+            "not started: interrupted".to_string()
+        } else {
+            format!(
+                "not started: {} host{} failed (max-fail {})",
+                outcome.failures,
+                if outcome.failures == 1 { "" } else { "s" },
+                describe_max_fail(block.attrs.max_fail)
+            )
+        };
+        for host in &not_started {
+            self.set_host(
+                &block.id,
+                host,
+                StepStatus::Pending,
+                None,
+                Some(why_not.clone()),
+            );
+            self.emit(EventKind::StepFinished {
+                step_id: block.id.clone(),
+                host: Some(host.clone()),
+                status: StepStatus::Skipped,
+                exit_code: None,
+                duration_ms: 0,
+                attempts: 0,
+                reason: Some(why_not.clone()),
+            });
+        }
+        let mut tail: Vec<String> = Vec::new();
+        if let Some((first, _)) = failed.first() {
+            for line in tails.get(first).into_iter().flatten() {
+                tail.push(format!("{first}: {line}"));
+            }
+        }
+        for (h, why) in &failed {
+            tail.push(format!("{h}: {why}"));
+        }
+        self.fleet.last_failed = failed.iter().map(|(h, _)| h.clone()).collect();
+        let list = |v: &[(String, String)]| {
+            v.iter()
+                .map(|(h, _)| h.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let interrupted = self.cancel.level() != at_start;
+        let (status, reason) = if failed.is_empty() && not_started.is_empty() {
+            (StepStatus::Succeeded, None)
+        } else if interrupted {
+            (StepStatus::Interrupted, Some("interrupted".to_string()))
+        } else if kind == Kind::Rollback {
+            (
+                StepStatus::Failed,
+                Some(format!("failed on {}", list(&failed))),
+            )
+        } else if continue_on_fail {
+            // finish_block turns this into a warning; the hosts stay in the run.
+            (
+                StepStatus::Failed,
+                Some(format!("failed on {}", list(&failed))),
+            )
+        } else {
+            let stop = outcome.canary_failed || outcome.failures > policy.max_fail;
+            for (h, why) in &failed {
+                self.state
+                    .fleet
+                    .failed
+                    .push(crate::run::fanout::FailedHost {
+                        host: h.clone(),
+                        step: block.id.clone(),
+                        reason: why.clone(),
+                    });
+            }
+            self.save();
+            let names: Vec<String> = failed.iter().map(|(h, _)| h.clone()).collect();
+            self.roll_back_hosts(&names, &block.id);
+            if stop {
+                if block.phase != Phase::Prerequisite {
+                    self.fleet.stop_without_rollback = true;
+                }
+                let what = if outcome.canary_failed {
+                    format!("canary failed on {}", list(&failed))
+                } else {
+                    format!(
+                        "failed on {} of {total} host{} ({}; max-fail {})",
+                        failed.len(),
+                        if total == 1 { "" } else { "s" },
+                        list(&failed),
+                        describe_max_fail(block.attrs.max_fail)
+                    )
+                };
+                (StepStatus::Failed, Some(what))
+            } else {
+                let msg = format!(
+                    "step `{}` failed on {} (within max-fail {}); {} left the run",
+                    block.id,
+                    list(&failed),
+                    describe_max_fail(block.attrs.max_fail),
+                    if failed.len() == 1 { "it" } else { "they" }
+                );
+                self.warnings.push(msg.clone());
+                self.emit(EventKind::Warning {
+                    step_id: Some(block.id.clone()),
+                    message: msg,
+                });
+                (StepStatus::Warning, None)
+            }
+        };
+        let last = tail.iter().rev().find(|l| !l.trim().is_empty()).cloned();
+        let status = self.finish_block(
+            block,
+            status,
+            None,
+            reason,
+            1,
+            started_at.elapsed(),
+            lenient,
+            last.as_deref(),
+        );
+        BlockResult { status, tail }
+    }
+
+    /// One report of one host's job: progress, the host's log, events, compensations.
+    #[allow(clippy::too_many_arguments)]
+    fn host_report(
+        &mut self,
+        block: &Block,
+        host: &str,
+        report: &Report,
+        logs: &mut BTreeMap<String, std::fs::File>,
+        tails: &mut BTreeMap<String, VecDeque<String>>,
+        register: Option<&str>,
+    ) {
+        if !logs.contains_key(host)
+            && let Ok(f) = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(self.run.host_log_path(&block.id, host))
+        {
+            logs.insert(host.to_string(), f);
+        }
+        match report {
+            Report::Started(_, attempt) => {
+                if let Some(log) = logs.get_mut(host) {
+                    let _ = writeln!(
+                        log,
+                        "── {}@{host} attempt {attempt} at {} ──",
+                        block.id,
+                        now()
+                    );
+                }
+                if let Some(comp) = register {
+                    let entry = HostCompensation {
+                        rollback: comp.to_string(),
+                        host: host.to_string(),
+                    };
+                    if !self.state.fleet.compensations.contains(&entry) {
+                        self.state.fleet.compensations.push(entry);
+                    }
+                }
+                if let Some(p) = self.progress.get_mut(&block.id)
+                    && let Some(h) = p.hosts.iter_mut().find(|h| h.host == host)
+                {
+                    h.status = StepStatus::Running;
+                    h.attempts = *attempt;
+                    h.started.get_or_insert_with(now);
+                }
+                self.save();
+                self.emit(EventKind::StepStarted {
+                    step_id: block.id.clone(),
+                    phase: phase_name(block.phase).into(),
+                    title: block.title.clone(),
+                    attempt: *attempt,
+                    host: Some(host.to_string()),
+                    eta_ms: None,
+                });
+            }
+            Report::Line(_, stream, line) => {
+                let line = self.em.redactor.redact(line);
+                if let Some(log) = logs.get_mut(host) {
+                    let _ = writeln!(log, "{line}");
+                }
+                let tail = tails.entry(host.to_string()).or_default();
+                tail.push_back(line.clone());
+                if tail.len() > TAIL_LINES {
+                    tail.pop_front();
+                }
+                self.emit(EventKind::Output {
+                    step_id: block.id.clone(),
+                    host: Some(host.to_string()),
+                    stream: stream_name(*stream).into(),
+                    line,
+                });
+            }
+            Report::Retrying(_, attempt, why) => {
+                if let Some(log) = logs.get_mut(host) {
+                    let _ = writeln!(log, "── attempt {attempt} {why} ──");
+                }
+            }
+            Report::Done(_, r) => {
+                if let Some(log) = logs.get_mut(host)
+                    && let Some(why) = &r.reason
+                {
+                    let _ = writeln!(log, "── {why} ──");
+                }
+                self.set_host(&block.id, host, r.status, r.exit_code, r.reason.clone());
+                if let Some(p) = self.progress.get_mut(&block.id)
+                    && let Some(h) = p.hosts.iter_mut().find(|h| h.host == host)
+                {
+                    h.duration_ms = Some(r.duration.as_millis() as u64);
+                }
+                self.save();
+                self.emit(EventKind::StepFinished {
+                    step_id: block.id.clone(),
+                    host: Some(host.to_string()),
+                    status: r.status,
+                    exit_code: r.exit_code,
+                    duration_ms: r.duration.as_millis() as u64,
+                    attempts: r.attempts,
+                    reason: r.reason.clone(),
+                });
+            }
+        }
+    }
+
+    fn set_host(
+        &mut self,
+        step: &str,
+        host: &str,
+        status: StepStatus,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+    ) {
+        if let Some(p) = self.progress.get_mut(step)
+            && let Some(h) = p.hosts.iter_mut().find(|h| h.host == host)
+        {
+            h.status = status;
+            h.exit_code = exit_code;
+            h.reason = reason;
+            if status != StepStatus::Pending {
+                h.completed = Some(now());
+            }
+        }
+    }
+
+    /// Rolls back failed hosts on their own: each one's compensations, newest first.
+    fn roll_back_hosts(&mut self, hosts: &[String], step: &str) {
+        let mut order: Vec<String> = Vec::new();
+        for c in self.state.fleet.compensations.iter().rev() {
+            if hosts.contains(&c.host) && !order.contains(&c.rollback) {
+                order.push(c.rollback.clone());
+            }
+        }
+        let blocks: Vec<Block> = order
+            .iter()
+            .filter_map(|id| {
+                self.cmd
+                    .rollback
+                    .iter()
+                    .find(|b| &b.id == id && b.runnable)
+                    .cloned()
+            })
+            .collect();
+        if blocks.is_empty() || self.opts.dry_run {
+            return;
+        }
+        self.emit(EventKind::RollbackStarted {
+            reason: format!(
+                "step `{step}` failed on {}: rolling back {}",
+                hosts.join(", "),
+                if hosts.len() == 1 {
+                    "that host"
+                } else {
+                    "those hosts"
+                }
+            ),
+            blocks: blocks.iter().map(|b| b.id.clone()).collect(),
+        });
+        for block in blocks {
+            let names: Vec<String> = self
+                .state
+                .fleet
+                .compensations
+                .iter()
+                .rev()
+                .filter(|c| c.rollback == block.id && hosts.contains(&c.host))
+                .map(|c| c.host.clone())
+                .collect();
+            let before: Vec<String> = names.clone();
+            let parallel = self
+                .cmd
+                .blocks()
+                .find(|b| b.attrs.rollback.as_deref() == Some(block.id.as_str()))
+                .and_then(|b| b.attrs.parallel);
+            let result = self.roll_back_on(&block, &before, parallel, false);
+            if result.status.is_failure() {
+                let failed = std::mem::take(&mut self.fleet.last_failed);
+                for h in failed {
+                    self.fleet.left.push(format!(
+                        "{} on host {h}: run by hand there:\n{}",
+                        block.id,
+                        block.code.trim_end()
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn stream_name(s: Stream) -> &'static str {
+    s.name()
+}
+
+/// How many failed hosts are tolerated before no new host starts.
+pub fn threshold(max_fail: Option<MaxFail>, total: usize) -> usize {
+    match max_fail {
+        None => 0,
+        Some(MaxFail::Count(n)) => n as usize,
+        Some(MaxFail::Percent(p)) => total * p as usize / 100,
+    }
+}
+
+fn describe_max_fail(m: Option<MaxFail>) -> String {
+    match m {
+        None => "0".into(),
+        Some(MaxFail::Count(n)) => n.to_string(),
+        Some(MaxFail::Percent(p)) => format!("{p}%"),
+    }
+}

@@ -1,0 +1,268 @@
+//! Concurrent jobs: one step on one host (fan-out), or one step of a `group=` (parallel steps
+//! on this machine). Each job runs its attempts in a worker thread — locally through the
+//! process-group runner, or over ssh through [`crate::run::remote`] — and reports back over a
+//! channel; the scheduler, on the engine's thread, starts jobs `parallel` at a time, canaries
+//! first, and stops starting new ones once critical failures pass the threshold. Jobs emit
+//! nothing themselves: the caller turns reports into events and records.
+
+use crate::event::StepStatus;
+use crate::process::{self, Cancel, Ended, GroupSpec, Stream};
+use crate::run::remote::{self, RemoteEnded};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Where a job runs.
+#[derive(Debug, Clone)]
+pub enum Runner {
+    /// `bash … SCRIPT` on this machine, in its own process group.
+    Local,
+    /// `ssh ARGS…` with the wrapper on stdin.
+    Ssh { args: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub step_id: String,
+    pub host: Option<String>,
+    pub runner: Runner,
+    pub code: String,
+    /// The script file for local runs.
+    pub script_path: PathBuf,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub grace: Duration,
+    pub attempts: u32,
+    pub backoff: Duration,
+    pub token: String,
+    pub run_id: String,
+    /// A failure counts toward the threshold (false for `on-fail=continue`).
+    pub critical: bool,
+}
+
+/// How one job ended.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub status: StepStatus,
+    pub exit_code: Option<i32>,
+    pub reason: Option<String>,
+    pub attempts: u32,
+    pub duration: Duration,
+}
+
+/// What a worker tells the scheduler; `usize` is the job's index.
+#[derive(Debug)]
+pub enum Report {
+    Started(usize, u32),
+    Line(usize, Stream, String),
+    /// An attempt failed and another follows: why.
+    Retrying(usize, u32, String),
+    Done(usize, JobResult),
+}
+
+/// When to stop starting jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub parallel: usize,
+    /// The first `canary` jobs run (and must all succeed) before any other starts.
+    pub canary: usize,
+    /// No new job starts once more than this many critical failures happened.
+    pub max_fail: usize,
+}
+
+pub struct Outcome {
+    /// Per job; `None` for jobs that never started.
+    pub results: Vec<Option<JobResult>>,
+    pub failures: usize,
+    pub canary_failed: bool,
+}
+
+/// Runs the jobs under the policy, calling `on_report` on this thread for every report.
+pub fn run(
+    jobs: Vec<Job>,
+    policy: Policy,
+    cancel: &Cancel,
+    on_report: &mut dyn FnMut(&Job, &Report),
+) -> Outcome {
+    let total = jobs.len();
+    let jobs: Vec<Arc<Job>> = jobs.into_iter().map(Arc::new).collect();
+    let at_start = cancel.level();
+    let canary = policy.canary.min(total);
+    let parallel = policy.parallel.max(1);
+    let (tx, rx) = mpsc::channel::<Report>();
+    let mut results: Vec<Option<JobResult>> = vec![None; total];
+    let (mut next, mut running, mut failures, mut canary_done) = (0, 0, 0, 0);
+    let mut canary_failed = false;
+    loop {
+        let may_start = cancel.level() == at_start && !canary_failed && failures <= policy.max_fail;
+        while may_start
+            && running < parallel
+            && next < total
+            && (next < canary || canary_done == canary)
+        {
+            let job = jobs[next].clone();
+            let (tx, cancel, index) = (tx.clone(), cancel.clone(), next);
+            std::thread::spawn(move || {
+                let result = work(&job, index, &cancel, &tx);
+                let _ = tx.send(Report::Done(index, result));
+            });
+            next += 1;
+            running += 1;
+        }
+        if running == 0 {
+            break;
+        }
+        let Ok(report) = rx.recv() else { break };
+        let index = match &report {
+            Report::Started(i, _)
+            | Report::Line(i, _, _)
+            | Report::Retrying(i, _, _)
+            | Report::Done(i, _) => *i,
+        };
+        if let Report::Done(i, r) = &report {
+            running -= 1;
+            let failed = r.status.is_failure() && jobs[*i].critical;
+            if failed {
+                failures += 1;
+            }
+            if *i < canary {
+                canary_done += 1;
+                canary_failed |= failed;
+            }
+            results[*i] = Some(r.clone());
+        }
+        on_report(&jobs[index], &report);
+    }
+    Outcome {
+        results,
+        failures,
+        canary_failed,
+    }
+}
+
+/// One job's attempts, in a worker thread.
+fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::Sender<Report>) -> JobResult {
+    let started = Instant::now();
+    let at_start = cancel.level();
+    let mut attempt = 0;
+    let mut last = Attempt::Cancelled;
+    while attempt < job.attempts {
+        attempt += 1;
+        if attempt > 1 {
+            let wait = job
+                .backoff
+                .saturating_mul(1 << (attempt - 2).min(16))
+                .min(Duration::from_secs(60));
+            let until = Instant::now() + wait;
+            while Instant::now() < until && cancel.level() == at_start {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if cancel.level() != at_start {
+                last = Attempt::Cancelled;
+                break;
+            }
+        }
+        let _ = tx.send(Report::Started(index, attempt));
+        let token = format!("{}/{attempt}", job.token);
+        let mut on_line = |stream: Stream, line: &str| {
+            let _ = tx.send(Report::Line(index, stream, line.to_string()));
+        };
+        last = match &job.runner {
+            Runner::Local => {
+                let args = [
+                    "--noprofile".to_string(),
+                    "--norc".to_string(),
+                    "-Eeuo".to_string(),
+                    "pipefail".to_string(),
+                    job.script_path.display().to_string(),
+                ];
+                let spec = GroupSpec {
+                    program: "bash",
+                    args: &args,
+                    cwd: &job.cwd,
+                    env: &job.env,
+                    stdin: None,
+                    timeout: job.timeout,
+                    grace: job.grace,
+                    token: &token,
+                };
+                match process::run_group(&spec, cancel, &mut on_line) {
+                    Ok(Ended::Exited(c)) => Attempt::Exited(c),
+                    Ok(Ended::TimedOut) => Attempt::TimedOut,
+                    Ok(Ended::Cancelled(_)) => Attempt::Cancelled,
+                    Err(e) => Attempt::Broken(format!("cannot start bash: {e}")),
+                }
+            }
+            Runner::Ssh { args } => {
+                let wrapper = remote::wrapper(&remote::Wrapper {
+                    script: &job.code,
+                    env: &job.env,
+                    token: &token,
+                    run_id: &job.run_id,
+                    timeout: job.timeout,
+                    grace: job.grace,
+                });
+                match remote::run_ssh(args, wrapper, job.timeout, job.grace, cancel, &mut on_line) {
+                    Ok(RemoteEnded::Exited(c)) => Attempt::Exited(c),
+                    Ok(RemoteEnded::TimedOut) => Attempt::TimedOut,
+                    Ok(RemoteEnded::Cancelled(_)) => Attempt::Cancelled,
+                    Ok(RemoteEnded::Unreachable(d)) => {
+                        Attempt::Broken(format!("cannot reach the host: {d}"))
+                    }
+                    Ok(RemoteEnded::Dropped(d)) => Attempt::Broken(format!(
+                        "the connection to the host dropped while the step ran: {d}"
+                    )),
+                    Err(e) => Attempt::Broken(format!("cannot start ssh: {e}")),
+                }
+            }
+        };
+        match &last {
+            Attempt::Exited(0) | Attempt::Cancelled => break,
+            other if attempt < job.attempts => {
+                let _ = tx.send(Report::Retrying(
+                    index,
+                    attempt,
+                    other.describe(job.timeout),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let (status, exit_code) = match &last {
+        Attempt::Exited(0) => (StepStatus::Succeeded, Some(0)),
+        Attempt::Exited(c) => (StepStatus::Failed, Some(*c)),
+        Attempt::TimedOut => (StepStatus::TimedOut, None),
+        Attempt::Cancelled => (StepStatus::Interrupted, None),
+        Attempt::Broken(_) => (StepStatus::Failed, None),
+    };
+    let reason = (status != StepStatus::Succeeded).then(|| last.describe(job.timeout));
+    JobResult {
+        status,
+        exit_code,
+        reason,
+        attempts: attempt,
+        duration: started.elapsed(),
+    }
+}
+
+enum Attempt {
+    Exited(i32),
+    TimedOut,
+    Cancelled,
+    /// ssh could not connect, the connection dropped, or the program would not start.
+    Broken(String),
+}
+
+impl Attempt {
+    fn describe(&self, timeout: Duration) -> String {
+        match self {
+            Attempt::Exited(c) if *c > 128 => format!("killed by signal {}", c - 128),
+            Attempt::Exited(c) => format!("exited with status {c}"),
+            Attempt::TimedOut => format!("timed out after {}", crate::duration::display(timeout)),
+            Attempt::Cancelled => "interrupted".into(),
+            Attempt::Broken(why) => why.clone(),
+        }
+    }
+}
