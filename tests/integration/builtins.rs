@@ -1,0 +1,683 @@
+//! The five built-in runbooks (`commands/*.md`) run end to end by the real binary against real
+//! Nix, on the small offline flakes of `fixtures/flakes/make-fixture.sh`, with the stand-ins of
+//! `tests/stubs/` for what cannot run here (systemd, `nixos-rebuild`'s activation).
+//!
+//! Tests that need `nix` (and `git`) skip with a printed reason when it is missing, and fail
+//! instead when `NIXCMD_TEST_REQUIRE_ALL=1`. The `deploy-all` tests also need `sshd` (and root):
+//! they run over the real OpenSSH servers of `tests/support/sshd-harness.sh`.
+
+use crate::support::{Output, Test, repo, skip, which};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// What `.ci/run` sets: flakes on, no binary cache (offline), no sandbox (the fixture builders
+/// call `/bin/mkdir` and friends).
+const NIX_CONFIG: &str =
+    "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false";
+
+const SYSTEM: &str = "x86_64-linux";
+
+/// Nix and git are installed (else the test is skipped, or fails under REQUIRE_ALL).
+fn have_nix() -> bool {
+    for tool in ["nix", "nix-env", "nix-instantiate", "git"] {
+        if which(tool).is_none() {
+            return !skip(&format!("`{tool}` is not installed"));
+        }
+    }
+    true
+}
+
+fn stubs() -> PathBuf {
+    repo().join("tests/stubs")
+}
+
+/// `PATH` with the stand-ins first.
+fn stub_path() -> String {
+    format!(
+        "{}:{}",
+        stubs().display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Runs a program with the fixture environment; panics with its output when it fails.
+fn sh(root: &Path, cwd: &Path, program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .env("HOME", root.join("home"))
+        .env_remove("XDG_CACHE_HOME")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// Generates the fixture fleet `VARIANT` into `[TEMP]/fx` and returns `[TEMP]/fx/app`.
+fn fixture(t: &Test, variant: &str) -> PathBuf {
+    let dir = t.root().join("fx");
+    let script = repo().join("fixtures/flakes/make-fixture.sh");
+    let app = sh(
+        t.root(),
+        t.root(),
+        script.to_str().unwrap(),
+        &[dir.to_str().unwrap(), variant],
+    );
+    let app = PathBuf::from(app);
+    assert!(app.join("flake.lock").is_file(), "no flake.lock in {app:?}");
+    app
+}
+
+/// `nixcmd run COMMAND ARGS… --dir APP --yes` with the Nix environment.
+fn run(t: Test, command: &str, args: &[&str], app: &Path) -> Test {
+    t.env("NIX_CONFIG", NIX_CONFIG)
+        .env_remove("NIXCMD_SYSTEM_ROOT")
+        .env_remove("NIXCMD_STUB_SYSTEMD")
+        .env_remove("NIXCMD_STUB_FAIL_UNITS")
+        .timeout(Duration::from_secs(120))
+        .arg("run")
+        .arg(command)
+        .args(args)
+        .arg("--dir")
+        .arg(app)
+}
+
+/// The folder of the one run recorded under `[TEMP]/state`.
+fn run_dir(out: &Output) -> PathBuf {
+    let runs = out.root.path().join("state/nixcmd/runs");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .unwrap_or_else(|e| panic!("no runs in {runs:?}: {e}\n{}", out.normalized()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs.len(), 1, "expected one run: {dirs:?}");
+    dirs.pop().unwrap()
+}
+
+/// The output lines of one step of the run (its log without nixcmd's attempt markers).
+fn step_log(out: &Output, step: &str) -> Vec<String> {
+    let path = run_dir(out).join("logs").join(format!("{step}.log"));
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {path:?}: {e}\n{}", out.normalized()))
+        .lines()
+        .filter(|l| !l.starts_with("── "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The lines of the summary's `warnings:` list.
+fn warnings(out: &Output) -> Vec<String> {
+    let text = format!("{}{}", out.stdout, out.stderr);
+    let mut lines = text.lines().skip_while(|l| l.trim() != "warnings:").skip(1);
+    let mut found = Vec::new();
+    for l in lines.by_ref() {
+        match l.strip_prefix("  - ") {
+            Some(w) => found.push(w.to_string()),
+            None => break,
+        }
+    }
+    found
+}
+
+fn lock(app: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(app.join("flake.lock")).unwrap()).unwrap()
+}
+
+fn git(root: &Path, app: &Path, args: &[&str]) -> String {
+    sh(root, app, "git", args)
+}
+
+/// A hash of every file, symlink and folder under `dir` (paths, modes, contents, link
+/// targets), of the git `HEAD` and index-independent status of each repository, but not of git's
+/// own bookkeeping (`.git/index` is refreshed by read-only commands such as `git status`).
+fn tree_hash(dir: &Path) -> String {
+    fn walk(base: &Path, dir: &Path, h: &mut Sha256) {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        entries.sort();
+        for p in entries {
+            let rel = p.strip_prefix(base).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            h.update(rel.as_bytes());
+            if meta.file_type().is_symlink() {
+                h.update(b"-> ");
+                h.update(std::fs::read_link(&p).unwrap().display().to_string());
+            } else if meta.is_dir() {
+                if p.file_name().is_some_and(|n| n == ".git") {
+                    let head = Command::new("git")
+                        .args(["rev-parse", "HEAD"])
+                        .current_dir(p.parent().unwrap())
+                        .output()
+                        .unwrap();
+                    h.update(&head.stdout);
+                    continue;
+                }
+                h.update(b"/");
+                walk(base, &p, h);
+            } else {
+                use std::os::unix::fs::PermissionsExt;
+                h.update(format!(" {:o} ", meta.permissions().mode()));
+                h.update(std::fs::read(&p).unwrap());
+            }
+            h.update(b"\n");
+        }
+    }
+    let mut h = Sha256::new();
+    walk(dir, dir, &mut h);
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A fake NixOS machine under `[TEMP]/fx/root` running `system` (a store path or folder):
+/// `run/current-system`, `run/booted-system` and the system profile (generation 1) point at it.
+fn machine(t: &Test, system: &Path) -> PathBuf {
+    let root = t.root().join("fx/root");
+    std::fs::create_dir_all(root.join("run")).unwrap();
+    std::fs::create_dir_all(root.join("nix/var/nix/profiles")).unwrap();
+    std::os::unix::fs::symlink(system, root.join("run/current-system")).unwrap();
+    std::os::unix::fs::symlink(system, root.join("run/booted-system")).unwrap();
+    std::os::unix::fs::symlink(system, root.join("nix/var/nix/profiles/system-1-link")).unwrap();
+    std::os::unix::fs::symlink("system-1-link", root.join("nix/var/nix/profiles/system")).unwrap();
+    root
+}
+
+/// Builds host `web1` of the fixture as it is locked now and returns its store path.
+fn build_web1(t: &Test, app: &Path) -> PathBuf {
+    let attr = ".#nixosConfigurations.web1.config.system.build.toplevel";
+    let out = sh(
+        t.root(),
+        app,
+        "nix",
+        &["build", "--no-link", "--json", attr],
+    );
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    PathBuf::from(json[0]["outputs"]["out"].as_str().unwrap())
+}
+
+fn resolve(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|e| panic!("cannot resolve {p:?}: {e}"))
+}
+
+// ---- flake-update ------------------------------------------------------------------------------
+
+#[test]
+fn flake_update_locks_the_changed_input_and_commits_the_lock() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "update");
+    let root = t.root().to_path_buf();
+    let before = lock(&app);
+    let head_before = git(&root, &app, &["rev-parse", "HEAD"]);
+    let dep_dir = t.root().join("fx/dep");
+    let dep_hash = sh(
+        &root,
+        &root,
+        "nix",
+        &["hash", "path", dep_dir.to_str().unwrap()],
+    );
+
+    let out = run(t, "flake-update", &["--yes"], &app).run();
+    out.assert_status(0);
+
+    // one new commit on top of the fixture's, with only flake.lock, and a clean work tree
+    assert_eq!(
+        git(&root, &app, &["log", "--format=%s"]),
+        "flake.lock: update dep\ninitial fleet"
+    );
+    assert_eq!(git(&root, &app, &["rev-parse", "HEAD~1"]), head_before);
+    assert_eq!(
+        git(&root, &app, &["show", "--name-only", "--format=", "HEAD"]),
+        "flake.lock"
+    );
+    assert_eq!(git(&root, &app, &["status", "--porcelain"]), "");
+    let body = git(&root, &app, &["log", "-1", "--format=%b"]);
+    assert!(body.contains("dep: sha256-"), "commit message: {body}");
+
+    // dep moved to the new tree (its narHash is the hash of the dep folder now); nothing else
+    let after = lock(&app);
+    assert_eq!(
+        after["nodes"]["dep"]["locked"]["narHash"],
+        dep_hash.as_str()
+    );
+    assert_ne!(
+        after["nodes"]["dep"]["locked"]["narHash"],
+        before["nodes"]["dep"]["locked"]["narHash"]
+    );
+    assert!(
+        after["nodes"]["dep"]["locked"]["lastModified"].as_u64()
+            > before["nodes"]["dep"]["locked"]["lastModified"].as_u64()
+    );
+    assert_eq!(after["nodes"]["nixpkgs"], before["nodes"]["nixpkgs"]);
+    assert_eq!(after["nodes"]["root"], before["nodes"]["root"]);
+
+    // the report, the build of both hosts and the closure diff ran
+    let report = step_log(&out, "report");
+    assert_eq!(report[0], "Inputs that moved:");
+    assert!(report[1].starts_with("  dep: sha256-"), "{report:?}");
+    let diff = step_log(&out, "closure-diff").join("\n");
+    for host in ["web1", "web2"] {
+        assert!(
+            diff.contains(&format!("== {host}\ngreeter: 1.0.0 → 1.1.0")),
+            "{diff}"
+        );
+    }
+    assert!(
+        step_log(&out, "push")
+            .join("\n")
+            .contains("the current branch has no upstream: push skipped")
+    );
+}
+
+#[test]
+fn flake_update_restores_the_lock_byte_for_byte_when_the_new_input_breaks_evaluation() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "broken-update");
+    let root = t.root().to_path_buf();
+    let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
+
+    let out = run(t, "flake-update", &["--yes"], &app).run();
+    out.assert_status(1);
+
+    assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
+    assert_eq!(git(&root, &app, &["log", "--format=%s"]), "initial fleet");
+    assert_eq!(git(&root, &app, &["status", "--porcelain"]), "");
+    let text = out.normalized();
+    assert!(text.contains("✗ check failed"), "{text}");
+    assert!(
+        text.contains("error: undefined variable 'brokenVersionVariable'"),
+        "{text}"
+    );
+    assert!(text.contains("✓ restore-lock ok"), "{text}");
+    assert!(
+        text.contains("troubleshooting: nix flake check fails after the update"),
+        "{text}"
+    );
+    // the steps after the failed check never ran
+    let progress: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir(&out).join("progress.json")).unwrap())
+            .unwrap();
+    let status = |id: &str| {
+        progress["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["status"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    for step in ["build", "commit", "push"] {
+        assert_eq!(status(step), "pending", "{step}: {progress:#}");
+    }
+}
+
+// ---- config-audit ------------------------------------------------------------------------------
+
+#[test]
+fn config_audit_passes_a_clean_flake() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "clean");
+    let out = run(t, "config-audit", &[], &app).run();
+    out.assert_status(0);
+    assert_eq!(warnings(&out), Vec::<String>::new());
+    assert_eq!(
+        step_log(&out, "report"),
+        ["==== config audit: 0 errors, 0 warnings"]
+    );
+    let syntax = step_log(&out, "syntax");
+    assert_eq!(
+        syntax.last().unwrap(),
+        "parsed 4 .nix files, 0 with syntax errors"
+    );
+}
+
+#[test]
+fn config_audit_reports_a_syntax_error_with_its_file_and_line() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "syntax-error");
+    let out = run(t, "config-audit", &[], &app).run();
+    out.assert_status(1);
+    let finding = "modules/broken.nix:5:10: syntax error, unexpected '=', expecting ';'";
+    assert_eq!(
+        warnings(&out),
+        [format!(
+            "step `syntax` exited with status 1: syntax errors in 1 .nix files, first: {finding} \
+             (continuing: on-fail=continue)"
+        )]
+    );
+    assert_eq!(
+        step_log(&out, "report"),
+        [
+            "==== config audit: 1 errors, 0 warnings".to_string(),
+            "  syntax           1".to_string(),
+            format!("error   [syntax] {finding}"),
+        ]
+    );
+    // the failed success criterion shows the finding in the summary
+    assert!(
+        out.normalized()
+            .contains(&format!("│ error [syntax] {finding}")),
+        "{}",
+        out.normalized()
+    );
+}
+
+#[test]
+fn config_audit_reports_a_stale_input_as_a_warning() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "stale");
+    let out = run(t, "config-audit", &[], &app).run();
+    out.assert_status(0);
+    let days = (jiff::Timestamp::now().as_second() - 1_577_836_800) / 86_400;
+    let finding = format!(
+        "dep is {days} days old (locked at 2020-01-01; limit 90 days): run /flake-update dep"
+    );
+    assert_eq!(
+        warnings(&out),
+        [format!(
+            "step `inputs` exited with status 1: {finding} (continuing: on-fail=continue)"
+        )]
+    );
+    assert_eq!(
+        step_log(&out, "report"),
+        [
+            "==== config audit: 0 errors, 1 warnings".to_string(),
+            "  input-age        1".to_string(),
+            format!("warning [input-age] {finding}"),
+        ]
+    );
+}
+
+// ---- update-package ----------------------------------------------------------------------------
+
+/// The `update` fixture, with this machine "running" web1 as it is locked (greeter 1.0.0).
+fn update_package_setup(t: &Test) -> (PathBuf, PathBuf, PathBuf) {
+    let app = fixture(t, "update");
+    let old = build_web1(t, &app);
+    let root = machine(t, &old);
+    (app, root, old)
+}
+
+#[test]
+fn update_package_moves_the_package_to_the_new_version_builds_and_switches() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let (app, root, old) = update_package_setup(&t);
+    let stub_log = t.root().join("stub.log");
+    let temp = t.root().to_path_buf();
+    let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
+        .env("PATH", stub_path())
+        .env("NIXCMD_SYSTEM_ROOT", root.to_str().unwrap())
+        .env("NIXCMD_STUB_LOG", stub_log.to_str().unwrap())
+        .run();
+    out.assert_status(0);
+
+    assert_eq!(
+        step_log(&out, "new-version").last().unwrap(),
+        "greeter: 1.0.0 -> 1.1.0"
+    );
+    let version = sh(
+        &temp,
+        &app,
+        "nix",
+        &[
+            "eval",
+            "--raw",
+            &format!(".#packages.{SYSTEM}.greeter.version"),
+        ],
+    );
+    assert_eq!(version, "1.1.0");
+    // the new system runs and is the boot default; the old one is not
+    let running = resolve(&root.join("run/current-system"));
+    assert_ne!(running, old);
+    assert!(
+        running
+            .display()
+            .to_string()
+            .ends_with("-nixos-system-web1-1.1.0"),
+        "{running:?}"
+    );
+    assert_eq!(resolve(&root.join("nix/var/nix/profiles/system")), running);
+    assert_eq!(
+        std::fs::read_to_string(root.join("boot/default-system")).unwrap(),
+        format!("{}\n", running.display())
+    );
+    let calls = std::fs::read_to_string(&stub_log).unwrap();
+    let rebuilds: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.starts_with("nixos-rebuild"))
+        .collect();
+    assert_eq!(
+        rebuilds,
+        [
+            "nixos-rebuild test --flake .#web1",
+            "nixos-rebuild switch --flake .#web1"
+        ]
+    );
+    // flake.lock is updated but left for the operator to commit
+    let root_dir = out.root.path().to_path_buf();
+    assert_eq!(
+        git(&root_dir, &app, &["status", "--porcelain"]),
+        " M flake.lock"
+    );
+}
+
+#[test]
+fn update_package_rolls_back_to_the_recorded_system_when_units_fail() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let (app, root, old) = update_package_setup(&t);
+    let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
+    let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
+        .env("PATH", stub_path())
+        .env("NIXCMD_SYSTEM_ROOT", root.to_str().unwrap())
+        .env("NIXCMD_STUB_FAIL_UNITS", "1")
+        .run();
+    out.assert_status(1);
+    let text = out.normalized();
+    assert!(text.contains("✗ test failed"), "{text}");
+    assert!(text.contains("✓ restore-system ok"), "{text}");
+    assert!(text.contains("✓ restore-lock ok"), "{text}");
+    assert_eq!(resolve(&root.join("run/current-system")), old);
+    assert_eq!(resolve(&root.join("nix/var/nix/profiles/system")), old);
+    assert!(!root.join("boot/default-system").exists());
+    assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
+    assert_eq!(
+        step_log(&out, "restore-system").last().unwrap(),
+        &format!("running system restored to {}", old.display())
+    );
+}
+
+#[test]
+fn update_package_stops_with_success_when_there_is_no_new_version() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "clean");
+    let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
+    let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
+        .env("PATH", stub_path())
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        step_log(&out, "new-version").last().unwrap(),
+        "greeter is already at its newest version (1.0.0) in 'dep': flake.lock left as it was"
+    );
+    assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
+}
+
+// ---- system-health-check -----------------------------------------------------------------------
+
+/// Runs the health check on a fake NixOS machine with the systemd stand-ins in `mode`.
+/// Disk thresholds are 99%/100% so that the machine running the tests does not change the report.
+fn health(mode: &str) -> (Output, String) {
+    let t = Test::new();
+    let system = t.root().join("fx/system");
+    std::fs::create_dir_all(&system).unwrap();
+    let root = machine(&t, &system);
+    let out = t
+        .env("PATH", stub_path())
+        .env("NIXCMD_SYSTEM_ROOT", root.to_str().unwrap())
+        .env("NIXCMD_STUB_SYSTEMD", mode)
+        .args(["run", "system-health-check", "no", "99", "100"])
+        .run();
+    let host = String::from_utf8(Command::new("uname").arg("-n").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    (out, host)
+}
+
+#[test]
+fn system_health_check_without_systemd_completes_with_a_warning() {
+    let (out, host) = health("offline");
+    out.assert_status(0);
+    assert_eq!(
+        warnings(&out),
+        [
+            "step `systemd` exited with status 1: systemd is not running on this machine \
+          (state: offline): unit checks skipped (continuing: on-fail=continue)"
+        ]
+    );
+    assert_eq!(
+        step_log(&out, "report"),
+        [
+            format!("==== {host}: DEGRADED (0 errors, 1 warnings)"),
+            "warning [systemd] systemd is not running (state: offline)".to_string(),
+        ]
+    );
+}
+
+#[test]
+fn system_health_check_reports_a_healthy_machine_exactly() {
+    let (out, host) = health("healthy");
+    out.assert_status(0);
+    assert_eq!(warnings(&out), Vec::<String>::new());
+    assert_eq!(
+        step_log(&out, "systemd"),
+        ["systemd: running", "failed units: none"]
+    );
+    assert_eq!(
+        step_log(&out, "pending"),
+        ["pending activation: none", "reboot needed: no"]
+    );
+    assert_eq!(step_log(&out, "generations"), ["system generations: 1"]);
+    assert_eq!(step_log(&out, "journal"), ["journal errors since boot: 0"]);
+    assert_eq!(
+        step_log(&out, "report"),
+        [format!("==== {host}: HEALTHY (0 errors, 0 warnings)")]
+    );
+}
+
+#[test]
+fn system_health_check_reports_a_degraded_machine_exactly() {
+    let (out, host) = health("degraded");
+    out.assert_status(1);
+    assert_eq!(
+        warnings(&out),
+        [
+            "step `systemd` exited with status 1: systemd is degraded, failed units: \
+             nginx.service restic-backups-daily.service (continuing: on-fail=continue)",
+            "step `journal` exited with status 1: 4 error messages in the journal since boot \
+             (continuing: on-fail=continue)",
+        ]
+    );
+    assert_eq!(
+        step_log(&out, "systemd"),
+        [
+            "systemd: degraded",
+            "failed units:",
+            "  nginx.service",
+            "  restic-backups-daily.service",
+            "systemd is degraded, failed units: nginx.service restic-backups-daily.service",
+        ]
+    );
+    assert_eq!(
+        step_log(&out, "report"),
+        [
+            format!("==== {host}: CRITICAL (3 errors, 1 warnings)"),
+            "error   [systemd] systemd is degraded".to_string(),
+            "error   [failed-unit] nginx.service".to_string(),
+            "error   [failed-unit] restic-backups-daily.service".to_string(),
+            "warning [journal] 4 error messages since boot (journalctl -b -p err)".to_string(),
+        ]
+    );
+    let text = out.normalized();
+    assert!(
+        text.contains("troubleshooting: degraded with failed units"),
+        "{text}"
+    );
+}
+
+// ---- --dry-run ---------------------------------------------------------------------------------
+
+#[test]
+fn dry_run_of_every_builtin_changes_no_file() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "update");
+    let old = build_web1(&t, &app);
+    let root = machine(&t, &old);
+    let fx = t.root().join("fx");
+    let temp = t.root().to_path_buf();
+    let state = temp.join("state");
+    let before = tree_hash(&fx);
+    for (command, args) in [
+        ("flake-update", vec![]),
+        ("config-audit", vec![]),
+        ("update-package", vec!["greeter", "web1"]),
+        ("system-health-check", vec![]),
+    ] {
+        let out = run(Test::new(), command, &args, &app)
+            .env("PATH", stub_path())
+            .env("NIXCMD_SYSTEM_ROOT", root.to_str().unwrap())
+            .env("XDG_STATE_HOME", state.to_str().unwrap())
+            .arg("--dry-run")
+            .run();
+        out.assert_status(0);
+        assert!(
+            out.normalized().contains("does not run — dry run")
+                || command == "config-audit"
+                || command == "system-health-check",
+            "{}",
+            out.normalized()
+        );
+        assert_eq!(
+            tree_hash(&fx),
+            before,
+            "--dry-run of {command} changed a file under {fx:?}:\n{}",
+            out.normalized()
+        );
+    }
+    // (deploy-all's dry run is in deploy_all_dry_run_changes_nothing: it needs hosts)
+}
