@@ -172,7 +172,9 @@ fn tokenize(info: &str, start: usize, end: usize, out: &mut Info) {
                     value_span: value_start..i,
                 });
             } else {
-                while i < end && !bytes[i].is_ascii_whitespace() && bytes[i] != b',' {
+                // `hosts=a,b` is one value: a comma inside a host list does not end it.
+                let list = key == "hosts";
+                while i < end && !bytes[i].is_ascii_whitespace() && (list || bytes[i] != b',') {
                     i += 1;
                 }
                 out.attrs.push(RawAttr {

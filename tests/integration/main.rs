@@ -5,10 +5,16 @@
 mod support;
 
 mod bad_input;
+mod builtins;
 mod check;
 mod corpus;
 mod fixtures;
 mod fuzz_regressions;
+mod hosts;
 mod list;
 mod new;
+mod run_gates;
+mod run_records;
+mod run_signals;
+mod run_support;
 mod show;

@@ -1,0 +1,579 @@
+//! Host fan-out and parallel groups against real OpenSSH servers on loopback
+//! (`tests/support/sshd-harness.sh`): every "host" is an sshd on its own port of this machine,
+//! so the hosts write their timestamps and markers into the test's temporary folder, and
+//! `sshd-harness.sh procs` finds whatever a remote session left behind.
+
+use crate::support::{Output, Test, repo, skip};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// Running sshd servers, one per host; stopped (with everything their sessions left) on drop.
+struct Fleet {
+    dir: tempfile::TempDir,
+    ports: Vec<u16>,
+}
+
+fn harness() -> PathBuf {
+    repo().join("tests/support/sshd-harness.sh")
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local address").port()
+}
+
+impl Fleet {
+    /// `n` servers, or `None` (after printing why) when this machine cannot run them.
+    fn start(n: usize) -> Option<Fleet> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            skip("the sshd tests need root (sshd must switch to the logged-in user)");
+            return None;
+        }
+        if !Path::new("/usr/sbin/sshd").exists() || crate::support::which("ssh").is_none() {
+            skip("sshd or ssh is not installed (apt-get install openssh-server openssh-client)");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("nixcmd-sshd")
+            .tempdir()
+            .expect("a temporary folder");
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let out = Command::new(harness())
+            .arg("start")
+            .arg(dir.path())
+            .args(ports.iter().map(|p| p.to_string()))
+            .output()
+            .expect("run sshd-harness.sh");
+        assert!(
+            out.status.success(),
+            "sshd-harness start failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(Fleet { dir, ports })
+    }
+
+    fn ssh_config(&self) -> String {
+        self.dir.path().join("ssh_config").display().to_string()
+    }
+
+    /// `nixcmd.toml` with hosts `h1`…`hN` (tag `even` on every second one) plus `extra`.
+    fn config(&self, extra: &str) -> String {
+        let mut s = format!(
+            "[ssh]\nconnect_timeout = 5\noptions = [\"-F\", \"{}\"]\n",
+            self.ssh_config()
+        );
+        for (i, port) in self.ports.iter().enumerate() {
+            let tags = if i % 2 == 1 { "[\"even\"]" } else { "[]" };
+            s.push_str(&format!(
+                "\n[hosts.h{}]\ntarget = \"h-{port}\"\ntags = {tags}\n",
+                i + 1
+            ));
+        }
+        s.push_str(extra);
+        s
+    }
+
+    /// Pids of processes that sessions on this port left, zombies excluded.
+    fn leftovers(&self, port: u16) -> Vec<String> {
+        let out = Command::new(harness())
+            .arg("procs")
+            .arg(self.dir.path())
+            .arg(port.to_string())
+            .output()
+            .expect("run sshd-harness.sh procs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let state = stat.rsplit_once(") ").map(|(_, r)| r.chars().next());
+                matches!(state, Some(Some(s)) if s != 'Z')
+            })
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = Command::new(harness())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A test project with the fleet's `nixcmd.toml` and one runbook `fan.md`.
+fn project(fleet: &Fleet, extra_config: &str, runbook: &str) -> Test {
+    Test::new()
+        .file("project/nixcmd.toml", fleet.config(extra_config))
+        .dir("marks")
+        .runbook("fan.md", runbook)
+        .env("MARKS", "[TEMP]/marks")
+        .timeout(Duration::from_secs(120))
+}
+
+/// The files the hosts wrote into `[TEMP]/marks`, name → contents.
+fn marks(out: &Output) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for e in std::fs::read_dir(out.root.path().join("marks")).expect("marks folder") {
+        let e = e.expect("entry");
+        m.insert(
+            e.file_name().to_string_lossy().into_owned(),
+            std::fs::read_to_string(e.path()).unwrap_or_default(),
+        );
+    }
+    m
+}
+
+fn names(m: &BTreeMap<String, String>, prefix: &str) -> Vec<String> {
+    m.keys()
+        .filter_map(|k| k.strip_prefix(prefix).map(str::to_string))
+        .collect()
+}
+
+/// The runbook's steps write `$MARKS`; the argument carries the folder to the hosts (their
+/// environment is the step's, not nixcmd's).
+fn runbook(steps: &str, rollback: &str) -> String {
+    format!(
+        "---\ndescription: fan-out test\nnixcmd:\n  args:\n    marks: {{ required: true }}\n---\n# Fan\n\n## Steps\n{steps}\n## Rollback\n{rollback}"
+    )
+}
+
+fn run(t: Test, extra: &[&str]) -> Output {
+    let marks = t.root().join("marks").display().to_string();
+    t.args(["run", "fan", &marks])
+        .args(extra.iter().copied())
+        .run()
+}
+
+#[test]
+fn every_host_runs_once_never_more_than_parallel_at_once() {
+    let Some(fleet) = Fleet::start(5) else { return };
+    let steps = r#"### stamp
+```bash {id=stamp hosts=all parallel=2}
+m=$NIXCMD_ARG_MARKS
+echo "start $(date +%s.%N)" >>"$m/run-$NIXCMD_HOST"
+sleep 0.6
+echo "end $(date +%s.%N)" >>"$m/run-$NIXCMD_HOST"
+echo "$NIXCMD_HOST on $SSHD_HARNESS_HOST"
+```
+"#;
+    let out = run(project(&fleet, "", &runbook(steps, "")), &[]);
+    out.assert_status(0);
+    let m = marks(&out);
+    assert_eq!(names(&m, "run-"), ["h1", "h2", "h3", "h4", "h5"]);
+    let mut events: Vec<(f64, i32)> = Vec::new();
+    for (name, text) in &m {
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{name} ran more than once:\n{text}");
+        for l in lines {
+            let (what, t) = l.split_once(' ').expect("stamp line");
+            events.push((
+                t.parse().expect("a time"),
+                if what == "start" { 1 } else { -1 },
+            ));
+        }
+    }
+    events.sort_by(|a, b| a.partial_cmp(b).expect("comparable"));
+    let (mut now, mut most) = (0, 0);
+    for (_, d) in events {
+        now += d;
+        most = most.max(now);
+    }
+    assert_eq!(most, 2, "hosts at once (parallel=2)");
+    // Each host really ran over its own sshd.
+    for (i, port) in fleet.ports.iter().enumerate() {
+        assert!(
+            out.stdout.contains(&format!("stamp@h{}", i + 1)),
+            "{}",
+            out.stdout
+        );
+        let log = std::fs::read_dir(out.root.path().join("state/nixcmd/runs"))
+            .expect("runs")
+            .next()
+            .expect("one run")
+            .expect("entry")
+            .path()
+            .join(format!("logs/stamp@h{}.log", i + 1));
+        let log = std::fs::read_to_string(&log).expect("per-host log");
+        assert!(log.contains(&format!("h{} on h-{port}", i + 1)), "{log}");
+    }
+}
+
+#[test]
+fn a_failing_host_stops_new_ones_lets_others_finish_and_only_it_is_rolled_back() {
+    let Some(fleet) = Fleet::start(4) else { return };
+    let steps = r#"### change
+```bash {id=change hosts=all parallel=2 rollback=undo}
+m=$NIXCMD_ARG_MARKS
+touch "$m/started-$NIXCMD_HOST"
+if [ "$NIXCMD_HOST" = h2 ]; then echo "h2 breaks" >&2; exit 3; fi
+sleep 1
+touch "$m/done-$NIXCMD_HOST"
+```
+### later
+```bash {id=later hosts=all}
+touch "$NIXCMD_ARG_MARKS/later-$NIXCMD_HOST"
+```
+"#;
+    let rollback = r#"### undo
+```bash
+touch "$NIXCMD_ARG_MARKS/undo-$NIXCMD_HOST"
+```
+"#;
+    let out = run(project(&fleet, "", &runbook(steps, rollback)), &[]);
+    out.assert_status(1);
+    let m = marks(&out);
+    assert_eq!(
+        names(&m, "started-"),
+        ["h1", "h2"],
+        "h3 and h4 must not start"
+    );
+    assert_eq!(names(&m, "done-"), ["h1"], "h1 was in flight and finishes");
+    assert_eq!(
+        names(&m, "undo-"),
+        ["h2"],
+        "only the failed host is rolled back"
+    );
+    assert!(names(&m, "later-").is_empty());
+    assert!(
+        out.stdout
+            .contains("failed on 1 of 4 hosts (h2; max-fail 0)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("not started: 1 host failed (max-fail 0)")
+    );
+
+    // resume retries only the host that failed and the ones that did not start.
+    let marks_dir = out.root.path().join("marks");
+    for f in std::fs::read_dir(&marks_dir).expect("marks") {
+        std::fs::remove_file(f.expect("entry").path()).expect("remove mark");
+    }
+    let run_id = std::fs::read_dir(out.root.path().join("state/nixcmd/runs"))
+        .expect("runs")
+        .next()
+        .expect("one run")
+        .expect("entry")
+        .file_name()
+        .to_string_lossy()
+        .into_owned();
+    // h2 succeeds this time: the runbook reads a file the test now creates.
+    let resumed = Command::new(crate::support::BIN)
+        .args(["resume", &run_id])
+        .current_dir(out.root.path().join("project"))
+        .env("HOME", out.root.path().join("home"))
+        .env("XDG_STATE_HOME", out.root.path().join("state"))
+        .env("XDG_CONFIG_HOME", out.root.path().join("config"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("resume");
+    let text = String::from_utf8_lossy(&resumed.stdout);
+    // h2 fails again (same runbook): it is the only one of h2..h4 that may not finish.
+    assert_eq!(resumed.status.code(), Some(1), "{text}");
+    let m: BTreeMap<String, String> = std::fs::read_dir(&marks_dir)
+        .expect("marks")
+        .map(|e| {
+            (
+                e.expect("entry").file_name().to_string_lossy().into_owned(),
+                String::new(),
+            )
+        })
+        .collect();
+    let started = names(&m, "started-");
+    assert!(
+        !started.contains(&"h1".to_string()),
+        "h1 succeeded: not run again ({started:?})"
+    );
+    assert!(started.contains(&"h2".to_string()), "{started:?}");
+}
+
+#[test]
+fn within_max_fail_the_run_goes_on_without_the_failed_host() {
+    let Some(fleet) = Fleet::start(3) else { return };
+    let steps = r#"### change
+```bash {id=change hosts=all parallel=3 max-fail=1 rollback=undo}
+[ "$NIXCMD_HOST" != h3 ] || exit 4
+touch "$NIXCMD_ARG_MARKS/change-$NIXCMD_HOST"
+```
+### later
+```bash {id=later hosts=all}
+touch "$NIXCMD_ARG_MARKS/later-$NIXCMD_HOST"
+```
+"#;
+    let rollback = "### undo\n```bash\ntouch \"$NIXCMD_ARG_MARKS/undo-$NIXCMD_HOST\"\n```\n";
+    let out = run(project(&fleet, "", &runbook(steps, rollback)), &[]);
+    out.assert_status(0);
+    let m = marks(&out);
+    assert_eq!(names(&m, "change-"), ["h1", "h2"]);
+    assert_eq!(names(&m, "undo-"), ["h3"]);
+    assert_eq!(
+        names(&m, "later-"),
+        ["h1", "h2"],
+        "the failed host left the run"
+    );
+    assert!(
+        out.stdout
+            .contains("step `change` failed on h3 (within max-fail 1); it left the run"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_failing_canary_stops_the_rest() {
+    let Some(fleet) = Fleet::start(3) else { return };
+    let steps = r#"### activate
+```bash {id=activate hosts=all canary=1 parallel=5 max-fail=50%}
+touch "$NIXCMD_ARG_MARKS/ran-$NIXCMD_HOST"
+[ "$NIXCMD_HOST" != h1 ]
+```
+"#;
+    let out = run(project(&fleet, "", &runbook(steps, "")), &[]);
+    out.assert_status(1);
+    assert_eq!(names(&marks(&out), "ran-"), ["h1"]);
+    assert!(out.stdout.contains("canary failed on h1"), "{}", out.stdout);
+    assert!(out.stdout.contains("not started: the canary failed"));
+}
+
+#[test]
+fn a_remote_timeout_leaves_no_process_behind() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let steps = r#"### hang
+```bash {id=hang hosts=all timeout=2s}
+sleep 1000 &
+setsid sleep 1001 &
+echo "waiting on $SSHD_HARNESS_HOST"
+sleep 1002
+```
+"#;
+    let out = run(project(&fleet, "", &runbook(steps, "")), &[]);
+    out.assert_status(1);
+    assert!(out.stdout.contains("hang@h1 timed out"), "{}", out.stdout);
+    assert!(out.elapsed < Duration::from_secs(20), "{:?}", out.elapsed);
+    let mut left = fleet.leftovers(fleet.ports[0]);
+    for _ in 0..30 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        left = fleet.leftovers(fleet.ports[0]);
+    }
+    assert!(left.is_empty(), "remote processes left: {left:?}");
+}
+
+#[test]
+fn an_unreachable_host_fails_fast_with_a_clear_message() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let closed = free_port();
+    let extra = format!("\n[hosts.gone]\ntarget = \"root@127.0.0.1\"\nport = {closed}\n");
+    let steps = r#"### hello
+```bash {id=hello hosts=gone,h1 parallel=2}
+touch "$NIXCMD_ARG_MARKS/ran-$NIXCMD_HOST"
+```
+"#;
+    let out = run(project(&fleet, &extra, &runbook(steps, "")), &[]);
+    out.assert_status(1);
+    assert!(out.elapsed < Duration::from_secs(15), "{:?}", out.elapsed);
+    assert!(
+        out.stdout.contains(&format!("hello@gone failed")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "cannot reach the host: ssh: connect to host 127.0.0.1 port {closed}: Connection refused"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(names(&marks(&out), "ran-"), ["h1"]);
+}
+
+#[test]
+fn secrets_stay_out_of_ps_and_logs() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let secret = "s3cr3t-Value-4711";
+    let rb = "---\ndescription: secrets\nnixcmd:\n  args:\n    marks: { required: true }\n---\n# S\n\n## Steps\n### load\n```bash {id=load}\necho \"API_TOKEN=$(cat \"$NIXCMD_ARG_MARKS/secret\")\" >>\"$NIXCMD_ENV\"\n```\n### show\n```bash {id=show hosts=all}\nps -eo args >\"$NIXCMD_ARG_MARKS/ps\"\necho \"token is $API_TOKEN\"\n[ \"$API_TOKEN\" = \"$(cat \"$NIXCMD_ARG_MARKS/secret\")\" ]\n```\n";
+    let t = project(&fleet, "", rb).file("marks/secret", secret);
+    let marks_dir = t.root().join("marks").display().to_string();
+    let out = t.args(["run", "fan", &marks_dir, "--verbose"]).run();
+    out.assert_status(0);
+    let ps = std::fs::read_to_string(out.root.path().join("marks/ps")).expect("ps output");
+    assert!(ps.contains("bash -s"), "{ps}");
+    assert!(
+        !ps.contains(secret),
+        "the secret is on a command line:\n{ps}"
+    );
+    assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
+    assert!(out.stdout.contains("token is [REDACTED]"), "{}", out.stdout);
+    for entry in walk(&out.root.path().join("state/nixcmd/runs")) {
+        let text = std::fs::read(&entry).unwrap_or_default();
+        let text = String::from_utf8_lossy(&text);
+        // The `env` file is where the step put it (0600, like every file of the run).
+        if entry.ends_with("env") {
+            continue;
+        }
+        assert!(
+            !text.contains(secret),
+            "{} holds the secret",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn hosts_lists_the_inventory_and_warns_about_unknown_keys() {
+    let config = "[hosts.web1]\ntarget = \"root@10.0.0.5\"\ntags = [\"web\"]\ncolour = \"blue\"\n\n[hosts.db1]\ntarget = \"root@10.0.0.9\"\nport = 2222\n";
+    let out = Test::new()
+        .file("project/nixcmd.toml", config)
+        .args(["hosts"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        out.normalized(),
+        "HOST  TARGET                   TAGS  SSH OPTIONS
+web1  root@10.0.0.5            web
+db1   root@10.0.0.9 port 2222
+2 hosts from [TEMP]/project/nixcmd.toml
+----- stderr -----
+warning[config-unknown-key]: unknown key `colour` in [hosts.web1]; ignored
+  --> [TEMP]/project/nixcmd.toml:4:1
+  |
+4 | colour = \"blue\"
+  | ^^^^^^
+  = hint: known keys: target, port, tags, ssh_options
+[exit status: 0]
+"
+    );
+}
+
+#[test]
+fn an_unknown_host_in_hosts_flag_is_a_usage_error() {
+    let out = Test::new()
+        .file(
+            "project/nixcmd.toml",
+            "[hosts.web1]\ntarget = \"root@10.0.0.5\"\n",
+        )
+        .runbook(
+            "fan.md",
+            "---\ndescription: x\nnixcmd: {}\n---\n# X\n## Steps\n```bash {hosts=all}\ntrue\n```\n",
+        )
+        .args(["run", "fan", "--hosts", "web2"])
+        .run();
+    out.assert_status(2);
+    assert!(
+        out.stderr
+            .contains("--hosts web2: no host named `web2` in the inventory (did you mean `web1`?)"),
+        "{}",
+        out.stderr
+    );
+}
+
+const GROUP: &str = r#"---
+description: parallel steps
+nixcmd: {}
+---
+# Group
+
+## Steps
+### a
+```bash {id=a group=g parallel=PAR rollback=undo-a}
+sleep 1; echo a done
+```
+### b
+```bash {id=b group=g rollback=undo-b}
+sleep 1; echo b done
+```
+### c
+```bash {id=c group=g rollback=undo-c}
+sleep 1; echo c done
+```
+
+## Rollback
+### undo-a
+```bash
+echo "rolled back a" >>"$NIXCMD_STATE/undo.txt"
+```
+### undo-b
+```bash
+echo "rolled back b" >>"$NIXCMD_STATE/undo.txt"
+```
+### undo-c
+```bash
+echo "rolled back c" >>"$NIXCMD_STATE/undo.txt"
+```
+"#;
+
+#[test]
+fn a_group_runs_its_steps_at_the_same_time() {
+    let out = Test::new()
+        .runbook("grp.md", &GROUP.replace("PAR", "3"))
+        .args(["run", "grp"])
+        .run();
+    out.assert_status(0);
+    assert!(
+        out.elapsed < Duration::from_millis(2500),
+        "three 1 s steps with parallel=3 took {:?}",
+        out.elapsed
+    );
+    for id in ["a", "b", "c"] {
+        assert!(out.stdout.contains(&format!("✓ {id} ok")), "{}", out.stdout);
+    }
+}
+
+#[test]
+fn a_failing_group_member_rolls_back_the_siblings_that_started() {
+    let rb = GROUP.replace("PAR", "2").replace(
+        "sleep 1; echo b done",
+        "sleep 0.2; echo b breaks >&2; exit 7",
+    );
+    let out = Test::new()
+        .runbook("grp.md", &rb)
+        .args(["run", "grp"])
+        .run();
+    out.assert_status(1);
+    assert!(
+        out.stdout.contains("✓ a ok"),
+        "a was in flight and finishes:\n{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("- c skipped")
+            && out
+                .stdout
+                .contains("not started: `b` of the same group failed"),
+        "{}",
+        out.stdout
+    );
+    let runs = out.root.path().join("state/nixcmd/runs");
+    let run = std::fs::read_dir(&runs)
+        .expect("runs")
+        .next()
+        .expect("a run")
+        .expect("entry")
+        .path();
+    let undo = std::fs::read_to_string(run.join("state/undo.txt")).expect("rollbacks ran");
+    let mut lines: Vec<&str> = undo.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["rolled back a", "rolled back b"], "c never started");
+}
