@@ -260,6 +260,8 @@ pub fn run_group(
     drop(tx);
 
     let deadline = Instant::now() + spec.timeout;
+    // A further Ctrl-C while the group is being stopped gently stops it at once.
+    let escalate = || cancel.level() >= (cancel_at_start + 1).max(2);
     let mut exit: Option<std::process::ExitStatus> = None;
     let mut eofs = 0;
     let mut ended: Option<Ended> = None;
@@ -279,7 +281,7 @@ pub fn run_group(
             }
             if ended.is_some() {
                 let immediate = matches!(ended, Some(Ended::Cancelled(l)) if l >= 2);
-                terminate_group(pgid, spec.grace, immediate);
+                terminate_group(pgid, spec.grace, immediate, &escalate);
             }
         }
         // The main process is gone but a background process keeps the pipes open: stop the
@@ -287,7 +289,7 @@ pub fn run_group(
         if exit.is_some() && !swept {
             swept = true;
             exited_at = Some(Instant::now());
-            terminate_group(pgid, spec.grace, false);
+            terminate_group(pgid, spec.grace, false, &escalate);
         }
         // Processes that left the group (setsid) may still hold the pipes open.
         if let Some(at) = exited_at
@@ -317,7 +319,7 @@ pub fn run_group(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    terminate_group(pgid, spec.grace, false);
+    terminate_group(pgid, spec.grace, false, &escalate);
     kill_by_token(spec.token, spec.grace);
     if let Some(e) = ended {
         return Ok(e);
@@ -343,8 +345,8 @@ fn signal_group(pgid: i32, sig: i32) {
 }
 
 /// SIGINT, then SIGTERM, then SIGKILL to the whole group, `grace` apart, stopping early once
-/// the group is empty.
-fn terminate_group(pgid: i32, grace: Duration, immediate: bool) {
+/// the group is empty; straight to SIGKILL as soon as `escalate()` says so (a second Ctrl-C).
+fn terminate_group(pgid: i32, grace: Duration, immediate: bool, escalate: &dyn Fn() -> bool) {
     if !group_alive(pgid) {
         return;
     }
@@ -353,12 +355,19 @@ fn terminate_group(pgid: i32, grace: Duration, immediate: bool) {
     } else {
         &[libc::SIGINT, libc::SIGTERM, libc::SIGKILL]
     };
-    for &sig in signals {
+    let mut next = 0;
+    while let Some(&sig) = signals.get(next) {
+        next += 1;
         signal_group(pgid, sig);
         let until = Instant::now() + grace;
         while Instant::now() < until {
             if !group_alive(pgid) || only_zombies(pgid) {
                 return;
+            }
+            if sig != libc::SIGKILL && escalate() {
+                // The last signal is SIGKILL.
+                next = signals.len() - 1;
+                break;
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -50,6 +50,35 @@ impl Redactor {
     }
 }
 
+/// Watches the `$NIXCMD_ENV` file while a step runs, so that a secret the step exports there
+/// is redacted from the step's very next output line, not only from later steps.
+pub struct EnvWatch {
+    path: std::path::PathBuf,
+    len: u64,
+    extra: Vec<String>,
+}
+
+impl EnvWatch {
+    pub fn new(path: std::path::PathBuf, extra: Vec<String>) -> Self {
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        EnvWatch { path, len, extra }
+    }
+
+    /// Learns the secrets of new `KEY=VALUE` lines, if the file grew (one `stat` per call).
+    pub fn refresh(&mut self, redactor: &mut Redactor) {
+        let len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+        if len == self.len {
+            return;
+        }
+        self.len = len;
+        let vars = crate::run::engine::read_env_file(&self.path);
+        redactor.add(
+            vars.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            &self.extra,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,699 @@
+//! Running runbooks: order, gates and rollback (DESIGN.md §2, §3). Each test runs the real
+//! binary on a small runbook whose blocks append their id to a `trace` file in the project,
+//! then asserts the exit code, the trace and the whole output.
+
+use crate::run_support::{
+    events, normalized, only_run, project_file, read_json, run_id, run_with_tty, statuses,
+};
+use crate::support::Test;
+
+/// Five steps, each with a compensation except the last two; the third fails.
+const FIVE: &str = r#"---
+description: Five steps; the third fails
+nixcmd: {}
+---
+# Five
+
+## Steps
+### One
+```bash {id=one rollback=undo-one}
+echo one >> trace
+```
+### Two
+```bash {id=two rollback=undo-two}
+echo two >> trace
+```
+### Three
+```bash {id=three rollback=undo-three}
+echo three >> trace
+echo "error: no space left on device" >&2
+exit 7
+```
+### Four
+```bash {id=four}
+echo four >> trace
+```
+### Five
+```bash {id=five}
+echo five >> trace
+```
+
+## Rollback
+### undo-one
+```bash
+echo undo-one >> trace
+```
+### undo-two
+```bash
+echo undo-two >> trace
+```
+### undo-three
+```bash
+echo undo-three >> trace
+```
+
+## Troubleshooting
+### No space left on device
+Free space with `nix-collect-garbage -d`, then run again.
+"#;
+
+#[test]
+fn failing_step_stops_the_run_and_compensations_run_newest_first() {
+    let out = Test::new()
+        .runbook("five.md", FIVE)
+        .args(["run", "five"])
+        .run();
+    out.assert_status(1);
+    assert_eq!(
+        project_file(out.root.path(), "trace"),
+        "one\ntwo\nthree\nundo-three\nundo-two\nundo-one\n"
+    );
+    let run = only_run(out.root.path());
+    assert_eq!(
+        statuses(&run),
+        [
+            ("one", "succeeded"),
+            ("two", "succeeded"),
+            ("three", "failed"),
+            ("four", "pending"),
+            ("five", "pending"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let state = read_json(&run.join("state.json"));
+    assert_eq!(state["status"], "failed");
+    assert_eq!(state["exit_code"], 1);
+    insta::assert_snapshot!(normalized(&out));
+}
+
+#[test]
+fn on_fail_continue_is_a_warning_and_the_run_succeeds() {
+    let out = Test::new()
+        .runbook(
+            "lenient.md",
+            r#"---
+description: A non-critical step fails
+nixcmd: {}
+---
+# Lenient
+
+## Steps
+### Before
+```bash {id=before}
+echo before >> trace
+```
+### Optional
+```bash {id=optional on-fail=continue}
+echo optional >> trace
+exit 3
+```
+### After
+```bash {id=after}
+echo after >> trace
+```
+"#,
+        )
+        .args(["run", "lenient"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        project_file(out.root.path(), "trace"),
+        "before\noptional\nafter\n"
+    );
+    insta::assert_snapshot!(normalized(&out));
+}
+
+#[test]
+fn failing_prerequisite_exits_4_and_no_step_runs() {
+    let out = Test::new()
+        .runbook(
+            "guarded.md",
+            r#"---
+description: Needs a file
+nixcmd: {}
+---
+# Guarded
+
+## Prerequisites
+```bash {id=has-config}
+echo has-config >> trace
+test -e config.nix
+```
+
+## Steps
+### Change
+```bash {id=change rollback=undo}
+echo change >> trace
+```
+
+## Rollback
+### undo
+```bash
+echo undo >> trace
+```
+"#,
+        )
+        .args(["run", "guarded"])
+        .run();
+    out.assert_status(4);
+    assert_eq!(project_file(out.root.path(), "trace"), "has-config\n");
+    let run = only_run(out.root.path());
+    assert_eq!(
+        statuses(&run),
+        [("has-config", "failed"), ("change", "pending")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    insta::assert_snapshot!(normalized(&out));
+}
+
+/// A step that needs confirmation between two that do not.
+const GATED: &str = r#"---
+description: Push needs a yes
+nixcmd: {}
+---
+# Gated
+
+## Steps
+### Prepare
+```bash {id=prepare rollback=unprepare}
+echo prepare >> trace
+```
+### Push
+```bash {id=push confirm="Push the new lock to origin?"}
+echo push >> trace
+```
+### After
+```bash {id=after}
+echo after >> trace
+```
+
+## Rollback
+### unprepare
+```bash
+echo unprepare >> trace
+```
+"#;
+
+#[test]
+fn confirm_without_a_terminal_pauses_and_resume_approve_finishes() {
+    let out = Test::new()
+        .runbook("gated.md", GATED)
+        .args(["run", "gated", "--format", "json"])
+        .run();
+    out.assert_status(3);
+    let root = out.root.path().to_path_buf();
+    assert_eq!(project_file(&root, "trace"), "prepare\n");
+    let run = only_run(&root);
+    let id = run_id(&run);
+    let resume = format!("nixcmd resume {id} --approve push");
+    let stream = events(&out.stdout);
+    let last = stream.last().expect("events");
+    assert_eq!(last["type"], "run_finished");
+    assert_eq!(last["status"], "awaiting_confirmation");
+    assert_eq!(last["exit_code"], 3);
+    assert_eq!(last["resume"], resume.as_str());
+    let gate = &stream[stream.len() - 2];
+    assert_eq!(gate["type"], "gate");
+    assert_eq!(gate["step_id"], "push");
+    assert_eq!(gate["message"], "Push the new lock to origin?");
+    assert_eq!(gate["resume"], resume.as_str());
+    assert!(
+        !stream
+            .iter()
+            .any(|e| e["type"] == "step_started" && e["step_id"] == "push"),
+        "the gated step must not start"
+    );
+    assert_eq!(
+        read_json(&run.join("state.json"))["status"],
+        "awaiting_confirmation"
+    );
+
+    let out = out.then().args(["resume", &id, "--approve", "push"]).run();
+    out.assert_status(0);
+    assert_eq!(project_file(&root, "trace"), "prepare\npush\nafter\n");
+    let state = read_json(&run.join("state.json"));
+    assert_eq!(state["status"], "succeeded");
+    assert_eq!(state["approvals"][0]["step_id"], "push");
+    assert_eq!(state["approvals"][0]["channel"], "resume");
+    insta::assert_snapshot!(normalized(&out));
+}
+
+#[test]
+fn ci_true_pauses_even_at_a_terminal() {
+    let test = Test::new()
+        .runbook("gated.md", GATED)
+        .env("CI", "true")
+        .args(["run", "gated"]);
+    let out = run_with_tty(test, b"y\n");
+    out.assert_status(3);
+    assert_eq!(project_file(out.root.path(), "trace"), "prepare\n");
+    insta::assert_snapshot!(normalized(&out));
+}
+
+#[test]
+fn declined_prompt_at_a_terminal_exits_3_and_rolls_back() {
+    let test = Test::new()
+        .runbook("gated.md", GATED)
+        .args(["run", "gated"]);
+    let out = run_with_tty(test, b"n\n");
+    out.assert_status(3);
+    assert_eq!(
+        project_file(out.root.path(), "trace"),
+        "prepare\nunprepare\n"
+    );
+    let run = only_run(out.root.path());
+    assert_eq!(read_json(&run.join("state.json"))["status"], "declined");
+    insta::assert_snapshot!(normalized(&out));
+}
+
+#[test]
+fn accepted_prompt_at_a_terminal_runs_the_step() {
+    let test = Test::new()
+        .runbook("gated.md", GATED)
+        .args(["run", "gated"]);
+    let out = run_with_tty(test, b"y\n");
+    out.assert_status(0);
+    assert_eq!(
+        project_file(out.root.path(), "trace"),
+        "prepare\npush\nafter\n"
+    );
+    let state = read_json(&only_run(out.root.path()).join("state.json"));
+    assert_eq!(state["approvals"][0]["channel"], "terminal");
+}
+
+#[test]
+fn yes_runs_every_gated_step() {
+    let out = Test::new()
+        .runbook("gated.md", GATED)
+        .args(["run", "gated", "--yes"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        project_file(out.root.path(), "trace"),
+        "prepare\npush\nafter\n"
+    );
+    let state = read_json(&only_run(out.root.path()).join("state.json"));
+    assert_eq!(state["approvals"][0]["step_id"], "push");
+    assert_eq!(state["approvals"][0]["channel"], "flag");
+}
+
+#[test]
+fn guided_file_without_a_terminal_pauses_at_its_first_block() {
+    let out = Test::new()
+        .claude_command(
+            "tidy.md",
+            r#"---
+description: Tidy the Nix store
+---
+# Tidy the store
+
+## Steps
+### Look
+```bash
+echo look >> trace
+```
+### Collect
+```bash
+echo collect >> trace
+```
+"#,
+        )
+        .args(["run", "tidy", "--format", "json"])
+        .run();
+    out.assert_status(3);
+    assert!(!out.root.path().join("project/trace").exists());
+    let stream = events(&out.stdout);
+    let gate = &stream[stream.len() - 2];
+    assert_eq!(gate["type"], "gate");
+    assert_eq!(gate["step_id"], "look");
+    let last = stream.last().expect("events");
+    assert_eq!(last["type"], "run_finished");
+    assert_eq!(last["status"], "awaiting_confirmation");
+    let id = run_id(&only_run(out.root.path()));
+    assert_eq!(
+        last["resume"],
+        format!("nixcmd resume {id} --approve look").as_str()
+    );
+}
+
+#[test]
+fn retries_make_n_more_attempts() {
+    let runbook = r#"---
+description: Retries
+nixcmd: {}
+---
+# Retries
+
+## Steps
+### Flaky
+```bash {id=flaky retries=2 backoff=200ms}
+n=$(cat flaky-count 2>/dev/null || echo 0)
+echo $((n + 1)) > flaky-count
+[ "$n" -ge 2 ]
+```
+### Broken
+```bash {id=broken retries=2 backoff=10ms}
+n=$(cat broken-count 2>/dev/null || echo 0)
+echo $((n + 1)) > broken-count
+exit 1
+```
+"#;
+    let out = Test::new()
+        .runbook("retries.md", runbook)
+        .args(["run", "retries"])
+        .run();
+    out.assert_status(1);
+    let root = out.root.path();
+    assert_eq!(project_file(root, "flaky-count"), "3\n");
+    assert_eq!(project_file(root, "broken-count"), "3\n");
+    // Backoff 200ms then 400ms before the second and third attempts of `flaky`.
+    assert!(out.elapsed.as_millis() >= 600, "backoff not respected");
+    let progress = read_json(&only_run(root).join("progress.json"));
+    assert_eq!(progress["steps"][0]["status"], "succeeded");
+    assert_eq!(progress["steps"][0]["attempts"], 3);
+    assert_eq!(progress["steps"][1]["status"], "failed");
+    assert_eq!(progress["steps"][1]["attempts"], 3);
+    insta::assert_snapshot!(normalized(&out));
+}
+
+#[test]
+fn nixcmd_env_carries_a_value_to_later_steps() {
+    let out = Test::new()
+        .runbook(
+            "export.md",
+            r#"---
+description: Pass a value on
+nixcmd: {}
+---
+# Export
+
+## Steps
+### Decide
+```bash {id=decide}
+echo "RELEASE=v42 with spaces" >> "$NIXCMD_ENV"
+```
+### Use
+```bash {id=use}
+printf 'release=%s\n' "$RELEASE" > got
+```
+"#,
+        )
+        .args(["run", "export"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        project_file(out.root.path(), "got"),
+        "release=v42 with spaces\n"
+    );
+}
+
+const ARGS: &str = r#"---
+description: Arguments reach blocks as environment variables only
+nixcmd:
+  args:
+    name: { required: true, help: "any text" }
+---
+# Echo
+
+## Steps
+### Record
+```bash {id=record}
+printf '%s\n' "$NIXCMD_ARG_NAME" > got
+echo $NIXCMD_ARG_NAME >> got
+printf '%s\n' "$ARGUMENTS" >> got
+```
+"#;
+
+#[test]
+fn argument_values_are_never_executed() {
+    let out = Test::new()
+        .runbook("echo.md", ARGS)
+        .args([
+            "run",
+            "echo",
+            "x; touch pwned $(touch pwned2) `touch pwned3`",
+        ])
+        .run();
+    out.assert_status(0);
+    let root = out.root.path();
+    assert_eq!(
+        project_file(root, "got"),
+        "x; touch pwned $(touch pwned2) `touch pwned3`\n\
+         x; touch pwned $(touch pwned2) `touch pwned3`\n\
+         x; touch pwned $(touch pwned2) `touch pwned3`\n"
+    );
+    for f in ["pwned", "pwned2", "pwned3"] {
+        assert!(!root.join("project").join(f).exists(), "{f} was created");
+    }
+}
+
+#[test]
+fn a_pattern_rejects_an_argument_with_exit_2() {
+    let out = Test::new()
+        .runbook(
+            "pinned.md",
+            r#"---
+description: A pattern guards the argument
+nixcmd:
+  args:
+    input: { required: true, pattern: "^[A-Za-z0-9_-]+$", help: "a flake input name" }
+---
+# Pinned
+
+## Steps
+### Update
+```bash {id=update}
+echo "$NIXCMD_ARG_INPUT" > got
+```
+"#,
+        )
+        .args(["run", "pinned", "x; touch pwned"])
+        .run();
+    out.assert_status(2);
+    let root = out.root.path();
+    assert!(!root.join("project/pwned").exists());
+    assert!(!root.join("project/got").exists());
+    assert!(crate::run_support::run_dirs(root).is_empty());
+    insta::assert_snapshot!(normalized(&out));
+}
+
+#[test]
+fn a_missing_required_argument_exits_2() {
+    let out = Test::new()
+        .runbook("echo.md", ARGS)
+        .args(["run", "echo"])
+        .run();
+    out.assert_status(2);
+    assert!(crate::run_support::run_dirs(out.root.path()).is_empty());
+    insta::assert_snapshot!(normalized(&out));
+}
+
+#[test]
+fn failing_rollback_block_exits_5_and_lists_what_is_left_by_hand() {
+    let out = Test::new()
+        .runbook(
+            "stuck.md",
+            r#"---
+description: The rollback itself fails
+nixcmd: {}
+---
+# Stuck
+
+## Steps
+### Switch
+```bash {id=switch rollback=switch-back}
+echo switch >> trace
+```
+### Verify
+```bash {id=verify}
+echo verify >> trace
+exit 1
+```
+
+## Rollback
+### switch-back
+```bash
+echo switch-back >> trace
+exit 2
+```
+### notify
+```bash
+echo notify >> trace
+```
+"#,
+        )
+        .args(["run", "stuck"])
+        .run();
+    out.assert_status(5);
+    assert_eq!(
+        project_file(out.root.path(), "trace"),
+        "switch\nverify\nswitch-back\nnotify\n"
+    );
+    let state = read_json(&only_run(out.root.path()).join("state.json"));
+    assert_eq!(state["status"], "rollback_incomplete");
+    insta::assert_snapshot!(normalized(&out));
+}
+
+const ALWAYS: &str = r#"---
+description: Cleanup runs whatever happens
+nixcmd: {}
+---
+# Always
+
+## Steps
+### Work
+```bash {id=work}
+echo work >> trace
+test ! -e fail
+```
+### Tidy
+```bash {id=tidy always}
+echo tidy >> trace
+```
+### More
+```bash {id=more}
+echo more >> trace
+```
+"#;
+
+#[test]
+fn always_blocks_run_on_success_and_on_failure() {
+    let out = Test::new()
+        .runbook("always.md", ALWAYS)
+        .args(["run", "always"])
+        .run();
+    out.assert_status(0);
+    let root = out.root.path().to_path_buf();
+    assert_eq!(project_file(&root, "trace"), "work\nmore\ntidy\n");
+
+    std::fs::write(root.join("project/trace"), "").expect("reset trace");
+    std::fs::write(root.join("project/fail"), "").expect("make work fail");
+    let out = out.then().args(["run", "always"]).run();
+    out.assert_status(1);
+    assert_eq!(project_file(&root, "trace"), "work\ntidy\n");
+}
+
+#[test]
+fn dry_run_runs_only_readonly_blocks_and_prints_the_plan() {
+    let out = Test::new()
+        .runbook(
+            "deploy.md",
+            r#"---
+description: Deploy
+nixcmd:
+  timeout: 10m
+---
+# Deploy
+
+## Prerequisites
+```bash {id=clean}
+echo clean >> trace
+```
+
+## Steps
+### Inspect
+```bash {id=inspect readonly}
+echo inspect >> trace
+```
+### Change
+```bash {id=change rollback=restore retries=2 backoff=10s}
+echo changed > data.txt
+```
+### Push
+```bash {id=push confirm="Push?" timeout=90s}
+echo pushed > data.txt
+```
+### Tidy
+```bash {id=tidy always}
+rm -f data.txt
+```
+
+## Success Criteria
+- [ ] Dashboards look normal
+```bash {id=healthy}
+echo healthy >> trace
+```
+
+## Rollback
+### restore
+```bash
+echo restored > data.txt
+```
+"#,
+        )
+        .file("project/data.txt", "original\n")
+        .args(["run", "deploy", "--dry-run"])
+        .run();
+    out.assert_status(0);
+    let root = out.root.path();
+    assert_eq!(project_file(root, "trace"), "clean\ninspect\nhealthy\n");
+    assert_eq!(project_file(root, "data.txt"), "original\n");
+    insta::assert_snapshot!(normalized(&out));
+}
+
+const SELECT: &str = r#"---
+description: Four steps to select from
+nixcmd: {}
+---
+# Select
+
+## Prerequisites
+```bash {id=ready}
+echo ready >> trace
+```
+
+## Steps
+### Build
+```bash {id=build}
+echo build >> trace
+```
+### Test
+```bash {id=test}
+echo test >> trace
+```
+### Deploy
+```bash {id=deploy}
+echo deploy >> trace
+```
+### Notify
+```bash {id=notify}
+echo notify >> trace
+```
+"#;
+
+fn select(args: &[&str]) -> (i32, String, String) {
+    let out = Test::new()
+        .runbook("select.md", SELECT)
+        .args(["run", "select"])
+        .args(args)
+        .run();
+    (
+        out.status,
+        project_file(out.root.path(), "trace"),
+        normalized(&out),
+    )
+}
+
+#[test]
+fn only_skip_and_from_select_steps_and_prerequisites_still_run() {
+    let (status, trace, output) = select(&["--only", "test", "--only", "notify"]);
+    assert_eq!((status, trace.as_str()), (0, "ready\ntest\nnotify\n"));
+    insta::assert_snapshot!("only", output);
+    let (status, trace, _) = select(&["--skip", "deploy"]);
+    assert_eq!(
+        (status, trace.as_str()),
+        (0, "ready\nbuild\ntest\nnotify\n")
+    );
+    let (status, trace, _) = select(&["--from", "deploy"]);
+    assert_eq!((status, trace.as_str()), (0, "ready\ndeploy\nnotify\n"));
+}
+
+#[test]
+fn an_unknown_step_id_is_a_usage_error_with_a_suggestion() {
+    let (status, trace, output) = select(&["--skip", "deplyo"]);
+    assert_eq!((status, trace.as_str()), (2, ""));
+    insta::assert_snapshot!("unknown_skip", output);
+    let (status, _, output) = select(&["--from", "nope"]);
+    assert_eq!(status, 2);
+    insta::assert_snapshot!("unknown_from", output);
+}

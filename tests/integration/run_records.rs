@@ -1,0 +1,298 @@
+//! What a run leaves and prints (DESIGN.md §5, §6): the `--format json` event stream, secret
+//! redaction everywhere, the private run folder, and `runs`, `log` and `stats`.
+
+use crate::run_support::{
+    event_outline, events, mode, normalize, normalized, only_run, read_json, run_dirs, run_id,
+};
+use crate::support::Test;
+use std::path::Path;
+
+const FAILING: &str = r#"---
+description: Two steps; the second fails
+nixcmd: {}
+---
+# Failing
+
+## Steps
+### Build
+```bash {id=build rollback=unbuild}
+echo "building"
+```
+### Check
+```bash {id=check}
+echo "checking" >&2
+exit 1
+```
+
+## Rollback
+### unbuild
+```bash
+echo "unbuilding"
+```
+"#;
+
+#[test]
+fn json_stream_parses_line_by_line_with_run_finished_last() {
+    let out = Test::new()
+        .runbook("failing.md", FAILING)
+        .args(["run", "failing", "--format", "json"])
+        .run();
+    out.assert_status(1);
+    let stream = events(&out.stdout);
+    let run = only_run(out.root.path());
+    let id = run_id(&run);
+    for (i, e) in stream.iter().enumerate() {
+        assert_eq!(e["seq"], (i + 1) as u64, "seq increases by one: {e}");
+        assert_eq!(e["run_id"], id.as_str());
+        assert!(
+            e["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "ts: {e}"
+        );
+    }
+    assert_eq!(stream.last().expect("events")["type"], "run_finished");
+    assert_eq!(stream.last().expect("events")["exit_code"], 1);
+    // The stream on stdout is the run folder's events.ndjson.
+    let recorded = std::fs::read_to_string(run.join("events.ndjson")).expect("events.ndjson");
+    assert_eq!(recorded, out.stdout);
+    insta::assert_snapshot!(event_outline(&stream), @r#"
+    run_started
+    step_started step_id=build attempt=1
+    output step_id=build
+    step_finished step_id=build status=succeeded exit_code=0
+    step_started step_id=check attempt=1
+    output step_id=check
+    step_finished step_id=check status=failed exit_code=1 reason=exited with status 1
+    rollback_started reason=step `check` failed blocks=["unbuild"]
+    step_started step_id=unbuild attempt=1
+    output step_id=unbuild
+    step_finished step_id=unbuild status=succeeded exit_code=0
+    run_finished status=failed exit_code=1
+    "#);
+    // Human text goes to stderr.
+    insta::assert_snapshot!("json_stderr", normalize(&out.stderr, out.root.path()));
+}
+
+#[test]
+fn secrets_never_reach_logs_events_state_or_stdout() {
+    const API_TOKEN: &str = "tok-4f8a2b9c1d7e";
+    const HOOK: &str = "hook-0a1b2c3d4e5f";
+    // base64 of the password, so that the script itself does not contain it.
+    const PASSWORD: &str = "pw-Zq9xL2mN8vB4";
+    let encoded = "cHctWnE5eEwybU44dkI0";
+    let runbook = format!(
+        r#"---
+description: Uses secrets
+nixcmd:
+  secrets: [DEPLOY_HOOK]
+---
+# Secret
+
+## Steps
+### Use
+```bash {{id=use}}
+echo "token: $API_TOKEN"
+echo "hook: $DEPLOY_HOOK" >&2
+pw=$(printf '%s' {encoded} | base64 -d)
+echo "DB_PASSWORD=$pw" >> "$NIXCMD_ENV"
+echo "password in the same step: $pw"
+```
+### Later
+```bash {{id=later}}
+echo "password in a later step: $DB_PASSWORD"
+echo "all: $API_TOKEN $DEPLOY_HOOK $DB_PASSWORD" >&2
+exit 1
+```
+"#
+    );
+    let mut outputs = Vec::new();
+    let mut test = Some(
+        Test::new()
+            .runbook("secret.md", &runbook)
+            .env("API_TOKEN", API_TOKEN)
+            .env("DEPLOY_HOOK", HOOK),
+    );
+    for format in ["text", "json"] {
+        let out = test
+            .take()
+            .expect("test")
+            .args(["run", "secret", "--verbose", "--format", format])
+            .run();
+        out.assert_status(1);
+        outputs.push(format!("{}\n{}", out.stdout, out.stderr));
+        test = Some(
+            out.then()
+                .env("API_TOKEN", API_TOKEN)
+                .env("DEPLOY_HOOK", HOOK),
+        );
+    }
+    let out = test.take().expect("test").args(["log", "last"]).run();
+    out.assert_status(0);
+    assert!(out.stdout.contains("password in a later step: [REDACTED]"));
+    outputs.push(out.stdout.clone());
+    let root = out.root.path();
+    let mut files = Vec::new();
+    collect_files(&root.join("state"), &mut files);
+    let mut checked = 0;
+    for file in &files {
+        // `env` is the `$NIXCMD_ENV` file itself: it carries the values to later steps.
+        if file.file_name().is_some_and(|n| n == "env") {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(file).expect("read")).into_owned();
+        for secret in [API_TOKEN, HOOK, PASSWORD] {
+            assert!(
+                !text.contains(secret),
+                "{} contains {secret}:\n{text}",
+                file.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "too few files checked: {files:?}");
+    for text in &outputs {
+        for secret in [API_TOKEN, HOOK, PASSWORD] {
+            assert!(!text.contains(secret), "output contains {secret}:\n{text}");
+        }
+        assert!(text.contains("[REDACTED]"), "{text}");
+    }
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read folder").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(&path, out);
+        } else {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn the_run_folder_is_private() {
+    let out = Test::new()
+        .runbook("failing.md", FAILING)
+        .args(["run", "failing"])
+        .run();
+    out.assert_status(1);
+    let run = only_run(out.root.path());
+    let mut entries = Vec::new();
+    let mut stack = vec![run.clone()];
+    while let Some(dir) = stack.pop() {
+        entries.push((dir.clone(), mode(&dir)));
+        for e in std::fs::read_dir(&dir).expect("read").flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                entries.push((e.path(), mode(&e.path())));
+            }
+        }
+    }
+    let mut listing: Vec<String> = entries
+        .iter()
+        .map(|(p, m)| {
+            let rel = p
+                .strip_prefix(&run)
+                .expect("inside the run")
+                .display()
+                .to_string();
+            format!("{m:o} {}", if rel.is_empty() { "." } else { &rel })
+        })
+        .collect();
+    listing.sort_by(|a, b| a[4..].cmp(&b[4..]));
+    insta::assert_snapshot!(listing.join("\n"), @r"
+    700 .
+    600 env
+    600 events.ndjson
+    700 logs
+    600 logs/build.log
+    600 logs/check.log
+    600 logs/unbuild.log
+    600 progress.json
+    700 scripts
+    600 scripts/build.sh
+    600 scripts/check.sh
+    600 scripts/unbuild.sh
+    700 state
+    600 state.json
+    ");
+}
+
+const FLIP: &str = r#"---
+description: Succeeds unless a file says otherwise
+nixcmd: {}
+---
+# Flip
+
+## Steps
+### Prepare
+```bash {id=prepare}
+echo "preparing"
+```
+### Apply
+```bash {id=apply}
+echo "applying"
+test ! -e fail
+```
+"#;
+
+#[test]
+fn runs_log_and_stats_report_the_history() {
+    let out = Test::new()
+        .runbook("flip.md", FLIP)
+        .args(["run", "flip"])
+        .run();
+    out.assert_status(0);
+    let root = out.root.path().to_path_buf();
+    std::fs::write(root.join("project/fail"), "").expect("make apply fail");
+    let out = out.then().args(["run", "flip"]).run();
+    out.assert_status(1);
+    let runs = run_dirs(&root);
+    assert_eq!(runs.len(), 2);
+    let (first, second) = (run_id(&runs[0]), run_id(&runs[1]));
+
+    let out = out.then().args(["runs"]).run();
+    out.assert_status(0);
+    let listing = normalize(
+        &out.normalized()
+            .replace(&first, "[FIRST]")
+            .replace(&second, "[SECOND]"),
+        out.root.path(),
+    );
+    // Newest first.
+    insta::assert_snapshot!("runs", listing);
+
+    let out = out.then().args(["log", &second, "apply"]).run();
+    out.assert_status(0);
+    insta::assert_snapshot!("log_step", normalized(&out));
+
+    let out = out.then().args(["log", &first]).run();
+    out.assert_status(0);
+    insta::assert_snapshot!("log_run", normalized(&out));
+
+    let out = out.then().args(["log", &first, "aply"]).run();
+    out.assert_status(2);
+    insta::assert_snapshot!(
+        "log_unknown_step",
+        normalize(
+            &out.normalized().replace(&first, "[FIRST]"),
+            out.root.path()
+        )
+    );
+
+    let out = out.then().args(["stats"]).run();
+    out.assert_status(0);
+    insta::assert_snapshot!("stats", normalized(&out));
+
+    let out = out.then().args(["stats", "--format", "json"]).run();
+    out.assert_status(0);
+    let stats = out.stdout_json();
+    assert_eq!(stats["flip"]["runs"], 2);
+    assert_eq!(stats["flip"]["succeeded"], 1);
+    assert_eq!(stats["flip"]["success_rate"], 0.5);
+    assert_eq!(stats["flip"]["steps"]["apply"]["runs"], 2);
+    assert_eq!(stats["flip"]["steps"]["apply"]["failures"], 1);
+    assert_eq!(stats["flip"]["steps"]["prepare"]["failures"], 0);
+    let state = read_json(&runs[1].join("state.json"));
+    assert_eq!(state["errors"][0], "failed at step apply");
+}

@@ -1,0 +1,372 @@
+//! Runs and processes: timeouts and Ctrl-C stop a step's whole process group, no process of a
+//! step outlives it, `kill -9` of nixcmd at any moment leaves resumable records, and two runs
+//! of one command never overlap (DESIGN.md §2.7, §5).
+//!
+//! Step processes carry the test's temporary folder in their command line (the script path
+//! is under it, background sleeps are renamed with `exec -a "$PWD/…"`), so `pgrep -f TEMP`
+//! finds every process a test started.
+
+use crate::run_support::{
+    Spawned, normalized, only_run, processes, project_file, read_json, run_dirs, run_id, statuses,
+    wait_until,
+};
+use crate::support::Test;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn marker(root: &Path) -> String {
+    root.display().to_string()
+}
+
+#[test]
+fn timeout_stops_the_step_and_its_background_process() {
+    let out = Test::new()
+        .runbook(
+            "hang.md",
+            r#"---
+description: A step that hangs
+nixcmd: {}
+---
+# Hang
+
+## Steps
+### Hang
+```bash {id=hang timeout=1s}
+(exec -a "$PWD/background-sleep" sleep 1000) &
+echo started >> trace
+wait
+```
+### Never
+```bash {id=never}
+echo never >> trace
+```
+"#,
+        )
+        .args(["run", "hang"])
+        .run();
+    out.assert_status(1);
+    let root = out.root.path();
+    assert_eq!(processes(&marker(root)), Vec::<String>::new());
+    assert_eq!(project_file(root, "trace"), "started\n");
+    let run = only_run(root);
+    assert_eq!(statuses(&run)[0], ("hang".into(), "timed_out".into()));
+    assert!(out.elapsed < Duration::from_secs(30), "{:?}", out.elapsed);
+    insta::assert_snapshot!(normalized(&out));
+}
+
+#[test]
+fn a_process_left_behind_by_a_step_is_stopped_when_the_step_ends() {
+    let out = Test::new()
+        .runbook(
+            "leave.md",
+            r#"---
+description: A step leaves a daemon behind
+nixcmd: {}
+---
+# Leave
+
+## Steps
+### Start daemon
+```bash {id=start-daemon}
+setsid bash -c 'exec -a "$0" sleep 1000' "$PWD/daemon" >/dev/null 2>&1 < /dev/null &
+for _ in $(seq 200); do pgrep -f "$PWD/daemon" >/dev/null && break; sleep 0.05; done
+pgrep -f "$PWD/daemon" >/dev/null && echo daemon-started >> trace
+```
+### Look
+```bash {id=look}
+if pgrep -f "$PWD/daemon" >/dev/null; then echo daemon-alive >> trace; else echo daemon-gone >> trace; fi
+```
+"#,
+        )
+        .args(["run", "leave"])
+        .run();
+    out.assert_status(0);
+    let root = out.root.path();
+    assert_eq!(project_file(root, "trace"), "daemon-started\ndaemon-gone\n");
+    assert_eq!(processes(&marker(root)), Vec::<String>::new());
+}
+
+const LONG: &str = r#"---
+description: A long step after a change
+nixcmd: {}
+---
+# Long
+
+## Steps
+### First
+```bash {id=first rollback=undo-first}
+echo first >> trace
+```
+### Long
+```bash {id=long}
+(exec -a "$PWD/background-sleep" sleep 1000) &
+echo long >> trace
+exec -a "$PWD/main-sleep" sleep 1000
+```
+### Never
+```bash {id=never}
+echo never >> trace
+```
+
+## Rollback
+### undo-first
+```bash
+echo undo-first >> trace
+```
+"#;
+
+#[test]
+fn ctrl_c_stops_the_step_group_rolls_back_and_exits_130() {
+    let run = Spawned::start(Test::new().runbook("long.md", LONG).args(["run", "long"]));
+    let root = run.root().to_path_buf();
+    wait_until("the long step", Duration::from_secs(30), || {
+        project_file(&root, "trace") == "first\nlong\n"
+            && processes(&format!("{}/project/background-sleep", root.display())).len() == 1
+    });
+    run.signal(libc::SIGINT);
+    let out = run.wait();
+    out.assert_status(130);
+    assert_eq!(processes(&marker(&root)), Vec::<String>::new());
+    assert_eq!(project_file(&root, "trace"), "first\nlong\nundo-first\n");
+    let dir = only_run(&root);
+    assert_eq!(read_json(&dir.join("state.json"))["status"], "interrupted");
+    assert_eq!(
+        statuses(&dir),
+        [
+            ("first", "succeeded"),
+            ("long", "interrupted"),
+            ("never", "pending")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    insta::assert_snapshot!(normalized(&out));
+}
+
+#[test]
+fn a_second_ctrl_c_stops_at_once_without_rollback() {
+    // The step ignores SIGINT and SIGTERM: only the second Ctrl-C's SIGKILL ends it early.
+    let runbook = LONG.replace(
+        "(exec -a \"$PWD/background-sleep\" sleep 1000) &",
+        "trap '' INT TERM\n(exec -a \"$PWD/background-sleep\" sleep 1000) &",
+    );
+    let run = Spawned::start(
+        Test::new()
+            .runbook("long.md", &runbook)
+            .args(["run", "long"]),
+    );
+    let root = run.root().to_path_buf();
+    wait_until("the long step", Duration::from_secs(30), || {
+        project_file(&root, "trace") == "first\nlong\n"
+    });
+    run.signal(libc::SIGINT);
+    std::thread::sleep(Duration::from_millis(300));
+    let second = Instant::now();
+    run.signal(libc::SIGINT);
+    let out = run.wait();
+    out.assert_status(130);
+    // Without the second Ctrl-C the step would get SIGTERM after 2 s and SIGKILL after 4 s.
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "the second Ctrl-C did not stop at once: {:?}",
+        second.elapsed()
+    );
+    assert_eq!(processes(&marker(&root)), Vec::<String>::new());
+    assert_eq!(project_file(&root, "trace"), "first\nlong\n");
+}
+
+/// Twenty steps; each sleeps a little and appends its id to `trace`.
+fn twenty_steps() -> String {
+    let mut s = String::from(
+        "---\ndescription: Twenty short steps\nnixcmd: {}\n---\n# Twenty\n\n## Steps\n",
+    );
+    for i in 1..=20 {
+        s.push_str(&format!(
+            "### Step {i}\n```bash {{id=s{i:02}}}\nsleep 0.005\necho s{i:02} >> trace\n```\n"
+        ));
+    }
+    s
+}
+
+/// A small deterministic generator (xorshift) so a failing trial can be replayed by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+#[test]
+fn kill_9_at_random_moments_leaves_records_that_resume_finishes() {
+    const TRIALS: usize = 50;
+    let seed = std::env::var("NIXCMD_KILL_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64 | 1)
+                .unwrap_or(7)
+        });
+    eprintln!("kill -9 trials: NIXCMD_KILL_SEED={seed}");
+    let mut rng = Rng(seed);
+    let started = Instant::now();
+    let mut test = Some(Test::new().runbook("twenty.md", &twenty_steps()));
+
+    // One uninterrupted run measures how long a whole run takes on this machine.
+    let out = test.take().expect("test").args(["run", "twenty"]).run();
+    out.assert_status(0);
+    let full = out.elapsed.as_millis() as u64;
+    let root = out.root.path().to_path_buf();
+    let steps: Vec<String> = (1..=20).map(|i| format!("s{i:02}")).collect();
+    let mut reusable = Some(out);
+    let (mut mid_run, mut before_start, mut after_end) = (0, 0, 0);
+
+    for trial in 0..TRIALS {
+        let ctx = format!("trial {trial} (NIXCMD_KILL_SEED={seed})");
+        std::fs::write(root.join("project/trace"), "").expect("reset trace");
+        let before = run_dirs(&root);
+        let next = reusable.take().expect("the test folder").then();
+        let run = Spawned::start(next.args(["run", "twenty"]));
+        if trial % 5 == 0 {
+            // Any moment from the start, the run's own bookkeeping included.
+            std::thread::sleep(Duration::from_millis(rng.below(full + 20)));
+        } else {
+            // After a random number of steps (whatever the machine's load), plus a random
+            // part of a step.
+            let after = rng.below(20) as usize;
+            let until = Instant::now() + Duration::from_secs(30);
+            while project_file(&root, "trace").lines().count() < after && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(rng.below(15)));
+        }
+        run.signal(libc::SIGKILL);
+        let out = run.wait();
+        // Orphaned step processes finish their few milliseconds of work.
+        wait_until("orphaned steps", Duration::from_secs(10), || {
+            processes(&format!("{}/state/", root.display())).is_empty()
+        });
+        let new: Vec<_> = run_dirs(&root)
+            .into_iter()
+            .filter(|d| !before.contains(d))
+            .collect();
+        assert!(new.len() <= 1, "{ctx}: {new:?}");
+        let Some(dir) = new
+            .into_iter()
+            .next()
+            .filter(|d| d.join("state.json").exists())
+        else {
+            // Killed before the run was recorded: nothing may have run.
+            assert_eq!(project_file(&root, "trace"), "", "{ctx}");
+            before_start += 1;
+            reusable = Some(out);
+            continue;
+        };
+        let state = read_json(&dir.join("state.json"));
+        let progress = statuses(&dir);
+        assert_eq!(progress.len(), 20, "{ctx}: progress.json lists every step");
+        if state["status"] == "succeeded" {
+            after_end += 1;
+            let trace = project_file(&root, "trace");
+            assert_eq!(
+                trace,
+                steps.iter().map(|s| format!("{s}\n")).collect::<String>(),
+                "{ctx}"
+            );
+            reusable = Some(out);
+            continue;
+        }
+        assert_eq!(state["status"], "running", "{ctx}");
+        mid_run += 1;
+        let done: Vec<String> = progress
+            .iter()
+            .filter(|(_, st)| st == "succeeded")
+            .map(|(id, _)| id.clone())
+            .collect();
+        let resumed = out.then().args(["resume", &run_id(&dir)]).run();
+        assert_eq!(resumed.status, 0, "{ctx}:\n{}", resumed.normalized());
+        let trace = project_file(&root, "trace");
+        for step in &steps {
+            let n = trace.lines().filter(|l| l == step).count();
+            if done.contains(step) {
+                assert_eq!(n, 1, "{ctx}: {step} was done before the kill:\n{trace}");
+            } else {
+                assert!(
+                    (1..=2).contains(&n),
+                    "{ctx}: {step} ran {n} times:\n{trace}"
+                );
+            }
+        }
+        // At most one step (the interrupted one) ran twice.
+        assert!(trace.lines().count() <= 21, "{ctx}:\n{trace}");
+        assert_eq!(
+            read_json(&dir.join("state.json"))["status"],
+            "succeeded",
+            "{ctx}"
+        );
+        reusable = Some(resumed);
+    }
+    eprintln!(
+        "kill -9: {mid_run} mid-run, {before_start} before the run was recorded, \
+         {after_end} after it ended, in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        mid_run >= TRIALS / 2,
+        "too few kills landed mid-run: {mid_run}"
+    );
+}
+
+#[test]
+fn a_second_run_of_the_same_command_is_refused_naming_the_holder() {
+    let runbook = r#"---
+description: Waits for a go
+nixcmd: {}
+---
+# Wait
+
+## Steps
+### Wait
+```bash {id=wait}
+echo waiting >> trace
+while [ ! -e go ]; do sleep 0.02; done
+echo done >> trace
+```
+"#;
+    let first = Spawned::start(
+        Test::new()
+            .runbook("wait.md", runbook)
+            .args(["run", "wait"]),
+    );
+    let root = first.root().to_path_buf();
+    wait_until("the first run's step", Duration::from_secs(30), || {
+        project_file(&root, "trace") == "waiting\n"
+    });
+    let holder = run_id(&only_run(&root));
+    // A second invocation of the same command with the same state folder.
+    let second = Test::new()
+        .runbook("wait.md", runbook)
+        .env("XDG_STATE_HOME", root.join("state").display().to_string())
+        .args(["run", "wait"])
+        .run();
+    second.assert_status(2);
+    assert_eq!(
+        second.normalized().replace(&holder, "[HOLDER]"),
+        format!(
+            "----- stderr -----\n\
+             error: another run of `wait` is in progress: [HOLDER] (pid {})\n  \
+             hint: wait for it to finish, or look at it with `nixcmd runs`\n\
+             [exit status: 2]\n",
+            first.pid()
+        )
+    );
+    std::fs::write(root.join("project/go"), "").expect("let the first run finish");
+    let out = first.wait();
+    out.assert_status(0);
+    assert_eq!(project_file(&root, "trace"), "waiting\ndone\n");
+    assert_eq!(run_dirs(&root).len(), 1);
+}

@@ -1,0 +1,332 @@
+//! Helpers for the run tests (`run_gates`, `run_signals`, `run_records`): a nixcmd process the
+//! test drives itself (signals, `kill -9`, a second run at once), a run whose stdin is a
+//! pseudo-terminal, the run folders a run leaves, its event stream, and the normalization of
+//! run ids and clock times for snapshots.
+
+#![allow(dead_code)]
+
+use crate::support::{Output, Test, filter_paths};
+use regex::Regex;
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+/// How long any single nixcmd invocation of these tests may take before the test fails.
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// A nixcmd process started by the test: stdin is /dev/null, stdout and stderr are collected.
+pub struct Spawned {
+    child: Child,
+    root: tempfile::TempDir,
+    started: Instant,
+    readers: Vec<std::thread::JoinHandle<Vec<u8>>>,
+}
+
+impl Spawned {
+    pub fn start(test: Test) -> Spawned {
+        let (mut cmd, root) = test.into_command();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = cmd.spawn().expect("spawn nixcmd");
+        let readers = vec![
+            drain(child.stdout.take().expect("piped stdout")),
+            drain(child.stderr.take().expect("piped stderr")),
+        ];
+        Spawned {
+            child,
+            root,
+            started,
+            readers,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    pub fn project(&self) -> PathBuf {
+        self.root.path().join("project")
+    }
+
+    /// Sends a signal to nixcmd itself (not to its steps' process groups).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child, which has not been reaped yet.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits for the process to end (failing the test after [`LIMIT`]).
+    pub fn wait(mut self) -> Output {
+        let status = wait_limited(&mut self.child, LIMIT);
+        let mut texts = self
+            .readers
+            .drain(..)
+            .map(|r| String::from_utf8_lossy(&r.join().unwrap_or_default()).into_owned());
+        let stdout = texts.next().unwrap_or_default();
+        let stderr = texts.next().unwrap_or_default();
+        Output {
+            stdout,
+            stderr,
+            status,
+            elapsed: self.started.elapsed(),
+            root: self.root,
+        }
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// The exit code (128+N for signal N), killing the child and failing after `limit`.
+fn wait_limited(child: &mut Child, limit: Duration) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for nixcmd") {
+            return status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nixcmd did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs the test with stdin on a pseudo-terminal (stdout and stderr stay pipes), typing
+/// `input` on the terminal. nixcmd asks at a terminal exactly when stdin is one.
+pub fn run_with_tty(test: Test, input: &[u8]) -> Output {
+    let (master, slave) = open_pty();
+    let (mut cmd, root) = test.into_command();
+    cmd.stdin(Stdio::from(slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn nixcmd");
+    drop(cmd);
+    let readers = [
+        drain(child.stdout.take().expect("piped stdout")),
+        drain(child.stderr.take().expect("piped stderr")),
+    ];
+    let mut master = std::fs::File::from(master);
+    // The line discipline keeps the typed line until nixcmd reads it.
+    master.write_all(input).expect("type on the terminal");
+    // Echo goes back to the master: read it away so the terminal never blocks.
+    let echo = master.try_clone().expect("clone the pty master");
+    let echo_reader = drain(echo);
+    let status = wait_limited(&mut child, LIMIT);
+    drop(master);
+    let [out, err] =
+        readers.map(|r| String::from_utf8_lossy(&r.join().unwrap_or_default()).into_owned());
+    drop(echo_reader);
+    Output {
+        stdout: out,
+        stderr: err,
+        status,
+        elapsed: started.elapsed(),
+        root,
+    }
+}
+
+/// A new pseudo-terminal pair (master, slave) with POSIX calls only.
+fn open_pty() -> (OwnedFd, std::fs::File) {
+    // SAFETY: plain libc calls on a descriptor we own; every result is checked.
+    unsafe {
+        let master = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        assert!(master >= 0, "posix_openpt failed");
+        let master_fd = OwnedFd::from_raw_fd(master);
+        assert_eq!(libc::grantpt(master), 0, "grantpt failed");
+        assert_eq!(libc::unlockpt(master), 0, "unlockpt failed");
+        let mut name = [0 as libc::c_char; 128];
+        assert_eq!(
+            libc::ptsname_r(master, name.as_mut_ptr(), name.len()),
+            0,
+            "ptsname_r failed"
+        );
+        let path = std::ffi::CStr::from_ptr(name.as_ptr())
+            .to_str()
+            .expect("a UTF-8 pty name")
+            .to_string();
+        let slave = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(&path)
+            .expect("open the pty slave");
+        (master_fd, slave)
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// The run folders under a test's state folder, oldest first (run ids sort by time).
+pub fn run_dirs(root: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(root.join("state/nixcmd/runs")) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    // Run ids sort by second only; `started` in state.json has milliseconds.
+    let started = |p: &Path| {
+        std::fs::read_to_string(p.join("state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v.get("started").and_then(Value::as_str).map(str::to_string))
+            .unwrap_or_default()
+    };
+    dirs.sort_by_cached_key(|p| started(p));
+    dirs
+}
+
+/// The one run a test made.
+pub fn only_run(root: &Path) -> PathBuf {
+    let dirs = run_dirs(root);
+    assert_eq!(dirs.len(), 1, "expected exactly one run folder: {dirs:?}");
+    dirs.into_iter().next().expect("one run")
+}
+
+pub fn run_id(dir: &Path) -> String {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .expect("a run folder name")
+        .to_string()
+}
+
+pub fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+}
+
+/// `step id → status` from a run's `progress.json`, in file order.
+pub fn statuses(dir: &Path) -> Vec<(String, String)> {
+    read_json(&dir.join("progress.json"))["steps"]
+        .as_array()
+        .expect("progress.json has steps")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap_or_default().to_string(),
+                s["status"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A file of the project as text ("" when it does not exist).
+pub fn project_file(root: &Path, name: &str) -> String {
+    std::fs::read_to_string(root.join("project").join(name)).unwrap_or_default()
+}
+
+/// Every line of `text` as a JSON event (panics on a line that is not JSON).
+pub fn events(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event ({e}): {l:?}"))
+        })
+        .collect()
+}
+
+/// A compact, stable view of an event stream: one line per event with its type and the
+/// fields that say what happened (no times, ids or durations).
+pub fn event_outline(events: &[Value]) -> String {
+    let mut s = String::new();
+    for e in events {
+        let mut line = e["type"].as_str().unwrap_or("?").to_string();
+        for key in [
+            "step_id",
+            "status",
+            "attempt",
+            "exit_code",
+            "message",
+            "reason",
+        ] {
+            if let Some(v) = e.get(key) {
+                let v = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                line.push_str(&format!(" {key}={v}"));
+            }
+        }
+        if let Some(blocks) = e.get("blocks") {
+            line.push_str(&format!(" blocks={blocks}"));
+        }
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s
+}
+
+static RUN_ID_STAMP: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\d{8}-\d{6}-[0-9a-f]{4}").expect("valid regex"));
+static CLOCK: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\[\d\d:\d\d:\d\d\]").expect("valid regex"));
+static ISO_TIME: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z").expect("valid regex"));
+
+/// Temp paths, durations, run ids and clock times filtered out of a text.
+pub fn normalize(text: &str, root: &Path) -> String {
+    let text = filter_paths(text, root);
+    let text = RUN_ID_STAMP.replace_all(&text, "[ID]");
+    let text = ISO_TIME.replace_all(&text, "[TIMESTAMP]");
+    CLOCK.replace_all(&text, "[TIME]").into_owned()
+}
+
+/// stdout, stderr and the exit status of a run, normalized as in [`normalize`].
+pub fn normalized(out: &Output) -> String {
+    normalize(&out.normalized(), out.root.path())
+}
+
+/// Processes whose command line mentions `marker` (`pgrep -f`), as "pid cmdline" lines.
+pub fn processes(marker: &str) -> Vec<String> {
+    let out = std::process::Command::new("pgrep")
+        .args(["-a", "-f", marker])
+        .output()
+        .expect("pgrep is installed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Polls `cond` every 20 ms until it holds, failing the test after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Permission bits of a path.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
