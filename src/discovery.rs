@@ -23,10 +23,16 @@ pub struct Found {
     pub path: Option<PathBuf>,
 }
 
+/// Makes the [`Origin`] of a file found in one folder of the search path.
+pub type OriginOf = fn(String) -> Origin;
+
+/// The winners of a search (first of each name) and the shadowed files with the winner's origin.
+pub type Resolved = (Vec<Found>, Vec<(Found, Origin)>);
+
 /// The search path, resolved once per invocation.
 #[derive(Debug, Clone)]
 pub struct SearchPath {
-    pub dirs: Vec<(PathBuf, fn(String) -> Origin)>,
+    pub dirs: Vec<(PathBuf, OriginOf)>,
 }
 
 /// Markers of a project root, nearest ancestor of the working directory first.
@@ -50,7 +56,7 @@ pub fn config_home() -> Option<PathBuf> {
 
 impl SearchPath {
     pub fn new(commands_dir: Option<&Path>, cwd: &Path) -> Self {
-        let mut dirs: Vec<(PathBuf, fn(String) -> Origin)> = Vec::new();
+        let mut dirs: Vec<(PathBuf, OriginOf)> = Vec::new();
         if let Some(dir) = commands_dir {
             dirs.push((dir.to_path_buf(), |path| Origin::CommandsDir { path }));
         }
@@ -111,7 +117,7 @@ impl SearchPath {
     }
 
     /// The winners (first of each name) and the shadowed ones with the winner's origin.
-    pub fn resolve(&self) -> Result<(Vec<Found>, Vec<(Found, Origin)>), Failure> {
+    pub fn resolve(&self) -> Result<Resolved, Failure> {
         let mut winners: Vec<Found> = Vec::new();
         let mut shadowed = Vec::new();
         for f in self.all()? {
@@ -184,6 +190,8 @@ pub struct Unreadable {
 }
 
 /// Loads a found command (from disk or the built-ins).
+// `Unreadable` carries the text read so far for rendering; it is built once per bad file.
+#[allow(clippy::result_large_err)]
 pub fn load(found: &Found) -> Result<Loaded, Unreadable> {
     match &found.path {
         Some(path) => load_path(path, &found.name, found.origin.clone()),
@@ -201,6 +209,7 @@ pub fn load(found: &Found) -> Result<Loaded, Unreadable> {
 }
 
 /// Reads and parses a file. The display name is the path as given.
+#[allow(clippy::result_large_err)]
 pub fn load_path(path: &Path, name: &str, origin: Origin) -> Result<Loaded, Unreadable> {
     let shown = path.display().to_string();
     let unreadable = |d: Diagnostic| Unreadable {

@@ -378,7 +378,7 @@ mod tests {
 
     #[test]
     fn deep_nesting_does_not_overflow() {
-        let md = "- a\n".to_string() + &"  ".repeat(1) + &"> ".repeat(50_000) + "x\n";
+        let md = "- a\n  ".to_string() + &"> ".repeat(50_000) + "x\n";
         let _ = build(&md, 0, &md);
         let md = "[".repeat(100_000);
         let _ = build(&md, 0, &md);

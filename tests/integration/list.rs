@@ -49,6 +49,7 @@ fn builtin_names() -> BTreeSet<String> {
 
 /// The table without built-in rows, with column padding collapsed (built-ins set the widths).
 fn without_builtin_rows(table: &str) -> (String, BTreeSet<String>) {
+    let padding = regex::Regex::new(r" {2,}").unwrap();
     let mut builtins = BTreeSet::new();
     let mut kept = Vec::new();
     for line in table.lines() {
@@ -57,7 +58,7 @@ fn without_builtin_rows(table: &str) -> (String, BTreeSet<String>) {
             builtins.insert(words[0].to_string());
             continue;
         }
-        let collapsed = regex::Regex::new(r" {2,}").unwrap().replace_all(line, "  ");
+        let collapsed = padding.replace_all(line, "  ");
         kept.push(collapsed.into_owned());
     }
     (kept.join("\n") + "\n", builtins)
