@@ -109,13 +109,9 @@ pub fn text(loaded: &Loaded, p: Palette) -> String {
             } else {
                 format!(" ({})", extra.join("; "))
             };
-            let _ = writeln!(
-                s,
-                "  {:<12} ${}  {}{extra}",
-                a.name,
-                a.env,
-                a.help.as_deref().unwrap_or("")
-            );
+            let about = format!("{}{extra}", a.help.as_deref().unwrap_or(""));
+            let line = format!("  {:<12} ${}  {}", a.name, a.env, about.trim_start());
+            let _ = writeln!(s, "{}", line.trim_end());
         }
     } else if let Some(h) = &c.argument_hint {
         let _ = writeln!(s, "usage: nixcmd /{} {h}", c.name);

@@ -195,3 +195,20 @@ fn version_and_help_exit_0() {
         out.stdout
     );
 }
+
+#[test]
+fn arguments_without_help_leave_no_trailing_spaces() {
+    let out = Test::new()
+        .runbook(
+            "a.md",
+            "---\ndescription: Args\nnixcmd:\n  args:\n    host: { required: true }\n    extra: { variadic: true, choices: [x, y] }\n---\n## Steps\n```bash\ntrue\n```\n",
+        )
+        .args(["show", "a"])
+        .run();
+    assert_output_snapshot!(out);
+    assert!(
+        out.stdout.lines().all(|l| l == l.trim_end()),
+        "trailing spaces:\n{}",
+        out.stdout
+    );
+}
