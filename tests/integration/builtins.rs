@@ -681,3 +681,287 @@ fn dry_run_of_every_builtin_changes_no_file() {
     }
     // (deploy-all's dry run is in deploy_all_dry_run_changes_nothing: it needs hosts)
 }
+
+// ---- deploy-all --------------------------------------------------------------------------------
+
+/// Real sshd servers on loopback (`tests/support/sshd-harness.sh`), one per fixture host, each
+/// "host" with its own system root: `[TEMP]/fx/roots/HOST`, passed to the sessions as
+/// `NIXCMD_SYSTEM_ROOT` by the client's `SetEnv` (the harness's sshd accepts `NIXCMD_*`).
+/// Stopped, with whatever the sessions left, on drop.
+struct Fleet {
+    dir: tempfile::TempDir,
+    /// `-F` file for ssh: the harness's hosts plus the per-host `SetEnv`.
+    ssh_config: PathBuf,
+    /// (host, port, root)
+    hosts: Vec<(String, u16, PathBuf)>,
+}
+
+fn harness() -> PathBuf {
+    repo().join("tests/support/sshd-harness.sh")
+}
+
+impl Fleet {
+    fn start(t: &Test, hosts: &[&str]) -> Option<Fleet> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            skip("the deploy-all tests need root (sshd must switch to the logged-in user)");
+            return None;
+        }
+        if !Path::new("/usr/sbin/sshd").exists() || which("ssh").is_none() {
+            skip("sshd or ssh is not installed (apt-get install openssh-server openssh-client)");
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("nixcmd-sshd")
+            .tempdir()
+            .expect("a temporary folder");
+        let ports: Vec<u16> = hosts
+            .iter()
+            .map(|_| {
+                let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+                l.local_addr().unwrap().port()
+            })
+            .collect();
+        let out = Command::new(harness())
+            .arg("start")
+            .arg(dir.path())
+            .args(ports.iter().map(|p| p.to_string()))
+            .output()
+            .expect("run sshd-harness.sh");
+        assert!(
+            out.status.success(),
+            "sshd-harness start failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut config = format!("Include {}\n", dir.path().join("ssh_config").display());
+        let mut list = Vec::new();
+        for (host, port) in hosts.iter().zip(&ports) {
+            let root = t.root().join("fx/roots").join(host);
+            config.push_str(&format!(
+                "Host h-{port}\n  SetEnv NIXCMD_SYSTEM_ROOT={}\n",
+                root.display()
+            ));
+            list.push((host.to_string(), *port, root));
+        }
+        let ssh_config = dir.path().join("fleet_ssh_config");
+        std::fs::write(&ssh_config, config).unwrap();
+        Some(Fleet {
+            dir,
+            ssh_config,
+            hosts: list,
+        })
+    }
+
+    /// The inventory: `[hosts.HOST] target = "h-PORT"`, ssh with the fleet's config.
+    fn nixcmd_toml(&self) -> String {
+        let mut s = format!(
+            "[ssh]\nconnect_timeout = 5\noptions = [\"-F\", \"{}\"]\n",
+            self.ssh_config.display()
+        );
+        for (host, port, _) in &self.hosts {
+            s.push_str(&format!("\n[hosts.{host}]\ntarget = \"h-{port}\"\n"));
+        }
+        s
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = Command::new(harness())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// The `update` fleet with both hosts running (and booting) their systems as locked
+/// (greeter 1.0.0), then the lock moved to greeter 1.1.0: what deploy-all rolls out.
+/// Returns the app folder and, per host, the old system.
+fn deploy_setup(t: &Test, fleet: &Fleet) -> (PathBuf, Vec<PathBuf>) {
+    let app = fixture(t, "update");
+    let mut old = Vec::new();
+    for (host, _, root) in &fleet.hosts {
+        let attr = format!(".#nixosConfigurations.{host}.config.system.build.toplevel");
+        let out = sh(
+            t.root(),
+            &app,
+            "nix",
+            &["build", "--no-link", "--json", &attr],
+        );
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let system = PathBuf::from(json[0]["outputs"]["out"].as_str().unwrap());
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        std::fs::create_dir_all(root.join("nix/var/nix/profiles")).unwrap();
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::os::unix::fs::symlink(&system, root.join("run/current-system")).unwrap();
+        let profile = root.join("nix/var/nix/profiles/system");
+        sh(
+            t.root(),
+            &app,
+            "nix-env",
+            &[
+                "-p",
+                profile.to_str().unwrap(),
+                "--set",
+                system.to_str().unwrap(),
+            ],
+        );
+        old.push(system);
+    }
+    sh(
+        t.root(),
+        &app,
+        "nix",
+        &["flake", "lock", "--update-input", "dep"],
+    );
+    std::fs::write(app.join("nixcmd.toml"), fleet.nixcmd_toml()).unwrap();
+    (app, old)
+}
+
+fn deploy(t: Test, fleet: &Fleet, app: &Path, extra: &[&str]) -> Output {
+    let opts = format!("-F {}", fleet.ssh_config.display());
+    run(t, "deploy-all", extra, app)
+        .env("NIX_SSHOPTS", opts)
+        .timeout(Duration::from_secs(150))
+        .run()
+}
+
+/// What `run/current-system` and the system profile of a host point at, and the symlink's
+/// inode (a host that was never touched keeps the very same link).
+fn host_state(root: &Path) -> (PathBuf, PathBuf, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let link = root.join("run/current-system");
+    (
+        resolve(&link),
+        resolve(&root.join("nix/var/nix/profiles/system")),
+        std::fs::symlink_metadata(&link).unwrap().ino(),
+    )
+}
+
+fn is_system(path: &Path, host: &str, version: &str) -> bool {
+    path.display()
+        .to_string()
+        .ends_with(&format!("-nixos-system-{host}-{version}"))
+}
+
+#[test]
+fn deploy_all_activates_every_host_and_makes_it_the_boot_default() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
+        return;
+    };
+    let (app, old) = deploy_setup(&t, &fleet);
+    let out = deploy(t, &fleet, &app, &["--yes"]);
+    out.assert_status(0);
+    for ((host, _, root), old) in fleet.hosts.iter().zip(&old) {
+        let (running, profile, _) = host_state(root);
+        assert!(is_system(&running, host, "1.1.0"), "{host}: {running:?}");
+        assert_ne!(&running, old);
+        assert_eq!(profile, running, "{host}: boot profile");
+        assert_eq!(
+            std::fs::read_to_string(root.join("boot/default-system")).unwrap(),
+            format!("{}\n", running.display())
+        );
+    }
+    let text = out.normalized();
+    assert!(text.contains("web1  ok         ok      ok"), "{text}");
+}
+
+#[test]
+fn deploy_all_stops_at_a_failing_canary_and_rolls_it_back() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
+        return;
+    };
+    let (app, old) = deploy_setup(&t, &fleet);
+    // units fail everywhere: only the canary may find out
+    let before: Vec<_> = fleet
+        .hosts
+        .iter()
+        .map(|(_, _, root)| {
+            std::fs::write(root.join("etc/nixcmd-stub-fail-units"), "").unwrap();
+            host_state(root)
+        })
+        .collect();
+    let out = deploy(t, &fleet, &app, &["--yes"]);
+    out.assert_status(1);
+    let text = out.normalized();
+    // web1, first in the inventory, is the canary: activated, failed, put back
+    assert!(
+        text.contains("warning: the following units failed: nixcmd-stub-broken.service"),
+        "{text}"
+    );
+    let (running, profile, inode) = host_state(&fleet.hosts[0].2);
+    assert_eq!(running, old[0]);
+    assert_eq!(profile, old[0]);
+    assert_ne!(inode, before[0].2, "the canary was never activated");
+    // web2 was never touched: the very same link
+    assert_eq!(host_state(&fleet.hosts[1].2), before[1]);
+    assert!(
+        text.contains("web2  ok         ok      skipped"),
+        "web2 must not start after the canary failed:\n{text}"
+    );
+    assert!(
+        text.contains("web1  ok         ok      failed    ok"),
+        "{text}"
+    );
+}
+
+#[test]
+fn deploy_all_rolls_back_only_the_failing_host() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
+        return;
+    };
+    let (app, old) = deploy_setup(&t, &fleet);
+    std::fs::write(fleet.hosts[1].2.join("etc/nixcmd-stub-fail-units"), "").unwrap();
+    let out = deploy(t, &fleet, &app, &["--yes"]);
+    out.assert_status(1);
+    let text = out.normalized();
+    // web2 failed its activation and is back on the exact system and profile it had
+    let (running, profile, _) = host_state(&fleet.hosts[1].2);
+    assert_eq!(running, old[1]);
+    assert_eq!(profile, old[1]);
+    assert!(
+        text.contains("web2  ok         ok      failed    ok"),
+        "{text}"
+    );
+    // web1 (the canary) succeeded and is left as it is: running the new system, its boot
+    // default not yet moved, ready for `nixcmd resume`
+    let (running, profile, _) = host_state(&fleet.hosts[0].2);
+    assert!(is_system(&running, "web1", "1.1.0"), "{running:?}");
+    assert_eq!(profile, old[0]);
+    assert!(!fleet.hosts[0].2.join("boot/default-system").exists());
+}
+
+#[test]
+fn deploy_all_dry_run_changes_no_file() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
+        return;
+    };
+    let (app, _) = deploy_setup(&t, &fleet);
+    let fx = t.root().join("fx");
+    let before = tree_hash(&fx);
+    let out = deploy(t, &fleet, &app, &["--dry-run"]);
+    out.assert_status(0);
+    let text = out.normalized();
+    assert!(
+        text.contains("activate skipped") || text.contains("- activate skipped"),
+        "{text}"
+    );
+    assert_eq!(tree_hash(&fx), before, "{text}");
+}
