@@ -3,9 +3,11 @@
 //! then asserts the exit code, the trace and the whole output.
 
 use crate::run_support::{
-    events, normalized, only_run, project_file, read_json, run_id, run_with_tty, statuses,
+    Spawned, events, normalized, only_run, project_file, read_json, run_id, run_with_tty, statuses,
+    wait_until,
 };
 use crate::support::Test;
+use std::time::Duration;
 
 /// Five steps, each with a compensation except the last two; the third fails.
 const FIVE: &str = r#"---
@@ -263,6 +265,30 @@ fn declined_prompt_at_a_terminal_exits_3_and_rolls_back() {
     );
     let run = only_run(out.root.path());
     assert_eq!(read_json(&run.join("state.json"))["status"], "declined");
+    insta::assert_snapshot!(normalized(&out));
+}
+
+#[test]
+fn ctrl_c_at_a_confirmation_prompt_interrupts_and_rolls_back() {
+    // Nothing is typed: the prompt waits until Ctrl-C.
+    let run = Spawned::start_with_tty(
+        Test::new()
+            .runbook("gated.md", GATED)
+            .args(["run", "gated"]),
+        b"",
+    );
+    wait_until("the prompt", Duration::from_secs(30), || {
+        run.stderr_so_far().contains("[y/N]")
+    });
+    run.signal(libc::SIGINT);
+    let out = run.wait();
+    out.assert_status(130);
+    assert_eq!(
+        project_file(out.root.path(), "trace"),
+        "prepare\nunprepare\n"
+    );
+    let run = only_run(out.root.path());
+    assert_eq!(read_json(&run.join("state.json"))["status"], "interrupted");
     insta::assert_snapshot!(normalized(&out));
 }
 

@@ -10,39 +10,66 @@ use regex::Regex;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long any single nixcmd invocation of these tests may take before the test fails.
 pub const LIMIT: Duration = Duration::from_secs(60);
 
-/// A nixcmd process started by the test: stdin is /dev/null, stdout and stderr are collected.
+/// A nixcmd process started by the test: stdin is /dev/null or a pseudo-terminal, stdout and
+/// stderr are collected as they come.
 pub struct Spawned {
     child: Child,
     root: tempfile::TempDir,
     started: Instant,
-    readers: Vec<std::thread::JoinHandle<Vec<u8>>>,
+    stdout: Collected,
+    stderr: Collected,
+    /// The terminal's master side, kept open while nixcmd runs.
+    tty: Option<std::fs::File>,
 }
+
+type Collected = (Arc<Mutex<Vec<u8>>>, std::thread::JoinHandle<()>);
 
 impl Spawned {
     pub fn start(test: Test) -> Spawned {
+        Self::spawn(test, None)
+    }
+
+    /// Starts with stdin on a pseudo-terminal (stdout and stderr stay pipes) and types
+    /// `input` on it. nixcmd asks at a terminal exactly when stdin is one.
+    pub fn start_with_tty(test: Test, input: &[u8]) -> Spawned {
+        let (master, slave) = open_pty();
+        let mut run = Self::spawn(test, Some(slave));
+        let mut master = std::fs::File::from(master);
+        // The line discipline keeps the typed line until nixcmd reads it.
+        master.write_all(input).expect("type on the terminal");
+        // Echo goes back to the master: read it away so the terminal never blocks.
+        let echo = master.try_clone().expect("clone the pty master");
+        std::thread::spawn(move || drain_into(echo, Arc::default()));
+        run.tty = Some(master);
+        run
+    }
+
+    fn spawn(test: Test, stdin: Option<std::fs::File>) -> Spawned {
         let (mut cmd, root) = test.into_command();
-        cmd.stdin(Stdio::null())
+        cmd.stdin(stdin.map(Stdio::from).unwrap_or_else(Stdio::null))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let started = Instant::now();
         let mut child = cmd.spawn().expect("spawn nixcmd");
-        let readers = vec![
-            drain(child.stdout.take().expect("piped stdout")),
-            drain(child.stderr.take().expect("piped stderr")),
-        ];
+        drop(cmd);
+        let stdout = collect(child.stdout.take().expect("piped stdout"));
+        let stderr = collect(child.stderr.take().expect("piped stderr"));
         Spawned {
             child,
             root,
             started,
-            readers,
+            stdout,
+            stderr,
+            tty: None,
         }
     }
 
@@ -58,6 +85,11 @@ impl Spawned {
         self.root.path().join("project")
     }
 
+    /// What nixcmd has written to stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.0.lock().expect("stderr buffer")).into_owned()
+    }
+
     /// Sends a signal to nixcmd itself (not to its steps' process groups).
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child, which has not been reaped yet.
@@ -69,15 +101,15 @@ impl Spawned {
     /// Waits for the process to end (failing the test after [`LIMIT`]).
     pub fn wait(mut self) -> Output {
         let status = wait_limited(&mut self.child, LIMIT);
-        let mut texts = self
-            .readers
-            .drain(..)
-            .map(|r| String::from_utf8_lossy(&r.join().unwrap_or_default()).into_owned());
-        let stdout = texts.next().unwrap_or_default();
-        let stderr = texts.next().unwrap_or_default();
+        drop(self.tty.take());
+        let text = |(buf, reader): Collected| {
+            let _ = reader.join();
+            let bytes = buf.lock().expect("output buffer").clone();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
         Output {
-            stdout,
-            stderr,
+            stdout: text(self.stdout),
+            stderr: text(self.stderr),
             status,
             elapsed: self.started.elapsed(),
             root: self.root,
@@ -85,12 +117,23 @@ impl Spawned {
     }
 }
 
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = pipe.read_to_end(&mut buf);
-        buf
-    })
+fn collect(pipe: impl Read + Send + 'static) -> Collected {
+    let buf: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let shared = buf.clone();
+    (buf, std::thread::spawn(move || drain_into(pipe, shared)))
+}
+
+fn drain_into(mut pipe: impl Read, buf: Arc<Mutex<Vec<u8>>>) {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match pipe.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf
+                .lock()
+                .expect("output buffer")
+                .extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 /// The exit code (128+N for signal N), killing the child and failing after `limit`.
@@ -112,39 +155,9 @@ fn wait_limited(child: &mut Child, limit: Duration) -> i32 {
     }
 }
 
-/// Runs the test with stdin on a pseudo-terminal (stdout and stderr stay pipes), typing
-/// `input` on the terminal. nixcmd asks at a terminal exactly when stdin is one.
+/// Runs the test with stdin on a pseudo-terminal, typing `input` on it.
 pub fn run_with_tty(test: Test, input: &[u8]) -> Output {
-    let (master, slave) = open_pty();
-    let (mut cmd, root) = test.into_command();
-    cmd.stdin(Stdio::from(slave))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd.spawn().expect("spawn nixcmd");
-    drop(cmd);
-    let readers = [
-        drain(child.stdout.take().expect("piped stdout")),
-        drain(child.stderr.take().expect("piped stderr")),
-    ];
-    let mut master = std::fs::File::from(master);
-    // The line discipline keeps the typed line until nixcmd reads it.
-    master.write_all(input).expect("type on the terminal");
-    // Echo goes back to the master: read it away so the terminal never blocks.
-    let echo = master.try_clone().expect("clone the pty master");
-    let echo_reader = drain(echo);
-    let status = wait_limited(&mut child, LIMIT);
-    drop(master);
-    let [out, err] =
-        readers.map(|r| String::from_utf8_lossy(&r.join().unwrap_or_default()).into_owned());
-    drop(echo_reader);
-    Output {
-        stdout: out,
-        stderr: err,
-        status,
-        elapsed: started.elapsed(),
-        root,
-    }
+    Spawned::start_with_tty(test, input).wait()
 }
 
 /// A new pseudo-terminal pair (master, slave) with POSIX calls only.
@@ -175,8 +188,6 @@ fn open_pty() -> (OwnedFd, std::fs::File) {
         (master_fd, slave)
     }
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 /// The run folders under a test's state folder, oldest first (run ids sort by time).
 pub fn run_dirs(root: &Path) -> Vec<PathBuf> {
