@@ -3,6 +3,7 @@
 //! approver (elicitation), so the model itself can never approve a destructive step.
 
 use crate::output::Output;
+use crate::process::Cancel;
 use std::io::{BufRead, IsTerminal};
 
 /// A gate put to whoever can answer it.
@@ -32,6 +33,8 @@ pub trait Approver: Send {
 /// Asks on the terminal when there is one (stdin is a TTY and `CI` is not set).
 pub struct TerminalApprover {
     pub out: Output,
+    /// Ctrl-C at the prompt ends the wait (the run then stops as interrupted).
+    pub cancel: Cancel,
 }
 
 /// Whether a person can be asked: stdin is a terminal and we are not in CI.
@@ -59,6 +62,10 @@ impl Approver for TerminalApprover {
         }
         prompt.push_str(&format!("{} [y/N] ", gate.message));
         self.out.eprint(&prompt);
+        if !wait_for_input(&self.cancel) {
+            self.out.eprint("\n");
+            return Answer::Decline;
+        }
         let mut answer = String::new();
         match std::io::stdin().lock().read_line(&mut answer) {
             Ok(0) | Err(_) => {
@@ -72,6 +79,32 @@ impl Approver for TerminalApprover {
                 },
                 _ => Answer::Decline,
             },
+        }
+    }
+}
+
+/// Waits until stdin has something to read (a line at a terminal, or its end). False when
+/// Ctrl-C came first: `read_line` alone would go on waiting, as the signal handler only
+/// counts the request.
+fn wait_for_input(cancel: &Cancel) -> bool {
+    let at_start = cancel.level();
+    loop {
+        if cancel.level() > at_start {
+            return false;
+        }
+        let mut fd = libc::pollfd {
+            fd: libc::STDIN_FILENO,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one valid pollfd for our own stdin, with a 100 ms timeout.
+        let ready = unsafe { libc::poll(&mut fd, 1, 100) };
+        if ready > 0
+            || (ready < 0
+                && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
+        {
+            // Readable, closed, or poll is unusable: `read_line` tells which.
+            return true;
         }
     }
 }

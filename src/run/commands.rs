@@ -154,7 +154,10 @@ fn execute(
         ],
         TextOrJsonRun::Text => vec![Box::new(TextRenderer::new(cx.out, verbose))],
     };
-    let mut approver = TerminalApprover { out: cx.out };
+    let mut approver = TerminalApprover {
+        out: cx.out,
+        cancel: cancel.clone(),
+    };
     let engine = Engine::new(
         cmd,
         opts,

@@ -9,7 +9,7 @@ use crate::exit::Exit;
 use crate::process::{self, Cancel, Ended, GroupSpec, Stream};
 use crate::run::approve::{Answer, Approver, GateRequest};
 use crate::run::records::{Approval, History, Progress, RunDir, State, StepProgress};
-use crate::run::redact::Redactor;
+use crate::run::redact::{EnvWatch, Redactor};
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -187,8 +187,10 @@ impl<'a> Engine<'a> {
 
     pub(super) fn save(&mut self) {
         self.state.updated = now();
-        let _ = self.run.write_state(&self.state);
+        // Progress first: a `kill -9` between the two writes must not leave a state.json
+        // without its progress.json.
         let _ = self.run.write_progress(&self.progress);
+        let _ = self.run.write_state(&self.state);
     }
 
     fn extra_secrets(&self) -> Vec<String> {
@@ -249,7 +251,7 @@ impl<'a> Engine<'a> {
                 GateResult::Go => {}
                 GateResult::Pause => return self.pause(block),
                 GateResult::Declined => {
-                    status = RunStatus::Declined;
+                    status = self.declined_status();
                     failed = Some((block.id.clone(), Vec::new()));
                     break;
                 }
@@ -313,7 +315,7 @@ impl<'a> Engine<'a> {
                 GateResult::Go => {}
                 GateResult::Pause => return self.pause(block),
                 GateResult::Declined => {
-                    status = RunStatus::Declined;
+                    status = self.declined_status();
                     failed = Some((block.id.clone(), Vec::new()));
                     break;
                 }
@@ -494,21 +496,36 @@ impl<'a> Engine<'a> {
                 GateResult::Go
             }
             Answer::Decline => {
+                // Ctrl-C at the prompt ends it too: that is an interruption, not a "no".
+                let (status, reason) = if self.cancel.level() > 0 {
+                    (StepStatus::Interrupted, "interrupted at the confirmation")
+                } else {
+                    (StepStatus::Declined, "declined at the confirmation")
+                };
                 if let Some(p) = self.progress.get_mut(&block.id) {
-                    p.status = StepStatus::Declined;
+                    p.status = status;
                 }
                 self.emit(EventKind::StepFinished {
                     step_id: block.id.clone(),
                     host: None,
-                    status: StepStatus::Declined,
+                    status,
                     exit_code: None,
                     duration_ms: 0,
                     attempts: 0,
-                    reason: Some("declined at the confirmation".into()),
+                    reason: Some(reason.into()),
                 });
                 GateResult::Declined
             }
             Answer::Unavailable => GateResult::Pause,
+        }
+    }
+
+    /// A gate answered "no", or left by Ctrl-C at its prompt.
+    fn declined_status(&self) -> RunStatus {
+        if self.cancel.level() > 0 {
+            RunStatus::Interrupted
+        } else {
+            RunStatus::Declined
         }
     }
 
@@ -993,7 +1010,7 @@ impl<'a> Engine<'a> {
         let backoff = block.attrs.backoff.unwrap_or(DEFAULT_BACKOFF);
         let script = self.run.script_path(&block.id);
         let log_path = self.run.log_path(&block.id);
-        let _ = std::fs::write(&script, &block.code);
+        let _ = crate::records_io::write_atomic(&script, block.code.as_bytes(), 0o600);
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -1059,9 +1076,12 @@ impl<'a> Engine<'a> {
                 token: &token,
             };
             let mut lines: Vec<String> = Vec::new();
+            let extra_secrets = self.extra_secrets();
             let em = &mut self.em;
             let step_id = &block.id;
+            let mut env_watch = EnvWatch::new(self.run.env_file(), extra_secrets);
             let mut on_line = |stream: Stream, line: &str| {
+                env_watch.refresh(&mut em.redactor);
                 let line = em.redactor.redact(line);
                 if let Some(log) = log.as_mut() {
                     let _ = writeln!(log, "{line}");
