@@ -368,7 +368,7 @@ impl Engine<'_> {
         }
         self.save();
         let script = self.run.script_path(&block.id);
-        let _ = std::fs::write(&script, &block.code);
+        let _ = crate::records_io::write_atomic(&script, block.code.as_bytes(), 0o600);
         let base_env = self.step_env();
         let connect_timeout = self
             .inventory()
