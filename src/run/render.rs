@@ -44,6 +44,8 @@ pub struct TextRenderer {
     live: Option<Arc<Mutex<Live>>>,
     verbose: bool,
     rows: Vec<(String, StepStatus, u64, Option<String>)>,
+    /// Whether rollback blocks ran: "failed — rolled back" only says so when they did.
+    rolled_back: bool,
     /// Fan-out results: (step, host, status), for the step × host grid.
     cells: Vec<(String, String, StepStatus)>,
     ticker: Option<std::thread::JoinHandle<()>>,
@@ -88,6 +90,7 @@ impl TextRenderer {
             live,
             verbose,
             rows: Vec::new(),
+            rolled_back: false,
             cells: Vec::new(),
             ticker,
         }
@@ -376,11 +379,14 @@ impl Sink for TextRenderer {
             EventKind::Warning { message, .. } => {
                 self.line(&format!("{} {message}", p.yellow("warning:")))
             }
-            EventKind::RollbackStarted { reason, blocks } => self.line(&format!(
-                "{} {reason}: {}",
-                p.yellow("rolling back —"),
-                blocks.join(", ")
-            )),
+            EventKind::RollbackStarted { reason, blocks } => {
+                self.rolled_back = true;
+                self.line(&format!(
+                    "{} {reason}: {}",
+                    p.yellow("rolling back —"),
+                    blocks.join(", ")
+                ))
+            }
             EventKind::Gate {
                 step_id,
                 message,
@@ -479,7 +485,7 @@ impl Sink for TextRenderer {
                 }
                 let verdict = match status {
                     RunStatus::Succeeded => p.green(&p.bold("succeeded")),
-                    RunStatus::Failed if failed_step.is_some() => {
+                    RunStatus::Failed if failed_step.is_some() && self.rolled_back => {
                         p.red(&p.bold("failed — rolled back"))
                     }
                     RunStatus::AwaitingConfirmation => p.yellow(&p.bold("paused for confirmation")),
