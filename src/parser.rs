@@ -191,8 +191,7 @@ fn walk(
                     kind: class.kind,
                     line,
                 });
-                if matches!(w.kind, SectionKind::Notes | SectionKind::Overview) && !text.is_empty()
-                {
+                if w.kind == SectionKind::Notes && !text.is_empty() {
                     cmd.notes.push(Entry {
                         title: text.clone(),
                         text: String::new(),
@@ -326,7 +325,8 @@ fn prose(
         text.to_string()
     };
     match w.kind {
-        SectionKind::Overview if w.heading.is_none() => overview.push(text),
+        // Text before the first `##`, and under an overview heading ("## Task Overview").
+        SectionKind::Overview => overview.push(text),
         SectionKind::References if item && w.sub.is_none() => cmd.references.push(Entry {
             title: text.trim_start_matches("- ").to_string(),
             text: String::new(),
@@ -344,7 +344,7 @@ fn prose(
             }
             append(&mut entries.last_mut().expect("just pushed").text, &text);
         }
-        SectionKind::Overview | SectionKind::Notes => {
+        SectionKind::Notes => {
             if let Some(note) = cmd.notes.last_mut() {
                 append(&mut note.text, &text);
             }

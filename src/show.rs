@@ -122,7 +122,7 @@ pub fn text(loaded: &Loaded, p: Palette) -> String {
     if !c.overview.is_empty() {
         let _ = writeln!(s, "\n{}", p.bold("Overview"));
         for line in c.overview.lines() {
-            let _ = writeln!(s, "  {line}");
+            let _ = writeln!(s, "{}", format!("  {line}").trim_end());
         }
     }
     section(&mut s, p, "Prerequisites", c, &c.prerequisites);

@@ -53,6 +53,15 @@ fn valid_fixtures_show_json() {
 }
 
 #[test]
+fn valid_fixtures_show_text() {
+    insta::glob!("../../fixtures/runbooks/valid", "*.md", |path| {
+        let out = run_on(path, &["show", "FILE"]);
+        out.assert_status(0);
+        insta::assert_snapshot!("show-text", out.normalized());
+    });
+}
+
+#[test]
 fn invalid_fixtures_are_reported() {
     insta::glob!("../../fixtures/runbooks/invalid", "*.md", |path| {
         if needs_missing_tool(path) {
