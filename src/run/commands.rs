@@ -130,6 +130,7 @@ pub fn prepare_new(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn execute(
     cx: &Context,
     cmd: &Command,
