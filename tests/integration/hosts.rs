@@ -381,11 +381,7 @@ touch "$NIXCMD_ARG_MARKS/ran-$NIXCMD_HOST"
     let out = run(project(&fleet, &extra, &runbook(steps, "")), &[]);
     out.assert_status(1);
     assert!(out.elapsed < Duration::from_secs(15), "{:?}", out.elapsed);
-    assert!(
-        out.stdout.contains(&format!("hello@gone failed")),
-        "{}",
-        out.stdout
-    );
+    assert!(out.stdout.contains("hello@gone failed"), "{}", out.stdout);
     assert!(
         out.stdout.contains(&format!(
             "cannot reach the host: ssh: connect to host 127.0.0.1 port {closed}: Connection refused"
