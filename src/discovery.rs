@@ -98,6 +98,11 @@ impl SearchPath {
                     if name.starts_with('.') || name.is_empty() || path.is_dir() {
                         return None;
                     }
+                    // `nixcmd claude export` writes thin wrappers into .claude/commands; they
+                    // call the runbook and must not shadow it.
+                    if crate::claude_export::is_wrapper(&path) {
+                        return None;
+                    }
                     Some(Found {
                         name,
                         origin: origin(path.display().to_string()),

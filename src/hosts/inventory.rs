@@ -55,6 +55,9 @@ pub struct Inventory {
     pub hosts: Vec<Host>,
     /// `ConnectTimeout` for every host, seconds.
     pub connect_timeout: u32,
+    /// Names of variables whose values are redacted in every run (`secrets = [...]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
     #[serde(skip)]
     pub diagnostics: Vec<Diagnostic>,
     #[serde(skip)]
@@ -156,8 +159,18 @@ fn empty(path: Option<&Path>) -> Inventory {
         path: path.map(|p| p.display().to_string()),
         hosts: Vec::new(),
         connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        secrets: Vec::new(),
         diagnostics: Vec::new(),
         file: None,
+    }
+}
+
+/// The `secrets` names of the config file that applies to `dir` (none without a file). Reads
+/// only the file: never asks the flake for hosts.
+pub fn config_secrets(explicit: Option<&Path>, dir: &Path) -> Vec<String> {
+    match config_path(explicit, dir) {
+        Some(path) if path.is_file() => from_config_file(&path).secrets,
+        _ => Vec::new(),
     }
 }
 
@@ -405,7 +418,21 @@ pub fn parse_into(inv: &mut Inventory, file: &SourceFile) {
                     }
                 }
             }
-            "secrets" => {}
+            "secrets" => {
+                let list: Option<Vec<String>> = value.get_ref().as_array().and_then(|a| {
+                    a.iter()
+                        .map(|i| i.get_ref().as_str().map(str::to_string))
+                        .collect()
+                });
+                match list {
+                    Some(list) => inv.secrets = list,
+                    None => type_error(
+                        inv,
+                        "`secrets` must be a list of variable names".into(),
+                        value.span(),
+                    ),
+                }
+            }
             other => warn_unknown(inv, other, key.span(), TOP_KEYS, "at the top level"),
         }
     }

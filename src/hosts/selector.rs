@@ -126,6 +126,7 @@ mod tests {
                 host("db1", &["db"]),
             ],
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            secrets: Vec::new(),
             diagnostics: Vec::new(),
             file: None,
         }

@@ -41,6 +41,7 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
     prepared.opts.yes = args.gates.yes;
     prepared.opts.approve = args.gates.approve.clone();
     prepared.state.fleet = fleet;
+    prepared.opts.secrets = config_secrets(&prepared.state);
     let Prepared {
         run,
         state,
@@ -118,7 +119,7 @@ pub fn prepare_new(
         from: req.from,
         env: bound.env,
         grace: GRACE,
-        secrets: Vec::new(),
+        secrets: config_secrets(&state),
         resolve: Some(resolve),
     };
     Ok(Prepared {
@@ -174,6 +175,12 @@ fn execute(
         flag.store(true, Ordering::SeqCst);
     }
     Ok(outcome.exit)
+}
+
+/// `secrets` named in the config file (`nixcmd.toml`) of the run.
+pub fn config_secrets(state: &State) -> Vec<String> {
+    let explicit = state.fleet.config.as_ref().map(PathBuf::from);
+    crate::hosts::inventory::config_secrets(explicit.as_deref(), std::path::Path::new(&state.dir))
 }
 
 /// Nested runs look commands up on the same search path as the parent run.
@@ -422,7 +429,7 @@ pub fn prepare_resume(
         from: state.from.clone(),
         env: bound.env,
         grace: GRACE,
-        secrets: Vec::new(),
+        secrets: config_secrets(&state),
         resolve: Some(resolve),
     };
     Ok(Prepared {

@@ -157,6 +157,27 @@ exit 1
     }
 }
 
+#[test]
+fn secrets_named_in_nixcmd_toml_are_redacted() {
+    const VALUE: &str = "cfg-9a8b7c6d5e4f";
+    let out = Test::new()
+        .file("project/nixcmd.toml", "secrets = [\"CACHE_AUTH\"]\n")
+        .runbook(
+            "cfg.md",
+            "---\ndescription: Uses a config secret\nnixcmd: {}\n---\n## Steps\n### Use\n```bash {id=use}\necho \"auth: $CACHE_AUTH\"\n```\n",
+        )
+        .env("CACHE_AUTH", VALUE)
+        .args(["run", "cfg", "--verbose"])
+        .run();
+    out.assert_status(0);
+    assert!(out.stdout.contains("auth: [REDACTED]"), "{}", out.stdout);
+    assert!(!out.stdout.contains(VALUE), "{}", out.stdout);
+    let log = out.then().args(["log", "last", "use"]).run();
+    log.assert_status(0);
+    assert!(log.stdout.contains("auth: [REDACTED]"), "{}", log.stdout);
+    assert!(!log.stdout.contains(VALUE));
+}
+
 fn collect_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read folder").flatten() {
         let path = entry.path();

@@ -72,11 +72,6 @@ def test_export_refuses_a_broken_mcp_json(env):
     assert (env.project / ".mcp.json").read_text() == "{ not json"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="discovery must skip wrappers (claude_export::is_wrapper) in .claude/commands; "
-    "remove this marker once SearchPath::all does",
-)
 def test_wrappers_do_not_shadow_the_runbooks(env):
     """After an export, `nixcmd` still runs the runbook, not its wrapper."""
     assert export(env).returncode == 0
