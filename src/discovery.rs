@@ -100,7 +100,9 @@ impl SearchPath {
                     }
                     // `nixcmd claude export` writes thin wrappers into .claude/commands; they
                     // call the runbook and must not shadow it.
-                    if crate::claude_export::is_wrapper(&path) {
+                    if matches!(origin(String::new()), Origin::Claude { .. })
+                        && crate::claude_export::is_wrapper(&path)
+                    {
                         return None;
                     }
                     Some(Found {
@@ -124,11 +126,15 @@ impl SearchPath {
     /// The winners (first of each name) and the shadowed ones with the winner's origin.
     pub fn resolve(&self) -> Result<Resolved, Failure> {
         let mut winners: Vec<Found> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         let mut shadowed = Vec::new();
         for f in self.all()? {
-            match winners.iter().find(|w| w.name == f.name) {
-                Some(w) => shadowed.push((f, w.origin.clone())),
-                None => winners.push(f),
+            match index.get(&f.name) {
+                Some(&i) => shadowed.push((f, winners[i].origin.clone())),
+                None => {
+                    index.insert(f.name.clone(), winners.len());
+                    winners.push(f);
+                }
             }
         }
         winners.sort_by(|a, b| a.name.cmp(&b.name));
@@ -198,8 +204,14 @@ pub struct Unreadable {
 // `Unreadable` carries the text read so far for rendering; it is built once per bad file.
 #[allow(clippy::result_large_err)]
 pub fn load(found: &Found) -> Result<Loaded, Unreadable> {
+    load_with(found, parser::Depth::Full)
+}
+
+/// [`load`] at a given depth (`Summary` for `list`).
+#[allow(clippy::result_large_err)]
+pub fn load_with(found: &Found, depth: parser::Depth) -> Result<Loaded, Unreadable> {
     match &found.path {
-        Some(path) => load_path(path, &found.name, found.origin.clone()),
+        Some(path) => load_path_with(path, &found.name, found.origin.clone(), depth),
         None => {
             let text = BUILTINS
                 .iter()
@@ -207,7 +219,7 @@ pub fn load(found: &Found) -> Result<Loaded, Unreadable> {
                 .map(|(_, t)| *t)
                 .unwrap_or_default();
             let file = SourceFile::new(format!("builtin:{}", found.name), text);
-            let command = parser::parse(&file, &found.name, Origin::Builtin);
+            let command = parser::parse_with(&file, &found.name, Origin::Builtin, depth);
             Ok(Loaded { file, command })
         }
     }
@@ -216,6 +228,16 @@ pub fn load(found: &Found) -> Result<Loaded, Unreadable> {
 /// Reads and parses a file. The display name is the path as given.
 #[allow(clippy::result_large_err)]
 pub fn load_path(path: &Path, name: &str, origin: Origin) -> Result<Loaded, Unreadable> {
+    load_path_with(path, name, origin, parser::Depth::Full)
+}
+
+#[allow(clippy::result_large_err)]
+fn load_path_with(
+    path: &Path,
+    name: &str,
+    origin: Origin,
+    depth: parser::Depth,
+) -> Result<Loaded, Unreadable> {
     let shown = path.display().to_string();
     let unreadable = |d: Diagnostic| Unreadable {
         name: shown.clone(),
@@ -225,7 +247,7 @@ pub fn load_path(path: &Path, name: &str, origin: Origin) -> Result<Loaded, Unre
     let bytes = read_limited(path).map_err(unreadable)?;
     match parser::decode(&shown, &bytes) {
         Ok(file) => {
-            let command = parser::parse(&file, name, origin);
+            let command = parser::parse_with(&file, name, origin, depth);
             Ok(Loaded { file, command })
         }
         Err(d) => {

@@ -30,7 +30,7 @@ pub fn decode(name: &str, bytes: &[u8]) -> Result<SourceFile, Diagnostic> {
     if bytes.len() > MAX_FILE_BYTES {
         return Err(too_large(bytes.len() as u64));
     }
-    if let Some(nul) = bytes.iter().position(|&b| b == 0) {
+    if let Some(nul) = memchr::memchr(0, bytes) {
         let file = SourceFile::new(name, String::from_utf8_lossy(&bytes[..nul]).into_owned());
         return Err(Diagnostic::fatal(
             "file",
@@ -88,7 +88,20 @@ struct Walk {
     context: Vec<(String, Range<usize>)>,
 }
 
+/// How much of a file to read. `Summary` is for listing many files: it skips the content
+/// hash and the guided-file findings (which are warnings and notes only), so the errors it
+/// reports are the same as a full read's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    Full,
+    Summary,
+}
+
 pub fn parse(file: &SourceFile, name: &str, origin: Origin) -> Command {
+    parse_with(file, name, origin, Depth::Full)
+}
+
+pub fn parse_with(file: &SourceFile, name: &str, origin: Origin, depth: Depth) -> Command {
     let mut diagnostics = Vec::new();
     let mut frontmatter_read = true;
     let fm = match frontmatter::parse(file) {
@@ -117,7 +130,10 @@ pub fn parse(file: &SourceFile, name: &str, origin: Origin) -> Command {
         argument_hint: meta.argument_hint,
         source: origin,
         mode,
-        hash: hex(&Sha256::digest(file.text.as_bytes())),
+        hash: match depth {
+            Depth::Full => hex(&Sha256::digest(file.text.as_bytes())),
+            Depth::Summary => String::new(),
+        },
         settings: meta.settings,
         args: meta.args,
         overview: String::new(),
@@ -135,10 +151,12 @@ pub fn parse(file: &SourceFile, name: &str, origin: Origin) -> Command {
     let pending = walk(file, &elements, &mut cmd, &mut diagnostics);
     let contexts = finish_blocks(file, pending, &mut cmd, &mut diagnostics);
     structural_rules(file, &mut cmd, frontmatter_read, &mut diagnostics);
-    if mode == Mode::Guided {
-        guided::block_findings(file, &mut cmd, &contexts, &mut diagnostics);
+    if depth == Depth::Full {
+        if mode == Mode::Guided {
+            guided::block_findings(file, &mut cmd, &contexts, &mut diagnostics);
+        }
+        guided::prose_findings(file, &elements, mode, &mut diagnostics);
     }
-    guided::prose_findings(file, &elements, mode, &mut diagnostics);
     diagnostics.sort_by_key(|d| (d.position, std::cmp::Reverse(d.severity)));
     cmd.diagnostics = diagnostics;
     cmd

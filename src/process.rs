@@ -174,7 +174,6 @@ pub enum Ended {
 enum Msg {
     Line(Stream, String),
     Eof,
-    Exited(std::process::ExitStatus),
 }
 
 /// Runs a process in a new process group, calling `on_line` for every output line (on the
@@ -188,7 +187,7 @@ pub fn run_group(
     use std::os::unix::process::{CommandExt, ExitStatusExt};
     ensure_subreaper();
     let cancel_at_start = cancel.level();
-    let mut command = Command::new(spec.program);
+    let mut command = Command::new(resolve_program(spec.program));
     command
         .args(spec.args)
         .current_dir(spec.cwd)
@@ -249,14 +248,6 @@ pub fn run_group(
             let _ = tx.send(Msg::Eof);
         });
     }
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            if let Ok(status) = child.wait() {
-                let _ = tx.send(Msg::Exited(status));
-            }
-        });
-    }
     drop(tx);
 
     let deadline = Instant::now() + spec.timeout;
@@ -268,7 +259,15 @@ pub fn run_group(
     let mut swept = false;
     let mut exited_at: Option<Instant> = None;
     let mut token_swept = false;
+    let mut polls = 0u32;
     loop {
+        // No waiter thread: the exit is noticed on each tick (at least every 100 ms) and right
+        // after output ends, which is when a step's shell normally exits.
+        if exit.is_none()
+            && let Ok(Some(status)) = child.try_wait()
+        {
+            exit = Some(status);
+        }
         if eofs == 2 && exit.is_some() {
             break;
         }
@@ -311,13 +310,21 @@ pub fn run_group(
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(100))
         };
+        if eofs == 2 {
+            // Output is over but the process has not exited yet: poll briefly, then calmly.
+            polls += 1;
+            std::thread::sleep(Duration::from_millis(if polls < 20 { 1 } else { 10 }).min(wait));
+            continue;
+        }
         match rx.recv_timeout(wait) {
             Ok(Msg::Line(stream, line)) => on_line(stream, &line),
             Ok(Msg::Eof) => eofs += 1,
-            Ok(Msg::Exited(status)) => exit = Some(status),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => eofs = 2,
         }
+    }
+    if exit.is_none() {
+        exit = child.wait().ok();
     }
     terminate_group(pgid, spec.grace, false, &escalate);
     kill_by_token(spec.token, spec.grace);
@@ -415,17 +422,45 @@ fn ensure_subreaper() {
     });
 }
 
-/// nixcmd's own child processes, or `None` when the kernel does not expose them.
+/// The children of the calling thread, or `None` when the kernel does not list them. A
+/// step's shell is started by the thread that runs it, so when the shell exits its orphans are
+/// reparented to that thread (nixcmd is their subreaper): one small file to read per step.
 fn own_children() -> Option<Vec<i32>> {
-    let mut pids = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").ok()? {
-        let text = std::fs::read_to_string(task.ok()?.path().join("children")).ok()?;
-        pids.extend(
-            text.split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok()),
-        );
+    let text = std::fs::read_to_string("/proc/thread-self/children").ok()?;
+    Some(
+        text.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+    )
+}
+
+/// The absolute path of a program found on `PATH`, looked up once per process: a run starts
+/// one shell per step, and searching `PATH` each time costs a failed `execve` per entry.
+pub fn resolve_program(program: &str) -> std::path::PathBuf {
+    static CACHE: std::sync::Mutex<Vec<(String, std::path::PathBuf)>> =
+        std::sync::Mutex::new(Vec::new());
+    if program.contains('/') {
+        return program.into();
     }
-    Some(pids)
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = cache.iter().find(|(p, _)| p == program) {
+        return path.clone();
+    }
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(program))
+                .find(|c| {
+                    std::fs::metadata(c).is_ok_and(|m| {
+                        m.is_file()
+                            && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111
+                                != 0
+                    })
+                })
+        })
+        .unwrap_or_else(|| program.into());
+    cache.push((program.to_string(), found.clone()));
+    found
 }
 
 fn carries_token(pid: i32, needle: &[u8]) -> bool {

@@ -222,7 +222,7 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec
             ("required", Value::Bool(b)) => arg.required = *b,
             ("variadic", Value::Bool(b)) => arg.variadic = *b,
             ("help", Value::String(s)) => arg.help = Some(s.clone()),
-            ("pattern", Value::String(p)) => match regex::Regex::new(p) {
+            ("pattern", Value::String(p)) => match regex_syntax::Parser::new().parse(p) {
                 Ok(_) => arg.pattern = Some(p.clone()),
                 Err(e) => {
                     let first = e

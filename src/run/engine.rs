@@ -1039,7 +1039,9 @@ impl<'a> Engine<'a> {
                 p.started.get_or_insert_with(now);
             }
             self.state.current_step = Some(block.id.clone());
-            self.save();
+            // Only progress.json at a step's start (resume reads it); state.json follows when
+            // the step ends. One rename less per step.
+            let _ = self.run.write_progress(&self.progress);
             self.emit(EventKind::StepStarted {
                 step_id: block.id.clone(),
                 phase: phase_name(block.phase).into(),
