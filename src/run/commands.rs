@@ -469,13 +469,18 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
         } else {
             r.status.label().to_string()
         };
-        s.push_str(&format!(
-            "{:<w$}  {:<22}  {:<24}  {}\n",
-            r.run_id,
-            status,
-            r.started,
-            r.current_step.as_deref().unwrap_or("")
-        ));
+        // Running or paused runs name their current step; finished ones the error, if any.
+        let step = r
+            .current_step
+            .clone()
+            .or_else(|| r.errors.first().cloned())
+            .unwrap_or_default();
+        let line = format!(
+            "{:<w$}  {:<22}  {:<24}  {step}",
+            r.run_id, status, r.started
+        );
+        s.push_str(line.trim_end());
+        s.push('\n');
     }
     cx.out.print(&s);
     Ok(Exit::Success)

@@ -264,16 +264,20 @@ impl Sink for TextRenderer {
                             .as_deref()
                             .map(|n| format!(" — {n}"))
                             .unwrap_or_default();
-                        let gates = if item.gates.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" [{}]", item.gates.join(", "))
-                        };
+                        // A block's own `timeout=` is among its gates already; the
+                        // effective timeout is added only when it comes from a default.
+                        let mut gates = item.gates.clone();
+                        if !gates.iter().any(|g| g.starts_with("timeout ")) {
+                            gates.push(format!(
+                                "timeout {}",
+                                display(Duration::from_millis(item.timeout_ms))
+                            ));
+                        }
                         s.push_str(&format!(
-                            "  {:<12} {}{gates}, timeout {}: {state}{note}\n",
+                            "  {:<12} {} [{}]: {state}{note}\n",
                             item.phase,
                             item.step_id,
-                            display(Duration::from_millis(item.timeout_ms))
+                            gates.join(", ")
                         ));
                     }
                     for m in manual_checks {
