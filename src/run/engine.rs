@@ -778,29 +778,40 @@ impl<'a> Engine<'a> {
             crate::run::nested::Plan::Shell => self.run_shell(block, lenient),
             crate::run::nested::Plan::Nested(list) => self.run_nested(block, &list, lenient),
             crate::run::nested::Plan::NotRunnable(reason) => {
-                self.emit(EventKind::StepStarted {
-                    step_id: block.id.clone(),
-                    phase: phase_name(block.phase).into(),
-                    title: block.title.clone(),
-                    attempt: 1,
-                    host: None,
-                    eta_ms: None,
-                });
-                let status = self.finish_block(
-                    block,
-                    StepStatus::NotRunnable,
-                    None,
-                    Some(reason.clone()),
-                    0,
-                    Duration::ZERO,
-                    lenient,
-                    None,
-                );
-                BlockResult {
-                    status,
-                    tail: vec![reason],
-                }
+                self.not_runnable(block, reason, lenient)
             }
+        }
+    }
+
+    /// Reports a block that cannot run as written (a missing nested command, an unusable
+    /// inventory) as a step that started and ended `not_runnable`.
+    pub(super) fn not_runnable(
+        &mut self,
+        block: &Block,
+        reason: String,
+        lenient: bool,
+    ) -> BlockResult {
+        self.emit(EventKind::StepStarted {
+            step_id: block.id.clone(),
+            phase: phase_name(block.phase).into(),
+            title: block.title.clone(),
+            attempt: 1,
+            host: None,
+            eta_ms: None,
+        });
+        let status = self.finish_block(
+            block,
+            StepStatus::NotRunnable,
+            None,
+            Some(reason.clone()),
+            0,
+            Duration::ZERO,
+            lenient,
+            None,
+        );
+        BlockResult {
+            status,
+            tail: vec![reason],
         }
     }
 

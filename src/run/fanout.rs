@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Default number of hosts at a time.
 pub const DEFAULT_PARALLEL: usize = 5;
@@ -212,31 +212,6 @@ impl Engine<'_> {
             }
         };
         Some(self.run_on_hosts(block, hosts, Kind::Step, lenient))
-    }
-
-    fn not_runnable(&mut self, block: &Block, reason: String, lenient: bool) -> BlockResult {
-        self.emit(EventKind::StepStarted {
-            step_id: block.id.clone(),
-            phase: phase_name(block.phase).into(),
-            title: block.title.clone(),
-            attempt: 1,
-            host: None,
-            eta_ms: None,
-        });
-        let status = self.finish_block(
-            block,
-            StepStatus::NotRunnable,
-            None,
-            Some(reason.clone()),
-            0,
-            Duration::ZERO,
-            lenient,
-            None,
-        );
-        BlockResult {
-            status,
-            tail: vec![reason],
-        }
     }
 
     /// Runs a rollback block on the named hosts (those where a step naming it started).
