@@ -176,55 +176,60 @@ enum Msg {
     Eof,
 }
 
-/// Runs a process in a new process group, calling `on_line` for every output line (on the
-/// caller's thread). Whatever happens, no process of the group (or carrying its token) is
-/// left when this returns.
-pub fn run_group(
-    spec: &GroupSpec,
-    cancel: &Cancel,
-    on_line: &mut dyn FnMut(Stream, &str),
-) -> std::io::Result<Ended> {
-    use std::os::unix::process::{CommandExt, ExitStatusExt};
+/// Starts `program` in a new process group with stdout and stderr piped (and stdin piped or
+/// `/dev/null`). Every step process — local shell or `ssh` client — starts here.
+pub fn spawn_group(
+    program: &str,
+    args: &[String],
+    cwd: Option<&Path>,
+    env: &[(String, String)],
+    piped_stdin: bool,
+) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
     ensure_subreaper();
-    let cancel_at_start = cancel.level();
-    let mut command = Command::new(resolve_program(spec.program));
+    let mut command = Command::new(resolve_program(program));
+    if let Some(cwd) = cwd {
+        command.current_dir(cwd);
+    }
     command
-        .args(spec.args)
-        .current_dir(spec.cwd)
-        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("NIXCMD_STEP_TOKEN", spec.token)
-        .stdin(if spec.stdin.is_some() {
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(if piped_stdin {
             Stdio::piped()
         } else {
             Stdio::null()
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = command.spawn()?;
-    let pgid = child.id() as i32;
-    let (tx, rx) = mpsc::channel::<Msg>();
-    if let (Some(bytes), Some(mut pipe)) = (spec.stdin.clone(), child.stdin.take()) {
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&bytes);
-        });
-    }
-    for (stream, pipe) in [
+        .process_group(0)
+        .spawn()
+}
+
+/// Reads the child's stdout and stderr line by line on two threads, sending `line(stream,
+/// text)` for each line (lines longer than 64 KiB are split) and `eof()` when a pipe closes.
+pub fn read_lines<M: Send + 'static>(
+    child: &mut std::process::Child,
+    tx: &mpsc::Sender<M>,
+    line: fn(Stream, String) -> M,
+    eof: fn() -> M,
+) {
+    let pipes: [(Stream, Option<Box<dyn Read + Send>>); 2] = [
         (
             Stream::Stdout,
             child
                 .stdout
                 .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
         ),
         (
             Stream::Stderr,
             child
                 .stderr
                 .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
         ),
-    ] {
+    ];
+    for (stream, pipe) in pipes {
         let Some(pipe) = pipe else { continue };
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -238,16 +243,43 @@ pub fn run_group(
                         while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
                             buf.pop();
                         }
-                        let _ = tx.send(Msg::Line(
-                            stream,
-                            String::from_utf8_lossy(&buf).into_owned(),
-                        ));
+                        let _ = tx.send(line(stream, String::from_utf8_lossy(&buf).into_owned()));
                     }
                 }
             }
-            let _ = tx.send(Msg::Eof);
+            let _ = tx.send(eof());
         });
     }
+}
+
+/// Runs a process in a new process group, calling `on_line` for every output line (on the
+/// caller's thread). Whatever happens, no process of the group (or carrying its token) is
+/// left when this returns.
+pub fn run_group(
+    spec: &GroupSpec,
+    cancel: &Cancel,
+    on_line: &mut dyn FnMut(Stream, &str),
+) -> std::io::Result<Ended> {
+    use std::os::unix::process::ExitStatusExt;
+    ensure_subreaper();
+    let cancel_at_start = cancel.level();
+    let mut env: Vec<(String, String)> = spec.env.to_vec();
+    env.push(("NIXCMD_STEP_TOKEN".into(), spec.token.into()));
+    let mut child = spawn_group(
+        spec.program,
+        spec.args,
+        Some(spec.cwd),
+        &env,
+        spec.stdin.is_some(),
+    )?;
+    let pgid = child.id() as i32;
+    let (tx, rx) = mpsc::channel::<Msg>();
+    if let (Some(bytes), Some(mut pipe)) = (spec.stdin.clone(), child.stdin.take()) {
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(&bytes);
+        });
+    }
+    read_lines(&mut child, &tx, Msg::Line, || Msg::Eof);
     drop(tx);
 
     let deadline = Instant::now() + spec.timeout;

@@ -10,8 +10,7 @@
 //! left in its group, or anywhere with its token in the environment, is stopped too.
 
 use crate::process::{Cancel, Stream};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -196,15 +195,8 @@ pub fn run_ssh(
     cancel: &Cancel,
     on_line: &mut dyn FnMut(Stream, &str),
 ) -> std::io::Result<RemoteEnded> {
-    use std::os::unix::process::CommandExt;
     let at_start = cancel.level();
-    let mut child = Command::new("ssh")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()?;
+    let mut child = crate::process::spawn_group("ssh", args, None, &[], true)?;
     let pgid = child.id() as i32;
     let (tx, rx) = mpsc::channel::<Msg>();
     // stdin stays open while the step runs: closing it (or a `stop` line) stops the step.
@@ -223,45 +215,7 @@ pub fn run_ssh(
             }
         });
     }
-    for (stream, pipe) in [
-        (
-            Stream::Stdout,
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-        (
-            Stream::Stderr,
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-    ] {
-        let Some(pipe) = pipe else { continue };
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(pipe);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match reader.by_ref().take(64 * 1024).read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                            buf.pop();
-                        }
-                        let _ = tx.send(Msg::Line(
-                            stream,
-                            String::from_utf8_lossy(&buf).into_owned(),
-                        ));
-                    }
-                }
-            }
-            let _ = tx.send(Msg::Eof);
-        });
-    }
+    crate::process::read_lines(&mut child, &tx, Msg::Line, || Msg::Eof);
     {
         let tx = tx.clone();
         std::thread::spawn(move || {
