@@ -299,7 +299,7 @@ impl<'a> Engine<'a> {
                 match flow {
                     Flow::Pause(b) => return self.pause(b),
                     Flow::Declined(id) => {
-                        status = RunStatus::Declined;
+                        status = self.declined_status();
                         failed = Some((id, Vec::new()));
                         break;
                     }
