@@ -363,7 +363,11 @@ pub fn run_group(
     if let Some(e) = ended {
         return Ok(e);
     }
-    let status = exit.expect("loop ends after exit");
+    let Some(status) = exit else {
+        return Err(std::io::Error::other(
+            "the step's process could not be waited for",
+        ));
+    };
     Ok(Ended::Exited(
         status
             .code()

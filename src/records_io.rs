@@ -7,9 +7,9 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-/// Writes `bytes` to `path` atomically. The temporary file is `.<name>.<pid>.tmp` beside the
-/// target: unique per process, and a run folder has one writer (its lock), so no random names
-/// are needed — the write costs an open, a write and a rename.
+/// Writes `bytes` to `path` atomically. The temporary file is `.<name>.<pid>.<n>.tmp` beside
+/// the target: unique per process and per write (threads of the MCP server write at the same
+/// time), so no random names are needed — the write costs an open, a write and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path
         .parent()
@@ -19,7 +19,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     let result = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)

@@ -66,7 +66,9 @@ pub(super) struct Emitter<'a> {
     seq: u64,
     run_id: String,
     pub(super) redactor: Redactor,
-    events: std::fs::File,
+    /// `None` when `events.ndjson` could not be opened: the run goes on (its state and
+    /// progress files and the sinks still see everything) and says so in a warning.
+    events: Option<std::fs::File>,
     sinks: Vec<Box<dyn Sink + 'a>>,
 }
 
@@ -82,7 +84,9 @@ impl Emitter<'_> {
         let line = serde_json::to_string(&event).unwrap_or_default();
         let line = self.redactor.redact(&line);
         // One write per line: a crash leaves at most a torn last line, which readers skip.
-        let _ = self.events.write_all(format!("{line}\n").as_bytes());
+        if let Some(events) = self.events.as_mut() {
+            let _ = events.write_all(format!("{line}\n").as_bytes());
+        }
         for sink in &mut self.sinks {
             sink.event(&event, &line);
         }
@@ -149,9 +153,10 @@ impl<'a> Engine<'a> {
             &extra,
         );
         let history = History::load(&cmd.name);
-        let events = run
-            .events_file()
-            .expect("the run folder was just created or opened");
+        let (events, events_error) = match run.events_file() {
+            Ok(f) => (Some(f), None),
+            Err(e) => (None, Some(format!("events.ndjson cannot be written: {e}"))),
+        };
         let seq = if resumed {
             crate::run::records::last_seq(&run.path)
         } else {
@@ -174,7 +179,7 @@ impl<'a> Engine<'a> {
             cancel,
             em,
             history,
-            warnings: Vec::new(),
+            warnings: events_error.into_iter().collect(),
             started: Instant::now(),
             resumed,
             fleet: Default::default(),
