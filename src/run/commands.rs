@@ -38,10 +38,21 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
     };
     let fleet = crate::run::fanout::from_cli(cx, cmd, &request.dir, args.hosts.as_deref())?;
     let mut prepared = prepare_new(cmd, request, resolver(cx))?;
-    prepared.opts.yes = args.gates.yes;
-    prepared.opts.approve = args.gates.approve.clone();
     prepared.state.fleet = fleet;
     prepared.opts.secrets = config_secrets(&prepared.state);
+    launch(cx, cmd, prepared, &args.gates)
+}
+
+/// Applies the gate flags and runs a prepared run (new or resumed); the lock is held until
+/// the run ends.
+fn launch(
+    cx: &Context,
+    cmd: &Command,
+    mut prepared: Prepared,
+    gates: &crate::cli::GateArgs,
+) -> Result<Exit, Failure> {
+    prepared.opts.yes = gates.yes;
+    prepared.opts.approve = gates.approve.clone();
     let Prepared {
         run,
         state,
@@ -56,8 +67,8 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
         run,
         state,
         progress,
-        args.gates.format,
-        args.gates.verbose,
+        gates.format,
+        gates.verbose,
     )
 }
 
@@ -344,26 +355,8 @@ pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
     let loaded = load_named(cx, &state.command)?;
     refuse_invalid(&loaded)?;
     let cmd = &loaded.command;
-    let mut prepared = prepare_resume(cmd, state, &path, args.force, resolver(cx))?;
-    prepared.opts.yes = args.gates.yes;
-    prepared.opts.approve = args.gates.approve.clone();
-    let Prepared {
-        run,
-        state,
-        progress,
-        opts,
-        lock: _lock,
-    } = prepared;
-    execute(
-        cx,
-        cmd,
-        opts,
-        run,
-        state,
-        progress,
-        args.gates.format,
-        args.gates.verbose,
-    )
+    let prepared = prepare_resume(cmd, state, &path, args.force, resolver(cx))?;
+    launch(cx, cmd, prepared, &args.gates)
 }
 
 /// Reopens a paused or interrupted run: refuses one that ended, or whose command changed
