@@ -359,7 +359,15 @@ fn apply(attr: &RawAttr, v: &mut Validated) -> Result<(), AttrError> {
         }
         "hosts" => {
             let s = value()?;
-            if s.split(',').any(|part| part.trim().is_empty()) {
+            // `hosts=arg:NAME`: the hosts come from the run's argument NAME (local when empty).
+            if let Some(name) = s.strip_prefix("arg:") {
+                if !is_valid_id(name) {
+                    return Err(bad(
+                        format!("`hosts={s}`: `{name}` is not an argument name"),
+                        "write hosts=arg:NAME with NAME an argument declared under nixcmd.args",
+                    ));
+                }
+            } else if s.split(',').any(|part| part.trim().is_empty()) {
                 return Err(bad(
                     format!("`hosts={s}` has an empty entry"),
                     "write hosts=all, hosts=@tag or hosts=a,b",

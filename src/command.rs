@@ -66,6 +66,9 @@ pub struct ArgSpec {
     pub env: String,
     pub required: bool,
     pub variadic: bool,
+    /// Given only as `NAME=VALUE`, never by position.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub named: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pattern: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -128,6 +131,13 @@ pub struct Attrs {
     pub canary: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+}
+
+impl Attrs {
+    /// `hosts=arg:NAME`: the argument whose value selects the hosts.
+    pub fn hosts_arg(&self) -> Option<&str> {
+        self.hosts.as_deref()?.strip_prefix("arg:")
+    }
 }
 
 /// Which part of the command a block belongs to.

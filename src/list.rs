@@ -113,7 +113,11 @@ fn from_command(c: &Command) -> Row {
 /// `<host> [inputs…]` from declarations, else the `argument-hint`.
 pub fn args_summary(args: &[ArgSpec]) -> String {
     args.iter()
+        .filter(|a| !a.named)
+        .chain(args.iter().filter(|a| a.named))
         .map(|a| match (a.required, a.variadic) {
+            _ if a.named && a.required => format!("<{}=…>", a.name),
+            _ if a.named => format!("[{}=…]", a.name),
             (true, true) => format!("<{}…>", a.name),
             (true, false) => format!("<{}>", a.name),
             (false, true) => format!("[{}…]", a.name),

@@ -574,6 +574,25 @@ fn structural_rules(
                 .with_hint(hint),
             );
         }
+        if let Some(name) = block.attrs.hosts_arg()
+            && !cmd.args.iter().any(|a| a.name == name)
+        {
+            let names: Vec<&str> = cmd.args.iter().map(|a| a.name.as_str()).collect();
+            let hint = match crate::suggest::closest(name, names.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => format!(
+                    "declare it under `nixcmd: args:` (e.g. `{name}: {{ variadic: true }}`)"
+                ),
+            };
+            diagnostics.push(
+                Diagnostic::error(
+                    "unknown-argument",
+                    format!("`hosts=arg:{name}` names no declared argument"),
+                )
+                .at(file, attr_span(file, block, "hosts"))
+                .with_hint(hint),
+            );
+        }
         if annotated
             && block.runnable
             && block.attrs.confirm.is_some()

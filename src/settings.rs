@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 const NIXCMD_KEYS: &[&str] = &["args", "timeout", "secrets"];
 const ARG_KEYS: &[&str] = &[
-    "required", "variadic", "pattern", "choices", "default", "help",
+    "required", "variadic", "named", "pattern", "choices", "default", "help",
 ];
 
 #[derive(Debug, Default)]
@@ -187,6 +187,7 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec
         ),
         required: false,
         variadic: false,
+        named: false,
         pattern: None,
         choices: Vec::new(),
         default: None,
@@ -221,6 +222,7 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec
         match (key.as_str(), value) {
             ("required", Value::Bool(b)) => arg.required = *b,
             ("variadic", Value::Bool(b)) => arg.variadic = *b,
+            ("named", Value::Bool(b)) => arg.named = *b,
             ("help", Value::String(s)) => arg.help = Some(s.clone()),
             ("pattern", Value::String(p)) => match regex_syntax::Parser::new().parse(p) {
                 Ok(_) => arg.pattern = Some(p.clone()),
@@ -262,7 +264,7 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec
                     _ => cx.push(bad("a value"), key, name_at),
                 },
             },
-            ("required" | "variadic", _) => cx.push(bad("true or false"), key, name_at),
+            ("required" | "variadic" | "named", _) => cx.push(bad("true or false"), key, name_at),
             ("help" | "pattern", _) => cx.push(bad("text"), key, name_at),
             ("choices", _) => cx.push(bad("a list"), key, name_at),
             (other, _) => {
@@ -280,6 +282,17 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec
                 );
             }
         }
+    }
+    if arg.named && arg.variadic {
+        cx.push(
+            Diagnostic::error(
+                "argument",
+                format!("argument `{name}` is both named and variadic"),
+            )
+            .with_hint("a named argument takes one value (NAME=VALUE); drop one of the two"),
+            name,
+            at,
+        );
     }
     if arg.required && arg.default.is_some() {
         cx.push(
@@ -308,9 +321,10 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec
     Some(arg)
 }
 
-/// Only the last argument may be variadic, and required ones may not follow optional ones.
+/// Only the last positional argument may be variadic, and required ones may not follow
+/// optional ones. Named arguments (`named: true`, given as NAME=VALUE) take no position.
 fn check_arg_order(cx: &mut Ctx, at: usize) {
-    let args = cx.out.args.clone();
+    let args: Vec<ArgSpec> = cx.out.args.iter().filter(|a| !a.named).cloned().collect();
     for (i, arg) in args.iter().enumerate() {
         if arg.variadic && i + 1 != args.len() {
             cx.push(

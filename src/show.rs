@@ -54,7 +54,12 @@ pub fn gates(cmd: &Command, b: &Block) -> Vec<String> {
             .parallel
             .map(|p| format!(", {p} at a time"))
             .unwrap_or_default();
-        g.push(format!("hosts {h}{par}"));
+        match b.attrs.hosts_arg() {
+            Some(arg) => g.push(format!(
+                "hosts from argument `{arg}`{par} (this machine when it is empty)"
+            )),
+            None => g.push(format!("hosts {h}{par}")),
+        }
     }
     if let Some(gr) = &b.attrs.group {
         g.push(format!("group {gr}"));

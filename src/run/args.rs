@@ -15,9 +15,36 @@ pub struct BoundArgs {
 
 pub fn bind(cmd: &Command, values: &[String], set: &[String]) -> Result<BoundArgs, Failure> {
     let mut env = Vec::new();
-    let mut rest = values;
+    // `NAME=VALUE` with NAME a declared argument binds by name; the other values fill the
+    // positional arguments in order. A value such as `x=1` for an undeclared `x` stays
+    // positional.
+    let mut by_name: Vec<Option<Vec<String>>> = vec![None; cmd.args.len()];
+    let mut positional: Vec<String> = Vec::new();
+    for v in values {
+        let named = v
+            .split_once('=')
+            .and_then(|(k, val)| Some((cmd.args.iter().position(|a| a.name == k)?, val)));
+        let Some((i, val)) = named else {
+            positional.push(v.clone());
+            continue;
+        };
+        let slot = by_name[i].get_or_insert_with(Vec::new);
+        if !cmd.args[i].variadic && !slot.is_empty() {
+            return Err(Failure::usage(format!(
+                "argument `{}` of `{}` is given twice",
+                cmd.args[i].name, cmd.name
+            ))
+            .with_hint(usage_hint(cmd, i)));
+        }
+        slot.push(val.to_string());
+    }
+    let mut rest = &positional[..];
     for (i, spec) in cmd.args.iter().enumerate() {
-        let taken: Vec<String> = if spec.variadic {
+        let taken: Vec<String> = if let Some(given) = by_name[i].take() {
+            given
+        } else if spec.named {
+            Vec::new()
+        } else if spec.variadic {
             let all = rest.to_vec();
             rest = &[];
             all
@@ -119,4 +146,59 @@ fn usage_hint(cmd: &Command, _at: usize) -> String {
         cmd.name,
         crate::list::args_summary(&cmd.args)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::Origin;
+    use crate::source::SourceFile;
+
+    const HEALTH: &str = "---\ndescription: d\nnixcmd:\n  args:\n    warn: { pattern: \"^[0-9]+$\", default: \"80\", named: true }\n    mode: { choices: [fast, slow], default: fast }\n    hosts: { variadic: true, pattern: \"^[a-z0-9@,]+$\" }\n---\n## Steps\n```bash\ntrue\n```\n";
+
+    fn env_of(values: &[&str]) -> Result<Vec<(String, String)>, String> {
+        let file = SourceFile::new("health.md", HEALTH);
+        let cmd = crate::parser::parse(&file, "health", Origin::Builtin);
+        assert!(cmd.diagnostics.is_empty(), "{:?}", cmd.diagnostics);
+        let values: Vec<String> = values.iter().map(|s| s.to_string()).collect();
+        bind(&cmd, &values, &[])
+            .map(|b| b.env)
+            .map_err(|f| f.message)
+    }
+
+    fn get<'a>(env: &'a [(String, String)], key: &str) -> &'a str {
+        &env.iter().find(|(k, _)| k == key).unwrap().1
+    }
+
+    #[test]
+    fn named_arguments_bind_by_name_and_take_no_position() {
+        let env = env_of(&["slow", "web1", "warn=90", "web2"]).unwrap();
+        assert_eq!(get(&env, "NIXCMD_ARG_WARN"), "90");
+        assert_eq!(get(&env, "NIXCMD_ARG_MODE"), "slow");
+        assert_eq!(get(&env, "NIXCMD_ARG_HOSTS"), "web1 web2");
+        let env = env_of(&[]).unwrap();
+        assert_eq!(get(&env, "NIXCMD_ARG_WARN"), "80");
+        assert_eq!(get(&env, "NIXCMD_ARG_HOSTS"), "");
+    }
+
+    #[test]
+    fn positional_arguments_can_be_given_by_name() {
+        let env = env_of(&["hosts=web1", "mode=slow", "hosts=@db"]).unwrap();
+        assert_eq!(get(&env, "NIXCMD_ARG_MODE"), "slow");
+        assert_eq!(get(&env, "NIXCMD_ARG_HOSTS"), "web1 @db");
+    }
+
+    #[test]
+    fn named_values_are_validated_and_not_given_twice() {
+        let e = env_of(&["warn=9x"]).unwrap_err();
+        assert!(
+            e.contains("argument `warn` of `health` does not match"),
+            "{e}"
+        );
+        let e = env_of(&["warn=1", "warn=2"]).unwrap_err();
+        assert_eq!(e, "argument `warn` of `health` is given twice");
+        // An undeclared NAME=VALUE is an ordinary positional value.
+        let e = env_of(&["fast", "x=1"]).unwrap_err();
+        assert!(e.contains("does not match"), "{e}");
+    }
 }

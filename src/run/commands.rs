@@ -36,7 +36,14 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
         skip: args.skip.clone(),
         from: args.from.clone(),
     };
-    let fleet = crate::run::fanout::from_cli(cx, cmd, &request.dir, args.hosts.as_deref())?;
+    let fleet = crate::run::fanout::from_cli(
+        cx,
+        cmd,
+        &request.dir,
+        args.hosts.as_deref(),
+        &args.args,
+        &args.set,
+    )?;
     let mut prepared = prepare_new(cmd, request, resolver(cx))?;
     prepared.state.fleet = fleet;
     prepared.opts.secrets = config_secrets(&prepared.state);

@@ -457,11 +457,25 @@ impl<'a> Engine<'a> {
             } else {
                 (true, None)
             };
+            let mut gates = crate::show::gates(self.cmd, b);
+            if let Some(arg) = b.attrs.hosts_arg() {
+                // The plan names the hosts this run will use, not the declaration.
+                let resolved = match self.effective_selector(&b.attrs) {
+                    Some(sel) => format!("hosts {sel} (from argument `{arg}`)"),
+                    None => format!("this machine (argument `{arg}` is empty)"),
+                };
+                for g in gates
+                    .iter_mut()
+                    .filter(|g| g.starts_with("hosts from argument"))
+                {
+                    *g = resolved.clone();
+                }
+            }
             items.push(PlanItem {
                 step_id: b.id.clone(),
                 phase: phase_name(b.phase).into(),
                 title: b.title.clone(),
-                gates: crate::show::gates(self.cmd, b),
+                gates,
                 timeout_ms: timeout.as_millis() as u64,
                 will_run,
                 note,

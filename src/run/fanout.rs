@@ -75,6 +75,8 @@ pub fn from_cli(
     cmd: &crate::command::Command,
     dir: &std::path::Path,
     filter: Option<&str>,
+    values: &[String],
+    set: &[String],
 ) -> Result<FleetState, crate::exit::Failure> {
     use crate::exit::Failure;
     let config = cx.config.as_ref().map(|p| {
@@ -99,11 +101,61 @@ pub fn from_cli(
             ));
         }
     }
+    check_host_args(cx, cmd, dir, values, set)?;
     Ok(FleetState {
         filter: filter.map(str::to_string),
         config,
         ..FleetState::default()
     })
+}
+
+/// `hosts=arg:NAME` with hosts given: every one must be in the inventory before anything
+/// runs, as for `--hosts` (a typo must not turn into a half-run fleet check).
+fn check_host_args(
+    cx: &crate::app::Context,
+    cmd: &crate::command::Command,
+    dir: &std::path::Path,
+    values: &[String],
+    set: &[String],
+) -> Result<(), crate::exit::Failure> {
+    use crate::exit::Failure;
+    let mut names: Vec<&str> = cmd.blocks().filter_map(|b| b.attrs.hosts_arg()).collect();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let bound = crate::run::args::bind(cmd, values, set)?;
+    let mut inventory = None;
+    for name in names {
+        let Some(spec) = cmd.args.iter().find(|a| a.name == name) else {
+            continue;
+        };
+        let value = bound
+            .env
+            .iter()
+            .find(|(k, _)| *k == spec.env)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        let parts: Vec<&str> = value
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|p| !p.is_empty())
+            .collect();
+        if parts.is_empty() {
+            continue;
+        }
+        if inventory.is_none() {
+            inventory = Some(crate::hosts::load_for(cx, dir)?);
+        }
+        let inv = inventory.as_ref().expect("loaded above");
+        let selector = parts.join(",");
+        crate::hosts::selector::hosts_for(&selector, None, inv)
+            .map(|_| ())
+            .map_err(|e| {
+                Failure::usage(format!("argument `{name}` ({selector}): {e}"))
+                    .with_hint("`nixcmd hosts` lists the inventory")
+            })?;
+    }
+    Ok(())
 }
 
 /// Whether a failed run can be resumed: it stopped because hosts failed.
@@ -188,7 +240,11 @@ impl Engine<'_> {
                 .blocks()
                 .filter(|b| b.attrs.rollback.as_deref() == Some(block.id.as_str()))
                 .collect();
-            if binders.is_empty() || binders.iter().any(|b| b.attrs.hosts.is_none()) {
+            if binders.is_empty()
+                || binders
+                    .iter()
+                    .any(|b| self.effective_selector(&b.attrs).is_none())
+            {
                 return None;
             }
             let parallel = binders.iter().find_map(|b| b.attrs.parallel);
@@ -200,7 +256,7 @@ impl Engine<'_> {
             }
             return Some(self.roll_back_on(block, &names, parallel, lenient));
         }
-        let selector = block.attrs.hosts.clone()?;
+        let selector = self.effective_selector(&block.attrs)?;
         let filter = self.state.fleet.filter.clone();
         let hosts = match self.inventory().and_then(|inv| {
             crate::hosts::selector::hosts_for(&selector, filter.as_deref(), inv)
@@ -212,6 +268,29 @@ impl Engine<'_> {
             }
         };
         Some(self.run_on_hosts(block, hosts, Kind::Step, lenient))
+    }
+
+    /// The selector a block fans out with: its `hosts=`, or for `hosts=arg:NAME` the value of
+    /// that argument (several values are joined as `a,b`). `None`: run on this machine — no
+    /// `hosts=`, or an argument left empty.
+    pub(super) fn effective_selector(&self, attrs: &crate::command::Attrs) -> Option<String> {
+        let Some(name) = attrs.hosts_arg() else {
+            return attrs.hosts.clone();
+        };
+        let spec = self.cmd.args.iter().find(|a| a.name == name)?;
+        let value = self
+            .opts
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == spec.env)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        let parts: Vec<&str> = value
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|p| !p.is_empty())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(","))
     }
 
     /// Runs a rollback block on the named hosts (those where a step naming it started).

@@ -196,11 +196,17 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::Sender<Report>) -> 
                 }
             }
             Runner::Ssh { args } => {
+                // Per run *and* inventory host: two inventory names for one machine (or
+                // loopback test hosts) must not share a `$NIXCMD_STATE`.
+                let state_key = match &job.host {
+                    Some(h) => format!("{}/{h}", job.run_id),
+                    None => job.run_id.clone(),
+                };
                 let wrapper = remote::wrapper(&remote::Wrapper {
                     script: &job.code,
                     env: &job.env,
                     token: &token,
-                    run_id: &job.run_id,
+                    state_key: &state_key,
                     timeout: job.timeout,
                     grace: job.grace,
                 });

@@ -48,7 +48,8 @@ pub struct Wrapper<'a> {
     /// Exported to the step (names that are not shell identifiers are dropped).
     pub env: &'a [(String, String)],
     pub token: &'a str,
-    pub run_id: &'a str,
+    /// The folder under the host's `nixcmd/runs/`: `RUN_ID/HOST`.
+    pub state_key: &'a str,
     pub timeout: Duration,
     pub grace: Duration,
 }
@@ -136,7 +137,7 @@ __nixcmd_main
 "#,
         tok = quote(w.token),
         mark = MARK.replace('\u{1e}', "\\036"),
-        run = quote(w.run_id),
+        run = quote(w.state_key),
         script = quote(w.script),
     )
 }

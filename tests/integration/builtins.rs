@@ -14,8 +14,7 @@ use std::time::Duration;
 
 /// What `.ci/run` sets: flakes on, no binary cache (offline), no sandbox (the fixture builders
 /// call `/bin/mkdir` and friends).
-const NIX_CONFIG: &str =
-    "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false";
+const NIX_CONFIG: &str = "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false\nbuild-users-group =";
 
 const SYSTEM: &str = "x86_64-linux";
 
@@ -182,13 +181,18 @@ fn tree_hash(dir: &Path) -> String {
 /// `run/current-system`, `run/booted-system` and the system profile (generation 1) point at it.
 fn machine(t: &Test, system: &Path) -> PathBuf {
     let root = t.root().join("fx/root");
+    machine_at(&root, system);
+    root
+}
+
+/// The fake NixOS machine of [`machine`] under `root`.
+fn machine_at(root: &Path, system: &Path) {
     std::fs::create_dir_all(root.join("run")).unwrap();
     std::fs::create_dir_all(root.join("nix/var/nix/profiles")).unwrap();
     std::os::unix::fs::symlink(system, root.join("run/current-system")).unwrap();
     std::os::unix::fs::symlink(system, root.join("run/booted-system")).unwrap();
     std::os::unix::fs::symlink(system, root.join("nix/var/nix/profiles/system-1-link")).unwrap();
     std::os::unix::fs::symlink("system-1-link", root.join("nix/var/nix/profiles/system")).unwrap();
-    root
 }
 
 /// Builds host `web1` of the fixture as it is locked now and returns its store path.
@@ -547,7 +551,12 @@ fn health(mode: &str) -> (Output, String) {
         .env("PATH", stub_path())
         .env("NIXCMD_SYSTEM_ROOT", root.to_str().unwrap())
         .env("NIXCMD_STUB_SYSTEMD", mode)
-        .args(["run", "system-health-check", "no", "99", "100"])
+        .args([
+            "run",
+            "system-health-check",
+            "disk-warn=99",
+            "disk-crit=100",
+        ])
         .run();
     let host = String::from_utf8(Command::new("uname").arg("-n").output().unwrap().stdout)
         .unwrap()
@@ -964,4 +973,112 @@ fn deploy_all_dry_run_changes_no_file() {
         "{text}"
     );
     assert_eq!(tree_hash(&fx), before, "{text}");
+}
+
+// ---- system-health-check HOST… ----------------------------------------------------------------
+
+/// `system-health-check web1 web2` over the real sshd: every block runs on both hosts, web1
+/// healthy and web2 degraded. The stand-ins sit in each fake system's `sw/bin`, where NixOS
+/// keeps `systemctl`; the mode reaches each host through the client's `SetEnv`.
+#[test]
+fn system_health_check_checks_each_named_host_over_ssh() {
+    let t = Test::new();
+    let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
+        return;
+    };
+    let mut config = std::fs::read_to_string(&fleet.ssh_config).unwrap();
+    for ((host, _, root), mode) in fleet.hosts.iter().zip(["healthy", "degraded"]) {
+        let system = t.root().join("fx/systems").join(host);
+        let bin = system.join("sw/bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        for tool in ["systemctl", "journalctl"] {
+            std::fs::copy(stubs().join(tool), bin.join(tool)).unwrap();
+        }
+        machine_at(root, &system);
+        let line = format!("SetEnv NIXCMD_SYSTEM_ROOT={}", root.display());
+        assert!(config.contains(&line), "{config}");
+        config = config.replace(&line, &format!("{line} NIXCMD_STUB_SYSTEMD={mode}"));
+    }
+    std::fs::write(&fleet.ssh_config, config).unwrap();
+    let app = t.root().join("fx/app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(app.join("nixcmd.toml"), fleet.nixcmd_toml()).unwrap();
+    let out = t
+        .env_remove("NIXCMD_SYSTEM_ROOT")
+        .env_remove("NIXCMD_STUB_SYSTEMD")
+        .timeout(Duration::from_secs(120))
+        .args(["run", "system-health-check", "web1", "web2"])
+        .args(["disk-warn=99", "disk-crit=100", "--dir"])
+        .arg(&app)
+        .run();
+    out.assert_status(1);
+    let logs = run_dir(&out).join("logs");
+    let host_log = |step: &str, host: &str| -> Vec<String> {
+        let path = logs.join(format!("{step}@{host}.log"));
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {path:?}: {e}\n{}", out.normalized()))
+            .lines()
+            .filter(|l| !l.starts_with("── "))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        host_log("systemd", "web1"),
+        ["systemd: running", "failed units: none"]
+    );
+    assert_eq!(
+        host_log("report", "web1"),
+        ["==== web1: HEALTHY (0 errors, 0 warnings)"]
+    );
+    assert_eq!(
+        host_log("report", "web2"),
+        [
+            "==== web2: CRITICAL (3 errors, 1 warnings)",
+            "error   [systemd] systemd is degraded",
+            "error   [failed-unit] nginx.service",
+            "error   [failed-unit] restic-backups-daily.service",
+            "warning [journal] 4 error messages since boot (journalctl -b -p err)",
+        ]
+    );
+    // Nothing ran on this machine: every block went to the hosts.
+    assert!(!logs.join("report.log").exists());
+    let text = out.normalized();
+    assert!(
+        text.contains("✗ no-errors failed [DURATION] — failed on 1 of 2 hosts (web2; max-fail 0)"),
+        "the degraded host fails the success criterion:\n{text}"
+    );
+    for row in [
+        "web2  ok     ok    failed   ok       ok     ok           failed   ok     ok      failed",
+        "web1  ok     ok    ok       ok       ok     ok           ok       ok     ok      ok",
+    ] {
+        assert!(text.contains(row), "no row `{row}`:\n{text}");
+    }
+}
+
+/// A host name the inventory does not know is refused before anything runs.
+#[test]
+fn system_health_check_refuses_an_unknown_host_before_running() {
+    let t = Test::new();
+    let app = t.root().join("app");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::write(
+        app.join("nixcmd.toml"),
+        "[hosts.web1]\ntarget = \"root@192.0.2.1\"\n",
+    )
+    .unwrap();
+    let out = t
+        .args(["run", "system-health-check", "web9", "--dir"])
+        .arg(&app)
+        .run();
+    out.assert_status(2);
+    assert_eq!(
+        out.stderr.trim_end(),
+        "error: argument `hosts` (web9): no host named `web9` in the inventory (did you mean `web1`?)\n  \
+         hint: `nixcmd hosts` lists the inventory"
+    );
+    let runs = out.root.path().join("state/nixcmd/runs");
+    assert!(
+        std::fs::read_dir(&runs).map_or(true, |mut d| d.next().is_none()),
+        "a run folder was created: {runs:?}"
+    );
 }
