@@ -204,7 +204,7 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         troubleshooting: Option<Troubleshooting>,
         /// Last lines of the failed step's log.
-        #[serde(skip_serializing_if = "Vec::is_empty")]
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
         log_tail: Vec<String>,
         #[serde(skip_serializing_if = "Option::is_none")]
         resume: Option<String>,
@@ -229,4 +229,36 @@ pub fn now() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `events.ndjson` is read back (the MCP server's view of runs it did not start): every
+    /// field left out when empty must come back as empty.
+    #[test]
+    fn a_finished_run_event_reads_back_as_written() {
+        let event = Event {
+            seq: 7,
+            ts: "2026-11-28T17:58:14.029Z".into(),
+            run_id: "quick-1".into(),
+            kind: EventKind::RunFinished {
+                status: RunStatus::Succeeded,
+                exit_code: 0,
+                duration_ms: 42,
+                failed_step: None,
+                warnings: Vec::new(),
+                manual_checks: Vec::new(),
+                left_to_do: Vec::new(),
+                troubleshooting: None,
+                log_tail: Vec::new(),
+                resume: None,
+                run_dir: "/runs/quick-1".into(),
+            },
+        };
+        let line = serde_json::to_string(&event).unwrap();
+        assert!(!line.contains("log_tail"), "{line}");
+        assert_eq!(serde_json::from_str::<Event>(&line).unwrap(), event);
+    }
 }

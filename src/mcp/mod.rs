@@ -38,6 +38,7 @@ pub fn serve(cx: &Context, confirm: McpConfirm) -> Result<Exit, Failure> {
     let registry = Arc::new(Registry::new(
         cx.search.clone(),
         cx.cwd.clone(),
+        cx.config.as_ref().map(|p| cx.cwd.join(p)),
         policy,
         rt.handle().clone(),
     ));

@@ -51,6 +51,8 @@ pub struct Registry {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     search: SearchPath,
     cwd: PathBuf,
+    /// The global `--config FILE` (absolute): the inventory for fan-out.
+    config: Option<PathBuf>,
     policy: GatePolicy,
     rt: tokio::runtime::Handle,
 }
@@ -67,6 +69,7 @@ impl Registry {
     pub fn new(
         search: SearchPath,
         cwd: PathBuf,
+        config: Option<PathBuf>,
         policy: GatePolicy,
         rt: tokio::runtime::Handle,
     ) -> Registry {
@@ -75,6 +78,7 @@ impl Registry {
             threads: Mutex::new(Vec::new()),
             search,
             cwd,
+            config,
             policy,
             rt,
         }
@@ -84,10 +88,23 @@ impl Registry {
         &self.search
     }
 
+    /// A run of this server, or else a run recorded in the state folder (started by
+    /// `nixcmd run` or another server), read afresh from its records on every call.
     pub fn get(&self, run_id: &str) -> Result<Arc<RunHandle>, String> {
         let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = runs.get(run_id) {
             return Ok(r.clone());
+        }
+        if let Ok((path, state)) = records::find_run(run_id)
+            && !runs.contains_key(&state.run_id)
+        {
+            let events = std::fs::read_to_string(path.join("events.ndjson")).unwrap_or_default();
+            return Ok(Arc::new(RunHandle::external(
+                &state.run_id,
+                &state.command,
+                state.dry_run,
+                &events,
+            )));
         }
         let known: Vec<&str> = runs.keys().map(String::as_str).collect();
         let hint = match crate::suggest::closest(run_id, known.iter().copied()) {
@@ -96,7 +113,7 @@ impl Registry {
             None => format!("runs of this server: {}", known.join(", ")),
         };
         Err(format!(
-            "no run `{run_id}` in this server\nhint: {hint} (runs started elsewhere: `nixcmd runs`, `nixcmd log RUN`)"
+            "no run `{run_id}` in this server or in the run records\nhint: {hint} (recorded runs: `nixcmd runs`)"
         ))
     }
 
@@ -127,8 +144,10 @@ impl Registry {
             skip: Vec::new(),
             from: None,
         };
-        let prepared = commands::prepare_new(&cmd, request, commands::resolver_for(&self.search))
-            .map_err(|f| failure_text(&f))?;
+        let mut prepared =
+            commands::prepare_new(&cmd, request, commands::resolver_for(&self.search))
+                .map_err(|f| failure_text(&f))?;
+        prepared.state.fleet.config = self.config.as_ref().map(|p| p.display().to_string());
         let run = Arc::new(RunHandle::new(&prepared.state.run_id, &cmd.name, dry_run));
         self.runs
             .lock()

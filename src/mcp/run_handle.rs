@@ -22,6 +22,9 @@ pub struct RunHandle {
     pub(super) changed: watch::Sender<u64>,
     /// An engine thread is executing (a first run or a resume).
     pub(super) active: AtomicBool,
+    /// Started outside this server (`nixcmd run`, another server): a read-only view folded
+    /// from its `events.ndjson`; it cannot be cancelled or confirmed from here.
+    pub external: bool,
 }
 
 impl RunHandle {
@@ -35,7 +38,24 @@ impl RunHandle {
             snap: Mutex::new(Snapshot::default()),
             changed: watch::channel(0).0,
             active: AtomicBool::new(false),
+            external: false,
         }
+    }
+
+    /// A run recorded on disk by someone else, as its event log tells it.
+    pub(super) fn external(run_id: &str, command: &str, dry_run: bool, events: &str) -> RunHandle {
+        let mut run = RunHandle::new(run_id, command, dry_run);
+        run.external = true;
+        let snap = run.snap.get_mut().unwrap_or_else(|e| e.into_inner());
+        // A torn last line (the writer was killed mid-append) is skipped, like any line that
+        // is not an event.
+        for event in events
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Event>(l).ok())
+        {
+            snap.apply(event);
+        }
+        run
     }
 
     fn snap(&self) -> std::sync::MutexGuard<'_, Snapshot> {
@@ -99,6 +119,10 @@ impl RunHandle {
     /// Whether a waiting tool call should answer now: the run ended, or it waits for
     /// something only the caller can bring (a `confirm_gate`).
     pub(super) fn settled(&self) -> bool {
+        if self.external {
+            // Nothing here will change it: answer with what the records say now.
+            return true;
+        }
         let s = self.snap();
         match self.status_of(&s) {
             McpStatus::Running => false,

@@ -61,6 +61,9 @@ pub struct StepOut {
     pub status: String,
     pub exit_code: Option<i32>,
     pub duration_ms: Option<u64>,
+    /// Why it did not succeed, in nixcmd's words ("timed out after 30s", "not runnable: …").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A confirmation the run is waiting for.
@@ -218,6 +221,7 @@ impl Snapshot {
                         status: if item.will_run { "pending" } else { "skipped" }.into(),
                         exit_code: None,
                         duration_ms: None,
+                        reason: None,
                     });
                 }
                 self.plan = plan;
@@ -244,12 +248,18 @@ impl Snapshot {
                 status,
                 exit_code,
                 duration_ms,
+                reason,
+                host,
                 ..
             } => {
                 let step = self.step_mut(&step_id, "step");
                 step.status = step_status(status);
                 step.exit_code = exit_code;
                 step.duration_ms = Some(duration_ms);
+                step.reason = match (reason, host) {
+                    (Some(r), Some(h)) => Some(format!("{h}: {r}")),
+                    (r, _) => r,
+                };
                 if self.current_step.as_deref() == Some(step_id.as_str()) {
                     self.current_step = None;
                 }
@@ -305,6 +315,7 @@ impl Snapshot {
                     status: "pending".into(),
                     exit_code: None,
                     duration_ms: None,
+                    reason: None,
                 });
                 self.steps.len() - 1
             }

@@ -337,6 +337,13 @@ impl NixcmdServer {
         request: RequestContext<RoleServer>,
     ) -> Result<Json<RunStatusOut>, CallToolResult> {
         let run = self.registry.get(&input.run_id).map_err(refuse)?;
+        if run.external && !run.status().is_terminal() {
+            return Err(refuse(format!(
+                "run {} was started outside this server; stop it where it runs (Ctrl-C), \
+                 or roll a paused run back with `nixcmd resume {}` and declining",
+                run.run_id, run.run_id
+            )));
+        }
         if run.status().is_terminal() {
             return Ok(Json(run.report()));
         }
@@ -375,6 +382,13 @@ impl NixcmdServer {
         request: RequestContext<RoleServer>,
     ) -> Result<Json<RunStatusOut>, CallToolResult> {
         let run = self.registry.get(&input.run_id).map_err(refuse)?;
+        if run.external {
+            return Err(refuse(format!(
+                "run {} was started outside this server: its gates are answered where it \
+                 runs (`nixcmd resume {} --approve STEP` by the person)",
+                run.run_id, run.run_id
+            )));
+        }
         let reply = if input.approve {
             Reply::Approve {
                 channel: CHANNEL_CONFIRM_GATE,

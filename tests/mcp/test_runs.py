@@ -155,3 +155,72 @@ async def test_closing_the_client_cancels_running_runs(env):
                 st = await call(s, "run_status", {"run_id": st["run_id"], "wait_seconds": 1})
     assert (env.project / "restored.txt").exists()
     assert env.state_json(st["run_id"])["status"] == "interrupted"
+
+
+async def test_a_run_started_by_the_cli_is_read_from_its_records(env):
+    import subprocess
+
+    from conftest import BIN
+
+    cli = subprocess.run(
+        [str(BIN), "--commands-dir", str(env.commands), "run", "quick", "bob"],
+        cwd=env.project,
+        env=env.vars,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    [run_dir] = env.runs()
+    rid = run_dir.name
+    async with session(env) as s:
+        st = await call(s, "run_status", {"run_id": rid, "wait_seconds": 5})
+        assert st["status"] == "succeeded"
+        assert st["exit_code"] == 0
+        assert st["command"] == "quick"
+        assert [(x["id"], x["status"]) for x in st["steps"]] == [
+            ("hello", "succeeded"),
+            ("count", "succeeded"),
+            ("greeted", "succeeded"),
+        ]
+        assert "[hello] hello bob" in st["log_tail"]
+        one = await call(s, "run_logs", {"run_id": rid, "step_id": "hello"})
+        assert [l["text"] for l in one["lines"]] == ["hello bob"]
+        # A finished run: cancelling it just reports it; its gates are not this server's.
+        assert (await call(s, "run_cancel", {"run_id": rid}))["status"] == "succeeded"
+        msg = await call_error(
+            s, "confirm_gate", {"run_id": rid, "gate_id": "g", "token": "t", "approve": True}
+        )
+        assert "was started outside this server" in msg
+
+
+async def test_the_global_config_names_the_inventory_for_fan_out(env):
+    import socket
+
+    (env.commands / "fleet.md").write_text(
+        "---\ndescription: Uptime of every host\nnixcmd: {}\n---\n# Fleet\n\n## Steps\n"
+        "### Uptime\n```bash {id=uptime readonly hosts=all}\nuptime\n```\n"
+    )
+    # A port nothing listens on: ssh is refused at once.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    inventory = env.root / "elsewhere" / "fleet.toml"
+    inventory.parent.mkdir()
+    inventory.write_text(
+        f'[ssh]\nconnect_timeout = 2\n\n[hosts.ghost]\ntarget = "root@127.0.0.1"\nport = {port}\n'
+    )
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "fleet", "wait_seconds": 30})
+    assert st["status"] == "failed"
+    [step] = st["steps"]
+    assert step["status"] == "not_runnable"
+    assert "there is no inventory" in step["reason"], step
+    async with session(env, extra_args=("--config", str(inventory))) as s:
+        st = await call(s, "run", {"command": "fleet", "wait_seconds": 30})
+    assert st["status"] == "failed"
+    [step] = st["steps"]
+    assert step["status"] == "failed"
+    assert step["reason"] == "failed on 1 of 1 host (ghost; max-fail 0)"
+    assert f"port {port}: Connection refused" in st["log_tail"], st["log_tail"]
