@@ -135,6 +135,19 @@ impl Registry {
         caller: Option<&Caller>,
     ) -> Result<Arc<RunHandle>, String> {
         let cmd = self.load(name)?;
+        crate::run::fanout::check_host_args(&cmd, &args, &[], || {
+            use crate::hosts::inventory;
+            let path = inventory::config_path(self.config.as_deref(), &self.cwd);
+            let inv = inventory::load(path.as_deref(), &self.cwd);
+            if inv.has_errors() {
+                return Err(Failure::usage(format!(
+                    "the inventory is invalid:\n{}",
+                    inv.render_diagnostics()
+                )));
+            }
+            Ok(inv)
+        })
+        .map_err(|f| failure_text(&f))?;
         let request = NewRun {
             args,
             set: Vec::new(),

@@ -101,7 +101,7 @@ pub fn from_cli(
             ));
         }
     }
-    check_host_args(cx, cmd, dir, values, set)?;
+    check_host_args(cmd, values, set, || crate::hosts::load_for(cx, dir))?;
     Ok(FleetState {
         filter: filter.map(str::to_string),
         config,
@@ -111,12 +111,12 @@ pub fn from_cli(
 
 /// `hosts=arg:NAME` with hosts given: every one must be in the inventory before anything
 /// runs, as for `--hosts` (a typo must not turn into a half-run fleet check).
-fn check_host_args(
-    cx: &crate::app::Context,
+/// `load` reads the inventory, only when some host is named.
+pub fn check_host_args(
     cmd: &crate::command::Command,
-    dir: &std::path::Path,
     values: &[String],
     set: &[String],
+    load: impl FnOnce() -> Result<Inventory, crate::exit::Failure>,
 ) -> Result<(), crate::exit::Failure> {
     use crate::exit::Failure;
     let mut names: Vec<&str> = cmd.blocks().filter_map(|b| b.attrs.hosts_arg()).collect();
@@ -125,7 +125,8 @@ fn check_host_args(
         return Ok(());
     }
     let bound = crate::run::args::bind(cmd, values, set)?;
-    let mut inventory = None;
+    let mut inventory: Option<Inventory> = None;
+    let mut load = Some(load);
     for name in names {
         let Some(spec) = cmd.args.iter().find(|a| a.name == name) else {
             continue;
@@ -143,10 +144,10 @@ fn check_host_args(
         if parts.is_empty() {
             continue;
         }
-        if inventory.is_none() {
-            inventory = Some(crate::hosts::load_for(cx, dir)?);
-        }
-        let inv = inventory.as_ref().expect("loaded above");
+        let inv = match inventory {
+            Some(ref inv) => inv,
+            None => inventory.insert(load.take().expect("loaded once")()?),
+        };
         let selector = parts.join(",");
         crate::hosts::selector::hosts_for(&selector, None, inv)
             .map(|_| ())

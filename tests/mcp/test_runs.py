@@ -224,3 +224,20 @@ async def test_the_global_config_names_the_inventory_for_fan_out(env):
     assert step["status"] == "failed"
     assert step["reason"] == "failed on 1 of 1 host (ghost; max-fail 0)"
     assert f"port {port}: Connection refused" in st["log_tail"], st["log_tail"]
+
+
+async def test_hosts_from_an_argument_are_checked_before_anything_runs(env):
+    (env.commands / "disks.md").write_text(
+        "---\ndescription: Disk use here or on the hosts given\nnixcmd:\n  args:\n"
+        "    hosts: { variadic: true }\n---\n# Disks\n\n## Steps\n"
+        "### Root\n```bash {id=root readonly hosts=arg:hosts}\ndf -P / >/dev/null\n```\n"
+    )
+    (env.project / "nixcmd.toml").write_text('[hosts.web1]\ntarget = "root@192.0.2.1"\n')
+    async with session(env) as s:
+        msg = await call_error(s, "run", {"command": "disks", "args": ["web9"]})
+        assert "argument `hosts` (web9): no host named `web9` in the inventory" in msg
+        assert env.runs() == []
+        # No host: the block runs on this machine.
+        st = await call(s, "run", {"command": "disks"})
+    assert st["status"] == "succeeded", st
+    assert [(x["id"], x["status"]) for x in st["steps"]] == [("root", "succeeded")]
