@@ -620,7 +620,23 @@ impl Engine<'_> {
                 (StepStatus::Warning, None)
             }
         };
-        let last = tail.iter().rev().find(|l| !l.trim().is_empty()).cloned();
+        // What a warning quotes: each failed host's own last output line (its finding), not
+        // the "exited with status 1" that follows it.
+        let last_of = |h: &str| {
+            tails
+                .get(h)
+                .and_then(|t| t.iter().rev().find(|l| !l.trim().is_empty()).cloned())
+        };
+        let last = match failed.as_slice() {
+            [] => tail.iter().rev().find(|l| !l.trim().is_empty()).cloned(),
+            [(h, why)] => Some(last_of(h).unwrap_or_else(|| why.clone())),
+            many => Some(
+                many.iter()
+                    .map(|(h, why)| format!("{h}: {}", last_of(h).unwrap_or_else(|| why.clone())))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        };
         let status = self.finish_block(
             block,
             status,

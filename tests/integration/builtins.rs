@@ -1040,6 +1040,15 @@ fn system_health_check_checks_each_named_host_over_ssh() {
             "warning [journal] 4 error messages since boot (journalctl -b -p err)",
         ]
     );
+    assert_eq!(
+        warnings(&out),
+        [
+            "step `systemd` failed on web2: systemd is degraded, failed units: nginx.service \
+             restic-backups-daily.service (continuing: on-fail=continue)",
+            "step `journal` failed on web2: 4 error messages in the journal since boot \
+             (continuing: on-fail=continue)",
+        ]
+    );
     // Nothing ran on this machine: every block went to the hosts.
     assert!(!logs.join("report.log").exists());
     let text = out.normalized();
