@@ -75,6 +75,28 @@ fn replace(tmp: &Path, path: &Path) -> std::io::Result<()> {
     }
 }
 
+/// A log file whose formatted writes (`writeln!`) reach the file in one `write(2)` each, so a
+/// line is never split by a crash: `File` alone issues one write per formatted piece (nine for
+/// a step's header line).
+pub struct LogFile(pub std::fs::File);
+
+impl Write for LogFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+
+    fn write_fmt(&mut self, args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+        match args.as_str() {
+            Some(text) => self.0.write_all(text.as_bytes()),
+            None => self.0.write_all(args.to_string().as_bytes()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -96,5 +118,20 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn log_lines_are_written_whole() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("step.log");
+        let mut log = super::LogFile(std::fs::File::create(&path).unwrap());
+        let step = "step-1";
+        writeln!(log, "── {step} attempt {}/{} ──", 1, 2).unwrap();
+        writeln!(log, "plain").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "── step-1 attempt 1/2 ──\nplain\n"
+        );
     }
 }

@@ -1032,7 +1032,8 @@ impl<'a> Engine<'a> {
             .append(true)
             .mode(0o600)
             .open(&log_path)
-            .ok();
+            .ok()
+            .map(crate::records_io::LogFile);
         let started_at = Instant::now();
         let mut tail: VecDeque<String> = VecDeque::new();
         let mut last: Option<Ended> = None;
