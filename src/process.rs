@@ -439,16 +439,25 @@ impl Pipe {
         let Some(file) = self.file.as_mut() else {
             return;
         };
-        let mut chunk = [0u8; 16 * 1024];
+        // Straight into the spare capacity of `pending` (kept across reads): a zeroed buffer
+        // per read would cost a 16 KiB memset each time.
+        const CHUNK: usize = 16 * 1024;
+        self.pending.reserve(CHUNK);
         let eof = loop {
-            match file.read(&mut chunk) {
-                Ok(0) => break true,
-                Ok(n) => {
-                    self.pending.extend_from_slice(&chunk[..n]);
+            let spare = self.pending.spare_capacity_mut();
+            // SAFETY: reading at most `spare.len()` bytes into memory owned by `pending`.
+            let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+            match n {
+                0 => break true,
+                n if n > 0 => {
+                    // SAFETY: the kernel initialised the `n` bytes it reported.
+                    unsafe { self.pending.set_len(self.pending.len() + n as usize) };
                     break false;
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break true,
+                _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {
+                    continue;
+                }
+                _ => break true,
             }
         };
         let stream = self.stream;
