@@ -135,7 +135,7 @@ impl State {
 
 /// A new run id: `<command>-<yyyymmdd-hhmmss>-<4 hex>`, readable and sortable by time.
 pub fn new_run_id(name: &str) -> String {
-    let stamp = jiff::Zoned::now().strftime("%Y%m%d-%H%M%S").to_string();
+    let stamp = crate::event::local_time(c"%Y%m%d-%H%M%S");
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
