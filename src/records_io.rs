@@ -40,6 +40,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     result
 }
 
+/// Writes a step's script file: created in place when it does not exist yet (a fresh run, no
+/// temporary file and rename needed: nothing reads it before the shell nixcmd starts next),
+/// else replaced atomically (a resumed run, or a file left half-written by a crash).
+pub fn write_script(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        // A short write (disk full) must not leave half a script for the shell to run.
+        Ok(mut file) => file.write_all(bytes).inspect_err(|_| {
+            let _ = std::fs::remove_file(path);
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => write_atomic(path, bytes, 0o600),
+        Err(e) => Err(e),
+    }
+}
+
 /// Puts `tmp` in place of `path`, atomically. When `path` exists the two are swapped
 /// (`renameat2(RENAME_EXCHANGE)`) and the old content, now under the temporary name, is
 /// removed: ext4 (`auto_da_alloc`) flushes a file's data to disk on a plain rename *over* an
@@ -115,6 +134,19 @@ mod tests {
         super::write_atomic(&path, b"newer", 0o600).unwrap();
         super::write_atomic(&path, b"newest", 0o600).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "newest");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn scripts_are_created_or_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("step.sh");
+        super::write_script(&path, b"echo one\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "echo one\n");
+        super::write_script(&path, b"echo 2\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "echo 2\n");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);

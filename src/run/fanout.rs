@@ -343,7 +343,7 @@ impl Engine<'_> {
         }
         self.save();
         let script = self.run.script_path(&block.id);
-        let _ = crate::records_io::write_atomic(&script, block.code.as_bytes(), 0o600);
+        let _ = crate::records_io::write_script(&script, block.code.as_bytes());
         let base_env = self.step_env();
         let connect_timeout = self
             .inventory()

@@ -77,7 +77,7 @@ impl<'a> Engine<'a> {
             .iter()
             .map(|b| {
                 let script = self.run.script_path(&b.id);
-                let _ = crate::records_io::write_atomic(&script, b.code.as_bytes(), 0o600);
+                let _ = crate::records_io::write_script(&script, b.code.as_bytes());
                 Job {
                     step_id: b.id.clone(),
                     host: None,
