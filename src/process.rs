@@ -98,6 +98,7 @@ pub fn on_path(program: &str) -> bool {
 // a per-attempt timeout, cancellation, and a sweep that leaves no process behind.
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -169,11 +170,6 @@ pub enum Ended {
     TimedOut,
     /// Cancelled by the caller; the payload is the cancellation level seen.
     Cancelled(usize),
-}
-
-enum Msg {
-    Line(Stream, String),
-    Eof,
 }
 
 /// Starts `program` in a new process group with stdout and stderr piped (and stdin piped or
@@ -273,34 +269,40 @@ pub fn run_group(
         spec.stdin.is_some(),
     )?;
     let pgid = child.id() as i32;
-    let (tx, rx) = mpsc::channel::<Msg>();
     if let (Some(bytes), Some(mut pipe)) = (spec.stdin.clone(), child.stdin.take()) {
         std::thread::spawn(move || {
             let _ = pipe.write_all(&bytes);
         });
     }
-    read_lines(&mut child, &tx, Msg::Line, || Msg::Eof);
-    drop(tx);
+    // Both pipes and the exit are watched from this thread with poll(2): no reader threads
+    // (two thread starts and a hand-off per line), and with a pidfd the exit wakes the poll
+    // at once instead of being found by a sleep loop.
+    let mut pipes = [
+        Pipe::new(Stream::Stdout, child.stdout.take().map(pipe_file)),
+        Pipe::new(Stream::Stderr, child.stderr.take().map(pipe_file)),
+    ];
+    let pidfd = pidfd_open(pgid);
+    // Without a pidfd the exit is only noticed by asking on every tick.
+    let mut exit_ready = pidfd.is_none();
 
     let deadline = Instant::now() + spec.timeout;
     // A further Ctrl-C while the group is being stopped gently stops it at once.
     let escalate = || cancel.level() >= (cancel_at_start + 1).max(2);
     let mut exit: Option<std::process::ExitStatus> = None;
-    let mut eofs = 0;
     let mut ended: Option<Ended> = None;
     let mut swept = false;
     let mut exited_at: Option<Instant> = None;
     let mut token_swept = false;
     let mut polls = 0u32;
     loop {
-        // No waiter thread: the exit is noticed on each tick (at least every 100 ms) and right
-        // after output ends, which is when a step's shell normally exits.
-        if exit.is_none()
-            && let Ok(Some(status)) = child.try_wait()
-        {
-            exit = Some(status);
+        if exit.is_none() && exit_ready {
+            if let Ok(Some(status)) = child.try_wait() {
+                exit = Some(status);
+            }
+            exit_ready = pidfd.is_none();
         }
-        if eofs == 2 && exit.is_some() {
+        let eof = pipes.iter().all(|p| p.file.is_none());
+        if eof && exit.is_some() {
             break;
         }
         if ended.is_none() {
@@ -324,7 +326,7 @@ pub fn run_group(
         }
         // Processes that left the group (setsid) may still hold the pipes open.
         if let Some(at) = exited_at
-            && eofs < 2
+            && !eof
             && at.elapsed() > Duration::from_millis(200)
             && !token_swept
         {
@@ -342,17 +344,48 @@ pub fn run_group(
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(100))
         };
-        if eofs == 2 {
+        if eof && pidfd.is_none() {
             // Output is over but the process has not exited yet: poll briefly, then calmly.
             polls += 1;
             std::thread::sleep(Duration::from_millis(if polls < 20 { 1 } else { 10 }).min(wait));
             continue;
         }
-        match rx.recv_timeout(wait) {
-            Ok(Msg::Line(stream, line)) => on_line(stream, &line),
-            Ok(Msg::Eof) => eofs += 1,
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => eofs = 2,
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(3);
+        for pipe in &pipes {
+            if let Some(file) = &pipe.file {
+                fds.push(pollfd(file.as_raw_fd()));
+            }
+        }
+        let pidfd_slot = match &pidfd {
+            Some(fd) if exit.is_none() => {
+                fds.push(pollfd(fd.as_raw_fd()));
+                Some(fds.len() - 1)
+            }
+            _ => None,
+        };
+        // Rounded up, so a deadline less than 1 ms away does not spin.
+        let ms = wait.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+        // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfd entries.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n <= 0 {
+            // Timeout, or EINTR (a signal such as Ctrl-C: the loop looks at `cancel`).
+            continue;
+        }
+        if let Some(slot) = pidfd_slot
+            && fds[slot].revents != 0
+        {
+            exit_ready = true;
+        }
+        let mut slot = 0;
+        for pipe in &mut pipes {
+            if pipe.file.is_none() {
+                continue;
+            }
+            let ready = fds[slot].revents != 0;
+            slot += 1;
+            if ready {
+                pipe.read(on_line);
+            }
         }
     }
     if exit.is_none() {
@@ -373,6 +406,109 @@ pub fn run_group(
             .code()
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
     ))
+}
+
+/// Longest line passed on whole; longer ones are split (as `read_lines` does).
+const MAX_LINE: usize = 64 * 1024;
+
+/// One output pipe of a group run, read from the caller's thread when poll(2) says so.
+struct Pipe {
+    stream: Stream,
+    /// `None` once the pipe reached end of file.
+    file: Option<std::fs::File>,
+    /// Bytes of a line not yet ended.
+    pending: Vec<u8>,
+}
+
+fn pipe_file(pipe: impl Into<std::os::fd::OwnedFd>) -> std::fs::File {
+    std::fs::File::from(pipe.into())
+}
+
+impl Pipe {
+    fn new(stream: Stream, file: Option<std::fs::File>) -> Self {
+        Pipe {
+            stream,
+            file,
+            pending: Vec::new(),
+        }
+    }
+
+    /// One read (poll said it will not block): passes on every complete line; at end of file
+    /// (or a read error) the unterminated rest too, and the pipe is closed.
+    fn read(&mut self, on_line: &mut dyn FnMut(Stream, &str)) {
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        // Straight into the spare capacity of `pending` (kept across reads): a zeroed buffer
+        // per read would cost a 16 KiB memset each time.
+        const CHUNK: usize = 16 * 1024;
+        self.pending.reserve(CHUNK);
+        let eof = loop {
+            let spare = self.pending.spare_capacity_mut();
+            // SAFETY: reading at most `spare.len()` bytes into memory owned by `pending`.
+            let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+            match n {
+                0 => break true,
+                n if n > 0 => {
+                    // SAFETY: the kernel initialised the `n` bytes it reported.
+                    unsafe { self.pending.set_len(self.pending.len() + n as usize) };
+                    break false;
+                }
+                _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {
+                    continue;
+                }
+                _ => break true,
+            }
+        };
+        let stream = self.stream;
+        split_lines(&mut self.pending, eof, &mut |line| {
+            on_line(stream, &String::from_utf8_lossy(line))
+        });
+        if eof {
+            self.file = None;
+        }
+    }
+}
+
+/// Takes the complete lines off the front of `pending` (all of it at end of file): a line ends
+/// at a newline or after [`MAX_LINE`] bytes; trailing newlines and carriage returns are cut.
+fn split_lines(pending: &mut Vec<u8>, eof: bool, emit: &mut dyn FnMut(&[u8])) {
+    let mut start = 0;
+    while start < pending.len() {
+        let rest = &pending[start..];
+        let window = &rest[..rest.len().min(MAX_LINE)];
+        let len = match memchr::memchr(b'\n', window) {
+            Some(i) => i + 1,
+            None if rest.len() >= MAX_LINE => MAX_LINE,
+            None if eof => rest.len(),
+            None => break,
+        };
+        let mut line = &rest[..len];
+        while let [head @ .., b'\n' | b'\r'] = line {
+            line = head;
+        }
+        emit(line);
+        start += len;
+    }
+    pending.drain(..start);
+}
+
+fn pollfd(fd: std::os::fd::RawFd) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
+
+/// A pidfd for our child `pid` (Linux 5.3+): readable once the process has exited. `None`
+/// where the kernel (or a seccomp filter) refuses, and the exit is then polled for.
+fn pidfd_open(pid: i32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd (close-on-exec) or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a non-negative return is a fresh descriptor that nothing else owns.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn group_alive(pgid: i32) -> bool {
@@ -561,5 +697,91 @@ fn kill_by_token(token: &str, grace: Duration) {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(input: &[u8], eof: bool) -> (Vec<String>, Vec<u8>) {
+        let mut pending = input.to_vec();
+        let mut lines = Vec::new();
+        split_lines(&mut pending, eof, &mut |l| {
+            lines.push(String::from_utf8_lossy(l).into_owned())
+        });
+        (lines, pending)
+    }
+
+    #[test]
+    fn lines_are_split_as_the_reader_threads_did() {
+        // Complete lines go, CR/LF endings are cut, empty lines stay, the rest waits.
+        let (lines, rest) = split(b"a\r\n\nb\nc", false);
+        assert_eq!(lines, ["a", "", "b"]);
+        assert_eq!(rest, b"c");
+        // At end of file the unterminated rest is a line too.
+        let (lines, rest) = split(b"c", true);
+        assert_eq!(lines, ["c"]);
+        assert!(rest.is_empty());
+        // Over 64 KiB without a newline: split there.
+        let mut long = vec![b'x'; MAX_LINE + 3];
+        long.push(b'\n');
+        let (lines, rest) = split(&long, false);
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0].len(), MAX_LINE);
+        assert_eq!(lines[1], "xxx");
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn a_group_run_streams_both_pipes_and_returns_the_exit_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = vec![
+            "-c".to_string(),
+            "echo out1; echo err1 >&2; printf 'tail'; exit 3".to_string(),
+        ];
+        let spec = GroupSpec {
+            program: "bash",
+            args: &args,
+            cwd: dir.path(),
+            env: &[],
+            stdin: None,
+            timeout: Duration::from_secs(20),
+            grace: Duration::from_millis(200),
+            token: "unit-test-token",
+        };
+        let mut seen = Vec::new();
+        let ended = run_group(&spec, &Cancel::default(), &mut |s, l| {
+            seen.push((s, l.to_string()))
+        })
+        .unwrap();
+        assert_eq!(ended, Ended::Exited(3));
+        let out: Vec<_> = seen
+            .iter()
+            .filter(|(s, _)| *s == Stream::Stdout)
+            .map(|(_, l)| l.as_str())
+            .collect();
+        assert_eq!(out, ["out1", "tail"]);
+        assert!(seen.contains(&(Stream::Stderr, "err1".to_string())));
+    }
+
+    #[test]
+    fn a_group_run_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = vec!["-c".to_string(), "echo start; sleep 30".to_string()];
+        let spec = GroupSpec {
+            program: "bash",
+            args: &args,
+            cwd: dir.path(),
+            env: &[],
+            stdin: None,
+            timeout: Duration::from_millis(300),
+            grace: Duration::from_millis(200),
+            token: "unit-test-timeout",
+        };
+        let started = Instant::now();
+        let ended = run_group(&spec, &Cancel::default(), &mut |_, _| {}).unwrap();
+        assert_eq!(ended, Ended::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

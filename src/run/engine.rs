@@ -1040,13 +1040,14 @@ impl<'a> Engine<'a> {
         let backoff = block.attrs.backoff.unwrap_or(DEFAULT_BACKOFF);
         let script = self.run.script_path(&block.id);
         let log_path = self.run.log_path(&block.id);
-        let _ = crate::records_io::write_atomic(&script, block.code.as_bytes(), 0o600);
+        let _ = crate::records_io::write_script(&script, block.code.as_bytes());
         let mut log = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(&log_path)
-            .ok();
+            .ok()
+            .map(crate::records_io::LogFile);
         let started_at = Instant::now();
         let mut tail: VecDeque<String> = VecDeque::new();
         let mut last: Option<Ended> = None;

@@ -423,7 +423,7 @@ impl Engine<'_> {
         }
         self.save();
         let script = self.run.script_path(&block.id);
-        let _ = crate::records_io::write_atomic(&script, block.code.as_bytes(), 0o600);
+        let _ = crate::records_io::write_script(&script, block.code.as_bytes());
         let base_env = self.step_env();
         let connect_timeout = self
             .inventory()
@@ -478,7 +478,7 @@ impl Engine<'_> {
                 max_fail: threshold(block.attrs.max_fail, total),
             },
         };
-        let mut logs: BTreeMap<String, std::fs::File> = BTreeMap::new();
+        let mut logs: BTreeMap<String, crate::records_io::LogFile> = BTreeMap::new();
         let mut tails: BTreeMap<String, VecDeque<String>> = BTreeMap::new();
         let register = (kind == Kind::Step && !self.opts.dry_run)
             .then(|| block.attrs.rollback.clone())
@@ -657,7 +657,7 @@ impl Engine<'_> {
         block: &Block,
         host: &str,
         report: &Report,
-        logs: &mut BTreeMap<String, std::fs::File>,
+        logs: &mut BTreeMap<String, crate::records_io::LogFile>,
         tails: &mut BTreeMap<String, VecDeque<String>>,
         register: Option<&str>,
     ) {
@@ -668,7 +668,7 @@ impl Engine<'_> {
                 .mode(0o600)
                 .open(self.run.host_log_path(&block.id, host))
         {
-            logs.insert(host.to_string(), f);
+            logs.insert(host.to_string(), crate::records_io::LogFile(f));
         }
         match report {
             Report::Started(_, attempt) => {

@@ -77,7 +77,7 @@ impl<'a> Engine<'a> {
             .iter()
             .map(|b| {
                 let script = self.run.script_path(&b.id);
-                let _ = crate::records_io::write_atomic(&script, b.code.as_bytes(), 0o600);
+                let _ = crate::records_io::write_script(&script, b.code.as_bytes());
                 Job {
                     step_id: b.id.clone(),
                     host: None,
@@ -110,7 +110,7 @@ impl<'a> Engine<'a> {
             canary: 0,
             max_fail: 0,
         };
-        let mut logs: BTreeMap<String, std::fs::File> = BTreeMap::new();
+        let mut logs: BTreeMap<String, crate::records_io::LogFile> = BTreeMap::new();
         let mut tails: BTreeMap<String, VecDeque<String>> = BTreeMap::new();
         let mut finished: Vec<(String, StepStatus)> = Vec::new();
         let cancel = self.cancel.clone();
@@ -163,7 +163,7 @@ impl<'a> Engine<'a> {
         &mut self,
         block: &Block,
         report: &Report,
-        logs: &mut BTreeMap<String, std::fs::File>,
+        logs: &mut BTreeMap<String, crate::records_io::LogFile>,
         tails: &mut BTreeMap<String, VecDeque<String>>,
     ) -> Option<StepStatus> {
         if !logs.contains_key(&block.id)
@@ -173,7 +173,7 @@ impl<'a> Engine<'a> {
                 .mode(0o600)
                 .open(self.run.log_path(&block.id))
         {
-            logs.insert(block.id.clone(), f);
+            logs.insert(block.id.clone(), crate::records_io::LogFile(f));
         }
         let log = logs.get_mut(&block.id);
         match report {

@@ -135,7 +135,7 @@ impl State {
 
 /// A new run id: `<command>-<yyyymmdd-hhmmss>-<4 hex>`, readable and sortable by time.
 pub fn new_run_id(name: &str) -> String {
-    let stamp = jiff::Zoned::now().strftime("%Y%m%d-%H%M%S").to_string();
+    let stamp = crate::event::local_time(c"%Y%m%d-%H%M%S");
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -200,6 +200,10 @@ impl Progress {
 /// An open run folder.
 pub struct RunDir {
     pub path: PathBuf,
+    /// `progress.json` is rewritten whole at every step transition, but only an entry or two
+    /// change: each entry's JSON text is kept and serialized again only when the entry changed
+    /// (the whole file was most of a run's own CPU time).
+    progress_cache: std::sync::Mutex<Vec<(StepProgress, Vec<u8>)>>,
 }
 
 impl RunDir {
@@ -232,7 +236,10 @@ impl RunDir {
     }
 
     fn open_at(path: PathBuf) -> std::io::Result<RunDir> {
-        Ok(RunDir { path })
+        Ok(RunDir {
+            path,
+            progress_cache: Default::default(),
+        })
     }
 
     /// `events.ndjson`, opened for appending.
@@ -270,8 +277,55 @@ impl RunDir {
     }
 
     pub fn write_progress(&self, progress: &Progress) -> std::io::Result<()> {
-        write_json(&self.path.join("progress.json"), progress)
+        let bytes = self.progress_json(progress)?;
+        write_atomic(&self.path.join("progress.json"), &bytes, 0o600)
     }
+
+    /// The same text as `serde_json::to_vec_pretty(progress)`, from cached entries.
+    fn progress_json(&self, progress: &Progress) -> std::io::Result<Vec<u8>> {
+        let mut cache = self
+            .progress_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        cache.truncate(progress.steps.len());
+        let mut out =
+            Vec::with_capacity(cache.iter().map(|(_, j)| j.len() + 6).sum::<usize>() + 32);
+        out.extend_from_slice(b"{\n  \"steps\": [");
+        for (i, step) in progress.steps.iter().enumerate() {
+            if cache.get(i).is_none_or(|(cached, _)| cached != step) {
+                let entry = (step.clone(), progress_entry_json(step)?);
+                if i < cache.len() {
+                    cache[i] = entry;
+                } else {
+                    cache.push(entry);
+                }
+            }
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\n    ");
+            out.extend_from_slice(&cache[i].1);
+        }
+        if !progress.steps.is_empty() {
+            out.extend_from_slice(b"\n  ");
+        }
+        out.extend_from_slice(b"]\n}");
+        Ok(out)
+    }
+}
+
+/// One `progress.json` entry, pretty-printed at the depth it has in the file (JSON strings
+/// never hold a raw newline, so every newline starts a line of the entry).
+fn progress_entry_json(step: &StepProgress) -> std::io::Result<Vec<u8>> {
+    let flat = serde_json::to_vec_pretty(step).map_err(std::io::Error::other)?;
+    let mut out = Vec::with_capacity(flat.len() + flat.len() / 4);
+    for &b in &flat {
+        out.push(b);
+        if b == b'\n' {
+            out.extend_from_slice(b"    ");
+        }
+    }
+    Ok(out)
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
@@ -426,5 +480,69 @@ impl History {
             mkdir_private(dir)?;
         }
         write_json(&path, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(id: &str, status: StepStatus) -> StepProgress {
+        StepProgress {
+            id: id.into(),
+            phase: "step".into(),
+            status,
+            attempts: 0,
+            started: None,
+            completed: None,
+            duration_ms: None,
+            exit_code: None,
+            hosts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn cached_progress_json_is_the_pretty_json_of_the_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::open_at(dir.path().to_path_buf()).unwrap();
+        let mut progress = Progress::default();
+        let check = |run: &RunDir, progress: &Progress| {
+            let expected = serde_json::to_vec_pretty(progress).unwrap();
+            let got = run.progress_json(progress).unwrap();
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        };
+        check(&run, &progress);
+        progress.steps = vec![
+            step("a", StepStatus::Pending),
+            step("b \"quoted\"\nline", StepStatus::Pending),
+            step("c", StepStatus::Pending),
+        ];
+        check(&run, &progress);
+        let b = &mut progress.steps[1];
+        b.status = StepStatus::Running;
+        b.attempts = 1;
+        b.started = Some("2026-01-01T00:00:00Z".into());
+        b.hosts.push(HostProgress {
+            host: "web-1".into(),
+            status: StepStatus::Failed,
+            attempts: 2,
+            started: None,
+            completed: None,
+            duration_ms: Some(5),
+            exit_code: Some(1),
+            reason: Some("exited with status 1".into()),
+        });
+        check(&run, &progress);
+        progress.steps.truncate(1);
+        check(&run, &progress);
+        // The file written is the same text.
+        run.write_progress(&progress).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("progress.json")).unwrap(),
+            serde_json::to_vec_pretty(&progress).unwrap()
+        );
     }
 }

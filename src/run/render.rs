@@ -97,7 +97,7 @@ impl TextRenderer {
     }
 
     fn stamp(&self) -> String {
-        jiff::Zoned::now().strftime("%H:%M:%S").to_string()
+        crate::event::local_time(c"%H:%M:%S")
     }
 
     /// Prints a finished line, clearing the live line first.
