@@ -231,8 +231,9 @@ pub fn load_path(path: &Path, name: &str, origin: Origin) -> Result<Loaded, Unre
     load_path_with(path, name, origin, parser::Depth::Full)
 }
 
+/// [`load_path`] at a given depth.
 #[allow(clippy::result_large_err)]
-fn load_path_with(
+pub fn load_path_with(
     path: &Path,
     name: &str,
     origin: Origin,

@@ -240,3 +240,73 @@ fn table(listing: &Listing, out: &Output) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::{self, Depth};
+    use std::path::{Path, PathBuf};
+
+    fn markdown_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                markdown_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// The row of a file's summary with and without the line scan, and whether the scan
+    /// could read the file.
+    fn rows_of(name: &str, text: &str) -> (serde_json::Value, serde_json::Value, bool) {
+        let file = crate::source::SourceFile::new(name, text);
+        let row = |line_scan| {
+            let c = parser::parse_at(&file, "x", Origin::Builtin, Depth::Summary, line_scan);
+            serde_json::to_value(from_command(&c)).expect("rows serialize")
+        };
+        let fm = crate::frontmatter::parse(&file)
+            .map(|f| f.body_start)
+            .unwrap_or(0);
+        let scanned = crate::outline_scan::scan(text, fm, &text[fm..]).is_some();
+        (row(true), row(false), scanned)
+    }
+
+    /// The line scan behind `list` gives exactly the row the full outline gives, for every
+    /// runbook we have: fixtures, built-ins and the corpus of real command files.
+    #[test]
+    fn line_scan_rows_equal_full_parse_rows() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        markdown_files(&root.join("fixtures/runbooks"), &mut files);
+        markdown_files(&root.join("commands"), &mut files);
+        markdown_files(Path::new("/work/shared/corpus/real-commands"), &mut files);
+        assert!(files.len() > 20, "found only {} runbooks", files.len());
+        let mut scanned = 0;
+        for path in &files {
+            let bytes = std::fs::read(path).expect("readable");
+            let Ok(file) = parser::decode(&path.display().to_string(), &bytes) else {
+                continue;
+            };
+            let (fast, full, used) = rows_of(&file.name, &file.text);
+            assert_eq!(fast, full, "{}", path.display());
+            scanned += usize::from(used);
+        }
+        assert!(scanned > 10, "the line scan read only {scanned} files");
+    }
+
+    #[test]
+    fn line_scan_reads_the_benchmark_shape() {
+        let text = "---\ndescription: Maintenance task 1, check\nnixcmd:\n  timeout: 5m\n---\n# cmd-0001\n\nWhat this does: flake input.\n\n## Prerequisites\n```bash {id=check-tools readonly}\ncommand -v nix >/dev/null\n```\n\n## Steps\n### Record the current state\n```bash {id=record}\necho \"record 1\" > \"$NIXCMD_STATE/before\"\n```\n### Apply the change\n```bash {id=apply rollback=restore confirm=\"Apply?\"}\necho \"apply 1\"\n```\n\n## Success Criteria\n- [ ] The service answers\n```bash\necho ok\n```\n\n## Rollback\n### restore\n```bash\necho \"restore 1\"\n```\n";
+        let (fast, full, used) = rows_of("bench.md", text);
+        assert!(used);
+        assert_eq!(fast, full);
+        assert_eq!(fast["steps"], 2);
+        assert_eq!(fast["confirm_steps"], 1);
+        assert_eq!(fast["errors"], 0);
+    }
+}

@@ -11,6 +11,7 @@ use crate::diagnostic::{Diagnostic, Severity};
 use crate::frontmatter::{self, Frontmatter};
 use crate::guided;
 use crate::outline::{self, Element, ElementKind};
+use crate::outline_scan;
 use crate::sections::{self, SectionKind};
 use crate::settings;
 use crate::source::SourceFile;
@@ -90,10 +91,14 @@ struct Walk {
 
 /// How much of a file to read. `Summary` is for listing many files: it skips the content
 /// hash and the guided-file findings (which are warnings and notes only), so the errors it
-/// reports are the same as a full read's.
+/// reports are the same as a full read's; its outline comes from a line scan when the file
+/// is plain enough ([`outline_scan`]), so blocks have no code and there is no overview. `Unhashed` is a full read without the content hash,
+/// for output that does not show it (`show` as text): hashing a large file costs as much as
+/// parsing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
     Full,
+    Unhashed,
     Summary,
 }
 
@@ -102,6 +107,18 @@ pub fn parse(file: &SourceFile, name: &str, origin: Origin) -> Command {
 }
 
 pub fn parse_with(file: &SourceFile, name: &str, origin: Origin, depth: Depth) -> Command {
+    parse_at(file, name, origin, depth, true)
+}
+
+/// [`parse_with`], where `line_scan: false` keeps a summary on the full outline (tests
+/// compare the two).
+pub(crate) fn parse_at(
+    file: &SourceFile,
+    name: &str,
+    origin: Origin,
+    depth: Depth,
+    line_scan: bool,
+) -> Command {
     let mut diagnostics = Vec::new();
     let mut frontmatter_read = true;
     let fm = match frontmatter::parse(file) {
@@ -121,7 +138,16 @@ pub fn parse_with(file: &SourceFile, name: &str, origin: Origin, depth: Depth) -
     let mode = meta.mode.unwrap_or(Mode::Guided);
 
     let body = &file.text[fm.body_start..];
-    let elements = outline::build(&file.text, fm.body_start, body);
+    // A guided file without a description takes it from the overview, which the line scan
+    // does not read.
+    let scan = line_scan
+        && depth == Depth::Summary
+        && (meta.description.is_some() || mode == Mode::Annotated);
+    let elements = match scan {
+        true => outline_scan::scan(&file.text, fm.body_start, body),
+        false => None,
+    }
+    .unwrap_or_else(|| outline::build(&file.text, fm.body_start, body));
 
     let mut cmd = Command {
         name: name.to_string(),
@@ -132,7 +158,7 @@ pub fn parse_with(file: &SourceFile, name: &str, origin: Origin, depth: Depth) -
         mode,
         hash: match depth {
             Depth::Full => hex(&Sha256::digest(file.text.as_bytes())),
-            Depth::Summary => String::new(),
+            Depth::Unhashed | Depth::Summary => String::new(),
         },
         settings: meta.settings,
         args: meta.args,
@@ -151,7 +177,7 @@ pub fn parse_with(file: &SourceFile, name: &str, origin: Origin, depth: Depth) -
     let pending = walk(file, &elements, &mut cmd, &mut diagnostics);
     let contexts = finish_blocks(file, pending, &mut cmd, &mut diagnostics);
     structural_rules(file, &mut cmd, frontmatter_read, &mut diagnostics);
-    if depth == Depth::Full {
+    if depth != Depth::Summary {
         if mode == Mode::Guided {
             guided::block_findings(file, &mut cmd, &contexts, &mut diagnostics);
         }
