@@ -279,7 +279,8 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
         return Err(parser::too_large(meta.len()));
     }
     let file = std::fs::File::open(path).map_err(|e| io_diagnostic(path, &e))?;
-    let mut bytes = Vec::new();
+    // Sized from the metadata so the read needs no regrowing (one more byte sees EOF).
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
     file.take(parser::MAX_FILE_BYTES as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| io_diagnostic(path, &e))?;

@@ -299,6 +299,19 @@ mod tests {
         assert!(scanned > 10, "the line scan read only {scanned} files");
     }
 
+    /// Every `list` shows the built-ins, so they should stay on the fast paths.
+    #[test]
+    fn builtins_take_the_fast_paths() {
+        for (name, text) in crate::discovery::BUILTINS {
+            let file = crate::source::SourceFile::new(*name, *text);
+            let fm = crate::frontmatter::parse(&file).expect("built-in frontmatter");
+            let yaml = &text[fm.content.clone()];
+            assert!(crate::simple_yaml::parse(yaml).is_some(), "{name}: YAML");
+            let (_, _, scanned) = rows_of(name, text);
+            assert!(scanned, "{name}: line scan");
+        }
+    }
+
     #[test]
     fn line_scan_reads_the_benchmark_shape() {
         let text = "---\ndescription: Maintenance task 1, check\nnixcmd:\n  timeout: 5m\n---\n# cmd-0001\n\nWhat this does: flake input.\n\n## Prerequisites\n```bash {id=check-tools readonly}\ncommand -v nix >/dev/null\n```\n\n## Steps\n### Record the current state\n```bash {id=record}\necho \"record 1\" > \"$NIXCMD_STATE/before\"\n```\n### Apply the change\n```bash {id=apply rollback=restore confirm=\"Apply?\"}\necho \"apply 1\"\n```\n\n## Success Criteria\n- [ ] The service answers\n```bash\necho ok\n```\n\n## Rollback\n### restore\n```bash\necho \"restore 1\"\n```\n";

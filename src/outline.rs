@@ -287,14 +287,14 @@ pub(crate) fn info_offset(text: &str, fence_start: usize) -> usize {
 }
 
 /// The rest of the fence's opening line from `info_offset`, without trailing whitespace.
-pub(crate) fn raw_info(text: &str, info_offset: usize) -> String {
+fn raw_info(text: &str, info_offset: usize) -> String {
     let rest = &text[info_offset.min(text.len())..];
     let line = rest.split(['\n', '\r']).next().unwrap_or("");
     line.trim_end().to_string()
 }
 
 /// Whether a fenced block's span ends with a closing fence line (not the end of the file).
-pub(crate) fn is_closed(text: &str, span: Range<usize>) -> bool {
+fn is_closed(text: &str, span: Range<usize>) -> bool {
     let block = &text[span];
     let mut lines = block.trim_end_matches(['\n', '\r']).lines();
     let Some(first) = lines.next() else {

@@ -6,7 +6,7 @@
 //! full [`outline`](crate::outline). Fences come without their code, and paragraphs and list
 //! items are left out: a summary reads neither.
 
-use crate::outline::{Element, ElementKind, info_offset, is_closed, raw_info};
+use crate::outline::{Element, ElementKind, info_offset};
 
 /// The outline's headings and fences of `body`, a slice of the file starting at byte `base`,
 /// or `None` when only a full parse can tell.
@@ -18,7 +18,7 @@ pub fn scan(file_text: &str, base: usize, body: &str) -> Option<Vec<Element>> {
     let mut offset = base;
     // Whether the previous line was text a `---` or `===` line would turn into a heading.
     let mut after_text = false;
-    let mut lines = body.split_inclusive('\n');
+    let mut lines = Lines(body);
     while let Some(line) = lines.next() {
         let start = offset;
         offset += line.len();
@@ -54,20 +54,21 @@ pub fn scan(file_text: &str, base: usize, body: &str) -> Option<Vec<Element>> {
                     break;
                 }
             }
-            let span = start..offset;
-            if !closed || !is_closed(file_text, span.clone()) {
+            if !closed {
                 return None;
             }
             let info_offset = info_offset(file_text, start);
+            // The opening line after the fence characters, as `outline::raw_info` reads it.
+            let info = file_text[info_offset..start + bare.len()].trim_end();
             out.push(Element {
                 kind: ElementKind::Fence {
-                    info: raw_info(file_text, info_offset),
+                    info: info.to_string(),
                     code: String::new(),
                     info_offset,
                     closed: true,
                     fenced: true,
                 },
-                span,
+                span: start..offset,
             });
             after_text = false;
             continue;
@@ -82,9 +83,7 @@ pub fn scan(file_text: &str, base: usize, body: &str) -> Option<Vec<Element>> {
                     continue;
                 }
                 let text = after.trim_matches(' ');
-                if text.contains([
-                    '\\', '`', '*', '_', '[', ']', '<', '>', '&', '!', '~', '|', '#', '\t',
-                ]) {
+                if !plain_heading(text) {
                     return None;
                 }
                 out.push(Element {
@@ -104,7 +103,9 @@ pub fn scan(file_text: &str, base: usize, body: &str) -> Option<Vec<Element>> {
                     return None;
                 }
                 if let Some(content) = list_content(rest)
-                    && (content.starts_with(['#', '`', '~', '>', '<', '\t', '|'])
+                    && (content.starts_with(['#', '>', '<', '\t', '|'])
+                        || run(content, b'`') >= 3
+                        || run(content, b'~') >= 3
                         || content.starts_with("    ")
                         || (content.starts_with('[') && content.contains("]:")))
                 {
@@ -115,6 +116,48 @@ pub fn scan(file_text: &str, base: usize, body: &str) -> Option<Vec<Element>> {
         }
     }
     Some(out)
+}
+
+/// The lines of a text, each with its `\n`; memchr finds the ends.
+struct Lines<'a>(&'a str);
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', self.0.as_bytes()).map_or(self.0.len(), |i| i + 1);
+        let (line, rest) = self.0.split_at(end);
+        self.0 = rest;
+        Some(line)
+    }
+}
+
+/// Heading text whose inline parse is the text itself: no emphasis, links, HTML, entities
+/// or escapes, and code spans only in their simplest form (`` `x` ``), which the outline
+/// keeps with their backticks.
+fn plain_heading(text: &str) -> bool {
+    const MARKUP: &[char] = &[
+        '\\', '*', '_', '[', ']', '<', '>', '&', '!', '~', '|', '#', '\t',
+    ];
+    let mut code = false;
+    let mut count = 0;
+    for part in text.split('`') {
+        count += 1;
+        let ok = if code {
+            // A code span's text is kept as is unless it is padded with spaces.
+            !part.is_empty() && !part.starts_with(' ') && !part.ends_with(' ')
+        } else {
+            !part.contains(MARKUP)
+        };
+        if !ok {
+            return false;
+        }
+        code = !code;
+    }
+    count % 2 == 1
 }
 
 /// The length of the run of `c` bytes at the start of `s`.
@@ -252,6 +295,11 @@ mod tests {
             "## Steps\r\n",
             "## Steps\n```bash\n  ```  \n",
             "## Step\u{a0}one  two\n- [ ] done\n- [x]: /url\n",
+            "## Why `a  b` and `c`\n- `code`: text\n- ``` x\n",
+            "## ` padded `\n",
+            "## odd ` tick\n",
+            "## `*not emphasis*`\n",
+            "## ``double``\n",
         ];
         for md in cases {
             if let Some(scanned) = scan(md, 0, md) {

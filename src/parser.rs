@@ -175,7 +175,13 @@ pub(crate) fn parse_at(
         diagnostics: Vec::new(),
     };
     let pending = walk(file, &elements, &mut cmd, &mut diagnostics);
-    let contexts = finish_blocks(file, pending, &mut cmd, &mut diagnostics);
+    let contexts = finish_blocks(
+        file,
+        pending,
+        &mut cmd,
+        &mut diagnostics,
+        depth != Depth::Summary,
+    );
     structural_rules(file, &mut cmd, frontmatter_read, &mut diagnostics);
     if depth != Depth::Summary {
         if mode == Mode::Guided {
@@ -404,12 +410,14 @@ fn append(into: &mut String, text: &str) {
     into.push_str(text);
 }
 
-/// Assigns ids, builds blocks, and reports duplicate ids. Returns each block's context.
+/// Assigns ids, builds blocks, and reports duplicate ids. Returns each block's context when
+/// `keep_contexts` (only the guided-file findings read them).
 fn finish_blocks(
     file: &SourceFile,
     pending: Vec<Pending>,
     cmd: &mut Command,
     diagnostics: &mut Vec<Diagnostic>,
+    keep_contexts: bool,
 ) -> HashMap<String, Vec<(String, Range<usize>)>> {
     let mut taken: HashSet<String> = HashSet::new();
     let mut first_at: HashMap<String, usize> = HashMap::new();
@@ -432,11 +440,12 @@ fn finish_blocks(
             taken.insert(id.clone());
         }
     }
-    let mut counters: HashMap<Phase, usize> = HashMap::new();
+    // Blocks so far per phase, indexed by `Phase as usize`.
+    let mut counters = [0usize; 4];
     let mut contexts = HashMap::new();
     let mut seen_ids: HashSet<String> = HashSet::new();
     for p in pending {
-        let n = counters.entry(p.phase).or_default();
+        let n = &mut counters[p.phase as usize];
         *n += 1;
         let id = match &p.explicit_id {
             Some((id, _)) => {
@@ -461,7 +470,9 @@ fn finish_blocks(
         let runnable = SHELL_LANGUAGES.contains(&p.language.as_str()) && !p.attrs.norun;
         let line = file.position(p.fence_span.start).line;
         let _ = p.info_offset;
-        contexts.insert(id.clone(), p.context);
+        if keep_contexts {
+            contexts.insert(id.clone(), p.context);
+        }
         let block = Block {
             id,
             phase: p.phase,

@@ -65,10 +65,57 @@ fn mapping(lines: &[(usize, &str)], pos: &mut usize, indent: usize) -> Option<Ma
 
 /// Words YAML (1.2, or 1.1 for older readers) may read as booleans or null.
 fn is_special_word(s: &str) -> bool {
-    matches!(
-        s.to_ascii_lowercase().as_str(),
-        "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n"
-    )
+    ["true", "false", "null", "yes", "no", "on", "off", "y", "n"]
+        .iter()
+        .any(|w| s.eq_ignore_ascii_case(w))
+}
+
+/// A double-quoted scalar at the start of `s` (escapes limited to `\\` and `\"`): its text
+/// and the rest of `s` after the closing quote.
+fn quoted(s: &str) -> Option<(String, &str)> {
+    let inner = s.strip_prefix('"')?;
+    let mut text = String::with_capacity(inner.len());
+    let mut chars = inner.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((text, &inner[i + 1..])),
+            '\\' => match chars.next() {
+                Some((_, e @ ('\\' | '"'))) => text.push(e),
+                _ => return None,
+            },
+            c if c.is_control() || !printable(c) => return None,
+            c => text.push(c),
+        }
+    }
+    None
+}
+
+/// `["a", "b"]`: a flow list of double-quoted scalars, as the list value.
+fn quoted_list(s: &str) -> Option<Value> {
+    let mut rest = s.strip_prefix('[')?.trim_start_matches(' ');
+    let mut items = Vec::new();
+    if let Some(after) = rest.strip_prefix(']') {
+        return after.is_empty().then_some(Value::Array(items));
+    }
+    loop {
+        let (text, after) = quoted(rest)?;
+        items.push(Value::String(text));
+        let after = after.trim_start_matches(' ');
+        if let Some(end) = after.strip_prefix(']') {
+            return end.is_empty().then_some(Value::Array(items));
+        }
+        rest = after.strip_prefix(',')?.trim_start_matches(' ');
+    }
+}
+
+/// Characters YAML allows in a document, beyond ASCII.
+fn printable(c: char) -> bool {
+    c.is_ascii()
+        || (!c.is_control()
+            && !matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+            ))
 }
 
 fn is_key(key: &str) -> bool {
@@ -79,8 +126,16 @@ fn is_key(key: &str) -> bool {
         && !is_special_word(key)
 }
 
-/// A plain scalar: text, a boolean, or `None` when YAML might read it otherwise.
+/// A scalar value: quoted or plain text, a boolean, a list of quoted texts, or `None` when
+/// YAML might read it otherwise.
 fn scalar(s: &str) -> Option<Value> {
+    if s.starts_with('"') {
+        let (text, rest) = quoted(s)?;
+        return rest.is_empty().then_some(Value::String(text));
+    }
+    if s.starts_with('[') {
+        return quoted_list(s);
+    }
     match s {
         "true" | "True" | "TRUE" => return Some(Value::Bool(true)),
         "false" | "False" | "FALSE" => return Some(Value::Bool(false)),
@@ -95,11 +150,7 @@ fn scalar(s: &str) -> Option<Value> {
         if c.is_ascii() {
             c.is_ascii_alphanumeric() || " .,()/_+=;?!'\"-:#%@&*~<>$^[]{}|`".contains(c)
         } else {
-            !c.is_control()
-                && !matches!(
-                    c,
-                    '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
-                )
+            printable(c)
         }
     };
     // `<`, `(` and `/` are no YAML indicators: `argument-hint: <host> [flags]` is text.
@@ -149,6 +200,8 @@ mod tests {
             "timeout: 30s\nother: 2 hours\nz: 0x1g\n",
             "a: Run `nix` [fast] {x} a|b, done\nb: x [y\n",
             "n1: null\nn2:\n",
+            "a: \"^[0-9]{1,4}$\"\nb: \"\"\nc: \"it's \\\"x\\\" a\\\\b # no comment\"\n",
+            "choices: [\"no\", \"yes\"]\nempty: []\none: [ \"a, b\" ]\n",
         ] {
             assert_eq!(parse(s), Some(yaml(s)), "{s:?}");
         }
@@ -157,8 +210,15 @@ mod tests {
     #[test]
     fn anything_else_is_left_to_the_yaml_parser() {
         for s in [
-            "description: \"quoted\"\n",
+            "description: \"a\\nb\"\n",
+            "description: \"open\n",
+            "description: \"a\" # c\n",
+            "description: \"a\" b\n",
+            "l: [a, b]\n",
+            "l: [\"a\" \"b\"]\n",
+            "l: [\"a\"] x\n",
             "description: 'single'\n",
+            "description: \"multi\n  line\"\n",
             "description: `code`\n",
             "description: [x]\n",
             "description: -x\n",
