@@ -95,7 +95,14 @@ impl SearchPath {
                 .filter_map(|entry| {
                     let path = entry.path();
                     let name = path.file_name()?.to_str()?.strip_suffix(".md")?.to_string();
-                    if name.starts_with('.') || name.is_empty() || path.is_dir() {
+                    // The entry's type comes with the listing; only a symlink needs a `stat`
+                    // to tell whether it points at a folder (a thousand files, a thousand
+                    // system calls saved).
+                    let is_dir = match entry.file_type() {
+                        Ok(t) if !t.is_symlink() => t.is_dir(),
+                        _ => path.is_dir(),
+                    };
+                    if name.starts_with('.') || name.is_empty() || is_dir {
                         return None;
                     }
                     // `nixcmd claude export` writes thin wrappers into .claude/commands; they
@@ -246,12 +253,12 @@ pub fn load_path_with(
         file: None,
     };
     let bytes = read_limited(path).map_err(unreadable)?;
-    match parser::decode(&shown, &bytes) {
+    match parser::decode_owned(&shown, bytes) {
         Ok(file) => {
             let command = parser::parse_with(&file, name, origin, depth);
             Ok(Loaded { file, command })
         }
-        Err(d) => {
+        Err((d, bytes)) => {
             let partial = String::from_utf8_lossy(&bytes[..bytes.len().min(1 << 20)]).into_owned();
             Err(Unreadable {
                 name: shown.clone(),
@@ -264,7 +271,9 @@ pub fn load_path_with(
 
 /// Reads at most [`parser::MAX_FILE_BYTES`] + 1 bytes, with errors for people.
 fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
-    let meta = std::fs::metadata(path).map_err(|e| io_diagnostic(path, &e))?;
+    // Opened first and asked for its metadata through the handle: one path lookup, not two.
+    let file = std::fs::File::open(path).map_err(|e| io_diagnostic(path, &e))?;
+    let meta = file.metadata().map_err(|e| io_diagnostic(path, &e))?;
     if meta.is_dir() {
         return Err(Diagnostic::fatal(
             "file",
@@ -278,7 +287,6 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
         // Refused before reading, with the real size (a read stops at the limit).
         return Err(parser::too_large(meta.len()));
     }
-    let file = std::fs::File::open(path).map_err(|e| io_diagnostic(path, &e))?;
     // Sized from the metadata so the read needs no regrowing (one more byte sees EOF).
     let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
     file.take(parser::MAX_FILE_BYTES as u64 + 1)

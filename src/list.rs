@@ -198,25 +198,39 @@ fn table(listing: &Listing, out: &Output) -> String {
         widths[1] = widths[1].min(total.saturating_sub(others).max(20));
     }
     let mut s = String::new();
+    // Written straight into `s` (a thousand rows are a thousand lines): cells padded to their
+    // column's width in characters, cut with `…` when too long, the line's end trimmed.
     let line = |cells: &[String], s: &mut String, bold: bool| {
-        let mut parts = Vec::new();
+        let start = s.len();
+        let mut cut = String::new();
         for (i, cell) in cells.iter().enumerate() {
-            let cell: String = if cell.chars().count() > widths[i] {
-                cell.chars()
-                    .take(widths[i].saturating_sub(1))
-                    .chain(['…'])
-                    .collect()
+            if i > 0 {
+                s.push_str("  ");
+            }
+            let mut count = cell.chars().count();
+            let mut cell = cell.as_str();
+            if count > widths[i] {
+                cut.clear();
+                cut.extend(cell.chars().take(widths[i].saturating_sub(1)));
+                cut.push('…');
+                count = cut.chars().count();
+                cell = &cut;
+            }
+            let pad = if i + 1 == cells.len() {
+                0
             } else {
-                cell.clone()
+                widths[i].saturating_sub(count)
             };
-            let padded = if i + 1 == cells.len() {
-                cell
+            if bold {
+                let padded = format!("{cell}{}", " ".repeat(pad));
+                s.push_str(&p.bold(&padded));
             } else {
-                format!("{cell:<w$}", w = widths[i])
-            };
-            parts.push(if bold { p.bold(&padded) } else { padded });
+                s.push_str(cell);
+                s.extend(std::iter::repeat_n(' ', pad));
+            }
         }
-        s.push_str(parts.join("  ").trim_end());
+        let kept = s[start..].trim_end().len();
+        s.truncate(start + kept);
         s.push('\n');
     };
     line(&header.map(String::from), &mut s, true);

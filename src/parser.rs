@@ -53,6 +53,28 @@ pub fn decode(name: &str, bytes: &[u8]) -> Result<SourceFile, Diagnostic> {
     }
 }
 
+/// [`decode`] of bytes the caller owns: valid text becomes the file's text without a copy
+/// (a command file can be megabytes). On failure the bytes come back with the finding.
+#[allow(clippy::result_large_err)]
+pub fn decode_owned(name: &str, mut bytes: Vec<u8>) -> Result<SourceFile, (Diagnostic, Vec<u8>)> {
+    let clean = bytes.len() <= MAX_FILE_BYTES
+        && memchr::memchr(0, &bytes).is_none()
+        && std::str::from_utf8(&bytes).is_ok();
+    if !clean {
+        return decode(name, &bytes).map_err(|d| (d, bytes));
+    }
+    if bytes.starts_with(b"\xEF\xBB\xBF") {
+        bytes.drain(..3);
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(SourceFile::new(name, text)),
+        Err(e) => {
+            let bytes = e.into_bytes();
+            decode(name, &bytes).map_err(|d| (d, bytes))
+        }
+    }
+}
+
 /// The finding for a file of `len` bytes, more than [`MAX_FILE_BYTES`].
 pub fn too_large(len: u64) -> Diagnostic {
     Diagnostic::fatal(
@@ -86,7 +108,17 @@ struct Walk {
     heading: Option<(String, usize)>,
     /// The nearest `###`-or-deeper heading (or a numbered `## Step N:` title).
     sub: Option<String>,
+    /// Prose and headings since the last block, kept only when `keep_context`.
     context: Vec<(String, Range<usize>)>,
+    keep_context: bool,
+}
+
+impl Walk {
+    fn note(&mut self, text: &str, span: &Range<usize>) {
+        if self.keep_context {
+            self.context.push((text.to_string(), span.clone()));
+        }
+    }
 }
 
 /// How much of a file to read. `Summary` is for listing many files: it skips the content
@@ -174,14 +206,11 @@ pub(crate) fn parse_at(
         other_blocks: 0,
         diagnostics: Vec::new(),
     };
-    let pending = walk(file, &elements, &mut cmd, &mut diagnostics);
-    let contexts = finish_blocks(
-        file,
-        pending,
-        &mut cmd,
-        &mut diagnostics,
-        depth != Depth::Summary,
-    );
+    // Only the guided-file block findings read the prose around blocks: copying it for any
+    // other file would double the memory of a large one.
+    let keep_context = depth != Depth::Summary && mode == Mode::Guided;
+    let pending = walk(file, &elements, &mut cmd, &mut diagnostics, keep_context);
+    let contexts = finish_blocks(file, pending, &mut cmd, &mut diagnostics, keep_context);
     structural_rules(file, &mut cmd, frontmatter_read, &mut diagnostics);
     if depth != Depth::Summary {
         if mode == Mode::Guided {
@@ -211,6 +240,7 @@ fn walk(
     elements: &[Element],
     cmd: &mut Command,
     diagnostics: &mut Vec<Diagnostic>,
+    keep_context: bool,
 ) -> Vec<Pending> {
     let mut pending = Vec::new();
     let mut w = Walk {
@@ -218,6 +248,7 @@ fn walk(
         heading: None,
         sub: None,
         context: Vec::new(),
+        keep_context,
     };
     let mut overview = Vec::new();
     for el in elements {
@@ -234,8 +265,10 @@ fn walk(
                     kind: class.kind,
                     heading: Some((text.clone(), line)),
                     sub: class.step_title,
-                    context: vec![(text.clone(), el.span.clone())],
+                    context: Vec::new(),
+                    keep_context,
                 };
+                w.note(text, &el.span);
                 cmd.sections.push(SectionInfo {
                     heading: text.clone(),
                     kind: class.kind,
@@ -251,7 +284,7 @@ fn walk(
             }
             ElementKind::Heading { text, .. } => {
                 w.sub = Some(text.clone());
-                w.context.push((text.clone(), el.span.clone()));
+                w.note(text, &el.span);
                 if matches!(
                     w.kind,
                     SectionKind::Troubleshooting | SectionKind::References
@@ -268,7 +301,7 @@ fn walk(
                 text,
                 checked: None,
             } => {
-                w.context.push((text.clone(), el.span.clone()));
+                w.note(text, &el.span);
                 prose(
                     cmd,
                     &w,
@@ -282,7 +315,7 @@ fn walk(
                 text,
                 checked: Some(_),
             } => {
-                w.context.push((text.clone(), el.span.clone()));
+                w.note(text, &el.span);
                 if w.kind == SectionKind::SuccessCriteria {
                     cmd.success_criteria.manual.push(ManualCheck {
                         text: text.clone(),
@@ -682,5 +715,12 @@ mod tests {
         let big = vec![b'a'; MAX_FILE_BYTES + 1];
         assert!(decode("big.md", &big).unwrap_err().message.contains("MiB"));
         assert_eq!(decode("bom.md", b"\xEF\xBB\xBF# x").unwrap().text, "# x");
+        #[allow(clippy::result_large_err)]
+        let owned = |b: &[u8]| decode_owned("o.md", b.to_vec());
+        assert_eq!(owned(b"\xEF\xBB\xBF# x").unwrap().text, "# x");
+        assert_eq!(owned(b"# y").unwrap().text, "# y");
+        let (d, back) = owned(b"ok\n\xff").unwrap_err();
+        assert_eq!((d.position.unwrap().line, back.len()), (2, 4));
+        assert!(owned(b"a\x00").unwrap_err().0.message.contains("binary"));
     }
 }
