@@ -56,18 +56,18 @@ pub fn decode(name: &str, bytes: &[u8]) -> Result<SourceFile, Diagnostic> {
 /// [`decode`] of bytes the caller owns: valid text becomes the file's text without a copy
 /// (a command file can be megabytes). On failure the bytes come back with the finding.
 #[allow(clippy::result_large_err)]
-pub fn decode_owned(name: &str, mut bytes: Vec<u8>) -> Result<SourceFile, (Diagnostic, Vec<u8>)> {
-    let clean = bytes.len() <= MAX_FILE_BYTES
-        && memchr::memchr(0, &bytes).is_none()
-        && std::str::from_utf8(&bytes).is_ok();
-    if !clean {
+pub fn decode_owned(name: &str, bytes: Vec<u8>) -> Result<SourceFile, (Diagnostic, Vec<u8>)> {
+    if bytes.len() > MAX_FILE_BYTES || memchr::memchr(0, &bytes).is_some() {
         return decode(name, &bytes).map_err(|d| (d, bytes));
     }
-    if bytes.starts_with(b"\xEF\xBB\xBF") {
-        bytes.drain(..3);
-    }
+    // Validated once; a failure is explained by `decode`, on the bytes as read.
     match String::from_utf8(bytes) {
-        Ok(text) => Ok(SourceFile::new(name, text)),
+        Ok(mut text) => {
+            if text.starts_with('\u{feff}') {
+                text.drain(..3);
+            }
+            Ok(SourceFile::new(name, text))
+        }
         Err(e) => {
             let bytes = e.into_bytes();
             decode(name, &bytes).map_err(|d| (d, bytes))
@@ -452,8 +452,10 @@ fn finish_blocks(
     diagnostics: &mut Vec<Diagnostic>,
     keep_contexts: bool,
 ) -> HashMap<String, Vec<(String, Range<usize>)>> {
-    let mut taken: HashSet<String> = HashSet::new();
-    let mut first_at: HashMap<String, usize> = HashMap::new();
+    // Sized once: a large runbook has thousands of blocks.
+    let ids = pending.iter().filter(|p| p.explicit_id.is_some()).count();
+    let mut taken: HashSet<String> = HashSet::with_capacity(ids);
+    let mut first_at: HashMap<String, usize> = HashMap::with_capacity(ids);
     for p in &pending {
         if let Some((id, span)) = &p.explicit_id {
             if let Some(first) = first_at.get(id) {
@@ -476,7 +478,7 @@ fn finish_blocks(
     // Blocks so far per phase, indexed by `Phase as usize`.
     let mut counters = [0usize; 4];
     let mut contexts = HashMap::new();
-    let mut seen_ids: HashSet<String> = HashSet::new();
+    let mut seen_ids: HashSet<String> = HashSet::with_capacity(pending.len());
     for p in pending {
         let n = &mut counters[p.phase as usize];
         *n += 1;
