@@ -287,9 +287,16 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
         // Refused before reading, with the real size (a read stops at the limit).
         return Err(parser::too_large(meta.len()));
     }
-    // Sized from the metadata so the read needs no regrowing (one more byte sees EOF).
+    // A regular file is read up to the size it has now, into a buffer of that size: one
+    // `read` (no regrowing, no extra call to see the end). Anything else (a pipe, a /proc
+    // file reporting size 0) is read to its end, up to the limit.
+    let limit = if meta.is_file() && meta.len() > 0 {
+        meta.len()
+    } else {
+        parser::MAX_FILE_BYTES as u64 + 1
+    };
     let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
-    file.take(parser::MAX_FILE_BYTES as u64 + 1)
+    file.take(limit)
         .read_to_end(&mut bytes)
         .map_err(|e| io_diagnostic(path, &e))?;
     Ok(bytes)

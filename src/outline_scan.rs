@@ -14,7 +14,8 @@ pub fn scan(file_text: &str, base: usize, body: &str) -> Option<Vec<Element>> {
     if memchr::memchr(b'\r', body.as_bytes()).is_some() {
         return None;
     }
-    let mut out = Vec::new();
+    // A typical runbook has a dozen headings and fences: no regrowing for those.
+    let mut out = Vec::with_capacity(16);
     let mut offset = base;
     // Whether the previous line was text a `---` or `===` line would turn into a heading.
     let mut after_text = false;
