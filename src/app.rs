@@ -104,20 +104,34 @@ fn dispatch(cx: &Context, cmd: Cmd) -> Result<Exit, Failure> {
 
 /// Loads a command by name, or by path when NAME is a `.md` file.
 pub fn load_named(cx: &Context, name: &str) -> Result<discovery::Loaded, Failure> {
+    load_named_with(cx, name, crate::parser::Depth::Full)
+}
+
+/// [`load_named`] at a given depth.
+fn load_named_with(
+    cx: &Context,
+    name: &str,
+    depth: crate::parser::Depth,
+) -> Result<discovery::Loaded, Failure> {
     let as_path = PathBuf::from(name);
     let result = if name.ends_with(".md") && as_path.exists() {
         let origin = crate::command::Origin::File {
             path: name.to_string(),
         };
-        discovery::load_path(&as_path, &discovery::name_of(&as_path), origin)
+        discovery::load_path_with(&as_path, &discovery::name_of(&as_path), origin, depth)
     } else {
-        discovery::load(&cx.search.find(name)?)
+        discovery::load_with(&cx.search.find(name)?, depth)
     };
     result.map_err(|u| discovery::unreadable_failure(&u))
 }
 
 fn show(cx: &Context, name: &str, format: TextOrJson) -> Result<Exit, Failure> {
-    let loaded = load_named(cx, name)?;
+    // The text form does not show the content hash, so it is not computed for it.
+    let depth = match format {
+        TextOrJson::Json => crate::parser::Depth::Full,
+        TextOrJson::Text => crate::parser::Depth::Unhashed,
+    };
+    let loaded = load_named_with(cx, name, depth)?;
     if loaded
         .command
         .diagnostics

@@ -95,7 +95,14 @@ impl SearchPath {
                 .filter_map(|entry| {
                     let path = entry.path();
                     let name = path.file_name()?.to_str()?.strip_suffix(".md")?.to_string();
-                    if name.starts_with('.') || name.is_empty() || path.is_dir() {
+                    // The entry's type comes with the listing; only a symlink needs a `stat`
+                    // to tell whether it points at a folder (a thousand files, a thousand
+                    // system calls saved).
+                    let is_dir = match entry.file_type() {
+                        Ok(t) if !t.is_symlink() => t.is_dir(),
+                        _ => path.is_dir(),
+                    };
+                    if name.starts_with('.') || name.is_empty() || is_dir {
                         return None;
                     }
                     // `nixcmd claude export` writes thin wrappers into .claude/commands; they
@@ -231,8 +238,9 @@ pub fn load_path(path: &Path, name: &str, origin: Origin) -> Result<Loaded, Unre
     load_path_with(path, name, origin, parser::Depth::Full)
 }
 
+/// [`load_path`] at a given depth.
 #[allow(clippy::result_large_err)]
-fn load_path_with(
+pub fn load_path_with(
     path: &Path,
     name: &str,
     origin: Origin,
@@ -245,12 +253,12 @@ fn load_path_with(
         file: None,
     };
     let bytes = read_limited(path).map_err(unreadable)?;
-    match parser::decode(&shown, &bytes) {
+    match parser::decode_owned(&shown, bytes) {
         Ok(file) => {
             let command = parser::parse_with(&file, name, origin, depth);
             Ok(Loaded { file, command })
         }
-        Err(d) => {
+        Err((d, bytes)) => {
             let partial = String::from_utf8_lossy(&bytes[..bytes.len().min(1 << 20)]).into_owned();
             Err(Unreadable {
                 name: shown.clone(),
@@ -263,7 +271,9 @@ fn load_path_with(
 
 /// Reads at most [`parser::MAX_FILE_BYTES`] + 1 bytes, with errors for people.
 fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
-    let meta = std::fs::metadata(path).map_err(|e| io_diagnostic(path, &e))?;
+    // Opened first and asked for its metadata through the handle: one path lookup, not two.
+    let file = std::fs::File::open(path).map_err(|e| io_diagnostic(path, &e))?;
+    let meta = file.metadata().map_err(|e| io_diagnostic(path, &e))?;
     if meta.is_dir() {
         return Err(Diagnostic::fatal(
             "file",
@@ -277,9 +287,16 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
         // Refused before reading, with the real size (a read stops at the limit).
         return Err(parser::too_large(meta.len()));
     }
-    let file = std::fs::File::open(path).map_err(|e| io_diagnostic(path, &e))?;
-    let mut bytes = Vec::new();
-    file.take(parser::MAX_FILE_BYTES as u64 + 1)
+    // A regular file is read up to the size it has now, into a buffer of that size: one
+    // `read` (no regrowing, no extra call to see the end). Anything else (a pipe, a /proc
+    // file reporting size 0) is read to its end, up to the limit.
+    let limit = if meta.is_file() && meta.len() > 0 {
+        meta.len()
+    } else {
+        parser::MAX_FILE_BYTES as u64 + 1
+    };
+    let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
+    file.take(limit)
         .read_to_end(&mut bytes)
         .map_err(|e| io_diagnostic(path, &e))?;
     Ok(bytes)

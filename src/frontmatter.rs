@@ -128,6 +128,9 @@ pub fn parse(file: &SourceFile) -> Result<Frontmatter, Diagnostic> {
 }
 
 fn parse_yaml(file: &SourceFile, source: &str, base: usize) -> Result<Value, Diagnostic> {
+    if let Some(value) = crate::simple_yaml::parse(source) {
+        return Ok(value);
+    }
     serde_yaml_ng::from_str::<Value>(source).map_err(|e| {
         let message = e.to_string();
         let message = message

@@ -202,25 +202,39 @@ fn table(listing: &Listing, out: &Output) -> String {
         widths[1] = widths[1].min(total.saturating_sub(others).max(20));
     }
     let mut s = String::new();
+    // Written straight into `s` (a thousand rows are a thousand lines): cells padded to their
+    // column's width in characters, cut with `…` when too long, the line's end trimmed.
     let line = |cells: &[String], s: &mut String, bold: bool| {
-        let mut parts = Vec::new();
+        let start = s.len();
+        let mut cut = String::new();
         for (i, cell) in cells.iter().enumerate() {
-            let cell: String = if cell.chars().count() > widths[i] {
-                cell.chars()
-                    .take(widths[i].saturating_sub(1))
-                    .chain(['…'])
-                    .collect()
+            if i > 0 {
+                s.push_str("  ");
+            }
+            let mut count = cell.chars().count();
+            let mut cell = cell.as_str();
+            if count > widths[i] {
+                cut.clear();
+                cut.extend(cell.chars().take(widths[i].saturating_sub(1)));
+                cut.push('…');
+                count = cut.chars().count();
+                cell = &cut;
+            }
+            let pad = if i + 1 == cells.len() {
+                0
             } else {
-                cell.clone()
+                widths[i].saturating_sub(count)
             };
-            let padded = if i + 1 == cells.len() {
-                cell
+            if bold {
+                let padded = format!("{cell}{}", " ".repeat(pad));
+                s.push_str(&p.bold(&padded));
             } else {
-                format!("{cell:<w$}", w = widths[i])
-            };
-            parts.push(if bold { p.bold(&padded) } else { padded });
+                s.push_str(cell);
+                s.extend(std::iter::repeat_n(' ', pad));
+            }
         }
-        s.push_str(parts.join("  ").trim_end());
+        let kept = s[start..].trim_end().len();
+        s.truncate(start + kept);
         s.push('\n');
     };
     line(&header.map(String::from), &mut s, true);
@@ -243,4 +257,87 @@ fn table(listing: &Listing, out: &Output) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parser::{self, Depth};
+    use std::path::{Path, PathBuf};
+
+    fn markdown_files(dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                markdown_files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// The row of a file's summary with and without the line scan, and whether the scan
+    /// could read the file.
+    fn rows_of(name: &str, text: &str) -> (serde_json::Value, serde_json::Value, bool) {
+        let file = crate::source::SourceFile::new(name, text);
+        let row = |line_scan| {
+            let c = parser::parse_at(&file, "x", Origin::Builtin, Depth::Summary, line_scan);
+            serde_json::to_value(from_command(&c)).expect("rows serialize")
+        };
+        let fm = crate::frontmatter::parse(&file)
+            .map(|f| f.body_start)
+            .unwrap_or(0);
+        let scanned = crate::outline_scan::scan(text, fm, &text[fm..]).is_some();
+        (row(true), row(false), scanned)
+    }
+
+    /// The line scan behind `list` gives exactly the row the full outline gives, for every
+    /// runbook we have: fixtures, built-ins and the corpus of real command files.
+    #[test]
+    fn line_scan_rows_equal_full_parse_rows() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        markdown_files(&root.join("fixtures/runbooks"), &mut files);
+        markdown_files(&root.join("commands"), &mut files);
+        markdown_files(Path::new("/work/shared/corpus/real-commands"), &mut files);
+        assert!(files.len() > 20, "found only {} runbooks", files.len());
+        let mut scanned = 0;
+        for path in &files {
+            let bytes = std::fs::read(path).expect("readable");
+            let Ok(file) = parser::decode(&path.display().to_string(), &bytes) else {
+                continue;
+            };
+            let (fast, full, used) = rows_of(&file.name, &file.text);
+            assert_eq!(fast, full, "{}", path.display());
+            scanned += usize::from(used);
+        }
+        assert!(scanned > 10, "the line scan read only {scanned} files");
+    }
+
+    /// Every `list` shows the built-ins, so they should stay on the fast paths.
+    #[test]
+    fn builtins_take_the_fast_paths() {
+        for (name, text) in crate::discovery::BUILTINS {
+            let file = crate::source::SourceFile::new(*name, *text);
+            let fm = crate::frontmatter::parse(&file).expect("built-in frontmatter");
+            let yaml = &text[fm.content.clone()];
+            assert!(crate::simple_yaml::parse(yaml).is_some(), "{name}: YAML");
+            let (_, _, scanned) = rows_of(name, text);
+            assert!(scanned, "{name}: line scan");
+        }
+    }
+
+    #[test]
+    fn line_scan_reads_the_benchmark_shape() {
+        let text = "---\ndescription: Maintenance task 1, check\nnixcmd:\n  timeout: 5m\n---\n# cmd-0001\n\nWhat this does: flake input.\n\n## Prerequisites\n```bash {id=check-tools readonly}\ncommand -v nix >/dev/null\n```\n\n## Steps\n### Record the current state\n```bash {id=record}\necho \"record 1\" > \"$NIXCMD_STATE/before\"\n```\n### Apply the change\n```bash {id=apply rollback=restore confirm=\"Apply?\"}\necho \"apply 1\"\n```\n\n## Success Criteria\n- [ ] The service answers\n```bash\necho ok\n```\n\n## Rollback\n### restore\n```bash\necho \"restore 1\"\n```\n";
+        let (fast, full, used) = rows_of("bench.md", text);
+        assert!(used);
+        assert_eq!(fast, full);
+        assert_eq!(fast["steps"], 2);
+        assert_eq!(fast["confirm_steps"], 1);
+        assert_eq!(fast["errors"], 0);
+    }
 }

@@ -134,7 +134,7 @@ pub fn build(file_text: &str, base: usize, body: &str) -> Vec<Element> {
                     out.push(Element {
                         kind: ElementKind::Heading {
                             level,
-                            text: squeeze(&text),
+                            text: squeeze(text),
                         },
                         span: start..range.end,
                     });
@@ -143,7 +143,7 @@ pub fn build(file_text: &str, base: usize, body: &str) -> Vec<Element> {
             Event::End(TagEnd::Paragraph) => match stack.pop() {
                 Some(Open::Paragraph { text, start }) => out.push(Element {
                     kind: ElementKind::Paragraph {
-                        text: squeeze(&text),
+                        text: squeeze(text),
                     },
                     span: start..range.end,
                 }),
@@ -230,7 +230,7 @@ fn flush_item(stack: &mut [Open], out: &mut Vec<Element>, end: usize) {
         *emitted = true;
         out.push(Element {
             kind: ElementKind::ListItem {
-                text: squeeze(text),
+                text: squeeze(std::mem::take(text)),
                 checked: *checked,
             },
             span: *start..end.max(*start),
@@ -238,25 +238,31 @@ fn flush_item(stack: &mut [Open], out: &mut Vec<Element>, end: usize) {
     }
 }
 
-/// Collapses runs of whitespace to one space and trims, without intermediate allocations.
-fn squeeze(s: &str) -> String {
+/// Collapses runs of whitespace to one space and trims. Takes the text by value: most text
+/// (a heading, a paragraph whose soft breaks are already single spaces) needs no change and
+/// is returned as is, without a copy.
+fn squeeze(s: String) -> String {
     if s.is_ascii() {
         // Byte-wise for ASCII text (the common case, and large files): same result as
         // `split_whitespace`, an order of magnitude cheaper.
-        let mut out = Vec::with_capacity(s.len());
-        let mut space = false;
-        for &b in s.as_bytes() {
-            if b.is_ascii_whitespace() {
-                space = !out.is_empty();
-            } else {
-                if space {
-                    out.push(b' ');
-                    space = false;
-                }
-                out.push(b);
-            }
+        let b = s.as_bytes();
+        let clean = b.first().is_none_or(|&c| c != b' ')
+            && b.last().is_none_or(|&c| c != b' ')
+            && memchr::memchr3(b'\t', b'\n', b'\r', b).is_none()
+            && memchr::memchr(0x0c, b).is_none()
+            && memchr::memmem::find(b, b"  ").is_none();
+        if clean {
+            return s;
         }
-        return String::from_utf8(out).unwrap_or_default();
+        let mut out = String::with_capacity(s.len());
+        for word in b.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty()) {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            // ASCII, so every word is valid UTF-8 on its own.
+            out.push_str(std::str::from_utf8(word).unwrap_or_default());
+        }
+        return out;
     }
     let mut out = String::with_capacity(s.len());
     for word in s.split_whitespace() {
@@ -269,7 +275,7 @@ fn squeeze(s: &str) -> String {
 }
 
 /// The byte offset just after the opening fence characters on the fence's first line.
-fn info_offset(text: &str, fence_start: usize) -> usize {
+pub(crate) fn info_offset(text: &str, fence_start: usize) -> usize {
     let line = &text[fence_start..];
     let indent = line.len() - line.trim_start_matches([' ', '\t', '>']).len();
     let after_indent = &line[indent..];
@@ -404,9 +410,20 @@ mod tests {
 
     #[test]
     fn squeeze_matches_split_whitespace() {
-        for s in ["", "  a  b\n\tc ", "x", " é  ü\u{a0}z ", "a\x0cb"] {
+        for s in [
+            "",
+            "  a  b\n\tc ",
+            "x",
+            " é  ü\u{a0}z ",
+            "a\x0cb",
+            "a b",
+            " a",
+            "a ",
+            "a\nb",
+            "a  b",
+        ] {
             let expected = s.split_whitespace().collect::<Vec<_>>().join(" ");
-            assert_eq!(squeeze(s), expected, "{s:?}");
+            assert_eq!(squeeze(s.to_string()), expected, "{s:?}");
         }
     }
 

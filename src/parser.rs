@@ -11,6 +11,7 @@ use crate::diagnostic::{Diagnostic, Severity};
 use crate::frontmatter::{self, Frontmatter};
 use crate::guided;
 use crate::outline::{self, Element, ElementKind};
+use crate::outline_scan;
 use crate::sections::{self, SectionKind};
 use crate::settings;
 use crate::source::SourceFile;
@@ -52,6 +53,28 @@ pub fn decode(name: &str, bytes: &[u8]) -> Result<SourceFile, Diagnostic> {
     }
 }
 
+/// [`decode`] of bytes the caller owns: valid text becomes the file's text without a copy
+/// (a command file can be megabytes). On failure the bytes come back with the finding.
+#[allow(clippy::result_large_err)]
+pub fn decode_owned(name: &str, bytes: Vec<u8>) -> Result<SourceFile, (Diagnostic, Vec<u8>)> {
+    if bytes.len() > MAX_FILE_BYTES || memchr::memchr(0, &bytes).is_some() {
+        return decode(name, &bytes).map_err(|d| (d, bytes));
+    }
+    // Validated once; a failure is explained by `decode`, on the bytes as read.
+    match String::from_utf8(bytes) {
+        Ok(mut text) => {
+            if text.starts_with('\u{feff}') {
+                text.drain(..3);
+            }
+            Ok(SourceFile::new(name, text))
+        }
+        Err(e) => {
+            let bytes = e.into_bytes();
+            decode(name, &bytes).map_err(|d| (d, bytes))
+        }
+    }
+}
+
 /// The finding for a file of `len` bytes, more than [`MAX_FILE_BYTES`].
 pub fn too_large(len: u64) -> Diagnostic {
     Diagnostic::fatal(
@@ -85,15 +108,29 @@ struct Walk {
     heading: Option<(String, usize)>,
     /// The nearest `###`-or-deeper heading (or a numbered `## Step N:` title).
     sub: Option<String>,
+    /// Prose and headings since the last block, kept only when `keep_context`.
     context: Vec<(String, Range<usize>)>,
+    keep_context: bool,
+}
+
+impl Walk {
+    fn note(&mut self, text: &str, span: &Range<usize>) {
+        if self.keep_context {
+            self.context.push((text.to_string(), span.clone()));
+        }
+    }
 }
 
 /// How much of a file to read. `Summary` is for listing many files: it skips the content
 /// hash and the guided-file findings (which are warnings and notes only), so the errors it
-/// reports are the same as a full read's.
+/// reports are the same as a full read's; its outline comes from a line scan when the file
+/// is plain enough ([`outline_scan`]), so blocks have no code and there is no overview. `Unhashed` is a full read without the content hash,
+/// for output that does not show it (`show` as text): hashing a large file costs as much as
+/// parsing it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Depth {
     Full,
+    Unhashed,
     Summary,
 }
 
@@ -102,6 +139,18 @@ pub fn parse(file: &SourceFile, name: &str, origin: Origin) -> Command {
 }
 
 pub fn parse_with(file: &SourceFile, name: &str, origin: Origin, depth: Depth) -> Command {
+    parse_at(file, name, origin, depth, true)
+}
+
+/// [`parse_with`], where `line_scan: false` keeps a summary on the full outline (tests
+/// compare the two).
+pub(crate) fn parse_at(
+    file: &SourceFile,
+    name: &str,
+    origin: Origin,
+    depth: Depth,
+    line_scan: bool,
+) -> Command {
     let mut diagnostics = Vec::new();
     let mut frontmatter_read = true;
     let fm = match frontmatter::parse(file) {
@@ -121,7 +170,16 @@ pub fn parse_with(file: &SourceFile, name: &str, origin: Origin, depth: Depth) -
     let mode = meta.mode.unwrap_or(Mode::Guided);
 
     let body = &file.text[fm.body_start..];
-    let elements = outline::build(&file.text, fm.body_start, body);
+    // A guided file without a description takes it from the overview, which the line scan
+    // does not read.
+    let scan = line_scan
+        && depth == Depth::Summary
+        && (meta.description.is_some() || mode == Mode::Annotated);
+    let elements = match scan {
+        true => outline_scan::scan(&file.text, fm.body_start, body),
+        false => None,
+    }
+    .unwrap_or_else(|| outline::build(&file.text, fm.body_start, body));
 
     let mut cmd = Command {
         name: name.to_string(),
@@ -132,7 +190,7 @@ pub fn parse_with(file: &SourceFile, name: &str, origin: Origin, depth: Depth) -
         mode,
         hash: match depth {
             Depth::Full => hex(&Sha256::digest(file.text.as_bytes())),
-            Depth::Summary => String::new(),
+            Depth::Unhashed | Depth::Summary => String::new(),
         },
         settings: meta.settings,
         args: meta.args,
@@ -148,10 +206,13 @@ pub fn parse_with(file: &SourceFile, name: &str, origin: Origin, depth: Depth) -
         other_blocks: 0,
         diagnostics: Vec::new(),
     };
-    let pending = walk(file, &elements, &mut cmd, &mut diagnostics);
-    let contexts = finish_blocks(file, pending, &mut cmd, &mut diagnostics);
+    // Only the guided-file block findings read the prose around blocks: copying it for any
+    // other file would double the memory of a large one.
+    let keep_context = depth != Depth::Summary && mode == Mode::Guided;
+    let pending = walk(file, &elements, &mut cmd, &mut diagnostics, keep_context);
+    let contexts = finish_blocks(file, pending, &mut cmd, &mut diagnostics, keep_context);
     structural_rules(file, &mut cmd, frontmatter_read, &mut diagnostics);
-    if depth == Depth::Full {
+    if depth != Depth::Summary {
         if mode == Mode::Guided {
             guided::block_findings(file, &mut cmd, &contexts, &mut diagnostics);
         }
@@ -179,6 +240,7 @@ fn walk(
     elements: &[Element],
     cmd: &mut Command,
     diagnostics: &mut Vec<Diagnostic>,
+    keep_context: bool,
 ) -> Vec<Pending> {
     let mut pending = Vec::new();
     let mut w = Walk {
@@ -186,6 +248,7 @@ fn walk(
         heading: None,
         sub: None,
         context: Vec::new(),
+        keep_context,
     };
     let mut overview = Vec::new();
     for el in elements {
@@ -202,8 +265,10 @@ fn walk(
                     kind: class.kind,
                     heading: Some((text.clone(), line)),
                     sub: class.step_title,
-                    context: vec![(text.clone(), el.span.clone())],
+                    context: Vec::new(),
+                    keep_context,
                 };
+                w.note(text, &el.span);
                 cmd.sections.push(SectionInfo {
                     heading: text.clone(),
                     kind: class.kind,
@@ -219,7 +284,7 @@ fn walk(
             }
             ElementKind::Heading { text, .. } => {
                 w.sub = Some(text.clone());
-                w.context.push((text.clone(), el.span.clone()));
+                w.note(text, &el.span);
                 if matches!(
                     w.kind,
                     SectionKind::Troubleshooting | SectionKind::References
@@ -236,7 +301,7 @@ fn walk(
                 text,
                 checked: None,
             } => {
-                w.context.push((text.clone(), el.span.clone()));
+                w.note(text, &el.span);
                 prose(
                     cmd,
                     &w,
@@ -250,7 +315,7 @@ fn walk(
                 text,
                 checked: Some(_),
             } => {
-                w.context.push((text.clone(), el.span.clone()));
+                w.note(text, &el.span);
                 if w.kind == SectionKind::SuccessCriteria {
                     cmd.success_criteria.manual.push(ManualCheck {
                         text: text.clone(),
@@ -378,15 +443,19 @@ fn append(into: &mut String, text: &str) {
     into.push_str(text);
 }
 
-/// Assigns ids, builds blocks, and reports duplicate ids. Returns each block's context.
+/// Assigns ids, builds blocks, and reports duplicate ids. Returns each block's context when
+/// `keep_contexts` (only the guided-file findings read them).
 fn finish_blocks(
     file: &SourceFile,
     pending: Vec<Pending>,
     cmd: &mut Command,
     diagnostics: &mut Vec<Diagnostic>,
+    keep_contexts: bool,
 ) -> HashMap<String, Vec<(String, Range<usize>)>> {
-    let mut taken: HashSet<String> = HashSet::new();
-    let mut first_at: HashMap<String, usize> = HashMap::new();
+    // Sized once: a large runbook has thousands of blocks.
+    let ids = pending.iter().filter(|p| p.explicit_id.is_some()).count();
+    let mut taken: HashSet<String> = HashSet::with_capacity(ids);
+    let mut first_at: HashMap<String, usize> = HashMap::with_capacity(ids);
     for p in &pending {
         if let Some((id, span)) = &p.explicit_id {
             if let Some(first) = first_at.get(id) {
@@ -406,11 +475,12 @@ fn finish_blocks(
             taken.insert(id.clone());
         }
     }
-    let mut counters: HashMap<Phase, usize> = HashMap::new();
+    // Blocks so far per phase, indexed by `Phase as usize`.
+    let mut counters = [0usize; 4];
     let mut contexts = HashMap::new();
-    let mut seen_ids: HashSet<String> = HashSet::new();
+    let mut seen_ids: HashSet<String> = HashSet::with_capacity(pending.len());
     for p in pending {
-        let n = counters.entry(p.phase).or_default();
+        let n = &mut counters[p.phase as usize];
         *n += 1;
         let id = match &p.explicit_id {
             Some((id, _)) => {
@@ -435,7 +505,9 @@ fn finish_blocks(
         let runnable = SHELL_LANGUAGES.contains(&p.language.as_str()) && !p.attrs.norun;
         let line = file.position(p.fence_span.start).line;
         let _ = p.info_offset;
-        contexts.insert(id.clone(), p.context);
+        if keep_contexts {
+            contexts.insert(id.clone(), p.context);
+        }
         let block = Block {
             id,
             phase: p.phase,
@@ -664,5 +736,12 @@ mod tests {
         let big = vec![b'a'; MAX_FILE_BYTES + 1];
         assert!(decode("big.md", &big).unwrap_err().message.contains("MiB"));
         assert_eq!(decode("bom.md", b"\xEF\xBB\xBF# x").unwrap().text, "# x");
+        #[allow(clippy::result_large_err)]
+        let owned = |b: &[u8]| decode_owned("o.md", b.to_vec());
+        assert_eq!(owned(b"\xEF\xBB\xBF# x").unwrap().text, "# x");
+        assert_eq!(owned(b"# y").unwrap().text, "# y");
+        let (d, back) = owned(b"ok\n\xff").unwrap_err();
+        assert_eq!((d.position.unwrap().line, back.len()), (2, 4));
+        assert!(owned(b"a\x00").unwrap_err().0.message.contains("binary"));
     }
 }

@@ -184,7 +184,13 @@ pub fn classify(heading: &str) -> Classified {
 /// Lowercases, strips leading emoji, punctuation and numbering (`1.`, `2)`, `Phase 2:`), a
 /// trailing parenthetical (`(Manual Process)`) and trailing punctuation, and squeezes spaces.
 pub fn normalize(heading: &str) -> String {
-    let lower = heading.to_lowercase();
+    // Every section heading of every listed file comes here: ASCII ones skip the Unicode
+    // case tables.
+    let lower = if heading.is_ascii() {
+        heading.to_ascii_lowercase()
+    } else {
+        heading.to_lowercase()
+    };
     let mut s = lower
         .trim_start_matches(|c: char| !c.is_alphanumeric())
         .trim();
@@ -202,7 +208,14 @@ pub fn normalize(heading: &str) -> String {
         out.truncate(open);
     }
     let out = out.trim_end_matches(|c: char| !c.is_alphanumeric() && c != ')');
-    out.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut squeezed = String::with_capacity(out.len());
+    for word in out.split_whitespace() {
+        if !squeezed.is_empty() {
+            squeezed.push(' ');
+        }
+        squeezed.push_str(word);
+    }
+    squeezed
 }
 
 /// `Step 3: Build the system` → `Build the system`.

@@ -1,0 +1,322 @@
+//! The headings and fenced blocks of plain Markdown from a scan of its lines: what a summary
+//! (`list`) needs from a body, without a full CommonMark parse. Where a line could mean
+//! something a line scan cannot be sure of — block quotes, HTML, link definitions, tables,
+//! tabs, indented or list-nested fences and code, setext underlines, inline markup in a
+//! heading, unclosed fences, carriage returns — it answers `None`, and the caller builds the
+//! full [`outline`](crate::outline). Fences come without their code, and paragraphs and list
+//! items are left out: a summary reads neither.
+
+use crate::outline::{Element, ElementKind, info_offset};
+
+/// The outline's headings and fences of `body`, a slice of the file starting at byte `base`,
+/// or `None` when only a full parse can tell.
+pub fn scan(file_text: &str, base: usize, body: &str) -> Option<Vec<Element>> {
+    if memchr::memchr(b'\r', body.as_bytes()).is_some() {
+        return None;
+    }
+    // A typical runbook has a dozen headings and fences: no regrowing for those.
+    let mut out = Vec::with_capacity(16);
+    let mut offset = base;
+    // Whether the previous line was text a `---` or `===` line would turn into a heading.
+    let mut after_text = false;
+    let mut lines = Lines(body);
+    while let Some(line) = lines.next() {
+        let start = offset;
+        offset += line.len();
+        let bare = line.strip_suffix('\n').unwrap_or(line);
+        let rest = bare.trim_start_matches(' ');
+        let indent = bare.len() - rest.len();
+        if rest.starts_with('\t') {
+            return None;
+        }
+        if rest.trim_end_matches(' ').is_empty() {
+            after_text = false;
+            continue;
+        }
+        if indent >= 4 {
+            // Indented code, or the continuation of a list item: only a parse knows which.
+            return None;
+        }
+        let first = rest.as_bytes()[0];
+        if matches!(first, b'`' | b'~') && run(rest, first) >= 3 {
+            if indent > 0 {
+                return None;
+            }
+            let open = run(rest, first);
+            if first == b'`' && rest[open..].contains('`') {
+                // Not a fence: inline code in a paragraph.
+                return None;
+            }
+            let mut closed = false;
+            for inner in lines.by_ref() {
+                offset += inner.len();
+                if closes(inner.strip_suffix('\n').unwrap_or(inner), first, open) {
+                    closed = true;
+                    break;
+                }
+            }
+            if !closed {
+                return None;
+            }
+            let info_offset = info_offset(file_text, start);
+            // The opening line after the fence characters, as `outline::raw_info` reads it.
+            let info = file_text[info_offset..start + bare.len()].trim_end();
+            out.push(Element {
+                kind: ElementKind::Fence {
+                    info: info.to_string(),
+                    code: String::new(),
+                    info_offset,
+                    closed: true,
+                    fenced: true,
+                },
+                span: start..offset,
+            });
+            after_text = false;
+            continue;
+        }
+        match first {
+            b'#' => {
+                let level = run(rest, b'#');
+                let after = &rest[level..];
+                if level > 6 || !(after.is_empty() || after.starts_with(' ')) {
+                    // `#tag` or `#######`: paragraph text.
+                    after_text = true;
+                    continue;
+                }
+                let text = after.trim_matches(' ');
+                if !plain_heading(text) {
+                    return None;
+                }
+                out.push(Element {
+                    kind: ElementKind::Heading {
+                        level: level as u8,
+                        text: squeeze_spaces(text),
+                    },
+                    span: start..start + bare.len(),
+                });
+                after_text = false;
+            }
+            b'>' | b'<' | b'|' => return None,
+            b'[' if rest.contains("]:") => return None,
+            b'=' | b'-' if after_text && underline(rest) => return None,
+            _ => {
+                if rest.contains('|') && is_table_delimiter(rest) {
+                    return None;
+                }
+                if let Some(content) = list_content(rest)
+                    && (content.starts_with(['#', '>', '<', '\t', '|'])
+                        || run(content, b'`') >= 3
+                        || run(content, b'~') >= 3
+                        || content.starts_with("    ")
+                        || (content.starts_with('[') && content.contains("]:")))
+                {
+                    return None;
+                }
+                after_text = true;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The lines of a text, each with its `\n`; memchr finds the ends.
+struct Lines<'a>(&'a str);
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let end = memchr::memchr(b'\n', self.0.as_bytes()).map_or(self.0.len(), |i| i + 1);
+        let (line, rest) = self.0.split_at(end);
+        self.0 = rest;
+        Some(line)
+    }
+}
+
+/// Heading text whose inline parse is the text itself: no emphasis, links, HTML, entities
+/// or escapes, and code spans only in their simplest form (`` `x` ``), which the outline
+/// keeps with their backticks.
+fn plain_heading(text: &str) -> bool {
+    const MARKUP: &[char] = &[
+        '\\', '*', '_', '[', ']', '<', '>', '&', '!', '~', '|', '#', '\t',
+    ];
+    let mut code = false;
+    let mut count = 0;
+    for part in text.split('`') {
+        count += 1;
+        let ok = if code {
+            // A code span's text is kept as is unless it is padded with spaces.
+            !part.is_empty() && !part.starts_with(' ') && !part.ends_with(' ')
+        } else {
+            !part.contains(MARKUP)
+        };
+        if !ok {
+            return false;
+        }
+        code = !code;
+    }
+    count % 2 == 1
+}
+
+/// The length of the run of `c` bytes at the start of `s`.
+fn run(s: &str, c: u8) -> usize {
+    s.bytes().take_while(|&b| b == c).count()
+}
+
+/// A closing fence line for a fence of `open` × `marker`.
+fn closes(line: &str, marker: u8, open: usize) -> bool {
+    let rest = line.trim_start_matches(' ');
+    line.len() - rest.len() <= 3 && {
+        let n = run(rest, marker);
+        n >= open && rest[n..].trim_matches([' ', '\t']).is_empty()
+    }
+}
+
+/// `===` or `---` alone on a line: a setext underline after text.
+fn underline(rest: &str) -> bool {
+    let t = rest.trim_end_matches(' ');
+    t.bytes().all(|b| b == b'=') || t.bytes().all(|b| b == b'-')
+}
+
+/// A table's delimiter row (`| --- | :-: |`, `---|---`).
+fn is_table_delimiter(rest: &str) -> bool {
+    rest.contains('-')
+        && rest
+            .bytes()
+            .all(|b| matches!(b, b'|' | b'-' | b':' | b' ' | b'\t'))
+}
+
+/// The text after the list markers at the start of a line (`- `, `1. `, `- [ ] `…, nested
+/// ones too), or `None` when the line is not a list item.
+fn list_content(rest: &str) -> Option<&str> {
+    let mut s = rest;
+    let mut item = false;
+    loop {
+        let digits = s.bytes().take_while(u8::is_ascii_digit).count();
+        let marker = if (1..=9).contains(&digits) && s[digits..].starts_with(['.', ')']) {
+            digits + 1
+        } else if s.starts_with(['-', '*', '+']) {
+            1
+        } else {
+            0
+        };
+        if marker == 0 {
+            break;
+        }
+        let after = &s[marker..];
+        if after.is_empty() {
+            return Some(after);
+        }
+        if !after.starts_with([' ', '\t']) {
+            break;
+        }
+        item = true;
+        let trimmed = after.trim_start_matches(' ');
+        // Five or more spaces after a marker start indented code inside the item.
+        if after.len() - trimmed.len() > 4 {
+            return Some(after);
+        }
+        s = trimmed;
+    }
+    item.then_some(s)
+}
+
+/// Runs of whitespace to one space: the heading text as the outline squeezes it.
+fn squeeze_spaces(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The full outline's headings and fences, with the code left out as the scan does.
+    fn full(md: &str) -> Vec<(ElementKind, usize)> {
+        crate::outline::build(md, 0, md)
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                ElementKind::Heading { .. } => Some((e.kind, e.span.start)),
+                ElementKind::Fence {
+                    info,
+                    info_offset,
+                    closed,
+                    fenced,
+                    ..
+                } => Some((
+                    ElementKind::Fence {
+                        info,
+                        code: String::new(),
+                        info_offset,
+                        closed,
+                        fenced,
+                    },
+                    e.span.start,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn line_of(md: &str, offset: usize) -> usize {
+        md[..offset].matches('\n').count()
+    }
+
+    #[test]
+    fn agrees_with_the_full_outline_or_declines() {
+        let cases = [
+            "# T\n\nIntro *text*.\n\n## Steps\n### One\n```bash {id=a confirm=\"Go?\"}\necho\n```\n",
+            "## Steps\n1. do\n2. this\n```bash\nx\n```\n- [ ] check\n",
+            "##   Spaced   out  \n~~~sh\n```\n~~~\n",
+            "#tag\n####### seven\n## Steps ##\n",
+            "para\n---\n",
+            "para\n\n---\n\n## After\n",
+            "> ## quoted\n",
+            "<div>\n```bash\n</div>\n",
+            "- ```bash\n  x\n  ```\n",
+            "1. Step\n   ```bash\n   x\n   ```\n",
+            "    ```bash\n",
+            "```bash\nunclosed\n",
+            "````\n```\n````\n",
+            "```a`b\n```\n",
+            "## **Bold**\n",
+            "| a | b |\n|---|---|\n# h\n",
+            "[x]:\n```bash\n",
+            "text\n===\n",
+            "- - # nested heading\n",
+            "## Steps\r\n",
+            "## Steps\n```bash\n  ```  \n",
+            "## Step\u{a0}one  two\n- [ ] done\n- [x]: /url\n",
+            "## Why `a  b` and `c`\n- `code`: text\n- ``` x\n",
+            "## ` padded `\n",
+            "## odd ` tick\n",
+            "## `*not emphasis*`\n",
+            "## ``double``\n",
+        ];
+        for md in cases {
+            if let Some(scanned) = scan(md, 0, md) {
+                let scanned: Vec<_> = scanned
+                    .into_iter()
+                    .map(|e| (e.kind, line_of(md, e.span.start)))
+                    .collect();
+                let full: Vec<_> = full(md)
+                    .into_iter()
+                    .map(|(k, start)| (k, line_of(md, start)))
+                    .collect();
+                assert_eq!(scanned, full, "{md:?}");
+            }
+        }
+        assert!(scan(cases[0], 0, cases[0]).is_some());
+        assert!(scan(cases[1], 0, cases[1]).is_some());
+        assert!(scan(cases[6], 0, cases[6]).is_none());
+    }
+}

@@ -1,0 +1,259 @@
+//! The common shape of YAML frontmatter — `key: plain text` lines and indented mappings of
+//! them — read directly, giving exactly the value serde_yaml_ng gives. A YAML parser is the
+//! largest cost of reading a small command file, and `list` reads many. Whatever this reader
+//! is not sure about (quotes, lists, flow collections, block scalars, anchors, tags, numbers,
+//! comments after values, multi-line scalars, tabs, duplicate keys) makes it answer `None`,
+//! and the caller uses the full YAML parser, which also reports errors.
+
+use serde_json::{Map, Value};
+
+/// The frontmatter as a value, or `None` when it is not in the simple shape.
+pub fn parse(source: &str) -> Option<Value> {
+    let mut lines: Vec<(usize, &str)> = Vec::new();
+    for line in source.split('\n') {
+        if line.contains(['\t', '\r']) {
+            return None;
+        }
+        let content = line.trim_start_matches(' ');
+        // Blank lines and whole-line comments carry nothing, wherever they are indented.
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        lines.push((line.len() - content.len(), content.trim_end_matches(' ')));
+    }
+    match lines.first() {
+        None => return Some(Value::Null),
+        Some(&(indent, _)) if indent != 0 => return None,
+        Some(_) => {}
+    }
+    let mut pos = 0;
+    let map = mapping(&lines, &mut pos, 0)?;
+    (pos == lines.len()).then_some(Value::Object(map))
+}
+
+/// The mapping whose keys are indented by exactly `indent`, from line `pos` on.
+fn mapping(lines: &[(usize, &str)], pos: &mut usize, indent: usize) -> Option<Map<String, Value>> {
+    let mut map = Map::new();
+    while let Some(&(at, content)) = lines.get(*pos) {
+        if at < indent {
+            break;
+        }
+        if at > indent {
+            // A continuation line of a multi-line scalar, or a misindented key.
+            return None;
+        }
+        let (key, rest) = content.split_once(':')?;
+        if !is_key(key) || !(rest.is_empty() || rest.starts_with(' ')) {
+            return None;
+        }
+        let rest = rest.trim_start_matches(' ');
+        *pos += 1;
+        let value = if rest.is_empty() {
+            match lines.get(*pos) {
+                Some(&(child, _)) if child > indent => Value::Object(mapping(lines, pos, child)?),
+                _ => Value::Null,
+            }
+        } else {
+            scalar(rest)?
+        };
+        if map.insert(key.to_string(), value).is_some() {
+            return None;
+        }
+    }
+    Some(map)
+}
+
+/// Words YAML (1.2, or 1.1 for older readers) may read as booleans or null.
+fn is_special_word(s: &str) -> bool {
+    ["true", "false", "null", "yes", "no", "on", "off", "y", "n"]
+        .iter()
+        .any(|w| s.eq_ignore_ascii_case(w))
+}
+
+/// A double-quoted scalar at the start of `s` (escapes limited to `\\` and `\"`): its text
+/// and the rest of `s` after the closing quote.
+fn quoted(s: &str) -> Option<(String, &str)> {
+    let inner = s.strip_prefix('"')?;
+    let mut text = String::with_capacity(inner.len());
+    let mut chars = inner.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => return Some((text, &inner[i + 1..])),
+            '\\' => match chars.next() {
+                Some((_, e @ ('\\' | '"'))) => text.push(e),
+                _ => return None,
+            },
+            c if c.is_control() || !printable(c) => return None,
+            c => text.push(c),
+        }
+    }
+    None
+}
+
+/// `["a", "b"]`: a flow list of double-quoted scalars, as the list value.
+fn quoted_list(s: &str) -> Option<Value> {
+    let mut rest = s.strip_prefix('[')?.trim_start_matches(' ');
+    let mut items = Vec::new();
+    if let Some(after) = rest.strip_prefix(']') {
+        return after.is_empty().then_some(Value::Array(items));
+    }
+    loop {
+        let (text, after) = quoted(rest)?;
+        items.push(Value::String(text));
+        let after = after.trim_start_matches(' ');
+        if let Some(end) = after.strip_prefix(']') {
+            return end.is_empty().then_some(Value::Array(items));
+        }
+        rest = after.strip_prefix(',')?.trim_start_matches(' ');
+    }
+}
+
+/// Characters YAML allows in a document, beyond ASCII.
+fn printable(c: char) -> bool {
+    c.is_ascii()
+        || (!c.is_control()
+            && !matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+            ))
+}
+
+fn is_key(key: &str) -> bool {
+    key.starts_with(|c: char| c.is_ascii_alphabetic())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !is_special_word(key)
+}
+
+/// A scalar value: quoted or plain text, a boolean, a list of quoted texts, or `None` when
+/// YAML might read it otherwise.
+fn scalar(s: &str) -> Option<Value> {
+    if s.starts_with('"') {
+        let (text, rest) = quoted(s)?;
+        return rest.is_empty().then_some(Value::String(text));
+    }
+    if s.starts_with('[') {
+        return quoted_list(s);
+    }
+    match s {
+        "true" | "True" | "TRUE" => return Some(Value::Bool(true)),
+        "false" | "False" | "FALSE" => return Some(Value::Bool(false)),
+        "null" | "Null" | "NULL" => return Some(Value::Null),
+        _ => {}
+    }
+    if is_special_word(s) || s.contains(" #") || s.contains(": ") || s.ends_with(':') {
+        return None;
+    }
+    let first = s.chars().next()?;
+    let plain = |c: char| {
+        if c.is_ascii() {
+            c.is_ascii_alphanumeric() || " .,()/_+=;?!'\"-:#%@&*~<>$^[]{}|`".contains(c)
+        } else {
+            printable(c)
+        }
+    };
+    // `<`, `(` and `/` are no YAML indicators: `argument-hint: <host> [flags]` is text.
+    if !(first.is_ascii_alphanumeric()
+        || matches!(first, '<' | '(' | '/')
+        || (!first.is_ascii() && first.is_alphabetic()))
+        || !s.chars().all(plain)
+    {
+        return None;
+    }
+    // A scalar starting with a digit is text only if it has a letter no number can contain
+    // (`5m`, `2 hours`); `0x1f`, `1e5` or `1.0` are numbers, left to the YAML parser.
+    if first.is_ascii_digit()
+        && !s
+            .bytes()
+            .any(|b| b.is_ascii_alphabetic() && !b"abcdefABCDEFxXoO".contains(&b))
+    {
+        return None;
+    }
+    Some(Value::String(s.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(s: &str) -> Value {
+        serde_yaml_ng::from_str::<Value>(s).unwrap()
+    }
+
+    #[test]
+    fn simple_frontmatter_reads_as_serde_yaml_ng_reads_it() {
+        for s in [
+            "",
+            "\n\n",
+            "# only a comment\n",
+            "description: Update flake inputs\n",
+            "description: Update flake inputs   \nnixcmd:\n  timeout: 5m\n",
+            "description: Maintenance task 7, check, update and verify the host\nnixcmd:\n  timeout: 5m\n",
+            "nixcmd:\n",
+            "nixcmd:\ndescription: x\n",
+            "a: b\n# c\n\nd:\n    e: f\n    g:\n      h: true\n    i: False\n",
+            "argument-hint: <host> [flags]\n",
+            "description: Déploie l'hôte (vite!)\n",
+            "description: http://example.com/a#b\n",
+            "model: claude-3.5\nallowed-tools: Bash(git add:*), Read\n",
+            "timeout: 30s\nother: 2 hours\nz: 0x1g\n",
+            "a: Run `nix` [fast] {x} a|b, done\nb: x [y\n",
+            "n1: null\nn2:\n",
+            "a: \"^[0-9]{1,4}$\"\nb: \"\"\nc: \"it's \\\"x\\\" a\\\\b # no comment\"\n",
+            "choices: [\"no\", \"yes\"]\nempty: []\none: [ \"a, b\" ]\n",
+        ] {
+            assert_eq!(parse(s), Some(yaml(s)), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn anything_else_is_left_to_the_yaml_parser() {
+        for s in [
+            "description: \"a\\nb\"\n",
+            "description: \"open\n",
+            "description: \"a\" # c\n",
+            "description: \"a\" b\n",
+            "l: [a, b]\n",
+            "l: [\"a\" \"b\"]\n",
+            "l: [\"a\"] x\n",
+            "description: 'single'\n",
+            "description: \"multi\n  line\"\n",
+            "description: `code`\n",
+            "description: [x]\n",
+            "description: -x\n",
+            "description: .5\n",
+            "description: a # comment\n",
+            "description: a: b\n",
+            "description: first\n  continued\n",
+            "version: 1.0\n",
+            "n: 12\n",
+            "n: 0x1f\n",
+            "n: 1e5\n",
+            "d: 2024-01-01\n",
+            "b: yes\n",
+            "b: ~\n",
+            "l:\n  - a\n",
+            "f: [a, b]\n",
+            "m: {a: b}\n",
+            "s: |\n  text\n",
+            "s: >\n  text\n",
+            "a: &x b\n",
+            "a: *x\n",
+            "a: !tag b\n",
+            "a: b\na: c\n",
+            "  indented: top\n",
+            "a:\n    b: c\n  d: e\n",
+            "a:\tb\n",
+            "a: b\r\n",
+            "\"key\": v\n",
+            "true: v\n",
+            "a b: c\n",
+            "? a\n",
+            "- a\n",
+            "---\n",
+        ] {
+            assert_eq!(parse(s), None, "{s:?}");
+        }
+    }
+}
