@@ -257,3 +257,163 @@ mod tests {
         }
     }
 }
+
+/// A differential check: many generated frontmatters, each either left to the YAML parser or
+/// read exactly as serde_yaml_ng reads it.
+#[cfg(test)]
+mod differential {
+    use super::*;
+
+    const KEYS: &[&str] = &[
+        "description",
+        "a",
+        "nixcmd",
+        "args",
+        "x-y",
+        "k.v",
+        "n_1",
+        "On",
+    ];
+    const VALUES: &[&str] = &[
+        "",
+        "text",
+        "inf",
+        "nan",
+        "Inf",
+        "NaN",
+        "infinity",
+        "Infinity",
+        "-inf",
+        "0",
+        "12",
+        "1e5",
+        "1E5x",
+        "0o17",
+        "0b101",
+        "0x1F",
+        "1_000",
+        "5m",
+        "2 hours",
+        "12abc",
+        "1:30",
+        "1.5.2",
+        "2024-01-01",
+        "yes",
+        "No",
+        "ON",
+        "off",
+        "y",
+        "N",
+        "true",
+        "False",
+        "null",
+        "NULL",
+        "~",
+        "<host>",
+        "(a)",
+        "/path",
+        "a # c",
+        "a#b",
+        "a: b",
+        "a:b",
+        "x:",
+        "'q'",
+        "\"q\"",
+        "\"a\\\"b\"",
+        "[\"a\", \"b\"]",
+        "[]",
+        "[ ]",
+        "[a]",
+        "{a: b}",
+        "-x",
+        "- x",
+        "!t",
+        "&a x",
+        "*a",
+        "|",
+        ">",
+        "%x",
+        "@x",
+        "`x`",
+        "é",
+        "日本",
+        "a  b",
+        "Run `x` now",
+        "a,b",
+        "?x",
+        "= 1",
+        "TRUE",
+        "True",
+        "tRUE",
+        "Null",
+        "nULL",
+        ".5",
+        "+5",
+        "+x",
+        "x+",
+        "0.",
+        "00",
+        "007",
+        "0xg",
+        "1e",
+        "e1",
+        "12:30:45",
+        "3h30m",
+        "v1.2",
+        "1.2.3-rc",
+        "[\"a\"",
+        "[\"a\",]",
+    ];
+
+    /// xorshift: deterministic, no dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as usize
+        }
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[self.next() % from.len()]
+        }
+    }
+
+    #[test]
+    fn generated_frontmatter_reads_as_serde_yaml_ng_reads_it_or_is_left_to_it() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut read = 0;
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            let mut depth = 0usize;
+            for _ in 0..(1 + rng.next() % 6) {
+                let indent = match rng.next() % 4 {
+                    0 if depth > 0 => depth - 1,
+                    1 => depth + 1,
+                    _ => depth,
+                };
+                depth = indent.min(3);
+                text.push_str(&"  ".repeat(depth));
+                text.push_str(rng.pick(KEYS));
+                text.push(':');
+                let v = rng.pick(VALUES);
+                if !v.is_empty() {
+                    text.push(' ');
+                    text.push_str(v);
+                }
+                text.push('\n');
+            }
+            let Some(ours) = parse(&text) else { continue };
+            read += 1;
+            let theirs: Result<Value, _> = serde_yaml_ng::from_str(&text);
+            match theirs {
+                Ok(v) => assert_eq!(ours, v, "{text:?}"),
+                Err(e) => panic!("read {text:?} as {ours}, but serde_yaml_ng says: {e}"),
+            }
+        }
+        assert!(
+            read > 1_000,
+            "only {read} generated inputs took the simple path"
+        );
+    }
+}
