@@ -170,6 +170,20 @@ pub struct Block {
     /// Slash-command lines (`/other-command args`) found in a guided file's block.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nested: Vec<NestedCommand>,
+    /// The gates a run applies, with the file's mode and the block's phase taken into
+    /// account: what consumers of `show --format json` need not infer.
+    pub effective: Effective,
+}
+
+/// A block's gates as a run applies them.
+#[derive(Debug, Clone, Copy, Serialize, Default, PartialEq, Eq)]
+pub struct Effective {
+    /// Asks before running: `confirm`, or a prerequisite or step of a guided file.
+    pub asks: bool,
+    /// Executes in a dry run: `readonly`, or a prerequisite or success criterion.
+    pub readonly: bool,
+    /// A failure stops the run: a prerequisite, step or criterion without `on-fail=continue`.
+    pub critical: bool,
 }
 
 impl Block {
@@ -282,10 +296,29 @@ impl Command {
 
     /// Steps that ask before running: `confirm` ones, or every runnable one in a guided file.
     pub fn confirm_count(&self) -> usize {
-        self.steps
-            .iter()
-            .filter(|b| b.runnable && (b.attrs.confirm.is_some() || self.mode == Mode::Guided))
-            .count()
+        self.steps.iter().filter(|b| b.effective.asks).count()
+    }
+
+    /// Works out every block's [`Effective`] gates; the parser calls it once the mode is known.
+    pub fn settle_gates(&mut self) {
+        let guided = self.mode == Mode::Guided;
+        let all = self
+            .prerequisites
+            .iter_mut()
+            .chain(&mut self.steps)
+            .chain(&mut self.success_criteria.checks)
+            .chain(&mut self.rollback);
+        for b in all {
+            let gated = matches!(b.phase, Phase::Prerequisite | Phase::Step);
+            b.effective = Effective {
+                asks: b.runnable && (b.attrs.confirm.is_some() || (guided && gated)),
+                readonly: b.runnable && b.is_readonly(),
+                critical: b.runnable
+                    && b.phase != Phase::Rollback
+                    && !b.attrs.always
+                    && b.attrs.on_fail == OnFail::Stop,
+            };
+        }
     }
 
     pub fn runnable_steps(&self) -> usize {

@@ -211,6 +211,7 @@ pub(crate) fn parse_at(
     let keep_context = depth != Depth::Summary && mode == Mode::Guided;
     let pending = walk(file, &elements, &mut cmd, &mut diagnostics, keep_context);
     let contexts = finish_blocks(file, pending, &mut cmd, &mut diagnostics, keep_context);
+    cmd.settle_gates();
     structural_rules(file, &mut cmd, frontmatter_read, &mut diagnostics);
     if depth != Depth::Summary {
         if mode == Mode::Guided {
@@ -519,6 +520,7 @@ fn finish_blocks(
             runnable,
             attrs: p.attrs,
             nested: Vec::new(),
+            effective: Default::default(),
         };
         match block.phase {
             Phase::Prerequisite => cmd.prerequisites.push(block),

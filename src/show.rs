@@ -1,6 +1,6 @@
 //! `nixcmd show NAME`: the parsed command as readable text, or the JSON contract.
 
-use crate::command::{Block, Command, Mode, OnFail};
+use crate::command::{Block, Mode, OnFail};
 use crate::discovery::Loaded;
 use crate::duration;
 use crate::list::args_summary;
@@ -8,7 +8,7 @@ use crate::output::Palette;
 use std::fmt::Write as _;
 
 /// The gates of a block in words: `confirm "Push?"`, `continue on failure`, `readonly` …
-pub fn gates(cmd: &Command, b: &Block) -> Vec<String> {
+pub fn gates(b: &Block) -> Vec<String> {
     let mut g = Vec::new();
     if !b.runnable {
         g.push(if b.attrs.norun {
@@ -18,12 +18,10 @@ pub fn gates(cmd: &Command, b: &Block) -> Vec<String> {
         });
         return g;
     }
-    match (&b.attrs.confirm, cmd.mode) {
-        (Some(q), _) => g.push(format!("confirm \"{q}\"")),
-        (None, Mode::Guided) if b.phase == crate::command::Phase::Step => {
-            g.push("confirm (guided file)".into())
-        }
-        _ => {}
+    match &b.attrs.confirm {
+        Some(q) => g.push(format!("confirm \"{q}\"")),
+        None if b.effective.asks => g.push("confirm (guided file)".into()),
+        None => {}
     }
     if b.attrs.on_fail == OnFail::Continue {
         g.push("continue on failure".into());
@@ -130,10 +128,10 @@ pub fn text(loaded: &Loaded, p: Palette) -> String {
             let _ = writeln!(s, "{}", format!("  {line}").trim_end());
         }
     }
-    section(&mut s, p, "Prerequisites", c, &c.prerequisites);
-    section(&mut s, p, "Steps", c, &c.steps);
+    section(&mut s, p, "Prerequisites", &c.prerequisites);
+    section(&mut s, p, "Steps", &c.steps);
     if !c.success_criteria.checks.is_empty() || !c.success_criteria.manual.is_empty() {
-        section(&mut s, p, "Success criteria", c, &c.success_criteria.checks);
+        section(&mut s, p, "Success criteria", &c.success_criteria.checks);
         if c.success_criteria.checks.is_empty() {
             let _ = writeln!(s, "\n{}", p.bold("Success criteria"));
         }
@@ -146,7 +144,7 @@ pub fn text(loaded: &Loaded, p: Palette) -> String {
             );
         }
     }
-    section(&mut s, p, "Rollback", c, &c.rollback);
+    section(&mut s, p, "Rollback", &c.rollback);
     let bound: Vec<&str> = c
         .blocks()
         .filter_map(|b| b.attrs.rollback.as_deref())
@@ -197,7 +195,7 @@ pub fn text(loaded: &Loaded, p: Palette) -> String {
     s
 }
 
-fn section(s: &mut String, p: Palette, title: &str, c: &Command, blocks: &[Block]) {
+fn section(s: &mut String, p: Palette, title: &str, blocks: &[Block]) {
     if blocks.is_empty() {
         return;
     }
@@ -207,7 +205,7 @@ fn section(s: &mut String, p: Palette, title: &str, c: &Command, blocks: &[Block
             Some(t) if crate::parser::slug(t) != b.id => format!("{}  {t}", b.id),
             _ => b.id.clone(),
         };
-        let g = gates(c, b);
+        let g = gates(b);
         let g = if g.is_empty() {
             String::new()
         } else {

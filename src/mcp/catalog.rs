@@ -181,7 +181,7 @@ fn block_out(cmd: &Command, b: &Block) -> BlockOut {
         language: b.language.clone(),
         code: b.code.clone(),
         runnable: b.runnable,
-        gates: crate::show::gates(cmd, b),
+        gates: crate::show::gates(b),
         confirm,
         readonly: b.is_readonly(),
         line: b.line,

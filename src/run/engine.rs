@@ -3,7 +3,7 @@
 //! newest first, unbound rollback blocks, `always` blocks — and emits events for everything.
 //! It prints nothing: renderers and the records are event sinks.
 
-use crate::command::{Block, Command, Mode, OnFail, Phase};
+use crate::command::{Block, Command, OnFail, Phase};
 use crate::event::{Event, EventKind, PlanItem, RunStatus, Sink, StepStatus, Troubleshooting, now};
 use crate::exit::Exit;
 use crate::process::{self, Cancel, Ended, GroupSpec, Stream};
@@ -457,7 +457,7 @@ impl<'a> Engine<'a> {
             } else {
                 (true, None)
             };
-            let mut gates = crate::show::gates(self.cmd, b);
+            let mut gates = crate::show::gates(b);
             if let Some(arg) = b.attrs.hosts_arg() {
                 // The plan names the hosts this run will use, not the declaration.
                 let resolved = match self.effective_selector(&b.attrs) {
@@ -486,7 +486,7 @@ impl<'a> Engine<'a> {
 
     /// Confirmation: approved by flag, by an earlier approval, or by whoever the approver asks.
     pub(super) fn gate(&mut self, block: &Block) -> GateResult {
-        let needs = block.attrs.confirm.is_some() || self.cmd.mode == Mode::Guided;
+        let needs = block.effective.asks;
         if !needs || self.opts.dry_run {
             return GateResult::Go;
         }
