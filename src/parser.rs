@@ -144,7 +144,7 @@ pub fn parse_with(file: &SourceFile, name: &str, origin: Origin, depth: Depth) -
 
 /// [`parse_with`], where `line_scan: false` keeps a summary on the full outline (tests
 /// compare the two).
-pub(crate) fn parse_at(
+pub fn parse_at(
     file: &SourceFile,
     name: &str,
     origin: Origin,
