@@ -10,8 +10,27 @@ use std::path::Path;
 /// Writes `bytes` to `path` atomically. The temporary file is `.<name>.<pid>.<n>.tmp` beside
 /// the target: unique per process and per write (threads of the MCP server write at the same
 /// time), so no random names are needed — the write costs an open, a write and a rename (a swap
-/// and an unlink when the target exists, see [`replace`]).
+/// and an unlink when the target exists, see [`replace`]). For a file rewritten many times
+/// (a run's records) use [`KeptTemps::write`], which also saves the create and the unlink.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = fresh_temp_name(path);
+    let result = (|| {
+        write_fresh(&tmp, bytes, mode)?;
+        if replace(&tmp, path)? {
+            // The old content is under the temporary name now; a failure here only leaves a
+            // stale temporary file, never a wrong `path`.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// `.<name>.<pid>.<n>.tmp` beside `path`, never used before by this process.
+fn fresh_temp_name(path: &Path) -> std::path::PathBuf {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -22,22 +41,167 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
         .unwrap_or_default();
     static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        file.write_all(bytes)?;
-        drop(file);
-        replace(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
+/// Creates (or, for a stale file of a crashed process with the same pid, truncates) `tmp` and
+/// writes `bytes` to it. Truncating an existing file to zero makes ext4 flush it on close
+/// (`auto_da_alloc`), but that only happens for a stale name, never on the common path.
+fn write_fresh(tmp: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(tmp)?;
+    file.write_all(bytes)
+}
+
+/// Temporary files kept between atomic rewrites of the same targets (a run's `state.json` and
+/// `progress.json`, rewritten a few times per step). After a swap ([`replace`]) the old
+/// content sits under the temporary name; instead of unlinking it and creating a new file for
+/// the next write (an inode freed and one allocated, the largest part of a step's kernel
+/// time on ext4), the next write of the same target overwrites that file in place and swaps
+/// it in again.
+///
+/// Why this keeps the guarantee of the module (a reader, or a `kill -9`, sees the whole old or
+/// the whole new content):
+/// - The file written in place is only ever reachable under its temporary name, never under
+///   the target's name: the swap exchanges the two names atomically. A crash while it is being
+///   written leaves the target as it was, plus a hidden stale file.
+/// - A reader may have opened the target *before* the swap that moved it under the temporary
+///   name, and still be reading it. Before each reuse a write lease is taken on it
+///   (`F_SETLEASE`), which the kernel grants only when no one else has the file open; if anyone
+///   does, that file is left to the reader (unlinked, the reader keeps its content) and a new
+///   one is created. Where leases are unavailable (other owner, file system without them),
+///   the same fallback.
+/// - The new bytes go at offset 0 and the file is then cut to their length (`ftruncate`). It
+///   is never truncated to zero first: ext4 would flush its data on close, the cost the swap
+///   exists to avoid.
+/// - Names stay unique per process and per concurrent writer: a temporary file is taken out of
+///   the set while a writer uses it, so two threads writing the same target use two files.
+///   Nothing found on disk is trusted: only names this process created are reused; a stale
+///   temporary of a crashed process is never read, at most overwritten whole.
+///
+/// The first swap of a target in this process moves out a file someone else wrote (an earlier
+/// process, before a `resume`): that one is removed as before, so every file kept was created
+/// by this process, with the mode asked for.
+///
+/// The kept files are hidden (`.<name>.<pid>.<n>.tmp`) and removed when this is dropped (the
+/// end of the run in this process); a `kill -9` may leave them behind, as it could any
+/// temporary file before. Nothing lists or reads them.
+#[derive(Default)]
+pub struct KeptTemps {
+    /// (target, temporary file holding an old version of it) pairs not in use by a writer.
+    free: std::sync::Mutex<Vec<(std::path::PathBuf, std::path::PathBuf)>>,
+    /// Targets this process has written through here: their current file is one of ours.
+    written: std::sync::Mutex<Vec<std::path::PathBuf>>,
+}
+
+impl KeptTemps {
+    /// Writes `bytes` to `path` atomically, like [`write_atomic`], reusing a kept temporary.
+    pub fn write(&self, path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+        let kept = {
+            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            free.iter()
+                .rposition(|(target, _)| target == path)
+                .map(|i| free.swap_remove(i).1)
+        };
+        let tmp = match kept {
+            Some(tmp) => match overwrite_unshared(&tmp, bytes) {
+                Ok(true) => tmp,
+                // Someone has it open, or it cannot be reused: leave it, start a new one.
+                Ok(false) | Err(_) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    self.write_new(path, bytes, mode)?
+                }
+            },
+            None => self.write_new(path, bytes, mode)?,
+        };
+        match replace(&tmp, path) {
+            Ok(true) => {
+                let ours = {
+                    let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+                    let ours = written.iter().any(|w| w == path);
+                    if !ours {
+                        written.push(path.to_path_buf());
+                    }
+                    ours
+                };
+                if ours {
+                    let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+                    free.push((path.to_path_buf(), tmp));
+                } else {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                Ok(())
+            }
+            Ok(false) => {
+                let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+                if !written.iter().any(|w| w == path) {
+                    written.push(path.to_path_buf());
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
     }
-    result
+
+    fn write_new(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+    ) -> std::io::Result<std::path::PathBuf> {
+        let tmp = fresh_temp_name(path);
+        write_fresh(&tmp, bytes, mode).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        Ok(tmp)
+    }
+}
+
+impl Drop for KeptTemps {
+    fn drop(&mut self) {
+        let free = self.free.get_mut().unwrap_or_else(|e| e.into_inner());
+        for (_, tmp) in free.drain(..) {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
+}
+
+/// `fcntl(F_SETSIG)` (Linux, `<fcntl.h>` with `_GNU_SOURCE`; the libc crate does not export it).
+const F_SETSIG: libc::c_int = 10;
+
+/// Overwrites the kept temporary `tmp` with `bytes` in place, if no one else has it open.
+/// `Ok(false)`: someone does (or leases are unavailable); the file was not changed.
+fn overwrite_unshared(tmp: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    // No O_CREAT: the file must be the one this process left there.
+    let file = std::fs::OpenOptions::new().write(true).open(tmp)?;
+    let fd = file.as_raw_fd();
+    // A lease break is signalled to the holder (SIGIO by default, which would end the
+    // process) when someone opens the file while the lease is held; SIGURG is ignored by
+    // default. The lease is held for two system calls only, and only the temporary name leads
+    // to the file, but a stray `cat` of it must not kill a run.
+    // SAFETY: plain fcntl calls on a file descriptor owned by `file`.
+    let leased = unsafe {
+        libc::fcntl(fd, F_SETSIG, libc::SIGURG) == 0
+            && libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) == 0
+    };
+    if !leased {
+        return Ok(false);
+    }
+    // SAFETY: as above. The lease was only a check that no one else has the file open; anyone
+    // opening it from now on does so by the temporary name, which no reader uses.
+    unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+    file.write_all_at(bytes, 0)?;
+    file.set_len(bytes.len() as u64)?;
+    Ok(true)
 }
 
 /// Writes a step's script file: created in place when it does not exist yet (a fresh run, no
@@ -60,19 +224,19 @@ pub fn write_script(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Puts `tmp` in place of `path`, atomically. When `path` exists the two are swapped
-/// (`renameat2(RENAME_EXCHANGE)`) and the old content, now under the temporary name, is
-/// removed: ext4 (`auto_da_alloc`) flushes a file's data to disk on a plain rename *over* an
-/// existing file, which costs 1–2 ms on a VM disk, three times per step. The swap is just as
-/// atomic for anyone reading `path`, and durability across power loss is not the guarantee
+/// (`renameat2(RENAME_EXCHANGE)`) and the old content is left under the temporary name
+/// (`Ok(true)`): ext4 (`auto_da_alloc`) flushes a file's data to disk on a plain rename *over*
+/// an existing file, which costs 1–2 ms on a VM disk, three times per step. The swap is just
+/// as atomic for anyone reading `path`, and durability across power loss is not the guarantee
 /// here (see the module comment). Where the swap is not supported, or `path` does not exist
-/// yet, a plain rename.
-fn replace(tmp: &Path, path: &Path) -> std::io::Result<()> {
+/// yet, a plain rename (`Ok(false)`: nothing is left under the temporary name).
+fn replace(tmp: &Path, path: &Path) -> std::io::Result<bool> {
     use std::os::unix::ffi::OsStrExt;
     let (Ok(from), Ok(to)) = (
         std::ffi::CString::new(tmp.as_os_str().as_bytes()),
         std::ffi::CString::new(path.as_os_str().as_bytes()),
     ) else {
-        return std::fs::rename(tmp, path);
+        return std::fs::rename(tmp, path).map(|()| false);
     };
     // SAFETY: both arguments are valid NUL-terminated paths that outlive the call.
     let swapped = unsafe {
@@ -85,12 +249,9 @@ fn replace(tmp: &Path, path: &Path) -> std::io::Result<()> {
         )
     } == 0;
     if swapped {
-        // The old content is under the temporary name now; a failure here only leaves a
-        // stale temporary file, never a wrong `path`.
-        let _ = std::fs::remove_file(tmp);
-        Ok(())
+        Ok(true)
     } else {
-        std::fs::rename(tmp, path)
+        std::fs::rename(tmp, path).map(|()| false)
     }
 }
 
@@ -137,6 +298,78 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn kept_temps_are_reused_and_removed_at_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress.json");
+        let files = || std::fs::read_dir(dir.path()).unwrap().count();
+        let temps = super::KeptTemps::default();
+        // Longer, shorter, longer again: the file written in place is cut to the new length.
+        for text in [
+            "first",
+            "a longer second text",
+            "3",
+            "fourth, longest of them all",
+            "5",
+        ] {
+            temps.write(&path, text.as_bytes(), 0o600).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            // The target and at most one kept temporary file.
+            assert!(files() <= 2);
+        }
+        // One kept file is reused, not a new one per write.
+        let kept: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(".progress.json."))
+            .collect();
+        assert_eq!(kept.len(), 1);
+        temps.write(&path, b"6", 0o600).unwrap();
+        assert!(dir.path().join(&kept[0]).exists());
+        drop(temps);
+        assert_eq!(files(), 1);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "6");
+    }
+
+    #[test]
+    fn a_reader_of_an_old_version_keeps_it_whole() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let temps = super::KeptTemps::default();
+        temps.write(&path, b"one", 0o600).unwrap();
+        temps.write(&path, b"two", 0o600).unwrap();
+        // A reader opens the current version, then the writer goes on: the file the reader
+        // holds moves under the temporary name and must not be overwritten while it is open.
+        let mut reader = std::fs::File::open(&path).unwrap();
+        for text in ["three", "four", "five"] {
+            temps.write(&path, text.as_bytes(), 0o600).unwrap();
+        }
+        let mut seen = String::new();
+        reader.read_to_string(&mut seen).unwrap();
+        assert_eq!(seen, "two");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "five");
+        drop(reader);
+        drop(temps);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_file_left_by_another_process_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, "written by an earlier process").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let temps = super::KeptTemps::default();
+        for text in ["one", "two", "three"] {
+            temps.write(&path, text.as_bytes(), 0o600).unwrap();
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "after writing {text}");
+        }
     }
 
     #[test]

@@ -204,6 +204,9 @@ pub struct RunDir {
     /// change: each entry's JSON text is kept and serialized again only when the entry changed
     /// (the whole file was most of a run's own CPU time).
     progress_cache: std::sync::Mutex<Vec<(StepProgress, Vec<u8>)>>,
+    /// Temporary files reused by the atomic rewrites of `state.json` and `progress.json`
+    /// (removed when the run folder is closed, see `KeptTemps`).
+    temps: crate::records_io::KeptTemps,
 }
 
 impl RunDir {
@@ -239,6 +242,7 @@ impl RunDir {
         Ok(RunDir {
             path,
             progress_cache: Default::default(),
+            temps: Default::default(),
         })
     }
 
@@ -273,12 +277,15 @@ impl RunDir {
     }
 
     pub fn write_state(&self, state: &State) -> std::io::Result<()> {
-        write_json(&self.path.join("state.json"), state)
+        let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
+        self.temps
+            .write(&self.path.join("state.json"), &bytes, 0o600)
     }
 
     pub fn write_progress(&self, progress: &Progress) -> std::io::Result<()> {
         let bytes = self.progress_json(progress)?;
-        write_atomic(&self.path.join("progress.json"), &bytes, 0o600)
+        self.temps
+            .write(&self.path.join("progress.json"), &bytes, 0o600)
     }
 
     /// The same text as `serde_json::to_vec_pretty(progress)`, from cached entries.
