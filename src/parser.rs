@@ -253,7 +253,7 @@ fn walk(
     };
     let mut overview = Vec::new();
     for el in elements {
-        let line = file.position(el.span.start).line;
+        let line = file.line_of(el.span.start);
         match &el.kind {
             ElementKind::Heading { level: 1, text }
                 if cmd.title.is_none() && w.heading.is_none() =>
@@ -471,7 +471,7 @@ fn finish_blocks(
                     ),
                 );
             } else {
-                first_at.insert(id.clone(), file.position(span.start).line);
+                first_at.insert(id.clone(), file.line_of(span.start));
             }
             taken.insert(id.clone());
         }
@@ -504,7 +504,7 @@ fn finish_blocks(
         };
         seen_ids.insert(id.clone());
         let runnable = SHELL_LANGUAGES.contains(&p.language.as_str()) && !p.attrs.norun;
-        let line = file.position(p.fence_span.start).line;
+        let line = file.line_of(p.fence_span.start);
         let _ = p.info_offset;
         if keep_contexts {
             contexts.insert(id.clone(), p.context);

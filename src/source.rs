@@ -56,6 +56,17 @@ impl SourceFile {
         }
     }
 
+    /// The 1-based line of a byte offset (clamped to the end): [`Self::position`] without the
+    /// column, which counts characters from the line's start and is not needed for a line
+    /// number (the parser asks for one per block, and `list` parses a thousand files).
+    pub fn line_of(&self, offset: usize) -> usize {
+        let offset = offset.min(self.text.len());
+        match self.line_starts.binary_search(&offset) {
+            Ok(i) => i + 1,
+            Err(i) => i,
+        }
+    }
+
     /// The byte offset where a 1-based line starts (clamped to the end of the text).
     pub fn line_start(&self, line: usize) -> usize {
         self.line_starts
@@ -93,5 +104,8 @@ mod tests {
         assert_eq!(f.position(5), Position { line: 2, col: 2 });
         assert_eq!(f.line_text(2), "éx y");
         assert_eq!(f.position(999), Position { line: 3, col: 1 });
+        for offset in 0..12 {
+            assert_eq!(f.line_of(offset), f.position(offset).line, "{offset}");
+        }
     }
 }
