@@ -127,17 +127,7 @@ impl<'a> Engine<'a> {
             steps: cmd
                 .blocks()
                 .filter(|b| b.phase != Phase::Rollback)
-                .map(|b| StepProgress {
-                    id: b.id.clone(),
-                    phase: phase_name(b.phase).into(),
-                    status: StepStatus::Pending,
-                    attempts: 0,
-                    started: None,
-                    completed: None,
-                    duration_ms: None,
-                    exit_code: None,
-                    hosts: Vec::new(),
-                })
+                .map(|b| StepProgress::pending(&b.id, phase_name(b.phase)))
                 .collect(),
         });
         let mut redactor = Redactor::default();

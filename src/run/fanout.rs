@@ -109,6 +109,23 @@ pub fn from_cli(
     })
 }
 
+/// The selector argument `name` gives (its values joined as `a,b`), from a run's bound
+/// environment; `None` when the argument is undeclared or empty (run on this machine).
+fn selector_from_arg(
+    cmd: &crate::command::Command,
+    env: &[(String, String)],
+    name: &str,
+) -> Option<String> {
+    let spec = cmd.args.iter().find(|a| a.name == name)?;
+    // The last binding wins, as it does for the step's environment.
+    let value = env.iter().rev().find(|(k, _)| *k == spec.env)?.1.as_str();
+    let parts: Vec<&str> = value
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|p| !p.is_empty())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(","))
+}
+
 /// `hosts=arg:NAME` with hosts given: every one must be in the inventory before anything
 /// runs, as for `--hosts` (a typo must not turn into a half-run fleet check).
 /// `load` reads the inventory, only when some host is named.
@@ -118,43 +135,26 @@ pub fn check_host_args(
     set: &[String],
     load: impl FnOnce() -> Result<Inventory, crate::exit::Failure>,
 ) -> Result<(), crate::exit::Failure> {
-    use crate::exit::Failure;
     let mut names: Vec<&str> = cmd.blocks().filter_map(|b| b.attrs.hosts_arg()).collect();
+    names.sort_unstable();
     names.dedup();
     if names.is_empty() {
         return Ok(());
     }
     let bound = crate::run::args::bind(cmd, values, set)?;
-    let mut inventory: Option<Inventory> = None;
-    let mut load = Some(load);
-    for name in names {
-        let Some(spec) = cmd.args.iter().find(|a| a.name == name) else {
-            continue;
-        };
-        let value = bound
-            .env
-            .iter()
-            .find(|(k, _)| *k == spec.env)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("");
-        let parts: Vec<&str> = value
-            .split(|c: char| c.is_whitespace() || c == ',')
-            .filter(|p| !p.is_empty())
-            .collect();
-        if parts.is_empty() {
-            continue;
-        }
-        let inv = match inventory {
-            Some(ref inv) => inv,
-            None => inventory.insert(load.take().expect("loaded once")()?),
-        };
-        let selector = parts.join(",");
-        crate::hosts::selector::hosts_for(&selector, None, inv)
-            .map(|_| ())
-            .map_err(|e| {
-                Failure::usage(format!("argument `{name}` ({selector}): {e}"))
-                    .with_hint("`nixcmd hosts` lists the inventory")
-            })?;
+    let given: Vec<(&str, String)> = names
+        .into_iter()
+        .filter_map(|n| Some((n, selector_from_arg(cmd, &bound.env, n)?)))
+        .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    let inv = load()?;
+    for (name, selector) in given {
+        crate::hosts::selector::hosts_for(&selector, None, &inv).map_err(|e| {
+            crate::exit::Failure::usage(format!("argument `{name}` ({selector}): {e}"))
+                .with_hint("`nixcmd hosts` lists the inventory")
+        })?;
     }
     Ok(())
 }
@@ -275,23 +275,10 @@ impl Engine<'_> {
     /// that argument (several values are joined as `a,b`). `None`: run on this machine — no
     /// `hosts=`, or an argument left empty.
     pub(super) fn effective_selector(&self, attrs: &crate::command::Attrs) -> Option<String> {
-        let Some(name) = attrs.hosts_arg() else {
-            return attrs.hosts.clone();
-        };
-        let spec = self.cmd.args.iter().find(|a| a.name == name)?;
-        let value = self
-            .opts
-            .env
-            .iter()
-            .rev()
-            .find(|(k, _)| *k == spec.env)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or("");
-        let parts: Vec<&str> = value
-            .split(|c: char| c.is_whitespace() || c == ',')
-            .filter(|p| !p.is_empty())
-            .collect();
-        (!parts.is_empty()).then(|| parts.join(","))
+        match attrs.hosts_arg() {
+            Some(name) => selector_from_arg(self.cmd, &self.opts.env, name),
+            None => attrs.hosts.clone(),
+        }
     }
 
     /// Runs a rollback block on the named hosts (those where a step naming it started).

@@ -164,6 +164,23 @@ pub struct StepProgress {
     pub hosts: Vec<HostProgress>,
 }
 
+impl StepProgress {
+    /// A step that has not started.
+    pub fn pending(id: &str, phase: &str) -> StepProgress {
+        StepProgress {
+            id: id.to_string(),
+            phase: phase.to_string(),
+            status: StepStatus::Pending,
+            attempts: 0,
+            started: None,
+            completed: None,
+            duration_ms: None,
+            exit_code: None,
+            hosts: Vec::new(),
+        }
+    }
+}
+
 /// One host's part of a fan-out step in `progress.json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct HostProgress {
@@ -496,15 +513,8 @@ mod tests {
 
     fn step(id: &str, status: StepStatus) -> StepProgress {
         StepProgress {
-            id: id.into(),
-            phase: "step".into(),
             status,
-            attempts: 0,
-            started: None,
-            completed: None,
-            duration_ms: None,
-            exit_code: None,
-            hosts: Vec::new(),
+            ..StepProgress::pending(id, "step")
         }
     }
 

@@ -104,7 +104,12 @@ fn run_dir(out: &Output) -> PathBuf {
 
 /// The output lines of one step of the run (its log without nixcmd's attempt markers).
 fn step_log(out: &Output, step: &str) -> Vec<String> {
-    let path = run_dir(out).join("logs").join(format!("{step}.log"));
+    log_lines(out, &format!("{step}.log"))
+}
+
+/// The output lines of `logs/NAME` (a step's or a host's log) without nixcmd's markers.
+fn log_lines(out: &Output, name: &str) -> Vec<String> {
+    let path = run_dir(out).join("logs").join(name);
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read {path:?}: {e}\n{}", out.normalized()))
         .lines()
@@ -1012,16 +1017,7 @@ fn system_health_check_checks_each_named_host_over_ssh() {
         .arg(&app)
         .run();
     out.assert_status(1);
-    let logs = run_dir(&out).join("logs");
-    let host_log = |step: &str, host: &str| -> Vec<String> {
-        let path = logs.join(format!("{step}@{host}.log"));
-        std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("cannot read {path:?}: {e}\n{}", out.normalized()))
-            .lines()
-            .filter(|l| !l.starts_with("── "))
-            .map(str::to_string)
-            .collect()
-    };
+    let host_log = |step: &str, host: &str| log_lines(&out, &format!("{step}@{host}.log"));
     assert_eq!(
         host_log("systemd", "web1"),
         ["systemd: running", "failed units: none"]
@@ -1050,7 +1046,7 @@ fn system_health_check_checks_each_named_host_over_ssh() {
         ]
     );
     // Nothing ran on this machine: every block went to the hosts.
-    assert!(!logs.join("report.log").exists());
+    assert!(!run_dir(&out).join("logs/report.log").exists());
     let text = out.normalized();
     assert!(
         text.contains("✗ no-errors failed [DURATION] — failed on 1 of 2 hosts (web2; max-fail 0)"),
