@@ -8,7 +8,8 @@
 # tests/support/sshd-harness.sh (root only) and stops them at the end.
 #
 # Environment:
-#   NIXCMD_BIN=PATH     benchmark this binary instead of building `cargo build --release`
+#   NIXCMD_BIN=PATH     benchmark this binary instead of building the release artifact
+#                       (`cargo static-release` on x86_64, else `cargo build --release`)
 #   BENCH_WORK=DIR      where inputs and results go (default bench/work, git-ignored)
 #   BENCH_RUNS=N        hyperfine --runs N (default: hyperfine's own choice, at least 10)
 #
@@ -51,9 +52,17 @@ fi
 if [[ -n ${NIXCMD_BIN:-} ]]; then
   nixcmd=$NIXCMD_BIN
 else
-  say "cargo build --release"
-  nixcmd=${CARGO_TARGET_DIR:-$root/target}/release/nixcmd
-  if ! (cd "$root" && cargo build --release); then
+  # The release artifact (.cargo/config.toml): static and position-dependent on x86_64.
+  if [[ $(uname -m) == x86_64 ]]; then
+    say "cargo static-release"
+    nixcmd=${CARGO_TARGET_DIR:-$root/target}/x86_64-unknown-linux-gnu/release/nixcmd
+    build=(cargo static-release)
+  else
+    say "cargo build --release"
+    nixcmd=${CARGO_TARGET_DIR:-$root/target}/release/nixcmd
+    build=(cargo build --release)
+  fi
+  if ! (cd "$root" && "${build[@]}"); then
     echo "cargo build --release failed: benchmarking the peers only" >&2
     nixcmd=""
   fi
