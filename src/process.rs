@@ -256,6 +256,27 @@ pub fn run_group(
     cancel: &Cancel,
     on_line: &mut dyn FnMut(Stream, &str),
 ) -> std::io::Result<Ended> {
+    run_group_observed(spec, cancel, &mut |seen| {
+        if let Observed::Line(stream, line) = seen {
+            on_line(stream, line)
+        }
+    })
+}
+
+/// What [`run_group_observed`] reports while a group runs.
+pub enum Observed<'a> {
+    /// The process has started: bookkeeping done here (records, events) runs while the
+    /// process starts up, instead of delaying its start.
+    Spawned,
+    Line(Stream, &'a str),
+}
+
+/// [`run_group`], also told when the process has started (before any of its output).
+pub fn run_group_observed(
+    spec: &GroupSpec,
+    cancel: &Cancel,
+    observe: &mut dyn FnMut(Observed),
+) -> std::io::Result<Ended> {
     use std::os::unix::process::ExitStatusExt;
     ensure_subreaper();
     let cancel_at_start = cancel.level();
@@ -269,6 +290,8 @@ pub fn run_group(
         spec.stdin.is_some(),
     )?;
     let pgid = child.id() as i32;
+    observe(Observed::Spawned);
+    let on_line = &mut |stream: Stream, line: &str| observe(Observed::Line(stream, line));
     if let (Some(bytes), Some(mut pipe)) = (spec.stdin.clone(), child.stdin.take()) {
         std::thread::spawn(move || {
             let _ = pipe.write_all(&bytes);

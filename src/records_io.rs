@@ -75,9 +75,9 @@ fn write_fresh(tmp: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 ///   does, that file is left to the reader (unlinked, the reader keeps its content) and a new
 ///   one is created. Where leases are unavailable (other owner, file system without them),
 ///   the same fallback.
-/// - The new bytes go at offset 0 and the file is then cut to their length (`ftruncate`). It
-///   is never truncated to zero first: ext4 would flush its data on close, the cost the swap
-///   exists to avoid.
+/// - The new bytes go at offset 0 and the file is then cut to their length (`ftruncate`) when
+///   it was longer. It is never truncated to zero first: ext4 would flush its data on close,
+///   the cost the swap exists to avoid.
 /// - Names stay unique per process and per concurrent writer: a temporary file is taken out of
 ///   the set while a writer uses it, so two threads writing the same target use two files.
 ///   Nothing found on disk is trusted: only names this process created are reused; a stale
@@ -199,8 +199,13 @@ fn overwrite_unshared(tmp: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     // SAFETY: as above. The lease was only a check that no one else has the file open; anyone
     // opening it from now on does so by the temporary name, which no reader uses.
     unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+    // Cut only when the old version was longer: an ftruncate, even to the same length,
+    // updates and journals the inode; a stat of the open file does not.
+    let old_len = file.metadata()?.len();
     file.write_all_at(bytes, 0)?;
-    file.set_len(bytes.len() as u64)?;
+    if (bytes.len() as u64) < old_len {
+        file.set_len(bytes.len() as u64)?;
+    }
     Ok(true)
 }
 

@@ -6,7 +6,7 @@
 use crate::command::{Block, Command, OnFail, Phase};
 use crate::event::{Event, EventKind, PlanItem, RunStatus, Sink, StepStatus, Troubleshooting, now};
 use crate::exit::Exit;
-use crate::process::{self, Cancel, Ended, GroupSpec, Stream};
+use crate::process::{self, Cancel, Ended, GroupSpec, Observed};
 use crate::run::approve::{Answer, Approver, GateRequest};
 use crate::run::records::{Approval, History, Progress, RunDir, State, StepProgress};
 use crate::run::redact::{EnvWatch, Redactor};
@@ -107,6 +107,9 @@ pub struct Engine<'a> {
     pub(super) started: Instant,
     pub(super) resumed: bool,
     pub(super) fleet: crate::run::fanout::Fleet,
+    /// state.json is behind the run (a step's end wrote only progress.json; the next step's
+    /// start or any [`Engine::save`] writes it).
+    pub(super) state_unsaved: bool,
 }
 
 impl<'a> Engine<'a> {
@@ -173,6 +176,7 @@ impl<'a> Engine<'a> {
             started: Instant::now(),
             resumed,
             fleet: Default::default(),
+            state_unsaved: false,
         }
     }
 
@@ -186,6 +190,17 @@ impl<'a> Engine<'a> {
         // without its progress.json.
         let _ = self.run.write_progress(&self.progress);
         let _ = self.run.write_state(&self.state);
+        self.state_unsaved = false;
+    }
+
+    /// At a step's end: progress.json, which resume reads to know what is done, must be
+    /// written before anything else starts. state.json (status, current step, time of the
+    /// last update) changes nothing resume decides, so it waits for the next step's start or
+    /// the next [`Engine::save`] (the end of the run, a pause, an approval): one record write
+    /// less between two steps.
+    pub(super) fn save_step_end(&mut self) {
+        let _ = self.run.write_progress(&self.progress);
+        self.state_unsaved = true;
     }
 
     fn extra_secrets(&self) -> Vec<String> {
@@ -1007,7 +1022,7 @@ impl<'a> Engine<'a> {
             p.duration_ms = Some(duration.as_millis() as u64);
             p.exit_code = exit_code;
         }
-        self.save();
+        self.save_step_end();
         self.emit(EventKind::StepFinished {
             step_id: block.id.clone(),
             host: None,
@@ -1060,25 +1075,6 @@ impl<'a> Engine<'a> {
                 p.started.get_or_insert_with(now);
             }
             self.state.current_step = Some(block.id.clone());
-            // Only progress.json at a step's start (resume reads it); state.json follows when
-            // the step ends. One rename less per step.
-            let _ = self.run.write_progress(&self.progress);
-            self.emit(EventKind::StepStarted {
-                step_id: block.id.clone(),
-                phase: phase_name(block.phase).into(),
-                title: block.title.clone(),
-                attempt,
-                host: None,
-                eta_ms: eta,
-            });
-            if let Some(log) = log.as_mut() {
-                let _ = writeln!(
-                    log,
-                    "── {} attempt {attempt}/{attempts} at {} ──",
-                    block.id,
-                    now()
-                );
-            }
             let env = self.step_env();
             let args = vec![
                 "--noprofile".to_string(),
@@ -1098,26 +1094,69 @@ impl<'a> Engine<'a> {
                 grace: self.opts.grace,
                 token: &token,
             };
-            let mut lines: Vec<String> = Vec::new();
+            let mut started = Some(EventKind::StepStarted {
+                step_id: block.id.clone(),
+                phase: phase_name(block.phase).into(),
+                title: block.title.clone(),
+                attempt,
+                host: None,
+                eta_ms: eta,
+            });
+            let header = format!(
+                "── {} attempt {attempt}/{attempts} at {} ──",
+                block.id,
+                now()
+            );
+            // The step's start is recorded (progress.json, state.json when the last step's end
+            // left it behind, the event, the log's header) while bash starts up, not before:
+            // between two steps only what the next one needs (script, log, environment) is on
+            // the way. A `kill -9` in that window leaves the step recorded as not started,
+            // and resume runs it, as it would a step that was running.
             let extra_secrets = self.extra_secrets();
+            let mut record_start = {
+                let run = &self.run;
+                let progress = &self.progress;
+                let state = &mut self.state;
+                let state_unsaved = &mut self.state_unsaved;
+                move |em: &mut Emitter,
+                      log: &mut Option<crate::records_io::LogFile>,
+                      started: &mut Option<EventKind>| {
+                    let Some(event) = started.take() else { return };
+                    let _ = run.write_progress(progress);
+                    if std::mem::take(state_unsaved) {
+                        state.updated = now();
+                        let _ = run.write_state(state);
+                    }
+                    em.emit(event);
+                    if let Some(log) = log.as_mut() {
+                        let _ = writeln!(log, "{header}");
+                    }
+                }
+            };
+            let mut lines: Vec<String> = Vec::new();
             let em = &mut self.em;
             let step_id = &block.id;
             let mut env_watch = EnvWatch::new(self.run.env_file(), extra_secrets);
-            let mut on_line = |stream: Stream, line: &str| {
-                env_watch.refresh(&mut em.redactor);
-                let line = em.redactor.redact(line);
-                if let Some(log) = log.as_mut() {
-                    let _ = writeln!(log, "{line}");
+            let mut observe = |seen: Observed| match seen {
+                Observed::Spawned => record_start(em, &mut log, &mut started),
+                Observed::Line(stream, line) => {
+                    env_watch.refresh(&mut em.redactor);
+                    let line = em.redactor.redact(line);
+                    if let Some(log) = log.as_mut() {
+                        let _ = writeln!(log, "{line}");
+                    }
+                    em.emit(EventKind::Output {
+                        step_id: step_id.clone(),
+                        host: None,
+                        stream: stream.name().into(),
+                        line: line.clone(),
+                    });
+                    lines.push(line);
                 }
-                em.emit(EventKind::Output {
-                    step_id: step_id.clone(),
-                    host: None,
-                    stream: stream.name().into(),
-                    line: line.clone(),
-                });
-                lines.push(line);
             };
-            let ended = process::run_group(&spec, &self.cancel, &mut on_line);
+            let ended = process::run_group_observed(&spec, &self.cancel, &mut observe);
+            // bash could not be started: the step is still recorded as started (and failed).
+            record_start(&mut self.em, &mut log, &mut started);
             for line in lines {
                 tail.push_back(line);
                 if tail.len() > TAIL_LINES {
@@ -1201,13 +1240,13 @@ impl<'a> Engine<'a> {
             ),
         ];
         env.extend(self.opts.env.iter().cloned());
-        env.extend(read_env_file(&self.run.env_file()));
+        env.extend(self.run.env_vars());
         env
     }
 
     /// Secrets exported through `$NIXCMD_ENV` are redacted from then on.
     pub(super) fn absorb_env_file(&mut self) {
-        let vars = read_env_file(&self.run.env_file());
+        let vars = self.run.env_vars();
         let extra = self.extra_secrets();
         self.em
             .redactor

@@ -224,6 +224,63 @@ pub struct RunDir {
     /// Temporary files reused by the atomic rewrites of `state.json` and `progress.json`
     /// (removed when the run folder is closed, see `KeptTemps`).
     temps: crate::records_io::KeptTemps,
+    /// `$NIXCMD_ENV` as last read (see [`EnvFile`]).
+    env_vars: std::sync::Mutex<EnvFile>,
+}
+
+/// The `KEY=VALUE` exports of a run's `$NIXCMD_ENV` as last read, and what the file looked like
+/// then: it is read before every step and after it, but rarely changes, so an unchanged file
+/// costs one `stat` instead of an open, a stat, a read and a close.
+#[derive(Default)]
+struct EnvFile {
+    seen: Option<(EnvStamp, Vec<(String, String)>)>,
+}
+
+/// What tells a changed file from an unchanged one without reading it.
+#[derive(PartialEq)]
+struct EnvStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// File times are taken from a coarse clock (one tick is 1–10 ms): a file rewritten with the
+/// same length within the tick of its last change keeps its stamp. So, as git does with its
+/// index, a file changed this recently is not trusted from the cache: the next read reads it.
+const ENV_RACY: std::time::Duration = std::time::Duration::from_millis(20);
+
+impl EnvFile {
+    fn read(&mut self, path: &Path) -> Vec<(String, String)> {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            self.seen = None;
+            return Vec::new();
+        };
+        let stamp = EnvStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        };
+        if let Some((seen, vars)) = &self.seen
+            && *seen == stamp
+        {
+            return vars.clone();
+        }
+        let vars = crate::run::engine::read_env_file(path);
+        // Read after the stamp was taken: if the file changed in between, the cached stamp
+        // is the older one and the next read sees the difference.
+        let settled = meta
+            .modified()
+            .ok()
+            .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
+            .is_some_and(|age| age > ENV_RACY);
+        self.seen = settled.then(|| (stamp, vars.clone()));
+        vars
+    }
 }
 
 impl RunDir {
@@ -260,6 +317,7 @@ impl RunDir {
             path,
             progress_cache: Default::default(),
             temps: Default::default(),
+            env_vars: Default::default(),
         })
     }
 
@@ -291,6 +349,14 @@ impl RunDir {
 
     pub fn env_file(&self) -> PathBuf {
         self.path.join("env")
+    }
+
+    /// The `KEY=VALUE` lines of `$NIXCMD_ENV` now (read again only when the file changed).
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        self.env_vars
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read(&self.env_file())
     }
 
     pub fn write_state(&self, state: &State) -> std::io::Result<()> {
@@ -516,6 +582,30 @@ mod tests {
             status,
             ..StepProgress::pending(id, "step")
         }
+    }
+
+    #[test]
+    fn env_vars_follow_every_change_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::open_at(dir.path().to_path_buf()).unwrap();
+        let env = run.env_file();
+        let pair = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        assert_eq!(run.env_vars(), vec![]);
+        // Same length, rewritten at once: too recent to be trusted from the cache.
+        std::fs::write(&env, "A=1\n").unwrap();
+        assert_eq!(run.env_vars(), pair("A", "1"));
+        std::fs::write(&env, "A=2\n").unwrap();
+        assert_eq!(run.env_vars(), pair("A", "2"));
+        // Settled, then read from the cache; any later change (same length) is seen.
+        std::thread::sleep(ENV_RACY * 2);
+        assert_eq!(run.env_vars(), pair("A", "2"));
+        assert!(run.env_vars.lock().unwrap().seen.is_some());
+        std::fs::write(&env, "A=3\n").unwrap();
+        assert_eq!(run.env_vars(), pair("A", "3"));
+        std::fs::write(&env, "A=3\nB=4\n").unwrap();
+        assert_eq!(run.env_vars(), [pair("A", "3"), pair("B", "4")].concat());
+        std::fs::remove_file(&env).unwrap();
+        assert_eq!(run.env_vars(), vec![]);
     }
 
     #[test]
