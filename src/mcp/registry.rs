@@ -99,11 +99,13 @@ impl Registry {
             && !runs.contains_key(&state.run_id)
         {
             let events = std::fs::read_to_string(path.join("events.ndjson")).unwrap_or_default();
+            let alive = records::run_process_alive(&state);
             return Ok(Arc::new(RunHandle::external(
                 &state.run_id,
                 &state.command,
                 state.dry_run,
                 &events,
+                alive,
             )));
         }
         let known: Vec<&str> = runs.keys().map(String::as_str).collect();
@@ -236,7 +238,7 @@ impl Registry {
                         .cloned()
                         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_else(|| "the engine panicked".to_string());
-                    s.crashed = Some(msg);
+                    s.crashed = Some(format!("on an internal error: {msg}"));
                 }
             });
         });
@@ -248,7 +250,9 @@ impl Registry {
                 .push(handle),
             Err(e) => {
                 run.active.store(false, Ordering::SeqCst);
-                run.update(|s| s.crashed = Some(format!("cannot start a thread: {e}")));
+                run.update(|s| {
+                    s.crashed = Some(format!("on an internal error: cannot start a thread: {e}"))
+                });
             }
         }
     }

@@ -2,7 +2,7 @@
 //! sink), its gate mailbox and cancellation, and the `RunStatus` it answers with. Threads and
 //! resumes are the registry's business; this only holds and reports state.
 
-use crate::event::{Event, Sink};
+use crate::event::{Event, RunStatus, Sink};
 use crate::mcp::approver::GateBox;
 use crate::mcp::status::{GateOut, McpStatus, RunStatusOut, Snapshot};
 use crate::process::Cancel;
@@ -42,8 +42,15 @@ impl RunHandle {
         }
     }
 
-    /// A run recorded on disk by someone else, as its event log tells it.
-    pub(super) fn external(run_id: &str, command: &str, dry_run: bool, events: &str) -> RunHandle {
+    /// A run recorded on disk by someone else, as its event log tells it. `alive`: its process
+    /// is still there; a run left `running` by a process that is gone stopped for good.
+    pub(super) fn external(
+        run_id: &str,
+        command: &str,
+        dry_run: bool,
+        events: &str,
+        alive: bool,
+    ) -> RunHandle {
         let mut run = RunHandle::new(run_id, command, dry_run);
         run.external = true;
         let snap = run.snap.get_mut().unwrap_or_else(|e| e.into_inner());
@@ -54,6 +61,16 @@ impl RunHandle {
             .filter_map(|l| serde_json::from_str::<Event>(l).ok())
         {
             snap.apply(event);
+        }
+        if !alive && snap.engine_status == RunStatus::Running && snap.gate.is_none() {
+            let at = snap
+                .current_step
+                .as_deref()
+                .map(|s| format!(" during step `{s}`"))
+                .unwrap_or_default();
+            snap.crashed = Some(format!(
+                "because its nixcmd process is gone (killed or crashed){at}. The user can finish it with `nixcmd resume {run_id}`, which runs that step again"
+            ));
         }
         run
     }
@@ -227,7 +244,7 @@ fn next_step(run: &RunHandle, s: &Snapshot, status: McpStatus) -> String {
                 "Step `{step}` failed and what ran was rolled back. Read run_logs {{\"run_id\": \"{id}\", \"step_id\": \"{step}\"}} and the troubleshooting advice before trying again."
             ),
             None => match &s.crashed {
-                Some(e) => format!("The run stopped on an internal error: {e}"),
+                Some(e) => format!("The run stopped {e}"),
                 None => "The run failed; what ran was rolled back.".to_string(),
             },
         },

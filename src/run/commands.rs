@@ -447,9 +447,24 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
         .map(|(_, s)| s)
         .filter(|s| command.is_none_or(|c| s.command == c))
         .collect();
+    // A run left `running` by a process that is gone (kill -9, crash, reboot) stopped for good:
+    // say so rather than show it running forever.
+    let gone = |s: &State| s.status == RunStatus::Running && !records::run_process_alive(s);
     if format == TextOrJson::Json {
+        let listed: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|s| {
+                let mut v = serde_json::to_value(s).unwrap_or_default();
+                if s.status == RunStatus::Running
+                    && let Some(o) = v.as_object_mut()
+                {
+                    o.insert("process_alive".into(), (!gone(s)).into());
+                }
+                v
+            })
+            .collect();
         let text =
-            serde_json::to_string_pretty(&runs).map_err(|e| Failure::usage(e.to_string()))?;
+            serde_json::to_string_pretty(&listed).map_err(|e| Failure::usage(e.to_string()))?;
         cx.out.print(&format!("{text}\n"));
         return Ok(Exit::Success);
     }
@@ -464,17 +479,23 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
     ));
     s.push('\n');
     for r in &runs {
+        let label = if gone(r) { "stopped" } else { r.status.label() };
         let status = if r.dry_run {
-            format!("{} (dry run)", r.status.label())
+            format!("{label} (dry run)")
         } else {
-            r.status.label().to_string()
+            label.to_string()
         };
         // Running or paused runs name their current step; finished ones the error, if any.
-        let step = r
+        let mut step = r
             .current_step
             .clone()
             .or_else(|| r.errors.first().cloned())
             .unwrap_or_default();
+        if gone(r) {
+            step = format!("{step} (nixcmd was killed: `nixcmd resume {}`)", r.run_id)
+                .trim_start()
+                .to_string();
+        }
         let line = format!(
             "{:<w$}  {:<22}  {:<24}  {step}",
             r.run_id, status, r.started

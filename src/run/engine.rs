@@ -107,9 +107,6 @@ pub struct Engine<'a> {
     pub(super) started: Instant,
     pub(super) resumed: bool,
     pub(super) fleet: crate::run::fanout::Fleet,
-    /// state.json is behind the run (a step's end wrote only progress.json; the next step's
-    /// start or any [`Engine::save`] writes it).
-    pub(super) state_unsaved: bool,
 }
 
 impl<'a> Engine<'a> {
@@ -176,7 +173,6 @@ impl<'a> Engine<'a> {
             started: Instant::now(),
             resumed,
             fleet: Default::default(),
-            state_unsaved: false,
         }
     }
 
@@ -190,17 +186,15 @@ impl<'a> Engine<'a> {
         // without its progress.json.
         let _ = self.run.write_progress(&self.progress);
         let _ = self.run.write_state(&self.state);
-        self.state_unsaved = false;
     }
 
     /// At a step's end: progress.json, which resume reads to know what is done, must be
     /// written before anything else starts. state.json (status, current step, time of the
-    /// last update) changes nothing resume decides, so it waits for the next step's start or
-    /// the next [`Engine::save`] (the end of the run, a pause, an approval): one record write
-    /// less between two steps.
+    /// last update) changes nothing resume decides, so it waits for the next step's start
+    /// (written while bash starts up) or the next [`Engine::save`] (the end of the run, a
+    /// pause, an approval): one record write less between two steps.
     pub(super) fn save_step_end(&mut self) {
         let _ = self.run.write_progress(&self.progress);
-        self.state_unsaved = true;
     }
 
     fn extra_secrets(&self) -> Vec<String> {
@@ -1107,8 +1101,8 @@ impl<'a> Engine<'a> {
                 block.id,
                 now()
             );
-            // The step's start is recorded (progress.json, state.json when the last step's end
-            // left it behind, the event, the log's header) while bash starts up, not before:
+            // The step's start is recorded (progress.json, state.json with the current step,
+            // the event, the log's header) while bash starts up, not before:
             // between two steps only what the next one needs (script, log, environment) is on
             // the way. A `kill -9` in that window leaves the step recorded as not started,
             // and resume runs it, as it would a step that was running.
@@ -1117,16 +1111,13 @@ impl<'a> Engine<'a> {
                 let run = &self.run;
                 let progress = &self.progress;
                 let state = &mut self.state;
-                let state_unsaved = &mut self.state_unsaved;
                 move |em: &mut Emitter,
                       log: &mut Option<crate::records_io::LogFile>,
                       started: &mut Option<EventKind>| {
                     let Some(event) = started.take() else { return };
                     let _ = run.write_progress(progress);
-                    if std::mem::take(state_unsaved) {
-                        state.updated = now();
-                        let _ = run.write_state(state);
-                    }
+                    state.updated = now();
+                    let _ = run.write_state(state);
                     em.emit(event);
                     if let Some(log) = log.as_mut() {
                         let _ = writeln!(log, "{header}");

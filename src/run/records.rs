@@ -448,6 +448,27 @@ pub fn last_seq(dir: &Path) -> u64 {
 }
 
 /// Every recorded run, newest first.
+/// Whether the process that runs `state` is still there. A run recorded as `running` whose
+/// process was killed (`kill -9`, a crash, a reboot) never says so itself: its pid is gone,
+/// or taken by a program that is not nixcmd. Unknown (no /proc) counts as alive.
+pub fn run_process_alive(state: &State) -> bool {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return true;
+    }
+    match std::fs::read_to_string(proc.join(state.pid.to_string()).join("comm")) {
+        // The MCP server runs engines in its own process: same name. A binary installed
+        // under another name is recognised by this one's name.
+        Ok(comm) => {
+            let comm = comm.trim_end();
+            comm == "nixcmd"
+                || std::fs::read_to_string(proc.join("self/comm"))
+                    .is_ok_and(|own| own.trim_end() == comm)
+        }
+        Err(_) => false,
+    }
+}
+
 pub fn all_runs() -> Vec<(PathBuf, State)> {
     let Ok(entries) = std::fs::read_dir(runs_dir()) else {
         return Vec::new();

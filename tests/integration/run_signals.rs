@@ -370,3 +370,78 @@ echo done >> trace
     assert_eq!(project_file(&root, "trace"), "waiting\ndone\n");
     assert_eq!(run_dirs(&root).len(), 1);
 }
+
+#[test]
+fn a_run_whose_nixcmd_was_killed_is_listed_as_stopped_not_running() {
+    let runbook = r#"---
+description: Waits for a go
+nixcmd: {}
+---
+# Wait
+
+## Steps
+### Wait
+```bash {id=wait}
+echo waiting >> trace
+while [ ! -e go ]; do sleep 0.02; done
+echo done >> trace
+```
+"#;
+    let run = Spawned::start(
+        Test::new()
+            .runbook("wait.md", runbook)
+            .args(["run", "wait"]),
+    );
+    let root = run.root().to_path_buf();
+    wait_until("the step", Duration::from_secs(30), || {
+        project_file(&root, "trace") == "waiting\n"
+    });
+    let id = run_id(&only_run(&root));
+    // While it runs: running, and alive.
+    let alive = Test::new()
+        .env("XDG_STATE_HOME", root.join("state").display().to_string())
+        .args(["runs", "--format", "json"])
+        .run();
+    alive.assert_status(0);
+    let listed = alive.stdout_json();
+    assert_eq!(listed[0]["status"], "running");
+    assert_eq!(listed[0]["process_alive"], true);
+
+    run.signal(libc::SIGKILL);
+    let out = run.wait();
+    // A kill -9 orphans the step's shell instead of stopping it: let it finish.
+    std::fs::write(root.join("project/go"), "").expect("let the orphaned step end");
+    wait_until("the orphaned step", Duration::from_secs(10), || {
+        project_file(&root, "trace") == "waiting\ndone\n"
+    });
+    let out = out.then().args(["runs", "--format", "json"]).run();
+    out.assert_status(0);
+    let listed = out.stdout_json();
+    assert_eq!(
+        listed[0]["status"], "running",
+        "state.json is left as it was"
+    );
+    assert_eq!(listed[0]["process_alive"], false);
+    let out = out.then().args(["runs"]).run();
+    out.assert_status(0);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("no line for {id} in:\n{}", out.stdout))
+        .to_string();
+    let columns: Vec<&str> = line.split("  ").filter(|c| !c.is_empty()).collect();
+    assert_eq!(columns[1].trim(), "stopped", "{line}");
+    assert_eq!(
+        columns.last().map(|c| c.trim()),
+        Some(format!("wait (nixcmd was killed: `nixcmd resume {id}`)").as_str()),
+        "{line}"
+    );
+    // Resume finishes it, as the listing says.
+    let out = out.then().args(["resume", &id]).run();
+    out.assert_status(0);
+    assert_eq!(
+        project_file(&root, "trace"),
+        "waiting\ndone\nwaiting\ndone\n"
+    );
+}

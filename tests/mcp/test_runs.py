@@ -195,6 +195,55 @@ async def test_a_run_started_by_the_cli_is_read_from_its_records(env):
         assert "was started outside this server" in msg
 
 
+async def test_a_cli_run_whose_process_was_killed_reads_as_stopped(env):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import BIN
+
+    (env.commands / "hang.md").write_text(
+        "---\ndescription: Waits for a go\nnixcmd: {}\n---\n# Hang\n\n## Steps\n"
+        "### Wait\n```bash {id=wait}\necho waiting > trace\n"
+        "while [ ! -e go ]; do sleep 0.02; done\n```\n"
+    )
+    cli = subprocess.Popen(
+        [str(BIN), "--commands-dir", str(env.commands), "run", "hang"],
+        cwd=env.project,
+        env=env.vars,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (env.project / "trace").exists():
+            assert time.monotonic() < deadline, "the step never started"
+            time.sleep(0.02)
+        [run_dir] = env.runs()
+        rid = run_dir.name
+        async with session(env) as s:
+            st = await call(s, "run_status", {"run_id": rid, "wait_seconds": 0})
+            assert st["status"] == "running"
+            assert st["current_step"] == "wait"
+        os.kill(cli.pid, signal.SIGKILL)
+        cli.wait(timeout=10)
+    finally:
+        # The orphaned step ends once it may.
+        (env.project / "go").write_text("")
+        if cli.poll() is None:
+            cli.kill()
+    async with session(env) as s:
+        st = await call(s, "run_status", {"run_id": rid, "wait_seconds": 5})
+    assert st["status"] == "failed"
+    assert st["exit_code"] is None
+    assert st["next"] == (
+        "The run stopped because its nixcmd process is gone (killed or crashed) during step "
+        f"`wait`. The user can finish it with `nixcmd resume {rid}`, which runs that step again"
+    )
+
+
 async def test_the_global_config_names_the_inventory_for_fan_out(env):
     import socket
 
