@@ -1,19 +1,18 @@
 //! The executor: runs a command's blocks in order with their gates (DESIGN.md §2) —
 //! prerequisites, steps, success criteria; confirmations; retries and timeouts; compensations
 //! newest first, unbound rollback blocks, `always` blocks — and emits events for everything.
-//! It prints nothing: renderers and the records are event sinks.
+//! It prints nothing: renderers and the records are event sinks. One block on this machine
+//! is `step`; on other hosts `fanout`; slash-command blocks `nested`.
 
-use crate::command::{Block, Command, OnFail, Phase};
+use crate::command::{Block, Command, Phase};
 use crate::event::{Event, EventKind, PlanItem, RunStatus, Sink, StepStatus, Troubleshooting, now};
 use crate::exit::Exit;
-use crate::process::{self, Cancel, Ended, GroupSpec, Observed};
+use crate::process::Cancel;
 use crate::run::approve::{Answer, Approver, GateRequest};
 use crate::run::records::{Approval, History, Progress, RunDir, State, StepProgress};
-use crate::run::redact::{EnvWatch, Redactor};
-use std::collections::{BTreeSet, VecDeque};
-use std::fs::OpenOptions;
+use crate::run::redact::Redactor;
+use std::collections::BTreeSet;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// Default base of the retry backoff.
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Lines of a failed step's log shown at the end of a run.
 pub const TAIL_LINES: usize = 20;
 
@@ -73,7 +72,7 @@ pub(super) struct Emitter<'a> {
 }
 
 impl Emitter<'_> {
-    fn emit(&mut self, kind: EventKind) {
+    pub(super) fn emit(&mut self, kind: EventKind) {
         self.seq += 1;
         let event = Event {
             seq: self.seq,
@@ -197,7 +196,7 @@ impl<'a> Engine<'a> {
         let _ = self.run.write_progress(&self.progress);
     }
 
-    fn extra_secrets(&self) -> Vec<String> {
+    pub(super) fn extra_secrets(&self) -> Vec<String> {
         let mut extra = self.cmd.settings.secrets.clone();
         extra.extend(self.opts.secrets.iter().cloned());
         extra
@@ -786,478 +785,6 @@ impl<'a> Engine<'a> {
             })
     }
 
-    /// Runs one block: shell with retries and timeout, or the nested commands of a guided
-    /// block. `lenient`: a failure is only a warning.
-    pub(super) fn run_block(&mut self, block: &Block, lenient: bool) -> BlockResult {
-        if let Some(result) = self.fanout_hook(block, lenient) {
-            return result;
-        }
-        match crate::run::nested::plan(block, self.opts.resolve.as_ref()) {
-            crate::run::nested::Plan::Shell => self.run_shell(block, lenient),
-            crate::run::nested::Plan::Nested(list) => self.run_nested(block, &list, lenient),
-            crate::run::nested::Plan::NotRunnable(reason) => {
-                self.not_runnable(block, reason, lenient)
-            }
-        }
-    }
-
-    /// Reports a block that cannot run as written (a missing nested command, an unusable
-    /// inventory) as a step that started and ended `not_runnable`.
-    pub(super) fn not_runnable(
-        &mut self,
-        block: &Block,
-        reason: String,
-        lenient: bool,
-    ) -> BlockResult {
-        self.emit(EventKind::StepStarted {
-            step_id: block.id.clone(),
-            phase: phase_name(block.phase).into(),
-            title: block.title.clone(),
-            attempt: 1,
-            host: None,
-            eta_ms: None,
-        });
-        let status = self.finish_block(
-            block,
-            StepStatus::NotRunnable,
-            None,
-            Some(reason.clone()),
-            0,
-            Duration::ZERO,
-            lenient,
-            None,
-        );
-        BlockResult {
-            status,
-            tail: vec![reason],
-        }
-    }
-
-    /// Runs the slash commands of a guided block as nested runs, one after the other.
-    fn run_nested(
-        &mut self,
-        block: &Block,
-        list: &[(String, Vec<String>)],
-        lenient: bool,
-    ) -> BlockResult {
-        let started_at = Instant::now();
-        self.emit(EventKind::StepStarted {
-            step_id: block.id.clone(),
-            phase: phase_name(block.phase).into(),
-            title: block.title.clone(),
-            attempt: 1,
-            host: None,
-            eta_ms: None,
-        });
-        if let Some(p) = self.progress.get_mut(&block.id) {
-            p.status = StepStatus::Running;
-            p.attempts = 1;
-            p.started.get_or_insert_with(now);
-        }
-        self.save();
-        let mut tail = Vec::new();
-        let mut status = StepStatus::Succeeded;
-        let mut reason = None;
-        for (name, args) in list {
-            let Some(cmd) = self.opts.resolve.as_ref().and_then(|r| r(name)) else {
-                status = StepStatus::NotRunnable;
-                reason = Some(format!("`/{name}` is not a command nixcmd can find"));
-                break;
-            };
-            match self.nested_run(block, &cmd, args) {
-                Ok(o) if o.exit == Exit::Success => {
-                    tail.push(format!("/{name}: succeeded (run {})", o.run_id))
-                }
-                Ok(o) => {
-                    status = if o.exit == Exit::Interrupted {
-                        StepStatus::Interrupted
-                    } else {
-                        StepStatus::Failed
-                    };
-                    reason = Some(format!(
-                        "nested run /{name} ended {} (exit {}, run {})",
-                        o.status.label(),
-                        o.exit.code(),
-                        o.run_id
-                    ));
-                    break;
-                }
-                Err(e) => {
-                    status = StepStatus::NotRunnable;
-                    reason = Some(format!("/{name}: {e}"));
-                    break;
-                }
-            }
-        }
-        if let Some(r) = &reason {
-            tail.push(r.clone());
-        }
-        let status = self.finish_block(
-            block,
-            status,
-            None,
-            reason,
-            1,
-            started_at.elapsed(),
-            lenient,
-            None,
-        );
-        BlockResult { status, tail }
-    }
-
-    /// One nested run: its own record and lock (so `/a` calling `/a` is refused), the parent's
-    /// approver (so its gates ask the same person), events forwarded as the step's output.
-    fn nested_run(
-        &mut self,
-        block: &Block,
-        cmd: &Command,
-        args: &[String],
-    ) -> Result<Outcome, String> {
-        use crate::run::records::{Lock, LockError, State, new_run_id};
-        let bound = crate::run::args::bind(cmd, args, &[]).map_err(|f| f.message)?;
-        let run_id = new_run_id(&cmd.name);
-        let _lock = Lock::acquire(&cmd.name, &run_id).map_err(|e| match e {
-            LockError::Held { holder } => {
-                format!("another run of `{}` is in progress: {holder}", cmd.name)
-            }
-            LockError::Io(e) => e.to_string(),
-        })?;
-        let run = RunDir::create(&run_id).map_err(|e| e.to_string())?;
-        let state = State::new(&run_id, cmd, args, &[], &self.opts.dir, self.opts.dry_run);
-        let opts = Options {
-            dir: self.opts.dir.clone(),
-            dry_run: self.opts.dry_run,
-            yes: self.opts.yes,
-            approve: Vec::new(),
-            approve_channel: self.opts.approve_channel.clone(),
-            only: Vec::new(),
-            skip: Vec::new(),
-            from: None,
-            env: bound.env,
-            grace: self.opts.grace,
-            secrets: self.opts.secrets.clone(),
-            resolve: self.opts.resolve.clone(),
-        };
-        let Engine {
-            em,
-            approver,
-            cancel,
-            ..
-        } = self;
-        let step_id = block.id.clone();
-        let forward = crate::run::nested::Forward {
-            name: cmd.name.clone(),
-            push: |line: String| {
-                em.emit(EventKind::Output {
-                    step_id: step_id.clone(),
-                    host: None,
-                    stream: "stdout".into(),
-                    line,
-                });
-            },
-        };
-        let nested = Engine::new(
-            cmd,
-            opts,
-            run,
-            state,
-            None,
-            vec![Box::new(forward)],
-            &mut **approver,
-            cancel.clone(),
-        );
-        Ok(nested.execute())
-    }
-
-    /// Records how a block ended: progress, a warning for `on-fail=continue`, the event.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn finish_block(
-        &mut self,
-        block: &Block,
-        status: StepStatus,
-        exit_code: Option<i32>,
-        reason: Option<String>,
-        attempts: u32,
-        duration: Duration,
-        lenient: bool,
-        last_line: Option<&str>,
-    ) -> StepStatus {
-        let continue_on_fail = block.attrs.on_fail == OnFail::Continue || lenient;
-        let status = if status.is_failure() && status != StepStatus::Interrupted && continue_on_fail
-        {
-            // The step's last output line says what it found (a report step's finding).
-            let detail = last_line
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(|l| format!(": {l}"))
-                .unwrap_or_default();
-            let msg = format!(
-                "step `{}` {}{detail} (continuing: {})",
-                block.id,
-                reason.clone().unwrap_or_default(),
-                if lenient {
-                    "not critical here"
-                } else {
-                    "on-fail=continue"
-                }
-            );
-            self.warnings.push(msg.clone());
-            self.emit(EventKind::Warning {
-                step_id: Some(block.id.clone()),
-                message: msg,
-            });
-            StepStatus::Warning
-        } else {
-            status
-        };
-        if let Some(p) = self.progress.get_mut(&block.id) {
-            p.status = status;
-            p.completed = Some(now());
-            p.duration_ms = Some(duration.as_millis() as u64);
-            p.exit_code = exit_code;
-        }
-        self.save_step_end();
-        self.emit(EventKind::StepFinished {
-            step_id: block.id.clone(),
-            host: None,
-            status,
-            exit_code,
-            duration_ms: duration.as_millis() as u64,
-            attempts,
-            reason,
-        });
-        status
-    }
-
-    fn run_shell(&mut self, block: &Block, lenient: bool) -> BlockResult {
-        let timeout = block
-            .attrs
-            .timeout
-            .or(self.cmd.settings.timeout)
-            .unwrap_or(DEFAULT_TIMEOUT);
-        let attempts = block.attrs.retries + 1;
-        let backoff = block.attrs.backoff.unwrap_or(DEFAULT_BACKOFF);
-        let script = self.run.script_path(&block.id);
-        let log_path = self.run.log_path(&block.id);
-        let _ = crate::records_io::write_script(&script, block.code.as_bytes());
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&log_path)
-            .ok()
-            .map(crate::records_io::LogFile);
-        let started_at = Instant::now();
-        let mut tail: VecDeque<String> = VecDeque::new();
-        let mut last: Option<Ended> = None;
-        let mut attempt = 0;
-        while attempt < attempts {
-            attempt += 1;
-            if attempt > 1 {
-                let wait = backoff
-                    .saturating_mul(1 << (attempt - 2).min(16))
-                    .min(MAX_BACKOFF);
-                if !self.sleep_unless_cancelled(wait) {
-                    last = Some(Ended::Cancelled(self.cancel.level()));
-                    break;
-                }
-            }
-            let eta = self.history.eta_ms(&block.id);
-            if let Some(p) = self.progress.get_mut(&block.id) {
-                p.status = StepStatus::Running;
-                p.attempts = attempt;
-                p.started.get_or_insert_with(now);
-            }
-            self.state.current_step = Some(block.id.clone());
-            let env = self.step_env();
-            let args = vec![
-                "--noprofile".to_string(),
-                "--norc".to_string(),
-                "-Eeuo".to_string(),
-                "pipefail".to_string(),
-                script.display().to_string(),
-            ];
-            let token = format!("{}/{}/{attempt}", self.state.run_id, block.id);
-            let spec = GroupSpec {
-                program: "bash",
-                args: &args,
-                cwd: &self.opts.dir,
-                env: &env,
-                stdin: None,
-                timeout,
-                grace: self.opts.grace,
-                token: &token,
-            };
-            let mut started = Some(EventKind::StepStarted {
-                step_id: block.id.clone(),
-                phase: phase_name(block.phase).into(),
-                title: block.title.clone(),
-                attempt,
-                host: None,
-                eta_ms: eta,
-            });
-            let header = format!(
-                "── {} attempt {attempt}/{attempts} at {} ──",
-                block.id,
-                now()
-            );
-            // The step's start is recorded (progress.json, state.json with the current step,
-            // the event, the log's header) while bash starts up, not before:
-            // between two steps only what the next one needs (script, log, environment) is on
-            // the way. A `kill -9` in that window leaves the step recorded as not started,
-            // and resume runs it, as it would a step that was running.
-            let extra_secrets = self.extra_secrets();
-            let mut record_start = {
-                let run = &self.run;
-                let progress = &self.progress;
-                let state = &mut self.state;
-                move |em: &mut Emitter,
-                      log: &mut Option<crate::records_io::LogFile>,
-                      started: &mut Option<EventKind>| {
-                    let Some(event) = started.take() else { return };
-                    let _ = run.write_progress(progress);
-                    state.updated = now();
-                    let _ = run.write_state(state);
-                    em.emit(event);
-                    if let Some(log) = log.as_mut() {
-                        let _ = writeln!(log, "{header}");
-                    }
-                }
-            };
-            let mut lines: Vec<String> = Vec::new();
-            let em = &mut self.em;
-            let step_id = &block.id;
-            let mut env_watch = EnvWatch::new(self.run.env_file(), extra_secrets);
-            let mut observe = |seen: Observed| match seen {
-                Observed::Spawned => record_start(em, &mut log, &mut started),
-                Observed::Line(stream, line) => {
-                    env_watch.refresh(&mut em.redactor);
-                    let line = em.redactor.redact(line);
-                    if let Some(log) = log.as_mut() {
-                        let _ = writeln!(log, "{line}");
-                    }
-                    em.emit(EventKind::Output {
-                        step_id: step_id.clone(),
-                        host: None,
-                        stream: stream.name().into(),
-                        line: line.clone(),
-                    });
-                    lines.push(line);
-                }
-            };
-            let ended = process::run_group_observed(&spec, &self.cancel, &mut observe);
-            // bash could not be started: the step is still recorded as started (and failed).
-            record_start(&mut self.em, &mut log, &mut started);
-            for line in lines {
-                tail.push_back(line);
-                if tail.len() > TAIL_LINES {
-                    tail.pop_front();
-                }
-            }
-            let ended = match ended {
-                Ok(e) => e,
-                Err(e) => {
-                    let msg = format!("cannot start bash: {e}");
-                    if let Some(log) = log.as_mut() {
-                        let _ = writeln!(log, "{msg}");
-                    }
-                    tail.push_back(msg);
-                    Ended::Exited(127)
-                }
-            };
-            self.absorb_env_file();
-            last = Some(ended);
-            match ended {
-                Ended::Exited(0) => break,
-                Ended::Cancelled(_) => break,
-                _ => {
-                    if let Some(log) = log.as_mut() {
-                        let _ =
-                            writeln!(log, "── attempt {attempt} {} ──", describe(ended, timeout));
-                    }
-                }
-            }
-        }
-        let ended = last.unwrap_or(Ended::Cancelled(self.cancel.level()));
-        let (status, exit_code, reason) = match ended {
-            Ended::Exited(0) => (StepStatus::Succeeded, Some(0), None),
-            Ended::Exited(code) => (
-                StepStatus::Failed,
-                Some(code),
-                Some(describe(ended, timeout)),
-            ),
-            Ended::TimedOut => (StepStatus::TimedOut, None, Some(describe(ended, timeout))),
-            Ended::Cancelled(_) => (
-                StepStatus::Interrupted,
-                None,
-                Some("interrupted".to_string()),
-            ),
-        };
-        let status = self.finish_block(
-            block,
-            status,
-            exit_code,
-            reason,
-            attempt,
-            started_at.elapsed(),
-            lenient,
-            tail.iter()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(String::as_str),
-        );
-        BlockResult {
-            status,
-            tail: tail.into_iter().collect(),
-        }
-    }
-
-    /// The environment of a step: run variables, arguments, then `$NIXCMD_ENV` exports.
-    pub(super) fn step_env(&self) -> Vec<(String, String)> {
-        let mut env = vec![
-            ("NIXCMD_RUN_ID".to_string(), self.state.run_id.clone()),
-            ("NIXCMD_COMMAND".to_string(), self.cmd.name.clone()),
-            (
-                "NIXCMD_STATE".to_string(),
-                self.run.state_dir().display().to_string(),
-            ),
-            (
-                "NIXCMD_ENV".to_string(),
-                self.run.env_file().display().to_string(),
-            ),
-            (
-                "NIXCMD_DRY_RUN".to_string(),
-                if self.opts.dry_run { "1" } else { "0" }.to_string(),
-            ),
-        ];
-        env.extend(self.opts.env.iter().cloned());
-        env.extend(self.run.env_vars());
-        env
-    }
-
-    /// Secrets exported through `$NIXCMD_ENV` are redacted from then on.
-    pub(super) fn absorb_env_file(&mut self) {
-        let vars = self.run.env_vars();
-        let extra = self.extra_secrets();
-        self.em
-            .redactor
-            .add(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), &extra);
-    }
-
-    fn sleep_unless_cancelled(&self, d: Duration) -> bool {
-        let until = Instant::now() + d;
-        let at_start = self.cancel.level();
-        while Instant::now() < until {
-            if self.cancel.level() > at_start {
-                return false;
-            }
-            std::thread::sleep(
-                Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())),
-            );
-        }
-        true
-    }
-
     pub fn run_dir(&self) -> PathBuf {
         self.run.path.clone()
     }
@@ -1269,15 +796,6 @@ pub(super) enum GateResult {
     Declined,
 }
 
-fn describe(ended: Ended, timeout: Duration) -> String {
-    match ended {
-        Ended::Exited(code) if code > 128 => format!("killed by signal {}", code - 128),
-        Ended::Exited(code) => format!("exited with status {code}"),
-        Ended::TimedOut => format!("timed out after {}", crate::duration::display(timeout)),
-        Ended::Cancelled(_) => "interrupted".to_string(),
-    }
-}
-
 pub fn phase_name(phase: Phase) -> &'static str {
     match phase {
         Phase::Prerequisite => "prerequisite",
@@ -1285,21 +803,4 @@ pub fn phase_name(phase: Phase) -> &'static str {
         Phase::Check => "check",
         Phase::Rollback => "rollback",
     }
-}
-
-/// `KEY=VALUE` lines of the `$NIXCMD_ENV` file; other lines are ignored.
-pub fn read_env_file(path: &std::path::Path) -> Vec<(String, String)> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|line| {
-            let (k, v) = line.split_once('=')?;
-            let k = k.trim().strip_prefix("export ").unwrap_or(k.trim());
-            let valid = !k.is_empty()
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !k.starts_with(|c: char| c.is_ascii_digit());
-            valid.then(|| (k.to_string(), v.to_string()))
-        })
-        .collect()
 }

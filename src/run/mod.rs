@@ -13,3 +13,4 @@ pub mod records;
 pub mod redact;
 pub mod remote;
 pub mod render;
+pub mod step;

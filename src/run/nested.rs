@@ -3,8 +3,12 @@
 //! parent run as output lines of the parent step.
 
 use crate::command::{Block, Command};
-use crate::event::{Event, EventKind, Sink};
+use crate::event::{Event, EventKind, Sink, StepStatus, now};
+use crate::exit::Exit;
+use crate::run::engine::{BlockResult, Engine, Options, Outcome, phase_name};
+use crate::run::records::RunDir;
 use std::sync::Arc;
+use std::time::Instant;
 
 /// Finds a command by name for a nested run (the CLI passes the search path's lookup).
 pub type Resolver = Arc<dyn Fn(&str) -> Option<Command> + Send + Sync>;
@@ -81,5 +85,143 @@ impl<F: FnMut(String) + Send> Sink for Forward<F> {
             EventKind::StepStarted { .. } => return,
         };
         (self.push)(line);
+    }
+}
+
+impl Engine<'_> {
+    /// Runs the slash commands of a guided block as nested runs, one after the other.
+    pub(super) fn run_nested(
+        &mut self,
+        block: &Block,
+        list: &[(String, Vec<String>)],
+        lenient: bool,
+    ) -> BlockResult {
+        let started_at = Instant::now();
+        self.emit(EventKind::StepStarted {
+            step_id: block.id.clone(),
+            phase: phase_name(block.phase).into(),
+            title: block.title.clone(),
+            attempt: 1,
+            host: None,
+            eta_ms: None,
+        });
+        if let Some(p) = self.progress.get_mut(&block.id) {
+            p.status = StepStatus::Running;
+            p.attempts = 1;
+            p.started.get_or_insert_with(now);
+        }
+        self.save();
+        let mut tail = Vec::new();
+        let mut status = StepStatus::Succeeded;
+        let mut reason = None;
+        for (name, args) in list {
+            let Some(cmd) = self.opts.resolve.as_ref().and_then(|r| r(name)) else {
+                status = StepStatus::NotRunnable;
+                reason = Some(format!("`/{name}` is not a command nixcmd can find"));
+                break;
+            };
+            match self.nested_run(block, &cmd, args) {
+                Ok(o) if o.exit == Exit::Success => {
+                    tail.push(format!("/{name}: succeeded (run {})", o.run_id))
+                }
+                Ok(o) => {
+                    status = if o.exit == Exit::Interrupted {
+                        StepStatus::Interrupted
+                    } else {
+                        StepStatus::Failed
+                    };
+                    reason = Some(format!(
+                        "nested run /{name} ended {} (exit {}, run {})",
+                        o.status.label(),
+                        o.exit.code(),
+                        o.run_id
+                    ));
+                    break;
+                }
+                Err(e) => {
+                    status = StepStatus::NotRunnable;
+                    reason = Some(format!("/{name}: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(r) = &reason {
+            tail.push(r.clone());
+        }
+        let status = self.finish_block(
+            block,
+            status,
+            None,
+            reason,
+            1,
+            started_at.elapsed(),
+            lenient,
+            None,
+        );
+        BlockResult { status, tail }
+    }
+
+    /// One nested run: its own record and lock (so `/a` calling `/a` is refused), the parent's
+    /// approver (so its gates ask the same person), events forwarded as the step's output.
+    fn nested_run(
+        &mut self,
+        block: &Block,
+        cmd: &Command,
+        args: &[String],
+    ) -> Result<Outcome, String> {
+        use crate::run::records::{Lock, LockError, State, new_run_id};
+        let bound = crate::run::args::bind(cmd, args, &[]).map_err(|f| f.message)?;
+        let run_id = new_run_id(&cmd.name);
+        let _lock = Lock::acquire(&cmd.name, &run_id).map_err(|e| match e {
+            LockError::Held { holder } => {
+                format!("another run of `{}` is in progress: {holder}", cmd.name)
+            }
+            LockError::Io(e) => e.to_string(),
+        })?;
+        let run = RunDir::create(&run_id).map_err(|e| e.to_string())?;
+        let state = State::new(&run_id, cmd, args, &[], &self.opts.dir, self.opts.dry_run);
+        let opts = Options {
+            dir: self.opts.dir.clone(),
+            dry_run: self.opts.dry_run,
+            yes: self.opts.yes,
+            approve: Vec::new(),
+            approve_channel: self.opts.approve_channel.clone(),
+            only: Vec::new(),
+            skip: Vec::new(),
+            from: None,
+            env: bound.env,
+            grace: self.opts.grace,
+            secrets: self.opts.secrets.clone(),
+            resolve: self.opts.resolve.clone(),
+        };
+        let Engine {
+            em,
+            approver,
+            cancel,
+            ..
+        } = self;
+        let step_id = block.id.clone();
+        let forward = crate::run::nested::Forward {
+            name: cmd.name.clone(),
+            push: |line: String| {
+                em.emit(EventKind::Output {
+                    step_id: step_id.clone(),
+                    host: None,
+                    stream: "stdout".into(),
+                    line,
+                });
+            },
+        };
+        let nested = Engine::new(
+            cmd,
+            opts,
+            run,
+            state,
+            None,
+            vec![Box::new(forward)],
+            &mut **approver,
+            cancel.clone(),
+        );
+        Ok(nested.execute())
     }
 }

@@ -270,7 +270,7 @@ impl EnvFile {
         {
             return vars.clone();
         }
-        let vars = crate::run::engine::read_env_file(path);
+        let vars = crate::run::step::read_env_file(path);
         // Read after the stamp was taken: if the file changed in between, the cached stamp
         // is the older one and the next read sees the difference.
         let settled = meta

@@ -71,7 +71,7 @@ impl EnvWatch {
             return;
         }
         self.len = len;
-        let vars = crate::run::engine::read_env_file(&self.path);
+        let vars = crate::run::step::read_env_file(&self.path);
         redactor.add(
             vars.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             &self.extra,

@@ -1,0 +1,381 @@
+//! One block of a run on this machine: its script, bash in its own process group, retries
+//! and timeouts, its log and records, and the environment it gets (DESIGN.md §2). Blocks for
+//! other hosts go through `fanout`, slash-command blocks through `nested`.
+
+use crate::command::{Block, OnFail};
+use crate::event::{EventKind, StepStatus, now};
+use crate::process::{self, Ended, GroupSpec, Observed};
+use crate::run::engine::{
+    BlockResult, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Emitter, Engine, MAX_BACKOFF, TAIL_LINES,
+    phase_name,
+};
+use crate::run::redact::EnvWatch;
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::time::{Duration, Instant};
+
+impl Engine<'_> {
+    /// Runs one block: shell with retries and timeout, or the nested commands of a guided
+    /// block. `lenient`: a failure is only a warning.
+    pub(super) fn run_block(&mut self, block: &Block, lenient: bool) -> BlockResult {
+        if let Some(result) = self.fanout_hook(block, lenient) {
+            return result;
+        }
+        match crate::run::nested::plan(block, self.opts.resolve.as_ref()) {
+            crate::run::nested::Plan::Shell => self.run_shell(block, lenient),
+            crate::run::nested::Plan::Nested(list) => self.run_nested(block, &list, lenient),
+            crate::run::nested::Plan::NotRunnable(reason) => {
+                self.not_runnable(block, reason, lenient)
+            }
+        }
+    }
+
+    /// Reports a block that cannot run as written (a missing nested command, an unusable
+    /// inventory) as a step that started and ended `not_runnable`.
+    pub(super) fn not_runnable(
+        &mut self,
+        block: &Block,
+        reason: String,
+        lenient: bool,
+    ) -> BlockResult {
+        self.emit(EventKind::StepStarted {
+            step_id: block.id.clone(),
+            phase: phase_name(block.phase).into(),
+            title: block.title.clone(),
+            attempt: 1,
+            host: None,
+            eta_ms: None,
+        });
+        let status = self.finish_block(
+            block,
+            StepStatus::NotRunnable,
+            None,
+            Some(reason.clone()),
+            0,
+            Duration::ZERO,
+            lenient,
+            None,
+        );
+        BlockResult {
+            status,
+            tail: vec![reason],
+        }
+    }
+
+    /// Records how a block ended: progress, a warning for `on-fail=continue`, the event.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn finish_block(
+        &mut self,
+        block: &Block,
+        status: StepStatus,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+        attempts: u32,
+        duration: Duration,
+        lenient: bool,
+        last_line: Option<&str>,
+    ) -> StepStatus {
+        let continue_on_fail = block.attrs.on_fail == OnFail::Continue || lenient;
+        let status = if status.is_failure() && status != StepStatus::Interrupted && continue_on_fail
+        {
+            // The step's last output line says what it found (a report step's finding).
+            let detail = last_line
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(|l| format!(": {l}"))
+                .unwrap_or_default();
+            let msg = format!(
+                "step `{}` {}{detail} (continuing: {})",
+                block.id,
+                reason.clone().unwrap_or_default(),
+                if lenient {
+                    "not critical here"
+                } else {
+                    "on-fail=continue"
+                }
+            );
+            self.warnings.push(msg.clone());
+            self.emit(EventKind::Warning {
+                step_id: Some(block.id.clone()),
+                message: msg,
+            });
+            StepStatus::Warning
+        } else {
+            status
+        };
+        if let Some(p) = self.progress.get_mut(&block.id) {
+            p.status = status;
+            p.completed = Some(now());
+            p.duration_ms = Some(duration.as_millis() as u64);
+            p.exit_code = exit_code;
+        }
+        self.save_step_end();
+        self.emit(EventKind::StepFinished {
+            step_id: block.id.clone(),
+            host: None,
+            status,
+            exit_code,
+            duration_ms: duration.as_millis() as u64,
+            attempts,
+            reason,
+        });
+        status
+    }
+
+    fn run_shell(&mut self, block: &Block, lenient: bool) -> BlockResult {
+        let timeout = block
+            .attrs
+            .timeout
+            .or(self.cmd.settings.timeout)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        let attempts = block.attrs.retries + 1;
+        let backoff = block.attrs.backoff.unwrap_or(DEFAULT_BACKOFF);
+        let script = self.run.script_path(&block.id);
+        let log_path = self.run.log_path(&block.id);
+        let _ = crate::records_io::write_script(&script, block.code.as_bytes());
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+            .ok()
+            .map(crate::records_io::LogFile);
+        let started_at = Instant::now();
+        let mut tail: VecDeque<String> = VecDeque::new();
+        let mut last: Option<Ended> = None;
+        let mut attempt = 0;
+        while attempt < attempts {
+            attempt += 1;
+            if attempt > 1 {
+                let wait = backoff
+                    .saturating_mul(1 << (attempt - 2).min(16))
+                    .min(MAX_BACKOFF);
+                if !self.sleep_unless_cancelled(wait) {
+                    last = Some(Ended::Cancelled(self.cancel.level()));
+                    break;
+                }
+            }
+            let eta = self.history.eta_ms(&block.id);
+            if let Some(p) = self.progress.get_mut(&block.id) {
+                p.status = StepStatus::Running;
+                p.attempts = attempt;
+                p.started.get_or_insert_with(now);
+            }
+            self.state.current_step = Some(block.id.clone());
+            let env = self.step_env();
+            let args = vec![
+                "--noprofile".to_string(),
+                "--norc".to_string(),
+                "-Eeuo".to_string(),
+                "pipefail".to_string(),
+                script.display().to_string(),
+            ];
+            let token = format!("{}/{}/{attempt}", self.state.run_id, block.id);
+            let spec = GroupSpec {
+                program: "bash",
+                args: &args,
+                cwd: &self.opts.dir,
+                env: &env,
+                stdin: None,
+                timeout,
+                grace: self.opts.grace,
+                token: &token,
+            };
+            let mut started = Some(EventKind::StepStarted {
+                step_id: block.id.clone(),
+                phase: phase_name(block.phase).into(),
+                title: block.title.clone(),
+                attempt,
+                host: None,
+                eta_ms: eta,
+            });
+            let header = format!(
+                "── {} attempt {attempt}/{attempts} at {} ──",
+                block.id,
+                now()
+            );
+            // The step's start is recorded (progress.json, state.json with the current step,
+            // the event, the log's header) while bash starts up, not before:
+            // between two steps only what the next one needs (script, log, environment) is on
+            // the way. A `kill -9` in that window leaves the step recorded as not started,
+            // and resume runs it, as it would a step that was running.
+            let extra_secrets = self.extra_secrets();
+            let mut record_start = {
+                let run = &self.run;
+                let progress = &self.progress;
+                let state = &mut self.state;
+                move |em: &mut Emitter,
+                      log: &mut Option<crate::records_io::LogFile>,
+                      started: &mut Option<EventKind>| {
+                    let Some(event) = started.take() else { return };
+                    let _ = run.write_progress(progress);
+                    state.updated = now();
+                    let _ = run.write_state(state);
+                    em.emit(event);
+                    if let Some(log) = log.as_mut() {
+                        let _ = writeln!(log, "{header}");
+                    }
+                }
+            };
+            let mut lines: Vec<String> = Vec::new();
+            let em = &mut self.em;
+            let step_id = &block.id;
+            let mut env_watch = EnvWatch::new(self.run.env_file(), extra_secrets);
+            let mut observe = |seen: Observed| match seen {
+                Observed::Spawned => record_start(em, &mut log, &mut started),
+                Observed::Line(stream, line) => {
+                    env_watch.refresh(&mut em.redactor);
+                    let line = em.redactor.redact(line);
+                    if let Some(log) = log.as_mut() {
+                        let _ = writeln!(log, "{line}");
+                    }
+                    em.emit(EventKind::Output {
+                        step_id: step_id.clone(),
+                        host: None,
+                        stream: stream.name().into(),
+                        line: line.clone(),
+                    });
+                    lines.push(line);
+                }
+            };
+            let ended = process::run_group_observed(&spec, &self.cancel, &mut observe);
+            // bash could not be started: the step is still recorded as started (and failed).
+            record_start(&mut self.em, &mut log, &mut started);
+            for line in lines {
+                tail.push_back(line);
+                if tail.len() > TAIL_LINES {
+                    tail.pop_front();
+                }
+            }
+            let ended = match ended {
+                Ok(e) => e,
+                Err(e) => {
+                    let msg = format!("cannot start bash: {e}");
+                    if let Some(log) = log.as_mut() {
+                        let _ = writeln!(log, "{msg}");
+                    }
+                    tail.push_back(msg);
+                    Ended::Exited(127)
+                }
+            };
+            self.absorb_env_file();
+            last = Some(ended);
+            match ended {
+                Ended::Exited(0) => break,
+                Ended::Cancelled(_) => break,
+                _ => {
+                    if let Some(log) = log.as_mut() {
+                        let _ =
+                            writeln!(log, "── attempt {attempt} {} ──", describe(ended, timeout));
+                    }
+                }
+            }
+        }
+        let ended = last.unwrap_or(Ended::Cancelled(self.cancel.level()));
+        let (status, exit_code, reason) = match ended {
+            Ended::Exited(0) => (StepStatus::Succeeded, Some(0), None),
+            Ended::Exited(code) => (
+                StepStatus::Failed,
+                Some(code),
+                Some(describe(ended, timeout)),
+            ),
+            Ended::TimedOut => (StepStatus::TimedOut, None, Some(describe(ended, timeout))),
+            Ended::Cancelled(_) => (
+                StepStatus::Interrupted,
+                None,
+                Some("interrupted".to_string()),
+            ),
+        };
+        let status = self.finish_block(
+            block,
+            status,
+            exit_code,
+            reason,
+            attempt,
+            started_at.elapsed(),
+            lenient,
+            tail.iter()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(String::as_str),
+        );
+        BlockResult {
+            status,
+            tail: tail.into_iter().collect(),
+        }
+    }
+
+    /// The environment of a step: run variables, arguments, then `$NIXCMD_ENV` exports.
+    pub(super) fn step_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("NIXCMD_RUN_ID".to_string(), self.state.run_id.clone()),
+            ("NIXCMD_COMMAND".to_string(), self.cmd.name.clone()),
+            (
+                "NIXCMD_STATE".to_string(),
+                self.run.state_dir().display().to_string(),
+            ),
+            (
+                "NIXCMD_ENV".to_string(),
+                self.run.env_file().display().to_string(),
+            ),
+            (
+                "NIXCMD_DRY_RUN".to_string(),
+                if self.opts.dry_run { "1" } else { "0" }.to_string(),
+            ),
+        ];
+        env.extend(self.opts.env.iter().cloned());
+        env.extend(self.run.env_vars());
+        env
+    }
+
+    /// Secrets exported through `$NIXCMD_ENV` are redacted from then on.
+    pub(super) fn absorb_env_file(&mut self) {
+        let vars = self.run.env_vars();
+        let extra = self.extra_secrets();
+        self.em
+            .redactor
+            .add(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), &extra);
+    }
+
+    fn sleep_unless_cancelled(&self, d: Duration) -> bool {
+        let until = Instant::now() + d;
+        let at_start = self.cancel.level();
+        while Instant::now() < until {
+            if self.cancel.level() > at_start {
+                return false;
+            }
+            std::thread::sleep(
+                Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
+        true
+    }
+}
+
+fn describe(ended: Ended, timeout: Duration) -> String {
+    match ended {
+        Ended::Exited(code) if code > 128 => format!("killed by signal {}", code - 128),
+        Ended::Exited(code) => format!("exited with status {code}"),
+        Ended::TimedOut => format!("timed out after {}", crate::duration::display(timeout)),
+        Ended::Cancelled(_) => "interrupted".to_string(),
+    }
+}
+
+/// `KEY=VALUE` lines of the `$NIXCMD_ENV` file; other lines are ignored.
+pub fn read_env_file(path: &std::path::Path) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let (k, v) = line.split_once('=')?;
+            let k = k.trim().strip_prefix("export ").unwrap_or(k.trim());
+            let valid = !k.is_empty()
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !k.starts_with(|c: char| c.is_ascii_digit());
+            valid.then(|| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
