@@ -36,7 +36,7 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
         skip: args.skip.clone(),
         from: args.from.clone(),
     };
-    let fleet = crate::run::fanout::from_cli(
+    let fleet = crate::run::fleet::from_cli(
         cx,
         cmd,
         &request.dir,
@@ -379,7 +379,7 @@ pub fn prepare_resume(
     match state.status {
         RunStatus::AwaitingConfirmation | RunStatus::Running => {}
         // Stopped by failed hosts: those hosts (and the ones that never started) run again.
-        RunStatus::Failed if crate::run::fanout::resumable(&state) => {}
+        RunStatus::Failed if crate::run::fleet::resumable(&state) => {}
         other => {
             return Err(Failure::usage(format!(
                 "run {} already ended ({}); nothing to resume",
@@ -414,7 +414,7 @@ pub fn prepare_resume(
             step.status = StepStatus::Pending;
         }
     }
-    crate::run::fanout::reset_for_resume(&mut state, &mut progress);
+    crate::run::fleet::reset_for_resume(&mut state, &mut progress);
     let bound = crate::run::args::bind(cmd, &state.args, &state.set)?;
     let dir = PathBuf::from(&state.dir);
     state.command_hash = cmd.hash.clone();

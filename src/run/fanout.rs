@@ -14,9 +14,9 @@ use crate::process::Stream;
 use crate::run::engine::{
     BlockResult, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Engine, TAIL_LINES, phase_name,
 };
+use crate::run::fleet::{FailedHost, HostCompensation, selector_from_arg};
 use crate::run::jobs::{self, Job, Policy, Report, Runner};
-use crate::run::records::{HostProgress, Progress, State};
-use serde::{Deserialize, Serialize};
+use crate::run::records::HostProgress;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -25,36 +25,6 @@ use std::time::Instant;
 
 /// Default number of hosts at a time.
 pub const DEFAULT_PARALLEL: usize = 5;
-
-/// What `state.json` keeps about hosts.
-#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
-pub struct FleetState {
-    /// `run --hosts SELECTOR`: narrows every fan-out of the run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter: Option<String>,
-    /// `--config FILE` of the original invocation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<String>,
-    /// Host compensations registered by started steps, in registration order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub compensations: Vec<HostCompensation>,
-    /// Hosts that failed a step and left the run.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub failed: Vec<FailedHost>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct HostCompensation {
-    pub rollback: String,
-    pub host: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct FailedHost {
-    pub host: String,
-    pub step: String,
-    pub reason: String,
-}
 
 /// The engine's runtime fan-out state.
 #[derive(Default)]
@@ -66,125 +36,6 @@ pub struct Fleet {
     pub left: Vec<String>,
     /// The hosts that failed the last block run on hosts.
     last_failed: Vec<String>,
-}
-
-/// The fleet settings of a new run from the command line: `--hosts` (checked against the
-/// inventory now, so a typo is a usage error before anything runs) and `--config`.
-pub fn from_cli(
-    cx: &crate::app::Context,
-    cmd: &crate::command::Command,
-    dir: &std::path::Path,
-    filter: Option<&str>,
-    values: &[String],
-    set: &[String],
-) -> Result<FleetState, crate::exit::Failure> {
-    use crate::exit::Failure;
-    let config = cx.config.as_ref().map(|p| {
-        if p.is_absolute() {
-            p.display().to_string()
-        } else {
-            cx.cwd.join(p).display().to_string()
-        }
-    });
-    if let Some(sel) = filter {
-        let inv = crate::hosts::load_for(cx, dir)?;
-        crate::hosts::selector::Selector::parse(sel)
-            .and_then(|s| s.resolve(&inv).map(|_| ()))
-            .map_err(|e| {
-                Failure::usage(format!("--hosts {sel}: {e}"))
-                    .with_hint("`nixcmd hosts` lists the inventory")
-            })?;
-        if !cmd.blocks().any(|b| b.attrs.hosts.is_some()) {
-            cx.out.eprint(&format!(
-                "warning: --hosts {sel}: `{}` has no block with hosts=; it changes nothing\n",
-                cmd.name
-            ));
-        }
-    }
-    check_host_args(cmd, values, set, || crate::hosts::load_for(cx, dir))?;
-    Ok(FleetState {
-        filter: filter.map(str::to_string),
-        config,
-        ..FleetState::default()
-    })
-}
-
-/// The selector argument `name` gives (its values joined as `a,b`), from a run's bound
-/// environment; `None` when the argument is undeclared or empty (run on this machine).
-fn selector_from_arg(
-    cmd: &crate::command::Command,
-    env: &[(String, String)],
-    name: &str,
-) -> Option<String> {
-    let spec = cmd.args.iter().find(|a| a.name == name)?;
-    // The last binding wins, as it does for the step's environment.
-    let value = env.iter().rev().find(|(k, _)| *k == spec.env)?.1.as_str();
-    let parts: Vec<&str> = value
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|p| !p.is_empty())
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(","))
-}
-
-/// `hosts=arg:NAME` with hosts given: every one must be in the inventory before anything
-/// runs, as for `--hosts` (a typo must not turn into a half-run fleet check).
-/// `load` reads the inventory, only when some host is named.
-pub fn check_host_args(
-    cmd: &crate::command::Command,
-    values: &[String],
-    set: &[String],
-    load: impl FnOnce() -> Result<Inventory, crate::exit::Failure>,
-) -> Result<(), crate::exit::Failure> {
-    let mut names: Vec<&str> = cmd.blocks().filter_map(|b| b.attrs.hosts_arg()).collect();
-    names.sort_unstable();
-    names.dedup();
-    if names.is_empty() {
-        return Ok(());
-    }
-    let bound = crate::run::args::bind(cmd, values, set)?;
-    let given: Vec<(&str, String)> = names
-        .into_iter()
-        .filter_map(|n| Some((n, selector_from_arg(cmd, &bound.env, n)?)))
-        .collect();
-    if given.is_empty() {
-        return Ok(());
-    }
-    let inv = load()?;
-    for (name, selector) in given {
-        crate::hosts::selector::hosts_for(&selector, None, &inv).map_err(|e| {
-            crate::exit::Failure::usage(format!("argument `{name}` ({selector}): {e}"))
-                .with_hint("`nixcmd hosts` lists the inventory")
-        })?;
-    }
-    Ok(())
-}
-
-/// Whether a failed run can be resumed: it stopped because hosts failed.
-pub fn resumable(state: &State) -> bool {
-    !state.fleet.failed.is_empty()
-}
-
-/// Prepares a resumed run: failed and not-started hosts of unfinished steps run again.
-pub fn reset_for_resume(state: &mut State, progress: &mut Progress) {
-    let done: Vec<String> = progress
-        .steps
-        .iter()
-        .filter(|s| s.status.is_done())
-        .map(|s| s.id.clone())
-        .collect();
-    state.fleet.failed.retain(|f| done.contains(&f.step));
-    for step in &mut progress.steps {
-        if step.hosts.is_empty() || step.status.is_done() {
-            continue;
-        }
-        step.status = StepStatus::Pending;
-        for h in &mut step.hosts {
-            if h.status != StepStatus::Succeeded {
-                h.status = StepStatus::Pending;
-                h.reason = None;
-            }
-        }
-    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -563,14 +414,11 @@ impl Engine<'_> {
         } else {
             let stop = outcome.canary_failed || outcome.failures > policy.max_fail;
             for (h, why) in &failed {
-                self.state
-                    .fleet
-                    .failed
-                    .push(crate::run::fanout::FailedHost {
-                        host: h.clone(),
-                        step: block.id.clone(),
-                        reason: why.clone(),
-                    });
+                self.state.fleet.failed.push(FailedHost {
+                    host: h.clone(),
+                    step: block.id.clone(),
+                    reason: why.clone(),
+                });
             }
             self.save();
             let names: Vec<String> = failed.iter().map(|(h, _)| h.clone()).collect();

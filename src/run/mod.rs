@@ -6,6 +6,7 @@ pub mod args;
 pub mod commands;
 pub mod engine;
 pub mod fanout;
+pub mod fleet;
 pub mod group;
 pub mod jobs;
 pub mod nested;

@@ -85,7 +85,7 @@ pub struct State {
     /// Host fan-out: `--hosts` of the original invocation, the config file read, per-host
     /// compensations and the hosts that left the run (see `run::fanout`).
     #[serde(default)]
-    pub fleet: crate::run::fanout::FleetState,
+    pub fleet: crate::run::fleet::FleetState,
 }
 
 impl State {
