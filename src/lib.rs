@@ -16,6 +16,7 @@ pub mod duration;
 pub mod event;
 pub mod exit;
 pub mod frontmatter;
+pub mod git_head;
 pub mod guided;
 pub mod hosts;
 pub mod list;

@@ -309,9 +309,17 @@ fn lock(name: &str, run_id: &str) -> Result<Lock, Failure> {
     })
 }
 
+/// The commit checked out where the run runs, for `state.json`: read from the repository's
+/// files, or from `git rev-parse HEAD` when they are not plain enough (see `git_head`).
 fn git_commit(dir: &std::path::Path) -> Option<String> {
-    let out = process::capture_in(Some(dir), "git", &["rev-parse", "HEAD"], "").ok()??;
-    out.success().then(|| out.stdout.trim().to_string())
+    match crate::git_head::head(dir) {
+        crate::git_head::Head::Commit(id) => Some(id),
+        crate::git_head::Head::None => None,
+        crate::git_head::Head::Ask => {
+            let out = process::capture_in(Some(dir), "git", &["rev-parse", "HEAD"], "").ok()??;
+            out.success().then(|| out.stdout.trim().to_string())
+        }
+    }
 }
 
 /// A runbook that calls `sudo` asks for the password once, before the first step, and keeps

@@ -7,7 +7,6 @@ use crate::event::{RunStatus, StepStatus};
 use crate::records_io::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -524,7 +523,7 @@ impl Lock {
         let dir = state_root().join("locks");
         mkdir_private(&dir).map_err(LockError::Io)?;
         let path = dir.join(format!("{command}.lock"));
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -543,8 +542,18 @@ impl Lock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
         }
-        file.set_len(0).map_err(LockError::Io)?;
-        writeln!(file, "{run_id} (pid {})", std::process::id()).map_err(LockError::Io)?;
+        // Written over the old holder's line, then cut to length: truncating a file to zero
+        // and writing it again makes ext4 flush it (`auto_da_alloc`), milliseconds per run.
+        let line = format!("{run_id} (pid {})\n", std::process::id());
+        let old_len = file.metadata().map_err(LockError::Io)?.len();
+        {
+            use std::os::unix::fs::FileExt;
+            file.write_all_at(line.as_bytes(), 0)
+                .map_err(LockError::Io)?;
+        }
+        if (line.len() as u64) < old_len {
+            file.set_len(line.len() as u64).map_err(LockError::Io)?;
+        }
         Ok(Lock { _file: file })
     }
 }

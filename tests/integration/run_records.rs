@@ -317,3 +317,46 @@ fn runs_log_and_stats_report_the_history() {
     let state = read_json(&runs[1].join("state.json"));
     assert_eq!(state["errors"][0], "failed at step apply");
 }
+
+#[test]
+fn state_json_names_the_commit_checked_out_where_the_run_runs() {
+    let test = Test::new().runbook("failing.md", FAILING);
+    let project = test.project();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&project)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.org")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.org")
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                Some(String::from_utf8_lossy(&o.stdout).trim().to_string())
+            }
+            Ok(o) => panic!("git {args:?}: {o:?}"),
+            Err(e) => {
+                assert!(
+                    std::env::var_os("NIXCMD_TEST_REQUIRE_ALL").is_none(),
+                    "git is required: {e}"
+                );
+                eprintln!("skipped: git is not installed ({e})");
+                None
+            }
+        }
+    };
+    if git(&["init", "-q", "-b", "main"]).is_none() {
+        return;
+    }
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "runbooks"]);
+    git(&["pack-refs", "--all", "--prune"]);
+    let head = git(&["rev-parse", "HEAD"]).expect("a commit");
+    let out = test.args(["run", "failing"]).run();
+    out.assert_status(1);
+    let state = read_json(&only_run(out.root.path()).join("state.json"));
+    assert_eq!(state["git_commit"], head.as_str());
+}
