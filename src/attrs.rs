@@ -213,9 +213,9 @@ pub fn is_valid_id(id: &str) -> bool {
 
 pub fn validate(raw: &[RawAttr]) -> Validated {
     let mut v = Validated::default();
-    let mut seen: Vec<&str> = Vec::new();
-    for attr in raw {
-        if seen.contains(&attr.key.as_str()) {
+    for (i, attr) in raw.iter().enumerate() {
+        // The attributes before this one, scanned in place: a fence has a handful.
+        if raw[..i].iter().any(|a| a.key == attr.key) {
             v.errors.push(AttrError {
                 code: "malformed-attribute",
                 message: format!("attribute `{}` is given twice", attr.key),
@@ -224,7 +224,6 @@ pub fn validate(raw: &[RawAttr]) -> Validated {
             });
             continue;
         }
-        seen.push(&attr.key);
         if let Err(e) = apply(attr, &mut v) {
             v.errors.push(e);
         }

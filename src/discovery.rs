@@ -114,14 +114,22 @@ impl SearchPath {
                     }
                     Some(Found {
                         name,
-                        origin: origin(path.display().to_string()),
+                        origin: origin(shown(&path)),
                         path: Some(path),
                     })
                 })
                 .collect();
-            here.sort_by(|a, b| a.name.cmp(&b.name));
-            found.extend(here);
+            // Names in one folder are unique (file names are): an in-place sort, no scratch
+            // copy of the entries.
+            here.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+            if found.is_empty() {
+                // The usual case, one folder with files: no copy of its entries.
+                found = here;
+            } else {
+                found.extend(here);
+            }
         }
+        found.reserve_exact(BUILTINS.len());
         found.extend(BUILTINS.iter().map(|(name, _)| Found {
             name: (*name).to_string(),
             origin: Origin::Builtin,
@@ -132,19 +140,40 @@ impl SearchPath {
 
     /// The winners (first of each name) and the shadowed ones with the winner's origin.
     pub fn resolve(&self) -> Result<Resolved, Failure> {
-        let mut winners: Vec<Found> = Vec::new();
-        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        let mut shadowed = Vec::new();
-        for f in self.all()? {
-            match index.get(&f.name) {
-                Some(&i) => shadowed.push((f, winners[i].origin.clone())),
-                None => {
-                    index.insert(f.name.clone(), winners.len());
-                    winners.push(f);
+        let all = self.all()?;
+        // Positions sorted by name, search order kept among equal names (a stable sort of runs
+        // that are each sorted already): the first of each name is the winner. No map of
+        // names, the winners come out in name order, and only 4-byte positions move.
+        let mut order: Vec<u32> = (0..all.len() as u32).collect();
+        order.sort_by(|&a, &b| all[a as usize].name.cmp(&all[b as usize].name));
+        // (shadowed, winner) positions.
+        let mut losers: Vec<(u32, u32)> = Vec::new();
+        let mut last: Option<u32> = None;
+        let mut winner_order = Vec::with_capacity(order.len());
+        for &i in &order {
+            match last {
+                Some(w) if all[w as usize].name == all[i as usize].name => losers.push((i, w)),
+                _ => {
+                    last = Some(i);
+                    winner_order.push(i);
                 }
             }
         }
-        winners.sort_by(|a, b| a.name.cmp(&b.name));
+        // Shadowed files are reported in search order.
+        losers.sort_unstable();
+        let shadowed_by: Vec<Origin> = losers
+            .iter()
+            .map(|&(_, w)| all[w as usize].origin.clone())
+            .collect();
+        // `Option<Found>` has the size of `Found`: this reuses the vector, no copy.
+        let mut slots: Vec<Option<Found>> = all.into_iter().map(Some).collect();
+        let mut take = |i: u32| slots[i as usize].take().expect("each position taken once");
+        let winners = winner_order.into_iter().map(&mut take).collect();
+        let shadowed = losers
+            .into_iter()
+            .zip(shadowed_by)
+            .map(|((i, _), by)| (take(i), by))
+            .collect();
         Ok((winners, shadowed))
     }
 
@@ -246,7 +275,7 @@ pub fn load_path_with(
     origin: Origin,
     depth: parser::Depth,
 ) -> Result<Loaded, Unreadable> {
-    let shown = path.display().to_string();
+    let shown = shown(path);
     let unreadable = |d: Diagnostic| Unreadable {
         name: shown.clone(),
         diagnostic: d,
@@ -266,6 +295,15 @@ pub fn load_path_with(
                 file: Some(SourceFile::new(shown, partial)),
             })
         }
+    }
+}
+
+/// `path.display().to_string()`, without the lossy conversion's scan for the (common)
+/// UTF-8 path: `list` shows a thousand of them.
+fn shown(path: &Path) -> String {
+    match path.to_str() {
+        Some(s) => s.to_string(),
+        None => path.display().to_string(),
     }
 }
 

@@ -5,6 +5,7 @@ use crate::discovery::{self, Found, SearchPath};
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
 use serde::Serialize;
+use std::borrow::Cow;
 
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -61,15 +62,20 @@ fn rows(found: &[Found]) -> Vec<Row> {
         return found.iter().map(row).collect();
     }
     let chunk = found.len().div_ceil(workers);
+    // The main thread reads the first chunk itself: one thread fewer to start (its stack
+    // and its malloc arena are page faults), and it would only wait otherwise.
+    let (first, rest) = found.split_at(chunk);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = found
+        let handles: Vec<_> = rest
             .chunks(chunk)
             .map(|part| scope.spawn(move || part.iter().map(row).collect::<Vec<_>>()))
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
+        let mut rows = Vec::with_capacity(found.len());
+        rows.extend(first.iter().map(row));
+        for h in handles {
+            rows.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        rows
     })
 }
 
@@ -80,7 +86,7 @@ fn row(found: &Found) -> Row {
         return row;
     }
     match discovery::load_with(found, crate::parser::Depth::Summary) {
-        Ok(loaded) => from_command(&loaded.command),
+        Ok(loaded) => into_row(loaded.command),
         Err(u) => Row {
             name: found.name.clone(),
             description: String::new(),
@@ -110,21 +116,30 @@ fn builtin_row(name: &str) -> Option<Row> {
     precomputed_builtin_row(name, discovery::BUILTIN_HASHES[i])
 }
 
+#[cfg(test)]
 fn from_command(c: &Command) -> Row {
+    into_row(c.clone())
+}
+
+/// A command's row, its strings moved rather than copied (the command is dropped next).
+fn into_row(c: Command) -> Row {
+    let steps = c.runnable_steps();
+    let confirm_steps = c.confirm_count();
+    let errors = c
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity >= crate::diagnostic::Severity::Error)
+        .count();
     Row {
-        name: c.name.clone(),
-        description: c.description.clone().unwrap_or_default(),
-        source: c.source.clone(),
+        name: c.name,
+        description: c.description.unwrap_or_default(),
+        source: c.source,
         mode: Some(c.mode),
-        args: c.args.clone(),
-        argument_hint: c.argument_hint.clone(),
-        steps: c.runnable_steps(),
-        confirm_steps: c.confirm_count(),
-        errors: c
-            .diagnostics
-            .iter()
-            .filter(|d| d.severity >= crate::diagnostic::Severity::Error)
-            .count(),
+        args: c.args,
+        argument_hint: c.argument_hint,
+        steps,
+        confirm_steps,
+        errors,
         error: None,
     }
 }
@@ -149,13 +164,53 @@ pub fn args_summary(args: &[ArgSpec]) -> String {
 pub fn run(search: &SearchPath, out: &Output, json: bool) -> Result<Exit, Failure> {
     let listing = listing(search)?;
     if json {
-        let text =
-            serde_json::to_string_pretty(&listing).map_err(|e| Failure::usage(e.to_string()))?;
-        out.print(&format!("{text}\n"));
+        // Sized for the listing (about 400 bytes a row): no regrowing of a large buffer.
+        let mut text = Vec::with_capacity(512 * listing.commands.len() + 4096);
+        serde_json::to_writer_pretty(&mut text, &listing)
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        text.push(b'\n');
+        let text = String::from_utf8(text).map_err(|e| Failure::usage(e.to_string()))?;
+        out.print(&text);
         return Ok(Exit::Success);
     }
     out.print(&table(&listing, out));
     Ok(Exit::Success)
+}
+
+/// A row's cells, borrowed from the row where they can. `table` makes them twice per row (for the
+/// widths, then for the line) rather than keeping them: a thousand rows of seven cells are a
+/// 170 KB allocation, fresh pages from the kernel.
+fn row_cells(r: &Row) -> [Cow<'_, str>; 7] {
+    let description = match &r.error {
+        Some(e) => Cow::Owned(format!("(unreadable: {e})")),
+        None if r.errors > 0 => {
+            Cow::Owned(format!("{} (invalid: run `nixcmd check`)", r.description))
+        }
+        None => Cow::Borrowed(r.description.as_str()),
+    };
+    [
+        Cow::Borrowed(r.name.as_str()),
+        description,
+        if r.args.is_empty() {
+            Cow::Borrowed(r.argument_hint.as_deref().unwrap_or_default())
+        } else {
+            Cow::Owned(args_summary(&r.args))
+        },
+        Cow::Owned(r.steps.to_string()),
+        Cow::Owned(r.confirm_steps.to_string()),
+        Cow::Borrowed(
+            r.mode
+                .map(|m| {
+                    if m == Mode::Annotated {
+                        "annotated"
+                    } else {
+                        "guided"
+                    }
+                })
+                .unwrap_or("-"),
+        ),
+        Cow::Borrowed(r.source.label()),
+    ]
 }
 
 fn table(listing: &Listing, out: &Output) -> String {
@@ -172,42 +227,9 @@ fn table(listing: &Listing, out: &Output) -> String {
         "MODE",
         "SOURCE",
     ];
-    let rows: Vec<[String; 7]> = listing
-        .commands
-        .iter()
-        .map(|r| {
-            let description = match &r.error {
-                Some(e) => format!("(unreadable: {e})"),
-                None if r.errors > 0 => format!("{} (invalid: run `nixcmd check`)", r.description),
-                None => r.description.clone(),
-            };
-            [
-                r.name.clone(),
-                description,
-                if r.args.is_empty() {
-                    r.argument_hint.clone().unwrap_or_default()
-                } else {
-                    args_summary(&r.args)
-                },
-                r.steps.to_string(),
-                r.confirm_steps.to_string(),
-                r.mode
-                    .map(|m| {
-                        if m == Mode::Annotated {
-                            "annotated"
-                        } else {
-                            "guided"
-                        }
-                    })
-                    .unwrap_or("-")
-                    .to_string(),
-                r.source.label().to_string(),
-            ]
-        })
-        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
+    for r in &listing.commands {
+        for (w, cell) in widths.iter_mut().zip(&row_cells(r)) {
             *w = (*w).max(cell.chars().count());
         }
     }
@@ -220,10 +242,12 @@ fn table(listing: &Listing, out: &Output) -> String {
             .sum();
         widths[1] = widths[1].min(total.saturating_sub(others).max(20));
     }
-    let mut s = String::new();
+    // Sized for the whole table: no regrowing (and copying) of a 100 KB string.
+    let mut s =
+        String::with_capacity((widths.iter().sum::<usize>() + 16) * (listing.commands.len() + 1));
     // Written straight into `s` (a thousand rows are a thousand lines): cells padded to their
     // column's width in characters, cut with `…` when too long, the line's end trimmed.
-    let line = |cells: &[String], s: &mut String, bold: bool| {
+    let line = |cells: &[Cow<str>], s: &mut String, bold: bool| {
         let start = s.len();
         let mut cut = String::new();
         for (i, cell) in cells.iter().enumerate() {
@@ -231,7 +255,7 @@ fn table(listing: &Listing, out: &Output) -> String {
                 s.push_str("  ");
             }
             let mut count = cell.chars().count();
-            let mut cell = cell.as_str();
+            let mut cell: &str = cell;
             if count > widths[i] {
                 cut.clear();
                 cut.extend(cell.chars().take(widths[i].saturating_sub(1)));
@@ -249,16 +273,16 @@ fn table(listing: &Listing, out: &Output) -> String {
                 s.push_str(&p.bold(&padded));
             } else {
                 s.push_str(cell);
-                s.extend(std::iter::repeat_n(' ', pad));
+                pad_with_spaces(s, pad);
             }
         }
         let kept = s[start..].trim_end().len();
         s.truncate(start + kept);
         s.push('\n');
     };
-    line(&header.map(String::from), &mut s, true);
-    for row in &rows {
-        line(row, &mut s, false);
+    line(&header.map(Cow::Borrowed), &mut s, true);
+    for r in &listing.commands {
+        line(&row_cells(r), &mut s, false);
     }
     if !listing.shadowed.is_empty() {
         s.push_str(&format!(
@@ -276,6 +300,17 @@ fn table(listing: &Listing, out: &Output) -> String {
         }
     }
     s
+}
+
+/// Appends `n` spaces, a slice at a time (pushing `char`s one by one was most of the cost
+/// of writing a thousand-row table).
+fn pad_with_spaces(s: &mut String, mut n: usize) {
+    const SPACES: &str = "                                                                ";
+    while n > 0 {
+        let k = n.min(SPACES.len());
+        s.push_str(&SPACES[..k]);
+        n -= k;
+    }
 }
 
 #[cfg(test)]

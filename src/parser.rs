@@ -16,7 +16,8 @@ use crate::sections::{self, SectionKind};
 use crate::settings;
 use crate::source::SourceFile;
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::ops::Range;
 
 /// Command files larger than this are refused: a runbook is read by people, and the limit
@@ -102,18 +103,26 @@ struct Pending {
     context: Vec<(String, Range<usize>)>,
 }
 
-/// Where the walk through the outline is.
-struct Walk {
+thread_local! {
+    /// An empty `Pending` vector with room, kept between the files one thread reads: a
+    /// runbook's handful of pending blocks is over a kilobyte, and allocating that per file
+    /// made malloc tidy its small free chunks each time.
+    static SPARE_PENDING: std::cell::Cell<Vec<Pending>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Where the walk through the outline is. Heading texts are borrowed from the outline:
+/// only a block's title is copied (into the block).
+struct Walk<'a> {
     kind: SectionKind,
-    heading: Option<(String, usize)>,
+    heading: Option<(&'a str, usize)>,
     /// The nearest `###`-or-deeper heading (or a numbered `## Step N:` title).
-    sub: Option<String>,
+    sub: Option<Cow<'a, str>>,
     /// Prose and headings since the last block, kept only when `keep_context`.
     context: Vec<(String, Range<usize>)>,
     keep_context: bool,
 }
 
-impl Walk {
+impl Walk<'_> {
     fn note(&mut self, text: &str, span: &Range<usize>) {
         if self.keep_context {
             self.context.push((text.to_string(), span.clone()));
@@ -221,6 +230,7 @@ pub fn parse_at(
     }
     diagnostics.sort_by_key(|d| (d.position, std::cmp::Reverse(d.severity)));
     cmd.diagnostics = diagnostics;
+    outline_scan::recycle(elements);
     cmd
 }
 
@@ -243,7 +253,14 @@ fn walk(
     diagnostics: &mut Vec<Diagnostic>,
     keep_context: bool,
 ) -> Vec<Pending> {
-    let mut pending = Vec::new();
+    // A `Pending` is a few hundred bytes: sized once from the number of fences rather than
+    // regrown (each regrowth is a large allocation and a copy).
+    let fences = elements
+        .iter()
+        .filter(|e| matches!(e.kind, ElementKind::Fence { .. }))
+        .count();
+    let mut pending = SPARE_PENDING.take();
+    pending.reserve(fences);
     let mut w = Walk {
         kind: SectionKind::Overview,
         heading: None,
@@ -264,8 +281,8 @@ fn walk(
                 let class = sections::classify(text);
                 w = Walk {
                     kind: class.kind,
-                    heading: Some((text.clone(), line)),
-                    sub: class.step_title,
+                    heading: Some((text.as_str(), line)),
+                    sub: class.step_title.map(Cow::Owned),
                     context: Vec::new(),
                     keep_context,
                 };
@@ -284,7 +301,7 @@ fn walk(
                 }
             }
             ElementKind::Heading { text, .. } => {
-                w.sub = Some(text.clone());
+                w.sub = Some(Cow::Borrowed(text.as_str()));
                 w.note(text, &el.span);
                 if matches!(
                     w.kind,
@@ -367,9 +384,14 @@ fn walk(
                     .map(|(id, r)| (id, info_offset + r.start..info_offset + r.end));
                 pending.push(Pending {
                     phase,
-                    title: w.sub.clone(),
+                    title: w.sub.as_deref().map(str::to_string),
                     language: parsed.language,
-                    code: code.replace("\r\n", "\n"),
+                    // Most code has no `\r` (and a summary's has no code at all): `replace`
+                    // would set up a substring search for nothing.
+                    code: match memchr::memchr(b'\r', code.as_bytes()) {
+                        Some(_) => code.replace("\r\n", "\n"),
+                        None => code.clone(),
+                    },
                     fence_span: el.span.clone(),
                     info_offset: *info_offset,
                     attrs: validated.attrs,
@@ -417,7 +439,7 @@ fn prose(
             line,
         }),
         SectionKind::Troubleshooting | SectionKind::References => {
-            let section = w.heading.as_ref().map(|h| h.0.clone()).unwrap_or_default();
+            let section = w.heading.map(|h| h.0.to_string()).unwrap_or_default();
             let entries = entries_of(cmd, w.kind);
             if entries.is_empty() {
                 entries.push(Entry {
@@ -448,15 +470,15 @@ fn append(into: &mut String, text: &str) {
 /// `keep_contexts` (only the guided-file findings read them).
 fn finish_blocks(
     file: &SourceFile,
-    pending: Vec<Pending>,
+    mut pending: Vec<Pending>,
     cmd: &mut Command,
     diagnostics: &mut Vec<Diagnostic>,
     keep_contexts: bool,
 ) -> HashMap<String, Vec<(String, Range<usize>)>> {
     // Sized once: a large runbook has thousands of blocks.
     let ids = pending.iter().filter(|p| p.explicit_id.is_some()).count();
-    let mut taken: HashSet<String> = HashSet::with_capacity(ids);
-    let mut first_at: HashMap<String, usize> = HashMap::with_capacity(ids);
+    let mut taken = IdSet::with_capacity(ids);
+    let mut first_at: IdMap<usize> = IdMap::with_capacity(ids);
     for p in &pending {
         if let Some((id, span)) = &p.explicit_id {
             if let Some(first) = first_at.get(id) {
@@ -476,11 +498,25 @@ fn finish_blocks(
             taken.insert(id.clone());
         }
     }
+    // Each phase's blocks, sized once (a `Block` is a few hundred bytes; a first push would
+    // reserve room for four).
+    let mut per_phase = [0usize; 4];
+    for p in &pending {
+        per_phase[p.phase as usize] += 1;
+    }
+    cmd.prerequisites
+        .reserve_exact(per_phase[Phase::Prerequisite as usize]);
+    cmd.steps.reserve_exact(per_phase[Phase::Step as usize]);
+    cmd.success_criteria
+        .checks
+        .reserve_exact(per_phase[Phase::Check as usize]);
+    cmd.rollback
+        .reserve_exact(per_phase[Phase::Rollback as usize]);
     // Blocks so far per phase, indexed by `Phase as usize`.
     let mut counters = [0usize; 4];
     let mut contexts = HashMap::new();
-    let mut seen_ids: HashSet<String> = HashSet::with_capacity(pending.len());
-    for p in pending {
+    let mut seen_ids = IdSet::with_capacity(pending.len());
+    for p in pending.drain(..) {
         let n = &mut counters[p.phase as usize];
         *n += 1;
         let id = match &p.explicit_id {
@@ -529,10 +565,71 @@ fn finish_blocks(
             Phase::Rollback => cmd.rollback.push(block),
         }
     }
+    // Kept for the next file unless a large file made it large.
+    if pending.capacity() <= 64 {
+        SPARE_PENDING.set(pending);
+    }
     contexts
 }
 
-fn unique(base: &str, taken: &HashSet<String>, seen: &mut HashSet<String>) -> String {
+/// Ids of one file's blocks. A runbook has a dozen blocks: a linear scan over them is
+/// cheaper than hashing each id (and `list` does this for every file); past
+/// [`LINEAR_IDS`] entries the ids move into a hash map, so a large file stays linear overall.
+struct IdMap<V> {
+    small: Vec<(String, V)>,
+    large: HashMap<String, V>,
+}
+
+const LINEAR_IDS: usize = 16;
+
+impl<V: Copy> IdMap<V> {
+    fn with_capacity(n: usize) -> Self {
+        IdMap {
+            small: Vec::with_capacity(n.min(LINEAR_IDS)),
+            large: HashMap::new(),
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<&V> {
+        match self.large.is_empty() {
+            true => self.small.iter().find(|(k, _)| k == id).map(|(_, v)| v),
+            false => self.large.get(id),
+        }
+    }
+
+    /// Adds `id` unless it is there already.
+    fn insert(&mut self, id: String, v: V) {
+        if self.get(&id).is_some() {
+            return;
+        }
+        if self.large.is_empty() && self.small.len() < LINEAR_IDS {
+            self.small.push((id, v));
+            return;
+        }
+        if self.large.is_empty() {
+            self.large.extend(self.small.drain(..));
+        }
+        self.large.insert(id, v);
+    }
+}
+
+struct IdSet(IdMap<()>);
+
+impl IdSet {
+    fn with_capacity(n: usize) -> Self {
+        IdSet(IdMap::with_capacity(n))
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.0.get(id).is_some()
+    }
+
+    fn insert(&mut self, id: String) {
+        self.0.insert(id, ());
+    }
+}
+
+fn unique(base: &str, taken: &IdSet, seen: &mut IdSet) -> String {
     if !taken.contains(base) && !seen.contains(base) {
         return base.to_string();
     }
@@ -723,6 +820,42 @@ mod tests {
         assert_eq!(slug("Update inputs"), "update-inputs");
         assert_eq!(slug("🚀 Build & test!"), "build-test");
         assert_eq!(slug("restore-lock"), "restore-lock");
+    }
+
+    /// Ids are tracked in a list up to `LINEAR_IDS` and in a hash map past that: duplicates
+    /// and generated ids are the same on both sides of the switch.
+    #[test]
+    fn ids_past_the_linear_limit() {
+        for n in [3, LINEAR_IDS - 1, LINEAR_IDS, LINEAR_IDS + 1, 40] {
+            let mut md = String::from("---\ndescription: d\nnixcmd:\n---\n## Steps\n");
+            for i in 0..n {
+                md.push_str(&format!("### S\n```bash {{id=a{i}}}\nx\n```\n"));
+            }
+            // Duplicates of the first and the last id, and untitled blocks whose generated
+            // ids collide with explicit ones.
+            md.push_str(&format!(
+                "```bash {{id=a0}}\nx\n```\n```bash {{id=a{}}}\nx\n```\n```bash {{id=step-{}}}\nx\n```\n## Rollback\n```bash\nx\n```\n",
+                n - 1,
+                n + 4
+            ));
+            let file = SourceFile::new("t.md", md);
+            let c = parse(&file, "t", Origin::Builtin);
+            let dups: Vec<_> = c
+                .diagnostics
+                .iter()
+                .filter(|d| d.code == "duplicate-id")
+                .collect();
+            assert_eq!(dups.len(), 2, "{n}");
+            let ids: Vec<&str> = c.blocks().map(|b| b.id.as_str()).collect();
+            let mut unique = ids.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(unique.len(), ids.len(), "{n}: {ids:?}");
+            assert_eq!(ids[n], "a0-dup", "{n}");
+            assert_eq!(ids[n + 1], format!("a{}-dup", n - 1), "{n}");
+            assert_eq!(ids[n + 2], format!("step-{}", n + 4), "{n}");
+            assert_eq!(ids[n + 3], "rollback-1", "{n}");
+        }
     }
 
     #[test]

@@ -169,16 +169,40 @@ pub fn classify(heading: &str) -> Classified {
             step_title: Some(title),
         };
     }
-    let key = normalize(heading);
-    let kind = SYNONYMS
-        .iter()
-        .find(|(_, names)| names.contains(&key.as_str()))
-        .map(|(kind, _)| *kind)
-        .unwrap_or(SectionKind::Notes);
+    let kind = if already_normal(heading) {
+        // The common case (`Steps`, `Success Criteria`): normalizing would only lowercase,
+        // so compare without the three allocations of `normalize`.
+        lookup(|name| name.eq_ignore_ascii_case(heading))
+    } else {
+        let key = normalize(heading);
+        lookup(|name| name == key)
+    };
     Classified {
         kind,
         step_title: None,
     }
+}
+
+fn lookup(matches: impl Fn(&str) -> bool) -> SectionKind {
+    SYNONYMS
+        .iter()
+        .find(|(_, names)| names.iter().any(|n| matches(n)))
+        .map(|(kind, _)| *kind)
+        .unwrap_or(SectionKind::Notes)
+}
+
+/// Whether [`normalize`] would only lowercase `heading`: ASCII, starting with a letter (no
+/// emoji, punctuation or numbering to strip), ending with a letter or digit (no trailing
+/// punctuation or parenthetical), words separated by single spaces.
+fn already_normal(heading: &str) -> bool {
+    let b = heading.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(f), Some(l)) if f.is_ascii_alphabetic() && l.is_ascii_alphanumeric() => {}
+        _ => return false,
+    }
+    heading.is_ascii()
+        && !heading.contains("  ")
+        && !b.iter().any(|&c| c.is_ascii_whitespace() && c != b' ')
 }
 
 /// Lowercases, strips leading emoji, punctuation and numbering (`1.`, `2)`, `Phase 2:`), a
@@ -269,6 +293,37 @@ mod tests {
             step.step_title.as_deref(),
             Some("Check Current and Latest Versions")
         );
+    }
+
+    #[test]
+    fn the_shortcut_agrees_with_normalize() {
+        for h in [
+            "Steps",
+            "Success Criteria",
+            "STEPS",
+            "Step",
+            "Pre-Update Checks",
+            "What I'll Do",
+            "Common Issues & Solutions",
+            "Rollback  Plan",
+            "Rollback\tPlan",
+            "1. Steps",
+            "Steps:",
+            "Steps (manual)",
+            "Étapes",
+            "x",
+            "",
+        ] {
+            if already_normal(h) {
+                assert_eq!(normalize(h), h.to_ascii_lowercase(), "{h:?}");
+            }
+            let slow = SYNONYMS
+                .iter()
+                .find(|(_, names)| names.contains(&normalize(h).as_str()))
+                .map(|(kind, _)| *kind)
+                .unwrap_or(SectionKind::Notes);
+            assert_eq!(classify(h).kind, slow, "{h:?}");
+        }
     }
 
     #[test]

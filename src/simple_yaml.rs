@@ -142,13 +142,50 @@ fn scalar(s: &str) -> Option<Value> {
         "null" | "Null" | "NULL" => return Some(Value::Null),
         _ => {}
     }
-    if is_special_word(s) || s.contains(" #") || s.contains(": ") || s.ends_with(':') {
+    if is_special_word(s) || has_pair(s, b' ', b'#') || has_pair(s, b':', b' ') || s.ends_with(':')
+    {
         return None;
     }
     let first = s.chars().next()?;
     let plain = |c: char| {
         if c.is_ascii() {
-            c.is_ascii_alphanumeric() || " .,()/_+=;?!'\"-:#%@&*~<>$^[]{}|`".contains(c)
+            // A `match` rather than a search of a string of them: every character of every
+            // description comes here.
+            c.is_ascii_alphanumeric()
+                || matches!(
+                    c,
+                    ' ' | '.'
+                        | ','
+                        | '('
+                        | ')'
+                        | '/'
+                        | '_'
+                        | '+'
+                        | '='
+                        | ';'
+                        | '?'
+                        | '!'
+                        | '\''
+                        | '"'
+                        | '-'
+                        | ':'
+                        | '#'
+                        | '%'
+                        | '@'
+                        | '&'
+                        | '*'
+                        | '~'
+                        | '<'
+                        | '>'
+                        | '$'
+                        | '^'
+                        | '['
+                        | ']'
+                        | '{'
+                        | '}'
+                        | '|'
+                        | '`'
+                )
         } else {
             printable(c)
         }
@@ -171,6 +208,12 @@ fn scalar(s: &str) -> Option<Value> {
         return None;
     }
     Some(Value::String(s.to_string()))
+}
+
+/// Whether `s` contains the two bytes `a` `b` in a row (`str::contains` of a two-byte
+/// pattern builds a substring searcher first, which costs more than this scan).
+fn has_pair(s: &str, a: u8, b: u8) -> bool {
+    s.as_bytes().windows(2).any(|w| w[0] == a && w[1] == b)
 }
 
 #[cfg(test)]
