@@ -10,7 +10,7 @@ use crate::outline::{Element, ElementKind, info_offset};
 
 /// The outline's headings and fences of `body`, a slice of the file starting at byte `base`,
 /// or `None` when only a full parse can tell.
-pub fn scan(file_text: &str, base: usize, body: &str) -> Option<Vec<Element>> {
+pub fn scan<'a>(file_text: &str, base: usize, body: &'a str) -> Option<Vec<Element<'a>>> {
     if memchr::memchr(b'\r', body.as_bytes()).is_some() {
         return None;
     }
@@ -64,7 +64,7 @@ pub fn scan(file_text: &str, base: usize, body: &str) -> Option<Vec<Element>> {
             out.push(Element {
                 kind: ElementKind::Fence {
                     info: info.to_string(),
-                    code: String::new(),
+                    code: Default::default(),
                     info_offset,
                     closed: true,
                     fenced: true,
@@ -90,7 +90,7 @@ pub fn scan(file_text: &str, base: usize, body: &str) -> Option<Vec<Element>> {
                 out.push(Element {
                     kind: ElementKind::Heading {
                         level: level as u8,
-                        text: squeeze_spaces(text),
+                        text: squeeze_spaces(text).into(),
                     },
                     span: start..start + bare.len(),
                 });
@@ -241,7 +241,7 @@ mod tests {
     use super::*;
 
     /// The full outline's headings and fences, with the code left out as the scan does.
-    fn full(md: &str) -> Vec<(ElementKind, usize)> {
+    fn full(md: &str) -> Vec<(ElementKind<'_>, usize)> {
         crate::outline::build(md, 0, md)
             .into_iter()
             .filter_map(|e| match e.kind {
@@ -255,7 +255,7 @@ mod tests {
                 } => Some((
                     ElementKind::Fence {
                         info,
-                        code: String::new(),
+                        code: Default::default(),
                         info_offset,
                         closed,
                         fenced,

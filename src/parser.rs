@@ -88,8 +88,15 @@ pub fn too_large(len: u64) -> Diagnostic {
     .with_hint("is this the right file? split very large runbooks into several commands")
 }
 
+/// Prose around a block: text and span, borrowed from the outline.
+pub type Context<'a> = Vec<(&'a str, Range<usize>)>;
+
+/// The context of each block, by phase (`Phase as usize`) and position in its phase (kept
+/// only for guided files).
+pub type Contexts<'a> = [Vec<Context<'a>>; 4];
+
 /// A fenced block on its way to becoming a [`Block`].
-struct Pending {
+struct Pending<'a> {
     phase: Phase,
     title: Option<String>,
     language: String,
@@ -99,24 +106,24 @@ struct Pending {
     attrs: Attrs,
     explicit_id: Option<(String, Range<usize>)>,
     /// Prose between the previous block of the section and this one.
-    context: Vec<(String, Range<usize>)>,
+    context: Context<'a>,
 }
 
 /// Where the walk through the outline is.
-struct Walk {
+struct Walk<'a> {
     kind: SectionKind,
     heading: Option<(String, usize)>,
     /// The nearest `###`-or-deeper heading (or a numbered `## Step N:` title).
     sub: Option<String>,
     /// Prose and headings since the last block, kept only when `keep_context`.
-    context: Vec<(String, Range<usize>)>,
+    context: Context<'a>,
     keep_context: bool,
 }
 
-impl Walk {
-    fn note(&mut self, text: &str, span: &Range<usize>) {
+impl<'a> Walk<'a> {
+    fn note(&mut self, text: &'a str, span: &Range<usize>) {
         if self.keep_context {
-            self.context.push((text.to_string(), span.clone()));
+            self.context.push((text, span.clone()));
         }
     }
 }
@@ -236,13 +243,13 @@ fn skip_broken_frontmatter(text: &str) -> usize {
     0
 }
 
-fn walk(
+fn walk<'a>(
     file: &SourceFile,
-    elements: &[Element],
+    elements: &'a [Element],
     cmd: &mut Command,
     diagnostics: &mut Vec<Diagnostic>,
     keep_context: bool,
-) -> Vec<Pending> {
+) -> Vec<Pending<'a>> {
     let mut pending = Vec::new();
     let mut w = Walk {
         kind: SectionKind::Overview,
@@ -258,40 +265,40 @@ fn walk(
             ElementKind::Heading { level: 1, text }
                 if cmd.title.is_none() && w.heading.is_none() =>
             {
-                cmd.title = Some(text.clone());
+                cmd.title = Some(text.to_string());
             }
             ElementKind::Heading { level, text } if *level <= 2 => {
                 let class = sections::classify(text);
                 w = Walk {
                     kind: class.kind,
-                    heading: Some((text.clone(), line)),
+                    heading: Some((text.to_string(), line)),
                     sub: class.step_title,
                     context: Vec::new(),
                     keep_context,
                 };
                 w.note(text, &el.span);
                 cmd.sections.push(SectionInfo {
-                    heading: text.clone(),
+                    heading: text.to_string(),
                     kind: class.kind,
                     line,
                 });
                 if w.kind == SectionKind::Notes && !text.is_empty() {
                     cmd.notes.push(Entry {
-                        title: text.clone(),
+                        title: text.to_string(),
                         text: String::new(),
                         line,
                     });
                 }
             }
             ElementKind::Heading { text, .. } => {
-                w.sub = Some(text.clone());
+                w.sub = Some(text.to_string());
                 w.note(text, &el.span);
                 if matches!(
                     w.kind,
                     SectionKind::Troubleshooting | SectionKind::References
                 ) {
                     entries_of(cmd, w.kind).push(Entry {
-                        title: text.clone(),
+                        title: text.to_string(),
                         text: String::new(),
                         line,
                     });
@@ -319,7 +326,7 @@ fn walk(
                 w.note(text, &el.span);
                 if w.kind == SectionKind::SuccessCriteria {
                     cmd.success_criteria.manual.push(ManualCheck {
-                        text: text.clone(),
+                        text: text.to_string(),
                         line,
                     });
                 } else {
@@ -446,13 +453,13 @@ fn append(into: &mut String, text: &str) {
 
 /// Assigns ids, builds blocks, and reports duplicate ids. Returns each block's context when
 /// `keep_contexts` (only the guided-file findings read them).
-fn finish_blocks(
+fn finish_blocks<'a>(
     file: &SourceFile,
-    pending: Vec<Pending>,
+    pending: Vec<Pending<'a>>,
     cmd: &mut Command,
     diagnostics: &mut Vec<Diagnostic>,
     keep_contexts: bool,
-) -> HashMap<String, Vec<(String, Range<usize>)>> {
+) -> Contexts<'a> {
     // Sized once: a large runbook has thousands of blocks.
     let ids = pending.iter().filter(|p| p.explicit_id.is_some()).count();
     let mut taken: HashSet<String> = HashSet::with_capacity(ids);
@@ -478,7 +485,7 @@ fn finish_blocks(
     }
     // Blocks so far per phase, indexed by `Phase as usize`.
     let mut counters = [0usize; 4];
-    let mut contexts = HashMap::new();
+    let mut contexts = Contexts::default();
     let mut seen_ids: HashSet<String> = HashSet::with_capacity(pending.len());
     for p in pending {
         let n = &mut counters[p.phase as usize];
@@ -507,7 +514,7 @@ fn finish_blocks(
         let line = file.line_of(p.fence_span.start);
         let _ = p.info_offset;
         if keep_contexts {
-            contexts.insert(id.clone(), p.context);
+            contexts[p.phase as usize].push(p.context);
         }
         let block = Block {
             id,
