@@ -70,11 +70,25 @@ enum Open<'a> {
 
 /// Builds the outline of `body`, a slice of the file starting at byte `base`.
 pub fn build<'a>(file_text: &str, base: usize, body: &'a str) -> Vec<Element<'a>> {
+    build_piece(file_text, base, body).0
+}
+
+/// [`build`], and whether a fenced code block or an HTML block is still open at the end of
+/// `body` (a heading after it would not close it: see [`build_parallel`]).
+fn build_piece<'a>(file_text: &str, base: usize, body: &'a str) -> (Vec<Element<'a>>, bool) {
+    let mut open_at_end = false;
     let options =
         Options::ENABLE_TASKLISTS | Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
     let mut out = Vec::new();
     let mut stack: Vec<Open> = Vec::new();
     for (event, range) in Parser::new_ext(body, options).into_offset_iter() {
+        if matches!(
+            event,
+            Event::Start(Tag::HtmlBlock | Tag::CodeBlock(CodeBlockKind::Fenced(_)))
+        ) && range.end >= body.len()
+        {
+            open_at_end = true;
+        }
         let range = range.start + base..range.end + base;
         match event {
             Event::Start(Tag::Heading { level, .. }) => stack.push(Open::Heading {
@@ -193,7 +207,148 @@ pub fn build<'a>(file_text: &str, base: usize, body: &'a str) -> Vec<Element<'a>
             _ => {}
         }
     }
-    out
+    (out, open_at_end)
+}
+
+/// Bodies smaller than this are parsed on one thread: below it, starting threads costs more
+/// than it saves.
+const PARALLEL_MIN_BYTES: usize = 512 * 1024;
+
+/// [`build`] of a large body on all cores. The body is cut at ATX headings at column 0 that
+/// follow a blank line, and the pieces are parsed at once, each with its own base (spans are
+/// file offsets, so the outlines just concatenate). Such a heading closes every block that
+/// can be open before it (paragraphs, lists, block quotes, tables, indented code) except a
+/// fenced code block or an HTML block (`<!--` … `-->` may span headings): when a piece ends
+/// inside one of those, the cut was not a block boundary, and the whole body is parsed again
+/// on one thread. Link reference definitions are the one thing in CommonMark that reach
+/// across blocks (a `[label]` anywhere may use one), so a body with `]:` is never cut.
+///
+/// The outline comes back in pieces, in order: joining them would copy every element once
+/// more (a megabyte for a 5 MB file), for callers that only iterate.
+pub fn build_parallel<'a>(file_text: &str, base: usize, body: &'a str) -> Vec<Vec<Element<'a>>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    split_build(file_text, base, body, threads, PARALLEL_MIN_BYTES)
+        .unwrap_or_else(|| vec![build(file_text, base, body)])
+}
+
+/// [`build_parallel`] with the number of pieces and the smallest piece given (tests force
+/// small pieces to cut small inputs).
+pub fn build_split<'a>(
+    file_text: &str,
+    base: usize,
+    body: &'a str,
+    pieces: usize,
+    min_piece: usize,
+) -> Vec<Element<'a>> {
+    match split_build(file_text, base, body, pieces, min_piece) {
+        Some(pieces) => pieces.into_iter().flatten().collect(),
+        None => build(file_text, base, body),
+    }
+}
+
+/// The parallel build, or None when the body has no cut or a cut was not a block boundary.
+fn split_build<'a>(
+    file_text: &str,
+    base: usize,
+    body: &'a str,
+    pieces: usize,
+    min_piece: usize,
+) -> Option<Vec<Vec<Element<'a>>>> {
+    let cuts = cut_points(body, pieces, min_piece);
+    if cuts.is_empty() {
+        return None;
+    }
+    let mut bounds = Vec::with_capacity(cuts.len() + 2);
+    bounds.push(0);
+    bounds.extend_from_slice(&cuts);
+    bounds.push(body.len());
+    let parts: Vec<(Vec<Element<'a>>, bool)> = std::thread::scope(|s| {
+        let handles: Vec<_> = bounds[1..]
+            .windows(2)
+            .map(|w| {
+                let piece = &body[w[0]..w[1]];
+                let piece_base = base + w[0];
+                // The main thread's stack size: deeply nested input must not overflow a
+                // smaller one where the sequential parse would not. Only what is used of it
+                // is ever touched.
+                std::thread::Builder::new()
+                    .stack_size(8 << 20)
+                    .spawn_scoped(s, move || build_piece(file_text, piece_base, piece))
+                    .map_err(|_| (piece_base, piece))
+            })
+            .collect();
+        // The first piece on this thread while the others run.
+        let mut parts = Vec::with_capacity(bounds.len() - 1);
+        parts.push(build_piece(file_text, base, &body[..bounds[1]]));
+        for h in handles {
+            parts.push(match h {
+                Ok(h) => match h.join() {
+                    Ok(part) => part,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                },
+                // No thread (resource limits): this piece here, after the others.
+                Err((piece_base, piece)) => build_piece(file_text, piece_base, piece),
+            });
+        }
+        parts
+    });
+    let last = parts.len() - 1;
+    if parts[..last].iter().any(|(_, open_at_end)| *open_at_end) {
+        return None;
+    }
+    Some(parts.into_iter().map(|(part, _)| part).collect())
+}
+
+/// Where to cut `body` into at most `pieces` pieces of at least `min_piece` bytes: at the
+/// start of a line that is an ATX heading (1–6 `#`, then a space, a tab or the end of the
+/// line) at column 0 after a blank line. No cut when the body has `]:` (it may define a link
+/// reference, which inline text anywhere may use).
+fn cut_points(body: &str, pieces: usize, min_piece: usize) -> Vec<usize> {
+    let mut cuts = Vec::new();
+    let b = body.as_bytes();
+    if pieces < 2
+        || body.len() < min_piece.saturating_mul(2)
+        || memchr::memmem::find(b, b"]:").is_some()
+    {
+        return cuts;
+    }
+    let pieces = pieces.min(body.len() / min_piece.max(1));
+    let mut from = 0;
+    for i in 1..pieces {
+        let target = (body.len() / pieces * i).max(from + min_piece);
+        let Some(cut) = next_cut(b, target) else {
+            break;
+        };
+        if b.len() - cut < min_piece {
+            break;
+        }
+        cuts.push(cut);
+        from = cut;
+    }
+    cuts
+}
+
+/// The first safe cut at or after `from` (see [`cut_points`]).
+fn next_cut(b: &[u8], from: usize) -> Option<usize> {
+    let from = from.min(b.len());
+    for nl in memchr::memmem::find_iter(&b[from..], b"\n#").map(|i| from + i) {
+        let line = nl + 1;
+        let hashes = b[line..].iter().take_while(|&&c| c == b'#').count();
+        let after = b.get(line + hashes);
+        if hashes > 6 || !matches!(after, None | Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            continue;
+        }
+        // The line before is blank (spaces, tabs and a carriage return only).
+        let before = &b[..nl];
+        let prev_start = memchr::memrchr(b'\n', before).map_or(0, |i| i + 1);
+        if before[prev_start..]
+            .iter()
+            .all(|c| matches!(c, b' ' | b'\t' | b'\r'))
+        {
+            return Some(line);
+        }
+    }
+    None
 }
 
 fn push_text<'a>(stack: &mut [Open<'a>], t: CowStr<'a>, inline_code: bool) {
@@ -440,6 +595,151 @@ mod tests {
             let expected = s.split_whitespace().collect::<Vec<_>>().join(" ");
             assert_eq!(squeeze(Cow::Owned(s.to_string())), expected, "{s:?}");
         }
+    }
+
+    /// Every way of cutting `md` gives the outline of one sequential parse.
+    fn same_when_split(md: &str) {
+        let whole = build(md, 0, md);
+        for pieces in [2, 3, 5, 16] {
+            assert_eq!(
+                build_split(md, 0, md, pieces, 1),
+                whole,
+                "{pieces} pieces of {md:?}"
+            );
+        }
+        // A base other than 0: the body is a slice of the file.
+        let file = format!("---\nx: 1\n---\n{md}");
+        let whole = build(&file, 12, &file[12..]);
+        assert_eq!(build_split(&file, 12, &file[12..], 4, 1), whole, "{file:?}");
+    }
+
+    fn markdown_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                markdown_files(&path, out);
+            } else if path.extension().is_some_and(|x| x == "md") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_outline_matches_sequential_on_every_known_file() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        for dir in ["fixtures", "commands", "../shared/corpus/real-commands"] {
+            markdown_files(&root.join(dir), &mut files);
+        }
+        assert!(files.len() > 20, "{files:?}");
+        for path in files {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            same_when_split(&text);
+        }
+    }
+
+    #[test]
+    fn parallel_outline_matches_sequential_on_tricky_cases() {
+        for md in [
+            "# A\n\ntext\n\n# B\n\nmore\n\n## C\n",
+            "```bash\necho\n\n# not a heading\n\n```\n\n# H\n",
+            "~~~\n\n# in a tilde fence\n\n~~~~\n\n## after\n",
+            "- item\n  ```\n  code\n\n# breaks the list\n\n  ```\n",
+            "> ```\n> quoted fence\n\n# H\n\nx\n",
+            "<!-- a comment\n\n# spanning a heading\n\n-->\n\n# H\n",
+            "<div>\n\n# after a div\n\n</div>\n\n# H\n",
+            "<div>\nblock\n</div>\n\n# H\n\ntext\n",
+            "<script>\n\n# x\n\n</script>\n\n# y\n",
+            "<pre>\n\n# x\n",
+            "[a]: /url\n\n# H\n\n[a]\n\n# I\n\n[a]\n",
+            "# H\n\n[a]\n\n# I\n\n[a]: /url\n",
+            "Setext\n======\n\n# H\n\nSetext 2\n--------\n",
+            "> quote\n\n# H\n> lazy\n\n# I\n",
+            "1. one\n\n   ```sh\n   x\n\n# H\n\n   ```\n",
+            "    indented code\n\n# H\n\n    more\n",
+            "| a | b |\n|---|---|\n| 1 | 2 |\n\n# H\n\n| c |\n|---|\n",
+            "text\n\n#\n\n# \n\n####### seven\n\n#tag\n\n\t# tab\n",
+            "text\r\n\r\n# CRLF\r\n\r\nmore\r\n",
+            "\n# first line\n\n# second\n",
+            "- [ ] task\n\n# H\n\n- [x] done\n",
+            "```\nunclosed\n\n# H\n\n# I\n",
+        ] {
+            same_when_split(md);
+        }
+    }
+
+    #[test]
+    fn parallel_outline_matches_sequential_on_generated_input() {
+        const LINES: &[&str] = &[
+            "# H",
+            "## Steps",
+            "### Step",
+            "",
+            "",
+            "",
+            "text line",
+            "`code` and *em*",
+            "```",
+            "```bash {id=x}",
+            "~~~",
+            "  ```",
+            "<!--",
+            "-->",
+            "<div>",
+            "</div>",
+            "<pre>",
+            "</pre>",
+            "> quote",
+            "> ```",
+            "- item",
+            "- [ ] task",
+            "1. one",
+            "    indented",
+            "===",
+            "---",
+            "| a | b |",
+            "|---|---|",
+            "[x]",
+            "[x]: /url",
+            "#tag",
+            "\t# tab",
+            " # one space",
+            "####### seven",
+            "echo hi",
+            "* * *",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..3000 {
+            let n = 2 + next() % 60;
+            let md: String = (0..n)
+                .map(|_| format!("{}\n", LINES[(next() % LINES.len() as u64) as usize]))
+                .collect();
+            same_when_split(&md);
+        }
+    }
+
+    #[test]
+    fn a_large_plain_body_is_cut() {
+        let step = "### Step\nsome words here.\n\nmore words.\n\n```bash {id=s}\necho\n```\n\n";
+        let md = format!("# Big\n\n## Steps\n{}", step.repeat(2000));
+        let whole = build(&md, 0, &md);
+        assert_eq!(cut_points(&md, 4, 1000).len(), 3);
+        let pieces = split_build(&md, 0, &md, 4, 1000).expect("cut");
+        assert_eq!(pieces.len(), 4);
+        assert_eq!(pieces.concat(), whole);
+        // An unclosed fence before a cut: not a block boundary, parsed in one piece.
+        let md = format!("~~~\n\n{}", step.repeat(2000));
+        assert_eq!(split_build(&md, 0, &md, 4, 1000), None);
+        assert_eq!(build_split(&md, 0, &md, 4, 1000), build(&md, 0, &md));
     }
 
     #[test]

@@ -182,11 +182,12 @@ pub fn parse_at(
     let scan = line_scan
         && depth == Depth::Summary
         && (meta.description.is_some() || mode == Mode::Annotated);
+    // The outline in pieces, in file order: a large body is parsed on all cores.
     let elements = match scan {
-        true => outline_scan::scan(&file.text, fm.body_start, body),
+        true => outline_scan::scan(&file.text, fm.body_start, body).map(|e| vec![e]),
         false => None,
     }
-    .unwrap_or_else(|| outline::build(&file.text, fm.body_start, body));
+    .unwrap_or_else(|| outline::build_parallel(&file.text, fm.body_start, body));
 
     let mut cmd = Command {
         name: name.to_string(),
@@ -224,7 +225,9 @@ pub fn parse_at(
         if mode == Mode::Guided {
             guided::block_findings(file, &mut cmd, &contexts, &mut diagnostics);
         }
-        guided::prose_findings(file, &elements, mode, &mut diagnostics);
+        for piece in &elements {
+            guided::prose_findings(file, piece, mode, &mut diagnostics);
+        }
     }
     diagnostics.sort_by_key(|d| (d.position, std::cmp::Reverse(d.severity)));
     cmd.diagnostics = diagnostics;
@@ -245,7 +248,7 @@ fn skip_broken_frontmatter(text: &str) -> usize {
 
 fn walk<'a>(
     file: &SourceFile,
-    elements: &'a [Element],
+    elements: &'a [Vec<Element>],
     cmd: &mut Command,
     diagnostics: &mut Vec<Diagnostic>,
     keep_context: bool,
@@ -259,7 +262,7 @@ fn walk<'a>(
         keep_context,
     };
     let mut overview = Vec::new();
-    for el in elements {
+    for el in elements.iter().flatten() {
         let line = file.line_of(el.span.start);
         match &el.kind {
             ElementKind::Heading { level: 1, text }
