@@ -79,7 +79,9 @@ fn build_piece<'a>(file_text: &str, base: usize, body: &'a str) -> (Vec<Element<
     let mut open_at_end = false;
     let options =
         Options::ENABLE_TASKLISTS | Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
-    let mut out = Vec::new();
+    // About one element per 400 bytes in long runbooks; a generous guess costs only address
+    // space (untouched pages are never faulted in), while growing copies every element.
+    let mut out = Vec::with_capacity(body.len() / 256 + 16);
     let mut stack: Vec<Open> = Vec::new();
     for (event, range) in Parser::new_ext(body, options).into_offset_iter() {
         if matches!(

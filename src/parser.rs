@@ -253,7 +253,14 @@ fn walk<'a>(
     diagnostics: &mut Vec<Diagnostic>,
     keep_context: bool,
 ) -> Vec<Pending<'a>> {
-    let mut pending = Vec::new();
+    // Sized once (an upper bound: not every fence is a block). A pending block is large, and
+    // growing the vector copied all of them into fresh memory at each doubling.
+    let fences = elements
+        .iter()
+        .flatten()
+        .filter(|e| matches!(e.kind, ElementKind::Fence { .. }))
+        .count();
+    let mut pending = Vec::with_capacity(fences);
     let mut w = Walk {
         kind: SectionKind::Overview,
         heading: None,
@@ -488,6 +495,18 @@ fn finish_blocks<'a>(
     }
     // Blocks so far per phase, indexed by `Phase as usize`.
     let mut counters = [0usize; 4];
+    // Each phase's blocks sized once, as `pending` is.
+    let mut per_phase = [0usize; 4];
+    for p in &pending {
+        per_phase[p.phase as usize] += 1;
+    }
+    cmd.prerequisites
+        .reserve(per_phase[Phase::Prerequisite as usize]);
+    cmd.steps.reserve(per_phase[Phase::Step as usize]);
+    cmd.success_criteria
+        .checks
+        .reserve(per_phase[Phase::Check as usize]);
+    cmd.rollback.reserve(per_phase[Phase::Rollback as usize]);
     let mut contexts = Contexts::default();
     let mut seen_ids: HashSet<String> = HashSet::with_capacity(pending.len());
     for p in pending {
