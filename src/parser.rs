@@ -386,7 +386,11 @@ fn walk<'a>(
                     phase,
                     title: w.sub.clone(),
                     language: parsed.language,
-                    code: code.replace("\r\n", "\n"),
+                    // Most code has no carriage return: no substring search for it.
+                    code: match code.contains('\r') {
+                        true => code.replace("\r\n", "\n"),
+                        false => code.to_string(),
+                    },
                     fence_span: el.span.clone(),
                     info_offset: *info_offset,
                     attrs: validated.attrs,
