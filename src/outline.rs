@@ -294,8 +294,18 @@ fn split_build<'a>(
         }
         parts
     });
+    // A piece must also have no element reaching its end: an element that ends with the
+    // text may have taken the blank lines before the cut with it (an empty list item does),
+    // which it would not have done before a heading.
     let last = parts.len() - 1;
-    if parts[..last].iter().any(|(_, open_at_end)| *open_at_end) {
+    let piece_end = |i: usize| base + bounds[i + 1];
+    if parts[..last]
+        .iter()
+        .enumerate()
+        .any(|(i, (els, open_at_end))| {
+            *open_at_end || els.iter().any(|e| e.span.end >= piece_end(i))
+        })
+    {
         return None;
     }
     Some(parts.into_iter().map(|(part, _)| part).collect())
@@ -668,6 +678,11 @@ mod tests {
             "\n# first line\n\n# second\n",
             "- [ ] task\n\n# H\n\n- [x] done\n",
             "```\nunclosed\n\n# H\n\n# I\n",
+            // Empty list items: at the end of a piece they would take the blank line.
+            "+\n\n#",
+            "-\n\n# H\n",
+            "1.\n\n## H\n\n*\n\n# I",
+            "- a\n-\n\n# H\n",
         ] {
             same_when_split(md);
         }
@@ -708,6 +723,10 @@ mod tests {
             "[x]: /url",
             "#tag",
             "\t# tab",
+            "-",
+            "+",
+            "1.",
+            ">",
             " # one space",
             "####### seven",
             "echo hi",
