@@ -182,12 +182,11 @@ pub fn parse_at(
     let scan = line_scan
         && depth == Depth::Summary
         && (meta.description.is_some() || mode == Mode::Annotated);
-    // The outline in pieces, in file order: a large body is parsed on all cores.
     let elements = match scan {
-        true => outline_scan::scan(&file.text, fm.body_start, body).map(|e| vec![e]),
+        true => outline_scan::scan(&file.text, fm.body_start, body),
         false => None,
     }
-    .unwrap_or_else(|| outline::build_parallel(&file.text, fm.body_start, body));
+    .unwrap_or_else(|| outline::build(&file.text, fm.body_start, body));
 
     let mut cmd = Command {
         name: name.to_string(),
@@ -225,9 +224,7 @@ pub fn parse_at(
         if mode == Mode::Guided {
             guided::block_findings(file, &mut cmd, &contexts, &mut diagnostics);
         }
-        for piece in &elements {
-            guided::prose_findings(file, piece, mode, &mut diagnostics);
-        }
+        guided::prose_findings(file, &elements, mode, &mut diagnostics);
     }
     diagnostics.sort_by_key(|d| (d.position, std::cmp::Reverse(d.severity)));
     cmd.diagnostics = diagnostics;
@@ -248,7 +245,7 @@ fn skip_broken_frontmatter(text: &str) -> usize {
 
 fn walk<'a>(
     file: &SourceFile,
-    elements: &'a [Vec<Element>],
+    elements: &'a [Element],
     cmd: &mut Command,
     diagnostics: &mut Vec<Diagnostic>,
     keep_context: bool,
@@ -257,7 +254,6 @@ fn walk<'a>(
     // growing the vector copied all of them into fresh memory at each doubling.
     let fences = elements
         .iter()
-        .flatten()
         .filter(|e| matches!(e.kind, ElementKind::Fence { .. }))
         .count();
     let mut pending = Vec::with_capacity(fences);
@@ -269,7 +265,7 @@ fn walk<'a>(
         keep_context,
     };
     let mut overview = Vec::new();
-    for el in elements.iter().flatten() {
+    for el in elements {
         let line = file.line_of(el.span.start);
         match &el.kind {
             ElementKind::Heading { level: 1, text }
