@@ -155,6 +155,10 @@ fn show(cx: &Context, name: &str, format: TextOrJson) -> Result<Exit, Failure> {
         }
         TextOrJson::Text => cx.out.print(&crate::show::text(&loaded, cx.out.out)),
     }
+    // `show` is the last thing the process does, and the exit returns the memory at once:
+    // freeing a large command's thousands of allocations one by one first cost about 1 % of
+    // the instructions of `show` of a 5 MB file.
+    std::mem::forget(loaded);
     Ok(Exit::Success)
 }
 

@@ -6,9 +6,9 @@
 use crate::command::{Command, Mode, NestedCommand};
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::outline::{Element, ElementKind};
+use crate::parser::Contexts;
 use crate::source::SourceFile;
 use regex::Regex;
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::LazyLock;
 
@@ -87,22 +87,29 @@ fn ambiguity(code: &'static str, message: String) -> Diagnostic {
 pub fn block_findings(
     file: &SourceFile,
     cmd: &mut Command,
-    contexts: &HashMap<String, Vec<(String, Range<usize>)>>,
+    contexts: &Contexts,
     out: &mut Vec<Diagnostic>,
 ) {
     let known_commands: Vec<String> = Vec::new();
     let _ = known_commands;
-    let blocks = cmd
-        .prerequisites
-        .iter_mut()
-        .chain(cmd.steps.iter_mut())
-        .chain(cmd.success_criteria.checks.iter_mut())
-        .chain(cmd.rollback.iter_mut());
-    for block in blocks {
+    // In the order of `Phase`, as `contexts` is.
+    let phases = [
+        &mut cmd.prerequisites,
+        &mut cmd.steps,
+        &mut cmd.success_criteria.checks,
+        &mut cmd.rollback,
+    ];
+    let blocks = phases.into_iter().zip(contexts).flat_map(|(blocks, ctxs)| {
+        blocks
+            .iter_mut()
+            .enumerate()
+            .map(move |(i, b)| (b, ctxs.get(i)))
+    });
+    for (block, ctx) in blocks {
         if !block.runnable {
             continue;
         }
-        if let Some(ctx) = contexts.get(&block.id)
+        if let Some(ctx) = ctx
             && let Some((text, span)) = ctx.iter().rev().find(|(t, _)| ALTERNATIVE.is_match(t))
         {
             let shown: String = text.chars().take(40).collect();

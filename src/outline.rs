@@ -2,26 +2,30 @@
 //! list items, fences), each with its byte span in the file. Nesting is flattened on purpose:
 //! a fence inside a list item is still a fence of its section. No interpretation happens here.
 
-use pulldown_cmark::{CodeBlockKind, Event, Options, Parser, Tag, TagEnd};
+use pulldown_cmark::{CodeBlockKind, CowStr, Event, Options, Parser, Tag, TagEnd};
+use std::borrow::Cow;
 use std::ops::Range;
 
+/// Text borrows from the file when it is one run of it (most paragraphs of a large file: a
+/// copy of every paragraph doubled the memory `show` touches); it is owned when it had to be
+/// assembled (soft breaks, inline code, escapes) or squeezed.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ElementKind {
+pub enum ElementKind<'a> {
     Heading {
         level: u8,
-        text: String,
+        text: Cow<'a, str>,
     },
     Paragraph {
-        text: String,
+        text: Cow<'a, str>,
     },
     /// A list item's own text (not that of items nested in it); `checked` for task items.
     ListItem {
-        text: String,
+        text: Cow<'a, str>,
         checked: Option<bool>,
     },
     Fence {
         info: String,
-        code: String,
+        code: Cow<'a, str>,
         /// Byte offset of the info string (just after the opening backticks or tildes).
         info_offset: usize,
         /// False when the file ends before the closing fence.
@@ -32,24 +36,24 @@ pub enum ElementKind {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Element {
-    pub kind: ElementKind,
+pub struct Element<'a> {
+    pub kind: ElementKind<'a>,
     /// Byte range in the whole file.
     pub span: Range<usize>,
 }
 
-enum Open {
+enum Open<'a> {
     Heading {
         level: u8,
-        text: String,
+        text: Cow<'a, str>,
         start: usize,
     },
     Paragraph {
-        text: String,
+        text: Cow<'a, str>,
         start: usize,
     },
     Item {
-        text: String,
+        text: Cow<'a, str>,
         checked: Option<bool>,
         start: usize,
         emitted: bool,
@@ -58,24 +62,26 @@ enum Open {
     ItemParagraph,
     Fence {
         info: String,
-        code: String,
+        code: Cow<'a, str>,
         span: Range<usize>,
         fenced: bool,
     },
 }
 
 /// Builds the outline of `body`, a slice of the file starting at byte `base`.
-pub fn build(file_text: &str, base: usize, body: &str) -> Vec<Element> {
+pub fn build<'a>(file_text: &str, base: usize, body: &'a str) -> Vec<Element<'a>> {
     let options =
         Options::ENABLE_TASKLISTS | Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
-    let mut out = Vec::new();
+    // About one element per 400 bytes in long runbooks; a generous guess costs only address
+    // space (untouched pages are never faulted in), while growing copies every element.
+    let mut out = Vec::with_capacity(body.len() / 256 + 16);
     let mut stack: Vec<Open> = Vec::new();
     for (event, range) in Parser::new_ext(body, options).into_offset_iter() {
         let range = range.start + base..range.end + base;
         match event {
             Event::Start(Tag::Heading { level, .. }) => stack.push(Open::Heading {
                 level: level as u8,
-                text: String::new(),
+                text: Cow::Borrowed(""),
                 start: range.start,
             }),
             Event::Start(Tag::Paragraph) => {
@@ -89,7 +95,7 @@ pub fn build(file_text: &str, base: usize, body: &str) -> Vec<Element> {
                     stack.push(Open::ItemParagraph);
                 } else {
                     stack.push(Open::Paragraph {
-                        text: String::new(),
+                        text: Cow::Borrowed(""),
                         start: range.start,
                     });
                 }
@@ -97,7 +103,7 @@ pub fn build(file_text: &str, base: usize, body: &str) -> Vec<Element> {
             Event::Start(Tag::Item) => {
                 flush_item(&mut stack, &mut out, range.start);
                 stack.push(Open::Item {
-                    text: String::new(),
+                    text: Cow::Borrowed(""),
                     checked: None,
                     start: range.start,
                     emitted: false,
@@ -112,7 +118,7 @@ pub fn build(file_text: &str, base: usize, body: &str) -> Vec<Element> {
                 };
                 stack.push(Open::Fence {
                     info,
-                    code: String::new(),
+                    code: Cow::Borrowed(""),
                     span: range,
                     fenced,
                 });
@@ -126,9 +132,11 @@ pub fn build(file_text: &str, base: usize, body: &str) -> Vec<Element> {
                     *checked = Some(done);
                 }
             }
-            Event::Text(t) => push_text(&mut stack, &t, false),
-            Event::Code(t) => push_text(&mut stack, &t, true),
-            Event::SoftBreak | Event::HardBreak => push_text(&mut stack, " ", false),
+            Event::Text(t) => push_text(&mut stack, t, false),
+            Event::Code(t) => push_text(&mut stack, t, true),
+            Event::SoftBreak | Event::HardBreak => {
+                push_text(&mut stack, CowStr::Borrowed(" "), false)
+            }
             Event::End(TagEnd::Heading(_)) => {
                 if let Some(Open::Heading { level, text, start }) = stack.pop() {
                     out.push(Element {
@@ -190,7 +198,7 @@ pub fn build(file_text: &str, base: usize, body: &str) -> Vec<Element> {
     out
 }
 
-fn push_text(stack: &mut [Open], t: &str, inline_code: bool) {
+fn push_text<'a>(stack: &mut [Open<'a>], t: CowStr<'a>, inline_code: bool) {
     let target = stack
         .iter_mut()
         .rev()
@@ -203,22 +211,31 @@ fn push_text(stack: &mut [Open], t: &str, inline_code: bool) {
             ..
         }) => text,
         Some(Open::Fence { code, .. }) => {
-            code.push_str(t);
+            append(code, t);
             return;
         }
         _ => return,
     };
     if inline_code {
+        let text = text.to_mut();
         text.push('`');
-        text.push_str(t);
+        text.push_str(&t);
         text.push('`');
     } else {
-        text.push_str(t);
+        append(text, t);
+    }
+}
+
+/// Appends `t`, borrowing it when it is the first text and pulldown-cmark borrowed it too.
+fn append<'a>(text: &mut Cow<'a, str>, t: CowStr<'a>) {
+    match t {
+        CowStr::Borrowed(b) if text.is_empty() => *text = Cow::Borrowed(b),
+        t => text.to_mut().push_str(&t),
     }
 }
 
 /// Emits the innermost open list item's own text before something nested in it.
-fn flush_item(stack: &mut [Open], out: &mut Vec<Element>, end: usize) {
+fn flush_item<'a>(stack: &mut [Open<'a>], out: &mut Vec<Element<'a>>, end: usize) {
     if let Some(Open::Item {
         text,
         checked,
@@ -241,7 +258,7 @@ fn flush_item(stack: &mut [Open], out: &mut Vec<Element>, end: usize) {
 /// Collapses runs of whitespace to one space and trims. Takes the text by value: most text
 /// (a heading, a paragraph whose soft breaks are already single spaces) needs no change and
 /// is returned as is, without a copy.
-fn squeeze(s: String) -> String {
+fn squeeze(s: Cow<'_, str>) -> Cow<'_, str> {
     if s.is_ascii() {
         // Byte-wise for ASCII text (the common case, and large files): same result as
         // `split_whitespace`, an order of magnitude cheaper.
@@ -262,7 +279,7 @@ fn squeeze(s: String) -> String {
             // ASCII, so every word is valid UTF-8 on its own.
             out.push_str(std::str::from_utf8(word).unwrap_or_default());
         }
-        return out;
+        return Cow::Owned(out);
     }
     let mut out = String::with_capacity(s.len());
     for word in s.split_whitespace() {
@@ -271,7 +288,7 @@ fn squeeze(s: String) -> String {
         }
         out.push_str(word);
     }
-    out
+    Cow::Owned(out)
 }
 
 /// The byte offset just after the opening fence characters on the fence's first line.
@@ -316,7 +333,7 @@ fn is_closed(text: &str, span: Range<usize>) -> bool {
 mod tests {
     use super::*;
 
-    fn kinds(md: &str) -> Vec<ElementKind> {
+    fn kinds(md: &str) -> Vec<ElementKind<'_>> {
         build(md, 0, md).into_iter().map(|e| e.kind).collect()
     }
 
@@ -423,7 +440,7 @@ mod tests {
             "a  b",
         ] {
             let expected = s.split_whitespace().collect::<Vec<_>>().join(" ");
-            assert_eq!(squeeze(s.to_string()), expected, "{s:?}");
+            assert_eq!(squeeze(Cow::Owned(s.to_string())), expected, "{s:?}");
         }
     }
 

@@ -11,7 +11,7 @@ use std::cell::Cell;
 
 /// The outline's headings and fences of `body`, a slice of the file starting at byte `base`,
 /// or `None` when only a full parse can tell.
-pub fn scan(file_text: &str, base: usize, body: &str) -> Option<Vec<Element>> {
+pub fn scan<'a>(file_text: &str, base: usize, body: &'a str) -> Option<Vec<Element<'a>>> {
     if memchr::memchr(b'\r', body.as_bytes()).is_some() {
         return None;
     }
@@ -67,7 +67,7 @@ pub fn scan(file_text: &str, base: usize, body: &str) -> Option<Vec<Element>> {
             out.push(Element {
                 kind: ElementKind::Fence {
                     info: info.to_string(),
-                    code: String::new(),
+                    code: Default::default(),
                     info_offset,
                     closed: true,
                     fenced: true,
@@ -93,7 +93,7 @@ pub fn scan(file_text: &str, base: usize, body: &str) -> Option<Vec<Element>> {
                 out.push(Element {
                     kind: ElementKind::Heading {
                         level: level as u8,
-                        text: squeeze_spaces(text),
+                        text: squeeze_spaces(text).into(),
                     },
                     span: start..start + bare.len(),
                 });
@@ -126,7 +126,9 @@ thread_local! {
     /// An empty outline vector with room, kept between the files one thread reads: sixteen
     /// elements are over a kilobyte, and a fresh allocation of that size per file made
     /// malloc tidy its small free chunks every time (about 3 % of `list`).
-    static SPARE: Cell<Vec<Element>> = const { Cell::new(Vec::new()) };
+    /// Empty between files, so `'static`: an empty `Vec<Element<'static>>` serves as any
+    /// `Vec<Element<'a>>` (covariance).
+    static SPARE: Cell<Vec<Element<'static>>> = const { Cell::new(Vec::new()) };
 }
 
 /// Hands an outline's vector back for the next [`scan`] on this thread (its elements are
@@ -134,7 +136,13 @@ thread_local! {
 pub fn recycle(mut elements: Vec<Element>) {
     if elements.capacity() <= 64 {
         elements.clear();
-        SPARE.set(elements);
+        // Emptied, it holds nothing borrowed: collecting it into `Element<'static>` keeps
+        // its memory (same layout) without unsafe code.
+        let spare: Vec<Element<'static>> = elements
+            .into_iter()
+            .map(|_| unreachable!("emptied"))
+            .collect();
+        SPARE.set(spare);
     }
 }
 
@@ -275,8 +283,18 @@ fn squeeze_spaces(text: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_recycled_vector_keeps_its_memory() {
+        let text = String::from("## Steps\n");
+        let mut v = Vec::with_capacity(16);
+        v.push(scan(&text, 0, &text).unwrap().remove(0));
+        let before = v.capacity();
+        recycle(v);
+        assert_eq!(SPARE.take().capacity(), before);
+    }
+
     /// The full outline's headings and fences, with the code left out as the scan does.
-    fn full(md: &str) -> Vec<(ElementKind, usize)> {
+    fn full(md: &str) -> Vec<(ElementKind<'_>, usize)> {
         crate::outline::build(md, 0, md)
             .into_iter()
             .filter_map(|e| match e.kind {
@@ -290,7 +308,7 @@ mod tests {
                 } => Some((
                     ElementKind::Fence {
                         info,
-                        code: String::new(),
+                        code: Default::default(),
                         info_offset,
                         closed,
                         fenced,

@@ -89,8 +89,15 @@ pub fn too_large(len: u64) -> Diagnostic {
     .with_hint("is this the right file? split very large runbooks into several commands")
 }
 
+/// Prose around a block: text and span, borrowed from the outline.
+pub type Context<'a> = Vec<(&'a str, Range<usize>)>;
+
+/// The context of each block, by phase (`Phase as usize`) and position in its phase (kept
+/// only for guided files).
+pub type Contexts<'a> = [Vec<Context<'a>>; 4];
+
 /// A fenced block on its way to becoming a [`Block`].
-struct Pending {
+struct Pending<'a> {
     phase: Phase,
     title: Option<String>,
     language: String,
@@ -100,14 +107,15 @@ struct Pending {
     attrs: Attrs,
     explicit_id: Option<(String, Range<usize>)>,
     /// Prose between the previous block of the section and this one.
-    context: Vec<(String, Range<usize>)>,
+    context: Context<'a>,
 }
 
 thread_local! {
     /// An empty `Pending` vector with room, kept between the files one thread reads: a
     /// runbook's handful of pending blocks is over a kilobyte, and allocating that per file
-    /// made malloc tidy its small free chunks each time.
-    static SPARE_PENDING: std::cell::Cell<Vec<Pending>> = const { std::cell::Cell::new(Vec::new()) };
+    /// made malloc tidy its small free chunks each time. (Kept as `'static`: it is empty
+    /// between files; see `finish_blocks`.)
+    static SPARE_PENDING: std::cell::Cell<Vec<Pending<'static>>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Where the walk through the outline is. Heading texts are borrowed from the outline:
@@ -118,14 +126,14 @@ struct Walk<'a> {
     /// The nearest `###`-or-deeper heading (or a numbered `## Step N:` title).
     sub: Option<Cow<'a, str>>,
     /// Prose and headings since the last block, kept only when `keep_context`.
-    context: Vec<(String, Range<usize>)>,
+    context: Context<'a>,
     keep_context: bool,
 }
 
-impl Walk<'_> {
-    fn note(&mut self, text: &str, span: &Range<usize>) {
+impl<'a> Walk<'a> {
+    fn note(&mut self, text: &'a str, span: &Range<usize>) {
         if self.keep_context {
-            self.context.push((text.to_string(), span.clone()));
+            self.context.push((text, span.clone()));
         }
     }
 }
@@ -246,20 +254,22 @@ fn skip_broken_frontmatter(text: &str) -> usize {
     0
 }
 
-fn walk(
+fn walk<'a>(
     file: &SourceFile,
-    elements: &[Element],
+    elements: &'a [Element],
     cmd: &mut Command,
     diagnostics: &mut Vec<Diagnostic>,
     keep_context: bool,
-) -> Vec<Pending> {
-    // A `Pending` is a few hundred bytes: sized once from the number of fences rather than
-    // regrown (each regrowth is a large allocation and a copy).
+) -> Vec<Pending<'a>> {
+    // A `Pending` is a few hundred bytes: sized once from the number of fences (an upper
+    // bound: not every fence is a block) rather than regrown, each regrowth a large
+    // allocation and a copy.
     let fences = elements
         .iter()
         .filter(|e| matches!(e.kind, ElementKind::Fence { .. }))
         .count();
-    let mut pending = SPARE_PENDING.take();
+    // An empty `Vec<Pending<'static>>` is a `Vec<Pending<'a>>` (covariance).
+    let mut pending: Vec<Pending<'a>> = SPARE_PENDING.take();
     pending.reserve(fences);
     let mut w = Walk {
         kind: SectionKind::Overview,
@@ -275,40 +285,40 @@ fn walk(
             ElementKind::Heading { level: 1, text }
                 if cmd.title.is_none() && w.heading.is_none() =>
             {
-                cmd.title = Some(text.clone());
+                cmd.title = Some(text.to_string());
             }
             ElementKind::Heading { level, text } if *level <= 2 => {
                 let class = sections::classify(text);
                 w = Walk {
                     kind: class.kind,
-                    heading: Some((text.as_str(), line)),
+                    heading: Some((text, line)),
                     sub: class.step_title.map(Cow::Owned),
                     context: Vec::new(),
                     keep_context,
                 };
                 w.note(text, &el.span);
                 cmd.sections.push(SectionInfo {
-                    heading: text.clone(),
+                    heading: text.to_string(),
                     kind: class.kind,
                     line,
                 });
                 if w.kind == SectionKind::Notes && !text.is_empty() {
                     cmd.notes.push(Entry {
-                        title: text.clone(),
+                        title: text.to_string(),
                         text: String::new(),
                         line,
                     });
                 }
             }
             ElementKind::Heading { text, .. } => {
-                w.sub = Some(Cow::Borrowed(text.as_str()));
+                w.sub = Some(Cow::Borrowed(text));
                 w.note(text, &el.span);
                 if matches!(
                     w.kind,
                     SectionKind::Troubleshooting | SectionKind::References
                 ) {
                     entries_of(cmd, w.kind).push(Entry {
-                        title: text.clone(),
+                        title: text.to_string(),
                         text: String::new(),
                         line,
                     });
@@ -336,7 +346,7 @@ fn walk(
                 w.note(text, &el.span);
                 if w.kind == SectionKind::SuccessCriteria {
                     cmd.success_criteria.manual.push(ManualCheck {
-                        text: text.clone(),
+                        text: text.to_string(),
                         line,
                     });
                 } else {
@@ -390,7 +400,7 @@ fn walk(
                     // would set up a substring search for nothing.
                     code: match memchr::memchr(b'\r', code.as_bytes()) {
                         Some(_) => code.replace("\r\n", "\n"),
-                        None => code.clone(),
+                        None => code.to_string(),
                     },
                     fence_span: el.span.clone(),
                     info_offset: *info_offset,
@@ -468,13 +478,13 @@ fn append(into: &mut String, text: &str) {
 
 /// Assigns ids, builds blocks, and reports duplicate ids. Returns each block's context when
 /// `keep_contexts` (only the guided-file findings read them).
-fn finish_blocks(
+fn finish_blocks<'a>(
     file: &SourceFile,
-    mut pending: Vec<Pending>,
+    mut pending: Vec<Pending<'a>>,
     cmd: &mut Command,
     diagnostics: &mut Vec<Diagnostic>,
     keep_contexts: bool,
-) -> HashMap<String, Vec<(String, Range<usize>)>> {
+) -> Contexts<'a> {
     // Sized once: a large runbook has thousands of blocks.
     let ids = pending.iter().filter(|p| p.explicit_id.is_some()).count();
     let mut taken = IdSet::with_capacity(ids);
@@ -514,7 +524,7 @@ fn finish_blocks(
         .reserve_exact(per_phase[Phase::Rollback as usize]);
     // Blocks so far per phase, indexed by `Phase as usize`.
     let mut counters = [0usize; 4];
-    let mut contexts = HashMap::new();
+    let mut contexts = Contexts::default();
     let mut seen_ids = IdSet::with_capacity(pending.len());
     for p in pending.drain(..) {
         let n = &mut counters[p.phase as usize];
@@ -543,7 +553,7 @@ fn finish_blocks(
         let line = file.line_of(p.fence_span.start);
         let _ = p.info_offset;
         if keep_contexts {
-            contexts.insert(id.clone(), p.context);
+            contexts[p.phase as usize].push(p.context);
         }
         let block = Block {
             id,
@@ -565,9 +575,15 @@ fn finish_blocks(
             Phase::Rollback => cmd.rollback.push(block),
         }
     }
-    // Kept for the next file unless a large file made it large.
+    // Kept for the next file unless a large file made it large. It is empty now, so it
+    // holds nothing borrowed: collecting it into `Pending<'static>` reuses its memory
+    // (same layout) without unsafe code.
     if pending.capacity() <= 64 {
-        SPARE_PENDING.set(pending);
+        let spare: Vec<Pending<'static>> = pending
+            .into_iter()
+            .map(|_| unreachable!("emptied"))
+            .collect();
+        SPARE_PENDING.set(spare);
     }
     contexts
 }
