@@ -25,6 +25,16 @@ pub fn capture(program: &str, args: &[&str], stdin: &str) -> std::io::Result<Opt
     capture_in(None, program, args, stdin)
 }
 
+/// Whether `dir` is this process's working directory, which a child inherits anyway. A child
+/// is then started without `current_dir`: with one, the standard library starts it with
+/// fork+exec instead of posix_spawn (vfork) in a statically linked nixcmd (the release
+/// binary), where it cannot look up `posix_spawn_file_actions_addchdir_np` — a fork per step,
+/// which doubled a short run's system time. nixcmd never changes its own directory.
+fn is_own_cwd(dir: &Path) -> bool {
+    static CWD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    CWD.get_or_init(|| std::env::current_dir().ok()).as_deref() == Some(dir)
+}
+
 /// [`capture`] in a given working directory.
 pub fn capture_in(
     dir: Option<&std::path::Path>,
@@ -33,7 +43,7 @@ pub fn capture_in(
     stdin: &str,
 ) -> std::io::Result<Option<Captured>> {
     let mut command = Command::new(program);
-    if let Some(dir) = dir {
+    if let Some(dir) = dir.filter(|d| !is_own_cwd(d)) {
         command.current_dir(dir);
     }
     let child = command
@@ -184,7 +194,7 @@ pub fn spawn_group(
     use std::os::unix::process::CommandExt;
     ensure_subreaper();
     let mut command = Command::new(resolve_program(program));
-    if let Some(cwd) = cwd {
+    if let Some(cwd) = cwd.filter(|d| !is_own_cwd(d)) {
         command.current_dir(cwd);
     }
     command
