@@ -796,6 +796,23 @@ pub(super) enum GateResult {
     Declined,
 }
 
+/// The `step_started` event of `block` (on `host`, for a fan-out).
+pub(super) fn step_started(
+    block: &Block,
+    attempt: u32,
+    host: Option<&str>,
+    eta_ms: Option<u64>,
+) -> EventKind {
+    EventKind::StepStarted {
+        step_id: block.id.clone(),
+        phase: phase_name(block.phase).into(),
+        title: block.title.clone(),
+        attempt,
+        host: host.map(str::to_string),
+        eta_ms,
+    }
+}
+
 pub fn phase_name(phase: Phase) -> &'static str {
     match phase {
         Phase::Prerequisite => "prerequisite",

@@ -12,7 +12,7 @@ use crate::event::{EventKind, StepStatus, now};
 use crate::hosts::inventory::{self, Host, Inventory};
 use crate::process::Stream;
 use crate::run::engine::{
-    BlockResult, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Engine, TAIL_LINES, phase_name,
+    BlockResult, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Engine, TAIL_LINES, step_started,
 };
 use crate::run::fleet::{FailedHost, HostCompensation, selector_from_arg};
 use crate::run::jobs::{self, Job, Policy, Report, Runner};
@@ -200,14 +200,7 @@ impl Engine<'_> {
                     .collect()
             })
             .unwrap_or_default();
-        self.emit(EventKind::StepStarted {
-            step_id: block.id.clone(),
-            phase: phase_name(block.phase).into(),
-            title: block.title.clone(),
-            attempt: 1,
-            host: None,
-            eta_ms: self.history.eta_ms(&block.id),
-        });
+        self.emit(step_started(block, 1, None, self.history.eta_ms(&block.id)));
         self.state.current_step = Some(block.id.clone());
         if let Some(p) = self.progress.get_mut(&block.id) {
             p.status = StepStatus::Running;
@@ -532,14 +525,7 @@ impl Engine<'_> {
                     h.started.get_or_insert_with(now);
                 }
                 self.save();
-                self.emit(EventKind::StepStarted {
-                    step_id: block.id.clone(),
-                    phase: phase_name(block.phase).into(),
-                    title: block.title.clone(),
-                    attempt: *attempt,
-                    host: Some(host.to_string()),
-                    eta_ms: None,
-                });
+                self.emit(step_started(block, *attempt, Some(host), None));
             }
             Report::Line(_, stream, line) => {
                 let line = self.em.redactor.redact(line);

@@ -9,7 +9,7 @@ use crate::command::{Block, OnFail, Phase};
 use crate::event::{EventKind, RunStatus, StepStatus, now};
 use crate::process::Stream;
 use crate::run::engine::{
-    DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Engine, GateResult, TAIL_LINES, phase_name,
+    DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Engine, GateResult, TAIL_LINES, step_started,
 };
 use crate::run::fanout::DEFAULT_PARALLEL;
 use crate::run::jobs::{self, Job, Policy, Report, Runner};
@@ -196,14 +196,7 @@ impl<'a> Engine<'a> {
                 }
                 self.state.current_step = Some(block.id.clone());
                 self.save();
-                self.emit(EventKind::StepStarted {
-                    step_id: block.id.clone(),
-                    phase: phase_name(block.phase).into(),
-                    title: block.title.clone(),
-                    attempt: *attempt,
-                    host: None,
-                    eta_ms: eta,
-                });
+                self.emit(step_started(block, *attempt, None, eta));
                 None
             }
             Report::Line(_, stream, line) => {

@@ -5,7 +5,7 @@
 use crate::command::{Block, Command};
 use crate::event::{Event, EventKind, Sink, StepStatus, now};
 use crate::exit::Exit;
-use crate::run::engine::{BlockResult, Engine, Options, Outcome, phase_name};
+use crate::run::engine::{BlockResult, Engine, Options, Outcome, step_started};
 use crate::run::records::RunDir;
 use std::sync::Arc;
 use std::time::Instant;
@@ -97,14 +97,7 @@ impl Engine<'_> {
         lenient: bool,
     ) -> BlockResult {
         let started_at = Instant::now();
-        self.emit(EventKind::StepStarted {
-            step_id: block.id.clone(),
-            phase: phase_name(block.phase).into(),
-            title: block.title.clone(),
-            attempt: 1,
-            host: None,
-            eta_ms: None,
-        });
+        self.emit(step_started(block, 1, None, None));
         if let Some(p) = self.progress.get_mut(&block.id) {
             p.status = StepStatus::Running;
             p.attempts = 1;

@@ -7,7 +7,7 @@ use crate::event::{EventKind, StepStatus, now};
 use crate::process::{self, Ended, GroupSpec, Observed};
 use crate::run::engine::{
     BlockResult, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Emitter, Engine, MAX_BACKOFF, TAIL_LINES,
-    phase_name,
+    step_started,
 };
 use crate::run::redact::EnvWatch;
 use std::collections::VecDeque;
@@ -40,14 +40,7 @@ impl Engine<'_> {
         reason: String,
         lenient: bool,
     ) -> BlockResult {
-        self.emit(EventKind::StepStarted {
-            step_id: block.id.clone(),
-            phase: phase_name(block.phase).into(),
-            title: block.title.clone(),
-            attempt: 1,
-            host: None,
-            eta_ms: None,
-        });
+        self.emit(step_started(block, 1, None, None));
         let status = self.finish_block(
             block,
             StepStatus::NotRunnable,
@@ -183,14 +176,7 @@ impl Engine<'_> {
                 grace: self.opts.grace,
                 token: &token,
             };
-            let mut started = Some(EventKind::StepStarted {
-                step_id: block.id.clone(),
-                phase: phase_name(block.phase).into(),
-                title: block.title.clone(),
-                attempt,
-                host: None,
-                eta_ms: eta,
-            });
+            let mut started = Some(step_started(block, attempt, None, eta));
             let header = format!(
                 "── {} attempt {attempt}/{attempts} at {} ──",
                 block.id,

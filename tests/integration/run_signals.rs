@@ -321,9 +321,8 @@ fn kill_9_at_random_moments_leaves_records_that_resume_finishes() {
     );
 }
 
-#[test]
-fn a_second_run_of_the_same_command_is_refused_naming_the_holder() {
-    let runbook = r#"---
+/// One step that waits until the project has a file `go`.
+const WAIT_FOR_GO: &str = r#"---
 description: Waits for a go
 nixcmd: {}
 ---
@@ -337,6 +336,10 @@ while [ ! -e go ]; do sleep 0.02; done
 echo done >> trace
 ```
 "#;
+
+#[test]
+fn a_second_run_of_the_same_command_is_refused_naming_the_holder() {
+    let runbook = WAIT_FOR_GO;
     let first = Spawned::start(
         Test::new()
             .runbook("wait.md", runbook)
@@ -373,20 +376,7 @@ echo done >> trace
 
 #[test]
 fn a_run_whose_nixcmd_was_killed_is_listed_as_stopped_not_running() {
-    let runbook = r#"---
-description: Waits for a go
-nixcmd: {}
----
-# Wait
-
-## Steps
-### Wait
-```bash {id=wait}
-echo waiting >> trace
-while [ ! -e go ]; do sleep 0.02; done
-echo done >> trace
-```
-"#;
+    let runbook = WAIT_FOR_GO;
     let run = Spawned::start(
         Test::new()
             .runbook("wait.md", runbook)
