@@ -766,6 +766,26 @@ mod tests {
         assert!(rest.is_empty());
     }
 
+    /// `bash ARGS` in `dir`, stopped after `timeout` (200 ms between signals). Each test has
+    /// its own token: tests run at once, and a token sweep must find only its own processes.
+    fn bash_spec<'a>(
+        args: &'a [String],
+        dir: &'a Path,
+        timeout: Duration,
+        token: &'a str,
+    ) -> GroupSpec<'a> {
+        GroupSpec {
+            program: "bash",
+            args,
+            cwd: dir,
+            env: &[],
+            stdin: None,
+            timeout,
+            grace: Duration::from_millis(200),
+            token,
+        }
+    }
+
     #[test]
     fn a_group_run_streams_both_pipes_and_returns_the_exit_code() {
         let dir = tempfile::tempdir().unwrap();
@@ -773,16 +793,12 @@ mod tests {
             "-c".to_string(),
             "echo out1; echo err1 >&2; printf 'tail'; exit 3".to_string(),
         ];
-        let spec = GroupSpec {
-            program: "bash",
-            args: &args,
-            cwd: dir.path(),
-            env: &[],
-            stdin: None,
-            timeout: Duration::from_secs(20),
-            grace: Duration::from_millis(200),
-            token: "unit-test-token",
-        };
+        let spec = bash_spec(
+            &args,
+            dir.path(),
+            Duration::from_secs(20),
+            "unit-test-token",
+        );
         let mut seen = Vec::new();
         let ended = run_group(&spec, &Cancel::default(), &mut |s, l| {
             seen.push((s, l.to_string()))
@@ -802,16 +818,12 @@ mod tests {
     fn a_group_run_times_out() {
         let dir = tempfile::tempdir().unwrap();
         let args = vec!["-c".to_string(), "echo start; sleep 30".to_string()];
-        let spec = GroupSpec {
-            program: "bash",
-            args: &args,
-            cwd: dir.path(),
-            env: &[],
-            stdin: None,
-            timeout: Duration::from_millis(300),
-            grace: Duration::from_millis(200),
-            token: "unit-test-timeout",
-        };
+        let spec = bash_spec(
+            &args,
+            dir.path(),
+            Duration::from_millis(300),
+            "unit-test-timeout",
+        );
         let started = Instant::now();
         let ended = run_group(&spec, &Cancel::default(), &mut |_, _| {}).unwrap();
         assert_eq!(ended, Ended::TimedOut);

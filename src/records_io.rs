@@ -180,7 +180,6 @@ const F_SETSIG: libc::c_int = 10;
 /// `Ok(false)`: someone does (or leases are unavailable); the file was not changed.
 fn overwrite_unshared(tmp: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::FileExt;
     // No O_CREAT: the file must be the one this process left there.
     let file = std::fs::OpenOptions::new().write(true).open(tmp)?;
     let fd = file.as_raw_fd();
@@ -199,14 +198,23 @@ fn overwrite_unshared(tmp: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     // SAFETY: as above. The lease was only a check that no one else has the file open; anyone
     // opening it from now on does so by the temporary name, which no reader uses.
     unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
-    // Cut only when the old version was longer: an ftruncate, even to the same length,
-    // updates and journals the inode; a stat of the open file does not.
+    overwrite_in_place(&file, bytes)?;
+    Ok(true)
+}
+
+/// Makes `file`'s content `bytes`: written at offset 0, then cut to length only when the old
+/// content was longer. Never truncated to zero first (ext4 would flush the file on close,
+/// `auto_da_alloc`), and no `ftruncate` when not needed (even to the same length it updates
+/// and journals the inode; a stat of the open file does not). Not atomic for readers: for a
+/// file only this process reads by that name (a kept temporary, the run lock).
+pub fn overwrite_in_place(file: &std::fs::File, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
     let old_len = file.metadata()?.len();
     file.write_all_at(bytes, 0)?;
     if (bytes.len() as u64) < old_len {
         file.set_len(bytes.len() as u64)?;
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Writes a step's script file: created in place when it does not exist yet (a fresh run, no
@@ -338,6 +346,28 @@ mod tests {
         drop(temps);
         assert_eq!(files(), 1);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "6");
+    }
+
+    #[test]
+    fn overwriting_in_place_leaves_exactly_the_new_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .unwrap();
+        for text in [
+            "a longer first line (pid 123456)\n",
+            "short\n",
+            "short\n",
+            "longer again\n",
+        ] {
+            super::overwrite_in_place(&file, text.as_bytes()).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        }
     }
 
     #[test]

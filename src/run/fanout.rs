@@ -208,16 +208,7 @@ impl Engine<'_> {
             p.started.get_or_insert_with(now);
             for h in &hosts {
                 if !p.hosts.iter().any(|e| e.host == h.name) {
-                    p.hosts.push(HostProgress {
-                        host: h.name.clone(),
-                        status: StepStatus::Pending,
-                        attempts: 0,
-                        started: None,
-                        completed: None,
-                        duration_ms: None,
-                        exit_code: None,
-                        reason: None,
-                    });
+                    p.hosts.push(HostProgress::pending(&h.name));
                 }
             }
         }

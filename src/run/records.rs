@@ -163,6 +163,22 @@ pub struct StepProgress {
     pub hosts: Vec<HostProgress>,
 }
 
+impl HostProgress {
+    /// A host that has not started the step.
+    pub fn pending(host: &str) -> HostProgress {
+        HostProgress {
+            host: host.to_string(),
+            status: StepStatus::Pending,
+            attempts: 0,
+            started: None,
+            completed: None,
+            duration_ms: None,
+            exit_code: None,
+            reason: None,
+        }
+    }
+}
+
 impl StepProgress {
     /// A step that has not started.
     pub fn pending(id: &str, phase: &str) -> StepProgress {
@@ -542,18 +558,10 @@ impl Lock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
         }
-        // Written over the old holder's line, then cut to length: truncating a file to zero
-        // and writing it again makes ext4 flush it (`auto_da_alloc`), milliseconds per run.
+        // Over the old holder's line, not truncated first: truncating a file to zero and
+        // writing it again makes ext4 flush it, milliseconds per run.
         let line = format!("{run_id} (pid {})\n", std::process::id());
-        let old_len = file.metadata().map_err(LockError::Io)?.len();
-        {
-            use std::os::unix::fs::FileExt;
-            file.write_all_at(line.as_bytes(), 0)
-                .map_err(LockError::Io)?;
-        }
-        if (line.len() as u64) < old_len {
-            file.set_len(line.len() as u64).map_err(LockError::Io)?;
-        }
+        crate::records_io::overwrite_in_place(&file, line.as_bytes()).map_err(LockError::Io)?;
         Ok(Lock { _file: file })
     }
 }

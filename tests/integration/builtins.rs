@@ -518,9 +518,18 @@ fn update_package_rolls_back_to_the_recorded_system_when_units_fail() {
     assert_eq!(resolve(&root.join("nix/var/nix/profiles/system")), old);
     assert!(!root.join("boot/default-system").exists());
     assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
+    // The stub's units fail again on the way back: warnings on stderr, the result on stdout.
+    // Two pipes, so their order in the log is whichever poll(2) read first: compare sorted.
+    let mut log = step_log(&out, "restore-system");
+    log.sort();
     assert_eq!(
-        step_log(&out, "restore-system").last().unwrap(),
-        &format!("running system restored to {}", old.display())
+        log,
+        [
+            "activating the configuration...".to_string(),
+            format!("running system restored to {}", old.display()),
+            "warning: switch-to-configuration test exited 4: check 'systemctl --failed'".into(),
+            "warning: the following units failed: nixcmd-stub-broken.service".into(),
+        ]
     );
 }
 

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import anyio
 import jsonschema
+from conftest import BIN
 from mcp import ClientSession
+
+
+def cli(env, *args: str) -> subprocess.CompletedProcess:
+    """`nixcmd --commands-dir COMMANDS ARGS…` in the project, as a person (or CI) runs it."""
+    return subprocess.run(
+        [str(BIN), "--commands-dir", str(env.commands), *args],
+        cwd=env.project,
+        env=env.vars,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def tool_schemas(s: ClientSession) -> dict[str, Any]:

@@ -3,21 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
-from conftest import BIN
-
-
-def nixcmd(env, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN), "--commands-dir", str(env.commands), *args],
-        cwd=env.project,
-        env=env.vars,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from helpers import cli as nixcmd
 
 
 def test_a_gate_ends_the_process_with_exit_3_and_the_resume_command(env):

@@ -7,17 +7,11 @@ import subprocess
 
 import pytest
 from conftest import BIN
+from helpers import cli
 
 
 def export(env) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(BIN), "--commands-dir", str(env.commands), "claude", "export", "--dir", str(env.project)],
-        cwd=env.project,
-        env=env.vars,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return cli(env, "claude", "export", "--dir", str(env.project))
 
 
 def frontmatter(text: str) -> dict:

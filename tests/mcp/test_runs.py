@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 from conftest import session
-from helpers import assert_jsonrpc_only, call, call_error, follow
+from helpers import assert_jsonrpc_only, call, call_error, cli, follow
 
 pytestmark = pytest.mark.anyio
 
@@ -158,20 +158,8 @@ async def test_closing_the_client_cancels_running_runs(env):
 
 
 async def test_a_run_started_by_the_cli_is_read_from_its_records(env):
-    import subprocess
-
-    from conftest import BIN
-
-    cli = subprocess.run(
-        [str(BIN), "--commands-dir", str(env.commands), "run", "quick", "bob"],
-        cwd=env.project,
-        env=env.vars,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert cli.returncode == 0, cli.stdout + cli.stderr
+    p = cli(env, "run", "quick", "bob")
+    assert p.returncode == 0, p.stdout + p.stderr
     [run_dir] = env.runs()
     rid = run_dir.name
     async with session(env) as s:
