@@ -462,16 +462,28 @@ pub fn last_seq(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Every recorded run, newest first.
 /// Whether the process that runs `state` is still there. A run recorded as `running` whose
-/// process was killed (`kill -9`, a crash, a reboot) never says so itself: its pid is gone,
-/// or taken by a program that is not nixcmd. Unknown (no /proc) counts as alive.
+/// process was killed (`kill -9`, a crash, a reboot) never says so itself.
+///
+/// A run that changes things holds its command's lock (flock) for its whole life and the
+/// kernel drops it with the process, so the lock answers exactly when it can be read. Dry runs
+/// take no lock: their pid must still belong to a nixcmd process (a pid reused by another
+/// nixcmd reads as alive). Unknown (no /proc) counts as alive.
 pub fn run_process_alive(state: &State) -> bool {
+    if !state.dry_run
+        && let Some(held) = lock_held_by(&lock_path(&state.command), &state.run_id)
+    {
+        return held;
+    }
+    pid_is_nixcmd(state.pid)
+}
+
+fn pid_is_nixcmd(pid: u32) -> bool {
     let proc = Path::new("/proc");
     if !proc.join("self").exists() {
         return true;
     }
-    match std::fs::read_to_string(proc.join(state.pid.to_string()).join("comm")) {
+    match std::fs::read_to_string(proc.join(pid.to_string()).join("comm")) {
         // The MCP server runs engines in its own process: same name. A binary installed
         // under another name is recognised by this one's name.
         Ok(comm) => {
@@ -484,6 +496,40 @@ pub fn run_process_alive(state: &State) -> bool {
     }
 }
 
+/// Whether the lock file at `path` is held on behalf of `run_id`: it must name the run (a
+/// later run of the command writes its own id over it) and be locked, which `/proc/locks`
+/// tells without taking the lock (taking it, even for a moment, could refuse a run starting
+/// at that instant). `None` when that cannot be known (no lock file, no /proc/locks).
+fn lock_held_by(path: &Path, run_id: &str) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let file = File::open(path).ok()?;
+    let inode = file.metadata().ok()?.ino();
+    let mut holder = String::new();
+    std::io::Read::read_to_string(&mut &file, &mut holder).ok()?;
+    if holder.split_whitespace().next() != Some(run_id) {
+        return Some(false);
+    }
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    Some(flock_on_inode(&locks, inode))
+}
+
+/// Reads `/proc/locks` lines such as `3: FLOCK  ADVISORY  WRITE 4711 fd:01:1835 0 EOF`.
+/// Only the inode is compared: the device numbers there are the superblock's, which differ
+/// from `st_dev` on btrfs subvolumes and overlays; the lock file must name the run as well.
+fn flock_on_inode(locks: &str, inode: u64) -> bool {
+    locks.lines().any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        // Blocked waiters are listed as `3: -> FLOCK …`: they do not hold it.
+        fields.next() == Some("FLOCK")
+            && fields
+                .nth(3)
+                .and_then(|dev_ino| dev_ino.rsplit(':').next())
+                .and_then(|ino| ino.parse::<u64>().ok())
+                == Some(inode)
+    })
+}
+
+/// Every recorded run, newest first.
 pub fn all_runs() -> Vec<(PathBuf, State)> {
     let Ok(entries) = std::fs::read_dir(runs_dir()) else {
         return Vec::new();
@@ -523,6 +569,10 @@ pub fn find_run(id: &str) -> Result<(PathBuf, State), String> {
     }
 }
 
+fn lock_path(command: &str) -> PathBuf {
+    state_root().join("locks").join(format!("{command}.lock"))
+}
+
 /// The per-command lock: held (flock) for the life of the process, so a crash releases it.
 /// The file names the holder's run id and pid for the refusal message.
 pub struct Lock {
@@ -536,9 +586,10 @@ pub enum LockError {
 
 impl Lock {
     pub fn acquire(command: &str, run_id: &str) -> Result<Lock, LockError> {
-        let dir = state_root().join("locks");
-        mkdir_private(&dir).map_err(LockError::Io)?;
-        let path = dir.join(format!("{command}.lock"));
+        let path = lock_path(command);
+        if let Some(dir) = path.parent() {
+            mkdir_private(dir).map_err(LockError::Io)?;
+        }
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -620,6 +671,33 @@ mod tests {
             status,
             ..StepProgress::pending(id, "step")
         }
+    }
+
+    #[test]
+    fn a_run_is_alive_while_its_lock_is_held_whatever_its_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cmd.lock");
+        std::fs::write(&path, "run-a (pid 1)\n").unwrap();
+        let holder = File::open(&path).unwrap();
+        assert_eq!(lock_held_by(&path, "run-a"), Some(false), "not locked");
+        holder.try_lock().unwrap();
+        assert_eq!(lock_held_by(&path, "run-a"), Some(true));
+        // A later run wrote its id: the lock, held or not, is no longer this run's.
+        assert_eq!(lock_held_by(&path, "run-b"), Some(false));
+        drop(holder);
+        assert_eq!(lock_held_by(&path, "run-a"), Some(false), "released");
+        assert_eq!(lock_held_by(&dir.path().join("none.lock"), "run-a"), None);
+    }
+
+    #[test]
+    fn proc_locks_lines_are_matched_by_inode_and_holders_only() {
+        let locks = "1: FLOCK  ADVISORY  WRITE 29412 fe:00:5777046 0 EOF\n\
+                     2: POSIX  ADVISORY  WRITE 29413 fe:00:42 0 EOF\n\
+                     3: -> FLOCK  ADVISORY  WRITE 29414 fe:00:43 0 EOF\n";
+        assert!(flock_on_inode(locks, 5777046));
+        assert!(!flock_on_inode(locks, 42), "a POSIX lock is not ours");
+        assert!(!flock_on_inode(locks, 43), "a waiter does not hold it");
+        assert!(!flock_on_inode(locks, 577704));
     }
 
     #[test]
