@@ -208,7 +208,7 @@ pub fn spawn_group(
     for arg in args {
         argv.push(c_string(arg.as_bytes())?);
     }
-    let envp = child_env(env)?;
+    let (_env_strings, envp) = child_env(env)?;
     let cwd_c = cwd
         .map(|d| c_string(d.as_os_str().as_bytes()))
         .transpose()?;
@@ -307,24 +307,81 @@ fn c_string(bytes: &[u8]) -> std::io::Result<std::ffi::CString> {
     })
 }
 
-/// `KEY=VALUE` entries for the child: this process's environment with `env` set on top,
-/// sorted by name (the order `Command` gives).
-fn child_env(env: &[(String, String)]) -> std::io::Result<Vec<std::ffi::CString>> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut all: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
-        std::env::vars_os().collect();
-    for (k, v) in env {
-        all.insert(k.into(), v.into());
+/// This process's environment as `KEY=VALUE` C strings, read once: nothing in nixcmd changes
+/// it, and building it again for every step (a map of ~50 entries, a C string each) was most
+/// of a spawn's own instructions.
+struct Inherited {
+    /// In the order of `environ`.
+    entries: Vec<std::ffi::CString>,
+    /// (name, index in `entries`) sorted by name, one per name (the last, as a map keeps).
+    by_name: Vec<(Vec<u8>, usize)>,
+}
+
+fn inherited() -> &'static Inherited {
+    static ENV: std::sync::OnceLock<Inherited> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        use std::os::unix::ffi::OsStrExt;
+        let mut entries = Vec::new();
+        let mut by_name: Vec<(Vec<u8>, usize)> = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            let Ok(entry) = c_string(&env_entry(k.as_bytes(), v.as_bytes())) else {
+                continue;
+            };
+            by_name.push((k.as_bytes().to_vec(), entries.len()));
+            entries.push(entry);
+        }
+        // Stable: of equal names the last stays last, and is the one kept.
+        by_name.sort_by(|a, b| a.0.cmp(&b.0));
+        by_name.reverse();
+        by_name.dedup_by(|later, kept| later.0 == kept.0);
+        by_name.reverse();
+        Inherited { entries, by_name }
+    })
+}
+
+fn env_entry(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(key.len() + value.len() + 1);
+    entry.extend_from_slice(key);
+    entry.push(b'=');
+    entry.extend_from_slice(value);
+    entry
+}
+
+/// The child's environment as `Command` gives it: this process's own when `env` is empty,
+/// else this process's with `env` set on top (a later pair wins), sorted by name. Returned
+/// as the C strings made for `env` and the NULL-terminated array of entries (pointing into
+/// those and into [`inherited`]), valid while the former lives.
+fn child_env(
+    env: &[(String, String)],
+) -> std::io::Result<(Vec<std::ffi::CString>, Vec<*mut libc::c_char>)> {
+    let base = inherited();
+    let ptr = |c: &std::ffi::CString| c.as_ptr().cast_mut();
+    if env.is_empty() {
+        let mut ptrs: Vec<_> = base.entries.iter().map(ptr).collect();
+        ptrs.push(std::ptr::null_mut());
+        return Ok((Vec::new(), ptrs));
     }
-    all.iter()
-        .map(|(k, v)| {
-            let mut entry = Vec::with_capacity(k.len() + v.len() + 1);
-            entry.extend_from_slice(k.as_bytes());
-            entry.push(b'=');
-            entry.extend_from_slice(v.as_bytes());
-            c_string(&entry)
-        })
-        .collect()
+    let mut set: std::collections::BTreeMap<&[u8], std::ffi::CString> = Default::default();
+    for (k, v) in env {
+        set.insert(
+            k.as_bytes(),
+            c_string(&env_entry(k.as_bytes(), v.as_bytes()))?,
+        );
+    }
+    let mut ptrs = Vec::with_capacity(base.by_name.len() + set.len() + 1);
+    let mut ours = set.iter().peekable();
+    for (name, i) in &base.by_name {
+        while let Some((_, c)) = ours.next_if(|(k, _)| **k < name.as_slice()) {
+            ptrs.push(ptr(c));
+        }
+        match ours.next_if(|(k, _)| **k == name.as_slice()) {
+            Some((_, c)) => ptrs.push(ptr(c)),
+            None => ptrs.push(ptr(&base.entries[*i])),
+        }
+    }
+    ptrs.extend(ours.map(|(_, c)| ptr(c)));
+    ptrs.push(std::ptr::null_mut());
+    Ok((set.into_values().collect(), ptrs))
 }
 
 /// A pipe (read end, write end), both close-on-exec and above the standard descriptors (if
@@ -375,12 +432,12 @@ fn dev_null() -> std::io::Result<std::os::fd::RawFd> {
 }
 
 /// `posix_spawn` (`posix_spawnp` for a bare name, as `Command` searches `PATH`) of
-/// `program argv…` with `envp`, in `cwd` if given, with `stdio` as its descriptors 0, 1
+/// `program argv…` with `envp` (NULL-terminated), in `cwd` if given, with `stdio` as its descriptors 0, 1
 /// and 2, as the leader of a new process group. Returns the pid.
 fn posix_spawn(
     program: &std::ffi::CStr,
     argv: &[std::ffi::CString],
-    envp: &[std::ffi::CString],
+    envp: &[*mut libc::c_char],
     cwd: Option<&std::ffi::CStr>,
     stdio: [std::os::fd::RawFd; 3],
 ) -> std::io::Result<i32> {
@@ -393,8 +450,6 @@ fn posix_spawn(
     };
     let mut argv_p: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
     argv_p.push(std::ptr::null_mut());
-    let mut envp_p: Vec<*mut libc::c_char> = envp.iter().map(|e| e.as_ptr().cast_mut()).collect();
-    envp_p.push(std::ptr::null_mut());
     let mut actions = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
     let mut attr = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
     // SAFETY: the file actions and attributes are initialised before use and destroyed on
@@ -447,7 +502,7 @@ fn posix_spawn(
                 actions,
                 attr,
                 argv_p.as_ptr(),
-                envp_p.as_ptr(),
+                envp.as_ptr(),
             ))?;
             Ok(pid)
         })();
@@ -1121,6 +1176,54 @@ mod tests {
         assert_eq!(out[3], "SigBlk:\t0000000000000000");
         let ignored = u64::from_str_radix(out[4].trim_start_matches("SigIgn:\t"), 16).unwrap();
         assert_eq!(ignored & !0x1_8000_0000, 0, "{}", out[4]);
+    }
+
+    /// The entries a `child_env` array points to.
+    fn env_of(env: &[(String, String)]) -> Vec<String> {
+        let (_strings, ptrs) = child_env(env).unwrap();
+        assert!(ptrs.last().unwrap().is_null());
+        ptrs[..ptrs.len() - 1]
+            .iter()
+            // SAFETY: non-null entries point to C strings kept alive by `_strings` or static.
+            .map(|p| {
+                unsafe { std::ffi::CStr::from_ptr(*p) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_child_env_is_ours_with_the_given_pairs_on_top_sorted_as_command_did() {
+        let own: Vec<String> = std::env::vars_os()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .collect();
+        // No pairs: our environment as it is.
+        assert_eq!(env_of(&[]), own);
+        // Pairs before, among, after and replacing inherited names; a later pair wins.
+        let pairs: Vec<(String, String)> = [
+            ("\u{1}FIRST", "a"),
+            ("PATH", "/replaced"),
+            ("NIXCMD_X", "1"),
+            ("NIXCMD_X", "2"),
+            ("~LAST", "z"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut expected: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
+            std::env::vars_os().collect();
+        for (k, v) in &pairs {
+            expected.insert(k.into(), v.into());
+        }
+        let expected: Vec<String> = expected
+            .iter()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .collect();
+        let got = env_of(&pairs);
+        assert_eq!(got, expected);
+        assert!(got.contains(&"PATH=/replaced".to_string()));
+        assert!(got.contains(&"NIXCMD_X=2".to_string()));
     }
 
     #[test]
