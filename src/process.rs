@@ -184,37 +184,338 @@ pub enum Ended {
 
 /// Starts `program` in a new process group with stdout and stderr piped (and stdin piped or
 /// `/dev/null`). Every step process — local shell or `ssh` client — starts here.
+///
+/// Through `posix_spawn` (a vfork: nothing of nixcmd's memory is copied), with the working
+/// directory set by `posix_spawn_file_actions_addchdir_np` (glibc 2.29, musl 1.1.24). The
+/// standard library's `Command` looks that function up at run time, which fails in the
+/// statically linked release binary, and then forks instead: page tables copied per step.
+/// The child is set up as `Command` would: the inherited environment with `env` on top
+/// (sorted by name), an empty signal mask, SIGPIPE back to its default (Rust ignores it),
+/// every other descriptor closed on exec; a missing program or directory is the error the
+/// exec or the chdir met (ENOENT), as before.
 pub fn spawn_group(
     program: &str,
     args: &[String],
     cwd: Option<&Path>,
     env: &[(String, String)],
     piped_stdin: bool,
-) -> std::io::Result<std::process::Child> {
-    use std::os::unix::process::CommandExt;
+) -> std::io::Result<GroupChild> {
+    use std::os::unix::ffi::OsStrExt;
     ensure_subreaper();
-    let mut command = Command::new(resolve_program(program));
-    if let Some(cwd) = cwd.filter(|d| !is_own_cwd(d)) {
-        command.current_dir(cwd);
+    let path = resolve_program(program);
+    let program_c = c_string(path.as_os_str().as_bytes())?;
+    let mut argv = vec![program_c.clone()];
+    for arg in args {
+        argv.push(c_string(arg.as_bytes())?);
     }
-    command
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(if piped_stdin {
-            Stdio::piped()
+    let (_env_strings, envp) = child_env(env)?;
+    let cwd_c = cwd
+        .map(|d| c_string(d.as_os_str().as_bytes()))
+        .transpose()?;
+    let (stdin_child, stdin_ours) = if piped_stdin {
+        let (read, write) = pipe()?;
+        (Some(read), Some(write))
+    } else {
+        (None, None)
+    };
+    let stdin_fd = match &stdin_child {
+        Some(fd) => fd.as_raw_fd(),
+        None => dev_null()?,
+    };
+    let (stdout_ours, stdout_child) = pipe()?;
+    let (stderr_ours, stderr_child) = pipe()?;
+    let pid = posix_spawn(
+        &program_c,
+        &argv,
+        &envp,
+        cwd_c.as_deref(),
+        [stdin_fd, stdout_child.as_raw_fd(), stderr_child.as_raw_fd()],
+    )?;
+    // The child's ends are the child's now: closing ours lets end of file reach the reader.
+    drop((stdin_child, stdout_child, stderr_child));
+    Ok(GroupChild {
+        pid,
+        stdin: stdin_ours.map(std::fs::File::from),
+        stdout: Some(std::fs::File::from(stdout_ours)),
+        stderr: Some(std::fs::File::from(stderr_ours)),
+        status: None,
+    })
+}
+
+/// A process started by [`spawn_group`]: the leader of its own process group. Dropping it
+/// neither kills nor reaps it (as with `std::process::Child`).
+pub struct GroupChild {
+    pid: i32,
+    pub stdin: Option<std::fs::File>,
+    pub stdout: Option<std::fs::File>,
+    pub stderr: Option<std::fs::File>,
+    /// Once reaped: the pid may belong to another process then, it is not waited for again.
+    status: Option<std::process::ExitStatus>,
+}
+
+impl GroupChild {
+    /// The process id, which is also the process group id.
+    pub fn id(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// The exit status if the process has exited (reaping it), without blocking.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.reap(libc::WNOHANG)
+    }
+
+    /// Waits for the process to exit.
+    pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        loop {
+            if let Some(status) = self.reap(0)? {
+                return Ok(status);
+            }
+        }
+    }
+
+    fn reap(&mut self, flags: i32) -> std::io::Result<Option<std::process::ExitStatus>> {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(status) = self.status {
+            return Ok(Some(status));
+        }
+        let mut raw = 0;
+        loop {
+            // SAFETY: waitpid on our own child, writing its status into a local.
+            let r = unsafe { libc::waitpid(self.pid, &mut raw, flags) };
+            if r == 0 {
+                return Ok(None);
+            }
+            if r > 0 {
+                let status = std::process::ExitStatus::from_raw(raw);
+                self.status = Some(status);
+                return Ok(Some(status));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+}
+
+fn c_string(bytes: &[u8]) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(bytes).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "nul byte found in provided data",
+        )
+    })
+}
+
+/// This process's environment as `KEY=VALUE` C strings, read once: nothing in nixcmd changes
+/// it, and building it again for every step (a map of ~50 entries, a C string each) was most
+/// of a spawn's own instructions.
+struct Inherited {
+    /// In the order of `environ`.
+    entries: Vec<std::ffi::CString>,
+    /// (name, index in `entries`) sorted by name, one per name (the last, as a map keeps).
+    by_name: Vec<(Vec<u8>, usize)>,
+}
+
+fn inherited() -> &'static Inherited {
+    static ENV: std::sync::OnceLock<Inherited> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        use std::os::unix::ffi::OsStrExt;
+        let mut entries = Vec::new();
+        let mut by_name: Vec<(Vec<u8>, usize)> = Vec::new();
+        for (k, v) in std::env::vars_os() {
+            let Ok(entry) = c_string(&env_entry(k.as_bytes(), v.as_bytes())) else {
+                continue;
+            };
+            by_name.push((k.as_bytes().to_vec(), entries.len()));
+            entries.push(entry);
+        }
+        // Stable: of equal names the last stays last, and is the one kept.
+        by_name.sort_by(|a, b| a.0.cmp(&b.0));
+        by_name.reverse();
+        by_name.dedup_by(|later, kept| later.0 == kept.0);
+        by_name.reverse();
+        Inherited { entries, by_name }
+    })
+}
+
+fn env_entry(key: &[u8], value: &[u8]) -> Vec<u8> {
+    let mut entry = Vec::with_capacity(key.len() + value.len() + 1);
+    entry.extend_from_slice(key);
+    entry.push(b'=');
+    entry.extend_from_slice(value);
+    entry
+}
+
+/// The child's environment as `Command` gives it: this process's own when `env` is empty,
+/// else this process's with `env` set on top (a later pair wins), sorted by name. Returned
+/// as the C strings made for `env` and the NULL-terminated array of entries (pointing into
+/// those and into [`inherited`]), valid while the former lives.
+fn child_env(
+    env: &[(String, String)],
+) -> std::io::Result<(Vec<std::ffi::CString>, Vec<*mut libc::c_char>)> {
+    let base = inherited();
+    let ptr = |c: &std::ffi::CString| c.as_ptr().cast_mut();
+    if env.is_empty() {
+        let mut ptrs: Vec<_> = base.entries.iter().map(ptr).collect();
+        ptrs.push(std::ptr::null_mut());
+        return Ok((Vec::new(), ptrs));
+    }
+    let mut set: std::collections::BTreeMap<&[u8], std::ffi::CString> = Default::default();
+    for (k, v) in env {
+        set.insert(
+            k.as_bytes(),
+            c_string(&env_entry(k.as_bytes(), v.as_bytes()))?,
+        );
+    }
+    let mut ptrs = Vec::with_capacity(base.by_name.len() + set.len() + 1);
+    let mut ours = set.iter().peekable();
+    for (name, i) in &base.by_name {
+        while let Some((_, c)) = ours.next_if(|(k, _)| **k < name.as_slice()) {
+            ptrs.push(ptr(c));
+        }
+        match ours.next_if(|(k, _)| **k == name.as_slice()) {
+            Some((_, c)) => ptrs.push(ptr(c)),
+            None => ptrs.push(ptr(&base.entries[*i])),
+        }
+    }
+    ptrs.extend(ours.map(|(_, c)| ptr(c)));
+    ptrs.push(std::ptr::null_mut());
+    Ok((set.into_values().collect(), ptrs))
+}
+
+/// A pipe (read end, write end), both close-on-exec and above the standard descriptors (if
+/// nixcmd was started with one of those closed, a new pipe could take its number, and the
+/// child's `dup2` onto 0–2 would then clobber it).
+fn pipe() -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two new descriptors into `fds`.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both are fresh descriptors that nothing else owns.
+    let (read, write) = unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    };
+    Ok((above_stdio(read)?, above_stdio(write)?))
+}
+
+fn above_stdio(fd: std::os::fd::OwnedFd) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: duplicating a descriptor we own to the lowest free number ≥ 3.
+    let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if dup < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(dup) })
+}
+
+/// `/dev/null` opened once (close-on-exec) and given to every child without piped input as
+/// its stdin: an open and a close less per step.
+fn dev_null() -> std::io::Result<std::os::fd::RawFd> {
+    static NULL: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
+    if let Some(fd) = NULL.get() {
+        return Ok(fd.as_raw_fd());
+    }
+    let file = std::fs::File::open("/dev/null")?;
+    let fd = above_stdio(file.into())?;
+    // Another thread may have won the race: its descriptor is used, ours closed.
+    Ok(NULL.get_or_init(|| fd).as_raw_fd())
+}
+
+/// `posix_spawn` (`posix_spawnp` for a bare name, as `Command` searches `PATH`) of
+/// `program argv…` with `envp` (NULL-terminated), in `cwd` if given, with `stdio` as its descriptors 0, 1
+/// and 2, as the leader of a new process group. Returns the pid.
+fn posix_spawn(
+    program: &std::ffi::CStr,
+    argv: &[std::ffi::CString],
+    envp: &[*mut libc::c_char],
+    cwd: Option<&std::ffi::CStr>,
+    stdio: [std::os::fd::RawFd; 3],
+) -> std::io::Result<i32> {
+    let check = |r: libc::c_int| {
+        if r == 0 {
+            Ok(())
         } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .spawn()
+            Err(std::io::Error::from_raw_os_error(r))
+        }
+    };
+    let mut argv_p: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
+    argv_p.push(std::ptr::null_mut());
+    let mut actions = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
+    let mut attr = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
+    // SAFETY: the file actions and attributes are initialised before use and destroyed on
+    // every path below; every pointer handed over (program, NUL-terminated argv and envp
+    // arrays of C strings, cwd) lives until posix_spawn returns, which is after the child has
+    // exec'd or failed (glibc and musl wait for that), so the child never sees freed memory.
+    unsafe {
+        check(libc::posix_spawn_file_actions_init(actions.as_mut_ptr()))?;
+        let actions = actions.as_mut_ptr();
+        if let Err(e) = check(libc::posix_spawnattr_init(attr.as_mut_ptr())) {
+            libc::posix_spawn_file_actions_destroy(actions);
+            return Err(e);
+        }
+        let attr = attr.as_mut_ptr();
+        let result = (|| {
+            if let Some(cwd) = cwd {
+                check(libc::posix_spawn_file_actions_addchdir_np(
+                    actions,
+                    cwd.as_ptr(),
+                ))?;
+            }
+            for (target, fd) in stdio.into_iter().enumerate() {
+                check(libc::posix_spawn_file_actions_adddup2(
+                    actions,
+                    fd,
+                    target as libc::c_int,
+                ))?;
+            }
+            let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(set.as_mut_ptr());
+            check(libc::posix_spawnattr_setsigmask(attr, set.as_ptr()))?;
+            libc::sigaddset(set.as_mut_ptr(), libc::SIGPIPE);
+            check(libc::posix_spawnattr_setsigdefault(attr, set.as_ptr()))?;
+            check(libc::posix_spawnattr_setpgroup(attr, 0))?;
+            check(libc::posix_spawnattr_setflags(
+                attr,
+                (libc::POSIX_SPAWN_SETPGROUP
+                    | libc::POSIX_SPAWN_SETSIGMASK
+                    | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short,
+            ))?;
+            let spawn = if program.to_bytes().contains(&b'/') {
+                libc::posix_spawn
+            } else {
+                libc::posix_spawnp
+            };
+            let mut pid: libc::pid_t = 0;
+            check(spawn(
+                &mut pid,
+                program.as_ptr(),
+                actions,
+                attr,
+                argv_p.as_ptr(),
+                envp.as_ptr(),
+            ))?;
+            Ok(pid)
+        })();
+        libc::posix_spawnattr_destroy(attr);
+        libc::posix_spawn_file_actions_destroy(actions);
+        result
+    }
 }
 
 /// Reads the child's stdout and stderr line by line on two threads, sending `line(stream,
 /// text)` for each line (lines longer than 64 KiB are split) and `eof()` when a pipe closes.
 pub fn read_lines<M: Send + 'static>(
-    child: &mut std::process::Child,
+    child: &mut GroupChild,
     tx: &mpsc::Sender<M>,
     line: fn(Stream, String) -> M,
     eof: fn() -> M,
@@ -311,8 +612,8 @@ pub fn run_group_observed(
     // (two thread starts and a hand-off per line), and with a pidfd the exit wakes the poll
     // at once instead of being found by a sleep loop.
     let mut pipes = [
-        Pipe::new(Stream::Stdout, child.stdout.take().map(pipe_file)),
-        Pipe::new(Stream::Stderr, child.stderr.take().map(pipe_file)),
+        Pipe::new(Stream::Stdout, child.stdout.take()),
+        Pipe::new(Stream::Stderr, child.stderr.take()),
     ];
     let pidfd = pidfd_open(pgid);
     // Without a pidfd the exit is only noticed by asking on every tick.
@@ -451,10 +752,6 @@ struct Pipe {
     file: Option<std::fs::File>,
     /// Bytes of a line not yet ended.
     pending: Vec<u8>,
-}
-
-fn pipe_file(pipe: impl Into<std::os::fd::OwnedFd>) -> std::fs::File {
-    std::fs::File::from(pipe.into())
 }
 
 impl Pipe {
@@ -627,11 +924,35 @@ fn ensure_subreaper() {
     });
 }
 
+/// Whether [`own_children`] has worked in this process: the kernel lists children, so having
+/// none at all (see [`has_children`]) means an empty list, and the file need not be read.
+static CHILDREN_LISTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process has any child, running or not yet reaped (one `waitid` that neither
+/// blocks nor reaps). After a step's shell was reaped there is usually none: no orphan of the
+/// step was reparented to us, and the list of children (a /proc file: an open, a stat, a read
+/// and a close per step) need not be read.
+fn has_children() -> bool {
+    // SAFETY: waitid with WNOHANG | WNOWAIT neither blocks nor reaps; it only fills `info`.
+    let r = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    // ECHILD: none at all. Anything else (0, or another error) is taken as "maybe".
+    !(r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
+}
+
 /// The children of the calling thread, or `None` when the kernel does not list them. A
 /// step's shell is started by the thread that runs it, so when the shell exits its orphans are
 /// reparented to that thread (nixcmd is their subreaper): one small file to read per step.
 fn own_children() -> Option<Vec<i32>> {
     let text = std::fs::read_to_string("/proc/thread-self/children").ok()?;
+    CHILDREN_LISTED.store(true, Ordering::Relaxed);
     Some(
         text.split_whitespace()
             .filter_map(|p| p.parse().ok())
@@ -681,6 +1002,9 @@ fn kill_by_token(token: &str, grace: Duration) {
     let needle = format!("NIXCMD_STEP_TOKEN={token}");
     let me = std::process::id() as i32;
     let find = || -> Vec<i32> {
+        if CHILDREN_LISTED.load(Ordering::Relaxed) && !has_children() {
+            return Vec::new();
+        }
         let candidates = own_children().unwrap_or_else(|| {
             std::fs::read_dir("/proc")
                 .map(|entries| {
@@ -812,6 +1136,125 @@ mod tests {
             .collect();
         assert_eq!(out, ["out1", "tail"]);
         assert!(seen.contains(&(Stream::Stderr, "err1".to_string())));
+    }
+
+    #[test]
+    fn a_group_runs_in_its_dir_and_group_with_its_env_and_default_signals() {
+        // Not our own directory: the child changes to it (posix_spawn's chdir action).
+        let dir = tempfile::tempdir().unwrap();
+        let args = vec![
+            "-c".to_string(),
+            concat!(
+                "pwd; read -r _ _ _ _ pgrp _ < /proc/$$/stat; [[ $pgrp == $$ ]] && echo leader; ",
+                "echo \"$NIXCMD_TEST_VAR ${PATH:+path}\"; ",
+                "grep -E '^Sig(Blk|Ign):' /proc/self/status"
+            )
+            .to_string(),
+        ];
+        let env = [("NIXCMD_TEST_VAR".to_string(), "given".to_string())];
+        let spec = GroupSpec {
+            env: &env,
+            ..bash_spec(
+                &args,
+                dir.path(),
+                Duration::from_secs(20),
+                "unit-test-spawn",
+            )
+        };
+        let mut out = Vec::new();
+        let ended = run_group(&spec, &Cancel::default(), &mut |_, l| {
+            out.push(l.to_string())
+        });
+        assert_eq!(ended.unwrap(), Ended::Exited(0), "{out:?}");
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        assert_eq!(out[0], real.display().to_string());
+        assert_eq!(out[1], "leader");
+        assert_eq!(out[2], "given path");
+        // Nothing blocked; SIGPIPE, which Rust ignores in nixcmd itself, not ignored. (glibc's
+        // posix_spawn leaves its two internal real-time signals ignored, as it did under
+        // `Command`.)
+        assert_eq!(out[3], "SigBlk:\t0000000000000000");
+        let ignored = u64::from_str_radix(out[4].trim_start_matches("SigIgn:\t"), 16).unwrap();
+        assert_eq!(ignored & !0x1_8000_0000, 0, "{}", out[4]);
+    }
+
+    /// The entries a `child_env` array points to.
+    fn env_of(env: &[(String, String)]) -> Vec<String> {
+        let (_strings, ptrs) = child_env(env).unwrap();
+        assert!(ptrs.last().unwrap().is_null());
+        ptrs[..ptrs.len() - 1]
+            .iter()
+            // SAFETY: non-null entries point to C strings kept alive by `_strings` or static.
+            .map(|p| {
+                unsafe { std::ffi::CStr::from_ptr(*p) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_child_env_is_ours_with_the_given_pairs_on_top_sorted_as_command_did() {
+        let own: Vec<String> = std::env::vars_os()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .collect();
+        // No pairs: our environment as it is.
+        assert_eq!(env_of(&[]), own);
+        // Pairs before, among, after and replacing inherited names; a later pair wins.
+        let pairs: Vec<(String, String)> = [
+            ("\u{1}FIRST", "a"),
+            ("PATH", "/replaced"),
+            ("NIXCMD_X", "1"),
+            ("NIXCMD_X", "2"),
+            ("~LAST", "z"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut expected: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString> =
+            std::env::vars_os().collect();
+        for (k, v) in &pairs {
+            expected.insert(k.into(), v.into());
+        }
+        let expected: Vec<String> = expected
+            .iter()
+            .map(|(k, v)| format!("{}={}", k.to_string_lossy(), v.to_string_lossy()))
+            .collect();
+        let got = env_of(&pairs);
+        assert_eq!(got, expected);
+        assert!(got.contains(&"PATH=/replaced".to_string()));
+        assert!(got.contains(&"NIXCMD_X=2".to_string()));
+    }
+
+    #[test]
+    fn a_missing_dir_or_program_is_a_spawn_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("gone");
+        let err = spawn_group("bash", &[], Some(&gone), &[], false)
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        let err = spawn_group("nixcmd-no-such-program", &[], Some(dir.path()), &[], false)
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        // Piped stdin reaches the child.
+        let args = vec!["-c".to_string(), "cat".to_string()];
+        let mut child = spawn_group("bash", &args, None, &[], true).unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"fed\n").unwrap();
+        drop(stdin);
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "fed\n");
+        assert!(child.wait().unwrap().success());
+        // Reaped once; asking again gives the same status.
+        assert!(child.try_wait().unwrap().unwrap().success());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::path::Path;
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     let tmp = fresh_temp_name(path);
     let result = (|| {
-        write_fresh(&tmp, bytes, mode)?;
+        drop(write_fresh(&tmp, bytes, mode)?);
         if replace(&tmp, path)? {
             // The old content is under the temporary name now; a failure here only leaves a
             // stale temporary file, never a wrong `path`.
@@ -47,14 +47,15 @@ fn fresh_temp_name(path: &Path) -> std::path::PathBuf {
 /// Creates (or, for a stale file of a crashed process with the same pid, truncates) `tmp` and
 /// writes `bytes` to it. Truncating an existing file to zero makes ext4 flush it on close
 /// (`auto_da_alloc`), but that only happens for a stale name, never on the common path.
-fn write_fresh(tmp: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+fn write_fresh(tmp: &Path, bytes: &[u8], mode: u32) -> std::io::Result<std::fs::File> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode)
         .open(tmp)?;
-    file.write_all(bytes)
+    file.write_all(bytes)?;
+    Ok(file)
 }
 
 /// Temporary files kept between atomic rewrites of the same targets (a run's `state.json` and
@@ -92,10 +93,42 @@ fn write_fresh(tmp: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 /// temporary file before. Nothing lists or reads them.
 #[derive(Default)]
 pub struct KeptTemps {
-    /// (target, temporary file holding an old version of it) pairs not in use by a writer.
-    free: std::sync::Mutex<Vec<(std::path::PathBuf, std::path::PathBuf)>>,
-    /// Targets this process has written through here: their current file is one of ours.
-    written: std::sync::Mutex<Vec<std::path::PathBuf>>,
+    /// (target, temporary file holding an old version of it, that file held open) triples
+    /// not in use by a writer.
+    free: std::sync::Mutex<Vec<(std::path::PathBuf, std::path::PathBuf, Option<Held>)>>,
+    /// Targets this process has written through here: their current file is one of ours,
+    /// held open so that, once swapped out under a temporary name, it is rewritten without
+    /// being looked up and opened again.
+    written: std::sync::Mutex<Vec<(std::path::PathBuf, Option<Held>)>>,
+}
+
+/// A file this process wrote, kept open (write-only, `F_SETSIG` already set), with what
+/// identifies it (device, inode) and the length of what was written to it. Before it is
+/// rewritten, the temporary name is checked to still lead to this very file (one `stat`
+/// instead of an open, a stat of the open file and a close): should anything have moved
+/// it, it is opened by name as before.
+struct Held {
+    file: std::fs::File,
+    id: (u64, u64),
+    len: u64,
+}
+
+impl Held {
+    fn new(file: std::fs::File, len: u64) -> std::io::Result<Held> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = file.metadata()?;
+        Ok(Held {
+            file,
+            id: (meta.dev(), meta.ino()),
+            len,
+        })
+    }
+
+    /// Whether `path` leads to this file now.
+    fn is_at(&self, path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
+    }
 }
 
 impl KeptTemps {
@@ -104,14 +137,15 @@ impl KeptTemps {
         let kept = {
             let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
             free.iter()
-                .rposition(|(target, _)| target == path)
-                .map(|i| free.swap_remove(i).1)
+                .rposition(|(target, _, _)| target == path)
+                .map(|i| free.swap_remove(i))
+                .map(|(_, tmp, held)| (tmp, held))
         };
-        let tmp = match kept {
-            Some(tmp) => match overwrite_unshared(&tmp, bytes) {
-                Ok(true) => tmp,
+        let (tmp, held) = match kept {
+            Some((tmp, held)) => match rewrite_unshared(&tmp, held, bytes) {
+                Ok(Some(held)) => (tmp, held),
                 // Someone has it open, or it cannot be reused: leave it, start a new one.
-                Ok(false) | Err(_) => {
+                Ok(None) | Err(_) => {
                     let _ = std::fs::remove_file(&tmp);
                     self.write_new(path, bytes, mode)?
                 }
@@ -120,26 +154,34 @@ impl KeptTemps {
         };
         match replace(&tmp, path) {
             Ok(true) => {
-                let ours = {
+                // The file now under the temporary name is the one that was at `path`: ours
+                // (and held open) if this process put it there.
+                let previous = {
                     let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-                    let ours = written.iter().any(|w| w == path);
-                    if !ours {
-                        written.push(path.to_path_buf());
+                    match written.iter_mut().find(|(w, _)| w == path) {
+                        Some((_, current)) => Some(current.replace(held)),
+                        None => {
+                            written.push((path.to_path_buf(), Some(held)));
+                            None
+                        }
                     }
-                    ours
                 };
-                if ours {
-                    let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-                    free.push((path.to_path_buf(), tmp));
-                } else {
-                    let _ = std::fs::remove_file(&tmp);
+                match previous {
+                    Some(old) => {
+                        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+                        free.push((path.to_path_buf(), tmp, old));
+                    }
+                    None => {
+                        let _ = std::fs::remove_file(&tmp);
+                    }
                 }
                 Ok(())
             }
             Ok(false) => {
                 let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
-                if !written.iter().any(|w| w == path) {
-                    written.push(path.to_path_buf());
+                match written.iter_mut().find(|(w, _)| w == path) {
+                    Some((_, current)) => *current = Some(held),
+                    None => written.push((path.to_path_buf(), Some(held))),
                 }
                 Ok(())
             }
@@ -155,19 +197,24 @@ impl KeptTemps {
         path: &Path,
         bytes: &[u8],
         mode: u32,
-    ) -> std::io::Result<std::path::PathBuf> {
+    ) -> std::io::Result<(std::path::PathBuf, Held)> {
         let tmp = fresh_temp_name(path);
-        write_fresh(&tmp, bytes, mode).inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })?;
-        Ok(tmp)
+        let held = write_fresh(&tmp, bytes, mode)
+            .and_then(|file| {
+                set_lease_signal(&file);
+                Held::new(file, bytes.len() as u64)
+            })
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })?;
+        Ok((tmp, held))
     }
 }
 
 impl Drop for KeptTemps {
     fn drop(&mut self) {
         let free = self.free.get_mut().unwrap_or_else(|e| e.into_inner());
-        for (_, tmp) in free.drain(..) {
+        for (_, tmp, _) in free.drain(..) {
             let _ = std::fs::remove_file(tmp);
         }
     }
@@ -176,30 +223,55 @@ impl Drop for KeptTemps {
 /// `fcntl(F_SETSIG)` (Linux, `<fcntl.h>` with `_GNU_SOURCE`; the libc crate does not export it).
 const F_SETSIG: libc::c_int = 10;
 
-/// Overwrites the kept temporary `tmp` with `bytes` in place, if no one else has it open.
-/// `Ok(false)`: someone does (or leases are unavailable); the file was not changed.
-fn overwrite_unshared(tmp: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+/// A lease break is signalled to the holder (SIGIO by default, which would end the process)
+/// when someone opens the file while the lease is held; SIGURG is ignored by default. The
+/// lease is held for two system calls only, and only the temporary name leads to the file,
+/// but a stray `cat` of it must not kill a run. Set once per open file.
+fn set_lease_signal(file: &std::fs::File) -> bool {
     use std::os::fd::AsRawFd;
+    // SAFETY: a plain fcntl call on a file descriptor owned by `file`.
+    unsafe { libc::fcntl(file.as_raw_fd(), F_SETSIG, libc::SIGURG) == 0 }
+}
+
+/// Whether no one but us has `file` open: a write lease is granted only then (and at once
+/// given back). The lease is only that check; anyone opening the file from then on does so
+/// by the temporary name, which no reader uses.
+fn unshared(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: plain fcntl calls on a file descriptor owned by `file`.
+    unsafe {
+        if libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) != 0 {
+            return false;
+        }
+        libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK);
+    }
+    true
+}
+
+/// Overwrites the kept temporary `tmp` with `bytes` in place, if no one else has it open:
+/// through `held` when `tmp` still leads to that file, else opened by name. `Ok(None)`:
+/// someone has it open (or leases are unavailable); the file was not changed.
+fn rewrite_unshared(tmp: &Path, held: Option<Held>, bytes: &[u8]) -> std::io::Result<Option<Held>> {
+    use std::os::unix::fs::FileExt;
+    if let Some(mut held) = held.filter(|h| h.is_at(tmp)) {
+        if !unshared(&held.file) {
+            return Ok(None);
+        }
+        held.file.write_all_at(bytes, 0)?;
+        if (bytes.len() as u64) < held.len {
+            held.file.set_len(bytes.len() as u64)?;
+        }
+        held.len = bytes.len() as u64;
+        return Ok(Some(held));
+    }
     // No O_CREAT: the file must be the one this process left there.
     let file = std::fs::OpenOptions::new().write(true).open(tmp)?;
-    let fd = file.as_raw_fd();
-    // A lease break is signalled to the holder (SIGIO by default, which would end the
-    // process) when someone opens the file while the lease is held; SIGURG is ignored by
-    // default. The lease is held for two system calls only, and only the temporary name leads
-    // to the file, but a stray `cat` of it must not kill a run.
-    // SAFETY: plain fcntl calls on a file descriptor owned by `file`.
-    let leased = unsafe {
-        libc::fcntl(fd, F_SETSIG, libc::SIGURG) == 0
-            && libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) == 0
-    };
-    if !leased {
-        return Ok(false);
+    if !(set_lease_signal(&file) && unshared(&file)) {
+        return Ok(None);
     }
-    // SAFETY: as above. The lease was only a check that no one else has the file open; anyone
-    // opening it from now on does so by the temporary name, which no reader uses.
-    unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
     overwrite_in_place(&file, bytes)?;
-    Ok(true)
+    Held::new(file, bytes.len() as u64).map(Some)
 }
 
 /// Makes `file`'s content `bytes`: written at offset 0, then cut to length only when the old
@@ -389,6 +461,30 @@ mod tests {
         assert_eq!(seen, "two");
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "five");
         drop(reader);
+        drop(temps);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_kept_temporary_replaced_behind_our_back_is_not_written_through_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("progress.json");
+        let temps = super::KeptTemps::default();
+        temps.write(&path, b"one", 0o600).unwrap();
+        temps.write(&path, b"two", 0o600).unwrap();
+        // The kept temporary (held open) is replaced by another file under the same name.
+        let kept = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p != &path)
+            .unwrap();
+        std::fs::remove_file(&kept).unwrap();
+        std::fs::write(&kept, "somebody else's").unwrap();
+        // Written through the name, not through the held (now unlinked) file.
+        for text in ["three", "four", "five"] {
+            temps.write(&path, text.as_bytes(), 0o600).unwrap();
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        }
         drop(temps);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }

@@ -249,6 +249,8 @@ pub struct RunDir {
 #[derive(Default)]
 struct EnvFile {
     seen: Option<(EnvStamp, Vec<(String, String)>)>,
+    /// The file's length at the last read (0 when it did not exist).
+    len: u64,
 }
 
 /// What tells a changed file from an unchanged one without reading it.
@@ -271,8 +273,10 @@ impl EnvFile {
         use std::os::unix::fs::MetadataExt;
         let Ok(meta) = std::fs::metadata(path) else {
             self.seen = None;
+            self.len = 0;
             return Vec::new();
         };
+        self.len = meta.len();
         let stamp = EnvStamp {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -372,6 +376,12 @@ impl RunDir {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .read(&self.env_file())
+    }
+
+    /// The length of `$NIXCMD_ENV` when [`RunDir::env_vars`] last looked (0 if missing): where
+    /// a running step's exports start (see `EnvWatch`), without another `stat`.
+    pub fn env_len(&self) -> u64 {
+        self.env_vars.lock().unwrap_or_else(|e| e.into_inner()).len
     }
 
     pub fn write_state(&self, state: &State) -> std::io::Result<()> {
@@ -720,8 +730,11 @@ mod tests {
         assert_eq!(run.env_vars(), pair("A", "3"));
         std::fs::write(&env, "A=3\nB=4\n").unwrap();
         assert_eq!(run.env_vars(), [pair("A", "3"), pair("B", "4")].concat());
+        // The length seen by that read: where a step's new exports start.
+        assert_eq!(run.env_len(), 8);
         std::fs::remove_file(&env).unwrap();
         assert_eq!(run.env_vars(), vec![]);
+        assert_eq!(run.env_len(), 0);
     }
 
     #[test]

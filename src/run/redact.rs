@@ -59,8 +59,8 @@ pub struct EnvWatch {
 }
 
 impl EnvWatch {
-    pub fn new(path: std::path::PathBuf, extra: Vec<String>) -> Self {
-        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    /// `len`: the file's length when the step started (what it already held).
+    pub fn new(path: std::path::PathBuf, len: u64, extra: Vec<String>) -> Self {
         EnvWatch { path, len, extra }
     }
 

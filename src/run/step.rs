@@ -128,13 +128,9 @@ impl Engine<'_> {
         let script = self.run.script_path(&block.id);
         let log_path = self.run.log_path(&block.id);
         let _ = crate::records_io::write_script(&script, block.code.as_bytes());
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(&log_path)
-            .ok()
-            .map(crate::records_io::LogFile);
+        // Opened with the first attempt's start record, while bash starts up: creating a file
+        // is among the costliest calls between two steps, and nothing is written before.
+        let mut log: Option<crate::records_io::LogFile> = None;
         let started_at = Instant::now();
         let mut tail: VecDeque<String> = VecDeque::new();
         let mut last: Option<Ended> = None;
@@ -192,10 +188,20 @@ impl Engine<'_> {
                 let run = &self.run;
                 let progress = &self.progress;
                 let state = &mut self.state;
+                let log_path = &log_path;
                 move |em: &mut Emitter,
                       log: &mut Option<crate::records_io::LogFile>,
                       started: &mut Option<EventKind>| {
                     let Some(event) = started.take() else { return };
+                    if log.is_none() {
+                        *log = OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .mode(0o600)
+                            .open(log_path)
+                            .ok()
+                            .map(crate::records_io::LogFile);
+                    }
                     let _ = run.write_progress(progress);
                     state.updated = now();
                     let _ = run.write_state(state);
@@ -208,7 +214,8 @@ impl Engine<'_> {
             let mut lines: Vec<String> = Vec::new();
             let em = &mut self.em;
             let step_id = &block.id;
-            let mut env_watch = EnvWatch::new(self.run.env_file(), extra_secrets);
+            let mut env_watch =
+                EnvWatch::new(self.run.env_file(), self.run.env_len(), extra_secrets);
             let mut observe = |seen: Observed| match seen {
                 Observed::Spawned => record_start(em, &mut log, &mut started),
                 Observed::Line(stream, line) => {
