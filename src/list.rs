@@ -4,6 +4,7 @@ use crate::command::{ArgSpec, Command, Mode, Origin};
 use crate::discovery::{self, Found, SearchPath};
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
+use crate::{parser, summary};
 use serde::Serialize;
 use std::borrow::Cow;
 
@@ -85,20 +86,47 @@ fn row(found: &Found) -> Row {
     {
         return row;
     }
-    match discovery::load_with(found, crate::parser::Depth::Summary) {
-        Ok(loaded) => into_row(loaded.command),
-        Err(u) => Row {
-            name: found.name.clone(),
-            description: String::new(),
-            source: found.origin.clone(),
-            mode: None,
-            args: Vec::new(),
-            argument_hint: None,
-            steps: 0,
-            confirm_steps: 0,
-            errors: 1,
-            error: Some(u.diagnostic.message.clone()),
-        },
+    let Some(path) = &found.path else {
+        return match discovery::load_with(found, parser::Depth::Summary) {
+            Ok(loaded) => row_of_command(loaded.command),
+            Err(u) => unreadable_row(found, u.diagnostic.message),
+        };
+    };
+    let shown = path
+        .to_str()
+        .map_or_else(|| path.display().to_string(), str::to_string);
+    let bytes = match discovery::read_listed(found) {
+        Ok(bytes) => bytes,
+        Err(d) => return unreadable_row(found, d.message),
+    };
+    match parser::decode_owned(&shown, bytes) {
+        // The rows of plain files without a `Command`; the parser for the rest.
+        Ok(file) => summary::row(&file, &found.name, &found.origin).unwrap_or_else(|| {
+            let c = parser::parse_with(
+                &file,
+                &found.name,
+                found.origin.clone(),
+                parser::Depth::Summary,
+            );
+            row_of_command(c)
+        }),
+        Err((d, _)) => unreadable_row(found, d.message),
+    }
+}
+
+/// The row of a file that could not be read as a command.
+fn unreadable_row(found: &Found, message: String) -> Row {
+    Row {
+        name: found.name.clone(),
+        description: String::new(),
+        source: found.origin.clone(),
+        mode: None,
+        args: Vec::new(),
+        argument_hint: None,
+        steps: 0,
+        confirm_steps: 0,
+        errors: 1,
+        error: Some(message),
     }
 }
 
@@ -118,11 +146,11 @@ fn builtin_row(name: &str) -> Option<Row> {
 
 #[cfg(test)]
 fn from_command(c: &Command) -> Row {
-    into_row(c.clone())
+    row_of_command(c.clone())
 }
 
 /// A command's row, its strings moved rather than copied (the command is dropped next).
-fn into_row(c: Command) -> Row {
+pub fn row_of_command(c: Command) -> Row {
     let steps = c.runnable_steps();
     let confirm_steps = c.confirm_count();
     let errors = c
