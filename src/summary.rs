@@ -21,9 +21,10 @@ use crate::source::SourceFile;
 use std::borrow::Cow;
 
 /// What the row needs of one block under a phase.
-struct BlockFacts {
+struct BlockFacts<'a> {
     phase: Phase,
-    title: Option<String>,
+    /// Borrowed from the outline (or a `## Step N: Title` heading's title).
+    title: Option<Cow<'a, str>>,
     explicit_id: Option<String>,
     runnable: bool,
     confirm: bool,
@@ -90,7 +91,7 @@ pub fn row(file: &SourceFile, name: &str, origin: &Origin) -> Option<Row> {
                 let a = validated.attrs;
                 blocks.push(BlockFacts {
                     phase,
-                    title: sub.as_deref().map(str::to_string),
+                    title: sub.clone(),
                     explicit_id: validated.id.map(|(id, _)| id),
                     runnable: SHELL_LANGUAGES.contains(&parsed.language.as_str()) && !a.norun,
                     confirm: a.confirm.is_some(),
@@ -102,8 +103,6 @@ pub fn row(file: &SourceFile, name: &str, origin: &Origin) -> Option<Row> {
             ElementKind::Paragraph { .. } | ElementKind::ListItem { .. } => {}
         }
     }
-    outline_scan::recycle(elements);
-
     // `duplicate-id`: every explicit id after the first of its kind.
     let explicit: Vec<&str> = blocks
         .iter()
@@ -152,6 +151,9 @@ pub fn row(file: &SourceFile, name: &str, origin: &Origin) -> Option<Row> {
         .filter(|name| !meta.args.iter().any(|a| a.name == *name))
         .count();
 
+    // The titles borrow from the outline: dropped first, then its vector goes back.
+    drop(blocks);
+    outline_scan::recycle(elements);
     Some(Row {
         name: name.to_string(),
         description,
