@@ -408,3 +408,56 @@ pub fn unreadable_failure(u: &Unreadable) -> Failure {
     let rendered = u.diagnostic.render(u.file.as_ref(), &u.name);
     Failure::new(Exit::Usage, rendered.trim_end().to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(path: &Path, regular: bool) -> Found {
+        Found {
+            name: name_of(path),
+            origin: Origin::Builtin,
+            path: Some(path.to_path_buf()),
+            regular,
+        }
+    }
+
+    /// `list`'s read without `stat` gives what the careful read gives: the same bytes, or
+    /// the same finding, for small, large, too large, missing files and folders.
+    #[test]
+    fn listed_reads_equal_limited_reads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let small = dir.path().join("small.md");
+        std::fs::write(&small, "---\ndescription: d\n---\n# x\n").expect("write");
+        // Fills the first read's buffer: read again the careful way.
+        let large = dir.path().join("large.md");
+        std::fs::write(&large, "a".repeat(LISTED_READ + 10)).expect("write");
+        let exact = dir.path().join("exact.md");
+        std::fs::write(&exact, "b".repeat(LISTED_READ)).expect("write");
+        let empty = dir.path().join("empty.md");
+        std::fs::write(&empty, "").expect("write");
+        // Sparse: refused with its real size, unread.
+        let huge = dir.path().join("huge.md");
+        std::fs::File::create(&huge)
+            .and_then(|f| f.set_len(parser::MAX_FILE_BYTES as u64 + 4096))
+            .expect("sparse file");
+        let folder = dir.path().join("folder.md");
+        std::fs::create_dir(&folder).expect("mkdir");
+        let missing = dir.path().join("missing.md");
+        for path in [&small, &large, &exact, &empty, &huge, &folder, &missing] {
+            let careful = read_limited(path);
+            for regular in [true, false] {
+                match (read_listed(&listed(path, regular)), &careful) {
+                    (Ok(a), Ok(b)) => assert!(a == *b, "{}", path.display()),
+                    (Err(a), Err(b)) => assert_eq!(a.message, b.message, "{}", path.display()),
+                    (a, b) => panic!("{}: {:?} vs {:?}", path.display(), a.is_ok(), b.is_ok()),
+                }
+            }
+        }
+        assert!(read_limited(&huge).unwrap_err().message.contains("MiB"));
+        assert_eq!(
+            read_listed(&listed(&large, true)).expect("read").len(),
+            LISTED_READ + 10
+        );
+    }
+}
