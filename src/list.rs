@@ -7,7 +7,7 @@ use crate::output::Output;
 use crate::{parser, summary};
 use serde::Serialize;
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -63,52 +63,43 @@ fn rows(found: &[Found]) -> Vec<Row> {
     if workers == 1 || found.len() < 16 {
         return found.iter().map(row).collect();
     }
-    // Threads take the next few files from a shared counter rather than fixed halves: a
-    // started thread is ready a fraction of a millisecond after the main thread, which
-    // would otherwise finish its half first and wait for the other.
-    let next = AtomicUsize::new(0);
+    // Threads take the next few files (and the slots for their rows) from a shared queue
+    // rather than fixed halves: a started thread is ready a fraction of a millisecond after
+    // the main thread, which would otherwise finish its half first and wait for the other.
+    // Rows go straight into their slots: no per-thread vectors to grow (fresh pages).
+    let mut slots: Vec<Option<Row>> = Vec::with_capacity(found.len());
+    slots.resize_with(found.len(), || None);
+    let queue = Mutex::new(found.chunks(BATCH).zip(slots.chunks_mut(BATCH)));
     let take = || {
-        let mut mine = Vec::new();
         loop {
-            let start = next.fetch_add(BATCH, Ordering::Relaxed);
-            if start >= found.len() {
-                return mine;
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+            let Some((files, out)) = next else {
+                return;
+            };
+            for (f, slot) in files.iter().zip(out) {
+                *slot = Some(row(f));
             }
-            let end = (start + BATCH).min(found.len());
-            mine.extend(
-                found[start..end]
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| (start + i, row(f))),
-            );
         }
     };
     std::thread::scope(|scope| {
         let handles: Vec<_> = (1..workers).map(|_| scope.spawn(take)).collect();
         // The main thread reads too: one thread fewer to start (its stack and its malloc
         // arena are page faults), and it would only wait otherwise.
-        let mut slots: Vec<Option<Row>> = Vec::with_capacity(found.len());
-        slots.resize_with(found.len(), || None);
-        let mut place = |part: Vec<(usize, Row)>| {
-            for (i, r) in part {
-                slots[i] = Some(r);
-            }
-        };
-        place(take());
+        take();
         for h in handles {
-            place(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+            h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
         }
-        // Every position was taken by exactly one thread. `Option<Row>` has the size of
-        // `Row`: this reuses the vector.
-        slots
-            .into_iter()
-            .map(|r| r.expect("every file read"))
-            .collect()
-    })
+    });
+    // Every slot was filled by the thread that took it. `Option<Row>` has the size of
+    // `Row`: this reuses the vector.
+    slots
+        .into_iter()
+        .map(|r| r.expect("every file read"))
+        .collect()
 }
 
-/// Files a thread takes from the counter at a time: few enough that the threads finish
-/// together, enough that the counter is not a contended cache line.
+/// Files a thread takes from the queue at a time: few enough that the threads finish
+/// together, enough that the queue's lock is rarely contended.
 const BATCH: usize = 8;
 
 fn row(found: &Found) -> Row {
