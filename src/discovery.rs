@@ -21,6 +21,8 @@ pub struct Found {
     pub origin: Origin,
     /// `None` for built-ins.
     pub path: Option<PathBuf>,
+    /// The folder listing said it is a regular file (not a symlink): see [`read_listed`].
+    pub regular: bool,
 }
 
 /// Makes the [`Origin`] of a file found in one folder of the search path.
@@ -98,8 +100,9 @@ impl SearchPath {
                     // The entry's type comes with the listing; only a symlink needs a `stat`
                     // to tell whether it points at a folder (a thousand files, a thousand
                     // system calls saved).
-                    let is_dir = match entry.file_type() {
-                        Ok(t) if !t.is_symlink() => t.is_dir(),
+                    let file_type = entry.file_type().ok();
+                    let is_dir = match file_type {
+                        Some(t) if !t.is_symlink() => t.is_dir(),
                         _ => path.is_dir(),
                     };
                     if name.starts_with('.') || name.is_empty() || is_dir {
@@ -116,6 +119,7 @@ impl SearchPath {
                         name,
                         origin: origin(shown(&path)),
                         path: Some(path),
+                        regular: file_type.is_some_and(|t| t.is_file()),
                     })
                 })
                 .collect();
@@ -134,6 +138,7 @@ impl SearchPath {
             name: (*name).to_string(),
             origin: Origin::Builtin,
             path: None,
+            regular: false,
         }));
         Ok(found)
     }
@@ -340,6 +345,48 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
     Ok(bytes)
 }
 
+/// Room for the first read of a listed file: most runbooks fit (the largest real one we have
+/// is 27 KB), and a file that fills it is read again the careful way ([`read_limited`]).
+const LISTED_READ: usize = 32 * 1024;
+
+thread_local! {
+    /// The buffer of [`read_listed`]'s first read, kept between the files one thread reads.
+    static LISTED_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The bytes of a file `list` found, with [`read_limited`]'s errors. For a file the folder
+/// listing called regular it skips the `stat`: a read shorter than asked for is the end of a
+/// regular file, so a small runbook is `open`, one `read`, `close` (a thousand files, a
+/// thousand `statx` calls fewer). Anything else, or a file that fills the buffer, goes
+/// through [`read_limited`].
+pub fn read_listed(found: &Found) -> Result<Vec<u8>, Diagnostic> {
+    let Some(path) = &found.path else {
+        return Ok(Vec::new());
+    };
+    if !found.regular {
+        return read_limited(path);
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| io_diagnostic(path, &e))?;
+    let read = LISTED_BUF.with_borrow_mut(|buf| {
+        buf.resize(LISTED_READ, 0);
+        loop {
+            match file.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(n) if n < buf.len() => return Ok(Some(buf[..n].to_vec())),
+                Ok(_) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+    });
+    match read {
+        Ok(Some(bytes)) => Ok(bytes),
+        Ok(None) => read_limited(path),
+        // Replaced by a folder since the listing: the same finding as `read_limited`'s.
+        Err(e) if e.kind() == std::io::ErrorKind::IsADirectory => read_limited(path),
+        Err(e) => Err(io_diagnostic(path, &e)),
+    }
+}
+
 fn io_diagnostic(path: &Path, e: &std::io::Error) -> Diagnostic {
     let what = match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".to_string(),
@@ -360,4 +407,57 @@ pub fn name_of(path: &Path) -> String {
 pub fn unreadable_failure(u: &Unreadable) -> Failure {
     let rendered = u.diagnostic.render(u.file.as_ref(), &u.name);
     Failure::new(Exit::Usage, rendered.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(path: &Path, regular: bool) -> Found {
+        Found {
+            name: name_of(path),
+            origin: Origin::Builtin,
+            path: Some(path.to_path_buf()),
+            regular,
+        }
+    }
+
+    /// `list`'s read without `stat` gives what the careful read gives: the same bytes, or
+    /// the same finding, for small, large, too large, missing files and folders.
+    #[test]
+    fn listed_reads_equal_limited_reads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let small = dir.path().join("small.md");
+        std::fs::write(&small, "---\ndescription: d\n---\n# x\n").expect("write");
+        // Fills the first read's buffer: read again the careful way.
+        let large = dir.path().join("large.md");
+        std::fs::write(&large, "a".repeat(LISTED_READ + 10)).expect("write");
+        let exact = dir.path().join("exact.md");
+        std::fs::write(&exact, "b".repeat(LISTED_READ)).expect("write");
+        let empty = dir.path().join("empty.md");
+        std::fs::write(&empty, "").expect("write");
+        // Sparse: refused with its real size, unread.
+        let huge = dir.path().join("huge.md");
+        std::fs::File::create(&huge)
+            .and_then(|f| f.set_len(parser::MAX_FILE_BYTES as u64 + 4096))
+            .expect("sparse file");
+        let folder = dir.path().join("folder.md");
+        std::fs::create_dir(&folder).expect("mkdir");
+        let missing = dir.path().join("missing.md");
+        for path in [&small, &large, &exact, &empty, &huge, &folder, &missing] {
+            let careful = read_limited(path);
+            for regular in [true, false] {
+                match (read_listed(&listed(path, regular)), &careful) {
+                    (Ok(a), Ok(b)) => assert!(a == *b, "{}", path.display()),
+                    (Err(a), Err(b)) => assert_eq!(a.message, b.message, "{}", path.display()),
+                    (a, b) => panic!("{}: {:?} vs {:?}", path.display(), a.is_ok(), b.is_ok()),
+                }
+            }
+        }
+        assert!(read_limited(&huge).unwrap_err().message.contains("MiB"));
+        assert_eq!(
+            read_listed(&listed(&large, true)).expect("read").len(),
+            LISTED_READ + 10
+        );
+    }
 }

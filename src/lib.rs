@@ -35,3 +35,4 @@ pub mod simple_yaml;
 pub mod skeleton;
 pub mod source;
 pub mod suggest;
+pub mod summary;

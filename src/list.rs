@@ -4,8 +4,10 @@ use crate::command::{ArgSpec, Command, Mode, Origin};
 use crate::discovery::{self, Found, SearchPath};
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
+use crate::{parser, summary};
 use serde::Serialize;
 use std::borrow::Cow;
+use std::sync::Mutex;
 
 #[derive(Debug, Serialize)]
 pub struct Row {
@@ -61,23 +63,44 @@ fn rows(found: &[Found]) -> Vec<Row> {
     if workers == 1 || found.len() < 16 {
         return found.iter().map(row).collect();
     }
-    let chunk = found.len().div_ceil(workers);
-    // The main thread reads the first chunk itself: one thread fewer to start (its stack
-    // and its malloc arena are page faults), and it would only wait otherwise.
-    let (first, rest) = found.split_at(chunk);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = rest
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(row).collect::<Vec<_>>()))
-            .collect();
-        let mut rows = Vec::with_capacity(found.len());
-        rows.extend(first.iter().map(row));
-        for h in handles {
-            rows.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+    // Threads take the next few files (and the slots for their rows) from a shared queue
+    // rather than fixed halves: a started thread is ready a fraction of a millisecond after
+    // the main thread, which would otherwise finish its half first and wait for the other.
+    // Rows go straight into their slots: no per-thread vectors to grow (fresh pages).
+    let mut slots: Vec<Option<Row>> = Vec::with_capacity(found.len());
+    slots.resize_with(found.len(), || None);
+    let queue = Mutex::new(found.chunks(BATCH).zip(slots.chunks_mut(BATCH)));
+    let take = || {
+        loop {
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+            let Some((files, out)) = next else {
+                return;
+            };
+            for (f, slot) in files.iter().zip(out) {
+                *slot = Some(row(f));
+            }
         }
-        rows
-    })
+    };
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (1..workers).map(|_| scope.spawn(take)).collect();
+        // The main thread reads too: one thread fewer to start (its stack and its malloc
+        // arena are page faults), and it would only wait otherwise.
+        take();
+        for h in handles {
+            h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        }
+    });
+    // Every slot was filled by the thread that took it. `Option<Row>` has the size of
+    // `Row`: this reuses the vector.
+    slots
+        .into_iter()
+        .map(|r| r.expect("every file read"))
+        .collect()
 }
+
+/// Files a thread takes from the queue at a time: few enough that the threads finish
+/// together, enough that the queue's lock is rarely contended.
+const BATCH: usize = 8;
 
 fn row(found: &Found) -> Row {
     if found.path.is_none()
@@ -85,20 +108,47 @@ fn row(found: &Found) -> Row {
     {
         return row;
     }
-    match discovery::load_with(found, crate::parser::Depth::Summary) {
-        Ok(loaded) => into_row(loaded.command),
-        Err(u) => Row {
-            name: found.name.clone(),
-            description: String::new(),
-            source: found.origin.clone(),
-            mode: None,
-            args: Vec::new(),
-            argument_hint: None,
-            steps: 0,
-            confirm_steps: 0,
-            errors: 1,
-            error: Some(u.diagnostic.message.clone()),
-        },
+    let Some(path) = &found.path else {
+        return match discovery::load_with(found, parser::Depth::Summary) {
+            Ok(loaded) => row_of_command(loaded.command),
+            Err(u) => unreadable_row(found, u.diagnostic.message),
+        };
+    };
+    let shown = path
+        .to_str()
+        .map_or_else(|| path.display().to_string(), str::to_string);
+    let bytes = match discovery::read_listed(found) {
+        Ok(bytes) => bytes,
+        Err(d) => return unreadable_row(found, d.message),
+    };
+    match parser::decode_owned(&shown, bytes) {
+        // The rows of plain files without a `Command`; the parser for the rest.
+        Ok(file) => summary::row(&file, &found.name, &found.origin).unwrap_or_else(|| {
+            let c = parser::parse_with(
+                &file,
+                &found.name,
+                found.origin.clone(),
+                parser::Depth::Summary,
+            );
+            row_of_command(c)
+        }),
+        Err((d, _)) => unreadable_row(found, d.message),
+    }
+}
+
+/// The row of a file that could not be read as a command.
+fn unreadable_row(found: &Found, message: String) -> Row {
+    Row {
+        name: found.name.clone(),
+        description: String::new(),
+        source: found.origin.clone(),
+        mode: None,
+        args: Vec::new(),
+        argument_hint: None,
+        steps: 0,
+        confirm_steps: 0,
+        errors: 1,
+        error: Some(message),
     }
 }
 
@@ -118,11 +168,11 @@ fn builtin_row(name: &str) -> Option<Row> {
 
 #[cfg(test)]
 fn from_command(c: &Command) -> Row {
-    into_row(c.clone())
+    row_of_command(c.clone())
 }
 
 /// A command's row, its strings moved rather than copied (the command is dropped next).
-fn into_row(c: Command) -> Row {
+pub fn row_of_command(c: Command) -> Row {
     let steps = c.runnable_steps();
     let confirm_steps = c.confirm_count();
     let errors = c

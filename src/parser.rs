@@ -646,16 +646,22 @@ impl IdSet {
 }
 
 fn unique(base: &str, taken: &IdSet, seen: &mut IdSet) -> String {
-    if !taken.contains(base) && !seen.contains(base) {
+    unique_id(base, |c| !taken.contains(c) && !seen.contains(c))
+}
+
+/// `base`, else the first of `base-2`, `base-3`… that is `free` (the summary behind `list`
+/// names rollback blocks by the same rule).
+pub(crate) fn unique_id(base: &str, free: impl Fn(&str) -> bool) -> String {
+    if free(base) {
         return base.to_string();
     }
     (2..)
         .map(|i| format!("{base}-{i}"))
-        .find(|c| !taken.contains(c) && !seen.contains(c))
+        .find(|c| free(c))
         .expect("an unused suffix exists")
 }
 
-fn phase_prefix(phase: Phase) -> &'static str {
+pub(crate) fn phase_prefix(phase: Phase) -> &'static str {
     match phase {
         Phase::Prerequisite => "prereq",
         Phase::Step => "step",

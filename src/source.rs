@@ -12,7 +12,9 @@ pub struct SourceFile {
     /// What diagnostics call the file: a path as the user gave it, or `builtin:NAME`.
     pub name: String,
     pub text: String,
-    line_starts: Vec<usize>,
+    /// Where each line starts, built on first use: `list` reads a thousand files and asks
+    /// for a position only in the few with findings.
+    line_starts: std::sync::OnceLock<Vec<usize>>,
 }
 
 /// A 1-based line and column (columns count characters, not bytes).
@@ -24,28 +26,33 @@ pub struct Position {
 
 impl SourceFile {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
-        let text = text.into();
-        // memchr rather than `match_indices`: the index is built for every file `list` reads,
-        // and counted first so a large file's index is allocated once.
-        let newlines = memchr::memchr_iter(b'\n', text.as_bytes());
-        let mut line_starts = Vec::with_capacity(newlines.count() + 1);
-        line_starts.push(0);
-        line_starts.extend(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1));
         Self {
             name: name.into(),
-            text,
-            line_starts,
+            text: text.into(),
+            line_starts: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The line index. memchr rather than `match_indices`, and counted first so a large
+    /// file's index is allocated once.
+    fn line_starts(&self) -> &[usize] {
+        self.line_starts.get_or_init(|| {
+            let bytes = self.text.as_bytes();
+            let mut starts = Vec::with_capacity(memchr::memchr_iter(b'\n', bytes).count() + 1);
+            starts.push(0);
+            starts.extend(memchr::memchr_iter(b'\n', bytes).map(|i| i + 1));
+            starts
+        })
     }
 
     /// The position of a byte offset; offsets past the end clamp to the end.
     pub fn position(&self, offset: usize) -> Position {
         let offset = offset.min(self.text.len());
-        let line_index = match self.line_starts.binary_search(&offset) {
+        let line_index = match self.line_starts().binary_search(&offset) {
             Ok(i) => i,
             Err(i) => i - 1,
         };
-        let start = self.line_starts[line_index];
+        let start = self.line_starts()[line_index];
         let mut col_end = offset;
         while !self.text.is_char_boundary(col_end) {
             col_end -= 1;
@@ -61,7 +68,7 @@ impl SourceFile {
     /// number (the parser asks for one per block, and `list` parses a thousand files).
     pub fn line_of(&self, offset: usize) -> usize {
         let offset = offset.min(self.text.len());
-        match self.line_starts.binary_search(&offset) {
+        match self.line_starts().binary_search(&offset) {
             Ok(i) => i + 1,
             Err(i) => i,
         }
@@ -69,7 +76,7 @@ impl SourceFile {
 
     /// The byte offset where a 1-based line starts (clamped to the end of the text).
     pub fn line_start(&self, line: usize) -> usize {
-        self.line_starts
+        self.line_starts()
             .get(line.saturating_sub(1))
             .copied()
             .unwrap_or(self.text.len())
@@ -79,7 +86,7 @@ impl SourceFile {
     pub fn line_text(&self, line: usize) -> &str {
         let start = self.line_start(line);
         let end = self
-            .line_starts
+            .line_starts()
             .get(line)
             .copied()
             .unwrap_or(self.text.len());
@@ -87,7 +94,7 @@ impl SourceFile {
     }
 
     pub fn line_count(&self) -> usize {
-        self.line_starts.len()
+        self.line_starts().len()
     }
 }
 

@@ -1,8 +1,9 @@
 //! Fuzzes the whole pure reading path: bytes → text → command, then everything a caller
 //! does with the result (rendering every diagnostic, serializing the command as JSON).
-//! Nothing here may panic, whatever the bytes. Two fast paths are checked against the slow
-//! ones they stand in for: `list`'s line scan against the full outline (same summary), and
-//! the simple YAML reader against serde_yaml_ng (same value, whenever it reads at all).
+//! Nothing here may panic, whatever the bytes. Three fast paths are checked against the slow
+//! ones they stand in for: `list`'s line scan against the full outline (same summary), its
+//! summary rows against the parser's rows (whenever the summary answers), and the simple
+//! YAML reader against serde_yaml_ng (same value, whenever it reads at all).
 
 #![no_main]
 
@@ -49,6 +50,15 @@ fuzz_target!(|data: &[u8]| {
             let fast = parser::parse_at(&file, "fuzz", origin(), Depth::Summary, true);
             let full = parser::parse_at(&file, "fuzz", origin(), Depth::Summary, false);
             assert_eq!(summary(&fast), summary(&full), "line scan and outline disagree");
+
+            if let Some(row) = nixcmd::summary::row(&file, "fuzz", &origin()) {
+                let parsed = nixcmd::list::row_of_command(fast);
+                assert_eq!(
+                    serde_json::to_value(&row).expect("rows serialize"),
+                    serde_json::to_value(&parsed).expect("rows serialize"),
+                    "list's summary row and the parser's row disagree"
+                );
+            }
 
             if let Ok(fm) = nixcmd::frontmatter::parse(&file)
                 && fm.syntax == Some(nixcmd::frontmatter::Syntax::Yaml)
