@@ -67,6 +67,34 @@ impl SourceFile {
         }
     }
 
+    /// [`Self::line_of`] for offsets met mostly in increasing order (a walk through the
+    /// file): `cursor` is the 0-based line of the previous offset (start at 0). A step
+    /// forward scans a few lines from there; a binary search over a large file's index
+    /// is a cache miss per step, and the parser asks for the line of every element.
+    pub fn line_of_from(&self, offset: usize, cursor: &mut usize) -> usize {
+        let offset = offset.min(self.text.len());
+        let mut i = (*cursor).min(self.line_starts.len() - 1);
+        if self.line_starts[i] > offset {
+            return self.line_of_searched(offset, cursor);
+        }
+        for _ in 0..16 {
+            match self.line_starts.get(i + 1) {
+                Some(&next) if next <= offset => i += 1,
+                _ => {
+                    *cursor = i;
+                    return i + 1;
+                }
+            }
+        }
+        self.line_of_searched(offset, cursor)
+    }
+
+    fn line_of_searched(&self, offset: usize, cursor: &mut usize) -> usize {
+        let line = self.line_of(offset);
+        *cursor = line - 1;
+        line
+    }
+
     /// The byte offset where a 1-based line starts (clamped to the end of the text).
     pub fn line_start(&self, line: usize) -> usize {
         self.line_starts
@@ -107,5 +135,26 @@ mod tests {
         for offset in 0..12 {
             assert_eq!(f.line_of(offset), f.position(offset).line, "{offset}");
         }
+    }
+
+    /// The cursor gives the same lines as the binary search, forward (near and far),
+    /// backward and past the end.
+    #[test]
+    fn line_of_from_agrees_with_line_of() {
+        let text: String = (0..100).map(|i| "x".repeat(i % 7) + "\n").collect();
+        let f = SourceFile::new("t.md", text);
+        let mut cursor = 0;
+        let offsets = (0..f.text.len() + 3)
+            .chain([5, 0, 300, 2, 250, 251, 9999])
+            .chain((0..f.text.len()).rev().step_by(13));
+        for offset in offsets {
+            assert_eq!(
+                f.line_of_from(offset, &mut cursor),
+                f.line_of(offset),
+                "{offset}"
+            );
+        }
+        let empty = SourceFile::new("e.md", "");
+        assert_eq!(empty.line_of_from(3, &mut 7), 1);
     }
 }
