@@ -14,7 +14,7 @@ use crate::outline::{self, Element, ElementKind};
 use crate::outline_scan;
 use crate::sections::{self, SectionKind};
 use crate::settings;
-use crate::source::SourceFile;
+use crate::source::{LineCursor, SourceFile};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -312,7 +312,7 @@ fn walk<'a>(
     };
     let mut overview = Vec::new();
     // Elements come in the file's order: lines are found from the previous one.
-    let mut cursor = 0;
+    let mut cursor = LineCursor::default();
     for el in elements {
         let line = file.line_of_from(el.span.start, &mut cursor);
         match &el.kind {
@@ -578,7 +578,7 @@ fn assign_ids(
     let mut used: IdMap<usize> = IdMap::with_capacity(placed.len());
     // Whether each explicit id repeats an earlier one.
     let mut repeats = Vec::with_capacity(placed.len());
-    let mut cursor = 0;
+    let mut cursor = LineCursor::default();
     for p in &placed {
         let repeat = match &p.explicit_id {
             Some((id, span)) => match used.insert(id, file.line_of_from(span.start, &mut cursor)) {

@@ -2,6 +2,7 @@
 //! into `line:col` and the line it sits on. Owns no I/O: callers hand it text they already read.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 /// A byte range into a [`SourceFile`]'s text.
 pub type Span = Range<usize>;
@@ -12,7 +13,17 @@ pub struct SourceFile {
     /// What diagnostics call the file: a path as the user gave it, or `builtin:NAME`.
     pub name: String,
     pub text: String,
-    line_starts: Vec<usize>,
+    /// Where each line starts, made when first asked for: a walk through the file counts
+    /// lines with a [`LineCursor`] instead, and most files need no position at all (no
+    /// diagnostics); the index of a large file is thousands of entries.
+    line_starts: OnceLock<Vec<usize>>,
+}
+
+/// Where a walk through a [`SourceFile`] is: an offset and the newlines before it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LineCursor {
+    offset: usize,
+    newlines: usize,
 }
 
 /// A 1-based line and column (columns count characters, not bytes).
@@ -24,28 +35,33 @@ pub struct Position {
 
 impl SourceFile {
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
-        let text = text.into();
-        // memchr rather than `match_indices`: the index is built for every file `list` reads,
-        // and counted first so a large file's index is allocated once.
-        let newlines = memchr::memchr_iter(b'\n', text.as_bytes());
-        let mut line_starts = Vec::with_capacity(newlines.count() + 1);
-        line_starts.push(0);
-        line_starts.extend(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1));
         Self {
             name: name.into(),
-            text,
-            line_starts,
+            text: text.into(),
+            line_starts: OnceLock::new(),
         }
+    }
+
+    fn line_starts(&self) -> &[usize] {
+        self.line_starts.get_or_init(|| {
+            // memchr rather than `match_indices`, and counted first so a large file's
+            // index is allocated once.
+            let newlines = memchr::memchr_iter(b'\n', self.text.as_bytes());
+            let mut starts = Vec::with_capacity(newlines.count() + 1);
+            starts.push(0);
+            starts.extend(memchr::memchr_iter(b'\n', self.text.as_bytes()).map(|i| i + 1));
+            starts
+        })
     }
 
     /// The position of a byte offset; offsets past the end clamp to the end.
     pub fn position(&self, offset: usize) -> Position {
         let offset = offset.min(self.text.len());
-        let line_index = match self.line_starts.binary_search(&offset) {
+        let line_index = match self.line_starts().binary_search(&offset) {
             Ok(i) => i,
             Err(i) => i - 1,
         };
-        let start = self.line_starts[line_index];
+        let start = self.line_starts()[line_index];
         let mut col_end = offset;
         while !self.text.is_char_boundary(col_end) {
             col_end -= 1;
@@ -61,43 +77,31 @@ impl SourceFile {
     /// number (the parser asks for one per block, and `list` parses a thousand files).
     pub fn line_of(&self, offset: usize) -> usize {
         let offset = offset.min(self.text.len());
-        match self.line_starts.binary_search(&offset) {
+        match self.line_starts().binary_search(&offset) {
             Ok(i) => i + 1,
             Err(i) => i,
         }
     }
 
     /// [`Self::line_of`] for offsets met mostly in increasing order (a walk through the
-    /// file): `cursor` is the 0-based line of the previous offset (start at 0). A step
-    /// forward scans a few lines from there; a binary search over a large file's index
-    /// is a cache miss per step, and the parser asks for the line of every element.
-    pub fn line_of_from(&self, offset: usize, cursor: &mut usize) -> usize {
+    /// file): counts the newlines from the cursor's offset, without the line index (one
+    /// pass over the file in all, where a binary search per offset is a cache miss per
+    /// step). An offset before the cursor is looked up in the index.
+    pub fn line_of_from(&self, offset: usize, cursor: &mut LineCursor) -> usize {
         let offset = offset.min(self.text.len());
-        let mut i = (*cursor).min(self.line_starts.len() - 1);
-        if self.line_starts[i] > offset {
-            return self.line_of_searched(offset, cursor);
+        if offset >= cursor.offset {
+            let gap = &self.text.as_bytes()[cursor.offset..offset];
+            cursor.newlines += memchr::memchr_iter(b'\n', gap).count();
+        } else {
+            cursor.newlines = self.line_of(offset) - 1;
         }
-        for _ in 0..16 {
-            match self.line_starts.get(i + 1) {
-                Some(&next) if next <= offset => i += 1,
-                _ => {
-                    *cursor = i;
-                    return i + 1;
-                }
-            }
-        }
-        self.line_of_searched(offset, cursor)
-    }
-
-    fn line_of_searched(&self, offset: usize, cursor: &mut usize) -> usize {
-        let line = self.line_of(offset);
-        *cursor = line - 1;
-        line
+        cursor.offset = offset;
+        cursor.newlines + 1
     }
 
     /// The byte offset where a 1-based line starts (clamped to the end of the text).
     pub fn line_start(&self, line: usize) -> usize {
-        self.line_starts
+        self.line_starts()
             .get(line.saturating_sub(1))
             .copied()
             .unwrap_or(self.text.len())
@@ -107,7 +111,7 @@ impl SourceFile {
     pub fn line_text(&self, line: usize) -> &str {
         let start = self.line_start(line);
         let end = self
-            .line_starts
+            .line_starts()
             .get(line)
             .copied()
             .unwrap_or(self.text.len());
@@ -115,7 +119,7 @@ impl SourceFile {
     }
 
     pub fn line_count(&self) -> usize {
-        self.line_starts.len()
+        self.line_starts().len()
     }
 }
 
@@ -143,7 +147,7 @@ mod tests {
     fn line_of_from_agrees_with_line_of() {
         let text: String = (0..100).map(|i| "x".repeat(i % 7) + "\n").collect();
         let f = SourceFile::new("t.md", text);
-        let mut cursor = 0;
+        let mut cursor = LineCursor::default();
         let offsets = (0..f.text.len() + 3)
             .chain([5, 0, 300, 2, 250, 251, 9999])
             .chain((0..f.text.len()).rev().step_by(13));
@@ -155,6 +159,6 @@ mod tests {
             );
         }
         let empty = SourceFile::new("e.md", "");
-        assert_eq!(empty.line_of_from(3, &mut 7), 1);
+        assert_eq!(empty.line_of_from(3, &mut LineCursor::default()), 1);
     }
 }
