@@ -149,9 +149,7 @@ fn show(cx: &Context, name: &str, format: TextOrJson) -> Result<Exit, Failure> {
     }
     match format {
         TextOrJson::Json => {
-            let text = serde_json::to_string_pretty(&loaded.command)
-                .map_err(|e| Failure::usage(e.to_string()))?;
-            cx.out.print(&format!("{text}\n"));
+            cx.out.print_json(&loaded.command).map_err(Failure::usage)?;
         }
         TextOrJson::Text => cx.out.print(&crate::show::text(&loaded, cx.out.out)),
     }

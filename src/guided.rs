@@ -230,7 +230,14 @@ pub fn prose_findings(
             }
         }
         let raw = &file.text[el.span.clone()];
-        for m in BANG.find_iter(raw) {
+        // A match needs "!`", looked for first (`!` is rare in prose): the regex runs on
+        // almost no element, where a search set up per element was 5 % of the
+        // instructions of `show` of a large file.
+        let bytes = raw.as_bytes();
+        let bangs = memchr::memchr_iter(b'!', bytes)
+            .any(|i| bytes.get(i + 1) == Some(&b'`'))
+            .then(|| BANG.find_iter(raw));
+        for m in bangs.into_iter().flatten() {
             let start = el.span.start + m.start();
             out.push(
                 ambiguity(

@@ -24,6 +24,14 @@ impl Palette {
     pub fn dim(&self, t: &str) -> String {
         self.paint("2", t)
     }
+    /// [`Self::dim`] of formatted text, written into `out` without a string of its own.
+    pub fn dim_into(&self, out: &mut String, text: std::fmt::Arguments) {
+        use std::fmt::Write as _;
+        let _ = match self.enabled {
+            true => write!(out, "\x1b[2m{text}\x1b[0m"),
+            false => out.write_fmt(text),
+        };
+    }
     pub fn red(&self, t: &str) -> String {
         self.paint("31", t)
     }
@@ -76,6 +84,25 @@ impl Output {
     pub fn print(&self, text: &str) {
         let mut lock = std::io::stdout().lock();
         let _ = lock.write_all(text.as_bytes()).and_then(|()| lock.flush());
+    }
+
+    /// Writes `value` as pretty JSON and a newline to stdout, streamed through a small
+    /// buffer: `show --format json` of a large runbook is megabytes, and building it as one
+    /// string (then copying it to add the newline) touched twice that much fresh memory.
+    /// Write errors (a closed pipe) end output quietly, as [`Self::print`] does; only a value
+    /// that cannot be represented as JSON is an error.
+    pub fn print_json<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<(), String> {
+        let mut lock = std::io::stdout().lock();
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, &mut lock);
+        let written = serde_json::to_writer_pretty(&mut w, value);
+        match written {
+            Ok(()) => {
+                let _ = w.write_all(b"\n").and_then(|()| w.flush());
+                Ok(())
+            }
+            Err(e) if e.is_io() => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     pub fn eprint(&self, text: &str) {

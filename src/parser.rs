@@ -5,7 +5,7 @@
 
 use crate::attrs;
 use crate::command::{
-    Attrs, Block, Command, Entry, ManualCheck, Mode, Origin, Phase, SectionInfo, SuccessCriteria,
+    Block, Command, Entry, ManualCheck, Mode, Origin, Phase, SectionInfo, SuccessCriteria,
 };
 use crate::diagnostic::{Diagnostic, Severity};
 use crate::frontmatter::{self, Frontmatter};
@@ -14,7 +14,7 @@ use crate::outline::{self, Element, ElementKind};
 use crate::outline_scan;
 use crate::sections::{self, SectionKind};
 use crate::settings;
-use crate::source::SourceFile;
+use crate::source::{LineCursor, SourceFile};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -96,26 +96,22 @@ pub type Context<'a> = Vec<(&'a str, Range<usize>)>;
 /// only for guided files).
 pub type Contexts<'a> = [Vec<Context<'a>>; 4];
 
-/// A fenced block on its way to becoming a [`Block`].
-struct Pending<'a> {
+/// Where the walk put a block, for assigning ids afterwards. The walk builds each [`Block`]
+/// in its phase's list at once, without its id (a block is a few hundred bytes: building
+/// a pending copy first touched that much memory twice for a large file); ids need every
+/// explicit id first, then the blocks in document order across the phases.
+struct Placed {
     phase: Phase,
-    title: Option<String>,
-    language: String,
-    code: String,
-    fence_span: Range<usize>,
-    info_offset: usize,
-    attrs: Attrs,
+    /// Position in its phase's list.
+    index: usize,
+    /// An `{id=…}` written on the fence, with its span.
     explicit_id: Option<(String, Range<usize>)>,
-    /// Prose between the previous block of the section and this one.
-    context: Context<'a>,
 }
 
 thread_local! {
-    /// An empty `Pending` vector with room, kept between the files one thread reads: a
-    /// runbook's handful of pending blocks is over a kilobyte, and allocating that per file
-    /// made malloc tidy its small free chunks each time. (Kept as `'static`: it is empty
-    /// between files; see `finish_blocks`.)
-    static SPARE_PENDING: std::cell::Cell<Vec<Pending<'static>>> = const { std::cell::Cell::new(Vec::new()) };
+    /// An empty `Placed` vector with room, kept between the files one thread reads:
+    /// allocating it per file made malloc tidy its small free chunks each time (`list`).
+    static SPARE_PLACED: std::cell::Cell<Vec<Placed>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Where the walk through the outline is. Heading texts are borrowed from the outline:
@@ -159,9 +155,41 @@ pub fn parse_with(file: &SourceFile, name: &str, origin: Origin, depth: Depth) -
     parse_at(file, name, origin, depth, true)
 }
 
+/// Files from this size on are hashed on a second thread while they are parsed: SHA-256 of
+/// 5 MB takes about as long as parsing it, and a thread costs less than a millisecond only
+/// once the file is large.
+const PARALLEL_HASH_BYTES: usize = 1 << 20;
+
 /// [`parse_with`], where `line_scan: false` keeps a summary on the full outline (tests
 /// compare the two).
 pub fn parse_at(
+    file: &SourceFile,
+    name: &str,
+    origin: Origin,
+    depth: Depth,
+    line_scan: bool,
+) -> Command {
+    if depth != Depth::Full || file.text.len() < PARALLEL_HASH_BYTES {
+        return parse_body(file, name, origin, depth, line_scan);
+    }
+    let digest = || hex(&Sha256::digest(file.text.as_bytes()));
+    std::thread::scope(|scope| {
+        // A thread that cannot be started (resource limits) only means hashing inline.
+        let hashing = std::thread::Builder::new()
+            .name("hash".into())
+            .spawn_scoped(scope, || Sha256::digest(file.text.as_bytes()))
+            .ok();
+        let mut cmd = parse_body(file, name, origin, Depth::Unhashed, line_scan);
+        cmd.hash = match hashing.map(|h| h.join()) {
+            Some(Ok(sum)) => hex(&sum),
+            _ => digest(),
+        };
+        cmd
+    })
+}
+
+/// [`parse_at`]; hashes the text itself at `Depth::Full`.
+fn parse_body(
     file: &SourceFile,
     name: &str,
     origin: Origin,
@@ -226,8 +254,8 @@ pub fn parse_at(
     // Only the guided-file block findings read the prose around blocks: copying it for any
     // other file would double the memory of a large one.
     let keep_context = depth != Depth::Summary && mode == Mode::Guided;
-    let pending = walk(file, &elements, &mut cmd, &mut diagnostics, keep_context);
-    let contexts = finish_blocks(file, pending, &mut cmd, &mut diagnostics, keep_context);
+    let (placed, contexts) = walk(file, &elements, &mut cmd, &mut diagnostics, keep_context);
+    assign_ids(file, placed, &mut cmd, &mut diagnostics);
     cmd.settle_gates();
     structural_rules(file, &mut cmd, frontmatter_read, &mut diagnostics);
     if depth != Depth::Summary {
@@ -260,17 +288,21 @@ fn walk<'a>(
     cmd: &mut Command,
     diagnostics: &mut Vec<Diagnostic>,
     keep_context: bool,
-) -> Vec<Pending<'a>> {
-    // A `Pending` is a few hundred bytes: sized once from the number of fences (an upper
-    // bound: not every fence is a block) rather than regrown, each regrowth a large
-    // allocation and a copy.
-    let fences = elements
-        .iter()
-        .filter(|e| matches!(e.kind, ElementKind::Fence { .. }))
-        .count();
-    // An empty `Vec<Pending<'static>>` is a `Vec<Pending<'a>>` (covariance).
-    let mut pending: Vec<Pending<'a>> = SPARE_PENDING.take();
-    pending.reserve(fences);
+) -> (Vec<Placed>, Contexts<'a>) {
+    // Each phase's blocks, sized once (a `Block` is a few hundred bytes; a first push would
+    // reserve room for four, and a large file's list would be regrown and copied).
+    let per_phase = blocks_per_phase(elements);
+    cmd.prerequisites
+        .reserve_exact(per_phase[Phase::Prerequisite as usize]);
+    cmd.steps.reserve_exact(per_phase[Phase::Step as usize]);
+    cmd.success_criteria
+        .checks
+        .reserve_exact(per_phase[Phase::Check as usize]);
+    cmd.rollback
+        .reserve_exact(per_phase[Phase::Rollback as usize]);
+    let mut placed = SPARE_PLACED.take();
+    placed.reserve(per_phase.iter().sum());
+    let mut contexts = Contexts::default();
     let mut w = Walk {
         kind: SectionKind::Overview,
         heading: None,
@@ -279,8 +311,10 @@ fn walk<'a>(
         keep_context,
     };
     let mut overview = Vec::new();
+    // Elements come in the file's order: lines are found from the previous one.
+    let mut cursor = LineCursor::default();
     for el in elements {
-        let line = file.line_of(el.span.start);
+        let line = file.line_of_from(el.span.start, &mut cursor);
         match &el.kind {
             ElementKind::Heading { level: 1, text }
                 if cmd.title.is_none() && w.heading.is_none() =>
@@ -367,13 +401,7 @@ fn walk<'a>(
                             .with_hint("add a closing fence line (```) after the code: without it the rest of the file is code"),
                     );
                 }
-                let phase = match w.kind {
-                    SectionKind::Prerequisites => Some(Phase::Prerequisite),
-                    SectionKind::Steps => Some(Phase::Step),
-                    SectionKind::SuccessCriteria => Some(Phase::Check),
-                    SectionKind::Rollback => Some(Phase::Rollback),
-                    _ => None,
-                };
+                let phase = phase_of(w.kind);
                 let (Some(phase), true) = (phase, *fenced) else {
                     cmd.other_blocks += 1;
                     w.context.clear();
@@ -392,7 +420,20 @@ fn walk<'a>(
                 let explicit_id = validated
                     .id
                     .map(|(id, r)| (id, info_offset + r.start..info_offset + r.end));
-                pending.push(Pending {
+                if keep_context {
+                    contexts[phase as usize].push(std::mem::take(&mut w.context));
+                }
+                let runnable =
+                    SHELL_LANGUAGES.contains(&parsed.language.as_str()) && !validated.attrs.norun;
+                let list = blocks_of(cmd, phase);
+                placed.push(Placed {
+                    phase,
+                    index: list.len(),
+                    explicit_id,
+                });
+                list.push(Block {
+                    // Assigned by `assign_ids`, once every explicit id is known.
+                    id: String::new(),
                     phase,
                     title: w.sub.as_deref().map(str::to_string),
                     language: parsed.language,
@@ -402,17 +443,63 @@ fn walk<'a>(
                         Some(_) => code.replace("\r\n", "\n"),
                         None => code.to_string(),
                     },
-                    fence_span: el.span.clone(),
-                    info_offset: *info_offset,
+                    line,
+                    code_line: line + 1,
+                    runnable,
                     attrs: validated.attrs,
-                    explicit_id,
-                    context: std::mem::take(&mut w.context),
+                    nested: Vec::new(),
+                    effective: Default::default(),
                 });
             }
         }
     }
     cmd.overview = overview.join("\n\n");
-    pending
+    (placed, contexts)
+}
+
+/// The number of blocks of each phase (`Phase as usize`) the walk will find: the same
+/// section tracking without building anything. Only a capacity: a miscount would cost a
+/// regrowth, not a wrong result.
+fn blocks_per_phase(elements: &[Element]) -> [usize; 4] {
+    let mut counts = [0usize; 4];
+    let mut phase = None;
+    let (mut titled, mut in_section) = (false, false);
+    for el in elements {
+        match &el.kind {
+            ElementKind::Heading { level: 1, .. } if !titled && !in_section => titled = true,
+            ElementKind::Heading { level, text } if *level <= 2 => {
+                in_section = true;
+                phase = phase_of(sections::classify(text).kind);
+            }
+            ElementKind::Fence { fenced: true, .. } => {
+                if let Some(p) = phase {
+                    counts[p as usize] += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+    counts
+}
+
+/// The phase of the blocks of a section of this kind, if its blocks have one.
+fn phase_of(kind: SectionKind) -> Option<Phase> {
+    match kind {
+        SectionKind::Prerequisites => Some(Phase::Prerequisite),
+        SectionKind::Steps => Some(Phase::Step),
+        SectionKind::SuccessCriteria => Some(Phase::Check),
+        SectionKind::Rollback => Some(Phase::Rollback),
+        _ => None,
+    }
+}
+
+fn blocks_of(cmd: &mut Command, phase: Phase) -> &mut Vec<Block> {
+    match phase {
+        Phase::Prerequisite => &mut cmd.prerequisites,
+        Phase::Step => &mut cmd.steps,
+        Phase::Check => &mut cmd.success_criteria.checks,
+        Phase::Rollback => &mut cmd.rollback,
+    }
 }
 
 fn entries_of(cmd: &mut Command, kind: SectionKind) -> &mut Vec<Entry> {
@@ -432,7 +519,9 @@ fn prose(
     line: usize,
     item: bool,
 ) {
-    if text.is_empty() {
+    // Prose in the runnable sections is not kept: no copy of it is made (most of a large
+    // runbook's text is there).
+    if text.is_empty() || phase_of(w.kind).is_some() {
         return;
     }
     let text = if item {
@@ -476,124 +565,75 @@ fn append(into: &mut String, text: &str) {
     into.push_str(text);
 }
 
-/// Assigns ids, builds blocks, and reports duplicate ids. Returns each block's context when
-/// `keep_contexts` (only the guided-file findings read them).
-fn finish_blocks<'a>(
+/// Assigns each block its id (the explicit one, else one made from its title or phase),
+/// unique in the command, and reports duplicate explicit ids.
+fn assign_ids(
     file: &SourceFile,
-    mut pending: Vec<Pending<'a>>,
+    mut placed: Vec<Placed>,
     cmd: &mut Command,
     diagnostics: &mut Vec<Diagnostic>,
-    keep_contexts: bool,
-) -> Contexts<'a> {
-    // Sized once: a large runbook has thousands of blocks.
-    let ids = pending.iter().filter(|p| p.explicit_id.is_some()).count();
-    let mut taken = IdSet::with_capacity(ids);
-    let mut first_at: IdMap<usize> = IdMap::with_capacity(ids);
-    for p in &pending {
-        if let Some((id, span)) = &p.explicit_id {
-            if let Some(first) = first_at.get(id) {
-                diagnostics.push(
-                    Diagnostic::error(
-                        "duplicate-id",
-                        format!("the id `{id}` is already used on line {first}"),
-                    )
-                    .at(file, span.clone())
-                    .with_hint(
-                        "ids must be unique within a command: they name logs and resume points",
-                    ),
-                );
-            } else {
-                first_at.insert(id.clone(), file.line_of(span.start));
-            }
-            taken.insert(id.clone());
-        }
-    }
-    // Each phase's blocks, sized once (a `Block` is a few hundred bytes; a first push would
-    // reserve room for four).
-    let mut per_phase = [0usize; 4];
-    for p in &pending {
-        per_phase[p.phase as usize] += 1;
-    }
-    cmd.prerequisites
-        .reserve_exact(per_phase[Phase::Prerequisite as usize]);
-    cmd.steps.reserve_exact(per_phase[Phase::Step as usize]);
-    cmd.success_criteria
-        .checks
-        .reserve_exact(per_phase[Phase::Check as usize]);
-    cmd.rollback
-        .reserve_exact(per_phase[Phase::Rollback as usize]);
-    // Blocks so far per phase, indexed by `Phase as usize`.
-    let mut counters = [0usize; 4];
-    let mut contexts = Contexts::default();
-    let mut seen_ids = IdSet::with_capacity(pending.len());
-    for p in pending.drain(..) {
-        let n = &mut counters[p.phase as usize];
-        *n += 1;
-        let id = match &p.explicit_id {
-            Some((id, _)) => {
-                // A duplicate keeps a unique internal id so runs stay well-defined.
-                if seen_ids.contains(id) {
-                    unique(&format!("{id}-dup"), &taken, &mut seen_ids)
-                } else {
-                    id.clone()
+) {
+    // Every id in use: first the explicit ones (with the line of their first use), then each
+    // generated one as it is made. Sized once: a large runbook has thousands of blocks.
+    let mut used: IdMap<usize> = IdMap::with_capacity(placed.len());
+    // Whether each explicit id repeats an earlier one.
+    let mut repeats = Vec::with_capacity(placed.len());
+    let mut cursor = LineCursor::default();
+    for p in &placed {
+        let repeat = match &p.explicit_id {
+            Some((id, span)) => match used.insert(id, file.line_of_from(span.start, &mut cursor)) {
+                Some(first) => {
+                    diagnostics.push(
+                        Diagnostic::error(
+                            "duplicate-id",
+                            format!("the id `{id}` is already used on line {first}"),
+                        )
+                        .at(file, span.clone())
+                        .with_hint(
+                            "ids must be unique within a command: they name logs and resume points",
+                        ),
+                    );
+                    true
                 }
-            }
+                None => false,
+            },
+            None => false,
+        };
+        repeats.push(repeat);
+    }
+    for (p, repeat) in placed.drain(..).zip(repeats) {
+        let block = &mut blocks_of(cmd, p.phase)[p.index];
+        block.id = match p.explicit_id {
+            // The first use of an explicit id is in `used` already.
+            Some((id, _)) if !repeat => id,
+            // A duplicate keeps a unique internal id so runs stay well-defined.
+            Some((id, _)) => unique(&format!("{id}-dup"), &mut used),
             None => {
-                let base = p
+                let base = block
                     .title
                     .as_deref()
                     .map(slug)
                     .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| format!("{}-{n}", phase_prefix(p.phase)));
-                unique(&base, &taken, &mut seen_ids)
+                    .unwrap_or_else(|| format!("{}-{}", phase_prefix(p.phase), p.index + 1));
+                unique(&base, &mut used)
             }
         };
-        seen_ids.insert(id.clone());
-        let runnable = SHELL_LANGUAGES.contains(&p.language.as_str()) && !p.attrs.norun;
-        let line = file.line_of(p.fence_span.start);
-        let _ = p.info_offset;
-        if keep_contexts {
-            contexts[p.phase as usize].push(p.context);
-        }
-        let block = Block {
-            id,
-            phase: p.phase,
-            title: p.title,
-            language: p.language,
-            code: p.code,
-            line,
-            code_line: line + 1,
-            runnable,
-            attrs: p.attrs,
-            nested: Vec::new(),
-            effective: Default::default(),
-        };
-        match block.phase {
-            Phase::Prerequisite => cmd.prerequisites.push(block),
-            Phase::Step => cmd.steps.push(block),
-            Phase::Check => cmd.success_criteria.checks.push(block),
-            Phase::Rollback => cmd.rollback.push(block),
-        }
     }
-    // Kept for the next file unless a large file made it large. It is empty now, so it
-    // holds nothing borrowed: collecting it into `Pending<'static>` reuses its memory
-    // (same layout) without unsafe code.
-    if pending.capacity() <= 64 {
-        let spare: Vec<Pending<'static>> = pending
-            .into_iter()
-            .map(|_| unreachable!("emptied"))
-            .collect();
-        SPARE_PENDING.set(spare);
+    // Kept for the next file unless a large file made it large.
+    if placed.capacity() <= 64 {
+        SPARE_PLACED.set(placed);
     }
-    contexts
 }
 
 /// Ids of one file's blocks. A runbook has a dozen blocks: a linear scan over them is
 /// cheaper than hashing each id (and `list` does this for every file); past
-/// [`LINEAR_IDS`] entries the ids move into a hash map, so a large file stays linear overall.
+/// [`LINEAR_IDS`] entries the ids move into a hash map, sized for every block at once, so a
+/// large file stays linear overall.
 struct IdMap<V> {
     small: Vec<(String, V)>,
     large: HashMap<String, V>,
+    /// The number of ids expected.
+    capacity: usize,
 }
 
 const LINEAR_IDS: usize = 16;
@@ -603,50 +643,46 @@ impl<V: Copy> IdMap<V> {
         IdMap {
             small: Vec::with_capacity(n.min(LINEAR_IDS)),
             large: HashMap::new(),
+            capacity: n,
         }
-    }
-
-    fn get(&self, id: &str) -> Option<&V> {
-        match self.large.is_empty() {
-            true => self.small.iter().find(|(k, _)| k == id).map(|(_, v)| v),
-            false => self.large.get(id),
-        }
-    }
-
-    /// Adds `id` unless it is there already.
-    fn insert(&mut self, id: String, v: V) {
-        if self.get(&id).is_some() {
-            return;
-        }
-        if self.large.is_empty() && self.small.len() < LINEAR_IDS {
-            self.small.push((id, v));
-            return;
-        }
-        if self.large.is_empty() {
-            self.large.extend(self.small.drain(..));
-        }
-        self.large.insert(id, v);
-    }
-}
-
-struct IdSet(IdMap<()>);
-
-impl IdSet {
-    fn with_capacity(n: usize) -> Self {
-        IdSet(IdMap::with_capacity(n))
     }
 
     fn contains(&self, id: &str) -> bool {
-        self.0.get(id).is_some()
+        match self.large.is_empty() {
+            true => self.small.iter().any(|(k, _)| k == id),
+            false => self.large.contains_key(id),
+        }
     }
 
-    fn insert(&mut self, id: String) {
-        self.0.insert(id, ());
+    /// Adds `id` with `v` unless it is there already; returns the value it had then.
+    fn insert(&mut self, id: &str, v: V) -> Option<V> {
+        if self.large.is_empty() {
+            if let Some((_, old)) = self.small.iter().find(|(k, _)| k == id) {
+                return Some(*old);
+            }
+            if self.small.len() < LINEAR_IDS {
+                self.small.push((id.to_string(), v));
+                return None;
+            }
+            self.large.reserve(self.capacity.max(2 * LINEAR_IDS));
+            self.large.extend(self.small.drain(..));
+        }
+        // One hash for the lookup and the insertion.
+        match self.large.entry(id.to_string()) {
+            std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(v);
+                None
+            }
+        }
     }
 }
 
-fn unique(base: &str, taken: &IdSet, seen: &mut IdSet) -> String {
-    unique_id(base, |c| !taken.contains(c) && !seen.contains(c))
+/// `base`, or `base-2`, `base-3` … : the first id not in use, which is then marked used.
+fn unique(base: &str, used: &mut IdMap<usize>) -> String {
+    let id = unique_id(base, |c| !used.contains(c));
+    used.insert(&id, 0);
+    id
 }
 
 /// `base`, else the first of `base-2`, `base-3`… that is `free` (the summary behind `list`
@@ -673,6 +709,13 @@ pub(crate) fn phase_prefix(phase: Phase) -> &'static str {
 /// `Update inputs` → `update-inputs`; keeps ASCII letters and digits, at most 48 characters.
 pub fn slug(text: &str) -> String {
     let mut out = String::new();
+    slug_into(text, &mut out);
+    out
+}
+
+/// [`slug`] into `out` (cleared first): callers comparing many slugs reuse one buffer.
+pub fn slug_into(text: &str, out: &mut String) {
+    out.clear();
     for c in text.chars() {
         if c.is_ascii_alphanumeric() || c == '_' {
             out.push(c.to_ascii_lowercase());
@@ -683,7 +726,8 @@ pub fn slug(text: &str) -> String {
             break;
         }
     }
-    out.trim_end_matches('-').to_string()
+    let kept = out.trim_end_matches('-').len();
+    out.truncate(kept);
 }
 
 /// Rules about the command as a whole.
@@ -878,6 +922,27 @@ mod tests {
             assert_eq!(ids[n + 2], format!("step-{}", n + 4), "{n}");
             assert_eq!(ids[n + 3], "rollback-1", "{n}");
         }
+    }
+
+    /// A large file is hashed on a second thread: same hash, same command otherwise.
+    #[test]
+    fn large_files_hash_the_same_in_parallel() {
+        let mut md = String::from("---\ndescription: d\nnixcmd:\n---\n## Steps\n");
+        // Distinct titles: ids made from one title would be numbered one by one.
+        for i in 0.. {
+            if md.len() > PARALLEL_HASH_BYTES {
+                break;
+            }
+            md.push_str(&format!("### S{i}\nSome prose.\n```bash\necho hi\n```\n"));
+        }
+        let file = SourceFile::new("t.md", md);
+        let full = parse_with(&file, "t", Origin::Builtin, Depth::Full);
+        assert_eq!(full.hash, hex(&Sha256::digest(file.text.as_bytes())));
+        let unhashed = parse_with(&file, "t", Origin::Builtin, Depth::Unhashed);
+        assert_eq!(unhashed.hash, "");
+        let ids = |c: &Command| c.blocks().map(|b| b.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&full), ids(&unhashed));
+        assert_eq!(full.diagnostics.len(), unhashed.diagnostics.len());
     }
 
     #[test]

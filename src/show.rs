@@ -200,23 +200,24 @@ fn section(s: &mut String, p: Palette, title: &str, blocks: &[Block]) {
         return;
     }
     let _ = writeln!(s, "\n{}", p.bold(title));
+    // Written straight into `s`, without a string per part: a large runbook has thousands
+    // of blocks.
+    let mut slug = String::new();
     for (i, b) in blocks.iter().enumerate() {
-        let name = match &b.title {
-            Some(t) if crate::parser::slug(t) != b.id => format!("{}  {t}", b.id),
-            _ => b.id.clone(),
-        };
+        let _ = write!(s, "  {:>2}. {}", i + 1, b.id);
+        if let Some(t) = &b.title {
+            crate::parser::slug_into(t, &mut slug);
+            if slug != b.id {
+                let _ = write!(s, "  {t}");
+            }
+        }
         let g = gates(b);
-        let g = if g.is_empty() {
-            String::new()
-        } else {
-            format!("  [{}]", g.join(", "))
-        };
-        let _ = writeln!(
-            s,
-            "  {:>2}. {name}{g}  {}",
-            i + 1,
-            p.dim(&format!("line {}", b.line))
-        );
+        if !g.is_empty() {
+            let _ = write!(s, "  [{}]", g.join(", "));
+        }
+        s.push_str("  ");
+        p.dim_into(s, format_args!("line {}", b.line));
+        s.push('\n');
         for nested in &b.nested {
             let _ = writeln!(
                 s,

@@ -2,6 +2,7 @@
 //! into `line:col` and the line it sits on. Owns no I/O: callers hand it text they already read.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 /// A byte range into a [`SourceFile`]'s text.
 pub type Span = Range<usize>;
@@ -12,9 +13,17 @@ pub struct SourceFile {
     /// What diagnostics call the file: a path as the user gave it, or `builtin:NAME`.
     pub name: String,
     pub text: String,
-    /// Where each line starts, built on first use: `list` reads a thousand files and asks
-    /// for a position only in the few with findings.
-    line_starts: std::sync::OnceLock<Vec<usize>>,
+    /// Where each line starts, made when first asked for: a walk through the file counts
+    /// lines with a [`LineCursor`] instead, and most files need no position at all (no
+    /// diagnostics); the index of a large file is thousands of entries.
+    line_starts: OnceLock<Vec<usize>>,
+}
+
+/// Where a walk through a [`SourceFile`] is: an offset and the newlines before it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LineCursor {
+    offset: usize,
+    newlines: usize,
 }
 
 /// A 1-based line and column (columns count characters, not bytes).
@@ -29,18 +38,18 @@ impl SourceFile {
         Self {
             name: name.into(),
             text: text.into(),
-            line_starts: std::sync::OnceLock::new(),
+            line_starts: OnceLock::new(),
         }
     }
 
-    /// The line index. memchr rather than `match_indices`, and counted first so a large
-    /// file's index is allocated once.
     fn line_starts(&self) -> &[usize] {
         self.line_starts.get_or_init(|| {
-            let bytes = self.text.as_bytes();
-            let mut starts = Vec::with_capacity(memchr::memchr_iter(b'\n', bytes).count() + 1);
+            // memchr rather than `match_indices`, and counted first so a large file's
+            // index is allocated once.
+            let newlines = memchr::memchr_iter(b'\n', self.text.as_bytes());
+            let mut starts = Vec::with_capacity(newlines.count() + 1);
             starts.push(0);
-            starts.extend(memchr::memchr_iter(b'\n', bytes).map(|i| i + 1));
+            starts.extend(memchr::memchr_iter(b'\n', self.text.as_bytes()).map(|i| i + 1));
             starts
         })
     }
@@ -72,6 +81,22 @@ impl SourceFile {
             Ok(i) => i + 1,
             Err(i) => i,
         }
+    }
+
+    /// [`Self::line_of`] for offsets met mostly in increasing order (a walk through the
+    /// file): counts the newlines from the cursor's offset, without the line index (one
+    /// pass over the file in all, where a binary search per offset is a cache miss per
+    /// step). An offset before the cursor is looked up in the index.
+    pub fn line_of_from(&self, offset: usize, cursor: &mut LineCursor) -> usize {
+        let offset = offset.min(self.text.len());
+        if offset >= cursor.offset {
+            let gap = &self.text.as_bytes()[cursor.offset..offset];
+            cursor.newlines += memchr::memchr_iter(b'\n', gap).count();
+        } else {
+            cursor.newlines = self.line_of(offset) - 1;
+        }
+        cursor.offset = offset;
+        cursor.newlines + 1
     }
 
     /// The byte offset where a 1-based line starts (clamped to the end of the text).
@@ -114,5 +139,26 @@ mod tests {
         for offset in 0..12 {
             assert_eq!(f.line_of(offset), f.position(offset).line, "{offset}");
         }
+    }
+
+    /// The cursor gives the same lines as the binary search, forward (near and far),
+    /// backward and past the end.
+    #[test]
+    fn line_of_from_agrees_with_line_of() {
+        let text: String = (0..100).map(|i| "x".repeat(i % 7) + "\n").collect();
+        let f = SourceFile::new("t.md", text);
+        let mut cursor = LineCursor::default();
+        let offsets = (0..f.text.len() + 3)
+            .chain([5, 0, 300, 2, 250, 251, 9999])
+            .chain((0..f.text.len()).rev().step_by(13));
+        for offset in offsets {
+            assert_eq!(
+                f.line_of_from(offset, &mut cursor),
+                f.line_of(offset),
+                "{offset}"
+            );
+        }
+        let empty = SourceFile::new("e.md", "");
+        assert_eq!(empty.line_of_from(3, &mut LineCursor::default()), 1);
     }
 }
