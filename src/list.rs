@@ -364,12 +364,13 @@ fn pad_with_spaces(s: &mut String, mut n: usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::parser::{self, Depth};
     use std::path::{Path, PathBuf};
 
-    fn markdown_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    /// Every `.md` file under `dir` (the corpus and fixture tests of list and summary).
+    pub(crate) fn markdown_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };

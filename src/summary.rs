@@ -279,20 +279,6 @@ mod tests {
         );
     }
 
-    fn markdown_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                markdown_files(&path, out);
-            } else if path.extension().is_some_and(|e| e == "md") {
-                out.push(path);
-            }
-        }
-    }
-
     /// Edits that move a file across the summary's rules: ids, rollback targets, hosts,
     /// languages, confirmations, headings, frontmatter.
     const EDITS: &[(&str, &str)] = &[
@@ -325,9 +311,12 @@ mod tests {
     fn summary_rows_equal_parsed_rows() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut files = Vec::new();
-        markdown_files(&root.join("fixtures/runbooks"), &mut files);
-        markdown_files(&root.join("commands"), &mut files);
-        markdown_files(&root.join("../shared/corpus/real-commands"), &mut files);
+        crate::list::tests::markdown_files(&root.join("fixtures/runbooks"), &mut files);
+        crate::list::tests::markdown_files(&root.join("commands"), &mut files);
+        crate::list::tests::markdown_files(
+            &root.join("../shared/corpus/real-commands"),
+            &mut files,
+        );
         let mut texts: Vec<String> = files
             .iter()
             .filter_map(|p| String::from_utf8(std::fs::read(p).ok()?).ok())
