@@ -480,12 +480,17 @@ pub fn last_seq(dir: &Path) -> u64 {
 /// take no lock: their pid must still belong to a nixcmd process (a pid reused by another
 /// nixcmd reads as alive). Unknown (no /proc) counts as alive.
 pub fn run_process_alive(state: &State) -> bool {
-    if !state.dry_run
-        && let Some(held) = lock_held_by(&lock_path(&state.command), &state.run_id)
-    {
-        return held;
+    let lock = (!state.dry_run).then(|| lock_path(&state.command));
+    alive(lock.as_deref(), &state.run_id, state.pid)
+}
+
+/// [`run_process_alive`] of the run `run_id` started by `pid`, whose lock (if it took one) is
+/// at `lock`.
+fn alive(lock: Option<&Path>, run_id: &str, pid: u32) -> bool {
+    match lock.and_then(|path| lock_held_by(path, run_id)) {
+        Some(held) => held,
+        None => pid_is_nixcmd(pid),
     }
-    pid_is_nixcmd(state.pid)
 }
 
 fn pid_is_nixcmd(pid: u32) -> bool {
@@ -697,6 +702,33 @@ mod tests {
         drop(holder);
         assert_eq!(lock_held_by(&path, "run-a"), Some(false), "released");
         assert_eq!(lock_held_by(&dir.path().join("none.lock"), "run-a"), None);
+    }
+
+    /// The lock, when there is one, wins over the pid: this test process passes the pid check
+    /// (its name is this binary's), as another nixcmd that took a dead run's pid would.
+    #[test]
+    fn the_lock_decides_and_the_pid_only_without_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cmd.lock");
+        let me = std::process::id();
+        assert!(
+            alive(None, "run-a", me),
+            "no lock (a dry run): the pid decides"
+        );
+        assert!(
+            alive(Some(&path), "run-a", me),
+            "no lock file: the pid decides"
+        );
+        std::fs::write(&path, "run-a (pid 1)\n").unwrap();
+        assert!(
+            !alive(Some(&path), "run-a", me),
+            "not held: gone, whatever the pid"
+        );
+        let holder = File::open(&path).unwrap();
+        holder.try_lock().unwrap();
+        // A pid that is no process at all (above pid_max): the held lock still says alive.
+        assert!(alive(Some(&path), "run-a", u32::MAX));
+        assert!(!alive(None, "run-a", u32::MAX));
     }
 
     #[test]
