@@ -937,8 +937,9 @@ fn deploy_all_stops_at_a_failing_canary_and_rolls_it_back() {
         Some(format!("back on {}", old[0].display()).as_str()),
         "{restored:?}"
     );
-    // web2 was never touched: the very same link
+    // web2 was never touched: the very same link, and no activation log
     assert_eq!(host_state(&fleet.hosts[1].2), before[1]);
+    assert!(!run_dir(&out).join("logs/activate@web2.log").exists());
     assert!(
         text.contains("web2  ok         ok      skipped"),
         "web2 must not start after the canary failed:\n{text}"
