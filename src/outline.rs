@@ -24,7 +24,8 @@ pub enum ElementKind<'a> {
         checked: Option<bool>,
     },
     Fence {
-        info: String,
+        /// The info string as written, borrowed from the file.
+        info: Cow<'a, str>,
         code: Cow<'a, str>,
         /// Byte offset of the info string (just after the opening backticks or tildes).
         info_offset: usize,
@@ -61,7 +62,7 @@ enum Open<'a> {
     /// A paragraph folded into the list item around it.
     ItemParagraph,
     Fence {
-        info: String,
+        info: Cow<'a, str>,
         code: Cow<'a, str>,
         span: Range<usize>,
         fenced: bool,
@@ -69,7 +70,7 @@ enum Open<'a> {
 }
 
 /// Builds the outline of `body`, a slice of the file starting at byte `base`.
-pub fn build<'a>(file_text: &str, base: usize, body: &'a str) -> Vec<Element<'a>> {
+pub fn build<'a>(file_text: &'a str, base: usize, body: &'a str) -> Vec<Element<'a>> {
     let options =
         Options::ENABLE_TASKLISTS | Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH;
     // About one element per 400 bytes in long runbooks; a generous guess costs only address
@@ -113,8 +114,9 @@ pub fn build<'a>(file_text: &str, base: usize, body: &'a str) -> Vec<Element<'a>
             Event::Start(Tag::CodeBlock(kind)) => {
                 flush_item(&mut stack, &mut out, range.start);
                 let (info, fenced) = match kind {
-                    CodeBlockKind::Fenced(info) => (info.to_string(), true),
-                    CodeBlockKind::Indented => (String::new(), false),
+                    // Read back from the file at the end (`raw_info`): nothing to copy here.
+                    CodeBlockKind::Fenced(_) => (Cow::Borrowed(""), true),
+                    CodeBlockKind::Indented => (Cow::Borrowed(""), false),
                 };
                 stack.push(Open::Fence {
                     info,
@@ -304,10 +306,10 @@ pub(crate) fn info_offset(text: &str, fence_start: usize) -> usize {
 }
 
 /// The rest of the fence's opening line from `info_offset`, without trailing whitespace.
-fn raw_info(text: &str, info_offset: usize) -> String {
+fn raw_info(text: &str, info_offset: usize) -> Cow<'_, str> {
     let rest = &text[info_offset.min(text.len())..];
     let line = rest.split(['\n', '\r']).next().unwrap_or("");
-    line.trim_end().to_string()
+    Cow::Borrowed(line.trim_end())
 }
 
 /// Whether a fenced block's span ends with a closing fence line (not the end of the file).

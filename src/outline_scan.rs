@@ -6,12 +6,13 @@
 //! full [`outline`](crate::outline). Fences come without their code, and paragraphs and list
 //! items are left out: a summary reads neither.
 
-use crate::outline::{Element, ElementKind, info_offset};
+use crate::outline::{Element, ElementKind};
+use std::borrow::Cow;
 use std::cell::Cell;
 
 /// The outline's headings and fences of `body`, a slice of the file starting at byte `base`,
 /// or `None` when only a full parse can tell.
-pub fn scan<'a>(file_text: &str, base: usize, body: &'a str) -> Option<Vec<Element<'a>>> {
+pub fn scan<'a>(file_text: &'a str, base: usize, body: &'a str) -> Option<Vec<Element<'a>>> {
     if memchr::memchr(b'\r', body.as_bytes()).is_some() {
         return None;
     }
@@ -27,33 +28,37 @@ pub fn scan<'a>(file_text: &str, base: usize, body: &'a str) -> Option<Vec<Eleme
         let start = offset;
         offset += line.len();
         let bare = line.strip_suffix('\n').unwrap_or(line);
-        let rest = bare.trim_start_matches(' ');
-        let indent = bare.len() - rest.len();
-        if rest.starts_with('\t') {
-            return None;
-        }
-        if rest.trim_end_matches(' ').is_empty() {
+        // Bytes, not chars: every test below is on ASCII bytes, which never occur inside a
+        // multi-byte character, so slicing at them stays on character boundaries.
+        let bytes = bare.as_bytes();
+        let indent = spaces(bytes);
+        let rest = &bare[indent..];
+        // A blank line (`indent` took every space).
+        let Some(&first) = rest.as_bytes().first() else {
             after_text = false;
             continue;
+        };
+        if first == b'\t' {
+            return None;
         }
         if indent >= 4 {
             // Indented code, or the continuation of a list item: only a parse knows which.
             return None;
         }
-        let first = rest.as_bytes()[0];
         if matches!(first, b'`' | b'~') && run(rest, first) >= 3 {
             if indent > 0 {
                 return None;
             }
             let open = run(rest, first);
-            if first == b'`' && rest[open..].contains('`') {
+            let after = &rest[open..];
+            if first == b'`' && memchr::memchr(b'`', after.as_bytes()).is_some() {
                 // Not a fence: inline code in a paragraph.
                 return None;
             }
             let mut closed = false;
             for inner in lines.by_ref() {
                 offset += inner.len();
-                if closes(inner.strip_suffix('\n').unwrap_or(inner), first, open) {
+                if closes(inner.as_bytes(), first, open) {
                     closed = true;
                     break;
                 }
@@ -61,12 +66,16 @@ pub fn scan<'a>(file_text: &str, base: usize, body: &'a str) -> Option<Vec<Eleme
             if !closed {
                 return None;
             }
-            let info_offset = info_offset(file_text, start);
+            // Just after the fence characters and the blanks after them, as
+            // `outline::info_offset` finds it for an unindented fence.
+            let info_offset =
+                start + open + (after.len() - after.trim_start_matches([' ', '\t']).len());
+            debug_assert_eq!(info_offset, crate::outline::info_offset(file_text, start));
             // The opening line after the fence characters, as `outline::raw_info` reads it.
             let info = file_text[info_offset..start + bare.len()].trim_end();
             out.push(Element {
                 kind: ElementKind::Fence {
-                    info: info.to_string(),
+                    info: Cow::Borrowed(info),
                     code: Default::default(),
                     info_offset,
                     closed: true,
@@ -93,7 +102,7 @@ pub fn scan<'a>(file_text: &str, base: usize, body: &'a str) -> Option<Vec<Eleme
                 out.push(Element {
                     kind: ElementKind::Heading {
                         level: level as u8,
-                        text: squeeze_spaces(text).into(),
+                        text: squeeze_spaces(text),
                     },
                     span: start..start + bare.len(),
                 });
@@ -103,7 +112,7 @@ pub fn scan<'a>(file_text: &str, base: usize, body: &'a str) -> Option<Vec<Eleme
             b'[' if rest.contains("]:") => return None,
             b'=' | b'-' if after_text && underline(rest) => return None,
             _ => {
-                if rest.contains('|') && is_table_delimiter(rest) {
+                if memchr::memchr(b'|', rest.as_bytes()).is_some() && is_table_delimiter(rest) {
                     return None;
                 }
                 if let Some(content) = list_content(rest)
@@ -120,6 +129,11 @@ pub fn scan<'a>(file_text: &str, base: usize, body: &'a str) -> Option<Vec<Eleme
         }
     }
     Some(out)
+}
+
+/// The number of spaces at the start of `bytes`.
+fn spaces(bytes: &[u8]) -> usize {
+    bytes.iter().take_while(|&&b| b == b' ').count()
 }
 
 thread_local! {
@@ -188,13 +202,13 @@ fn plain_heading(text: &str) -> bool {
     };
     let mut code = false;
     let mut count = 0;
-    for part in text.split('`') {
+    for part in text.as_bytes().split(|&b| b == b'`') {
         count += 1;
         let ok = if code {
             // A code span's text is kept as is unless it is padded with spaces.
-            !part.is_empty() && !part.starts_with(' ') && !part.ends_with(' ')
+            !part.is_empty() && !part.starts_with(b" ") && !part.ends_with(b" ")
         } else {
-            !part.bytes().any(markup)
+            !part.iter().any(|&b| markup(b))
         };
         if !ok {
             return false;
@@ -209,13 +223,15 @@ fn run(s: &str, c: u8) -> usize {
     s.bytes().take_while(|&b| b == c).count()
 }
 
-/// A closing fence line for a fence of `open` × `marker`.
-fn closes(line: &str, marker: u8, open: usize) -> bool {
-    let rest = line.trim_start_matches(' ');
-    line.len() - rest.len() <= 3 && {
-        let n = run(rest, marker);
-        n >= open && rest[n..].trim_matches([' ', '\t']).is_empty()
+/// A closing fence line (with its `\n`, if any) for a fence of `open` × `marker`.
+fn closes(line: &[u8], marker: u8, open: usize) -> bool {
+    let indent = spaces(line);
+    if indent > 3 {
+        return false;
     }
+    let rest = &line[indent..];
+    let n = rest.iter().take_while(|&&b| b == marker).count();
+    n >= open && rest[n..].iter().all(|&b| matches!(b, b' ' | b'\t' | b'\n'))
 }
 
 /// `===` or `---` alone on a line: a setext underline after text.
@@ -267,8 +283,26 @@ fn list_content(rest: &str) -> Option<&str> {
     item.then_some(s)
 }
 
-/// Runs of whitespace to one space: the heading text as the outline squeezes it.
-fn squeeze_spaces(text: &str) -> String {
+/// Runs of whitespace to one space: the heading text as the outline squeezes it. Borrowed
+/// when it is already squeezed (the usual heading: ASCII words and single spaces).
+fn squeeze_spaces(text: &str) -> Cow<'_, str> {
+    // Already squeezed: ASCII words, each space between two of them.
+    let mut space_before = true;
+    let mut squeezed = true;
+    for &b in text.as_bytes() {
+        if b == b' ' && !space_before {
+            space_before = true;
+        } else if b.is_ascii_graphic() {
+            space_before = false;
+        } else {
+            squeezed = false;
+            break;
+        }
+    }
+    squeezed &= !space_before || text.is_empty();
+    if squeezed {
+        return Cow::Borrowed(text);
+    }
     let mut out = String::with_capacity(text.len());
     for word in text.split_whitespace() {
         if !out.is_empty() {
@@ -276,7 +310,7 @@ fn squeeze_spaces(text: &str) -> String {
         }
         out.push_str(word);
     }
-    out
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
