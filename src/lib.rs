@@ -11,6 +11,7 @@ pub mod claude_export;
 pub mod cli;
 pub mod command;
 pub mod diagnostic;
+pub mod dir_listing;
 pub mod discovery;
 pub mod duration;
 pub mod event;
