@@ -54,7 +54,8 @@ pub fn row(file: &SourceFile, name: &str, origin: &Origin) -> Option<Row> {
     let mut in_section = false;
     let mut titled = false;
     let mut sub: Option<Cow<str>> = None;
-    let mut blocks: Vec<BlockFacts> = Vec::new();
+    // At most one block per element: no regrowing.
+    let mut blocks: Vec<BlockFacts> = Vec::with_capacity(elements.len());
     for el in &elements {
         match &el.kind {
             ElementKind::Heading { level: 1, .. } if !titled && !in_section => titled = true,
@@ -193,8 +194,13 @@ fn assign_ids(blocks: &[BlockFacts]) -> Vec<String> {
                     .as_deref()
                     .map(slug)
                     .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| format!("{}-{n}", crate::parser::phase_prefix(b.phase)));
-                unique_id(&base, |c| free(c, &seen))
+                    .unwrap_or_else(|| numbered(crate::parser::phase_prefix(b.phase), *n));
+                // Usually free: kept as is rather than copied by `unique_id`.
+                if free(&base, &seen) {
+                    base
+                } else {
+                    unique_id(&base, |c| free(c, &seen))
+                }
             }
         };
         seen.push(id);
@@ -202,8 +208,36 @@ fn assign_ids(blocks: &[BlockFacts]) -> Vec<String> {
     seen
 }
 
+/// `PREFIX-N`, as `format!("{prefix}-{n}")` writes it without the formatting machinery.
+fn numbered(prefix: &str, n: usize) -> String {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    let mut out = String::with_capacity(prefix.len() + 1 + digits.len() - at);
+    out.push_str(prefix);
+    out.push('-');
+    // ASCII digits.
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn numbered_is_format() {
+        for n in [0, 1, 9, 10, 99, 100, 12345, usize::MAX] {
+            assert_eq!(super::numbered("step", n), format!("step-{n}"));
+        }
+    }
+
     use super::*;
     use crate::parser::{self, Depth};
 
