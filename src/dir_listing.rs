@@ -5,6 +5,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, IntoRawFd as _, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 
@@ -18,16 +19,33 @@ pub enum Kind {
 }
 
 /// Calls `f` with the name (without `.` and `..`) and kind of every entry of `dir`, in the
-/// order the file system lists them. Errors are those of `opendir`/`readdir`, as
-/// `std::fs::read_dir` reports them (`NotFound`, `NotADirectory`, …).
-pub fn for_each(dir: &Path, mut f: impl FnMut(&[u8], Kind)) -> io::Result<()> {
-    let path = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))?;
+/// order the file system lists them, and returns the folder, open: its files can then be
+/// opened relative to it ([`open_in`]) without walking the folder's path again for each.
+/// Errors are those of `open`/`readdir`, as `std::fs::read_dir` reports them (`NotFound`,
+/// `NotADirectory`, …).
+pub fn for_each(dir: &Path, mut f: impl FnMut(&[u8], Kind)) -> io::Result<OwnedFd> {
+    let path = c_path(dir.as_os_str().as_bytes())?;
     // SAFETY: `path` is a NUL-terminated string that outlives the call.
-    let handle = unsafe { libc::opendir(path.as_ptr()) };
+    let fd = unsafe {
+        libc::open(
+            path.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    let folder = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The stream reads through its own descriptor (`closedir` closes it); `folder` stays.
+    let stream_fd = folder.try_clone()?;
+    // SAFETY: `stream_fd` is an open directory descriptor; on success the stream owns it.
+    let handle = unsafe { libc::fdopendir(stream_fd.as_raw_fd()) };
     if handle.is_null() {
         return Err(io::Error::last_os_error());
     }
+    // Now owned by the stream.
+    let _ = stream_fd.into_raw_fd();
     let dir = Open(handle);
     loop {
         // `readdir` returns NULL both at the end and on error; only errno tells them apart.
@@ -38,7 +56,7 @@ pub fn for_each(dir: &Path, mut f: impl FnMut(&[u8], Kind)) -> io::Result<()> {
         if entry.is_null() {
             let err = io::Error::last_os_error();
             return match err.raw_os_error() {
-                Some(0) | None => Ok(()),
+                Some(0) | None => Ok(folder),
                 Some(_) => Err(err),
             };
         }
@@ -63,6 +81,45 @@ pub fn for_each(dir: &Path, mut f: impl FnMut(&[u8], Kind)) -> io::Result<()> {
     }
 }
 
+/// Opens the file `name` of the folder `dir` (from [`for_each`]) for reading.
+pub fn open_in(dir: &OwnedFd, name: &[u8]) -> io::Result<std::fs::File> {
+    // The name with its NUL on the stack: file names are at most 255 bytes on Linux.
+    let mut buf = [0u8; 256];
+    let owned;
+    let name: &CStr = match buf.get_mut(..=name.len()) {
+        Some(room) => {
+            room[..name.len()].copy_from_slice(name);
+            CStr::from_bytes_with_nul(room).map_err(|_| nul_error())?
+        }
+        None => {
+            owned = c_path(name)?;
+            &owned
+        }
+    };
+    // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated string, both alive
+    // for the call.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+fn nul_error() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte")
+}
+
+fn c_path(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| nul_error())
+}
+
 /// Closes the stream however the listing ends.
 struct Open(*mut libc::DIR);
 
@@ -84,10 +141,14 @@ mod tests {
         std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
         std::os::unix::fs::symlink("a.md", dir.path().join("link.md")).expect("symlink");
         let mut seen = Vec::new();
-        for_each(dir.path(), |name, kind| {
+        let folder = for_each(dir.path(), |name, kind| {
             seen.push((String::from_utf8(name.to_vec()).expect("utf-8"), kind))
         })
         .expect("listing");
+        let mut read = String::new();
+        std::io::Read::read_to_string(&mut open_in(&folder, b"a.md").expect("open"), &mut read)
+            .expect("read");
+        assert_eq!(read, "x");
         seen.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(
             seen,

@@ -11,8 +11,10 @@ use crate::exit::{Exit, Failure};
 use crate::parser;
 use crate::source::SourceFile;
 use std::io::Read as _;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
 
@@ -25,6 +27,9 @@ pub struct Found {
     pub path: Option<PathBuf>,
     /// The folder listing said it is a regular file (not a symlink): see [`read_listed`].
     pub regular: bool,
+    /// The folder it was listed in, open: [`read_listed`] opens the file relative to it
+    /// rather than walking the folder's path again for each file.
+    pub dir: Option<Arc<OwnedFd>>,
 }
 
 /// Makes the [`Origin`] of a file found in one folder of the search path.
@@ -124,10 +129,16 @@ impl SearchPath {
                     origin: origin(shown),
                     path: Some(path),
                     regular: kind == Kind::File,
+                    dir: None,
                 });
             });
             match listed {
-                Ok(()) => {}
+                Ok(folder) => {
+                    let folder = Arc::new(folder);
+                    for f in &mut here {
+                        f.dir = Some(Arc::clone(&folder));
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
                     return Err(Failure::usage(format!("{} is not a folder", dir.display())));
@@ -172,6 +183,7 @@ impl SearchPath {
             origin: Origin::Builtin,
             path: None,
             regular: false,
+            dir: None,
         }));
         Ok(found)
     }
@@ -421,7 +433,11 @@ pub fn read_listed(found: &Found) -> Result<Vec<u8>, Diagnostic> {
     if !found.regular {
         return read_limited(path);
     }
-    let mut file = std::fs::File::open(path).map_err(|e| io_diagnostic(path, &e))?;
+    let opened = match (&found.dir, path.file_name()) {
+        (Some(dir), Some(name)) => crate::dir_listing::open_in(dir, name.as_bytes()),
+        _ => std::fs::File::open(path),
+    };
+    let mut file = opened.map_err(|e| io_diagnostic(path, &e))?;
     let read = LISTED_BUF.with_borrow_mut(|buf| {
         buf.resize(LISTED_READ, 0);
         loop {
@@ -532,6 +548,7 @@ mod tests {
             origin: Origin::Builtin,
             path: Some(path.to_path_buf()),
             regular,
+            dir: None,
         }
     }
 
@@ -557,10 +574,14 @@ mod tests {
         let folder = dir.path().join("folder.md");
         std::fs::create_dir(&folder).expect("mkdir");
         let missing = dir.path().join("missing.md");
+        // Read by path, and relative to the open folder as `list` reads them.
+        let opened = Arc::new(crate::dir_listing::for_each(dir.path(), |_, _| {}).expect("list"));
         for path in [&small, &large, &exact, &empty, &huge, &folder, &missing] {
             let careful = read_limited(path);
-            for regular in [true, false] {
-                match (read_listed(&listed(path, regular)), &careful) {
+            for (regular, relative) in [(true, false), (false, false), (true, true)] {
+                let mut found = listed(path, regular);
+                found.dir = relative.then(|| Arc::clone(&opened));
+                match (read_listed(&found), &careful) {
                     (Ok(a), Ok(b)) => assert!(a == *b, "{}", path.display()),
                     (Err(a), Err(b)) => assert_eq!(a.message, b.message, "{}", path.display()),
                     (a, b) => panic!("{}: {:?} vs {:?}", path.display(), a.is_ok(), b.is_ok()),

@@ -56,11 +56,16 @@ pub fn listing(search: &SearchPath) -> Result<Listing, Failure> {
 /// Reads every command, spread over the machine's cores: listing a folder of a thousand
 /// runbooks is file reading and parsing, and both parallelise cleanly. Order is kept.
 fn rows(found: &[Found]) -> Vec<Row> {
+    // A few files are read on this thread: not worth a thread, nor asking how many cores
+    // there are (std reads the cgroup's CPU quota: three files opened and read).
+    if found.len() < 16 {
+        return found.iter().map(row).collect();
+    }
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(8);
-    if workers == 1 || found.len() < 16 {
+    if workers == 1 {
         return found.iter().map(row).collect();
     }
     // Threads take the next few files (and the slots for their rows) from a shared queue
