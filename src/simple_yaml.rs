@@ -5,36 +5,80 @@
 //! comments after values, multi-line scalars, tabs, duplicate keys) makes it answer `None`,
 //! and the caller uses the full YAML parser, which also reports errors.
 
-use serde_json::{Map, Value};
+use crate::frontmatter::{Mapping, Node};
+use serde_json::Value;
+use std::borrow::Cow;
 
-/// The frontmatter as a value, or `None` when it is not in the simple shape.
+/// The frontmatter as a value, or `None` when it is not in the simple shape: [`read`] as
+/// serde_json's value, to compare with serde_yaml_ng's (tests and the fuzz target).
 pub fn parse(source: &str) -> Option<Value> {
-    let mut lines: Vec<(usize, &str)> = Vec::new();
-    for line in source.split('\n') {
-        if line.contains(['\t', '\r']) {
-            return None;
-        }
-        let content = line.trim_start_matches(' ');
-        // Blank lines and whole-line comments carry nothing, wherever they are indented.
-        if content.is_empty() || content.starts_with('#') {
-            continue;
-        }
-        lines.push((line.len() - content.len(), content.trim_end_matches(' ')));
-    }
-    match lines.first() {
-        None => return Some(Value::Null),
-        Some(&(indent, _)) if indent != 0 => return None,
-        Some(_) => {}
-    }
-    let mut pos = 0;
-    let map = mapping(&lines, &mut pos, 0)?;
-    (pos == lines.len()).then_some(Value::Object(map))
+    read(source).map(|node| node.to_value())
 }
 
-/// The mapping whose keys are indented by exactly `indent`, from line `pos` on.
-fn mapping(lines: &[(usize, &str)], pos: &mut usize, indent: usize) -> Option<Map<String, Value>> {
-    let mut map = Map::new();
-    while let Some(&(at, content)) = lines.get(*pos) {
+/// The frontmatter as a mapping (or null when it holds nothing), its text borrowed from
+/// `source`, or `None` when it is not in the simple shape.
+pub fn read(source: &str) -> Option<Node<'_>> {
+    if memchr::memchr2(b'\t', b'\r', source.as_bytes()).is_some() {
+        return None;
+    }
+    let mut lines = Lines {
+        rest: Some(source),
+        next: None,
+    };
+    match lines.peek() {
+        None => return Some(Node::Null),
+        Some((indent, _)) if indent != 0 => return None,
+        Some(_) => {}
+    }
+    let map = mapping(&mut lines, 0)?;
+    lines.peek().is_none().then_some(Node::Map(map))
+}
+
+/// The lines that carry something, as (indent, text without the indent and trailing
+/// spaces), read one at a time: no vector of them is built.
+struct Lines<'a> {
+    /// The text after the lines read so far, `None` after the last.
+    rest: Option<&'a str>,
+    /// The line [`Lines::peek`] found and [`Lines::advance`] has not yet consumed.
+    next: Option<(usize, &'a str)>,
+}
+
+impl<'a> Lines<'a> {
+    fn peek(&mut self) -> Option<(usize, &'a str)> {
+        while self.next.is_none() {
+            let rest = self.rest?;
+            let line = match memchr::memchr(b'\n', rest.as_bytes()) {
+                Some(end) => {
+                    self.rest = Some(&rest[end + 1..]);
+                    &rest[..end]
+                }
+                None => {
+                    self.rest = None;
+                    rest
+                }
+            };
+            let content = line.trim_start_matches(' ');
+            // Blank lines and whole-line comments carry nothing, wherever they are indented.
+            if !content.is_empty() && !content.starts_with('#') {
+                self.next = Some((line.len() - content.len(), content.trim_end_matches(' ')));
+            }
+        }
+        self.next
+    }
+
+    fn advance(&mut self) {
+        self.next = None;
+    }
+}
+
+/// Past this many keys, a mapping finds duplicate keys by sorting them rather than by a scan
+/// of the keys so far for each (which would make 64 KiB of keys quadratic).
+const SCANNED_KEYS: usize = 16;
+
+/// The mapping whose keys are indented by exactly `indent`, from the next line on.
+fn mapping<'a>(lines: &mut Lines<'a>, indent: usize) -> Option<Mapping<'a>> {
+    let mut entries: Vec<(Cow<'a, str>, Node<'a>)> = Vec::new();
+    while let Some((at, content)) = lines.peek() {
         if at < indent {
             break;
         }
@@ -47,20 +91,29 @@ fn mapping(lines: &[(usize, &str)], pos: &mut usize, indent: usize) -> Option<Ma
             return None;
         }
         let rest = rest.trim_start_matches(' ');
-        *pos += 1;
+        lines.advance();
         let value = if rest.is_empty() {
-            match lines.get(*pos) {
-                Some(&(child, _)) if child > indent => Value::Object(mapping(lines, pos, child)?),
-                _ => Value::Null,
+            match lines.peek() {
+                Some((child, _)) if child > indent => Node::Map(mapping(lines, child)?),
+                _ => Node::Null,
             }
         } else {
             scalar(rest)?
         };
-        if map.insert(key.to_string(), value).is_some() {
+        // A short mapping checks each key as it comes; a long one sorts its keys at the end.
+        if entries.len() < SCANNED_KEYS && entries.iter().any(|(k, _)| k == key) {
+            return None;
+        }
+        entries.push((Cow::Borrowed(key), value));
+    }
+    if entries.len() > SCANNED_KEYS {
+        let mut keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_ref()).collect();
+        keys.sort_unstable();
+        if keys.windows(2).any(|w| w[0] == w[1]) {
             return None;
         }
     }
-    Some(map)
+    Some(Mapping(entries))
 }
 
 /// Words YAML (1.2, or 1.1 for older readers) may read as booleans or null.
@@ -71,38 +124,50 @@ fn is_special_word(s: &str) -> bool {
 }
 
 /// A double-quoted scalar at the start of `s` (escapes limited to `\\` and `\"`): its text
-/// and the rest of `s` after the closing quote.
-fn quoted(s: &str) -> Option<(String, &str)> {
+/// (borrowed unless it had escapes) and the rest of `s` after the closing quote.
+fn quoted(s: &str) -> Option<(Cow<'_, str>, &str)> {
     let inner = s.strip_prefix('"')?;
-    let mut text = String::with_capacity(inner.len());
+    let mut text: Option<String> = None;
     let mut chars = inner.char_indices();
     while let Some((i, c)) = chars.next() {
         match c {
-            '"' => return Some((text, &inner[i + 1..])),
+            '"' => {
+                let text = match text {
+                    Some(owned) => Cow::Owned(owned),
+                    None => Cow::Borrowed(&inner[..i]),
+                };
+                return Some((text, &inner[i + 1..]));
+            }
             '\\' => match chars.next() {
-                Some((_, e @ ('\\' | '"'))) => text.push(e),
+                Some((_, e @ ('\\' | '"'))) => text
+                    .get_or_insert_with(|| inner[..i].to_string())
+                    .push(e),
                 _ => return None,
             },
             c if c.is_control() || !printable(c) => return None,
-            c => text.push(c),
+            c => {
+                if let Some(owned) = &mut text {
+                    owned.push(c);
+                }
+            }
         }
     }
     None
 }
 
 /// `["a", "b"]`: a flow list of double-quoted scalars, as the list value.
-fn quoted_list(s: &str) -> Option<Value> {
+fn quoted_list(s: &str) -> Option<Node<'_>> {
     let mut rest = s.strip_prefix('[')?.trim_start_matches(' ');
     let mut items = Vec::new();
     if let Some(after) = rest.strip_prefix(']') {
-        return after.is_empty().then_some(Value::Array(items));
+        return after.is_empty().then_some(Node::List(items));
     }
     loop {
         let (text, after) = quoted(rest)?;
-        items.push(Value::String(text));
+        items.push(Node::Text(text));
         let after = after.trim_start_matches(' ');
         if let Some(end) = after.strip_prefix(']') {
-            return end.is_empty().then_some(Value::Array(items));
+            return end.is_empty().then_some(Node::List(items));
         }
         rest = after.strip_prefix(',')?.trim_start_matches(' ');
     }
@@ -128,18 +193,18 @@ fn is_key(key: &str) -> bool {
 
 /// A scalar value: quoted or plain text, a boolean, a list of quoted texts, or `None` when
 /// YAML might read it otherwise.
-fn scalar(s: &str) -> Option<Value> {
+fn scalar(s: &str) -> Option<Node<'_>> {
     if s.starts_with('"') {
         let (text, rest) = quoted(s)?;
-        return rest.is_empty().then_some(Value::String(text));
+        return rest.is_empty().then_some(Node::Text(text));
     }
     if s.starts_with('[') {
         return quoted_list(s);
     }
     match s {
-        "true" | "True" | "TRUE" => return Some(Value::Bool(true)),
-        "false" | "False" | "FALSE" => return Some(Value::Bool(false)),
-        "null" | "Null" | "NULL" => return Some(Value::Null),
+        "true" | "True" | "TRUE" => return Some(Node::Bool(true)),
+        "false" | "False" | "FALSE" => return Some(Node::Bool(false)),
+        "null" | "Null" | "NULL" => return Some(Node::Null),
         _ => {}
     }
     if is_special_word(s) || has_pair(s, b' ', b'#') || has_pair(s, b':', b' ') || s.ends_with(':')
@@ -207,7 +272,7 @@ fn scalar(s: &str) -> Option<Value> {
     {
         return None;
     }
-    Some(Value::String(s.to_string()))
+    Some(Node::Text(Cow::Borrowed(s)))
 }
 
 /// Whether `s` contains the two bytes `a` `b` in a row (`str::contains` of a two-byte
