@@ -140,22 +140,30 @@ impl Frontmatter<'_> {
 /// Splits and parses the frontmatter. A file without one gets an empty map.
 pub fn parse(file: &SourceFile) -> Result<Frontmatter<'_>, Diagnostic> {
     let text = &file.text;
-    let first_line_end = text.find('\n').map(|i| i + 1).unwrap_or(text.len());
+    if !(text.starts_with("---") || text.starts_with("+++")) {
+        return Ok(Frontmatter::default());
+    }
+    let first_line_end = memchr::memchr(b'\n', text.as_bytes()).map_or(text.len(), |i| i + 1);
     let syntax = match text[..first_line_end].trim_end() {
         "---" => Syntax::Yaml,
         "+++" => Syntax::Toml,
         _ => return Ok(Frontmatter::default()),
     };
     let delimiter = if syntax == Syntax::Yaml { "---" } else { "+++" };
+    let bytes = text.as_bytes();
     let mut offset = first_line_end;
     let mut close = None;
-    for line in text[first_line_end..].split_inclusive('\n') {
-        let bare = line.trim_end();
-        if bare == delimiter || (syntax == Syntax::Yaml && bare == "...") {
-            close = Some((offset, offset + line.len()));
-            break;
+    while offset < text.len() {
+        let end = memchr::memchr(b'\n', &bytes[offset..]).map_or(text.len(), |i| offset + i + 1);
+        // Only a line that starts like a delimiter can be one: the others need no trimming.
+        if matches!(bytes[offset], b'-' | b'+' | b'.') {
+            let bare = text[offset..end].trim_end();
+            if bare == delimiter || (syntax == Syntax::Yaml && bare == "...") {
+                close = Some((offset, end));
+                break;
+            }
         }
-        offset += line.len();
+        offset = end;
     }
     let Some((content_end, body_start)) = close else {
         return Err(Diagnostic::fatal(
@@ -283,6 +291,29 @@ mod tests {
         assert_eq!(&y.text[fy.body_start..], "# T\n");
         assert_eq!(y.position(fy.key_offset(&y, "timeout", 0).unwrap()).line, 4);
         assert_eq!(t.position(ft.key_offset(&t, "nixcmd", 0).unwrap()).line, 3);
+    }
+
+    #[test]
+    fn closing_lines_are_found_as_lines() {
+        for (text, body) in [
+            ("---\na: b\n---  \nbody\n", "body\n"),
+            ("---\na: b\n...\nbody\n", "body\n"),
+            ("---\nl:\n- a\n- --\n---", ""),
+            ("---\r\na: b\r\n---\r\nbody", "body"),
+            ("+++\na = \"---\"\n+++\nbody", "body"),
+        ] {
+            let f = SourceFile::new("a.md", text);
+            let fm = parse(&f).unwrap_or_else(|d| panic!("{text:?}: {}", d.message));
+            assert_eq!(&text[fm.body_start..], body, "{text:?}");
+        }
+        for text in [
+            "---\na: b\n ---\n",
+            "+++\na = 1\n...\n",
+            "---\na: b\n--- x\n",
+        ] {
+            let f = SourceFile::new("a.md", text);
+            assert!(parse(&f).is_err(), "{text:?}");
+        }
     }
 
     #[test]

@@ -57,10 +57,15 @@ impl<'a> Lines<'a> {
                     rest
                 }
             };
-            let content = line.trim_start_matches(' ');
+            let bytes = line.as_bytes();
+            let indent = bytes.iter().take_while(|&&b| b == b' ').count();
             // Blank lines and whole-line comments carry nothing, wherever they are indented.
-            if !content.is_empty() && !content.starts_with('#') {
-                self.next = Some((line.len() - content.len(), content.trim_end_matches(' ')));
+            if indent < bytes.len() && bytes[indent] != b'#' {
+                let mut end = bytes.len();
+                while bytes[end - 1] == b' ' {
+                    end -= 1;
+                }
+                self.next = Some((indent, &line[indent..end]));
             }
         }
         self.next
@@ -86,11 +91,7 @@ fn mapping<'a>(lines: &mut Lines<'a>, indent: usize) -> Option<Mapping<'a>> {
             // A continuation line of a multi-line scalar, or a misindented key.
             return None;
         }
-        let (key, rest) = content.split_once(':')?;
-        if !is_key(key) || !(rest.is_empty() || rest.starts_with(' ')) {
-            return None;
-        }
-        let rest = rest.trim_start_matches(' ');
+        let (key, rest) = key_and_rest(content)?;
         lines.advance();
         let value = if rest.is_empty() {
             match lines.peek() {
@@ -116,7 +117,8 @@ fn mapping<'a>(lines: &mut Lines<'a>, indent: usize) -> Option<Mapping<'a>> {
     Some(Mapping(entries))
 }
 
-/// Words YAML (1.2, or 1.1 for older readers) may read as booleans or null.
+/// Words YAML (1.2, or 1.1 for older readers) may read as booleans or null (callers skip
+/// the search for words longer than the longest, `false`).
 fn is_special_word(s: &str) -> bool {
     ["true", "false", "null", "yes", "no", "on", "off", "y", "n"]
         .iter()
@@ -139,9 +141,9 @@ fn quoted(s: &str) -> Option<(Cow<'_, str>, &str)> {
                 return Some((text, &inner[i + 1..]));
             }
             '\\' => match chars.next() {
-                Some((_, e @ ('\\' | '"'))) => text
-                    .get_or_insert_with(|| inner[..i].to_string())
-                    .push(e),
+                Some((_, e @ ('\\' | '"'))) => {
+                    text.get_or_insert_with(|| inner[..i].to_string()).push(e)
+                }
                 _ => return None,
             },
             c if c.is_control() || !printable(c) => return None,
@@ -183,13 +185,54 @@ fn printable(c: char) -> bool {
             ))
 }
 
-fn is_key(key: &str) -> bool {
-    key.starts_with(|c: char| c.is_ascii_alphabetic())
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && !is_special_word(key)
+/// `key: rest` split at the colon, `rest` without the spaces after it, when the key is a
+/// word YAML reads as text (letters, digits, `-`, `_`, `.`; no `true` or `null`).
+fn key_and_rest(content: &str) -> Option<(&str, &str)> {
+    let bytes = content.as_bytes();
+    // The first byte no key has must be the colon (else there is no colon, or the text
+    // before it is no such key).
+    let end = bytes.iter().position(|&b| BYTES[b as usize] != KEY)?;
+    if bytes[end] != b':' {
+        return None;
+    }
+    let (key, rest) = (&content[..end], &content[end + 1..]);
+    let ok = bytes[0].is_ascii_alphabetic()
+        && (rest.is_empty() || rest.starts_with(' '))
+        && !(key.len() <= 5 && is_special_word(key));
+    ok.then(|| (key, rest.trim_start_matches(' ')))
 }
+
+/// What a byte is to [`key_and_rest`] and [`scalar`]: one table lookup a byte, rather
+/// than a chain of comparisons.
+const BYTES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = match c {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => KEY,
+            b'#' => HASH,
+            b':' => COLON,
+            // Printable ASCII but `\`, which this reader has always left to the YAML parser.
+            b'\\' => OTHER,
+            b' '..=b'~' => PLAIN,
+            0x80.. => NON_ASCII,
+            _ => OTHER,
+        };
+        b += 1;
+    }
+    t
+};
+/// Printable ASCII that is plain text in a value but not part of a key.
+const PLAIN: u8 = 0;
+/// A key's letters, digits, `-`, `_` and `.`; plain text in a value too.
+const KEY: u8 = 1;
+const HASH: u8 = 2;
+const COLON: u8 = 3;
+/// A byte of a UTF-8 sequence: the character is checked as a whole.
+const NON_ASCII: u8 = 4;
+/// Control characters, DEL and `\`: never in a value this reader reads.
+const OTHER: u8 = 5;
 
 /// A scalar value: quoted or plain text, a boolean, a list of quoted texts, or `None` when
 /// YAML might read it otherwise.
@@ -207,60 +250,34 @@ fn scalar(s: &str) -> Option<Node<'_>> {
         "null" | "Null" | "NULL" => return Some(Node::Null),
         _ => {}
     }
-    if is_special_word(s) || has_pair(s, b' ', b'#') || has_pair(s, b':', b' ') || s.ends_with(':')
-    {
+    if s.ends_with(':') || (s.len() <= 5 && is_special_word(s)) {
         return None;
     }
     let first = s.chars().next()?;
-    let plain = |c: char| {
-        if c.is_ascii() {
-            // A `match` rather than a search of a string of them: every character of every
-            // description comes here.
-            c.is_ascii_alphanumeric()
-                || matches!(
-                    c,
-                    ' ' | '.'
-                        | ','
-                        | '('
-                        | ')'
-                        | '/'
-                        | '_'
-                        | '+'
-                        | '='
-                        | ';'
-                        | '?'
-                        | '!'
-                        | '\''
-                        | '"'
-                        | '-'
-                        | ':'
-                        | '#'
-                        | '%'
-                        | '@'
-                        | '&'
-                        | '*'
-                        | '~'
-                        | '<'
-                        | '>'
-                        | '$'
-                        | '^'
-                        | '['
-                        | ']'
-                        | '{'
-                        | '}'
-                        | '|'
-                        | '`'
-                )
-        } else {
-            printable(c)
-        }
-    };
     // `<`, `(` and `/` are no YAML indicators: `argument-hint: <host> [flags]` is text.
     if !(first.is_ascii_alphanumeric()
         || matches!(first, '<' | '(' | '/')
         || (!first.is_ascii() && first.is_alphabetic()))
-        || !s.chars().all(plain)
     {
+        return None;
+    }
+    // Every byte of every description comes here: a table finds the few that need a look.
+    let bytes = s.as_bytes();
+    let mut ascii = true;
+    let mut from = 0;
+    while let Some(found) = bytes[from..].iter().position(|&b| BYTES[b as usize] > KEY) {
+        let at = from + found;
+        match BYTES[bytes[at] as usize] {
+            // ` #` starts a comment, `: ` a mapping.
+            HASH if at > 0 && bytes[at - 1] == b' ' => return None,
+            COLON if bytes.get(at + 1) == Some(&b' ') => return None,
+            HASH | COLON => {}
+            NON_ASCII => ascii = false,
+            _ => return None,
+        }
+        from = at + 1;
+    }
+    if !ascii && !s.chars().all(printable) {
         return None;
     }
     // A scalar starting with a digit is text only if it has a letter no number can contain
@@ -273,12 +290,6 @@ fn scalar(s: &str) -> Option<Node<'_>> {
         return None;
     }
     Some(Node::Text(Cow::Borrowed(s)))
-}
-
-/// Whether `s` contains the two bytes `a` `b` in a row (`str::contains` of a two-byte
-/// pattern builds a substring searcher first, which costs more than this scan).
-fn has_pair(s: &str, a: u8, b: u8) -> bool {
-    s.as_bytes().windows(2).any(|w| w[0] == a && w[1] == b)
 }
 
 #[cfg(test)]
@@ -360,9 +371,46 @@ mod tests {
             "? a\n",
             "- a\n",
             "---\n",
+            "aé: b\n",
+            "a\\b: c\n",
+            "description: a\\b\n",
+            "description: a\u{7f}b\n",
+            "description: x\u{2028}y\n",
         ] {
             assert_eq!(parse(s), None, "{s:?}");
         }
+    }
+
+    #[test]
+    fn long_mappings_are_read_and_their_duplicate_keys_refused() {
+        let keys: Vec<String> = (0..40).map(|i| format!("key{i}: value {i}\n")).collect();
+        let all = keys.concat();
+        assert_eq!(parse(&all), Some(yaml(&all)));
+        // A duplicate past the keys checked one by one, and one among them.
+        for dup in ["key3: again\n", "key39: again\n"] {
+            assert_eq!(parse(&format!("{all}{dup}")), None, "{dup}");
+        }
+        let nested = format!(
+            "nixcmd:\n{}",
+            all.lines().map(|l| format!("  {l}\n")).collect::<String>()
+        );
+        assert_eq!(parse(&nested), Some(yaml(&nested)));
+        assert_eq!(parse(&format!("{nested}  key0: again\n")), None);
+    }
+
+    #[test]
+    fn text_is_borrowed_unless_unescaped() {
+        let Some(Node::Map(m)) = read("a: plain\nb: \"quoted\"\nc: \"x\\\"y\"\n") else {
+            panic!("not read")
+        };
+        let text = |k| match m.get(k) {
+            Some(Node::Text(t)) => t.clone(),
+            other => panic!("{k}: {other:?}"),
+        };
+        assert!(matches!(text("a"), Cow::Borrowed("plain")));
+        assert!(matches!(text("b"), Cow::Borrowed("quoted")));
+        assert_eq!(text("c"), "x\"y");
+        assert!(matches!(text("c"), Cow::Owned(_)));
     }
 }
 
