@@ -150,30 +150,28 @@ pub fn parse(file: &SourceFile) -> Result<Frontmatter<'_>, Diagnostic> {
         _ => return Ok(Frontmatter::default()),
     };
     let delimiter = if syntax == Syntax::Yaml { "---" } else { "+++" };
-    let bytes = text.as_bytes();
-    let mut offset = first_line_end;
-    let mut close = None;
-    while offset < text.len() {
-        let end = memchr::memchr(b'\n', &bytes[offset..]).map_or(text.len(), |i| offset + i + 1);
-        // Only a line that starts like a delimiter can be one: the others need no trimming.
-        if matches!(bytes[offset], b'-' | b'+' | b'.') {
-            let bare = text[offset..end].trim_end();
-            if bare == delimiter || (syntax == Syntax::Yaml && bare == "...") {
-                close = Some((offset, end));
-                break;
-            }
+    // Most frontmatter is simple YAML: read in the same pass that finds its closing line.
+    let simple = match syntax {
+        Syntax::Yaml => {
+            crate::simple_yaml::read_until_closing(&text[first_line_end..], MAX_FRONTMATTER)
         }
-        offset = end;
-    }
-    let Some((content_end, body_start)) = close else {
-        return Err(Diagnostic::fatal(
-            "frontmatter",
-            format!("the frontmatter that starts here has no closing `{delimiter}` line"),
-        )
-        .at(file, 0..3)
-        .with_hint(format!(
-            "end the frontmatter with a line containing only `{delimiter}`"
-        )));
+        Syntax::Toml => None,
+    };
+    let (content_end, body_start, simple) = match simple {
+        Some((node, len, end)) => (first_line_end + len, first_line_end + end, Some(node)),
+        None => match closing_line(text, first_line_end, syntax) {
+            Some((content_end, body_start)) => (content_end, body_start, None),
+            None => {
+                return Err(Diagnostic::fatal(
+                    "frontmatter",
+                    format!("the frontmatter that starts here has no closing `{delimiter}` line"),
+                )
+                .at(file, 0..3)
+                .with_hint(format!(
+                    "end the frontmatter with a line containing only `{delimiter}`"
+                )));
+            }
+        },
     };
     let content = first_line_end..content_end;
     if content.len() > MAX_FRONTMATTER {
@@ -187,9 +185,10 @@ pub fn parse(file: &SourceFile) -> Result<Frontmatter<'_>, Diagnostic> {
         .at(file, 0..3));
     }
     let source = &text[content.clone()];
-    let value = match syntax {
-        Syntax::Yaml => parse_yaml(file, source, content.start)?,
-        Syntax::Toml => parse_toml(file, source, content.start)?,
+    let value = match (simple, syntax) {
+        (Some(node), _) => node,
+        (None, Syntax::Yaml) => parse_yaml(file, source, content.start)?,
+        (None, Syntax::Toml) => parse_toml(file, source, content.start)?,
     };
     let map = match value {
         Node::Map(map) => map,
@@ -215,6 +214,35 @@ pub fn parse(file: &SourceFile) -> Result<Frontmatter<'_>, Diagnostic> {
         body_start,
         map,
     })
+}
+
+/// The first line from `from` on that closes a frontmatter of `syntax`: where it starts and
+/// where the line after it starts.
+fn closing_line(text: &str, from: usize, syntax: Syntax) -> Option<(usize, usize)> {
+    let bytes = text.as_bytes();
+    let mut offset = from;
+    while offset < text.len() {
+        let end = memchr::memchr(b'\n', &bytes[offset..]).map_or(text.len(), |i| offset + i + 1);
+        if is_closing(&text[offset..end], syntax) {
+            return Some((offset, end));
+        }
+        offset = end;
+    }
+    None
+}
+
+/// Whether `line` (with or without its newline) is the closing delimiter line: `---` (or
+/// YAML's `...`) or `+++`, and nothing but whitespace after it.
+pub(crate) fn is_closing(line: &str, syntax: Syntax) -> bool {
+    // Only a line that starts like a delimiter can be one: the others need no trimming.
+    if !matches!(line.as_bytes().first(), Some(b'-' | b'+' | b'.')) {
+        return false;
+    }
+    let bare = line.trim_end();
+    match syntax {
+        Syntax::Yaml => bare == "---" || bare == "...",
+        Syntax::Toml => bare == "+++",
+    }
 }
 
 fn parse_yaml<'a>(file: &SourceFile, source: &'a str, base: usize) -> Result<Node<'a>, Diagnostic> {

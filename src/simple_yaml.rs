@@ -21,42 +21,95 @@ pub fn read(source: &str) -> Option<Node<'_>> {
     if memchr::memchr2(b'\t', b'\r', source.as_bytes()).is_some() {
         return None;
     }
-    let mut lines = Lines {
-        rest: Some(source),
-        next: None,
-    };
+    read_lines(&mut Lines::new(source, None))
+}
+
+/// [`read`] of the YAML frontmatter that `text` starts with (the text after the opening
+/// `---` line), up to its closing line (`frontmatter::is_closing`), in one pass over the
+/// lines: the value, where the closing line starts and where the line after it starts.
+/// `None` also when no closing line starts within `limit` bytes.
+pub fn read_until_closing(text: &str, limit: usize) -> Option<(Node<'_>, usize, usize)> {
+    let mut lines = Lines::new(text, Some(limit));
+    let node = read_lines(&mut lines)?;
+    let (content_end, after) = lines.closing?;
+    if memchr::memchr2(b'\t', b'\r', text[..content_end].as_bytes()).is_some() {
+        return None;
+    }
+    Some((node, content_end, after))
+}
+
+fn read_lines<'a>(lines: &mut Lines<'a>) -> Option<Node<'a>> {
     match lines.peek() {
         None => return Some(Node::Null),
         Some((indent, _)) if indent != 0 => return None,
         Some(_) => {}
     }
-    let map = mapping(&mut lines, 0)?;
+    let map = mapping(lines, 0)?;
+    // Every line is a key of the top mapping or under one.
     lines.peek().is_none().then_some(Node::Map(map))
 }
 
 /// The lines that carry something, as (indent, text without the indent and trailing
 /// spaces), read one at a time: no vector of them is built.
 struct Lines<'a> {
+    source: &'a str,
     /// The text after the lines read so far, `None` after the last.
     rest: Option<&'a str>,
     /// The line [`Lines::peek`] found and [`Lines::advance`] has not yet consumed.
     next: Option<(usize, &'a str)>,
+    /// Stop at a closing `---` line starting within this many bytes, and at no line after
+    /// them; `None`: read to the end.
+    limit: Option<usize>,
+    /// Where the closing line was found: its start and the start of the line after it.
+    closing: Option<(usize, usize)>,
 }
 
 impl<'a> Lines<'a> {
+    fn new(source: &'a str, limit: Option<usize>) -> Self {
+        Lines {
+            source,
+            rest: Some(source),
+            next: None,
+            limit,
+            closing: None,
+        }
+    }
+
+    #[inline]
     fn peek(&mut self) -> Option<(usize, &'a str)> {
-        while self.next.is_none() {
+        if self.next.is_none() {
+            self.next = self.next_line();
+        }
+        self.next
+    }
+
+    /// The next line that carries something, or `None` at the end of the text or at the
+    /// closing line.
+    fn next_line(&mut self) -> Option<(usize, &'a str)> {
+        loop {
             let rest = self.rest?;
-            let line = match memchr::memchr(b'\n', rest.as_bytes()) {
+            let start = self.source.len() - rest.len();
+            let (line, after) = match memchr::memchr(b'\n', rest.as_bytes()) {
                 Some(end) => {
                     self.rest = Some(&rest[end + 1..]);
-                    &rest[..end]
+                    (&rest[..end], start + end + 1)
                 }
                 None => {
                     self.rest = None;
-                    rest
+                    (rest, self.source.len())
                 }
             };
+            if let Some(limit) = self.limit {
+                if start > limit {
+                    self.rest = None;
+                    return None;
+                }
+                if crate::frontmatter::is_closing(line, crate::frontmatter::Syntax::Yaml) {
+                    self.closing = Some((start, after));
+                    self.rest = None;
+                    return None;
+                }
+            }
             let bytes = line.as_bytes();
             let indent = bytes.iter().take_while(|&&b| b == b' ').count();
             // Blank lines and whole-line comments carry nothing, wherever they are indented.
@@ -65,10 +118,9 @@ impl<'a> Lines<'a> {
                 while bytes[end - 1] == b' ' {
                     end -= 1;
                 }
-                self.next = Some((indent, &line[indent..end]));
+                return Some((indent, &line[indent..end]));
             }
         }
-        self.next
     }
 
     fn advance(&mut self) {
@@ -82,7 +134,8 @@ const SCANNED_KEYS: usize = 16;
 
 /// The mapping whose keys are indented by exactly `indent`, from the next line on.
 fn mapping<'a>(lines: &mut Lines<'a>, indent: usize) -> Option<Mapping<'a>> {
-    let mut entries: Vec<(Cow<'a, str>, Node<'a>)> = Vec::new();
+    // Called only where a key follows: the vector is never left empty.
+    let mut entries: Vec<(Cow<'a, str>, Node<'a>)> = Vec::with_capacity(4);
     while let Some((at, content)) = lines.peek() {
         if at < indent {
             break;
@@ -300,85 +353,125 @@ mod tests {
         serde_yaml_ng::from_str::<Value>(s).unwrap()
     }
 
+    const SIMPLE: &[&str] = &[
+        "",
+        "\n\n",
+        "# only a comment\n",
+        "description: Update flake inputs\n",
+        "description: Update flake inputs   \nnixcmd:\n  timeout: 5m\n",
+        "description: Maintenance task 7, check, update and verify the host\nnixcmd:\n  timeout: 5m\n",
+        "nixcmd:\n",
+        "nixcmd:\ndescription: x\n",
+        "a: b\n# c\n\nd:\n    e: f\n    g:\n      h: true\n    i: False\n",
+        "argument-hint: <host> [flags]\n",
+        "description: Déploie l'hôte (vite!)\n",
+        "description: http://example.com/a#b\n",
+        "model: claude-3.5\nallowed-tools: Bash(git add:*), Read\n",
+        "timeout: 30s\nother: 2 hours\nz: 0x1g\n",
+        "a: Run `nix` [fast] {x} a|b, done\nb: x [y\n",
+        "n1: null\nn2:\n",
+        "a: \"^[0-9]{1,4}$\"\nb: \"\"\nc: \"it's \\\"x\\\" a\\\\b # no comment\"\n",
+        "choices: [\"no\", \"yes\"]\nempty: []\none: [ \"a, b\" ]\n",
+    ];
+
     #[test]
     fn simple_frontmatter_reads_as_serde_yaml_ng_reads_it() {
-        for s in [
-            "",
-            "\n\n",
-            "# only a comment\n",
-            "description: Update flake inputs\n",
-            "description: Update flake inputs   \nnixcmd:\n  timeout: 5m\n",
-            "description: Maintenance task 7, check, update and verify the host\nnixcmd:\n  timeout: 5m\n",
-            "nixcmd:\n",
-            "nixcmd:\ndescription: x\n",
-            "a: b\n# c\n\nd:\n    e: f\n    g:\n      h: true\n    i: False\n",
-            "argument-hint: <host> [flags]\n",
-            "description: Déploie l'hôte (vite!)\n",
-            "description: http://example.com/a#b\n",
-            "model: claude-3.5\nallowed-tools: Bash(git add:*), Read\n",
-            "timeout: 30s\nother: 2 hours\nz: 0x1g\n",
-            "a: Run `nix` [fast] {x} a|b, done\nb: x [y\n",
-            "n1: null\nn2:\n",
-            "a: \"^[0-9]{1,4}$\"\nb: \"\"\nc: \"it's \\\"x\\\" a\\\\b # no comment\"\n",
-            "choices: [\"no\", \"yes\"]\nempty: []\none: [ \"a, b\" ]\n",
-        ] {
+        for s in SIMPLE {
             assert_eq!(parse(s), Some(yaml(s)), "{s:?}");
         }
     }
 
+    const DECLINED: &[&str] = &[
+        "description: \"a\\nb\"\n",
+        "description: \"open\n",
+        "description: \"a\" # c\n",
+        "description: \"a\" b\n",
+        "l: [a, b]\n",
+        "l: [\"a\" \"b\"]\n",
+        "l: [\"a\"] x\n",
+        "description: 'single'\n",
+        "description: \"multi\n  line\"\n",
+        "description: `code`\n",
+        "description: [x]\n",
+        "description: -x\n",
+        "description: .5\n",
+        "description: a # comment\n",
+        "description: a: b\n",
+        "description: first\n  continued\n",
+        "version: 1.0\n",
+        "n: 12\n",
+        "n: 0x1f\n",
+        "n: 1e5\n",
+        "d: 2024-01-01\n",
+        "b: yes\n",
+        "b: ~\n",
+        "l:\n  - a\n",
+        "f: [a, b]\n",
+        "m: {a: b}\n",
+        "s: |\n  text\n",
+        "s: >\n  text\n",
+        "a: &x b\n",
+        "a: *x\n",
+        "a: !tag b\n",
+        "a: b\na: c\n",
+        "  indented: top\n",
+        "a:\n    b: c\n  d: e\n",
+        "a:\tb\n",
+        "a: b\r\n",
+        "\"key\": v\n",
+        "true: v\n",
+        "a b: c\n",
+        "? a\n",
+        "- a\n",
+        "---\n",
+        "aé: b\n",
+        "a\\b: c\n",
+        "description: a\\b\n",
+        "description: a\u{7f}b\n",
+        "description: x\u{2028}y\n",
+    ];
+
     #[test]
     fn anything_else_is_left_to_the_yaml_parser() {
-        for s in [
-            "description: \"a\\nb\"\n",
-            "description: \"open\n",
-            "description: \"a\" # c\n",
-            "description: \"a\" b\n",
-            "l: [a, b]\n",
-            "l: [\"a\" \"b\"]\n",
-            "l: [\"a\"] x\n",
-            "description: 'single'\n",
-            "description: \"multi\n  line\"\n",
-            "description: `code`\n",
-            "description: [x]\n",
-            "description: -x\n",
-            "description: .5\n",
-            "description: a # comment\n",
-            "description: a: b\n",
-            "description: first\n  continued\n",
-            "version: 1.0\n",
-            "n: 12\n",
-            "n: 0x1f\n",
-            "n: 1e5\n",
-            "d: 2024-01-01\n",
-            "b: yes\n",
-            "b: ~\n",
-            "l:\n  - a\n",
-            "f: [a, b]\n",
-            "m: {a: b}\n",
-            "s: |\n  text\n",
-            "s: >\n  text\n",
-            "a: &x b\n",
-            "a: *x\n",
-            "a: !tag b\n",
-            "a: b\na: c\n",
-            "  indented: top\n",
-            "a:\n    b: c\n  d: e\n",
-            "a:\tb\n",
-            "a: b\r\n",
-            "\"key\": v\n",
-            "true: v\n",
-            "a b: c\n",
-            "? a\n",
-            "- a\n",
-            "---\n",
-            "aé: b\n",
-            "a\\b: c\n",
-            "description: a\\b\n",
-            "description: a\u{7f}b\n",
-            "description: x\u{2028}y\n",
-        ] {
+        for s in DECLINED {
             assert_eq!(parse(s), None, "{s:?}");
         }
+    }
+
+    /// Reading up to the closing line gives what reading the text before it gives.
+    #[test]
+    fn reading_until_the_closing_line_reads_the_same() {
+        for s in SIMPLE.iter().chain(DECLINED) {
+            if s.lines()
+                .any(|l| crate::frontmatter::is_closing(l, crate::frontmatter::Syntax::Yaml))
+            {
+                continue;
+            }
+            for (close, body) in [
+                ("---\n", "# body\n"),
+                ("...\n", "x"),
+                ("--- \r\n", ""),
+                ("---", ""),
+            ] {
+                let text = format!("{s}{close}{body}");
+                let expected = read(s).map(|n| (n, s.len(), s.len() + close.len()));
+                assert_eq!(read_until_closing(&text, 1 << 16), expected, "{text:?}");
+            }
+            assert_eq!(
+                read_until_closing(s, 1 << 16),
+                None,
+                "{s:?}: no closing line"
+            );
+        }
+        let text = "a: b\nc: d\n---\n";
+        assert!(read_until_closing(text, 10).is_some());
+        assert_eq!(
+            read_until_closing(text, 9),
+            None,
+            "the closing line starts past the limit"
+        );
+        assert_eq!(read_until_closing("a: b\r\n---\n", 99), None);
+        assert_eq!(read_until_closing("a: b\n\t\n---\n", 99), None);
     }
 
     #[test]
