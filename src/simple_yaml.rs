@@ -32,7 +32,7 @@ pub fn read_until_closing(text: &str, limit: usize) -> Option<(Node<'_>, usize, 
     let mut lines = Lines::new(text, Some(limit));
     let node = read_lines(&mut lines)?;
     let (content_end, after) = lines.closing?;
-    if memchr::memchr2(b'\t', b'\r', text[..content_end].as_bytes()).is_some() {
+    if memchr::memchr2(b'\t', b'\r', &text.as_bytes()[..content_end]).is_some() {
         return None;
     }
     Some((node, content_end, after))
