@@ -5,11 +5,12 @@
 use crate::command::{ArgSpec, Mode, Settings};
 use crate::diagnostic::Diagnostic;
 use crate::duration;
-use crate::frontmatter::{Frontmatter, kind_name};
+use crate::frontmatter::{Frontmatter, Mapping, Node};
 use crate::source::SourceFile;
-use serde_json::{Map, Value};
 
 const NIXCMD_KEYS: &[&str] = &["args", "timeout", "secrets"];
+/// The keys a diagnostic's key is searched after, for settings and for arguments.
+const ARGS_AT: &[&str] = &["nixcmd", "args"];
 const ARG_KEYS: &[&str] = &[
     "required", "variadic", "named", "pattern", "choices", "default", "help",
 ];
@@ -26,14 +27,24 @@ pub struct Interpreted {
 
 struct Ctx<'a> {
     file: &'a SourceFile,
-    fm: &'a Frontmatter,
+    fm: &'a Frontmatter<'a>,
     out: Interpreted,
 }
 
 impl Ctx<'_> {
-    /// A diagnostic pointing at `key` (searched after `after`), or at the frontmatter start.
-    fn at_key(&self, d: Diagnostic, key: &str, after: usize) -> Diagnostic {
-        match self.fm.key_offset(self.file, key, after) {
+    /// Where the keys of `path` (`["nixcmd", "args"]`) are found, each searched after the
+    /// one before, as far as they are found. Only a diagnostic needs it: searching the text
+    /// for every file that has settings cost more than reading them.
+    fn after(&self, path: &[&str]) -> usize {
+        path.iter().fold(self.fm.content.start, |at, key| {
+            self.fm.key_offset(self.file, key, at).unwrap_or(at)
+        })
+    }
+
+    /// A diagnostic pointing at `key` (searched after the keys of `path`), or at the
+    /// frontmatter start.
+    fn at_key(&self, d: Diagnostic, key: &str, path: &[&str]) -> Diagnostic {
+        match self.fm.key_offset(self.file, key, self.after(path)) {
             Some(off) => d.at(self.file, off..off + key.len()),
             None => d.at(
                 self.file,
@@ -42,8 +53,8 @@ impl Ctx<'_> {
         }
     }
 
-    fn push(&mut self, d: Diagnostic, key: &str, after: usize) {
-        let d = self.at_key(d, key, after);
+    fn push(&mut self, d: Diagnostic, key: &str, path: &[&str]) {
+        let d = self.at_key(d, key, path);
         self.out.diagnostics.push(d);
     }
 }
@@ -58,11 +69,10 @@ pub fn interpret(file: &SourceFile, fm: &Frontmatter) -> Interpreted {
     cx.out.argument_hint = text_field(&mut cx, "argument-hint");
     match fm.map.get("nixcmd") {
         None => cx.out.mode = Some(Mode::Guided),
-        Some(Value::Null) => cx.out.mode = Some(Mode::Annotated),
-        Some(Value::Object(map)) => {
+        Some(Node::Null) => cx.out.mode = Some(Mode::Annotated),
+        Some(Node::Map(map)) => {
             cx.out.mode = Some(Mode::Annotated);
-            let nix_at = fm.key_offset(file, "nixcmd", 0).unwrap_or(fm.content.start);
-            nixcmd_settings(&mut cx, map, nix_at);
+            nixcmd_settings(&mut cx, map);
         }
         Some(other) => {
             cx.out.mode = Some(Mode::Annotated);
@@ -70,11 +80,11 @@ pub fn interpret(file: &SourceFile, fm: &Frontmatter) -> Interpreted {
                 "setting",
                 format!(
                     "`nixcmd` must be a mapping of settings, not a {}",
-                    kind_name(other)
+                    other.kind_name()
                 ),
             )
             .with_hint("write `nixcmd:` followed by indented settings such as `timeout: 10m`");
-            cx.push(d, "nixcmd", 0);
+            cx.push(d, "nixcmd", &[]);
         }
     }
     cx.out
@@ -82,43 +92,47 @@ pub fn interpret(file: &SourceFile, fm: &Frontmatter) -> Interpreted {
 
 fn text_field(cx: &mut Ctx, key: &str) -> Option<String> {
     match cx.fm.map.get(key)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::String(_) | Value::Null => None,
-        Value::Number(n) => Some(n.to_string()),
+        Node::Text(s) => {
+            let s = s.trim();
+            (!s.is_empty()).then(|| s.to_string())
+        }
+        Node::Null => None,
+        Node::Number(n) => Some(n.to_string()),
         other => {
             let d = Diagnostic::error(
                 "setting",
-                format!("`{key}` must be text, not a {}", kind_name(other)),
+                format!("`{key}` must be text, not a {}", other.kind_name()),
             );
-            cx.push(d, key, 0);
+            cx.push(d, key, &[]);
             None
         }
     }
 }
 
-fn nixcmd_settings(cx: &mut Ctx, map: &Map<String, Value>, at: usize) {
-    for (key, value) in map {
-        match key.as_str() {
+fn nixcmd_settings(cx: &mut Ctx, map: &Mapping) {
+    const AT: &[&str] = &["nixcmd"];
+    for (key, value) in map.iter() {
+        match key {
             "timeout" => match value.as_str().map(duration::parse) {
                 Some(Ok(d)) if !d.is_zero() => cx.out.settings.timeout = Some(d),
                 Some(Ok(_)) => cx.push(
                     Diagnostic::error("setting", "`timeout` must be longer than zero"),
                     "timeout",
-                    at,
+                    AT,
                 ),
                 Some(Err(e)) => cx.push(
                     Diagnostic::error("setting", format!("`timeout`: {e}")),
                     "timeout",
-                    at,
+                    AT,
                 ),
                 None => cx.push(
                     Diagnostic::error("setting", "`timeout` must be a duration such as \"30m\""),
                     "timeout",
-                    at,
+                    AT,
                 ),
             },
             "secrets" => match value {
-                Value::Array(items) if items.iter().all(Value::is_string) => {
+                Node::List(items) if items.iter().all(|v| v.as_str().is_some()) => {
                     cx.out.settings.secrets = items
                         .iter()
                         .filter_map(|v| v.as_str().map(str::to_string))
@@ -127,20 +141,19 @@ fn nixcmd_settings(cx: &mut Ctx, map: &Map<String, Value>, at: usize) {
                 _ => cx.push(
                     Diagnostic::error("setting", "`secrets` must be a list of variable names"),
                     "secrets",
-                    at,
+                    AT,
                 ),
             },
             "args" => match value {
-                Value::Object(args) => {
-                    let args_at = cx.fm.key_offset(cx.file, "args", at).unwrap_or(at);
-                    for (name, spec) in args {
-                        if let Some(arg) = arg_spec(cx, name, spec, args_at) {
+                Node::Map(args) => {
+                    for (name, spec) in args.iter() {
+                        if let Some(arg) = arg_spec(cx, name, spec) {
                             cx.out.args.push(arg);
                         }
                     }
-                    check_arg_order(cx, args_at);
+                    check_arg_order(cx);
                 }
-                Value::Null => {}
+                Node::Null => {}
                 _ => cx.push(
                     Diagnostic::error(
                         "setting",
@@ -150,7 +163,7 @@ fn nixcmd_settings(cx: &mut Ctx, map: &Map<String, Value>, at: usize) {
                         "e.g. `args: { host: { required: true, pattern: \"^[a-z0-9-]+$\" } }`",
                     ),
                     "args",
-                    at,
+                    AT,
                 ),
             },
             other => {
@@ -161,21 +174,22 @@ fn nixcmd_settings(cx: &mut Ctx, map: &Map<String, Value>, at: usize) {
                     Diagnostic::error("setting", format!("unknown nixcmd setting `{other}`"))
                         .with_hint(hint),
                     other,
-                    at,
+                    AT,
                 );
             }
         }
     }
 }
 
-fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec> {
-    let name_at = cx.fm.key_offset(cx.file, name, at).unwrap_or(at);
+fn arg_spec(cx: &mut Ctx, name: &str, spec: &Node) -> Option<ArgSpec> {
+    const AT: &[&str] = ARGS_AT;
+    let name_at: &[&str] = &["nixcmd", "args", name];
     if !crate::attrs::is_valid_id(name) {
         cx.push(
             Diagnostic::error("argument", format!("`{name}` is not a valid argument name"))
                 .with_hint("use letters, digits, `-` and `_`"),
             name,
-            at,
+            AT,
         );
         return None;
     }
@@ -193,13 +207,14 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec
         default: None,
         help: None,
     };
+    let empty = Mapping::default();
     let map = match spec {
-        Value::Object(m) => m.clone(),
-        Value::Null => Map::new(),
+        Node::Map(m) => m,
+        Node::Null => &empty,
         // `host: "the machine to deploy"` is a help text.
-        Value::String(s) => {
-            arg.help = Some(s.clone());
-            Map::new()
+        Node::Text(s) => {
+            arg.help = Some(s.to_string());
+            &empty
         }
         other => {
             cx.push(
@@ -207,25 +222,25 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec
                     "argument",
                     format!(
                         "argument `{name}` must be a mapping, not a {}",
-                        kind_name(other)
+                        other.kind_name()
                     ),
                 ),
                 name,
-                at,
+                AT,
             );
             return None;
         }
     };
-    for (key, value) in &map {
+    for (key, value) in map.iter() {
         let bad =
             |what: &str| Diagnostic::error("argument", format!("`{name}.{key}` must be {what}"));
-        match (key.as_str(), value) {
-            ("required", Value::Bool(b)) => arg.required = *b,
-            ("variadic", Value::Bool(b)) => arg.variadic = *b,
-            ("named", Value::Bool(b)) => arg.named = *b,
-            ("help", Value::String(s)) => arg.help = Some(s.clone()),
-            ("pattern", Value::String(p)) => match regex_syntax::Parser::new().parse(p) {
-                Ok(_) => arg.pattern = Some(p.clone()),
+        match (key, value) {
+            ("required", Node::Bool(b)) => arg.required = *b,
+            ("variadic", Node::Bool(b)) => arg.variadic = *b,
+            ("named", Node::Bool(b)) => arg.named = *b,
+            ("help", Node::Text(s)) => arg.help = Some(s.to_string()),
+            ("pattern", Node::Text(p)) => match regex_syntax::Parser::new().parse(p) {
+                Ok(_) => arg.pattern = Some(p.to_string()),
                 Err(e) => {
                     let first = e
                         .to_string()
@@ -241,7 +256,7 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec
                     );
                 }
             },
-            ("choices", Value::Array(items)) => {
+            ("choices", Node::List(items)) => {
                 let texts: Vec<String> = items.iter().filter_map(scalar_text).collect();
                 if texts.len() == items.len() && !texts.is_empty() {
                     arg.choices = texts;
@@ -252,7 +267,7 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec
             ("default", v) => match scalar_text(v) {
                 Some(s) => arg.default = Some(s),
                 None => match v {
-                    Value::Array(items) => {
+                    Node::List(items) => {
                         arg.default = Some(
                             items
                                 .iter()
@@ -291,7 +306,7 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec
             )
             .with_hint("a named argument takes one value (NAME=VALUE); drop one of the two"),
             name,
-            at,
+            AT,
         );
     }
     if arg.required && arg.default.is_some() {
@@ -302,7 +317,7 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec
             )
             .with_hint("drop `required` or the default: a default makes the argument optional"),
             name,
-            at,
+            AT,
         );
     }
     if let (Some(p), Some(d)) = (&arg.pattern, &arg.default)
@@ -315,7 +330,7 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec
                 format!("the default of `{name}` does not match its pattern"),
             ),
             name,
-            at,
+            AT,
         );
     }
     Some(arg)
@@ -323,7 +338,7 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Value, at: usize) -> Option<ArgSpec
 
 /// Only the last positional argument may be variadic, and required ones may not follow
 /// optional ones. Named arguments (`named: true`, given as NAME=VALUE) take no position.
-fn check_arg_order(cx: &mut Ctx, at: usize) {
+fn check_arg_order(cx: &mut Ctx) {
     let args: Vec<ArgSpec> = cx.out.args.iter().filter(|a| !a.named).cloned().collect();
     for (i, arg) in args.iter().enumerate() {
         if arg.variadic && i + 1 != args.len() {
@@ -334,7 +349,7 @@ fn check_arg_order(cx: &mut Ctx, at: usize) {
                 )
                 .with_hint("move it to the end: it takes every remaining value"),
                 &arg.name,
-                at,
+                ARGS_AT,
             );
         }
         if arg.required && args[..i].iter().any(|a| !a.required && !a.variadic) {
@@ -345,17 +360,17 @@ fn check_arg_order(cx: &mut Ctx, at: usize) {
                 )
                 .with_hint("declare required arguments first: values are matched by position"),
                 &arg.name,
-                at,
+                ARGS_AT,
             );
         }
     }
 }
 
-fn scalar_text(v: &Value) -> Option<String> {
+fn scalar_text(v: &Node) -> Option<String> {
     match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
+        Node::Text(s) => Some(s.to_string()),
+        Node::Number(n) => Some(n.to_string()),
+        Node::Bool(b) => Some(b.to_string()),
         _ => None,
     }
 }
