@@ -373,8 +373,8 @@ pub(crate) fn info_offset(text: &str, fence_start: usize) -> usize {
 /// The rest of the fence's opening line from `info_offset`, without trailing whitespace.
 fn raw_info(text: &str, info_offset: usize) -> String {
     let rest = &text[info_offset.min(text.len())..];
-    let line = rest.split(['\n', '\r']).next().unwrap_or("");
-    line.trim_end().to_string()
+    let end = memchr::memchr2(b'\n', b'\r', rest.as_bytes()).unwrap_or(rest.len());
+    rest[..end].trim_end().to_string()
 }
 
 /// Whether a fenced block's span ends with a closing fence line (not the end of the file).
