@@ -209,10 +209,10 @@ fn section(s: &mut String, p: Palette, title: &str, blocks: &[Block]) {
         push_number(s, i + 1);
         s.push_str(". ");
         s.push_str(&b.id);
-        if let Some(t) = &b.title {
-            if !crate::parser::slug_is(t, &b.id) {
-                let _ = write!(s, "  {t}");
-            }
+        if let Some(t) = &b.title
+            && !crate::parser::slug_is(t, &b.id)
+        {
+            let _ = write!(s, "  {t}");
         }
         let g = gates(b);
         if !g.is_empty() {
