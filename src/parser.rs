@@ -337,7 +337,16 @@ fn walk<'a>(
     // Elements come in the file's order: lines are found from the previous one.
     let mut cursor = LineCursor::default();
     for el in elements {
-        let line = file.line_of_from(el.span.start, &mut cursor);
+        // Prose of a runnable section is dropped (see `prose`): its line is not counted, and
+        // the next count spans the gap in one go.
+        let dropped = matches!(
+            el.kind,
+            ElementKind::Paragraph { .. } | ElementKind::ListItem { checked: None, .. }
+        ) && phase_of(w.kind).is_some();
+        let line = match dropped {
+            true => 0,
+            false => file.line_of_from(el.span.start, &mut cursor),
+        };
         match &el.kind {
             ElementKind::Heading { level: 1, text }
                 if cmd.title.is_none() && w.heading.is_none() =>
