@@ -20,6 +20,7 @@ pub mod frontmatter;
 pub mod git_head;
 pub mod guided;
 pub mod hosts;
+pub mod huge_alloc;
 pub mod list;
 pub mod mcp;
 pub mod outline;

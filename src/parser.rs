@@ -215,6 +215,9 @@ fn parse_body(
     let mode = meta.mode.unwrap_or(Mode::Guided);
 
     let body = &file.text[fm.body_start..];
+    // Only the guided-file block findings read the prose around blocks: copying it for any
+    // other file would double the memory of a large one.
+    let guided_findings = depth != Depth::Summary && mode == Mode::Guided;
     // A guided file without a description takes it from the overview, which the line scan
     // does not read.
     let scan = line_scan
@@ -224,7 +227,9 @@ fn parse_body(
         true => outline_scan::scan(&file.text, fm.body_start, body),
         false => None,
     }
-    .unwrap_or_else(|| outline::build(&file.text, fm.body_start, body));
+    .unwrap_or_else(|| {
+        outline::build_with(&file.text, fm.body_start, body, prose_read(guided_findings))
+    });
 
     let mut cmd = Command {
         name: name.to_string(),
@@ -251,9 +256,7 @@ fn parse_body(
         other_blocks: 0,
         diagnostics: Vec::new(),
     };
-    // Only the guided-file block findings read the prose around blocks: copying it for any
-    // other file would double the memory of a large one.
-    let keep_context = depth != Depth::Summary && mode == Mode::Guided;
+    let keep_context = guided_findings;
     let (placed, contexts) = walk(file, &elements, &mut cmd, &mut diagnostics, keep_context);
     assign_ids(file, placed, &mut cmd, &mut diagnostics);
     cmd.settle_gates();
@@ -268,6 +271,26 @@ fn parse_body(
     cmd.diagnostics = diagnostics;
     outline_scan::recycle(elements);
     cmd
+}
+
+/// Which sections' paragraphs the walk reads (for [`outline::build_with`]): all of them
+/// for the guided-file findings (`all`); else none of those in the runnable sections, whose
+/// prose [`prose`] drops. Tracks sections as the walk does: the first `#` heading before any
+/// section is the title, every other heading of level 1 or 2 starts a section.
+fn prose_read(all: bool) -> impl FnMut(u8, &str) -> bool {
+    let (mut titled, mut in_section) = (false, false);
+    move |level, text| {
+        if all {
+            return true;
+        }
+        if level == 1 && !titled && !in_section {
+            // Still the overview, whose prose is kept.
+            titled = true;
+            return true;
+        }
+        in_section = true;
+        phase_of(sections::classify(text).kind).is_none()
+    }
 }
 
 /// After an unparsable frontmatter, the body starts after the next delimiter line if any.
@@ -314,7 +337,16 @@ fn walk<'a>(
     // Elements come in the file's order: lines are found from the previous one.
     let mut cursor = LineCursor::default();
     for el in elements {
-        let line = file.line_of_from(el.span.start, &mut cursor);
+        // Prose of a runnable section is dropped (see `prose`): its line is not counted, and
+        // the next count spans the gap in one go.
+        let dropped = matches!(
+            el.kind,
+            ElementKind::Paragraph { .. } | ElementKind::ListItem { checked: None, .. }
+        ) && phase_of(w.kind).is_some();
+        let line = match dropped {
+            true => 0,
+            false => file.line_of_from(el.span.start, &mut cursor),
+        };
         match &el.kind {
             ElementKind::Heading { level: 1, text }
                 if cmd.title.is_none() && w.heading.is_none() =>
@@ -573,16 +605,18 @@ fn assign_ids(
     cmd: &mut Command,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    // Every id in use: first the explicit ones (with the line of their first use), then each
-    // generated one as it is made. Sized once: a large runbook has thousands of blocks.
+    // Every id in use: first the explicit ones (with the offset of their first use: its line
+    // is only needed for a duplicate, and counting lines here walked a large file a second
+    // time), then each generated one as it is made. Sized once: a large runbook has
+    // thousands of blocks.
     let mut used: IdMap<usize> = IdMap::with_capacity(placed.len());
     // Whether each explicit id repeats an earlier one.
     let mut repeats = Vec::with_capacity(placed.len());
-    let mut cursor = LineCursor::default();
     for p in &placed {
         let repeat = match &p.explicit_id {
-            Some((id, span)) => match used.insert(id, file.line_of_from(span.start, &mut cursor)) {
+            Some((id, span)) => match used.insert(id, span.start) {
                 Some(first) => {
+                    let first = file.line_of(first);
                     diagnostics.push(
                         Diagnostic::error(
                             "duplicate-id",
@@ -716,18 +750,38 @@ pub fn slug(text: &str) -> String {
 /// [`slug`] into `out` (cleared first): callers comparing many slugs reuse one buffer.
 pub fn slug_into(text: &str, out: &mut String) {
     out.clear();
+    let (slug, len) = slug_bytes(text);
+    // ASCII by construction.
+    out.push_str(std::str::from_utf8(&slug[..len]).unwrap_or_default());
+}
+
+/// Whether `text`'s slug is `id`, without making it in a string (`show` asks this for
+/// every block of a large file).
+pub fn slug_is(text: &str, id: &str) -> bool {
+    let (slug, len) = slug_bytes(text);
+    &slug[..len] == id.as_bytes()
+}
+
+/// The slug of `text`: ASCII, at most 48 bytes, so made on the stack; and its length.
+fn slug_bytes(text: &str) -> ([u8; 48], usize) {
+    let mut slug = [0u8; 48];
+    let mut len = 0;
     for c in text.chars() {
         if c.is_ascii_alphanumeric() || c == '_' {
-            out.push(c.to_ascii_lowercase());
-        } else if !out.is_empty() && !out.ends_with('-') {
-            out.push('-');
+            slug[len] = c.to_ascii_lowercase() as u8;
+            len += 1;
+        } else if len > 0 && slug[len - 1] != b'-' {
+            slug[len] = b'-';
+            len += 1;
         }
-        if out.len() >= 48 {
+        if len >= 48 {
             break;
         }
     }
-    let kept = out.trim_end_matches('-').len();
-    out.truncate(kept);
+    while len > 0 && slug[len - 1] == b'-' {
+        len -= 1;
+    }
+    (slug, len)
 }
 
 /// Rules about the command as a whole.
@@ -886,6 +940,21 @@ mod tests {
         assert_eq!(slug("Update inputs"), "update-inputs");
         assert_eq!(slug("🚀 Build & test!"), "build-test");
         assert_eq!(slug("restore-lock"), "restore-lock");
+        assert_eq!(slug("--a__b  c--"), "a__b-c");
+        assert_eq!(slug(""), "");
+        assert_eq!(slug("!!!"), "");
+        let long = "Ab ".repeat(30);
+        assert_eq!(slug(&long), "ab-".repeat(16).trim_end_matches('-'));
+        assert_eq!(slug(&"x".repeat(60)), "x".repeat(48));
+        assert_eq!(slug(&("y".repeat(47) + " z")), "y".repeat(47));
+        for (text, id) in [
+            ("Step 1", "step-1"),
+            ("Step 1", "step-2"),
+            ("", ""),
+            ("é", ""),
+        ] {
+            assert_eq!(slug_is(text, id), slug(text) == id, "{text:?} {id:?}");
+        }
     }
 
     /// Ids are tracked in a list up to `LINEAR_IDS` and in a hash map past that: duplicates

@@ -201,22 +201,30 @@ fn section(s: &mut String, p: Palette, title: &str, blocks: &[Block]) {
     }
     let _ = writeln!(s, "\n{}", p.bold(title));
     // Written straight into `s`, without a string per part: a large runbook has thousands
-    // of blocks.
-    let mut slug = String::new();
+    // of blocks (a line is about 30 bytes: room for them at once, not by doubling).
+    s.reserve(blocks.len() * 32);
     for (i, b) in blocks.iter().enumerate() {
-        let _ = write!(s, "  {:>2}. {}", i + 1, b.id);
-        if let Some(t) = &b.title {
-            crate::parser::slug_into(t, &mut slug);
-            if slug != b.id {
-                let _ = write!(s, "  {t}");
-            }
+        // `  {:>2}. {id}`, without the formatting machinery (a tenth of the rendering).
+        s.push_str(if i + 1 < 10 { "   " } else { "  " });
+        push_number(s, i + 1);
+        s.push_str(". ");
+        s.push_str(&b.id);
+        if let Some(t) = &b.title
+            && !crate::parser::slug_is(t, &b.id)
+        {
+            let _ = write!(s, "  {t}");
         }
         let g = gates(b);
         if !g.is_empty() {
             let _ = write!(s, "  [{}]", g.join(", "));
         }
         s.push_str("  ");
-        p.dim_into(s, format_args!("line {}", b.line));
+        if p.enabled {
+            p.dim_into(s, format_args!("line {}", b.line));
+        } else {
+            s.push_str("line ");
+            push_number(s, b.line);
+        }
         s.push('\n');
         for nested in &b.nested {
             let _ = writeln!(
@@ -229,6 +237,21 @@ fn section(s: &mut String, p: Palette, title: &str, blocks: &[Block]) {
     }
 }
 
+/// Appends `n` in decimal.
+fn push_number(s: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
 fn entries(s: &mut String, p: Palette, title: &str, list: &[crate::command::Entry]) {
     if list.is_empty() {
         return;
@@ -236,5 +259,19 @@ fn entries(s: &mut String, p: Palette, title: &str, list: &[crate::command::Entr
     let _ = writeln!(s, "\n{}", p.bold(title));
     for e in list {
         let _ = writeln!(s, "  {}  {}", e.title, p.dim(&format!("line {}", e.line)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_written_like_display() {
+        for n in [0, 1, 9, 10, 99, 100, 31576, usize::MAX] {
+            let mut s = String::from("x");
+            push_number(&mut s, n);
+            assert_eq!(s, format!("x{n}"));
+        }
     }
 }
