@@ -4,6 +4,8 @@
 
 use crate::command::{Attrs, MaxFail, OnFail};
 use crate::duration;
+use smallvec::SmallVec;
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// Every attribute nixcmd knows, for "unknown attribute" and "did you mean".
@@ -26,11 +28,12 @@ pub const KNOWN: &[&str] = &[
     "group",
 ];
 
-/// One `key` or `key=value` as written.
+/// One `key` or `key=value` as written. Borrowed from the info string: only a quoted value
+/// with a `\` escape needs a copy of its own.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RawAttr {
-    pub key: String,
-    pub value: Option<String>,
+pub struct RawAttr<'a> {
+    pub key: &'a str,
+    pub value: Option<Cow<'a, str>>,
     /// Byte range of the whole `key=value` in the info string.
     pub span: Range<usize>,
     /// Byte range of the value (or of the key for flags).
@@ -46,42 +49,119 @@ pub struct AttrError {
     pub hint: Option<String>,
 }
 
-/// A fence info string, split.
+/// A fence's language, lowercased. Borrowed from the info string unless it has capitals
+/// (`Bash`): every fence of every listed file is parsed, and almost none need a copy.
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Info {
-    pub language: String,
-    pub attrs: Vec<RawAttr>,
+pub struct Language<'a>(Cow<'a, str>);
+
+impl<'a> Language<'a> {
+    fn of(written: &'a str) -> Self {
+        Language(if written.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(written.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(written)
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Language<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Language<'_>> for String {
+    fn from(l: Language<'_>) -> String {
+        l.0.into_owned()
+    }
+}
+
+/// A fence info string, split. A fence has a handful of attributes at most: four fit
+/// without a heap allocation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Info<'a> {
+    pub language: Language<'a>,
+    pub attrs: SmallVec<[RawAttr<'a>; 4]>,
     pub errors: Vec<AttrError>,
 }
 
 /// Splits `bash {id=x confirm="a b" readonly}`. Text after the language that is not in
 /// braces (`bash title="x"`) is reported, because silently ignoring it would drop a gate.
-pub fn parse_info(info: &str) -> Info {
-    let lang_end = info
-        .find(|c: char| c.is_whitespace() || c == '{')
-        .unwrap_or(info.len());
+pub fn parse_info(info: &str) -> Info<'_> {
+    let b = info.as_bytes();
+    // The usual language is lowercase letters followed by a space, a `{` or the end: it
+    // is its own lowercase form. Anything else takes the general rule.
+    let lower = b.iter().take_while(|c| c.is_ascii_lowercase()).count();
+    let lang_end = match b.get(lower) {
+        None | Some(b' ' | b'{') => lower,
+        Some(_) => language_end(info, lower),
+    };
     let mut out = Info {
-        language: info[..lang_end].to_ascii_lowercase(),
+        language: if lang_end == lower {
+            Language(Cow::Borrowed(&info[..lang_end]))
+        } else {
+            Language::of(&info[..lang_end])
+        },
         ..Info::default()
     };
-    let rest = &info[lang_end..];
-    let trimmed = rest.trim_start();
-    if trimmed.is_empty() {
-        return out;
+    // Most fences are a bare language (`bash`): nothing more to look at.
+    if lang_end < info.len() {
+        attributes(info, lang_end, &mut out);
     }
-    let open = lang_end + (rest.len() - trimmed.len());
-    if !trimmed.starts_with('{') {
-        out.errors.push(AttrError {
-            code: "malformed-attribute",
-            message: format!(
-                "text after the language is not in braces: `{}`",
-                trimmed.trim_end()
-            ),
-            span: open..info.trim_end().len(),
-            hint: Some("write attributes as `bash {key=value flag}`".into()),
-        });
-        return out;
+    out
+}
+
+/// Where the language ends, looking from `from` (a character boundary): at the first
+/// whitespace (Unicode's, as `char::is_whitespace`) or `{`. Bytewise while the text is
+/// ASCII, which a language always is in practice.
+fn language_end(info: &str, from: usize) -> usize {
+    for (i, &b) in info.as_bytes().iter().enumerate().skip(from) {
+        if b >= 0x80 {
+            // `i` follows ASCII bytes only, so it is a character boundary.
+            return info[i..]
+                .find(|c: char| c.is_whitespace() || c == '{')
+                .map_or(info.len(), |j| i + j);
+        }
+        if b == b'{' || (b as char).is_whitespace() {
+            return i;
+        }
     }
+    info.len()
+}
+
+/// What follows the language (at `lang_end`, before the end of `info`).
+fn attributes<'a>(info: &'a str, lang_end: usize, out: &mut Info<'a>) {
+    let b = info.as_bytes();
+    // Usually spaces then the list: `bash {…}`. Otherwise trim as `str::trim_start` does.
+    let spaces = b[lang_end..].iter().take_while(|&&c| c == b' ').count();
+    let open = if b.get(lang_end + spaces) == Some(&b'{') {
+        lang_end + spaces
+    } else {
+        let rest = &info[lang_end..];
+        let trimmed = rest.trim_start();
+        if trimmed.is_empty() {
+            return;
+        }
+        let open = lang_end + (rest.len() - trimmed.len());
+        if !trimmed.starts_with('{') {
+            out.errors.push(AttrError {
+                code: "malformed-attribute",
+                message: format!(
+                    "text after the language is not in braces: `{}`",
+                    trimmed.trim_end()
+                ),
+                span: open..info.trim_end().len(),
+                hint: Some("write attributes as `bash {key=value flag}`".into()),
+            });
+            return;
+        }
+        open
+    };
     let Some(close_rel) = find_closing_brace(&info[open..]) else {
         out.errors.push(AttrError {
             code: "malformed-attribute",
@@ -89,12 +169,13 @@ pub fn parse_info(info: &str) -> Info {
             span: open..info.len(),
             hint: Some("close the list: `bash {id=x}`".into()),
         });
-        return out;
+        return;
     };
     let close = open + close_rel;
-    let after = info[close + 1..].trim();
+    let tail = &info[close + 1..];
+    let after = if tail.is_empty() { tail } else { tail.trim() };
     if !after.is_empty() {
-        let start = close + 1 + info[close + 1..].find(after).unwrap_or(0);
+        let start = close + 1 + tail.find(after).unwrap_or(0);
         out.errors.push(AttrError {
             code: "malformed-attribute",
             message: format!("unexpected text after the attribute list: `{after}`"),
@@ -102,27 +183,59 @@ pub fn parse_info(info: &str) -> Info {
             hint: None,
         });
     }
-    tokenize(info, open + 1, close, &mut out);
-    out
+    tokenize(info, open + 1, close, out);
 }
 
-/// The index of the `}` that closes the list, skipping braces inside quotes.
+/// The index of the `}` that closes the list, skipping braces inside quotes. Bytewise: the
+/// bytes looked for are ASCII, which never occur inside a multi-byte character, and an
+/// escape skips the first byte of the character it escapes, the rest matching nothing.
 fn find_closing_brace(s: &str) -> Option<usize> {
+    // Usually no quote comes before the first `}`, which then closes the list.
+    match brace_or_quote(s.as_bytes()) {
+        Some(i) if s.as_bytes()[i] == b'}' => return Some(i),
+        None => return None,
+        Some(_) => {}
+    }
     let mut in_quote = false;
     let mut escaped = false;
-    for (i, c) in s.char_indices() {
-        match c {
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        match b {
             _ if escaped => escaped = false,
-            '\\' if in_quote => escaped = true,
-            '"' => in_quote = !in_quote,
-            '}' if !in_quote => return Some(i),
+            b'\\' if in_quote => escaped = true,
+            b'"' => in_quote = !in_quote,
+            b'}' if !in_quote => return Some(i),
             _ => {}
         }
     }
     None
 }
 
-fn tokenize(info: &str, start: usize, end: usize, out: &mut Info) {
+/// The first `}` or `"`, eight bytes at a time: a list is a few dozen bytes, too short for
+/// `memchr2` to win back its set-up.
+fn brace_or_quote(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // The top bit of each byte of `w` equal to `c`. Bytes above a match may be flagged
+    // too (a borrow), but never one below: the lowest flag is the first match.
+    let matches = |w: u64, c: u8| {
+        let x = w ^ (ONES * c as u64);
+        x.wrapping_sub(ONES) & !x & (0x80 * ONES)
+    };
+    let mut at = 0;
+    while let Some(word) = b[at..].first_chunk::<8>() {
+        let w = u64::from_le_bytes(*word);
+        let found = matches(w, b'}') | matches(w, b'"');
+        if found != 0 {
+            return Some(at + found.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    b[at..]
+        .iter()
+        .position(|&c| c == b'}' || c == b'"')
+        .map(|i| at + i)
+}
+
+fn tokenize<'a>(info: &'a str, start: usize, end: usize, out: &mut Info<'a>) {
     let bytes = info.as_bytes();
     let mut i = start;
     while i < end {
@@ -134,29 +247,13 @@ fn tokenize(info: &str, start: usize, end: usize, out: &mut Info) {
         while i < end && !bytes[i].is_ascii_whitespace() && bytes[i] != b'=' && bytes[i] != b',' {
             i += 1;
         }
-        let key = info[tok_start..i].to_string();
+        let key = &info[tok_start..i];
         if i < end && bytes[i] == b'=' {
             i += 1;
             let value_start = i;
             if i < end && bytes[i] == b'"' {
-                i += 1;
-                let mut value = String::new();
-                let mut closed = false;
-                while i < end {
-                    let c = info[i..].chars().next().unwrap_or('"');
-                    if c == '\\' && i + 1 < end {
-                        let next = info[i + 1..].chars().next().unwrap_or('\\');
-                        value.push(next);
-                        i += 1 + next.len_utf8();
-                        continue;
-                    }
-                    i += c.len_utf8();
-                    if c == '"' {
-                        closed = true;
-                        break;
-                    }
-                    value.push(c);
-                }
+                let (value, next, closed) = quoted(info, i + 1, end);
+                i = next;
                 if !closed {
                     out.errors.push(AttrError {
                         code: "malformed-attribute",
@@ -179,7 +276,7 @@ fn tokenize(info: &str, start: usize, end: usize, out: &mut Info) {
                 }
                 out.attrs.push(RawAttr {
                     key,
-                    value: Some(info[value_start..i].to_string()),
+                    value: Some(Cow::Borrowed(&info[value_start..i])),
                     span: tok_start..i,
                     value_span: value_start..i,
                 });
@@ -195,6 +292,41 @@ fn tokenize(info: &str, start: usize, end: usize, out: &mut Info) {
     }
 }
 
+/// The quoted value starting at `start` (after its opening `"`), unescaped; where scanning
+/// stopped (after the closing `"`, or `end`); and whether the value was closed.
+fn quoted(info: &str, start: usize, end: usize) -> (Cow<'_, str>, usize, bool) {
+    let bytes = info.as_bytes();
+    // Without a `\` before the closing quote, the value is the text as written.
+    match bytes[start..end]
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\')
+    {
+        None => return (Cow::Borrowed(&info[start..end]), end, false),
+        Some(n) if bytes[start + n] == b'"' => {
+            return (Cow::Borrowed(&info[start..start + n]), start + n + 1, true);
+        }
+        Some(_) => {}
+    }
+    let mut i = start;
+    let mut value = String::new();
+    while i < end {
+        let c = info[i..].chars().next().unwrap_or('"');
+        // A `\` as the list's last character escapes nothing: it is kept.
+        if c == '\\' && i + 1 < end {
+            let next = info[i + 1..].chars().next().unwrap_or('\\');
+            value.push(next);
+            i += 1 + next.len_utf8();
+            continue;
+        }
+        i += c.len_utf8();
+        if c == '"' {
+            return (Cow::Owned(value), i, true);
+        }
+        value.push(c);
+    }
+    (Cow::Owned(value), i, false)
+}
+
 /// Validated attributes plus the explicit id, if one was given.
 #[derive(Debug, Clone, Default)]
 pub struct Validated {
@@ -204,14 +336,30 @@ pub struct Validated {
 }
 
 /// Ids are slugs: they name log files and appear in resume commands.
+/// Bytewise, by table: any byte of a non-ASCII character fails the test, as the character
+/// would.
 pub fn is_valid_id(id: &str) -> bool {
-    let mut chars = id.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
-        && id.len() <= 64
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    match id.as_bytes() {
+        [first, rest @ ..] if first.is_ascii_alphanumeric() && id.len() <= 64 => {
+            rest.iter().all(|&c| ID_BYTE[c as usize])
+        }
+        _ => false,
+    }
 }
 
-pub fn validate(raw: &[RawAttr]) -> Validated {
+/// The bytes an id may hold after its first.
+static ID_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+        c += 1;
+    }
+    table
+};
+
+pub fn validate(raw: &[RawAttr<'_>]) -> Validated {
     let mut v = Validated::default();
     for (i, attr) in raw.iter().enumerate() {
         // The attributes before this one, scanned in place: a fence has a handful.
@@ -231,8 +379,8 @@ pub fn validate(raw: &[RawAttr]) -> Validated {
     v
 }
 
-fn apply(attr: &RawAttr, v: &mut Validated) -> Result<(), AttrError> {
-    let key = attr.key.as_str();
+fn apply(attr: &RawAttr<'_>, v: &mut Validated) -> Result<(), AttrError> {
+    let key = attr.key;
     let bad = |message: String, hint: &str| AttrError {
         code: "malformed-attribute",
         message,
@@ -389,6 +537,176 @@ fn apply(attr: &RawAttr, v: &mut Validated) -> Result<(), AttrError> {
     Ok(())
 }
 
+/// The splitting before the borrowing rewrite, char by char and owning every piece: the new
+/// one must give the same result on every input.
+#[cfg(test)]
+mod reference {
+    use super::AttrError;
+    use std::ops::Range;
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct RawAttr {
+        pub key: String,
+        pub value: Option<String>,
+        pub span: Range<usize>,
+        pub value_span: Range<usize>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Default)]
+    pub struct Info {
+        pub language: String,
+        pub attrs: Vec<RawAttr>,
+        pub errors: Vec<AttrError>,
+    }
+
+    pub fn is_valid_id(id: &str) -> bool {
+        let mut chars = id.chars();
+        matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+            && id.len() <= 64
+            && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    }
+
+    pub fn parse_info(info: &str) -> Info {
+        let lang_end = info
+            .find(|c: char| c.is_whitespace() || c == '{')
+            .unwrap_or(info.len());
+        let mut out = Info {
+            language: info[..lang_end].to_ascii_lowercase(),
+            ..Info::default()
+        };
+        let rest = &info[lang_end..];
+        let trimmed = rest.trim_start();
+        if trimmed.is_empty() {
+            return out;
+        }
+        let open = lang_end + (rest.len() - trimmed.len());
+        if !trimmed.starts_with('{') {
+            out.errors.push(AttrError {
+                code: "malformed-attribute",
+                message: format!(
+                    "text after the language is not in braces: `{}`",
+                    trimmed.trim_end()
+                ),
+                span: open..info.trim_end().len(),
+                hint: Some("write attributes as `bash {key=value flag}`".into()),
+            });
+            return out;
+        }
+        let Some(close_rel) = find_closing_brace(&info[open..]) else {
+            out.errors.push(AttrError {
+                code: "malformed-attribute",
+                message: "attribute list has no closing `}`".into(),
+                span: open..info.len(),
+                hint: Some("close the list: `bash {id=x}`".into()),
+            });
+            return out;
+        };
+        let close = open + close_rel;
+        let after = info[close + 1..].trim();
+        if !after.is_empty() {
+            let start = close + 1 + info[close + 1..].find(after).unwrap_or(0);
+            out.errors.push(AttrError {
+                code: "malformed-attribute",
+                message: format!("unexpected text after the attribute list: `{after}`"),
+                span: start..start + after.len(),
+                hint: None,
+            });
+        }
+        tokenize(info, open + 1, close, &mut out);
+        out
+    }
+
+    /// The index of the `}` that closes the list, skipping braces inside quotes.
+    fn find_closing_brace(s: &str) -> Option<usize> {
+        let mut in_quote = false;
+        let mut escaped = false;
+        for (i, c) in s.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if in_quote => escaped = true,
+                '"' => in_quote = !in_quote,
+                '}' if !in_quote => return Some(i),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    fn tokenize(info: &str, start: usize, end: usize, out: &mut Info) {
+        let bytes = info.as_bytes();
+        let mut i = start;
+        while i < end {
+            if bytes[i].is_ascii_whitespace() || bytes[i] == b',' {
+                i += 1;
+                continue;
+            }
+            let tok_start = i;
+            while i < end && !bytes[i].is_ascii_whitespace() && bytes[i] != b'=' && bytes[i] != b','
+            {
+                i += 1;
+            }
+            let key = info[tok_start..i].to_string();
+            if i < end && bytes[i] == b'=' {
+                i += 1;
+                let value_start = i;
+                if i < end && bytes[i] == b'"' {
+                    i += 1;
+                    let mut value = String::new();
+                    let mut closed = false;
+                    while i < end {
+                        let c = info[i..].chars().next().unwrap_or('"');
+                        if c == '\\' && i + 1 < end {
+                            let next = info[i + 1..].chars().next().unwrap_or('\\');
+                            value.push(next);
+                            i += 1 + next.len_utf8();
+                            continue;
+                        }
+                        i += c.len_utf8();
+                        if c == '"' {
+                            closed = true;
+                            break;
+                        }
+                        value.push(c);
+                    }
+                    if !closed {
+                        out.errors.push(AttrError {
+                            code: "malformed-attribute",
+                            message: format!("the quoted value of `{key}` is not closed"),
+                            span: value_start..end,
+                            hint: Some("end the value with `\"`".into()),
+                        });
+                    }
+                    out.attrs.push(RawAttr {
+                        key,
+                        value: Some(value),
+                        span: tok_start..i,
+                        value_span: value_start..i,
+                    });
+                } else {
+                    // `hosts=a,b` is one value: a comma inside a host list does not end it.
+                    let list = key == "hosts";
+                    while i < end && !bytes[i].is_ascii_whitespace() && (list || bytes[i] != b',') {
+                        i += 1;
+                    }
+                    out.attrs.push(RawAttr {
+                        key,
+                        value: Some(info[value_start..i].to_string()),
+                        span: tok_start..i,
+                        value_span: value_start..i,
+                    });
+                }
+            } else {
+                out.attrs.push(RawAttr {
+                    key,
+                    value: None,
+                    span: tok_start..i,
+                    value_span: tok_start..i,
+                });
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,9 +715,9 @@ mod tests {
     #[test]
     fn splits_language_and_attributes() {
         let info = parse_info(r#"bash {id=up retries=2 confirm="Push \"now\"?" readonly}"#);
-        assert_eq!(info.language, "bash");
+        assert_eq!(info.language.as_str(), "bash");
         assert!(info.errors.is_empty(), "{:?}", info.errors);
-        let keys: Vec<_> = info.attrs.iter().map(|a| a.key.as_str()).collect();
+        let keys: Vec<_> = info.attrs.iter().map(|a| a.key).collect();
         assert_eq!(keys, ["id", "retries", "confirm", "readonly"]);
         let v = validate(&info.attrs);
         assert!(v.errors.is_empty());
@@ -439,7 +757,7 @@ mod tests {
         );
         assert_eq!(parse_info("bash title=x").errors.len(), 1);
         assert_eq!(parse_info("bash {a=\"}\"} tail").errors.len(), 1);
-        assert_eq!(parse_info("").language, "");
+        assert_eq!(parse_info("").language.as_str(), "");
     }
 
     #[test]
@@ -450,5 +768,117 @@ mod tests {
         assert!(v.attrs.always && v.attrs.norun);
         let v = validate(&parse_info("bash {readonly=yes}").attrs);
         assert_eq!(v.errors.len(), 1);
+    }
+
+    #[test]
+    fn splits_as_the_reference_does() {
+        let languages = [
+            "bash",
+            "Bash",
+            "",
+            "SH",
+            "py\u{a0}",
+            "é",
+            "bash\u{b}",
+            "b\u{2003}",
+        ];
+        let separators = ["", " ", "  ", "\t", "\u{a0}", "\u{b}"];
+        let lists = [
+            "{id=x}",
+            "{id=x readonly}",
+            "{ id=apply rollback=restore }",
+            r#"{confirm="Push \"now\"?" retries=2}"#,
+            r#"{a="}"}"#,
+            r#"{a="x}"#,
+            r#"{a="x\"#,
+            r#"{a="x\}"#,
+            "{hosts=a,b,c x=1,y}",
+            "{a,b,c}",
+            r#"{a="é\é"}"#,
+            r#"{a="\é" b="ü"}"#,
+            r#"{k="abc\"}"#,
+            r#"{a="x\\"}"#,
+            "title=x",
+            "{",
+            "}",
+            "{}",
+            "{a=}",
+            "{=b}",
+            "{a==b}",
+            r#"{a="b"c}"#,
+            r#"{a=b"c}"}"#,
+            "{a=1 b=2 c=3 d=4 e=5 f=6}",
+            "{ü=ö}",
+        ];
+        let tails = ["", " ", " tail", "\u{a0}", "}"];
+        for l in languages {
+            for s in separators {
+                for b in lists {
+                    for t in tails {
+                        let info = format!("{l}{s}{b}{t}");
+                        let new = parse_info(&info);
+                        let old = reference::parse_info(&info);
+                        assert_eq!(new.language.as_str(), old.language, "{info:?}");
+                        assert_eq!(new.errors, old.errors, "{info:?}");
+                        let attrs: Vec<_> = new
+                            .attrs
+                            .iter()
+                            .map(|a| reference::RawAttr {
+                                key: a.key.to_string(),
+                                value: a.value.as_deref().map(str::to_string),
+                                span: a.span.clone(),
+                                value_span: a.value_span.clone(),
+                            })
+                            .collect();
+                        assert_eq!(attrs, old.attrs, "{info:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn brace_or_quote_finds_the_first_of_either() {
+        let text = "ab}cd\"ef}gh\"ij}kl\"mn}op\"qr";
+        for start in 0..text.len() {
+            for end in start..=text.len() {
+                let s = &text.as_bytes()[start..end];
+                let want = s.iter().position(|&c| c == b'}' || c == b'"');
+                assert_eq!(brace_or_quote(s), want, "{start}..{end}");
+            }
+        }
+        // Bytes one off the targets (a borrow from a lower byte) are not matches.
+        let near = [b'|', b'~', b'!', b'#', 0x7d ^ 0x80, 0, 0xff, b'}'];
+        assert_eq!(brace_or_quote(&near), Some(7));
+        assert_eq!(
+            brace_or_quote(&[0x7c, 0x7e, 0x21, 0x23, 0xa2, 0xfd, 0x01, 0x00, 0x22]),
+            Some(8)
+        );
+    }
+
+    #[test]
+    fn ids_as_the_reference_checks_them() {
+        let long = "a".repeat(64);
+        let too_long = "a".repeat(65);
+        for id in [
+            "", "a", "-a", "a-b_c.d", "é", "aé", "a b", "A9", ".", "_x", &long, &too_long,
+        ] {
+            assert_eq!(is_valid_id(id), reference::is_valid_id(id), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn only_escaped_values_are_copied() {
+        let info = parse_info(r#"Bash {id=x confirm="a b" q="c\"d"}"#);
+        assert!(matches!(info.language.0, Cow::Owned(_)));
+        let borrowed: Vec<_> = info
+            .attrs
+            .iter()
+            .map(|a| matches!(a.value, Some(Cow::Borrowed(_))))
+            .collect();
+        assert_eq!(borrowed, [true, true, false]);
+        assert_eq!(info.attrs[2].value.as_deref(), Some("c\"d"));
+        assert!(!info.attrs.spilled());
+        assert!(matches!(parse_info("bash").language.0, Cow::Borrowed(_)));
     }
 }

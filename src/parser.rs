@@ -468,7 +468,7 @@ fn walk<'a>(
                     id: String::new(),
                     phase,
                     title: w.sub.as_deref().map(str::to_string),
-                    language: parsed.language,
+                    language: parsed.language.into(),
                     // Most code has no `\r` (and a summary's has no code at all): `replace`
                     // would set up a substring search for nothing.
                     code: match memchr::memchr(b'\r', code.as_bytes()) {

@@ -169,13 +169,16 @@ pub fn classify(heading: &str) -> Classified {
             step_title: Some(title),
         };
     }
-    let kind = if already_normal(heading) {
-        // The common case (`Steps`, `Success Criteria`): normalizing would only lowercase,
-        // so compare without the three allocations of `normalize`.
-        lookup(|name| name.eq_ignore_ascii_case(heading))
+    // A heading equal to a synonym but for ASCII case is already normal (the synonyms are,
+    // and it differs from one only in case), so this is what normalizing would find. It is
+    // the common case (`Steps`, `Success Criteria`), and costs no allocation.
+    let kind = if let Some(kind) = lookup(heading, eq_but_case) {
+        kind
+    } else if already_normal(heading) {
+        // Normalizing would only lowercase: no synonym either.
+        SectionKind::Notes
     } else {
-        let key = normalize(heading);
-        lookup(|name| name == key)
+        lookup(&normalize(heading), |name, key| name == key).unwrap_or(SectionKind::Notes)
     };
     Classified {
         kind,
@@ -183,12 +186,113 @@ pub fn classify(heading: &str) -> Classified {
     }
 }
 
-fn lookup(matches: impl Fn(&str) -> bool) -> SectionKind {
-    SYNONYMS
+/// The kind of the first synonym (in table order) that is `same` as `key`. Only the
+/// synonyms of `key`'s length are compared: a handful, not the whole table.
+fn lookup(key: &str, same: impl Fn(&str, &str) -> bool) -> Option<SectionKind> {
+    let group = BY_LEN.get(key.len())?;
+    group.names[..group.count]
         .iter()
-        .find(|(_, names)| names.iter().any(|n| matches(n)))
+        .find(|(_, name)| same(name, key))
         .map(|(kind, _)| *kind)
-        .unwrap_or(SectionKind::Notes)
+}
+
+/// Whether `heading` is `name` (a synonym: no capitals) but for ASCII case, eight bytes at a
+/// time: this runs for every section heading of every listed file.
+fn eq_but_case(name: &str, heading: &str) -> bool {
+    let (n, h) = (name.as_bytes(), heading.as_bytes());
+    if n.len() != h.len() {
+        return false;
+    }
+    if n.len() < 8 {
+        return n.iter().zip(h).all(|(n, h)| *n == h.to_ascii_lowercase());
+    }
+    let same = |at: usize| match (n[at..].first_chunk::<8>(), h[at..].first_chunk::<8>()) {
+        (Some(n), Some(h)) => u64::from_le_bytes(*n) == lowercase8(u64::from_le_bytes(*h)),
+        _ => false,
+    };
+    // Whole words, then the last eight bytes (overlapping the previous word).
+    (0..n.len() - 8).step_by(8).all(same) && same(n.len() - 8)
+}
+
+/// `u8::to_ascii_lowercase` of each byte of `x`.
+fn lowercase8(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // Each byte's low seven bits plus a constant sets its top bit exactly when they are at
+    // least `A` (or more than `Z`), without a carry into the next byte.
+    let low = x & (0x7f * ONES);
+    let at_least_a = low + (0x80 - b'A' as u64) * ONES;
+    let above_z = low + (0x7f - b'Z' as u64) * ONES;
+    let upper = at_least_a & !above_z & !x & (0x80 * ONES);
+    x | (upper >> 2)
+}
+
+/// The synonyms of one length, in table order.
+#[derive(Clone, Copy)]
+struct SameLength {
+    count: usize,
+    names: [(SectionKind, &'static str); MAX_SAME_LENGTH],
+}
+
+/// [`SYNONYMS`] grouped by length, built from it at compile time, so the table stays the
+/// one place that knows the synonyms.
+static BY_LEN: [SameLength; MAX_LEN + 1] = group_by_length();
+
+/// The longest synonym's length.
+const MAX_LEN: usize = {
+    let mut max = 0;
+    let mut k = 0;
+    while k < SYNONYMS.len() {
+        let names = SYNONYMS[k].1;
+        let mut n = 0;
+        while n < names.len() {
+            if names[n].len() > max {
+                max = names[n].len();
+            }
+            n += 1;
+        }
+        k += 1;
+    }
+    max
+};
+
+/// The most synonyms that share one length.
+const MAX_SAME_LENGTH: usize = {
+    let mut counts = [0; MAX_LEN + 1];
+    let mut max = 0;
+    let mut k = 0;
+    while k < SYNONYMS.len() {
+        let names = SYNONYMS[k].1;
+        let mut n = 0;
+        while n < names.len() {
+            counts[names[n].len()] += 1;
+            if counts[names[n].len()] > max {
+                max = counts[names[n].len()];
+            }
+            n += 1;
+        }
+        k += 1;
+    }
+    max
+};
+
+const fn group_by_length() -> [SameLength; MAX_LEN + 1] {
+    let mut groups = [SameLength {
+        count: 0,
+        names: [(SectionKind::Notes, ""); MAX_SAME_LENGTH],
+    }; MAX_LEN + 1];
+    let mut k = 0;
+    while k < SYNONYMS.len() {
+        let (kind, names) = SYNONYMS[k];
+        let mut n = 0;
+        while n < names.len() {
+            let group = &mut groups[names[n].len()];
+            group.names[group.count] = (kind, names[n]);
+            group.count += 1;
+            n += 1;
+        }
+        k += 1;
+    }
+    groups
 }
 
 /// Whether [`normalize`] would only lowercase `heading`: ASCII, starting with a letter (no
@@ -200,9 +304,14 @@ fn already_normal(heading: &str) -> bool {
         (Some(f), Some(l)) if f.is_ascii_alphabetic() && l.is_ascii_alphanumeric() => {}
         _ => return false,
     }
-    heading.is_ascii()
-        && !heading.contains("  ")
-        && !b.iter().any(|&c| c.is_ascii_whitespace() && c != b' ')
+    // One pass: ASCII, no whitespace but single spaces (`is_ascii_whitespace`'s, as before).
+    let mut prev = 0u8;
+    b.iter().all(|&c| {
+        let ok =
+            c.is_ascii() && !(c.is_ascii_whitespace() && c != b' ') && !(c == b' ' && prev == b' ');
+        prev = c;
+        ok
+    })
 }
 
 /// Lowercases, strips leading emoji, punctuation and numbering (`1.`, `2)`, `Phase 2:`), a
@@ -244,7 +353,12 @@ pub fn normalize(heading: &str) -> String {
 
 /// `Step 3: Build the system` → `Build the system`.
 fn numbered_step_title(heading: &str) -> Option<String> {
-    let trimmed = heading.trim_start_matches(|c: char| !c.is_alphanumeric());
+    // Most headings start with a letter: nothing to trim, and only `s` can start a step.
+    let trimmed = match heading.as_bytes().first() {
+        Some(b's' | b'S') => heading,
+        Some(c) if c.is_ascii_alphanumeric() => return None,
+        _ => heading.trim_start_matches(|c: char| !c.is_alphanumeric()),
+    };
     let rest = trimmed
         .strip_prefix("Step ")
         .or_else(|| trimmed.strip_prefix("step "))?;
@@ -324,6 +438,139 @@ mod tests {
                 .unwrap_or(SectionKind::Notes);
             assert_eq!(classify(h).kind, slow, "{h:?}");
         }
+    }
+
+    /// The classification before the by-length index and the synonym-first order: the
+    /// linear table scan, shortcut only for already normal headings.
+    fn reference_kind(h: &str) -> SectionKind {
+        let scan = |matches: &dyn Fn(&str) -> bool| {
+            SYNONYMS
+                .iter()
+                .find(|(_, names)| names.iter().any(|n| matches(n)))
+                .map(|(kind, _)| *kind)
+                .unwrap_or(SectionKind::Notes)
+        };
+        if already_normal(h) {
+            scan(&|name| name.eq_ignore_ascii_case(h))
+        } else {
+            let key = normalize(h);
+            scan(&|name| name == key)
+        }
+    }
+
+    #[test]
+    fn classify_agrees_with_the_table_scan() {
+        let mut headings: Vec<String> = Vec::new();
+        for (_, names) in SYNONYMS {
+            for name in *names {
+                let title: String = name
+                    .split(' ')
+                    .map(|w| {
+                        let mut c = w.chars();
+                        c.next()
+                            .map(|f| f.to_uppercase().chain(c).collect::<String>())
+                            .unwrap_or_default()
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                for h in [
+                    name.to_string(),
+                    name.to_uppercase(),
+                    title.clone(),
+                    format!("1. {title}"),
+                    format!("{title}:"),
+                    format!("{title} (manual)"),
+                    format!("🚨 {title}"),
+                    title.replace(' ', "  "),
+                    title.replace(' ', "\t"),
+                    title.replace(' ', "\u{b}"),
+                    format!("{title}s"),
+                    name[1..].to_string(),
+                    name[..name.len() - 1].to_string(),
+                ] {
+                    headings.push(h);
+                }
+            }
+        }
+        headings.extend(
+            [
+                "",
+                " ",
+                "x",
+                "Quick Start",
+                "Überblick",
+                "STEPS ",
+                "Steps\u{b}",
+            ]
+            .map(String::from),
+        );
+        for h in &headings {
+            assert_eq!(classify(h).kind, reference_kind(h), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn lowercase8_lowercases_each_byte() {
+        for base in (0u8..=255).step_by(8) {
+            let bytes: [u8; 8] = std::array::from_fn(|i| base.wrapping_add(i as u8));
+            let want = bytes.map(|b| b.to_ascii_lowercase());
+            assert_eq!(
+                lowercase8(u64::from_le_bytes(bytes)),
+                u64::from_le_bytes(want)
+            );
+        }
+        // Neighbouring bytes do not disturb each other.
+        let mixed = *b"@AZ[`az{";
+        assert_eq!(
+            lowercase8(u64::from_le_bytes(mixed)),
+            u64::from_le_bytes(mixed.map(|b| b.to_ascii_lowercase()))
+        );
+    }
+
+    #[test]
+    fn eq_but_case_is_eq_ignore_ascii_case_for_lowercase_names() {
+        let names = [
+            "steps",
+            "rollback",
+            "prerequisites",
+            "success criteria",
+            "x",
+            "",
+        ];
+        let mut headings: Vec<String> = Vec::new();
+        for name in names {
+            headings.push(name.to_string());
+            headings.push(name.to_uppercase());
+            for i in 0..name.len() {
+                for c in ['\0', '\r', '@', '`', '[', '{', 'Z', 'z', 'é'] {
+                    let mut h: Vec<char> = name.chars().collect();
+                    h[i] = c;
+                    headings.push(h.into_iter().collect());
+                }
+            }
+        }
+        for name in names {
+            for h in &headings {
+                assert_eq!(
+                    eq_but_case(name, h),
+                    name.eq_ignore_ascii_case(h),
+                    "{name:?} {h:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_index_holds_every_synonym_once() {
+        let total: usize = SYNONYMS.iter().map(|(_, names)| names.len()).sum();
+        assert_eq!(BY_LEN.iter().map(|g| g.count).sum::<usize>(), total);
+        for (kind, names) in SYNONYMS {
+            for name in *names {
+                assert!(already_normal(name), "{name:?}");
+                assert_eq!(lookup(name, |a, b| a == b), Some(*kind), "{name:?}");
+            }
+        }
+        assert_eq!(lookup(&"x".repeat(MAX_LEN + 1), |_, _| true), None);
     }
 
     #[test]
