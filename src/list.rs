@@ -40,8 +40,8 @@ pub struct Listing {
 }
 
 pub fn listing(search: &SearchPath) -> Result<Listing, Failure> {
-    let (winners, shadowed) = search.resolve()?;
-    let commands = rows(&winners);
+    let (mut winners, shadowed) = search.resolve()?;
+    let commands = rows(&mut winners);
     let shadowed = shadowed
         .into_iter()
         .map(|(f, by)| Shadowed {
@@ -55,18 +55,18 @@ pub fn listing(search: &SearchPath) -> Result<Listing, Failure> {
 
 /// Reads every command, spread over the machine's cores: listing a folder of a thousand
 /// runbooks is file reading and parsing, and both parallelise cleanly. Order is kept.
-fn rows(found: &[Found]) -> Vec<Row> {
+fn rows(found: &mut [Found]) -> Vec<Row> {
     // A few files are read on this thread: not worth a thread, nor asking how many cores
     // there are (std reads the cgroup's CPU quota: three files opened and read).
     if found.len() < 16 {
-        return found.iter().map(row).collect();
+        return found.iter_mut().map(row).collect();
     }
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(8);
     if workers == 1 {
-        return found.iter().map(row).collect();
+        return found.iter_mut().map(row).collect();
     }
     // Threads take the next few files (and the slots for their rows) from a shared queue
     // rather than fixed halves: a started thread is ready a fraction of a millisecond after
@@ -74,14 +74,14 @@ fn rows(found: &[Found]) -> Vec<Row> {
     // Rows go straight into their slots: no per-thread vectors to grow (fresh pages).
     let mut slots: Vec<Option<Row>> = Vec::with_capacity(found.len());
     slots.resize_with(found.len(), || None);
-    let queue = Mutex::new(found.chunks(BATCH).zip(slots.chunks_mut(BATCH)));
+    let queue = Mutex::new(found.chunks_mut(BATCH).zip(slots.chunks_mut(BATCH)));
     let take = || {
         loop {
             let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
             let Some((files, out)) = next else {
                 return;
             };
-            for (f, slot) in files.iter().zip(out) {
+            for (f, slot) in files.iter_mut().zip(out) {
                 *slot = Some(row(f));
             }
         }
@@ -107,7 +107,8 @@ fn rows(found: &[Found]) -> Vec<Row> {
 /// together, enough that the queue's lock is rarely contended.
 const BATCH: usize = 8;
 
-fn row(found: &Found) -> Row {
+/// The row of one search result, whose name and origin it moves into the row when it can.
+fn row(found: &mut Found) -> Row {
     if found.path.is_none()
         && let Some(row) = builtin_row(&found.name)
     {
@@ -119,16 +120,25 @@ fn row(found: &Found) -> Row {
             Err(u) => unreadable_row(found, u.diagnostic.message),
         };
     };
-    let shown = path
-        .to_str()
-        .map_or_else(|| path.display().to_string(), str::to_string);
+    // The path as the search shows it (its origin holds it already).
+    let shown: Cow<str> = match found.origin.path() {
+        Some(shown) => Cow::Borrowed(shown),
+        None => Cow::Owned(
+            path.to_str()
+                .map_or_else(|| path.display().to_string(), str::to_string),
+        ),
+    };
     let bytes = match discovery::read_listed(found) {
         Ok(bytes) => bytes,
         Err(d) => return unreadable_row(found, d.message),
     };
     match parser::decode_owned(&shown, bytes) {
         // The rows of plain files without a `Command`; the parser for the rest.
-        Ok(file) => summary::row(&file, &found.name, &found.origin).unwrap_or_else(|| {
+        Ok(file) => summary::row_with(&file, || {
+            let name = std::mem::take(&mut found.name);
+            (name, std::mem::replace(&mut found.origin, Origin::Builtin))
+        })
+        .unwrap_or_else(|| {
             let c = parser::parse_with(
                 &file,
                 &found.name,

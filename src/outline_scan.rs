@@ -24,6 +24,8 @@ pub fn scan<'a>(file_text: &'a str, base: usize, body: &'a str) -> Option<Vec<El
     // Whether the previous line was text a `---` or `===` line would turn into a heading.
     let mut after_text = false;
     let mut lines = Lines(body);
+    // Most runbooks have no table at all: then no line needs looking at for one.
+    let has_pipe = memchr::memchr(b'|', body.as_bytes()).is_some();
     while let Some(line) = lines.next() {
         let start = offset;
         offset += line.len();
@@ -55,17 +57,11 @@ pub fn scan<'a>(file_text: &'a str, base: usize, body: &'a str) -> Option<Vec<El
                 // Not a fence: inline code in a paragraph.
                 return None;
             }
-            let mut closed = false;
-            for inner in lines.by_ref() {
-                offset += inner.len();
-                if closes(inner.as_bytes(), first, open) {
-                    closed = true;
-                    break;
-                }
-            }
-            if !closed {
-                return None;
-            }
+            // The fence's code is skipped, not split into lines: only a line holding the
+            // marker can close it, and most code holds none.
+            let end = closing_line_end(lines.0.as_bytes(), first, open)?;
+            offset += end;
+            lines.0 = &lines.0[end..];
             // Just after the fence characters and the blanks after them, as
             // `outline::info_offset` finds it for an unindented fence.
             let info_offset =
@@ -96,13 +92,17 @@ pub fn scan<'a>(file_text: &'a str, base: usize, body: &'a str) -> Option<Vec<El
                     continue;
                 }
                 let text = after.trim_matches(' ');
-                if !plain_heading(text) {
+                let text = if simple_heading(text) {
+                    Cow::Borrowed(text)
+                } else if plain_heading(text) {
+                    squeeze_spaces(text)
+                } else {
                     return None;
-                }
+                };
                 out.push(Element {
                     kind: ElementKind::Heading {
                         level: level as u8,
-                        text: squeeze_spaces(text),
+                        text,
                     },
                     span: start..start + bare.len(),
                 });
@@ -112,7 +112,10 @@ pub fn scan<'a>(file_text: &'a str, base: usize, body: &'a str) -> Option<Vec<El
             b'[' if rest.contains("]:") => return None,
             b'=' | b'-' if after_text && underline(rest) => return None,
             _ => {
-                if memchr::memchr(b'|', rest.as_bytes()).is_some() && is_table_delimiter(rest) {
+                if has_pipe
+                    && memchr::memchr(b'|', rest.as_bytes()).is_some()
+                    && is_table_delimiter(rest)
+                {
                     return None;
                 }
                 if let Some(content) = list_content(rest)
@@ -176,6 +179,71 @@ impl<'a> Iterator for Lines<'a> {
         Some(line)
     }
 }
+
+/// The end (just past its `\n`, or the end of `code`) of the first line of `code` that closes
+/// a fence of `open` × `marker`, or `None` when no line does. Only lines holding the marker
+/// are looked at: one `memchr` over a block without any.
+fn closing_line_end(code: &[u8], marker: u8, open: usize) -> Option<usize> {
+    let mut from = 0;
+    while let Some(found) = memchr::memchr(marker, &code[from..]) {
+        let at = from + found;
+        // `from` is always the start of a line.
+        let line_start = memchr::memrchr(b'\n', &code[from..at]).map_or(from, |i| from + i + 1);
+        let line_end = memchr::memchr(b'\n', &code[at..]).map_or(code.len(), |i| at + i + 1);
+        if closes(&code[line_start..line_end], marker, open) {
+            return Some(line_end);
+        }
+        from = line_end;
+    }
+    None
+}
+
+/// Heading text that is certainly plain and already squeezed: ASCII words without markup
+/// or backticks, single spaces between them. (Anything else goes the long way:
+/// [`plain_heading`], then [`squeeze_spaces`].)
+fn simple_heading(text: &str) -> bool {
+    let mut space_before = true;
+    for &b in text.as_bytes() {
+        if b == b' ' {
+            if space_before {
+                return false;
+            }
+            space_before = true;
+        } else if PLAIN_WORD[usize::from(b)] {
+            space_before = false;
+        } else {
+            return false;
+        }
+    }
+    !space_before
+}
+
+/// ASCII graphic characters without a meaning in a heading's inline parse (see
+/// [`plain_heading`]'s markup, and the backtick of code spans).
+const PLAIN_WORD: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = b'!';
+    while b <= b'~' {
+        table[b as usize] = !matches!(
+            b,
+            b'\\'
+                | b'*'
+                | b'_'
+                | b'['
+                | b']'
+                | b'<'
+                | b'>'
+                | b'&'
+                | b'!'
+                | b'~'
+                | b'|'
+                | b'#'
+                | b'`'
+        );
+        b += 1;
+    }
+    table
+};
 
 /// Heading text whose inline parse is the text itself: no emphasis, links, HTML, entities
 /// or escapes, and code spans only in their simplest form (`` `x` ``), which the outline
@@ -316,6 +384,85 @@ fn squeeze_spaces(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The closing line found by searching for the marker is the one a walk over every
+    /// line finds.
+    #[test]
+    fn closing_line_search_equals_a_line_walk() {
+        let walk = |code: &str, marker: u8, open: usize| {
+            let mut end = 0;
+            for line in Lines(code) {
+                end += line.len();
+                if closes(line.as_bytes(), marker, open) {
+                    return Some(end);
+                }
+            }
+            None
+        };
+        let pieces = [
+            "x\n",
+            "```\n",
+            "````\n",
+            "  ```\n",
+            "    ```\n",
+            "a ```\n",
+            "```bash\n",
+            "``` \t\n",
+            "~~~\n",
+            "``\n",
+            "```",
+            "`x`\n",
+            "\n",
+            " ``` ```\n",
+        ];
+        let mut cases = Vec::new();
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    cases.push(format!("{a}{b}{c}"));
+                }
+            }
+        }
+        for code in &cases {
+            for (marker, open) in [(b'`', 3), (b'`', 4), (b'~', 3)] {
+                assert_eq!(
+                    closing_line_end(code.as_bytes(), marker, open),
+                    walk(code, marker, open),
+                    "{code:?} {open}"
+                );
+            }
+        }
+    }
+
+    /// The short way for headings agrees with the long one wherever it answers.
+    #[test]
+    fn simple_headings_are_plain_and_squeezed() {
+        for text in [
+            "Steps",
+            "Apply the change",
+            "a  b",
+            " a",
+            "a ",
+            "",
+            "C# notes",
+            "`code`",
+            "*x*",
+            "Step 1: Build",
+            "naïve",
+            "a\tb",
+            "x_y",
+            "a.b-c",
+            "(x) {y}",
+        ] {
+            if simple_heading(text) {
+                assert!(plain_heading(text), "{text:?}");
+                assert_eq!(squeeze_spaces(text), text, "{text:?}");
+            }
+        }
+        assert!(simple_heading("Apply the change"));
+        assert!(!simple_heading("a  b"));
+        assert!(!simple_heading("`code`"));
+    }
 
     #[test]
     fn a_recycled_vector_keeps_its_memory() {

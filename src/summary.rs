@@ -35,6 +35,12 @@ struct BlockFacts<'a> {
 /// The row of `file` as [`parser::parse_with`](crate::parser::parse_with) at
 /// `Depth::Summary` would give it, or `None` when only the parser can tell.
 pub fn row(file: &SourceFile, name: &str, origin: &Origin) -> Option<Row> {
+    row_with(file, || (name.to_string(), origin.clone()))
+}
+
+/// [`row`], with the row's name and source from `named`, called only when there is a row:
+/// `list` moves them out of its search results instead of copying them.
+pub fn row_with(file: &SourceFile, named: impl FnOnce() -> (String, Origin)) -> Option<Row> {
     let fm = frontmatter::parse(file).ok()?;
     let meta = settings::interpret(file, &fm);
     // Without a description the parser takes one from the overview, which the scan skips.
@@ -137,7 +143,7 @@ pub fn row(file: &SourceFile, name: &str, origin: &Origin) -> Option<Row> {
             .iter()
             .zip(&ids)
             .filter(|(b, _)| b.phase == Phase::Rollback)
-            .map(|(_, id)| id.as_str())
+            .map(|(_, id)| id.as_ref())
             .collect();
         errors += blocks
             .iter()
@@ -155,10 +161,11 @@ pub fn row(file: &SourceFile, name: &str, origin: &Origin) -> Option<Row> {
     // The titles borrow from the outline: dropped first, then its vector goes back.
     drop(blocks);
     outline_scan::recycle(elements);
+    let (name, source) = named();
     Some(Row {
-        name: name.to_string(),
+        name,
         description,
-        source: origin.clone(),
+        source,
         mode: Some(mode),
         args: meta.args,
         argument_hint: meta.argument_hint,
@@ -172,22 +179,20 @@ pub fn row(file: &SourceFile, name: &str, origin: &Origin) -> Option<Row> {
 /// Every block's id, in file order, by the parser's rules (`finish_blocks`): an explicit
 /// id as written (a repeated one gets a fresh `ID-dup`), else the slug of its title or
 /// `PHASE-N`, made unique against explicit ids and the ids given so far.
-fn assign_ids(blocks: &[BlockFacts]) -> Vec<String> {
-    let taken: Vec<&str> = blocks
-        .iter()
-        .filter_map(|b| b.explicit_id.as_deref())
-        .collect();
-    let mut seen: Vec<String> = Vec::with_capacity(blocks.len());
+fn assign_ids<'b>(blocks: &'b [BlockFacts]) -> Vec<Cow<'b, str>> {
+    // Explicit ids are borrowed from the blocks: only made-up ones are new strings.
+    let taken = |c: &str| blocks.iter().any(|b| b.explicit_id.as_deref() == Some(c));
+    let mut seen: Vec<Cow<str>> = Vec::with_capacity(blocks.len());
     let mut counters = [0usize; 4];
     for b in blocks {
         let n = &mut counters[b.phase as usize];
         *n += 1;
-        let free = |c: &str, seen: &[String]| !taken.contains(&c) && !seen.iter().any(|s| s == c);
+        let free = |c: &str, seen: &[Cow<str>]| !taken(c) && !seen.iter().any(|s| s == c);
         let id = match &b.explicit_id {
             Some(id) if seen.iter().any(|s| s == id) => {
-                unique_id(&format!("{id}-dup"), |c| free(c, &seen))
+                Cow::Owned(unique_id(&format!("{id}-dup"), |c| free(c, &seen)))
             }
-            Some(id) => id.clone(),
+            Some(id) => Cow::Borrowed(id.as_str()),
             None => {
                 let base = b
                     .title
@@ -196,11 +201,11 @@ fn assign_ids(blocks: &[BlockFacts]) -> Vec<String> {
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| numbered(crate::parser::phase_prefix(b.phase), *n));
                 // Usually free: kept as is rather than copied by `unique_id`.
-                if free(&base, &seen) {
+                Cow::Owned(if free(&base, &seen) {
                     base
                 } else {
                     unique_id(&base, |c| free(c, &seen))
-                }
+                })
             }
         };
         seen.push(id);
