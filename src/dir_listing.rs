@@ -96,15 +96,18 @@ pub fn open_in(dir: &OwnedFd, name: &[u8]) -> io::Result<std::fs::File> {
             &owned
         }
     };
-    // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated string, both alive
-    // for the call.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
-        )
+    // Listing commands is not using them: without the access time to maintain, each read
+    // skips a check (and sometimes an inode write). Only the file's owner (or root) may ask
+    // for that; anyone else opens it the ordinary way.
+    let open = |flags| {
+        // SAFETY: `dir` is an open descriptor and `name` a NUL-terminated string, both alive
+        // for the call.
+        unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) }
     };
+    let mut fd = open(libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOATIME);
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+        fd = open(libc::O_RDONLY | libc::O_CLOEXEC);
+    }
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -40,6 +40,11 @@ pub struct Listing {
 }
 
 pub fn listing(search: &SearchPath) -> Result<Listing, Failure> {
+    listing_and_found(search).map(|(listing, _)| listing)
+}
+
+/// [`listing`], and the search results it was read from (what is left of them).
+fn listing_and_found(search: &SearchPath) -> Result<(Listing, Vec<Found>), Failure> {
     let (mut winners, shadowed) = search.resolve()?;
     let commands = rows(&mut winners);
     let shadowed = shadowed
@@ -50,7 +55,7 @@ pub fn listing(search: &SearchPath) -> Result<Listing, Failure> {
             shadowed_by: by,
         })
         .collect();
-    Ok(Listing { commands, shadowed })
+    Ok((Listing { commands, shadowed }, winners))
 }
 
 /// Reads every command, spread over the machine's cores: listing a folder of a thousand
@@ -227,11 +232,15 @@ pub fn args_summary(args: &[ArgSpec]) -> String {
 }
 
 pub fn run(search: &SearchPath, out: &Output, json: bool) -> Result<Exit, Failure> {
-    let listing = listing(search)?;
+    let (listing, found) = listing_and_found(search)?;
+    // The process ends after this command: its thousands of strings are not handed back to
+    // the allocator one by one (as `show` does with its command).
+    let listing = std::mem::ManuallyDrop::new(listing);
+    std::mem::forget(found);
     if json {
         // Sized for the listing (about 400 bytes a row): no regrowing of a large buffer.
         let mut text = Vec::with_capacity(512 * listing.commands.len() + 4096);
-        serde_json::to_writer_pretty(&mut text, &listing)
+        serde_json::to_writer_pretty(&mut text, &*listing)
             .map_err(|e| Failure::usage(e.to_string()))?;
         text.push(b'\n');
         let text = String::from_utf8(text).map_err(|e| Failure::usage(e.to_string()))?;
@@ -242,9 +251,6 @@ pub fn run(search: &SearchPath, out: &Output, json: bool) -> Result<Exit, Failur
     Ok(Exit::Success)
 }
 
-/// A row's cells, borrowed from the row where they can. `table` makes them twice per row (for the
-/// widths, then for the line) rather than keeping them: a thousand rows of seven cells are a
-/// 170 KB allocation, fresh pages from the kernel.
 /// A count as a cell: the usual small ones without an allocation (each row's cells are made
 /// twice, once for the widths and once for the line).
 fn count_cell(n: usize) -> Cow<'static, str> {
@@ -257,6 +263,9 @@ fn count_cell(n: usize) -> Cow<'static, str> {
     }
 }
 
+/// A row's cells, borrowed from the row where they can. `table` makes them twice per row (for the
+/// widths, then for the line) rather than keeping them: a thousand rows of seven cells are a
+/// 170 KB allocation, fresh pages from the kernel.
 fn row_cells(r: &Row) -> [Cow<'_, str>; 7] {
     let description = match &r.error {
         Some(e) => Cow::Owned(format!("(unreadable: {e})")),

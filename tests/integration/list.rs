@@ -152,3 +152,76 @@ fn commands_dir_that_is_a_file_is_a_usage_error() {
         .run();
     assert_output_snapshot!(out);
 }
+
+/// `list` opens files without updating their access time where it may (their owner, or
+/// root), and the ordinary way where it may not: a user listing someone else's readable
+/// runbooks gets the same rows. Needs root, to run the binary as `nobody`.
+#[test]
+fn files_of_another_user_are_listed_too() {
+    let setpriv = crate::support::which("setpriv");
+    // SAFETY: `geteuid` has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let Some(setpriv) = setpriv.filter(|_| root) else {
+        crate::support::skip("needs root and setpriv (util-linux) to list as another user");
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let commands = dir.path().join("commands");
+    std::fs::create_dir(&commands).unwrap();
+    std::fs::set_permissions(&commands, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for name in ["a", "b"] {
+        let file = commands.join(format!("{name}.md"));
+        std::fs::write(&file, runbook(&format!("Runbook {name}"), "")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let list = |as_nobody: bool| {
+        let mut cmd = if as_nobody {
+            let mut c = std::process::Command::new(&setpriv);
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(env!("CARGO_BIN_EXE_nixcmd"));
+            c
+        } else {
+            std::process::Command::new(env!("CARGO_BIN_EXE_nixcmd"))
+        };
+        let out = cmd
+            .args(["--commands-dir"])
+            .arg(&commands)
+            .args(["list", "--format", "json"])
+            .env("XDG_CONFIG_HOME", dir.path())
+            .env("HOME", dir.path())
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        listing["commands"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["source"]["kind"] != "builtin")
+            .map(|r| {
+                (
+                    r["name"].to_string(),
+                    r["description"].to_string(),
+                    r["errors"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let expected = vec![
+        (
+            "\"a\"".to_string(),
+            "\"Runbook a\"".to_string(),
+            serde_json::json!(0),
+        ),
+        (
+            "\"b\"".to_string(),
+            "\"Runbook b\"".to_string(),
+            serde_json::json!(0),
+        ),
+    ];
+    assert_eq!(list(false), expected);
+    assert_eq!(list(true), expected);
+}
