@@ -206,15 +206,24 @@ impl<'a> Queue<'a> {
             .store(true, std::sync::atomic::Ordering::Release);
     }
 
-    /// Waits for [`post`](Self::post), on the CPU for a while (a sleeping thread's core may
-    /// take longer to wake than the search takes), then asleep in short naps. False when
-    /// there are no files.
+    /// Waits for [`post`](Self::post), awake for a while (a sleeping thread's core may take
+    /// longer to wake than the search takes), yielding to any thread that wants the core,
+    /// then asleep in short naps. False when there are no files.
     fn wait(&self) -> bool {
         use std::sync::atomic::Ordering;
         let spin_until = std::time::Instant::now() + std::time::Duration::from_millis(5);
+        let mut spins = 0u32;
         while !self.posted.load(Ordering::Acquire) {
             if std::time::Instant::now() < spin_until {
-                std::hint::spin_loop();
+                spins = spins.wrapping_add(1);
+                // Not only a spin: started on the searching thread's own core, this thread
+                // must let it run (every ten microseconds or so; yielding on every turn
+                // made the wait itself slower).
+                if spins % 256 == 0 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
             } else {
                 std::thread::sleep(std::time::Duration::from_micros(200));
             }
