@@ -219,7 +219,7 @@ impl<'a> Queue<'a> {
                 // Not only a spin: started on the searching thread's own core, this thread
                 // must let it run (every ten microseconds or so; yielding on every turn
                 // made the wait itself slower).
-                if spins % 256 == 0 {
+                if spins.is_multiple_of(256) {
                     std::thread::yield_now();
                 } else {
                     std::hint::spin_loop();
