@@ -468,8 +468,7 @@ pub fn read_listed(found: &Found) -> Result<Vec<u8>, Diagnostic> {
     }
 }
 
-/// The size of a transparent huge page on x86-64 (and of a PMD on most 64-bit targets).
-const HUGE_PAGE: usize = 2 << 20;
+use crate::huge_alloc::HUGE_PAGE;
 
 /// Asks the kernel to back the 2 MiB-aligned part of `buf`'s allocation with huge pages.
 /// Reading a large file into fresh memory costs one page fault per 4 KiB page (1280 for a
@@ -483,22 +482,7 @@ const HUGE_PAGE: usize = 2 << 20;
 /// that 4 KiB page keeps the whole first 2 MiB out of huge pages: 512 faults, more than the
 /// average of an unaligned buffer.)
 fn advise_huge_pages(buf: &mut Vec<u8>) {
-    let start = buf.as_mut_ptr() as usize;
-    let first = start.next_multiple_of(HUGE_PAGE);
-    let last = (start + buf.capacity()) / HUGE_PAGE * HUGE_PAGE;
-    if last > first {
-        // SAFETY: `first..last` lies inside `buf`'s allocation, which this function holds
-        // exclusively; MADV_HUGEPAGE changes neither the memory's contents nor whether it
-        // is mapped, it only sets the size of the pages that will back it when it is first
-        // touched.
-        unsafe {
-            libc::madvise(
-                first as *mut libc::c_void,
-                last - first,
-                libc::MADV_HUGEPAGE,
-            );
-        }
-    }
+    crate::huge_alloc::advise(buf.as_mut_ptr(), buf.capacity());
 }
 
 fn io_diagnostic(path: &Path, e: &std::io::Error) -> Diagnostic {

@@ -13,7 +13,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 
 /// The size of a transparent huge page on x86-64 (and of a PMD on most 64-bit targets).
-const HUGE_PAGE: usize = 2 << 20;
+pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
 /// Blocks from this size on are aligned and advised: room for at least two huge pages, so
 /// a block that is only partly used still gains.
@@ -29,15 +29,16 @@ fn huge(layout: Layout) -> Option<Layout> {
     Layout::from_size_align(layout.size(), layout.align().max(HUGE_PAGE)).ok()
 }
 
-/// Asks for huge pages under the whole 2 MiB pages of `len` bytes at `ptr`.
-fn advise(ptr: *mut u8, len: usize) {
+/// Asks for huge pages under the whole 2 MiB pages of the `len` bytes at `ptr`, a block the
+/// caller holds (a fresh allocation, or a buffer about to be read into).
+pub(crate) fn advise(ptr: *mut u8, len: usize) {
     let start = ptr as usize;
     let first = start.next_multiple_of(HUGE_PAGE);
     let last = (start + len) / HUGE_PAGE * HUGE_PAGE;
     if last > first {
-        // SAFETY: `first..last` lies inside the block just allocated at `ptr`, which nothing
-        // else uses yet; MADV_HUGEPAGE changes neither the memory's contents nor whether it
-        // is mapped, only the size of the pages that will back it when first touched. An
+        // SAFETY: `first..last` lies inside the block of `len` bytes at `ptr` (callers pass
+        // a block they hold); MADV_HUGEPAGE changes neither the memory's contents nor whether
+        // it is mapped, only the size of the pages that will back it when first touched. An
         // error (old kernel, huge pages off) leaves ordinary memory.
         unsafe {
             libc::madvise(

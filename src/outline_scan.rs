@@ -219,55 +219,31 @@ fn simple_heading(text: &str) -> bool {
 }
 
 /// ASCII graphic characters without a meaning in a heading's inline parse (see
-/// [`plain_heading`]'s markup, and the backtick of code spans).
+/// [`is_markup`], and the backtick of code spans).
 const PLAIN_WORD: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = b'!';
     while b <= b'~' {
-        table[b as usize] = !matches!(
-            b,
-            b'\\'
-                | b'*'
-                | b'_'
-                | b'['
-                | b']'
-                | b'<'
-                | b'>'
-                | b'&'
-                | b'!'
-                | b'~'
-                | b'|'
-                | b'#'
-                | b'`'
-        );
+        table[b as usize] = !is_markup(b) && b != b'`';
         b += 1;
     }
     table
 };
+
+/// A byte that may start inline markup in a heading (emphasis, links, HTML, entities,
+/// escapes, strikethrough, tables, closing `#`s), or a tab.
+const fn is_markup(b: u8) -> bool {
+    matches!(
+        b,
+        b'\\' | b'*' | b'_' | b'[' | b']' | b'<' | b'>' | b'&' | b'!' | b'~' | b'|' | b'#' | b'\t'
+    )
+}
 
 /// Heading text whose inline parse is the text itself: no emphasis, links, HTML, entities
 /// or escapes, and code spans only in their simplest form (`` `x` ``), which the outline
 /// keeps with their backticks.
 fn plain_heading(text: &str) -> bool {
     // All ASCII: checked byte by byte (a multi-byte character never matches one).
-    let markup = |b: u8| {
-        matches!(
-            b,
-            b'\\'
-                | b'*'
-                | b'_'
-                | b'['
-                | b']'
-                | b'<'
-                | b'>'
-                | b'&'
-                | b'!'
-                | b'~'
-                | b'|'
-                | b'#'
-                | b'\t'
-        )
-    };
     let mut code = false;
     let mut count = 0;
     for part in text.as_bytes().split(|&b| b == b'`') {
@@ -276,7 +252,7 @@ fn plain_heading(text: &str) -> bool {
             // A code span's text is kept as is unless it is padded with spaces.
             !part.is_empty() && !part.starts_with(b" ") && !part.ends_with(b" ")
         } else {
-            !part.iter().any(|&b| markup(b))
+            !part.iter().any(|&b| is_markup(b))
         };
         if !ok {
             return false;

@@ -238,7 +238,7 @@ fn section(s: &mut String, p: Palette, title: &str, blocks: &[Block]) {
 }
 
 /// Appends `n` in decimal.
-fn push_number(s: &mut String, mut n: usize) {
+pub(crate) fn push_number(s: &mut String, mut n: usize) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {

@@ -215,22 +215,10 @@ fn assign_ids<'b>(blocks: &'b [BlockFacts]) -> Vec<Cow<'b, str>> {
 
 /// `PREFIX-N`, as `format!("{prefix}-{n}")` writes it without the formatting machinery.
 fn numbered(prefix: &str, n: usize) -> String {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    let mut out = String::with_capacity(prefix.len() + 1 + digits.len() - at);
+    let mut out = String::with_capacity(prefix.len() + 4);
     out.push_str(prefix);
     out.push('-');
-    // ASCII digits.
-    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+    crate::show::push_number(&mut out, n);
     out
 }
 
