@@ -643,12 +643,7 @@ fn assign_ids(
             // A duplicate keeps a unique internal id so runs stay well-defined.
             Some((id, _)) => unique(&format!("{id}-dup"), &mut used),
             None => {
-                let base = block
-                    .title
-                    .as_deref()
-                    .map(slug)
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| format!("{}-{}", phase_prefix(p.phase), p.index + 1));
+                let base = default_id_base(block.title.as_deref(), p.phase, p.index + 1);
                 unique(&base, &mut used)
             }
         };
@@ -729,6 +724,37 @@ pub(crate) fn unique_id(base: &str, free: impl Fn(&str) -> bool) -> String {
         .map(|i| format!("{base}-{i}"))
         .find(|c| free(c))
         .expect("an unused suffix exists")
+}
+
+/// The id a block without an explicit one starts from: the slug of its title, else
+/// `PHASE-N` for the `n`th block of its phase (made unique by the caller).
+pub(crate) fn default_id_base(title: Option<&str>, phase: Phase, n: usize) -> String {
+    match title.map(slug).filter(|s| !s.is_empty()) {
+        Some(slug) => slug,
+        None => {
+            let prefix = phase_prefix(phase);
+            let mut out = String::with_capacity(prefix.len() + 4);
+            out.push_str(prefix);
+            out.push('-');
+            push_number(&mut out, n);
+            out
+        }
+    }
+}
+
+/// Appends `n` in decimal.
+pub(crate) fn push_number(s: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 pub(crate) fn phase_prefix(phase: Phase) -> &'static str {
@@ -934,6 +960,17 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_ids_are_the_title_slug_else_phase_and_number() {
+        assert_eq!(
+            default_id_base(Some("Apply the change"), Phase::Step, 2),
+            "apply-the-change"
+        );
+        assert_eq!(default_id_base(Some("!!!"), Phase::Check, 12), "check-12");
+        assert_eq!(default_id_base(None, Phase::Prerequisite, 1), "prereq-1");
+        assert_eq!(default_id_base(None, Phase::Rollback, 0), "rollback-0");
+    }
 
     #[test]
     fn slugs() {

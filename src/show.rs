@@ -5,6 +5,7 @@ use crate::discovery::Loaded;
 use crate::duration;
 use crate::list::args_summary;
 use crate::output::Palette;
+use crate::parser::push_number;
 use std::fmt::Write as _;
 
 /// The gates of a block in words: `confirm "Push?"`, `continue on failure`, `readonly` …
@@ -235,21 +236,6 @@ fn section(s: &mut String, p: Palette, title: &str, blocks: &[Block]) {
             );
         }
     }
-}
-
-/// Appends `n` in decimal.
-pub(crate) fn push_number(s: &mut String, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    s.extend(digits[at..].iter().map(|&d| char::from(d)));
 }
 
 fn entries(s: &mut String, p: Palette, title: &str, list: &[crate::command::Entry]) {

@@ -14,7 +14,7 @@ use crate::frontmatter;
 use crate::list::Row;
 use crate::outline::ElementKind;
 use crate::outline_scan;
-use crate::parser::{SHELL_LANGUAGES, slug, unique_id};
+use crate::parser::{SHELL_LANGUAGES, default_id_base, unique_id};
 use crate::sections::{self, SectionKind};
 use crate::settings;
 use crate::source::SourceFile;
@@ -194,12 +194,7 @@ fn assign_ids<'b>(blocks: &'b [BlockFacts]) -> Vec<Cow<'b, str>> {
             }
             Some(id) => Cow::Borrowed(id.as_str()),
             None => {
-                let base = b
-                    .title
-                    .as_deref()
-                    .map(slug)
-                    .filter(|s| !s.is_empty())
-                    .unwrap_or_else(|| numbered(crate::parser::phase_prefix(b.phase), *n));
+                let base = default_id_base(b.title.as_deref(), b.phase, *n);
                 // Usually free: kept as is rather than copied by `unique_id`.
                 Cow::Owned(if free(&base, &seen) {
                     base
@@ -213,24 +208,8 @@ fn assign_ids<'b>(blocks: &'b [BlockFacts]) -> Vec<Cow<'b, str>> {
     seen
 }
 
-/// `PREFIX-N`, as `format!("{prefix}-{n}")` writes it without the formatting machinery.
-fn numbered(prefix: &str, n: usize) -> String {
-    let mut out = String::with_capacity(prefix.len() + 4);
-    out.push_str(prefix);
-    out.push('-');
-    crate::show::push_number(&mut out, n);
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn numbered_is_format() {
-        for n in [0, 1, 9, 10, 99, 100, 12345, usize::MAX] {
-            assert_eq!(super::numbered("step", n), format!("step-{n}"));
-        }
-    }
-
     use super::*;
     use crate::parser::{self, Depth};
 
