@@ -608,6 +608,8 @@ pub fn run_group_observed(
             let _ = pipe.write_all(&bytes);
         });
     }
+    // From here on this thread only watches: it should not preempt the step on every line.
+    let _calm = BatchWhileWatching::begin();
     // Both pipes and the exit are watched from this thread with poll(2): no reader threads
     // (two thread starts and a hand-off per line), and with a pidfd the exit wakes the poll
     // at once instead of being found by a sleep loop.
@@ -740,6 +742,42 @@ pub fn run_group_observed(
             .code()
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
     ))
+}
+
+/// The calling thread under `SCHED_BATCH` while it watches a step, back to `SCHED_OTHER` when
+/// dropped. A normal thread woken by a pipe write preempts the writer at once: on a machine
+/// that packs both on one CPU, every output line and each of the shell's closing descriptors
+/// at exit costs two context switches, and the step waits for nixcmd's bookkeeping. Under
+/// `SCHED_BATCH` the wake-up does not preempt; nixcmd reads when the step blocks, exits or
+/// uses up its slice (a few ms at most), usually once per step. Nothing started later
+/// inherits it: the thread is normal again before anything else is spawned. Threads that
+/// run under another policy (`chrt`, `SCHED_IDLE`, real-time) are left as they are.
+struct BatchWhileWatching {
+    switched: bool,
+}
+
+impl BatchWhileWatching {
+    fn begin() -> Self {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: both calls only read or change the calling thread's (pid 0) policy; the
+        // parameter is a valid local.
+        let switched = unsafe {
+            libc::sched_getscheduler(0) == libc::SCHED_OTHER
+                && libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) == 0
+        };
+        BatchWhileWatching { switched }
+    }
+}
+
+impl Drop for BatchWhileWatching {
+    fn drop(&mut self) {
+        if self.switched {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: as in `begin`; going back from SCHED_BATCH to SCHED_OTHER keeps the
+            // nice value and needs no privilege.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_OTHER, &param) };
+        }
+    }
 }
 
 /// Longest line passed on whole; longer ones are split (as `read_lines` does).
@@ -1136,6 +1174,52 @@ mod tests {
             .collect();
         assert_eq!(out, ["out1", "tail"]);
         assert!(seen.contains(&(Stream::Stderr, "err1".to_string())));
+    }
+
+    fn own_policy() -> i32 {
+        // SAFETY: reads the calling thread's policy.
+        unsafe { libc::sched_getscheduler(0) }
+    }
+
+    #[test]
+    fn the_watching_thread_yields_to_the_step_and_the_step_keeps_the_normal_policy() {
+        // A thread of its own: the policy is per thread, and other tests run at once.
+        std::thread::spawn(|| {
+            let dir = tempfile::tempdir().unwrap();
+            // The shell prints its own policy (0 = SCHED_OTHER, 3 = SCHED_BATCH).
+            let args = vec![
+                "-c".to_string(),
+                "grep -m1 '^policy' /proc/$$/sched | tr -d ' '".to_string(),
+            ];
+            let spec = bash_spec(&args, dir.path(), Duration::from_secs(20), "unit-policy");
+            assert_eq!(own_policy(), libc::SCHED_OTHER);
+            let mut seen = Vec::new();
+            let ended = run_group(&spec, &Cancel::default(), &mut |_, l| {
+                seen.push((l.to_string(), own_policy()))
+            })
+            .unwrap();
+            assert_eq!(ended, Ended::Exited(0));
+            // The step ran normally; nixcmd watched it under SCHED_BATCH, then went back.
+            assert_eq!(seen, [("policy:0".to_string(), libc::SCHED_BATCH)]);
+            assert_eq!(own_policy(), libc::SCHED_OTHER);
+
+            // A thread someone put under SCHED_IDLE stays there, and so does its step.
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: changes this test thread's own policy.
+            assert_eq!(
+                unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) },
+                0
+            );
+            let mut seen = Vec::new();
+            run_group(&spec, &Cancel::default(), &mut |_, l| {
+                seen.push((l.to_string(), own_policy()))
+            })
+            .unwrap();
+            assert_eq!(seen, [("policy:5".to_string(), libc::SCHED_IDLE)]);
+            assert_eq!(own_policy(), libc::SCHED_IDLE);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
