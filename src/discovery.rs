@@ -140,12 +140,24 @@ impl SearchPath {
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                // Not skipped: a runbook in it could shadow one found later, and `run` would
+                // start another runbook than the one meant (README, "Decisions").
                 Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                    return Err(Failure::usage(format!("{} is not a folder", dir.display())));
+                    let hint = if matches!(origin(String::new()), Origin::CommandsDir { .. }) {
+                        "give `--commands-dir` (or NIXCMD_COMMANDS_DIR) a folder of runbooks"
+                    } else {
+                        "nixcmd looks for runbooks there: rename or remove the file"
+                    };
+                    return Err(Failure::usage(format!("{} is not a folder", dir.display()))
+                        .with_hint(hint));
                 }
                 Err(e) => {
                     return Err(Failure::usage(format!(
                         "cannot read {}: {e}",
+                        dir.display()
+                    ))
+                    .with_hint(format!(
+                        "nixcmd looks for runbooks in it and will not guess past it: make it readable (`chmod u+rx {}`, or fix its owner) or move it away",
                         dir.display()
                     )));
                 }

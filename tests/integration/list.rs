@@ -153,6 +153,66 @@ fn commands_dir_that_is_a_file_is_a_usage_error() {
     assert_output_snapshot!(out);
 }
 
+#[test]
+fn a_project_commands_folder_that_is_a_file_is_a_usage_error() {
+    let out = Test::new()
+        .file("project/.nixcmd/commands", "x")
+        .args(["list"])
+        .run();
+    assert_output_snapshot!(out);
+}
+
+/// A folder of the search path that cannot be read stops every command with exit 2 and a
+/// hint, `list` included: a runbook in it could shadow one found later. Needs root, to run
+/// the binary as `nobody` (root reads any folder).
+#[test]
+fn an_unreadable_project_folder_is_an_error_with_a_hint() {
+    let setpriv = crate::support::which("setpriv");
+    // SAFETY: `geteuid` has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let Some(setpriv) = setpriv.filter(|_| root) else {
+        crate::support::skip("needs root and setpriv (util-linux) to run as another user");
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let commands = dir.path().join(".nixcmd/commands");
+    std::fs::create_dir_all(&commands).unwrap();
+    std::fs::set_permissions(
+        dir.path().join(".nixcmd"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(commands.join("flake-update.md"), runbook("Ours", "")).unwrap();
+    std::fs::set_permissions(&commands, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for args in [&["list"][..], &["show", "flake-update"][..]] {
+        let out = std::process::Command::new(&setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_nixcmd"))
+            .args(args)
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .env("HOME", dir.path())
+            .env_remove("NIXCMD_COMMANDS_DIR")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let shown = commands.display().to_string();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "error: cannot read {shown}: Permission denied (os error 13)\n  \
+                 hint: nixcmd looks for runbooks in it and will not guess past it: make it \
+                 readable (`chmod u+rx {shown}`, or fix its owner) or move it away\n"
+            ),
+            "{args:?}"
+        );
+    }
+}
+
 /// `list` opens files without updating their access time where it may (their owner, or
 /// root), and the ordinary way where it may not: a user listing someone else's readable
 /// runbooks gets the same rows. Needs root, to run the binary as `nobody`.
