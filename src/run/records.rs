@@ -4,7 +4,7 @@
 //! per-command lock and the duration history that feeds ETAs and `stats`.
 
 use crate::event::{RunStatus, StepStatus};
-use crate::records_io::write_atomic;
+use crate::records_io::{Folder, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -269,20 +269,23 @@ struct EnvStamp {
 const ENV_RACY: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl EnvFile {
-    fn read(&mut self, path: &Path) -> Vec<(String, String)> {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(meta) = std::fs::metadata(path) else {
+    fn read(&mut self, path: &Path, folder: Option<&Folder>) -> Vec<(String, String)> {
+        let meta = match folder {
+            Some(folder) => folder.stat(path, true),
+            None => crate::records_io::stat(path),
+        };
+        let Ok(meta) = meta else {
             self.seen = None;
             self.len = 0;
             return Vec::new();
         };
-        self.len = meta.len();
+        self.len = meta.len;
         let stamp = EnvStamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
+            dev: meta.dev,
+            ino: meta.ino,
+            len: meta.len,
+            mtime: meta.mtime,
+            ctime: meta.ctime,
         };
         if let Some((seen, vars)) = &self.seen
             && *seen == stamp
@@ -294,7 +297,6 @@ impl EnvFile {
         // is the older one and the next read sees the difference.
         let settled = meta
             .modified()
-            .ok()
             .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
             .is_some_and(|age| age > ENV_RACY);
         self.seen = settled.then(|| (stamp, vars.clone()));
@@ -332,12 +334,42 @@ impl RunDir {
     }
 
     fn open_at(path: PathBuf) -> std::io::Result<RunDir> {
+        // Where the folder cannot be held open, every file is reached by its whole path.
+        let temps = match Folder::open(&path) {
+            Ok(folder) => crate::records_io::KeptTemps::in_folder(folder),
+            Err(_) => Default::default(),
+        };
         Ok(RunDir {
             path,
             progress_cache: Default::default(),
-            temps: Default::default(),
+            temps,
             env_vars: Default::default(),
         })
+    }
+
+    /// The run folder held open, when it could be: see [`Folder`].
+    fn folder(&self) -> Option<&Folder> {
+        self.temps.folder()
+    }
+
+    /// Writes a step's script (see [`crate::records_io::write_script`]) at `path`, which is
+    /// [`RunDir::script_path`].
+    pub fn write_script(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        crate::records_io::write_script_in(self.folder(), path, bytes)
+    }
+
+    /// Opens a step's log at `path` ([`RunDir::log_path`]) for appending, created 0600.
+    pub fn open_log(&self, path: &Path) -> std::io::Result<File> {
+        match self.folder() {
+            Some(folder) => {
+                folder.open_file(path, libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND, 0o600)
+            }
+            None => OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path),
+        }
     }
 
     /// `events.ndjson`, opened for appending.
@@ -375,7 +407,7 @@ impl RunDir {
         self.env_vars
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .read(&self.env_file())
+            .read(&self.env_file(), self.temps.folder())
     }
 
     /// The length of `$NIXCMD_ENV` when [`RunDir::env_vars`] last looked (0 if missing): where
