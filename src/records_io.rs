@@ -121,11 +121,21 @@ impl Folder {
     fn at(&self, path: &Path) -> std::io::Result<(std::os::fd::RawFd, std::ffi::CString)> {
         use std::os::fd::AsRawFd;
         use std::os::unix::ffi::OsStrExt;
-        let (fd, name) = match path.strip_prefix(&self.path) {
-            Ok(rel) if !rel.as_os_str().is_empty() => (self.fd.as_raw_fd(), rel.as_os_str()),
-            _ => (libc::AT_FDCWD, path.as_os_str()),
+        // Compared as bytes, not by `Path::strip_prefix` (which parses both paths component by
+        // component, more instructions than the kernel's walk that this saves): the kernel
+        // resolves `<folder>/<rest>` as `<rest>` from the folder, whatever `<rest>` holds.
+        let full = path.as_os_str().as_bytes();
+        let own = self.path.as_os_str().as_bytes();
+        let rest = full
+            .strip_prefix(own)
+            .filter(|rest| own.ends_with(b"/") || rest.starts_with(b"/"))
+            .map(|rest| &rest[rest.iter().take_while(|&&b| b == b'/').count()..])
+            .filter(|rest| !rest.is_empty() && !own.is_empty());
+        let (fd, name) = match rest {
+            Some(rest) => (self.fd.as_raw_fd(), rest),
+            None => (libc::AT_FDCWD, full),
         };
-        let name = std::ffi::CString::new(name.as_bytes())
+        let name = std::ffi::CString::new(name)
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
         Ok((fd, name))
     }
@@ -542,6 +552,7 @@ impl Write for LogFile {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
 
     #[test]
     fn replaces_the_file_with_the_given_mode_and_leaves_no_temporary() {
@@ -618,6 +629,19 @@ mod tests {
             assert_eq!(mode, 0o600);
         }
         let folder = temps.folder().unwrap();
+        let named = |p: &str| {
+            let (fd, name) = folder.at(Path::new(p)).unwrap();
+            (fd == libc::AT_FDCWD, name.into_string().unwrap())
+        };
+        let own = dir.path().to_str().unwrap();
+        assert_eq!(named(&format!("{own}/a.json")), (false, "a.json".into()));
+        assert_eq!(
+            named(&format!("{own}//logs/b.log")),
+            (false, "logs/b.log".into())
+        );
+        assert_eq!(named(&format!("{own}x/c")), (true, format!("{own}x/c")));
+        assert_eq!(named(own), (true, own.to_string()));
+        assert_eq!(named("rel/d"), (true, "rel/d".into()));
         let stat = folder.stat(&inside, false).unwrap();
         assert_eq!(stat.len, 4);
         assert_eq!(
