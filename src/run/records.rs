@@ -235,12 +235,25 @@ pub struct RunDir {
     /// `progress.json` is rewritten whole at every step transition, but only an entry or two
     /// change: each entry's JSON text is kept and serialized again only when the entry changed
     /// (the whole file was most of a run's own CPU time).
-    progress_cache: std::sync::Mutex<Vec<(StepProgress, Vec<u8>)>>,
+    progress_cache: std::sync::Mutex<ProgressCache>,
+    /// `state.json`, `progress.json` and `env` in the folder, joined once (a join is a few
+    /// hundred instructions, and these are written or checked several times per step).
+    state_file: PathBuf,
+    progress_file: PathBuf,
+    env_path: PathBuf,
     /// Temporary files reused by the atomic rewrites of `state.json` and `progress.json`
     /// (removed when the run folder is closed, see `KeptTemps`).
     temps: crate::records_io::KeptTemps,
     /// `$NIXCMD_ENV` as last read (see [`EnvFile`]).
     env_vars: std::sync::Mutex<EnvFile>,
+}
+
+/// The JSON text of each `progress.json` entry as last written (with the entry it was made
+/// from), and the buffer the whole file is put together in, kept for the next write.
+#[derive(Default)]
+struct ProgressCache {
+    entries: Vec<(StepProgress, Vec<u8>)>,
+    out: Vec<u8>,
 }
 
 /// The `KEY=VALUE` exports of a run's `$NIXCMD_ENV` as last read, and what the file looked like
@@ -340,6 +353,9 @@ impl RunDir {
             Err(_) => Default::default(),
         };
         Ok(RunDir {
+            state_file: path.join("state.json"),
+            progress_file: path.join("progress.json"),
+            env_path: path.join("env"),
             path,
             progress_cache: Default::default(),
             temps,
@@ -399,7 +415,7 @@ impl RunDir {
     }
 
     pub fn env_file(&self) -> PathBuf {
-        self.path.join("env")
+        self.env_path.clone()
     }
 
     /// The `KEY=VALUE` lines of `$NIXCMD_ENV` now (read again only when the file changed).
@@ -407,7 +423,7 @@ impl RunDir {
         self.env_vars
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .read(&self.env_file(), self.temps.folder())
+            .read(&self.env_path, self.temps.folder())
     }
 
     /// The length of `$NIXCMD_ENV` when [`RunDir::env_vars`] last looked (0 if missing): where
@@ -418,25 +434,37 @@ impl RunDir {
 
     pub fn write_state(&self, state: &State) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-        self.temps
-            .write(&self.path.join("state.json"), &bytes, 0o600)
+        self.temps.write(&self.state_file, &bytes, 0o600)
     }
 
     pub fn write_progress(&self, progress: &Progress) -> std::io::Result<()> {
-        let bytes = self.progress_json(progress)?;
-        self.temps
-            .write(&self.path.join("progress.json"), &bytes, 0o600)
-    }
-
-    /// The same text as `serde_json::to_vec_pretty(progress)`, from cached entries.
-    fn progress_json(&self, progress: &Progress) -> std::io::Result<Vec<u8>> {
         let mut cache = self
             .progress_cache
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        cache.fill(progress)?;
+        self.temps.write(&self.progress_file, &cache.out, 0o600)
+    }
+
+    /// The text [`RunDir::write_progress`] writes.
+    #[cfg(test)]
+    fn progress_json(&self, progress: &Progress) -> std::io::Result<Vec<u8>> {
+        let mut cache = self.progress_cache.lock().unwrap();
+        cache.fill(progress)?;
+        Ok(cache.out.clone())
+    }
+}
+
+impl ProgressCache {
+    /// Puts the same text as `serde_json::to_vec_pretty(progress)` in `out`, from cached
+    /// entries.
+    fn fill(&mut self, progress: &Progress) -> std::io::Result<()> {
+        let ProgressCache {
+            entries: cache,
+            out,
+        } = self;
         cache.truncate(progress.steps.len());
-        let mut out =
-            Vec::with_capacity(cache.iter().map(|(_, j)| j.len() + 6).sum::<usize>() + 32);
+        out.clear();
         out.extend_from_slice(b"{\n  \"steps\": [");
         for (i, step) in progress.steps.iter().enumerate() {
             if cache.get(i).is_none_or(|(cached, _)| cached != step) {
@@ -457,7 +485,7 @@ impl RunDir {
             out.extend_from_slice(b"\n  ");
         }
         out.extend_from_slice(b"]\n}");
-        Ok(out)
+        Ok(())
     }
 }
 
