@@ -364,7 +364,7 @@ impl RunDir {
     }
 
     /// The run folder held open, when it could be: see [`Folder`].
-    fn folder(&self) -> Option<&Folder> {
+    pub fn folder(&self) -> Option<&Folder> {
         self.temps.folder()
     }
 

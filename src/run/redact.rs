@@ -69,9 +69,14 @@ impl EnvWatch {
         EnvWatch { path, len, extra }
     }
 
-    /// Learns the secrets of new `KEY=VALUE` lines, if the file grew (one `stat` per call).
-    pub fn refresh(&mut self, redactor: &mut Redactor) {
-        let len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+    /// Learns the secrets of new `KEY=VALUE` lines, if the file grew (one `stat` per call,
+    /// relative to the run folder when it is held open).
+    pub fn refresh(&mut self, redactor: &mut Redactor, folder: Option<&crate::records_io::Folder>) {
+        let len = match folder {
+            Some(folder) => folder.stat(&self.path, true).map(|m| m.len),
+            None => std::fs::metadata(&self.path).map(|m| m.len()),
+        };
+        let len = len.unwrap_or(0);
         if len == self.len {
             return;
         }

@@ -208,10 +208,11 @@ impl Engine<'_> {
             let step_id = &block.id;
             let mut env_watch =
                 EnvWatch::new(self.run.env_file(), self.run.env_len(), extra_secrets);
+            let folder = self.run.folder();
             let mut observe = |seen: Observed| match seen {
                 Observed::Spawned => record_start(em, &mut log, &mut started),
                 Observed::Line(stream, line) => {
-                    env_watch.refresh(&mut em.redactor);
+                    env_watch.refresh(&mut em.redactor, folder);
                     let line = em.redactor.redact(line);
                     if let Some(log) = log.as_mut() {
                         let _ = writeln!(log, "{line}");
