@@ -299,12 +299,14 @@ impl GroupChild {
 }
 
 fn c_string(bytes: &[u8]) -> std::io::Result<std::ffi::CString> {
-    std::ffi::CString::new(bytes).map_err(|_| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "nul byte found in provided data",
-        )
-    })
+    std::ffi::CString::new(bytes).map_err(|_| nul_error())
+}
+
+fn nul_error() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "nul byte found in provided data",
+    )
 }
 
 /// This process's environment as `KEY=VALUE` C strings, read once: nothing in nixcmd changes
@@ -340,7 +342,8 @@ fn inherited() -> &'static Inherited {
 }
 
 fn env_entry(key: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut entry = Vec::with_capacity(key.len() + value.len() + 1);
+    // Room for the NUL that `CString::new` adds: no reallocation there.
+    let mut entry = Vec::with_capacity(key.len() + value.len() + 2);
     entry.extend_from_slice(key);
     entry.push(b'=');
     entry.extend_from_slice(value);
@@ -361,27 +364,32 @@ fn child_env(
         ptrs.push(std::ptr::null_mut());
         return Ok((Vec::new(), ptrs));
     }
-    let mut set: std::collections::BTreeMap<&[u8], std::ffi::CString> = Default::default();
+    // Sorted by name, one per name (the last given, as a map would keep): a sorted vector, not
+    // a map, for the handful of a step's own variables.
+    let mut set: Vec<(&[u8], std::ffi::CString)> = Vec::with_capacity(env.len());
     for (k, v) in env {
-        set.insert(
-            k.as_bytes(),
-            c_string(&env_entry(k.as_bytes(), v.as_bytes()))?,
-        );
+        let entry = std::ffi::CString::new(env_entry(k.as_bytes(), v.as_bytes()))
+            .map_err(|_| nul_error())?;
+        set.push((k.as_bytes(), entry));
     }
+    set.reverse();
+    // Stable: of equal names the last given comes first now, and is the one kept.
+    set.sort_by(|a, b| a.0.cmp(b.0));
+    set.dedup_by(|later, kept| later.0 == kept.0);
     let mut ptrs = Vec::with_capacity(base.by_name.len() + set.len() + 1);
     let mut ours = set.iter().peekable();
     for (name, i) in &base.by_name {
-        while let Some((_, c)) = ours.next_if(|(k, _)| **k < name.as_slice()) {
+        while let Some((_, c)) = ours.next_if(|(k, _)| *k < name.as_slice()) {
             ptrs.push(ptr(c));
         }
-        match ours.next_if(|(k, _)| **k == name.as_slice()) {
+        match ours.next_if(|(k, _)| *k == name.as_slice()) {
             Some((_, c)) => ptrs.push(ptr(c)),
             None => ptrs.push(ptr(&base.entries[*i])),
         }
     }
     ptrs.extend(ours.map(|(_, c)| ptr(c)));
     ptrs.push(std::ptr::null_mut());
-    Ok((set.into_values().collect(), ptrs))
+    Ok((set.into_iter().map(|(_, c)| c).collect(), ptrs))
 }
 
 /// A pipe (read end, write end), both close-on-exec and above the standard descriptors (if

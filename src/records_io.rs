@@ -58,6 +58,153 @@ fn write_fresh(tmp: &Path, bytes: &[u8], mode: u32) -> std::io::Result<std::fs::
     Ok(file)
 }
 
+/// A folder held open (`O_PATH`), so that the system calls on files in it name them relative
+/// to it: the kernel walks one or two path components instead of the ~8 of a run folder's
+/// absolute path, for each of the dozen calls a step makes on its records. Paths outside the
+/// folder are used as they are.
+pub struct Folder {
+    path: std::path::PathBuf,
+    fd: std::os::fd::OwnedFd,
+}
+
+/// What [`Folder::stat`] tells of a file (the fields the callers compare).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStat {
+    pub dev: u64,
+    pub ino: u64,
+    pub len: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+impl FileStat {
+    /// The modification time.
+    pub fn modified(&self) -> Option<std::time::SystemTime> {
+        let (secs, nanos) = self.mtime;
+        let secs = u64::try_from(secs).ok()?;
+        let nanos = u32::try_from(nanos).ok()?;
+        std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(secs, nanos))
+    }
+}
+
+/// `stat` of `path` by its whole path (following symbolic links).
+pub fn stat(path: &Path) -> std::io::Result<FileStat> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok(FileStat {
+        dev: meta.dev(),
+        ino: meta.ino(),
+        len: meta.len(),
+        mtime: (meta.mtime(), meta.mtime_nsec()),
+        ctime: (meta.ctime(), meta.ctime_nsec()),
+    })
+}
+
+impl Folder {
+    pub fn open(path: &Path) -> std::io::Result<Folder> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(path)?;
+        Ok(Folder {
+            path: path.to_path_buf(),
+            fd: file.into(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The descriptor and name to give an `*at` call for `path`: relative to this folder when
+    /// `path` is inside it, else `path` itself (`AT_FDCWD`).
+    fn at(&self, path: &Path) -> std::io::Result<(std::os::fd::RawFd, std::ffi::CString)> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        // Compared as bytes, not by `Path::strip_prefix` (which parses both paths component by
+        // component, more instructions than the kernel's walk that this saves): the kernel
+        // resolves `<folder>/<rest>` as `<rest>` from the folder, whatever `<rest>` holds.
+        let full = path.as_os_str().as_bytes();
+        let own = self.path.as_os_str().as_bytes();
+        let rest = full
+            .strip_prefix(own)
+            .filter(|rest| own.ends_with(b"/") || rest.starts_with(b"/"))
+            .map(|rest| &rest[rest.iter().take_while(|&&b| b == b'/').count()..])
+            .filter(|rest| !rest.is_empty() && !own.is_empty());
+        let (fd, name) = match rest {
+            Some(rest) => (self.fd.as_raw_fd(), rest),
+            None => (libc::AT_FDCWD, full),
+        };
+        let name = std::ffi::CString::new(name)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        Ok((fd, name))
+    }
+
+    /// `stat` (following symbolic links) or `lstat` (`follow` false) of `path`.
+    pub fn stat(&self, path: &Path, follow: bool) -> std::io::Result<FileStat> {
+        let (fd, name) = self.at(path)?;
+        let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `name` is a NUL-terminated path alive for the call; fstatat fills `st`,
+        // which is read only when it succeeded.
+        let st = unsafe {
+            if libc::fstatat(fd, name.as_ptr(), st.as_mut_ptr(), flags) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            st.assume_init()
+        };
+        Ok(FileStat {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            len: st.st_size as u64,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        })
+    }
+
+    /// Opens `path` with `open(2)` `flags` (close-on-exec added) and `mode`.
+    pub fn open_file(
+        &self,
+        path: &Path,
+        flags: libc::c_int,
+        mode: libc::mode_t,
+    ) -> std::io::Result<std::fs::File> {
+        use std::os::fd::FromRawFd;
+        let (fd, name) = self.at(path)?;
+        // SAFETY: `name` is a NUL-terminated path alive for the call; the descriptor returned
+        // is new and owned by the `File` made of it.
+        unsafe {
+            let file = libc::openat(
+                fd,
+                name.as_ptr(),
+                flags | libc::O_CLOEXEC,
+                libc::c_uint::from(mode),
+            );
+            if file < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(std::fs::File::from_raw_fd(file))
+        }
+    }
+
+    /// `renameat2(from, to, RENAME_EXCHANGE)`: whether the two were swapped.
+    fn exchange(&self, from: &Path, to: &Path) -> bool {
+        let (Ok((from_fd, from)), Ok((to_fd, to))) = (self.at(from), self.at(to)) else {
+            return false;
+        };
+        // SAFETY: both names are valid NUL-terminated paths that outlive the call.
+        unsafe {
+            libc::renameat2(
+                from_fd,
+                from.as_ptr(),
+                to_fd,
+                to.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            ) == 0
+        }
+    }
+}
+
 /// Temporary files kept between atomic rewrites of the same targets (a run's `state.json` and
 /// `progress.json`, rewritten a few times per step). After a swap ([`replace`]) the old
 /// content sits under the temporary name; instead of unlinking it and creating a new file for
@@ -100,6 +247,8 @@ pub struct KeptTemps {
     /// held open so that, once swapped out under a temporary name, it is rewritten without
     /// being looked up and opened again.
     written: std::sync::Mutex<Vec<(std::path::PathBuf, Option<Held>)>>,
+    /// The folder of the targets, when known: the checks and swaps name files relative to it.
+    folder: Option<Folder>,
 }
 
 /// A file this process wrote, kept open (write-only, `F_SETSIG` already set), with what
@@ -125,13 +274,32 @@ impl Held {
     }
 
     /// Whether `path` leads to this file now.
-    fn is_at(&self, path: &Path) -> bool {
+    fn is_at(&self, path: &Path, folder: Option<&Folder>) -> bool {
         use std::os::unix::fs::MetadataExt;
-        std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == self.id)
+        match folder {
+            Some(folder) => folder
+                .stat(path, false)
+                .is_ok_and(|m| (m.dev, m.ino) == self.id),
+            None => std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == self.id),
+        }
     }
 }
 
 impl KeptTemps {
+    /// Kept temporaries for targets in `folder` (others work too, by their whole path).
+    pub fn in_folder(folder: Folder) -> KeptTemps {
+        KeptTemps {
+            free: Default::default(),
+            written: Default::default(),
+            folder: Some(folder),
+        }
+    }
+
+    /// The folder given to [`KeptTemps::in_folder`].
+    pub fn folder(&self) -> Option<&Folder> {
+        self.folder.as_ref()
+    }
+
     /// Writes `bytes` to `path` atomically, like [`write_atomic`], reusing a kept temporary.
     pub fn write(&self, path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
         let kept = {
@@ -142,7 +310,7 @@ impl KeptTemps {
                 .map(|(_, tmp, held)| (tmp, held))
         };
         let (tmp, held) = match kept {
-            Some((tmp, held)) => match rewrite_unshared(&tmp, held, bytes) {
+            Some((tmp, held)) => match rewrite_unshared(&tmp, held, bytes, self.folder.as_ref()) {
                 Ok(Some(held)) => (tmp, held),
                 // Someone has it open, or it cannot be reused: leave it, start a new one.
                 Ok(None) | Err(_) => {
@@ -152,7 +320,11 @@ impl KeptTemps {
             },
             None => self.write_new(path, bytes, mode)?,
         };
-        match replace(&tmp, path) {
+        let replaced = match &self.folder {
+            Some(folder) if folder.exchange(&tmp, path) => Ok(true),
+            _ => replace(&tmp, path),
+        };
+        match replaced {
             Ok(true) => {
                 // The file now under the temporary name is the one that was at `path`: ours
                 // (and held open) if this process put it there.
@@ -252,9 +424,14 @@ fn unshared(file: &std::fs::File) -> bool {
 /// Overwrites the kept temporary `tmp` with `bytes` in place, if no one else has it open:
 /// through `held` when `tmp` still leads to that file, else opened by name. `Ok(None)`:
 /// someone has it open (or leases are unavailable); the file was not changed.
-fn rewrite_unshared(tmp: &Path, held: Option<Held>, bytes: &[u8]) -> std::io::Result<Option<Held>> {
+fn rewrite_unshared(
+    tmp: &Path,
+    held: Option<Held>,
+    bytes: &[u8],
+    folder: Option<&Folder>,
+) -> std::io::Result<Option<Held>> {
     use std::os::unix::fs::FileExt;
-    if let Some(mut held) = held.filter(|h| h.is_at(tmp)) {
+    if let Some(mut held) = held.filter(|h| h.is_at(tmp, folder)) {
         if !unshared(&held.file) {
             return Ok(None);
         }
@@ -293,11 +470,21 @@ pub fn overwrite_in_place(file: &std::fs::File, bytes: &[u8]) -> std::io::Result
 /// temporary file and rename needed: nothing reads it before the shell nixcmd starts next),
 /// else replaced atomically (a resumed run, or a file left half-written by a crash).
 pub fn write_script(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path);
+    write_script_in(None, path, bytes)
+}
+
+/// [`write_script`] of a file named relative to `folder` when it is in it.
+pub fn write_script_in(folder: Option<&Folder>, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let created = match folder {
+        Some(folder) => {
+            folder.open_file(path, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
+        }
+        None => std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path),
+    };
     match created {
         // A short write (disk full) must not leave half a script for the shell to run.
         Ok(mut file) => file.write_all(bytes).inspect_err(|_| {
@@ -365,6 +552,7 @@ impl Write for LogFile {
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
 
     #[test]
     fn replaces_the_file_with_the_given_mode_and_leaves_no_temporary() {
@@ -418,6 +606,58 @@ mod tests {
         drop(temps);
         assert_eq!(files(), 1);
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "6");
+    }
+
+    /// The same through a folder held open: names in it are reached relative to it, names
+    /// elsewhere by their whole path, and a folder moved away keeps being written (the run's
+    /// files follow their folder).
+    #[test]
+    fn kept_temps_in_a_folder_write_inside_and_outside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let folder = super::Folder::open(dir.path()).unwrap();
+        assert_eq!(folder.path(), dir.path());
+        let temps = super::KeptTemps::in_folder(folder);
+        let inside = dir.path().join("progress.json");
+        let outside = other.path().join("state.json");
+        for text in ["one", "a longer two", "3", "four"] {
+            temps.write(&inside, text.as_bytes(), 0o600).unwrap();
+            temps.write(&outside, text.as_bytes(), 0o600).unwrap();
+            assert_eq!(std::fs::read_to_string(&inside).unwrap(), text);
+            assert_eq!(std::fs::read_to_string(&outside).unwrap(), text);
+            let mode = std::fs::metadata(&inside).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let folder = temps.folder().unwrap();
+        let named = |p: &str| {
+            let (fd, name) = folder.at(Path::new(p)).unwrap();
+            (fd == libc::AT_FDCWD, name.into_string().unwrap())
+        };
+        let own = dir.path().to_str().unwrap();
+        assert_eq!(named(&format!("{own}/a.json")), (false, "a.json".into()));
+        assert_eq!(
+            named(&format!("{own}//logs/b.log")),
+            (false, "logs/b.log".into())
+        );
+        assert_eq!(named(&format!("{own}x/c")), (true, format!("{own}x/c")));
+        assert_eq!(named(own), (true, own.to_string()));
+        assert_eq!(named("rel/d"), (true, "rel/d".into()));
+        let stat = folder.stat(&inside, false).unwrap();
+        assert_eq!(stat.len, 4);
+        assert_eq!(
+            stat.modified(),
+            std::fs::metadata(&inside).unwrap().modified().ok()
+        );
+        assert_eq!(folder.stat(&outside, true).unwrap().len, 4);
+        assert!(folder.stat(&dir.path().join("none"), true).is_err());
+        let script = dir.path().join("step.sh");
+        super::write_script_in(Some(folder), &script, b"echo 1\n").unwrap();
+        super::write_script_in(Some(folder), &script, b"echo 2\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&script).unwrap(), "echo 2\n");
+        drop(temps);
+        // The target and the script; no temporary left.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -81,11 +81,14 @@ impl Emitter<'_> {
             kind,
         };
         let line = serde_json::to_string(&event).unwrap_or_default();
-        let line = self.redactor.redact(&line);
+        let mut line = self.redactor.redact_owned(line);
         // One write per line: a crash leaves at most a torn last line, which readers skip.
+        // The newline goes on the line itself (no second copy), and off again for the sinks.
+        line.push('\n');
         if let Some(events) = self.events.as_mut() {
-            let _ = events.write_all(format!("{line}\n").as_bytes());
+            let _ = events.write_all(line.as_bytes());
         }
+        line.pop();
         for sink in &mut self.sinks {
             sink.event(&event, &line);
         }

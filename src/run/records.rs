@@ -4,7 +4,7 @@
 //! per-command lock and the duration history that feeds ETAs and `stats`.
 
 use crate::event::{RunStatus, StepStatus};
-use crate::records_io::write_atomic;
+use crate::records_io::{Folder, write_atomic};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -235,12 +235,25 @@ pub struct RunDir {
     /// `progress.json` is rewritten whole at every step transition, but only an entry or two
     /// change: each entry's JSON text is kept and serialized again only when the entry changed
     /// (the whole file was most of a run's own CPU time).
-    progress_cache: std::sync::Mutex<Vec<(StepProgress, Vec<u8>)>>,
+    progress_cache: std::sync::Mutex<ProgressCache>,
+    /// `state.json`, `progress.json` and `env` in the folder, joined once (a join is a few
+    /// hundred instructions, and these are written or checked several times per step).
+    state_file: PathBuf,
+    progress_file: PathBuf,
+    env_path: PathBuf,
     /// Temporary files reused by the atomic rewrites of `state.json` and `progress.json`
     /// (removed when the run folder is closed, see `KeptTemps`).
     temps: crate::records_io::KeptTemps,
     /// `$NIXCMD_ENV` as last read (see [`EnvFile`]).
     env_vars: std::sync::Mutex<EnvFile>,
+}
+
+/// The JSON text of each `progress.json` entry as last written (with the entry it was made
+/// from), and the buffer the whole file is put together in, kept for the next write.
+#[derive(Default)]
+struct ProgressCache {
+    entries: Vec<(StepProgress, Vec<u8>)>,
+    out: Vec<u8>,
 }
 
 /// The `KEY=VALUE` exports of a run's `$NIXCMD_ENV` as last read, and what the file looked like
@@ -269,20 +282,23 @@ struct EnvStamp {
 const ENV_RACY: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl EnvFile {
-    fn read(&mut self, path: &Path) -> Vec<(String, String)> {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(meta) = std::fs::metadata(path) else {
+    fn read(&mut self, path: &Path, folder: Option<&Folder>) -> Vec<(String, String)> {
+        let meta = match folder {
+            Some(folder) => folder.stat(path, true),
+            None => crate::records_io::stat(path),
+        };
+        let Ok(meta) = meta else {
             self.seen = None;
             self.len = 0;
             return Vec::new();
         };
-        self.len = meta.len();
+        self.len = meta.len;
         let stamp = EnvStamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
+            dev: meta.dev,
+            ino: meta.ino,
+            len: meta.len,
+            mtime: meta.mtime,
+            ctime: meta.ctime,
         };
         if let Some((seen, vars)) = &self.seen
             && *seen == stamp
@@ -294,7 +310,6 @@ impl EnvFile {
         // is the older one and the next read sees the difference.
         let settled = meta
             .modified()
-            .ok()
             .and_then(|m| std::time::SystemTime::now().duration_since(m).ok())
             .is_some_and(|age| age > ENV_RACY);
         self.seen = settled.then(|| (stamp, vars.clone()));
@@ -332,12 +347,45 @@ impl RunDir {
     }
 
     fn open_at(path: PathBuf) -> std::io::Result<RunDir> {
+        // Where the folder cannot be held open, every file is reached by its whole path.
+        let temps = match Folder::open(&path) {
+            Ok(folder) => crate::records_io::KeptTemps::in_folder(folder),
+            Err(_) => Default::default(),
+        };
         Ok(RunDir {
+            state_file: path.join("state.json"),
+            progress_file: path.join("progress.json"),
+            env_path: path.join("env"),
             path,
             progress_cache: Default::default(),
-            temps: Default::default(),
+            temps,
             env_vars: Default::default(),
         })
+    }
+
+    /// The run folder held open, when it could be: see [`Folder`].
+    pub fn folder(&self) -> Option<&Folder> {
+        self.temps.folder()
+    }
+
+    /// Writes a step's script (see [`crate::records_io::write_script`]) at `path`, which is
+    /// [`RunDir::script_path`].
+    pub fn write_script(&self, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+        crate::records_io::write_script_in(self.folder(), path, bytes)
+    }
+
+    /// Opens a step's log at `path` ([`RunDir::log_path`]) for appending, created 0600.
+    pub fn open_log(&self, path: &Path) -> std::io::Result<File> {
+        match self.folder() {
+            Some(folder) => {
+                folder.open_file(path, libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND, 0o600)
+            }
+            None => OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(path),
+        }
     }
 
     /// `events.ndjson`, opened for appending.
@@ -367,7 +415,7 @@ impl RunDir {
     }
 
     pub fn env_file(&self) -> PathBuf {
-        self.path.join("env")
+        self.env_path.clone()
     }
 
     /// The `KEY=VALUE` lines of `$NIXCMD_ENV` now (read again only when the file changed).
@@ -375,7 +423,7 @@ impl RunDir {
         self.env_vars
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .read(&self.env_file())
+            .read(&self.env_path, self.temps.folder())
     }
 
     /// The length of `$NIXCMD_ENV` when [`RunDir::env_vars`] last looked (0 if missing): where
@@ -386,25 +434,37 @@ impl RunDir {
 
     pub fn write_state(&self, state: &State) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?;
-        self.temps
-            .write(&self.path.join("state.json"), &bytes, 0o600)
+        self.temps.write(&self.state_file, &bytes, 0o600)
     }
 
     pub fn write_progress(&self, progress: &Progress) -> std::io::Result<()> {
-        let bytes = self.progress_json(progress)?;
-        self.temps
-            .write(&self.path.join("progress.json"), &bytes, 0o600)
-    }
-
-    /// The same text as `serde_json::to_vec_pretty(progress)`, from cached entries.
-    fn progress_json(&self, progress: &Progress) -> std::io::Result<Vec<u8>> {
         let mut cache = self
             .progress_cache
             .lock()
             .unwrap_or_else(|e| e.into_inner());
+        cache.fill(progress)?;
+        self.temps.write(&self.progress_file, &cache.out, 0o600)
+    }
+
+    /// The text [`RunDir::write_progress`] writes.
+    #[cfg(test)]
+    fn progress_json(&self, progress: &Progress) -> std::io::Result<Vec<u8>> {
+        let mut cache = self.progress_cache.lock().unwrap();
+        cache.fill(progress)?;
+        Ok(cache.out.clone())
+    }
+}
+
+impl ProgressCache {
+    /// Puts the same text as `serde_json::to_vec_pretty(progress)` in `out`, from cached
+    /// entries.
+    fn fill(&mut self, progress: &Progress) -> std::io::Result<()> {
+        let ProgressCache {
+            entries: cache,
+            out,
+        } = self;
         cache.truncate(progress.steps.len());
-        let mut out =
-            Vec::with_capacity(cache.iter().map(|(_, j)| j.len() + 6).sum::<usize>() + 32);
+        out.clear();
         out.extend_from_slice(b"{\n  \"steps\": [");
         for (i, step) in progress.steps.iter().enumerate() {
             if cache.get(i).is_none_or(|(cached, _)| cached != step) {
@@ -425,7 +485,7 @@ impl RunDir {
             out.extend_from_slice(b"\n  ");
         }
         out.extend_from_slice(b"]\n}");
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -434,11 +494,14 @@ impl RunDir {
 fn progress_entry_json(step: &StepProgress) -> std::io::Result<Vec<u8>> {
     let flat = serde_json::to_vec_pretty(step).map_err(std::io::Error::other)?;
     let mut out = Vec::with_capacity(flat.len() + flat.len() / 4);
-    for &b in &flat {
-        out.push(b);
-        if b == b'\n' {
-            out.extend_from_slice(b"    ");
-        }
+    // Line by line, not byte by byte: a byte loop was most of this function's instructions.
+    let mut lines = flat.split(|&b| b == b'\n');
+    if let Some(first) = lines.next() {
+        out.extend_from_slice(first);
+    }
+    for line in lines {
+        out.extend_from_slice(b"\n    ");
+        out.extend_from_slice(line);
     }
     Ok(out)
 }

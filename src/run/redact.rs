@@ -36,7 +36,12 @@ impl Redactor {
     }
 
     pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
+        self.redact_owned(text.to_string())
+    }
+
+    /// [`Redactor::redact`] of a string already owned: not copied when nothing matches.
+    pub fn redact_owned(&self, text: String) -> String {
+        let mut out = text;
         for v in &self.values {
             if out.contains(v.as_str()) {
                 out = out.replace(v.as_str(), "[REDACTED]");
@@ -64,9 +69,14 @@ impl EnvWatch {
         EnvWatch { path, len, extra }
     }
 
-    /// Learns the secrets of new `KEY=VALUE` lines, if the file grew (one `stat` per call).
-    pub fn refresh(&mut self, redactor: &mut Redactor) {
-        let len = std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0);
+    /// Learns the secrets of new `KEY=VALUE` lines, if the file grew (one `stat` per call,
+    /// relative to the run folder when it is held open).
+    pub fn refresh(&mut self, redactor: &mut Redactor, folder: Option<&crate::records_io::Folder>) {
+        let len = match folder {
+            Some(folder) => folder.stat(&self.path, true).map(|m| m.len),
+            None => std::fs::metadata(&self.path).map(|m| m.len()),
+        };
+        let len = len.unwrap_or(0);
         if len == self.len {
             return;
         }

@@ -11,9 +11,7 @@ use crate::run::engine::{
 };
 use crate::run::redact::EnvWatch;
 use std::collections::VecDeque;
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 impl Engine<'_> {
@@ -127,7 +125,7 @@ impl Engine<'_> {
         let backoff = block.attrs.backoff.unwrap_or(DEFAULT_BACKOFF);
         let script = self.run.script_path(&block.id);
         let log_path = self.run.log_path(&block.id);
-        let _ = crate::records_io::write_script(&script, block.code.as_bytes());
+        let _ = self.run.write_script(&script, block.code.as_bytes());
         // Opened with the first attempt's start record, while bash starts up: creating a file
         // is among the costliest calls between two steps, and nothing is written before.
         let mut log: Option<crate::records_io::LogFile> = None;
@@ -194,13 +192,7 @@ impl Engine<'_> {
                       started: &mut Option<EventKind>| {
                     let Some(event) = started.take() else { return };
                     if log.is_none() {
-                        *log = OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .mode(0o600)
-                            .open(log_path)
-                            .ok()
-                            .map(crate::records_io::LogFile);
+                        *log = run.open_log(log_path).ok().map(crate::records_io::LogFile);
                     }
                     let _ = run.write_progress(progress);
                     state.updated = now();
@@ -216,10 +208,11 @@ impl Engine<'_> {
             let step_id = &block.id;
             let mut env_watch =
                 EnvWatch::new(self.run.env_file(), self.run.env_len(), extra_secrets);
+            let folder = self.run.folder();
             let mut observe = |seen: Observed| match seen {
                 Observed::Spawned => record_start(em, &mut log, &mut started),
                 Observed::Line(stream, line) => {
-                    env_watch.refresh(&mut em.redactor);
+                    env_watch.refresh(&mut em.redactor, folder);
                     let line = em.redactor.redact(line);
                     if let Some(log) = log.as_mut() {
                         let _ = writeln!(log, "{line}");
