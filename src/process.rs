@@ -588,6 +588,9 @@ pub enum Observed<'a> {
     /// process starts up, instead of delaying its start.
     Spawned,
     Line(Stream, &'a str),
+    /// Every complete line of one read has been passed on: what was gathered for them can
+    /// be written now, in one call instead of one per line.
+    ReadDone,
 }
 
 /// [`run_group`], also told when the process has started (before any of its output).
@@ -610,7 +613,6 @@ pub fn run_group_observed(
     )?;
     let pgid = child.id() as i32;
     observe(Observed::Spawned);
-    let on_line = &mut |stream: Stream, line: &str| observe(Observed::Line(stream, line));
     if let (Some(bytes), Some(mut pipe)) = (spec.stdin.clone(), child.stdin.take()) {
         std::thread::spawn(move || {
             let _ = pipe.write_all(&bytes);
@@ -728,7 +730,8 @@ pub fn run_group_observed(
             let ready = fds[slot].revents != 0;
             slot += 1;
             if ready {
-                pipe.read(on_line);
+                pipe.read(&mut |stream, line| observe(Observed::Line(stream, line)));
+                observe(Observed::ReadDone);
             }
         }
     }

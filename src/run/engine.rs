@@ -69,9 +69,32 @@ pub(super) struct Emitter<'a> {
     /// progress files and the sinks still see everything) and says so in a warning.
     events: Option<std::fs::File>,
     sinks: Vec<Box<dyn Sink + 'a>>,
+    /// Event lines gathered while [`Emitter::hold`] is in force (the output lines of one read
+    /// of a step's pipe), written to `events.ndjson` in one call by [`Emitter::release`].
+    held: Option<Vec<u8>>,
 }
 
 impl Emitter<'_> {
+    /// From now on event lines are gathered instead of written one by one (the sinks still
+    /// see each event at once). A crash loses at most what was gathered, never part of a
+    /// line: [`Emitter::release`] writes whole lines.
+    pub(super) fn hold(&mut self) {
+        if self.held.is_none() {
+            self.held = Some(Vec::new());
+        }
+    }
+
+    /// Writes what [`Emitter::hold`] gathered, in one call, and writes each event again as
+    /// it comes.
+    pub(super) fn release(&mut self) {
+        if let Some(held) = self.held.take()
+            && !held.is_empty()
+            && let Some(events) = self.events.as_mut()
+        {
+            let _ = events.write_all(&held);
+        }
+    }
+
     pub(super) fn emit(&mut self, kind: EventKind) {
         self.seq += 1;
         let event = Event {
@@ -85,8 +108,12 @@ impl Emitter<'_> {
         // One write per line: a crash leaves at most a torn last line, which readers skip.
         // The newline goes on the line itself (no second copy), and off again for the sinks.
         line.push('\n');
-        if let Some(events) = self.events.as_mut() {
-            let _ = events.write_all(line.as_bytes());
+        match (self.events.as_mut(), self.held.as_mut()) {
+            (Some(_), Some(held)) => held.extend_from_slice(line.as_bytes()),
+            (Some(events), None) => {
+                let _ = events.write_all(line.as_bytes());
+            }
+            (None, _) => {}
         }
         line.pop();
         for sink in &mut self.sinks {
@@ -160,6 +187,7 @@ impl<'a> Engine<'a> {
             redactor,
             events,
             sinks,
+            held: None,
         };
         Engine {
             cmd,

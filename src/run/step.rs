@@ -203,19 +203,30 @@ impl Engine<'_> {
                     }
                 }
             };
-            let mut lines: Vec<String> = Vec::new();
             let em = &mut self.em;
             let step_id = &block.id;
             let mut env_watch =
                 EnvWatch::new(self.run.env_file(), self.run.env_len(), extra_secrets);
             let folder = self.run.folder();
+            // The lines of one read of the pipes go to the log and to events.ndjson in one
+            // write each (a step printing a million lines made two million writes), and the
+            // `$NIXCMD_ENV` file is looked at once per read: whatever the step exported
+            // before printing them was written before the read.
+            let mut log_lines: Vec<u8> = Vec::new();
+            let mut in_read = false;
+            let tail = &mut tail;
             let mut observe = |seen: Observed| match seen {
                 Observed::Spawned => record_start(em, &mut log, &mut started),
                 Observed::Line(stream, line) => {
-                    env_watch.refresh(&mut em.redactor, folder);
+                    if !in_read {
+                        in_read = true;
+                        env_watch.refresh(&mut em.redactor, folder);
+                        em.hold();
+                    }
                     let line = em.redactor.redact(line);
-                    if let Some(log) = log.as_mut() {
-                        let _ = writeln!(log, "{line}");
+                    if log.is_some() {
+                        log_lines.extend_from_slice(line.as_bytes());
+                        log_lines.push(b'\n');
                     }
                     em.emit(EventKind::Output {
                         step_id: step_id.clone(),
@@ -223,18 +234,27 @@ impl Engine<'_> {
                         stream: stream.name().into(),
                         line: line.clone(),
                     });
-                    lines.push(line);
+                    // Only the last lines are kept (for the failure report): a step's whole
+                    // output held in memory grew with it (117 MB for two million lines).
+                    if tail.len() == TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                }
+                Observed::ReadDone => {
+                    in_read = false;
+                    if let Some(log) = log.as_mut()
+                        && !log_lines.is_empty()
+                    {
+                        let _ = log.write_all(&log_lines);
+                    }
+                    log_lines.clear();
+                    em.release();
                 }
             };
             let ended = process::run_group_observed(&spec, &self.cancel, &mut observe);
             // bash could not be started: the step is still recorded as started (and failed).
             record_start(&mut self.em, &mut log, &mut started);
-            for line in lines {
-                tail.push_back(line);
-                if tail.len() > TAIL_LINES {
-                    tail.pop_front();
-                }
-            }
             let ended = match ended {
                 Ok(e) => e,
                 Err(e) => {

@@ -360,3 +360,78 @@ fn state_json_names_the_commit_checked_out_where_the_run_runs() {
     let state = read_json(&only_run(out.root.path()).join("state.json"));
     assert_eq!(state["git_commit"], head.as_str());
 }
+
+/// A step that prints a million lines: every line reaches the log and events.ndjson, in
+/// order, the failure report shows the last 20, and nixcmd's memory does not grow with the
+/// output (it held every line until the step ended: about 60 MB for a million).
+#[test]
+fn a_chatty_step_is_recorded_whole_in_bounded_memory() {
+    const LINES: u32 = 1_000_000;
+    let text = format!(
+        "---\ndescription: A chatty step\nnixcmd: {{}}\n---\n# Chatty\n\n## Steps\n### Spew\n\
+         ```bash {{id=spew}}\nseq 1 {LINES}\necho done >&2\nexit 3\n```\n"
+    );
+    let (mut cmd, root) = Test::new()
+        .runbook("chatty.md", &text)
+        .args(["run", "chatty"])
+        .into_command();
+    let stdout = root.path().join("stdout.txt");
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn nixcmd");
+    // Its own high-water mark, read while it runs (VmHWM only grows). Not wait4's rusage:
+    // that includes the memory of the test process that spawned it.
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file)
+            && let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak_kb = peak_kb.max(kb);
+        }
+        if let Some(status) = child.try_wait().expect("wait for nixcmd") {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1));
+    assert!(peak_kb > 0, "VmHWM was read");
+    assert!(peak_kb < 30 * 1024, "peak resident size {peak_kb} kB");
+
+    let run = only_run(root.path());
+    // Each stream in order; where stderr's one line falls between stdout's is best effort
+    // (both pipes are read as they fill).
+    let in_order = |lines: &[String]| {
+        let numbers: Vec<&String> = lines.iter().filter(|l| *l != "done").collect();
+        assert_eq!(numbers.len(), LINES as usize);
+        assert!(numbers.iter().zip(1..).all(|(l, n)| **l == n.to_string()));
+        assert_eq!(lines.iter().filter(|l| *l == "done").count(), 1);
+    };
+    let log = std::fs::read_to_string(run.join("logs/spew.log")).expect("log");
+    let log: Vec<String> = log.lines().map(str::to_string).collect();
+    assert!(log[0].starts_with("── spew attempt 1/1 at "), "{}", log[0]);
+    assert_eq!(log[log.len() - 1], "── attempt 1 exited with status 3 ──");
+    in_order(&log[1..log.len() - 1]);
+    let events = std::fs::read_to_string(run.join("events.ndjson")).expect("events");
+    let outputs: Vec<String> = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("whole event lines"))
+        .filter(|e| e["type"] == "output")
+        .map(|e| e["line"].as_str().expect("line").to_string())
+        .collect();
+    in_order(&outputs);
+    // The failure report: the step's last 20 lines, as the log has them.
+    let printed = std::fs::read_to_string(&stdout).expect("stdout");
+    let tail = &log[log.len() - 21..log.len() - 1];
+    let shown: Vec<&str> = printed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("│ "))
+        .collect();
+    assert_eq!(shown, tail, "{printed}");
+}
