@@ -200,6 +200,16 @@ impl SearchPath {
         Ok(found)
     }
 
+    /// Whether a folder of the path holds more than a block of entries (a few hundred
+    /// files on ext4, fewer on tmpfs or btrfs, whose folder sizes count names): `list` then
+    /// starts its reading threads before the search. Only a hint; a wrong guess costs
+    /// little either way.
+    pub fn looks_large(&self) -> bool {
+        self.dirs
+            .iter()
+            .any(|(dir, _)| std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.len() > 4096))
+    }
+
     /// The winners (first of each name) and the shadowed ones with the winner's origin.
     pub fn resolve(&self) -> Result<Resolved, Failure> {
         let all = self.all()?;

@@ -45,7 +45,13 @@ pub fn listing(search: &SearchPath) -> Result<Listing, Failure> {
 
 /// [`listing`], and the search results it was read from (what is left of them).
 fn listing_and_found(search: &SearchPath) -> Result<(Listing, Vec<Found>), Failure> {
-    let (mut winners, shadowed) = search.resolve()?;
+    let (mut winners, shadowed) = match helpers_for(search) {
+        // A large folder: helper threads start before the search, so that they are running
+        // (not still waking an idle core, which takes a millisecond or two on a VM) when its
+        // files are ready to read.
+        0 => search.resolve()?,
+        helpers => return listing_with_early_helpers(search, helpers),
+    };
     let commands = rows(&mut winners);
     Ok((listing_of(commands, shadowed), winners))
 }
@@ -62,53 +68,96 @@ fn listing_of(commands: Vec<Row>, shadowed: Vec<(Found, Origin)>) -> Listing {
     Listing { commands, shadowed }
 }
 
-/// Files from which `list` reads on more than one thread. Below it, one thread: a thousand
-/// files are read in a few milliseconds, and on a VM whose scheduler packs runnable threads
-/// onto one vCPU (as the benchmark machine's does) a second thread only adds its start, its
-/// malloc arena's page faults and lock traffic — ten alternating hyperfine rounds of 1000
-/// files: 18.7 ms on one thread, 20.8 ms with a helper started after the search, 21.2 ms
-/// with one started before it and waiting awake (grep -r: 13.7 ms). Far above it, the
-/// reading is long enough for that cost not to matter wherever a second core is free.
-const THREADED_FROM: usize = 4096;
-
-/// Reads every command, in order: on this thread, or for a very large search spread over
-/// the machine's cores (file reading and parsing parallelise cleanly).
-fn rows(found: &mut [Found]) -> Vec<Row> {
-    // Asked only when it matters: std reads the cgroup's CPU quota (three files opened).
-    let workers = if found.len() < THREADED_FROM {
-        1
-    } else {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(8)
-    };
-    rows_on(found, workers)
+/// How many threads besides this one should read the files of `search`: none unless one of
+/// its folders is large (more than a block of entries: a few hundred files) and there is
+/// more than one core.
+fn helpers_for(search: &SearchPath) -> usize {
+    if !search.looks_large() {
+        return 0;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8)
+        - 1
 }
 
-/// [`rows`] on `workers` threads (this one included).
-fn rows_on(found: &mut [Found], workers: usize) -> Vec<Row> {
-    if workers <= 1 {
+fn listing_with_early_helpers(
+    search: &SearchPath,
+    helpers: usize,
+) -> Result<(Listing, Vec<Found>), Failure> {
+    let mut winners: Vec<Found> = Vec::new();
+    let mut slots: Vec<Option<Row>> = Vec::new();
+    let queue = Queue::default();
+    let resolved = std::thread::scope(|scope| {
+        // However this thread leaves the scope (a panic included), the helpers stop waiting:
+        // the scope joins them.
+        let _release = Release(&queue);
+        let handles: Vec<_> = (0..helpers)
+            .map(|_| {
+                scope.spawn(|| {
+                    if queue.wait() {
+                        queue.take_all();
+                    }
+                })
+            })
+            .collect();
+        let resolved = search.resolve().map(|(found, shadowed)| {
+            winners = found;
+            slots.resize_with(winners.len(), || None);
+            queue.post(Some(batches(&mut winners, &mut slots)));
+            queue.take_all();
+            shadowed
+        });
+        if resolved.is_err() {
+            queue.post(None);
+        }
+        for h in handles {
+            h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        }
+        resolved
+    });
+    let shadowed = resolved?;
+    let commands = filled(slots);
+    Ok((listing_of(commands, shadowed), winners))
+}
+
+/// Reads every command, spread over the machine's cores: listing a folder of a thousand
+/// runbooks is file reading and parsing, and both parallelise cleanly. Order is kept.
+fn rows(found: &mut [Found]) -> Vec<Row> {
+    // A few files are read on this thread: not worth a thread, nor asking how many cores
+    // there are (std reads the cgroup's CPU quota: three files opened and read).
+    if found.len() < 16 {
+        return found.iter_mut().map(row).collect();
+    }
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    if workers == 1 {
         return found.iter_mut().map(row).collect();
     }
     let mut slots: Vec<Option<Row>> = Vec::new();
     slots.resize_with(found.len(), || None);
-    let queue = Queue {
-        batches: Mutex::new(batches(found, &mut slots)),
-    };
+    let queue = Queue::default();
+    queue.post(Some(batches(found, &mut slots)));
     std::thread::scope(|scope| {
         let handles: Vec<_> = (1..workers)
             .map(|_| scope.spawn(|| queue.take_all()))
             .collect();
-        // The main thread reads too: one thread fewer to start, and it would only wait
-        // otherwise.
+        // The main thread reads too: one thread fewer to start (its stack and its malloc
+        // arena are page faults), and it would only wait otherwise.
         queue.take_all();
         for h in handles {
             h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
         }
     });
-    // Every slot was filled by the thread that took it. `Option<Row>` has the size of
-    // `Row`: this reuses the vector.
+    filled(slots)
+}
+
+/// Every slot was filled by the thread that took it. `Option<Row>` has the size of `Row`:
+/// this reuses the vector.
+fn filled(slots: Vec<Option<Row>>) -> Vec<Row> {
     slots
         .into_iter()
         .map(|r| r.expect("every file read"))
@@ -127,14 +176,64 @@ fn batches<'a>(found: &'a mut [Found], slots: &'a mut [Option<Row>]) -> Batches<
     found.chunks_mut(BATCH).zip(slots.chunks_mut(BATCH))
 }
 
-/// Where the threads of a listing take their files from: the next few files (and the slots
-/// for their rows) rather than fixed halves, so that a thread started late still takes its
-/// share. Rows go straight into their slots: no per-thread vectors to grow.
-struct Queue<'a> {
-    batches: Mutex<Batches<'a>>,
+/// Ends every wait on the queue when dropped.
+struct Release<'q, 'a>(&'q Queue<'a>);
+
+impl Drop for Release<'_, '_> {
+    fn drop(&mut self) {
+        self.0
+            .posted
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
-impl Queue<'_> {
+/// Where the threads of a listing take their files from. Threads take the next few files
+/// (and the slots for their rows) rather than fixed halves: a started thread is ready a
+/// fraction of a millisecond after the main thread, which would otherwise finish its half
+/// first and wait for the other. Rows go straight into their slots: no per-thread vectors to
+/// grow (fresh pages).
+#[derive(Default)]
+struct Queue<'a> {
+    batches: Mutex<Option<Batches<'a>>>,
+    /// Set once `batches` holds the files, or when there will be none.
+    posted: std::sync::atomic::AtomicBool,
+}
+
+impl<'a> Queue<'a> {
+    fn post(&self, batches: Option<Batches<'a>>) {
+        *self.batches.lock().unwrap_or_else(|e| e.into_inner()) = batches;
+        self.posted
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Waits for [`post`](Self::post), awake for a while (a sleeping thread's core may take
+    /// longer to wake than the search takes), yielding to any thread that wants the core,
+    /// then asleep in short naps. False when there are no files.
+    fn wait(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let spin_until = std::time::Instant::now() + std::time::Duration::from_millis(5);
+        let mut spins = 0u32;
+        while !self.posted.load(Ordering::Acquire) {
+            if std::time::Instant::now() < spin_until {
+                spins = spins.wrapping_add(1);
+                // Not only a spin: started on the searching thread's own core, this thread
+                // must let it run (every ten microseconds or so; yielding on every turn
+                // made the wait itself slower).
+                if spins.is_multiple_of(256) {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+        self.batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     /// Reads files until none are left.
     fn take_all(&self) {
         loop {
@@ -142,7 +241,8 @@ impl Queue<'_> {
                 .batches
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .next();
+                .as_mut()
+                .and_then(Iterator::next);
             let Some((files, out)) = next else {
                 return;
             };
@@ -461,9 +561,10 @@ pub(crate) mod tests {
         }
     }
 
-    /// Several threads give the rows one thread gives, in name order.
+    /// A large folder is read by threads started before the search, a small one by this
+    /// thread: both give the rows one file at a time would, in name order.
     #[test]
-    fn threads_list_the_same_rows_as_one() {
+    fn large_and_small_folders_list_the_same_rows() {
         let dir = tempfile::tempdir().expect("temp dir");
         let cwd = tempfile::tempdir().expect("temp dir");
         for i in (0..400).rev() {
@@ -484,14 +585,17 @@ pub(crate) mod tests {
         // `c000`…`c399`, not the built-ins.
         let ours = |n: &str| n.len() == 4 && n[1..].bytes().all(|b| b.is_ascii_digit());
         let search = SearchPath::new(Some(dir.path()), cwd.path());
-        let listed = serde_json::to_value(listing(&search).expect("listing")).expect("json");
+        assert!(search.looks_large(), "400 files make a large folder");
+        assert!(
+            helpers_for(&search) > 0 || std::thread::available_parallelism().unwrap().get() == 1
+        );
+        let early = serde_json::to_value(listing(&search).expect("listing")).expect("json");
+        // One at a time, in name order, on this thread.
         let (mut found, _) = search.resolve().expect("resolve");
-        let one = serde_json::to_value(rows_on(&mut found, 1)).expect("json");
-        let (mut found, _) = search.resolve().expect("resolve");
-        let three = serde_json::to_value(rows_on(&mut found, 3)).expect("json");
-        assert_eq!(listed["commands"], one);
-        assert_eq!(three, one);
-        let names: Vec<&str> = one
+        let one_by_one: Vec<Row> = found.iter_mut().map(row).collect();
+        let one_by_one = serde_json::to_value(one_by_one).expect("json");
+        assert_eq!(early["commands"], one_by_one);
+        let names: Vec<&str> = early["commands"]
             .as_array()
             .expect("rows")
             .iter()
@@ -500,6 +604,32 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(names.len(), 400);
         assert!(names.windows(2).all(|w| w[0] < w[1]), "in name order");
+        // Five files: not large, read without helpers, same rows as the large path gives.
+        let small = tempfile::tempdir().expect("temp dir");
+        for i in 0..5 {
+            std::fs::copy(
+                dir.path().join(format!("c{i:03}.md")),
+                small.path().join(format!("c{i:03}.md")),
+            )
+            .expect("copy");
+        }
+        let search = SearchPath::new(Some(small.path()), cwd.path());
+        assert!(!search.looks_large());
+        let few = serde_json::to_value(listing(&search).expect("listing")).expect("json");
+        let rows = |v: &serde_json::Value| {
+            v["commands"]
+                .as_array()
+                .expect("rows")
+                .iter()
+                .filter(|r| r["name"].as_str().is_some_and(ours))
+                .map(|r| {
+                    let mut r = r.clone();
+                    r["source"] = serde_json::Value::Null;
+                    r
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rows(&few), rows(&early)[..5]);
     }
 
     /// The row of a file's summary with and without the line scan, and whether the scan
