@@ -87,19 +87,6 @@ impl FileStat {
     }
 }
 
-/// `stat` of `path` by its whole path (following symbolic links).
-pub fn stat(path: &Path) -> std::io::Result<FileStat> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path)?;
-    Ok(FileStat {
-        dev: meta.dev(),
-        ino: meta.ino(),
-        len: meta.len(),
-        mtime: (meta.mtime(), meta.mtime_nsec()),
-        ctime: (meta.ctime(), meta.ctime_nsec()),
-    })
-}
-
 impl Folder {
     pub fn open(path: &Path) -> std::io::Result<Folder> {
         let file = std::fs::OpenOptions::new()
@@ -116,80 +103,10 @@ impl Folder {
         &self.path
     }
 
-    /// The descriptor and name to give an `*at` call for `path`: relative to this folder when
-    /// `path` is inside it, else `path` itself (`AT_FDCWD`).
-    fn at(&self, path: &Path) -> std::io::Result<(std::os::fd::RawFd, std::ffi::CString)> {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::ffi::OsStrExt;
-        // Compared as bytes, not by `Path::strip_prefix` (which parses both paths component by
-        // component, more instructions than the kernel's walk that this saves): the kernel
-        // resolves `<folder>/<rest>` as `<rest>` from the folder, whatever `<rest>` holds.
-        let full = path.as_os_str().as_bytes();
-        let own = self.path.as_os_str().as_bytes();
-        let rest = full
-            .strip_prefix(own)
-            .filter(|rest| own.ends_with(b"/") || rest.starts_with(b"/"))
-            .map(|rest| &rest[rest.iter().take_while(|&&b| b == b'/').count()..])
-            .filter(|rest| !rest.is_empty() && !own.is_empty());
-        let (fd, name) = match rest {
-            Some(rest) => (self.fd.as_raw_fd(), rest),
-            None => (libc::AT_FDCWD, full),
-        };
-        let name = std::ffi::CString::new(name)
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-        Ok((fd, name))
-    }
-
-    /// `stat` (following symbolic links) or `lstat` (`follow` false) of `path`.
-    pub fn stat(&self, path: &Path, follow: bool) -> std::io::Result<FileStat> {
-        let (fd, name) = self.at(path)?;
-        let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: `name` is a NUL-terminated path alive for the call; fstatat fills `st`,
-        // which is read only when it succeeded.
-        let st = unsafe {
-            if libc::fstatat(fd, name.as_ptr(), st.as_mut_ptr(), flags) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            st.assume_init()
-        };
-        Ok(FileStat {
-            dev: st.st_dev,
-            ino: st.st_ino,
-            len: st.st_size as u64,
-            mtime: (st.st_mtime, st.st_mtime_nsec),
-            ctime: (st.st_ctime, st.st_ctime_nsec),
-        })
-    }
-
-    /// Opens `path` with `open(2)` `flags` (close-on-exec added) and `mode`.
-    pub fn open_file(
-        &self,
-        path: &Path,
-        flags: libc::c_int,
-        mode: libc::mode_t,
-    ) -> std::io::Result<std::fs::File> {
-        use std::os::fd::FromRawFd;
-        let (fd, name) = self.at(path)?;
-        // SAFETY: `name` is a NUL-terminated path alive for the call; the descriptor returned
-        // is new and owned by the `File` made of it.
-        unsafe {
-            let file = libc::openat(
-                fd,
-                name.as_ptr(),
-                flags | libc::O_CLOEXEC,
-                libc::c_uint::from(mode),
-            );
-            if file < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(std::fs::File::from_raw_fd(file))
-        }
-    }
-
     /// `renameat2(from, to, RENAME_EXCHANGE)`: whether the two were swapped.
     fn exchange(&self, from: &Path, to: &Path) -> bool {
-        let (Ok((from_fd, from)), Ok((to_fd, to))) = (self.at(from), self.at(to)) else {
+        let (Ok((from_fd, from)), Ok((to_fd, to))) = (at(Some(self), from), at(Some(self), to))
+        else {
             return false;
         };
         // SAFETY: both names are valid NUL-terminated paths that outlive the call.
@@ -202,6 +119,81 @@ impl Folder {
                 libc::RENAME_EXCHANGE,
             ) == 0
         }
+    }
+}
+
+/// The descriptor and name to give an `*at` call for `path`: relative to `folder` when
+/// `path` is inside it, else `path` itself (`AT_FDCWD`), as without a folder.
+fn at(
+    folder: Option<&Folder>,
+    path: &Path,
+) -> std::io::Result<(std::os::fd::RawFd, std::ffi::CString)> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let full = path.as_os_str().as_bytes();
+    // Compared as bytes, not by `Path::strip_prefix` (which parses both paths component by
+    // component, more instructions than the kernel's walk that this saves): the kernel
+    // resolves `<folder>/<rest>` as `<rest>` from the folder, whatever `<rest>` holds.
+    let inside = folder.and_then(|folder| {
+        let own = folder.path.as_os_str().as_bytes();
+        full.strip_prefix(own)
+            .filter(|rest| own.ends_with(b"/") || rest.starts_with(b"/"))
+            .map(|rest| &rest[rest.iter().take_while(|&&b| b == b'/').count()..])
+            .filter(|rest| !rest.is_empty() && !own.is_empty())
+            .map(|rest| (folder.fd.as_raw_fd(), rest))
+    });
+    let (fd, name) = inside.unwrap_or((libc::AT_FDCWD, full));
+    let name = std::ffi::CString::new(name)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    Ok((fd, name))
+}
+
+/// `stat` (following symbolic links) or `lstat` (`follow` false) of `path`, relative to
+/// `folder` when it is in it.
+pub fn stat_in(folder: Option<&Folder>, path: &Path, follow: bool) -> std::io::Result<FileStat> {
+    let (fd, name) = at(folder, path)?;
+    let flags = if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `name` is a NUL-terminated path alive for the call; fstatat fills `st`, which
+    // is read only when it succeeded.
+    let st = unsafe {
+        if libc::fstatat(fd, name.as_ptr(), st.as_mut_ptr(), flags) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        st.assume_init()
+    };
+    Ok(FileStat {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        len: st.st_size as u64,
+        mtime: (st.st_mtime, st.st_mtime_nsec),
+        ctime: (st.st_ctime, st.st_ctime_nsec),
+    })
+}
+
+/// Opens `path` (relative to `folder` when it is in it) with `open(2)` `flags` (close-on-exec
+/// added) and `mode`.
+pub fn open_in(
+    folder: Option<&Folder>,
+    path: &Path,
+    flags: libc::c_int,
+    mode: libc::mode_t,
+) -> std::io::Result<std::fs::File> {
+    use std::os::fd::FromRawFd;
+    let (fd, name) = at(folder, path)?;
+    // SAFETY: `name` is a NUL-terminated path alive for the call; the descriptor returned is
+    // new and owned by the `File` made of it.
+    unsafe {
+        let file = libc::openat(
+            fd,
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            libc::c_uint::from(mode),
+        );
+        if file < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(std::fs::File::from_raw_fd(file))
     }
 }
 
@@ -275,13 +267,7 @@ impl Held {
 
     /// Whether `path` leads to this file now.
     fn is_at(&self, path: &Path, folder: Option<&Folder>) -> bool {
-        use std::os::unix::fs::MetadataExt;
-        match folder {
-            Some(folder) => folder
-                .stat(path, false)
-                .is_ok_and(|m| (m.dev, m.ino) == self.id),
-            None => std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == self.id),
-        }
+        stat_in(folder, path, false).is_ok_and(|m| (m.dev, m.ino) == self.id)
     }
 }
 
@@ -475,16 +461,12 @@ pub fn write_script(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// [`write_script`] of a file named relative to `folder` when it is in it.
 pub fn write_script_in(folder: Option<&Folder>, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let created = match folder {
-        Some(folder) => {
-            folder.open_file(path, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)
-        }
-        None => std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path),
-    };
+    let created = open_in(
+        folder,
+        path,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+        0o600,
+    );
     match created {
         // A short write (disk full) must not leave half a script for the shell to run.
         Ok(mut file) => file.write_all(bytes).inspect_err(|_| {
@@ -609,8 +591,7 @@ mod tests {
     }
 
     /// The same through a folder held open: names in it are reached relative to it, names
-    /// elsewhere by their whole path, and a folder moved away keeps being written (the run's
-    /// files follow their folder).
+    /// elsewhere by their whole path.
     #[test]
     fn kept_temps_in_a_folder_write_inside_and_outside_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -630,7 +611,7 @@ mod tests {
         }
         let folder = temps.folder().unwrap();
         let named = |p: &str| {
-            let (fd, name) = folder.at(Path::new(p)).unwrap();
+            let (fd, name) = super::at(Some(folder), Path::new(p)).unwrap();
             (fd == libc::AT_FDCWD, name.into_string().unwrap())
         };
         let own = dir.path().to_str().unwrap();
@@ -642,14 +623,15 @@ mod tests {
         assert_eq!(named(&format!("{own}x/c")), (true, format!("{own}x/c")));
         assert_eq!(named(own), (true, own.to_string()));
         assert_eq!(named("rel/d"), (true, "rel/d".into()));
-        let stat = folder.stat(&inside, false).unwrap();
+        let stat = super::stat_in(Some(folder), &inside, false).unwrap();
         assert_eq!(stat.len, 4);
         assert_eq!(
             stat.modified(),
             std::fs::metadata(&inside).unwrap().modified().ok()
         );
-        assert_eq!(folder.stat(&outside, true).unwrap().len, 4);
-        assert!(folder.stat(&dir.path().join("none"), true).is_err());
+        assert_eq!(super::stat_in(Some(folder), &outside, true).unwrap().len, 4);
+        assert_eq!(super::stat_in(None, &inside, true).unwrap(), stat);
+        assert!(super::stat_in(Some(folder), &dir.path().join("none"), true).is_err());
         let script = dir.path().join("step.sh");
         super::write_script_in(Some(folder), &script, b"echo 1\n").unwrap();
         super::write_script_in(Some(folder), &script, b"echo 2\n").unwrap();

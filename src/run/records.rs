@@ -283,11 +283,7 @@ const ENV_RACY: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl EnvFile {
     fn read(&mut self, path: &Path, folder: Option<&Folder>) -> Vec<(String, String)> {
-        let meta = match folder {
-            Some(folder) => folder.stat(path, true),
-            None => crate::records_io::stat(path),
-        };
-        let Ok(meta) = meta else {
+        let Ok(meta) = crate::records_io::stat_in(folder, path, true) else {
             self.seen = None;
             self.len = 0;
             return Vec::new();
@@ -376,16 +372,12 @@ impl RunDir {
 
     /// Opens a step's log at `path` ([`RunDir::log_path`]) for appending, created 0600.
     pub fn open_log(&self, path: &Path) -> std::io::Result<File> {
-        match self.folder() {
-            Some(folder) => {
-                folder.open_file(path, libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND, 0o600)
-            }
-            None => OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(path),
-        }
+        crate::records_io::open_in(
+            self.folder(),
+            path,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+            0o600,
+        )
     }
 
     /// `events.ndjson`, opened for appending.

@@ -72,11 +72,7 @@ impl EnvWatch {
     /// Learns the secrets of new `KEY=VALUE` lines, if the file grew (one `stat` per call,
     /// relative to the run folder when it is held open).
     pub fn refresh(&mut self, redactor: &mut Redactor, folder: Option<&crate::records_io::Folder>) {
-        let len = match folder {
-            Some(folder) => folder.stat(&self.path, true).map(|m| m.len),
-            None => std::fs::metadata(&self.path).map(|m| m.len()),
-        };
-        let len = len.unwrap_or(0);
+        let len = crate::records_io::stat_in(folder, &self.path, true).map_or(0, |m| m.len);
         if len == self.len {
             return;
         }

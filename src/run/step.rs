@@ -253,6 +253,13 @@ impl Engine<'_> {
                 }
             };
             let ended = process::run_group_observed(&spec, &self.cancel, &mut observe);
+            // Every read ends with `ReadDone`; were one not to, nothing gathered stays unwritten.
+            if let Some(log) = log.as_mut()
+                && !log_lines.is_empty()
+            {
+                let _ = log.write_all(&log_lines);
+            }
+            self.em.release();
             // bash could not be started: the step is still recorded as started (and failed).
             record_start(&mut self.em, &mut log, &mut started);
             let ended = match ended {
