@@ -222,6 +222,11 @@ pub struct Troubleshooting {
 /// (and redacted) as one JSON line without the newline.
 pub trait Sink: Send {
     fn event(&mut self, event: &Event, line: &str);
+
+    /// Writes out whatever [`Sink::event`] gathered. The emitter calls it after every event,
+    /// except between the output lines of one read of a step's pipe, where it calls it once
+    /// at the end: a step printing a million lines is then not a million writes to stdout.
+    fn flush(&mut self) {}
 }
 
 /// The local wall-clock time in a strftime(3) `format`, through the C library. jiff's

@@ -169,7 +169,7 @@ fn execute(
     };
     let sinks: Vec<Box<dyn Sink>> = match format {
         TextOrJsonRun::Json => vec![
-            Box::new(JsonSink { out: cx.out }),
+            Box::new(JsonSink::new(cx.out)),
             Box::new(TextRenderer::stderr(cx.out, verbose)),
         ],
         TextOrJsonRun::Text => vec![Box::new(TextRenderer::new(cx.out, verbose))],

@@ -72,26 +72,36 @@ pub(super) struct Emitter<'a> {
     /// Event lines gathered while [`Emitter::hold`] is in force (the output lines of one read
     /// of a step's pipe), written to `events.ndjson` in one call by [`Emitter::release`].
     held: Option<Vec<u8>>,
+    /// The buffer of the last hold, emptied.
+    spare: Vec<u8>,
 }
 
 impl Emitter<'_> {
     /// From now on event lines are gathered instead of written one by one (the sinks still
-    /// see each event at once). A crash loses at most what was gathered, never part of a
-    /// line: [`Emitter::release`] writes whole lines.
+    /// see each event at once, and are flushed at the release). A crash loses at most what
+    /// was gathered, never part of a line: [`Emitter::release`] writes whole lines.
     pub(super) fn hold(&mut self) {
         if self.held.is_none() {
-            self.held = Some(Vec::new());
+            self.held = Some(std::mem::take(&mut self.spare));
         }
     }
 
     /// Writes what [`Emitter::hold`] gathered, in one call, and writes each event again as
     /// it comes.
     pub(super) fn release(&mut self) {
-        if let Some(held) = self.held.take()
-            && !held.is_empty()
-            && let Some(events) = self.events.as_mut()
-        {
-            let _ = events.write_all(&held);
+        if let Some(mut held) = self.held.take() {
+            if !held.is_empty()
+                && let Some(events) = self.events.as_mut()
+            {
+                let _ = events.write_all(&held);
+            }
+            // Kept for the next read: hundreds of kilobytes per read, otherwise mapped and
+            // unmapped each time.
+            held.clear();
+            self.spare = held;
+        }
+        for sink in &mut self.sinks {
+            sink.flush();
         }
     }
 
@@ -116,8 +126,12 @@ impl Emitter<'_> {
             (None, _) => {}
         }
         line.pop();
+        let held = self.held.is_some();
         for sink in &mut self.sinks {
             sink.event(&event, &line);
+            if !held {
+                sink.flush();
+            }
         }
     }
 }
@@ -188,6 +202,7 @@ impl<'a> Engine<'a> {
             events,
             sinks,
             held: None,
+            spare: Vec::new(),
         };
         Engine {
             cmd,

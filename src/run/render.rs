@@ -9,14 +9,40 @@ use crate::output::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// `--format json`: every event as one line on stdout.
+/// `--format json`: every event as one line on stdout, written when the emitter flushes
+/// (after each event, or once per read of a chatty step's output).
 pub struct JsonSink {
-    pub out: Output,
+    out: Output,
+    pending: String,
+}
+
+impl JsonSink {
+    pub fn new(out: Output) -> Self {
+        JsonSink {
+            out,
+            pending: String::new(),
+        }
+    }
 }
 
 impl Sink for JsonSink {
     fn event(&mut self, _: &Event, line: &str) {
-        self.out.print(&format!("{line}\n"));
+        self.pending.push_str(line);
+        self.pending.push('\n');
+    }
+
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.out.print(&self.pending);
+            self.pending.clear();
+        }
+    }
+}
+
+impl Drop for JsonSink {
+    /// Nothing gathered is lost, whatever ended the run.
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -49,6 +75,8 @@ pub struct TextRenderer {
     /// Fan-out results: (step, host, status), for the step × host grid.
     cells: Vec<(String, String, StepStatus)>,
     ticker: Option<std::thread::JoinHandle<()>>,
+    /// Plain lines not yet written (see [`TextRenderer::put`]).
+    pending: String,
 }
 
 const SPINNER: &[&str] = &["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -93,6 +121,7 @@ impl TextRenderer {
             rolled_back: false,
             cells: Vec::new(),
             ticker,
+            pending: String::new(),
         }
     }
 
@@ -101,7 +130,7 @@ impl TextRenderer {
     }
 
     /// Prints a finished line, clearing the live line first.
-    fn line(&self, text: &str) {
+    fn line(&mut self, text: &str) {
         if let Some(live) = &self.live {
             if let Ok(mut l) = live.lock() {
                 let mut s = clear(&mut l);
@@ -116,7 +145,18 @@ impl TextRenderer {
         }
     }
 
-    fn put(&self, text: &str) {
+    /// Without a live display, text is gathered until [`Sink::flush`]: one write per read of
+    /// a chatty step's output with `--verbose`. With one, it goes out at once, in order with
+    /// the live lines the ticker draws.
+    fn put(&mut self, text: &str) {
+        if self.live.is_none() {
+            self.pending.push_str(text);
+        } else {
+            self.write(text);
+        }
+    }
+
+    fn write(&self, text: &str) {
         if self.to_stderr {
             self.out.eprint(text)
         } else {
@@ -205,6 +245,7 @@ fn live_line(r: &Running, frame: usize, out: &Output) -> String {
 
 impl Drop for TextRenderer {
     fn drop(&mut self) {
+        self.flush();
         if let Some(live) = &self.live
             && let Ok(mut l) = live.lock()
         {
@@ -227,6 +268,16 @@ fn mark(status: StepStatus, p: crate::output::Palette) -> String {
 }
 
 impl Sink for TextRenderer {
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let text = std::mem::take(&mut self.pending);
+            self.write(&text);
+            // The buffer is kept for the next read.
+            self.pending = text;
+            self.pending.clear();
+        }
+    }
+
     fn event(&mut self, event: &Event, _: &str) {
         let p = self.out.out;
         match &event.kind {

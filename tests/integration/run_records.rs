@@ -435,3 +435,77 @@ fn a_chatty_step_is_recorded_whole_in_bounded_memory() {
         .collect();
     assert_eq!(shown, tail, "{printed}");
 }
+
+/// With `--format json` and with `--verbose`, a chatty step's lines are written to stdout a
+/// read at a time: none may be lost or reordered, and the JSON stream is exactly the events
+/// the run folder keeps.
+#[test]
+fn a_chatty_step_is_streamed_whole_as_json_and_verbose_lines() {
+    const LINES: u32 = 200_000;
+    let text = format!(
+        "---\ndescription: A chatty step\nnixcmd: {{}}\n---\n# Chatty\n\n## Steps\n### Spew\n\
+         ```bash {{id=spew}}\nseq 1 {LINES}\n```\n### After\n```bash {{id=after}}\necho after\n```\n"
+    );
+    let numbers = |lines: Vec<&str>| {
+        assert_eq!(lines.len(), LINES as usize + 1, "every line once");
+        assert!(
+            lines[..LINES as usize]
+                .iter()
+                .zip(1..)
+                .all(|(l, n)| *l == n.to_string())
+        );
+        assert_eq!(lines[LINES as usize], "after");
+    };
+
+    let (mut cmd, root) = Test::new()
+        .runbook("chatty.md", &text)
+        .args(["run", "chatty", "--format", "json"])
+        .into_command();
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run nixcmd");
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one whole event per line"))
+        .collect();
+    assert_eq!(events.last().expect("events")["type"], "run_finished");
+    numbers(
+        events
+            .iter()
+            .filter(|e| e["type"] == "output")
+            .map(|e| e["line"].as_str().expect("line"))
+            .collect(),
+    );
+    let kept =
+        std::fs::read_to_string(only_run(root.path()).join("events.ndjson")).expect("events");
+    assert!(kept == stdout, "stdout is events.ndjson, line for line");
+
+    let (mut cmd, _root) = Test::new()
+        .runbook("chatty.md", &text)
+        .args(["run", "chatty", "--verbose"])
+        .into_command();
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run nixcmd");
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    numbers(
+        stdout
+            .lines()
+            .filter_map(|l| l.split_once("] ").map(|(_, rest)| rest))
+            .filter_map(|l| l.strip_prefix("  spew │ ").or(l.strip_prefix("  after │ ")))
+            .collect(),
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let finished = lines.iter().rposition(|l| l.contains("✓ after"));
+    let last_output = lines.iter().rposition(|l| l.ends_with("after │ after"));
+    assert!(finished.is_some() && last_output.is_some(), "{stdout}");
+    assert!(
+        last_output < finished,
+        "output before the step's end:\n{stdout}"
+    );
+}
