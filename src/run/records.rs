@@ -618,6 +618,10 @@ pub fn all_runs() -> Vec<(PathBuf, State)> {
 
 /// Finds a run by id or unique prefix; `last` means the newest.
 pub fn find_run(id: &str) -> Result<(PathBuf, State), String> {
+    if id.is_empty() {
+        // Every id starts with "": a prefix match would call it ambiguous.
+        return Err("give a run id (`nixcmd runs` lists them; `last` is the newest)".to_string());
+    }
     let runs = all_runs();
     if id == "last" {
         return runs
@@ -635,7 +639,23 @@ pub fn find_run(id: &str) -> Result<(PathBuf, State), String> {
     match matches.len() {
         1 => Ok(matches.into_iter().next().expect("one match")),
         0 => Err(format!("no run `{id}` (see `nixcmd runs`)")),
-        n => Err(format!("`{id}` matches {n} runs; give more of the id")),
+        n => {
+            // The newest few, so that the right one can be picked without `nixcmd runs`.
+            const SHOWN: usize = 5;
+            let mut ids: Vec<&str> = matches
+                .iter()
+                .take(SHOWN)
+                .map(|(_, s)| s.run_id.as_str())
+                .collect();
+            let more = format!("and {} more", n - SHOWN);
+            if n > SHOWN {
+                ids.push(&more);
+            }
+            Err(format!(
+                "`{id}` matches {n} runs ({}); give more of the id",
+                ids.join(", ")
+            ))
+        }
     }
 }
 

@@ -509,3 +509,47 @@ fn a_chatty_step_is_streamed_whole_as_json_and_verbose_lines() {
         "output before the step's end:\n{stdout}"
     );
 }
+
+/// A run id given by prefix: an ambiguous one names the candidates, newest first; an empty
+/// one is not a prefix of every run.
+#[test]
+fn an_ambiguous_or_empty_run_id_is_explained() {
+    let mut test = Test::new().runbook(
+        "one.md",
+        "---\ndescription: One step\nnixcmd: {}\n---\n# One\n\n## Steps\n### Echo\n```bash {id=echo}\necho hi\n```\n",
+    );
+    for _ in 0..7 {
+        let out = test.args(["run", "one"]).run();
+        out.assert_status(0);
+        test = out.then();
+    }
+    let out = test.args(["log", "one-"]).run();
+    out.assert_status(2);
+    // Newest first, as `nixcmd runs` orders them: by start time, then by id.
+    let mut runs: Vec<(String, String)> = run_dirs(out.root.path())
+        .iter()
+        .map(|d| {
+            let started = read_json(&d.join("state.json"))["started"]
+                .as_str()
+                .expect("started")
+                .to_string();
+            (started, run_id(d))
+        })
+        .collect();
+    runs.sort_by(|a, b| b.cmp(a));
+    let newest: Vec<&str> = runs.iter().take(5).map(|(_, id)| id.as_str()).collect();
+    assert_eq!(
+        out.stderr,
+        format!(
+            "error: `one-` matches 7 runs ({}, and 2 more); give more of the id\n",
+            newest.join(", ")
+        )
+    );
+
+    let out = out.then().args(["log", ""]).run();
+    out.assert_status(2);
+    assert_eq!(
+        out.stderr,
+        "error: give a run id (`nixcmd runs` lists them; `last` is the newest)\n"
+    );
+}
