@@ -221,11 +221,13 @@ pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString>
             i += 1;
             continue;
         }
-        if let Some(name) = arg.strip_prefix('/')
-            && !name.is_empty()
-            && !name.contains('/')
-        {
-            let name = OsString::from(name);
+        if let Some(name) = arg.strip_prefix('/') {
+            // `/x/y` and a bare `/` go to `run` as written, which says what is wrong with
+            // them (a path, no name) instead of clap's "unrecognized subcommand".
+            let name = match name.is_empty() || name.contains('/') {
+                true => OsString::from(arg),
+                false => OsString::from(name),
+            };
             out[i] = OsString::from("run");
             out.insert(i + 1, name);
         }
@@ -263,7 +265,8 @@ mod tests {
             ]
         );
         assert_eq!(norm(&["nixcmd", "list"]), ["nixcmd", "list"]);
-        assert_eq!(norm(&["nixcmd", "/etc/x"]), ["nixcmd", "/etc/x"]);
+        assert_eq!(norm(&["nixcmd", "/etc/x"]), ["nixcmd", "run", "/etc/x"]);
+        assert_eq!(norm(&["nixcmd", "/"]), ["nixcmd", "run", "/"]);
     }
 
     #[test]

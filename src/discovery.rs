@@ -254,6 +254,11 @@ impl SearchPath {
         let raw = name;
         let name = name.strip_prefix('/').unwrap_or(name);
         let name = name.strip_suffix(".md").unwrap_or(name);
+        if name.is_empty() {
+            return Err(Failure::usage("no command name").with_hint(
+                "name one, e.g. `nixcmd /flake-update`; `nixcmd list` shows every command",
+            ));
+        }
         let (winners, _) = self.resolve()?;
         if let Some(f) = winners.iter().find(|f| f.name == name) {
             return Ok(f.clone());

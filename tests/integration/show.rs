@@ -154,6 +154,29 @@ fn unknown_command_without_a_close_name() {
     assert_output_snapshot!(out);
 }
 
+/// A slash and no name, or a slash path: what is wrong with it, not clap's "unrecognized
+/// subcommand".
+#[test]
+fn a_slash_without_a_command_name_says_so() {
+    for args in [&["/"][..], &["run", ""], &["show", ""]] {
+        let out = Test::new().args(args.iter().copied()).run();
+        out.assert_status(2);
+        assert_eq!(out.stdout, "");
+        assert_eq!(
+            out.stderr,
+            "error: no command name\n  \
+             hint: name one, e.g. `nixcmd /flake-update`; `nixcmd list` shows every command\n",
+            "{args:?}"
+        );
+    }
+    let out = Test::new().args(["/no/such/runbook.md"]).run();
+    out.assert_status(2);
+    assert_eq!(
+        out.stderr,
+        "error: cannot read /no/such/runbook.md: no such file\n"
+    );
+}
+
 #[test]
 fn errors_in_a_readable_file_are_shown_not_fatal() {
     // A command with errors can still be shown (that is how people find out what is wrong).
