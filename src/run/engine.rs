@@ -11,7 +11,6 @@ use crate::process::Cancel;
 use crate::run::approve::{Answer, Approver, GateRequest};
 use crate::run::records::{Approval, History, Progress, RunDir, State, StepProgress};
 use crate::run::redact::Redactor;
-use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -793,42 +792,16 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// The troubleshooting entry sharing the most words with the failed step and its output.
+    /// The troubleshooting entry that fits the failed step and its output, if one does.
     fn best_troubleshooting(&self, step: &str, tail: &[String]) -> Option<Troubleshooting> {
-        let words = |s: &str| -> Vec<String> {
-            s.split(|c: char| !c.is_alphanumeric())
-                .filter(|w| w.len() > 3)
-                .map(str::to_lowercase)
-                .collect()
-        };
-        let block = self.cmd.block(step);
-        let mut context = format!(
-            "{step} {}",
-            block.and_then(|b| b.title.clone()).unwrap_or_default()
-        );
-        for line in tail {
-            context.push(' ');
-            context.push_str(line);
-        }
-        let context = words(&context);
-        self.cmd
-            .troubleshooting
-            .iter()
-            .map(|e| {
-                // Distinct words, the title's counting twice: a long entry that repeats a
-                // common word ("version", "error") must not beat the one whose title matches.
-                let distinct = |s: &str| words(s).into_iter().collect::<BTreeSet<_>>();
-                let hits =
-                    |set: BTreeSet<String>| set.iter().filter(|w| context.contains(w)).count();
-                let score = 2 * hits(distinct(&e.title)) + hits(distinct(&e.text));
-                (score, e)
-            })
-            .filter(|(score, _)| *score > 0)
-            .max_by_key(|(score, _)| *score)
-            .map(|(_, e)| Troubleshooting {
+        let title = self.cmd.block(step).and_then(|b| b.title.as_deref());
+        let step = format!("{step} {}", title.unwrap_or_default());
+        crate::run::troubleshoot::best(&self.cmd.troubleshooting, &self.cmd.name, &step, tail).map(
+            |e| Troubleshooting {
                 title: e.title.clone(),
                 text: e.text.clone(),
-            })
+            },
+        )
     }
 
     pub fn run_dir(&self) -> PathBuf {

@@ -15,3 +15,4 @@ pub mod redact;
 pub mod remote;
 pub mod render;
 pub mod step;
+pub mod troubleshoot;
