@@ -26,6 +26,7 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
     let loaded = load_named(cx, &args.name)?;
     refuse_invalid(&loaded)?;
     let cmd = &loaded.command;
+    check_approvals(cmd, &args.gates.approve)?;
     let dir = working_dir(cx, args.dir.as_deref())?;
     let request = NewRun {
         args: args.args.clone(),
@@ -267,6 +268,38 @@ fn working_dir(cx: &Context, dir: Option<&std::path::Path>) -> Result<PathBuf, F
     Ok(dir)
 }
 
+/// `--approve` must name a block that asks for confirmation: a mistyped id would otherwise
+/// approve nothing, and the run would stop at the gate it was meant to pass.
+fn check_approvals(cmd: &Command, approve: &[String]) -> Result<(), Failure> {
+    let asking: Vec<&str> = cmd
+        .blocks()
+        .filter(|b| b.effective.asks)
+        .map(|b| b.id.as_str())
+        .collect();
+    for id in approve {
+        if asking.contains(&id.as_str()) {
+            continue;
+        }
+        let what = match cmd.block(id) {
+            Some(_) => format!(
+                "step `{id}` of `{}` does not ask for confirmation",
+                cmd.name
+            ),
+            None => format!("`{}` has no step `{id}`", cmd.name),
+        };
+        let hint = match crate::suggest::closest(id, asking.iter().copied()) {
+            _ if asking.is_empty() => "no step of it asks: run it without --approve".to_string(),
+            Some(s) => format!(
+                "did you mean `{s}`? (steps that ask: {})",
+                asking.join(", ")
+            ),
+            None => format!("steps that ask: {}", asking.join(", ")),
+        };
+        return Err(Failure::usage(format!("--approve {id}: {what}")).with_hint(hint));
+    }
+    Ok(())
+}
+
 /// `--only`, `--skip` and `--from` must name steps (or checks) that exist.
 fn check_selection(
     cmd: &Command,
@@ -370,6 +403,7 @@ pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
     let loaded = load_named(cx, &state.command)?;
     refuse_invalid(&loaded)?;
     let cmd = &loaded.command;
+    check_approvals(cmd, &args.gates.approve)?;
     let prepared = prepare_resume(cmd, state, &path, args.force, resolver(cx))?;
     launch(cx, cmd, prepared, &args.gates)
 }

@@ -3,8 +3,8 @@
 //! then asserts the exit code, the trace and the whole output.
 
 use crate::run_support::{
-    Spawned, events, normalized, only_run, project_file, read_json, run_id, run_with_tty, statuses,
-    wait_until,
+    Spawned, events, normalized, only_run, project_file, read_json, run_dirs, run_id, run_with_tty,
+    statuses, wait_until,
 };
 use crate::support::Test;
 use std::time::Duration;
@@ -238,6 +238,53 @@ fn confirm_without_a_terminal_pauses_and_resume_approve_finishes() {
     assert_eq!(state["approvals"][0]["step_id"], "push");
     assert_eq!(state["approvals"][0]["channel"], "resume");
     insta::assert_snapshot!(normalized(&out));
+}
+
+/// A mistyped `--approve` would approve nothing: the run would stop at the gate it was meant
+/// to pass. It is refused before anything starts, for `run` and for `resume`.
+#[test]
+fn approve_must_name_a_step_that_asks() {
+    let out = Test::new()
+        .runbook("gated.md", GATED)
+        .args(["run", "gated", "--approve", "psuh"])
+        .run();
+    out.assert_status(2);
+    assert_eq!(
+        out.stderr,
+        "error: --approve psuh: `gated` has no step `psuh`\n  \
+         hint: did you mean `push`? (steps that ask: push)\n"
+    );
+    assert!(run_dirs(out.root.path()).is_empty(), "no run was started");
+    assert!(!out.root.path().join("project/trace").exists());
+
+    let out = out
+        .then()
+        .args(["run", "gated", "--approve", "after"])
+        .run();
+    out.assert_status(2);
+    assert_eq!(
+        out.stderr,
+        "error: --approve after: step `after` of `gated` does not ask for confirmation\n  \
+         hint: steps that ask: push\n"
+    );
+    assert!(run_dirs(out.root.path()).is_empty(), "no run was started");
+
+    let out = out.then().args(["run", "gated"]).run();
+    out.assert_status(3);
+    let run = only_run(out.root.path());
+    let id = run_id(&run);
+    let out = out.then().args(["resume", &id, "--approve", "pushh"]).run();
+    out.assert_status(2);
+    assert_eq!(
+        out.stderr,
+        "error: --approve pushh: `gated` has no step `pushh`\n  \
+         hint: did you mean `push`? (steps that ask: push)\n"
+    );
+    assert_eq!(
+        read_json(&run.join("state.json"))["status"],
+        "awaiting_confirmation"
+    );
+    assert_eq!(project_file(out.root.path(), "trace"), "prepare\n");
 }
 
 #[test]
