@@ -166,7 +166,17 @@ fn execute(
     let sudo = if opts.dry_run {
         None
     } else {
-        warm_sudo(cx, cmd)?
+        match warm_sudo(cx, cmd) {
+            Ok(flag) => flag,
+            Err(e) => {
+                // Nothing ran and nothing was recorded: a new run leaves no empty folder
+                // (one that `runs` cannot show and nothing would ever remove).
+                if progress.is_none() {
+                    let _ = std::fs::remove_dir_all(&run.path);
+                }
+                return Err(e);
+            }
+        }
     };
     let sinks: Vec<Box<dyn Sink>> = match format {
         TextOrJsonRun::Json => vec![

@@ -770,3 +770,101 @@ fn an_unknown_step_id_is_a_usage_error_with_a_suggestion() {
     assert_eq!(status, 2);
     insta::assert_snapshot!("unknown_from", output);
 }
+
+/// A runbook whose second step calls sudo; every step and the `sudo` stand-in
+/// (tests/stubs/sudo) append to the same trace, so the trace shows what happened when.
+const SUDO: &str = r#"---
+description: Steps that need sudo
+nixcmd: {}
+---
+# Sudo
+
+## Steps
+### Look
+```bash {id=look}
+echo "step look" >> "$NIXCMD_STUB_LOG"
+```
+### Change
+```bash {id=change}
+sudo sh -c 'echo "step change" >> "$NIXCMD_STUB_LOG"'
+```
+"#;
+
+/// The runbook above with `sudo` first on `PATH`, its cache and trace in the test's folder.
+fn sudo_test() -> Test {
+    let test = Test::new().runbook("sudo.md", SUDO);
+    let root = test.root().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        crate::support::repo().join("tests/stubs").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    test.env("PATH", path)
+        .env(
+            "NIXCMD_STUB_LOG",
+            root.join("trace").to_str().expect("utf-8 path"),
+        )
+        .env(
+            "NIXCMD_STUB_SUDO_CACHE",
+            root.join("sudo-cache").to_str().expect("utf-8 path"),
+        )
+        .env_remove("CI")
+        .args(["run", "sudo"])
+}
+
+/// At a terminal, sudo is asked for once, before the first step, and the steps then use the
+/// cached credentials instead of waiting for a password mid-run.
+#[test]
+fn sudo_is_asked_once_before_the_first_step() {
+    let out = run_with_tty(sudo_test(), b"secret\n");
+    out.assert_status(0);
+    let root = out.root.path();
+    assert_eq!(
+        std::fs::read_to_string(root.join("trace")).expect("trace"),
+        "sudo -n -v\nsudo -v\nstep look\nsudo sh -c echo \"step change\" >> \"$NIXCMD_STUB_LOG\"\nstep change\n"
+    );
+    assert!(
+        out.stderr
+            .contains("this runbook uses sudo: authenticate once now so no step waits for a password\n[sudo] password for "),
+        "{}",
+        out.stderr
+    );
+}
+
+/// A refused password runs nothing, records nothing, and says so (exit 4).
+#[test]
+fn a_refused_sudo_password_runs_nothing_and_leaves_no_run_folder() {
+    let out = run_with_tty(sudo_test(), b"wrong\nwrong\nwrong\n");
+    out.assert_status(4);
+    let root = out.root.path();
+    assert_eq!(
+        std::fs::read_to_string(root.join("trace")).expect("trace"),
+        "sudo -n -v\nsudo -v\n"
+    );
+    assert!(
+        out.stderr.ends_with(
+            "sudo: 3 incorrect password attempts\nerror: sudo authentication failed; nothing was run\n"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(run_dirs(root).is_empty(), "{:?}", run_dirs(root));
+}
+
+/// Without a terminal nobody can type a password: nixcmd does not ask, and a step that needs
+/// one fails on its own (sudo -n style) instead of hanging.
+#[test]
+fn without_a_terminal_sudo_is_not_asked_for() {
+    let out = sudo_test().run();
+    out.assert_status(1);
+    let root = out.root.path();
+    assert_eq!(
+        std::fs::read_to_string(root.join("trace")).expect("trace"),
+        "step look\nsudo sh -c echo \"step change\" >> \"$NIXCMD_STUB_LOG\"\n"
+    );
+    assert!(
+        !out.stderr.contains("authenticate once now"),
+        "{}",
+        out.stderr
+    );
+}
