@@ -120,8 +120,13 @@ pub fn prepare_new(
     } else {
         Some(lock(&cmd.name, &run_id)?)
     };
-    let run = RunDir::create(&run_id)
-        .map_err(|e| Failure::usage(format!("cannot create the run folder: {e}")))?;
+    let run = RunDir::create(&run_id).map_err(|e| {
+        records_failure(
+            "create the run folder",
+            &records::runs_dir().join(&run_id),
+            &e,
+        )
+    })?;
     let mut state = State::new(&run_id, cmd, &req.args, &req.set, &req.dir, req.dry_run);
     state.git_commit = git_commit(&req.dir);
     state.only = req.only.clone();
@@ -204,6 +209,22 @@ fn execute(
         flag.store(true, Ordering::SeqCst);
     }
     Ok(outcome.exit)
+}
+
+/// The run records cannot be written: where, why, and what to do about it.
+fn records_failure(action: &str, path: &std::path::Path, e: &std::io::Error) -> Failure {
+    let why = match e.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        std::io::ErrorKind::NotFound => "no such file or folder".to_string(),
+        std::io::ErrorKind::ReadOnlyFilesystem => "read-only file system".to_string(),
+        std::io::ErrorKind::NotADirectory => "a file is in the way of a folder".to_string(),
+        _ => e.to_string(),
+    };
+    Failure::usage(format!("cannot {action} {}: {why}", path.display())).with_hint(format!(
+        "runs are recorded under {} ($XDG_STATE_HOME/nixcmd): make it writable, or set \
+         XDG_STATE_HOME to a folder you can write",
+        records::state_root().display()
+    ))
 }
 
 /// `secrets` named in the config file (`nixcmd.toml`) of the run.
@@ -348,7 +369,7 @@ fn lock(name: &str, run_id: &str) -> Result<Lock, Failure> {
             Failure::usage(format!("another run of `{name}` is in progress: {holder}"))
                 .with_hint("wait for it to finish, or look at it with `nixcmd runs`")
         }
-        LockError::Io(e) => Failure::usage(format!("cannot take the run lock: {e}")),
+        LockError::Io(path, e) => records_failure("take the run lock", &path, &e),
     })
 }
 

@@ -169,7 +169,7 @@ impl Engine<'_> {
             LockError::Held { holder } => {
                 format!("another run of `{}` is in progress: {holder}", cmd.name)
             }
-            LockError::Io(e) => e.to_string(),
+            LockError::Io(path, e) => format!("{}: {e}", path.display()),
         })?;
         let run = RunDir::create(&run_id).map_err(|e| e.to_string())?;
         let state = State::new(&run_id, cmd, args, &[], &self.opts.dir, self.opts.dry_run);

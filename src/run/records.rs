@@ -670,15 +670,18 @@ pub struct Lock {
 }
 
 pub enum LockError {
-    Held { holder: String },
-    Io(std::io::Error),
+    Held {
+        holder: String,
+    },
+    /// The lock file (or its folder) and what went wrong with it.
+    Io(PathBuf, std::io::Error),
 }
 
 impl Lock {
     pub fn acquire(command: &str, run_id: &str) -> Result<Lock, LockError> {
         let path = lock_path(command);
         if let Some(dir) = path.parent() {
-            mkdir_private(dir).map_err(LockError::Io)?;
+            mkdir_private(dir).map_err(|e| LockError::Io(dir.to_path_buf(), e))?;
         }
         let file = OpenOptions::new()
             .read(true)
@@ -687,7 +690,7 @@ impl Lock {
             .truncate(false)
             .mode(0o600)
             .open(&path)
-            .map_err(LockError::Io)?;
+            .map_err(|e| LockError::Io(path.clone(), e))?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -697,12 +700,13 @@ impl Lock {
                     .to_string();
                 return Err(LockError::Held { holder });
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(e)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(path, e)),
         }
         // Over the old holder's line, not truncated first: truncating a file to zero and
         // writing it again makes ext4 flush it, milliseconds per run.
         let line = format!("{run_id} (pid {})\n", std::process::id());
-        crate::records_io::overwrite_in_place(&file, line.as_bytes()).map_err(LockError::Io)?;
+        crate::records_io::overwrite_in_place(&file, line.as_bytes())
+            .map_err(|e| LockError::Io(path, e))?;
         Ok(Lock { _file: file })
     }
 }

@@ -553,3 +553,48 @@ fn an_ambiguous_or_empty_run_id_is_explained() {
         "error: give a run id (`nixcmd runs` lists them; `last` is the newest)\n"
     );
 }
+
+/// Run records that cannot be written stop the run before anything runs, with the path,
+/// the reason, and what to do.
+#[test]
+fn an_unwritable_state_folder_is_explained_before_anything_runs() {
+    let holder = tempfile::tempdir().expect("a temporary folder");
+    let state = holder.path().join("state-file");
+    std::fs::write(&state, "not a folder").expect("write a file");
+    let state = state.to_str().expect("utf-8 path").to_string();
+    let run_id_pattern = regex::Regex::new(r"one-\d{8}-\d{6}-[0-9a-f]{4}").expect("regex");
+    for (args, action, path) in [
+        (&["run", "one"][..], "take the run lock", "nixcmd/locks"),
+        (
+            &["run", "one", "--dry-run"],
+            "create the run folder",
+            "nixcmd/runs/one-[ID]",
+        ),
+    ] {
+        let test = Test::new()
+            .runbook(
+                "one.md",
+                "---\ndescription: One step\nnixcmd: {}\n---\n# One\n\n## Steps\n### Echo\n```bash {id=echo readonly}\necho ran >> trace\n```\n",
+            )
+            .env("XDG_STATE_HOME", &state)
+            .args(args.iter().copied());
+        let out = test.run();
+        out.assert_status(2);
+        assert!(
+            !out.root.path().join("project/trace").exists(),
+            "nothing ran"
+        );
+        let stderr = run_id_pattern
+            .replace(&out.stderr, "one-[ID]")
+            .replace(&state, "[STATE]");
+        assert_eq!(
+            stderr,
+            format!(
+                "error: cannot {action} [STATE]/{path}: a file is in the way of a folder\n  \
+                 hint: runs are recorded under [STATE]/nixcmd ($XDG_STATE_HOME/nixcmd): make \
+                 it writable, or set XDG_STATE_HOME to a folder you can write\n"
+            ),
+            "{args:?}"
+        );
+    }
+}
