@@ -439,6 +439,58 @@ fn dev_null() -> std::io::Result<std::os::fd::RawFd> {
     Ok(NULL.get_or_init(|| fd).as_raw_fd())
 }
 
+/// While it lives, nixcmd ignores SIGTTIN and SIGTTOU, so that a child spawned meanwhile
+/// starts with them ignored (exec keeps an ignored disposition; posix_spawn cannot set one).
+///
+/// A step runs in its own process group, a background job of nixcmd's terminal, and nobody
+/// can bring it to the foreground. Reading the terminal (`read < /dev/tty`, ssh asking about a
+/// host key or a password, sudo whose credentials expired, git asking for a login) would stop
+/// it with SIGTTIN until its timeout, 30 minutes by default, with nothing on the screen. With
+/// SIGTTIN ignored the read fails at once (EIO) and the step fails with the program's own
+/// message; with SIGTTOU ignored, setting the terminal up for a password prompt does not stop
+/// it either. The switch is process-wide, so spawns take turns; it lasts microseconds and
+/// nixcmd's own behaviour (stopped when it reads the terminal in the background) is back
+/// before anything else could notice.
+struct TerminalSignalsIgnored {
+    old: [libc::sigaction; 2],
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+static TERMINAL_SIGNALS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+const TERMINAL_SIGNALS_IGNORED: [libc::c_int; 2] = [libc::SIGTTIN, libc::SIGTTOU];
+
+impl TerminalSignalsIgnored {
+    fn new() -> Self {
+        let turn = TERMINAL_SIGNALS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // SAFETY: sigaction with a zeroed struct whose handler is SIG_IGN, saving the old
+        // disposition into memory we own; restored in Drop.
+        unsafe {
+            let mut old: [libc::sigaction; 2] = std::mem::zeroed();
+            let mut ignore: libc::sigaction = std::mem::zeroed();
+            ignore.sa_sigaction = libc::SIG_IGN;
+            libc::sigemptyset(&mut ignore.sa_mask);
+            for (sig, old) in TERMINAL_SIGNALS_IGNORED.iter().zip(old.iter_mut()) {
+                libc::sigaction(*sig, &ignore, old);
+            }
+            TerminalSignalsIgnored { old, _turn: turn }
+        }
+    }
+}
+
+impl Drop for TerminalSignalsIgnored {
+    fn drop(&mut self) {
+        // SAFETY: restores the dispositions saved in `new`.
+        unsafe {
+            for (sig, old) in TERMINAL_SIGNALS_IGNORED.iter().zip(self.old.iter()) {
+                libc::sigaction(*sig, old, std::ptr::null_mut());
+            }
+        }
+    }
+}
+
 /// `posix_spawn` (`posix_spawnp` for a bare name, as `Command` searches `PATH`) of
 /// `program argv…` with `envp` (NULL-terminated), in `cwd` if given, with `stdio` as its descriptors 0, 1
 /// and 2, as the leader of a new process group. Returns the pid.
@@ -504,6 +556,7 @@ fn posix_spawn(
                 libc::posix_spawnp
             };
             let mut pid: libc::pid_t = 0;
+            let _ignored = TerminalSignalsIgnored::new();
             check(spawn(
                 &mut pid,
                 program.as_ptr(),
@@ -917,6 +970,12 @@ fn terminate_group(pgid: i32, grace: Duration, immediate: bool, escalate: &dyn F
     while let Some(&sig) = signals.get(next) {
         next += 1;
         signal_group(pgid, sig);
+        if sig != libc::SIGKILL {
+            // A stopped process (SIGSTOP, or a terminal read before steps ignored SIGTTIN)
+            // keeps a caught signal pending until it runs again: wake it so it can act on
+            // it, as systemd does, instead of only dying at SIGKILL.
+            signal_group(pgid, libc::SIGCONT);
+        }
         let until = Instant::now() + grace;
         while Instant::now() < until {
             if !group_alive(pgid) || only_zombies(pgid) {
@@ -1085,6 +1144,11 @@ fn kill_by_token(token: &str, grace: Duration) {
             unsafe {
                 libc::kill(-*pid, sig);
                 libc::kill(*pid, sig);
+                if sig != libc::SIGKILL {
+                    // Stopped, it would not act on SIGTERM until woken (see terminate_group).
+                    libc::kill(-*pid, libc::SIGCONT);
+                    libc::kill(*pid, libc::SIGCONT);
+                }
             }
         }
         let until = Instant::now() + grace.min(Duration::from_millis(500));
@@ -1256,11 +1320,19 @@ mod tests {
                 "unit-test-spawn",
             )
         };
+        let ignored_by_us = || {
+            let status = std::fs::read_to_string("/proc/self/status").unwrap();
+            let line = status.lines().find(|l| l.starts_with("SigIgn:")).unwrap();
+            u64::from_str_radix(line.trim_start_matches("SigIgn:\t"), 16).unwrap()
+        };
+        let before = ignored_by_us();
         let mut out = Vec::new();
         let ended = run_group(&spec, &Cancel::default(), &mut |_, l| {
             out.push(l.to_string())
         });
         assert_eq!(ended.unwrap(), Ended::Exited(0), "{out:?}");
+        // nixcmd's own dispositions are as they were before the spawn.
+        assert_eq!(ignored_by_us(), before);
         let real = std::fs::canonicalize(dir.path()).unwrap();
         assert_eq!(out[0], real.display().to_string());
         assert_eq!(out[1], "leader");
@@ -1268,15 +1340,21 @@ mod tests {
         // Nothing blocked; SIGPIPE, which Rust ignores in nixcmd itself, not ignored; what
         // whoever started us ignores (`nohup`: SIGHUP; a background job of a script: SIGINT
         // and SIGQUIT) stays ignored, as exec keeps it. (glibc's posix_spawn leaves its two
-        // internal real-time signals ignored, as it did under `Command`.)
+        // internal real-time signals ignored, as it did under `Command`.) SIGTTIN and SIGTTOU
+        // are ignored too: a step reading the terminal fails instead of stopping.
         assert_eq!(out[3], "SigBlk:\t0000000000000000");
         let mask = |line: &str| u64::from_str_radix(line.trim_start_matches("SigIgn:\t"), 16);
-        let ours = std::fs::read_to_string("/proc/self/status").unwrap();
-        let ours = mask(ours.lines().find(|l| l.starts_with("SigIgn:")).unwrap()).unwrap();
+        let ours = before;
         let glibc = 0x1_8000_0000;
         let sigpipe = 1 << (libc::SIGPIPE - 1);
+        let terminal = (1 << (libc::SIGTTIN - 1)) | (1 << (libc::SIGTTOU - 1));
         let ignored = mask(&out[4]).unwrap();
-        assert_eq!(ignored & !glibc, ours & !glibc & !sigpipe, "{}", out[4]);
+        assert_eq!(
+            ignored & !glibc,
+            (ours & !glibc & !sigpipe) | terminal,
+            "{}",
+            out[4]
+        );
     }
 
     /// The entries a `child_env` array points to.

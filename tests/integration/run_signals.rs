@@ -435,3 +435,81 @@ fn a_run_whose_nixcmd_was_killed_is_listed_as_stopped_not_running() {
         "waiting\ndone\nwaiting\ndone\n"
     );
 }
+
+/// A step is a background job of the operator's terminal that nobody can bring to the
+/// foreground: reading the terminal (ssh asking about a host key, an expired sudo, `read <
+/// /dev/tty`) must fail at once, not stop the step until its timeout.
+#[test]
+fn a_step_reading_the_terminal_fails_instead_of_waiting_for_its_timeout() {
+    let test = Test::new()
+        .runbook(
+            "ask.md",
+            r#"---
+description: A step that reads the terminal
+nixcmd: {}
+---
+# Ask
+
+## Steps
+### Ask
+```bash {id=ask timeout=20s}
+echo asking
+read -r answer < /dev/tty
+echo "read $answer"
+```
+"#,
+        )
+        .env_remove("CI")
+        .args(["run", "ask", "--color", "never"]);
+    let out = Spawned::start_with_controlling_tty(test, b"typed\n").wait();
+    out.assert_status(1);
+    let run = only_run(out.root.path());
+    assert_eq!(statuses(&run), [("ask".to_string(), "failed".to_string())]);
+    let log = std::fs::read_to_string(run.join("logs/ask.log")).expect("log");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[1], "asking", "{log}");
+    assert!(
+        lines[2].ends_with("/scripts/ask.sh: line 2: read: read error: 0: Input/output error"),
+        "{log}"
+    );
+    assert_eq!(lines[3], "── attempt 1 exited with status 1 ──", "{log}");
+}
+
+/// A stopped step still hears the polite signals of a timeout: each comes with SIGCONT, so
+/// its trap runs instead of SIGKILL ending it unheard.
+#[test]
+fn a_stopped_step_is_woken_to_handle_its_timeout() {
+    let out = Test::new()
+        .runbook(
+            "stop.md",
+            r#"---
+description: A step that stops itself
+nixcmd: {}
+---
+# Stop
+
+## Steps
+### Stop
+```bash {id=stop timeout=1s}
+trap 'echo "got INT"; exit 130' INT
+kill -STOP $$
+echo "woke without a signal"
+```
+"#,
+        )
+        .args(["run", "stop"])
+        .run();
+    out.assert_status(1);
+    let run = only_run(out.root.path());
+    assert_eq!(
+        statuses(&run),
+        [("stop".to_string(), "timed_out".to_string())]
+    );
+    let log = std::fs::read_to_string(run.join("logs/stop.log")).expect("log");
+    let lines: Vec<&str> = log.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        ["got INT", "── attempt 1 timed out after 1.0s ──"],
+        "{log}"
+    );
+}

@@ -53,8 +53,41 @@ impl Spawned {
         run
     }
 
-    fn spawn(test: Test, stdin: Option<std::fs::File>) -> Spawned {
+    /// Like [`Spawned::start_with_tty`], with the terminal as nixcmd's *controlling* terminal
+    /// (a new session, nixcmd its foreground process group), as in an operator's shell:
+    /// steps then are background jobs of that terminal and can open `/dev/tty`.
+    pub fn start_with_controlling_tty(test: Test, input: &[u8]) -> Spawned {
+        let (master, slave) = open_pty();
         let (mut cmd, root) = test.into_command();
+        // SAFETY: setsid and ioctl are async-signal-safe; they run in the child between fork
+        // and exec, on its own descriptor 0 (the terminal, set up before pre_exec runs).
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut run = Self::spawn_command(cmd, root, Some(slave));
+        let mut master = std::fs::File::from(master);
+        master.write_all(input).expect("type on the terminal");
+        let echo = master.try_clone().expect("clone the pty master");
+        std::thread::spawn(move || drain_into(echo, Arc::default()));
+        run.tty = Some(master);
+        run
+    }
+
+    fn spawn(test: Test, stdin: Option<std::fs::File>) -> Spawned {
+        let (cmd, root) = test.into_command();
+        Self::spawn_command(cmd, root, stdin)
+    }
+
+    fn spawn_command(
+        mut cmd: std::process::Command,
+        root: tempfile::TempDir,
+        stdin: Option<std::fs::File>,
+    ) -> Spawned {
         cmd.stdin(stdin.map(Stdio::from).unwrap_or_else(Stdio::null))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
