@@ -253,7 +253,9 @@ pub fn resolver_for(search: &crate::discovery::SearchPath) -> crate::run::nested
     })
 }
 
-/// Commands with errors do not run: their diagnostics are printed and the exit is 2.
+/// Commands with errors do not run: their diagnostics are printed and the exit is 2. Nor do
+/// commands with nothing to run (a reference card written for Claude Code): a run that did
+/// nothing would report success.
 pub fn refuse_invalid(loaded: &crate::discovery::Loaded) -> Result<(), Failure> {
     let errors: Vec<_> = loaded
         .command
@@ -262,7 +264,7 @@ pub fn refuse_invalid(loaded: &crate::discovery::Loaded) -> Result<(), Failure> 
         .filter(|d| d.severity >= Severity::Error)
         .collect();
     if errors.is_empty() {
-        return Ok(());
+        return refuse_empty(&loaded.command);
     }
     let rendered: String = errors
         .iter()
@@ -281,6 +283,30 @@ pub fn refuse_invalid(loaded: &crate::discovery::Loaded) -> Result<(), Failure> 
     .with_hint(format!(
         "fix the file, then `nixcmd check {}`",
         loaded.file.name
+    )))
+}
+
+/// A command none of whose prerequisites, steps or checks nixcmd can run.
+fn refuse_empty(cmd: &Command) -> Result<(), Failure> {
+    let runnable = cmd
+        .blocks()
+        .any(|b| b.runnable && b.phase != crate::command::Phase::Rollback);
+    if runnable {
+        return Ok(());
+    }
+    let shown = match cmd.other_blocks {
+        0 => String::new(),
+        1 => "its 1 code block is outside the runnable sections; ".to_string(),
+        n => format!("its {n} code blocks are outside the runnable sections; "),
+    };
+    Err(Failure::usage(format!(
+        "`{}` has nothing to run: no prerequisite, step or check is a shell block nixcmd runs; \
+         nothing was run",
+        cmd.name
+    ))
+    .with_hint(format!(
+        "{shown}`nixcmd show {}` shows what the file holds",
+        cmd.name
     )))
 }
 

@@ -868,3 +868,26 @@ fn without_a_terminal_sudo_is_not_asked_for() {
         out.stderr
     );
 }
+
+/// A reference card (a guided file whose code is all examples) has nothing to run: a run that
+/// did nothing would report success, so `run` says so instead, before making a run folder.
+#[test]
+fn a_command_with_nothing_to_run_is_refused() {
+    let out = Test::new()
+        .claude_command(
+            "cheatsheet.md",
+            "# Nix cheat sheet\n\nQuick reference.\n\n## Common commands\n\n```bash\nnix flake update\n```\n\n```bash\nnix-collect-garbage -d\n```\n",
+        )
+        .args(["run", "cheatsheet"])
+        .run();
+    out.assert_status(2);
+    assert_eq!(out.stdout, "");
+    assert_eq!(
+        out.stderr,
+        "error: `cheatsheet` has nothing to run: no prerequisite, step or check is a shell block \
+         nixcmd runs; nothing was run\n  \
+         hint: its 2 code blocks are outside the runnable sections; `nixcmd show cheatsheet` \
+         shows what the file holds\n"
+    );
+    assert!(run_dirs(out.root.path()).is_empty());
+}
