@@ -99,6 +99,20 @@ async def test_unknown_command_and_bad_arguments_are_tool_errors(env):
     assert env.runs() == []
 
 
+async def test_a_command_with_nothing_to_run_is_a_tool_error(env):
+    # A reference card: every code block is an example outside the runnable sections.
+    (env.commands / "cheatsheet.md").write_text(
+        "---\ndescription: Nix cheat sheet\n---\n# Cheat sheet\n\n"
+        "## Common commands\n\n```bash\nnix flake update\n```\n"
+    )
+    async with session(env) as s:
+        for tool in ("run", "plan"):
+            msg = await call_error(s, tool, {"command": "cheatsheet"})
+            assert "`cheatsheet` has nothing to run" in msg, msg
+            assert "its 1 code block is outside the runnable sections" in msg, msg
+    assert env.runs() == []
+
+
 async def test_each_command_is_a_prompt_and_a_resource(env):
     async with session(env) as s:
         prompts = {p.name: p for p in (await s.list_prompts()).prompts}
