@@ -216,7 +216,7 @@ impl Registry {
                 lock,
             } = prepared;
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let sink = RegistrySink { run: run.clone() };
+                let sink = RegistrySink::new(run.clone());
                 let engine = Engine::new(
                     &cmd,
                     opts,

@@ -256,15 +256,47 @@ fn next_step(run: &RunHandle, s: &Snapshot, status: McpStatus) -> String {
     }
 }
 
-/// Folds the engine's events (as written, redacted) into the run's snapshot.
+/// Folds the engine's events (as written, redacted) into the run's snapshot, a flush at a
+/// time: the output lines of one read of a chatty step take the lock and wake the waiting
+/// tool calls once, not once per line (a million lines took 2.3 s more than on the command
+/// line).
 pub(super) struct RegistrySink {
-    pub(super) run: std::sync::Arc<RunHandle>,
+    run: std::sync::Arc<RunHandle>,
+    pending: Vec<Event>,
+}
+
+impl RegistrySink {
+    pub(super) fn new(run: std::sync::Arc<RunHandle>) -> Self {
+        RegistrySink {
+            run,
+            pending: Vec::new(),
+        }
+    }
 }
 
 impl Sink for RegistrySink {
     fn event(&mut self, event: &Event, line: &str) {
         // The line is the redacted form of the event: use it, not the raw event.
         let event = serde_json::from_str::<Event>(line).unwrap_or_else(|_| event.clone());
-        self.run.update(|s| s.apply(event));
+        self.pending.push(event);
+    }
+
+    fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = &mut self.pending;
+        self.run.update(|s| {
+            for event in pending.drain(..) {
+                s.apply(event);
+            }
+        });
+    }
+}
+
+impl Drop for RegistrySink {
+    /// Nothing gathered is lost, whatever ended the run.
+    fn drop(&mut self) {
+        self.flush();
     }
 }
