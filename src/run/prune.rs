@@ -429,18 +429,30 @@ fn remove_run(
 /// Disk blocks used under `path` (as `du` counts them), symlinks not followed; what cannot be
 /// read counts 0.
 fn disk_usage(path: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => meta.blocks() * 512 + contents_usage(path),
+        Ok(meta) => meta.blocks() * 512,
+        Err(_) => 0,
+    }
+}
+
+/// [`disk_usage`] of what is inside the folder `dir`. Entries are measured relative to the
+/// open folder (`DirEntry::metadata`, no symlink followed), not by their whole path: a
+/// thousand runs are tens of thousands of files.
+fn contents_usage(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
-    let mut total = meta.blocks() * 512;
-    if meta.is_dir()
-        && let Ok(entries) = std::fs::read_dir(path)
-    {
-        for entry in entries.filter_map(Result::ok) {
-            total += disk_usage(&entry.path());
-        }
-    }
-    total
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| {
+            let own = entry.metadata().map_or(0, |m| m.blocks() * 512);
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => own + contents_usage(&entry.path()),
+                _ => own,
+            }
+        })
+        .sum()
 }
 
 /// `1.5 MiB`: sizes as people read them.
