@@ -91,7 +91,25 @@ fn dispatch(cx: &Context, cmd: Cmd) -> Result<Exit, Failure> {
         }
         Cmd::Run(args) => crate::run::commands::run(cx, args),
         Cmd::Resume(args) => crate::run::commands::resume(cx, args),
-        Cmd::Runs { format, command } => crate::run::commands::runs(cx, format, command.as_deref()),
+        Cmd::Runs {
+            format,
+            command,
+            prune: true,
+            keep,
+            older_than,
+            dry_run,
+        } => crate::run::prune::prune(
+            cx,
+            crate::run::prune::Request {
+                rules: crate::run::prune::Rules { keep, older_than },
+                command: command.as_deref(),
+                dry_run,
+                json: format == TextOrJson::Json,
+            },
+        ),
+        Cmd::Runs {
+            format, command, ..
+        } => crate::run::commands::runs(cx, format, command.as_deref()),
         Cmd::Log { run, step } => crate::run::commands::log(cx, &run, step.as_deref()),
         Cmd::Stats { format } => crate::run::commands::stats(cx, format),
         Cmd::Hosts { format } => crate::hosts::command(cx, format),

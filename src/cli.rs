@@ -80,12 +80,30 @@ pub enum Cmd {
         strict: bool,
     },
     /// List recorded runs, newest first.
+    ///
+    /// With --prune, remove old run folders instead: those beyond the newest N of each command
+    /// (--keep), and/or those that finished longer ago than DURATION (--older-than); with both,
+    /// only runs both select. A run in progress or paused at a confirmation gate is never
+    /// removed. The duration history behind ETAs stays, but `nixcmd stats` counts the run
+    /// folders, so it counts only the runs that remain.
     Runs {
         #[arg(long, default_value = "text")]
         format: TextOrJson,
         /// Only runs of this command.
         #[arg(long)]
         command: Option<String>,
+        /// Remove old run folders (needs --keep and/or --older-than).
+        #[arg(long)]
+        prune: bool,
+        /// With --prune: keep the newest N runs of each command.
+        #[arg(long, value_name = "N", requires = "prune")]
+        keep: Option<usize>,
+        /// With --prune: remove runs that finished longer ago than DURATION (90m, 12h, 30d).
+        #[arg(long, value_name = "DURATION", requires = "prune", value_parser = crate::duration::parse_age)]
+        older_than: Option<std::time::Duration>,
+        /// With --prune: list what would be removed; remove nothing.
+        #[arg(long, requires = "prune")]
+        dry_run: bool,
     },
     /// Print the log of a run, or of one of its steps.
     Log { run: String, step: Option<String> },

@@ -5,6 +5,27 @@ use std::time::Duration;
 /// Parses `500ms`, `90s`, `45m`, `2h`, or a sum such as `1h30m`. A bare number is rejected so
 /// that `timeout=30` (seconds? minutes?) is never guessed.
 pub fn parse(text: &str) -> Result<Duration, String> {
+    let total = parse_sum(text, Units::Runbook)?;
+    if total > Duration::from_secs(7 * 24 * 3600) {
+        return Err(format!("`{}` is longer than a week", text.trim()));
+    }
+    Ok(total)
+}
+
+/// An age, as `runs --prune --older-than` takes it: the same sums as [`parse`], plus days
+/// (`30d`, `1d12h`), and no upper bound (retention is counted in weeks, timeouts are not).
+pub fn parse_age(text: &str) -> Result<Duration, String> {
+    parse_sum(text, Units::Age)
+}
+
+/// Which units a duration may use: runbooks keep the units (and the messages) they always had.
+#[derive(Clone, Copy, PartialEq)]
+enum Units {
+    Runbook,
+    Age,
+}
+
+fn parse_sum(text: &str, units: Units) -> Result<Duration, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err("empty duration".into());
@@ -32,9 +53,20 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(number),
             "m" => Duration::from_secs(number.saturating_mul(60)),
             "h" => Duration::from_secs(number.saturating_mul(3600)),
+            "d" if units == Units::Age => Duration::from_secs(number.saturating_mul(86400)),
+            "" if units == Units::Age => {
+                return Err(format!(
+                    "`{text}` has no unit (write {number}m, {number}h or {number}d)"
+                ));
+            }
             "" => {
                 return Err(format!(
                     "`{text}` has no unit (write {number}s, {number}m or {number}h)"
+                ));
+            }
+            other if units == Units::Age => {
+                return Err(format!(
+                    "unknown unit `{other}` in `{text}` (use ms, s, m, h or d)"
                 ));
             }
             other => {
@@ -45,9 +77,6 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         };
         total = total.saturating_add(part);
         rest = &rest[unit_len..];
-    }
-    if total > Duration::from_secs(7 * 24 * 3600) {
-        return Err(format!("`{text}` is longer than a week"));
     }
     Ok(total)
 }
@@ -108,6 +137,29 @@ mod tests {
         assert!(parse("m").is_err());
         assert!(parse("99999999999999999999s").is_err());
         assert!(parse("200h").unwrap_err().contains("week"));
+    }
+
+    #[test]
+    fn ages_take_days_and_have_no_cap_but_runbooks_do_not_change() {
+        assert_eq!(parse_age("30d"), Ok(Duration::from_secs(30 * 86400)));
+        assert_eq!(parse_age("1d12h"), Ok(Duration::from_secs(36 * 3600)));
+        assert_eq!(parse_age("200h"), Ok(Duration::from_secs(200 * 3600)));
+        assert_eq!(parse_age("90s"), Ok(Duration::from_secs(90)));
+        assert!(parse_age("30").unwrap_err().contains("30d"));
+        assert!(
+            parse_age("2w")
+                .unwrap_err()
+                .contains("use ms, s, m, h or d")
+        );
+        assert!(parse_age("").is_err());
+        assert_eq!(
+            parse("2d").unwrap_err(),
+            "unknown unit `d` in `2d` (use ms, s, m or h)"
+        );
+        assert_eq!(
+            parse("30").unwrap_err(),
+            "`30` has no unit (write 30s, 30m or 30h)"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Running commands: argument binding, the engine, approvals, records, redaction, rendering
-//! and the `run`/`resume`/`runs`/`log`/`stats` subcommands.
+//! Running commands: argument binding, the engine, approvals, records, redaction, rendering,
+//! the `run`/`resume`/`runs`/`log`/`stats` subcommands and pruning old runs.
 
 pub mod approve;
 pub mod args;
@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod group;
 pub mod jobs;
 pub mod nested;
+pub mod prune;
 pub mod records;
 pub mod redact;
 pub mod remote;

@@ -548,6 +548,19 @@ fn alive(lock: Option<&Path>, run_id: &str, pid: u32) -> bool {
     }
 }
 
+/// The holder line of `state`'s command lock (`<run-id> (pid N)`) when that lock is held now
+/// on behalf of this run, whatever status `state` records: `resume` takes the lock before it
+/// writes `running`.
+pub fn lock_held_for(state: &State) -> Option<String> {
+    let path = lock_path(&state.command);
+    (lock_held_by(&path, &state.run_id) == Some(true)).then(|| {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    })
+}
+
 fn pid_is_nixcmd(pid: u32) -> bool {
     let proc = Path::new("/proc");
     if !proc.join("self").exists() {
@@ -599,13 +612,15 @@ fn flock_on_inode(locks: &str, inode: u64) -> bool {
     })
 }
 
-/// Every recorded run, newest first.
+/// Every recorded run, newest first. Hidden entries are not runs: `runs --prune` renames a
+/// folder to `.pruning-<id>` before removing it, so a run being removed is never listed.
 pub fn all_runs() -> Vec<(PathBuf, State)> {
     let Ok(entries) = std::fs::read_dir(runs_dir()) else {
         return Vec::new();
     };
     let mut runs: Vec<_> = entries
         .filter_map(Result::ok)
+        .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
         .filter_map(|e| read_state(&e.path()).ok().map(|s| (e.path(), s)))
         .collect();
     runs.sort_by(|a, b| {
