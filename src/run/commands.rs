@@ -568,22 +568,36 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
         return Ok(Exit::Success);
     }
     if runs.is_empty() {
-        cx.out.print("No runs recorded yet.\n");
+        cx.out.print(&match command {
+            Some(c) => format!("No runs of `{c}` recorded.\n"),
+            None => "No runs recorded yet.\n".to_string(),
+        });
         return Ok(Exit::Success);
     }
+    let status_of = |r: &State| {
+        let label = if gone(r) { "stopped" } else { r.status.label() };
+        if r.dry_run {
+            format!("{label} (dry run)")
+        } else {
+            label.to_string()
+        }
+    };
     let w = runs.iter().map(|s| s.run_id.len()).max().unwrap_or(6);
+    // At least the width of the usual labels, so columns stay put from one listing to the
+    // next; wider when a label needs it ("prerequisites not met (dry run)").
+    let sw = runs
+        .iter()
+        .map(|r| status_of(r).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(22);
     let mut s = cx.out.out.bold(&format!(
-        "{:<w$}  {:<22}  {:<24}  STEP",
+        "{:<w$}  {:<sw$}  {:<24}  STEP",
         "RUN", "STATUS", "STARTED"
     ));
     s.push('\n');
     for r in &runs {
-        let label = if gone(r) { "stopped" } else { r.status.label() };
-        let status = if r.dry_run {
-            format!("{label} (dry run)")
-        } else {
-            label.to_string()
-        };
+        let status = status_of(r);
         // Running or paused runs name their current step; finished ones the error, if any.
         let mut step = r
             .current_step
@@ -596,7 +610,7 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
                 .to_string();
         }
         let line = format!(
-            "{:<w$}  {:<22}  {:<24}  {step}",
+            "{:<w$}  {:<sw$}  {:<24}  {step}",
             r.run_id, status, r.started
         );
         s.push_str(line.trim_end());

@@ -598,3 +598,48 @@ fn an_unwritable_state_folder_is_explained_before_anything_runs() {
         );
     }
 }
+
+/// The STATUS column is as wide as its longest label, so STARTED stays aligned; a command
+/// filter that matches nothing says which command had no runs.
+#[test]
+fn runs_keeps_its_columns_aligned_and_names_an_empty_filter() {
+    let out = Test::new()
+        .runbook(
+            "gate.md",
+            "---\ndescription: Needs a file\nnixcmd: {}\n---\n# Gate\n\n## Prerequisites\n```bash {id=file}\ntest -e missing\n```\n\n## Steps\n### Echo\n```bash {id=echo}\necho hi\n```\n",
+        )
+        .runbook(
+            "ok.md",
+            "---\ndescription: Works\nnixcmd: {}\n---\n# Ok\n\n## Steps\n### Echo\n```bash {id=echo}\necho hi\n```\n",
+        )
+        .args(["run", "gate", "--dry-run"])
+        .run();
+    out.assert_status(4);
+    let out = out.then().args(["run", "ok"]).run();
+    out.assert_status(0);
+    let out = out.then().args(["runs"]).run();
+    out.assert_status(0);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    // Newest first: the successful run, then the dry run whose label is the long one.
+    assert!(lines[1].contains("  succeeded  "), "{}", out.stdout);
+    assert!(
+        lines[2].contains("  prerequisites not met (dry run)  "),
+        "{}",
+        out.stdout
+    );
+    let started_at = lines[0].find("STARTED").expect("a STARTED column");
+    for line in &lines[1..] {
+        let time = &line[started_at..];
+        assert!(
+            time.starts_with("20") && time.as_bytes()[4] == b'-',
+            "STARTED out of its column:\n{}",
+            out.stdout
+        );
+        assert_eq!(&line[started_at - 2..started_at], "  ", "{}", out.stdout);
+    }
+
+    let out = out.then().args(["runs", "--command", "nope"]).run();
+    out.assert_status(0);
+    assert_eq!(out.stdout, "No runs of `nope` recorded.\n");
+}
