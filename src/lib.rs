@@ -38,3 +38,4 @@ pub mod skeleton;
 pub mod source;
 pub mod suggest;
 pub mod summary;
+pub mod terminal_text;

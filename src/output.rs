@@ -110,7 +110,10 @@ impl Output {
         let _ = lock.write_all(text.as_bytes()).and_then(|()| lock.flush());
     }
 
-    /// Terminal width for tables, when stdout is a terminal.
+    /// Terminal width for tables and the live display, when stdout is a terminal: `COLUMNS`
+    /// when exported, else what the terminal says (asked each time: it may be resized
+    /// during a run), else 100. Shells set `COLUMNS` without exporting it, so the terminal's
+    /// own answer is the usual one.
     pub fn width(&self) -> Option<usize> {
         if !self.stdout_is_terminal {
             return None;
@@ -118,6 +121,11 @@ impl Output {
         std::env::var("COLUMNS")
             .ok()
             .and_then(|c| c.parse().ok())
+            .filter(|&w: &usize| w > 0)
+            .or_else(|| {
+                terminal_size::terminal_size_of(std::io::stdout()).map(|(w, _)| w.0 as usize)
+            })
+            .filter(|&w| w > 0)
             .or(Some(100))
     }
 }

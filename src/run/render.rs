@@ -6,6 +6,7 @@
 use crate::duration::display;
 use crate::event::{Event, EventKind, RunStatus, Sink, StepStatus};
 use crate::output::Output;
+use crate::terminal_text;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -236,10 +237,19 @@ fn live_line(r: &Running, frame: usize, out: &Output) -> String {
     let eta = eta
         .map(|e| format!(" / ~{}", display(Duration::from_millis(e))))
         .unwrap_or_default();
-    let width = out.width().unwrap_or(100);
-    let head = format!("{} {id}  {elapsed}{eta}", SPINNER[frame % SPINNER.len()]);
-    let room = width.saturating_sub(head.chars().count() + 5);
-    let last: String = last.chars().take(room).collect();
+    // One row whatever the step printed: a wrapped row would outlive the redraw, which moves
+    // the cursor up by the rows it drew. The last column stays free (a character there makes
+    // some terminals wrap at once).
+    let width = out.width().unwrap_or(100).saturating_sub(1);
+    let head = terminal_text::fit(
+        &format!("{} {id}  {elapsed}{eta}", SPINNER[frame % SPINNER.len()]),
+        width,
+    );
+    let room = width.saturating_sub(terminal_text::width(&head) + 2);
+    let last = terminal_text::fit(&terminal_text::plain(last), room);
+    if last.is_empty() {
+        return p.cyan(&head);
+    }
     format!("{}  {}", p.cyan(&head), p.dim(&last))
 }
 

@@ -643,3 +643,61 @@ fn runs_keeps_its_columns_aligned_and_names_an_empty_filter() {
     out.assert_status(0);
     assert_eq!(out.stdout, "No runs of `nope` recorded.\n");
 }
+
+/// At a terminal the live display shows each running step's last output line on one row:
+/// what the step printed cannot move the cursor or clear the screen, a progress bar shows its
+/// last state, and the row fits the terminal's width (asked of the terminal: shells do not
+/// export `COLUMNS`), so the redraw leaves nothing behind.
+#[test]
+fn the_live_line_fits_the_terminal_and_carries_no_escape_sequences() {
+    let test = Test::new()
+        .runbook(
+            "live.md",
+            r#"---
+description: A step whose output is hostile to a terminal
+nixcmd: {}
+---
+# Live
+
+## Steps
+### Noisy
+```bash {id=noisy}
+printf 'fetching 10%%\rfetching 99%% \033[2J\033[H\033]0;pwned\007of a source whose progress line is far wider than forty columns\n'
+sleep 0.6
+```
+"#,
+        )
+        .env_remove("COLUMNS")
+        .env_remove("CI")
+        .args(["run", "live", "--color", "never"]);
+    let (status, screen) = crate::run_support::run_on_terminal(test, 40);
+    assert_eq!(status, 0, "{screen:?}");
+    assert!(!screen.contains("\x1b[2J"), "{screen:?}");
+    assert!(!screen.contains("\x1b]0;"), "{screen:?}");
+    assert!(!screen.contains("\x1b[H"), "{screen:?}");
+    let spinner = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+    // Rows the live display drew: after its clears, up to the next row or clear.
+    let live: Vec<&str> = screen
+        .split(['\n', '\r'])
+        .flat_map(|row| row.split("\x1b[2K"))
+        .flat_map(|row| row.split("\x1b[J"))
+        .filter(|row| row.starts_with(spinner))
+        .collect();
+    assert!(!live.is_empty(), "no live row drawn: {screen:?}");
+    let with_output: Vec<&&str> = live.iter().filter(|r| r.contains("fetching")).collect();
+    assert!(!with_output.is_empty(), "{live:?}");
+    for row in &live {
+        // Every character here (braille spinner, ASCII, "…") takes one column.
+        let cols = row.chars().count();
+        assert!(
+            cols <= 39,
+            "a live row of {cols} columns on a 40-column terminal: {row:?}"
+        );
+        assert!(!row.contains('\x1b'), "{row:?}");
+    }
+    for row in with_output {
+        assert!(row.contains("fetching 99% of a"), "{row:?}");
+        assert!(!row.contains("10%"), "{row:?}");
+        assert!(row.ends_with('…'), "{row:?}");
+    }
+}

@@ -9,7 +9,7 @@ use crate::support::{Output, Test, filter_paths};
 use regex::Regex;
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -186,6 +186,39 @@ fn wait_limited(child: &mut Child, limit: Duration) -> i32 {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// Runs the test with stdin, stdout and stderr on a pseudo-terminal `cols` columns wide, as
+/// at an operator's terminal: the live display is on. Returns the exit code and every byte
+/// written to the terminal.
+pub fn run_on_terminal(test: Test, cols: u16) -> (i32, String) {
+    let (master, slave) = open_pty();
+    let size = libc::winsize {
+        ws_row: 24,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize we own, on a descriptor we own.
+    assert_eq!(
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) },
+        0,
+        "set the terminal size"
+    );
+    let (mut cmd, _root) = test.into_command();
+    let out = slave.try_clone().expect("clone the pty slave");
+    let err = slave.try_clone().expect("clone the pty slave");
+    cmd.stdin(Stdio::from(slave))
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    let mut child = cmd.spawn().expect("spawn nixcmd");
+    drop(cmd);
+    // The master reads end of file (EIO) once nobody holds the slave any more.
+    let (buf, reader) = collect(std::fs::File::from(master));
+    let status = wait_limited(&mut child, LIMIT);
+    let _ = reader.join();
+    let bytes = buf.lock().expect("terminal output").clone();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// Runs the test with stdin on a pseudo-terminal, typing `input` on it.

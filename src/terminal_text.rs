@@ -1,0 +1,127 @@
+//! Text for one row of a terminal: a step's last output line in the live display. What a step
+//! prints is not ours to trust there: an escape sequence in it would move the cursor or clear
+//! the operator's screen, and a row wider than the terminal wraps, after which the display's
+//! redraw (cursor up by the number of rows it drew) leaves stale rows behind.
+
+use unicode_width::UnicodeWidthChar;
+
+/// `text` as it would finally look on one row: what follows its last carriage return
+/// (progress bars redraw themselves with `\r`), without escape sequences (CSI, OSC, and the
+/// two-character ones) or other control characters; a tab becomes a space.
+pub fn plain(text: &str) -> String {
+    let shown = text
+        .rsplit('\r')
+        .find(|part| !part.trim().is_empty())
+        .unwrap_or("");
+    let mut out = String::with_capacity(shown.len());
+    let mut chars = shown.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\x1b' => match chars.next() {
+                // CSI: parameters and intermediates up to a final byte in @..~.
+                Some('[') => {
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC (a window title, a hyperlink): up to BEL or ST (ESC \).
+                Some(']') => {
+                    while let Some(c) = chars.next() {
+                        if c == '\x07' || (c == '\x1b' && chars.next_if_eq(&'\\').is_some()) {
+                            break;
+                        }
+                    }
+                }
+                // nF (`ESC ( B`, a character set): intermediates, then one final byte.
+                Some(' '..='/') => {
+                    while chars.next_if(|c| (' '..='/').contains(c)).is_some() {}
+                    chars.next();
+                }
+                _ => {}
+            },
+            // The one-character form of CSI.
+            '\u{9b}' => {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Display columns of `text` (wide characters count two, combining marks none).
+pub fn width(text: &str) -> usize {
+    text.chars().filter_map(UnicodeWidthChar::width).sum()
+}
+
+/// The longest start of `text` that fits in `cols` display columns, ending in "…" when cut.
+pub fn fit(text: &str, cols: usize) -> String {
+    if width(text) <= cols {
+        return text.to_string();
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    let room = cols.saturating_sub(1);
+    for c in text.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w > room {
+            break;
+        }
+        used += w;
+        out.push(c);
+    }
+    if cols > 0 {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_sequences_and_control_characters_are_dropped() {
+        assert_eq!(plain("\x1b[1;31merror\x1b[0m: x"), "error: x");
+        assert_eq!(plain("\x1b[2J\x1b[Hclean"), "clean");
+        assert_eq!(
+            plain("\x1b]0;title\x07a\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\"),
+            "alink"
+        );
+        assert_eq!(plain("a\tb\x08c\x00d"), "a bcd");
+        assert_eq!(plain("\u{9b}2Kx"), "x");
+        assert_eq!(plain("\x1b(Bkeep\x1b7"), "keep");
+        // An escape cut off at the end of the line ends the line.
+        assert_eq!(plain("ok\x1b[12"), "ok");
+    }
+
+    #[test]
+    fn a_progress_bar_shows_its_last_state() {
+        assert_eq!(
+            plain("copying 10%\rcopying 55%\rcopying 99%"),
+            "copying 99%"
+        );
+        assert_eq!(plain("done\r"), "done");
+        assert_eq!(plain("\r\r"), "");
+    }
+
+    #[test]
+    fn text_is_cut_to_display_columns() {
+        assert_eq!(fit("short", 10), "short");
+        assert_eq!(fit("exactly10!", 10), "exactly10!");
+        assert_eq!(fit("a longer line", 8), "a longe…");
+        // Wide characters take two columns: four fit in 9 (8 + "…").
+        assert_eq!(fit("日本語のテキスト", 9), "日本語の…");
+        assert_eq!(width("日本語の…"), 9);
+        assert_eq!(fit("anything", 0), "");
+        assert_eq!(fit("ab", 1), "…");
+    }
+}
