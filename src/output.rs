@@ -105,6 +105,18 @@ impl Output {
         }
     }
 
+    /// Copies `reader` to stdout as it reads it: a step's log can be gigabytes, and need not
+    /// be text. A closed pipe (`nixcmd log RUN | head`) ends output quietly; a read error is
+    /// returned.
+    pub fn print_from(&self, reader: &mut impl std::io::Read) -> std::io::Result<()> {
+        let mut lock = std::io::stdout().lock();
+        let copied = std::io::copy(reader, &mut lock).and_then(|_| lock.flush());
+        match copied {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        }
+    }
+
     pub fn eprint(&self, text: &str) {
         let mut lock = std::io::stderr().lock();
         let _ = lock.write_all(text.as_bytes()).and_then(|()| lock.flush());

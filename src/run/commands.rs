@@ -643,27 +643,33 @@ pub fn log(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failure>
         .into_iter()
         .filter(|n| logs.join(format!("{n}.log")).is_file())
         .collect();
+    // Logs are streamed, not read whole: a chatty step's log can be gigabytes.
+    let copy = |file: &mut std::fs::File, path: &std::path::Path| {
+        cx.out
+            .print_from(file)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
+    };
     match step {
         Some(step) => {
-            let file = logs.join(format!("{step}.log"));
-            let text = std::fs::read_to_string(&file).map_err(|_| {
+            let path = logs.join(format!("{step}.log"));
+            let mut file = std::fs::File::open(&path).map_err(|_| {
                 let hint = crate::suggest::closest(step, present.iter().map(String::as_str))
                     .map(|s| format!("did you mean `{s}`?"))
                     .unwrap_or_else(|| format!("logs: {}", present.join(", ")));
                 Failure::usage(format!("run {run} has no log for step `{step}`")).with_hint(hint)
             })?;
-            cx.out.print(&text);
+            copy(&mut file, &path)?;
         }
         None => {
-            let mut s = String::new();
             for n in &present {
-                s.push_str(&cx.out.out.bold(&format!("==> {n} <==")));
-                s.push('\n');
-                s.push_str(
-                    &std::fs::read_to_string(logs.join(format!("{n}.log"))).unwrap_or_default(),
-                );
+                let path = logs.join(format!("{n}.log"));
+                let Ok(mut file) = std::fs::File::open(&path) else {
+                    continue;
+                };
+                cx.out
+                    .print(&format!("{}\n", cx.out.out.bold(&format!("==> {n} <=="))));
+                copy(&mut file, &path)?;
             }
-            cx.out.print(&s);
         }
     }
     Ok(Exit::Success)

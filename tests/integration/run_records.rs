@@ -701,3 +701,64 @@ sleep 0.6
         assert!(row.ends_with('…'), "{row:?}");
     }
 }
+
+/// `nixcmd log` streams a log instead of reading it whole: a chatty step's log can be
+/// gigabytes. While nixcmd waits for a reader of its output, it holds a fraction of the log.
+#[test]
+fn log_streams_a_large_log_in_bounded_memory() {
+    const LINES: u32 = 3_000_000;
+    let out = Test::new()
+        .runbook(
+            "chatty.md",
+            "---\ndescription: A chatty step\nnixcmd: {}\n---\n# Chatty\n\n## Steps\n### Spew\n\
+             ```bash {id=spew}\necho one line\n```\n",
+        )
+        .args(["run", "chatty"])
+        .run();
+    out.assert_status(0);
+    // The log a step printing three million lines leaves, written here: running such a step
+    // in a debug build takes twenty seconds.
+    let log = only_run(out.root.path()).join("logs/spew.log");
+    let mut big = String::from("── spew attempt 1/1 at 2026-11-29T00:00:00.000Z ──\n");
+    for n in 1..=LINES {
+        big.push_str(&n.to_string());
+        big.push('\n');
+    }
+    std::fs::write(&log, &big).expect("write the log");
+    let log_size = big.len();
+    drop(big);
+    let (mut cmd, root) = out.then().args(["log", "last", "spew"]).into_command();
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn nixcmd log");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut text = vec![0u8; 4096];
+    std::io::Read::read_exact(&mut stdout, &mut text).expect("the start of the log");
+    // Nobody reads now: nixcmd fills the pipe and waits. Whatever it holds, it holds now.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
+    let peak_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM");
+    std::io::Read::read_to_end(&mut stdout, &mut text).expect("the rest of the log");
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    assert!(
+        peak_kb < 18 * 1024,
+        "nixcmd held {peak_kb} kB while printing a log of {log_size} bytes"
+    );
+    let text = String::from_utf8(text).expect("utf-8");
+    let lines: Vec<&str> = text.lines().collect();
+    // The attempt's header, then every line; a step that succeeds gets no closing line.
+    assert_eq!(lines.len(), LINES as usize + 1);
+    assert!(
+        lines[0].starts_with("── spew attempt 1/1 at "),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[1..].iter().zip(1..).all(|(l, n)| *l == n.to_string()));
+    drop(root);
+}
