@@ -48,17 +48,19 @@ impl RunHandle {
         run_id: &str,
         command: &str,
         dry_run: bool,
-        events: &str,
+        events: impl std::io::BufRead,
         alive: bool,
     ) -> RunHandle {
         let mut run = RunHandle::new(run_id, command, dry_run);
         run.external = true;
         let snap = run.snap.get_mut().unwrap_or_else(|e| e.into_inner());
-        // A torn last line (the writer was killed mid-append) is skipped, like any line that
-        // is not an event.
+        // Read a line at a time: a chatty run's events are hundreds of megabytes, and the
+        // snapshot keeps only the last lines of output. A torn last line (the writer was
+        // killed mid-append) is skipped, like any line that is not an event.
         for event in events
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Event>(l).ok())
+            .split(b'\n')
+            .map_while(Result::ok)
+            .filter_map(|l| serde_json::from_slice::<Event>(&l).ok())
         {
             snap.apply(event);
         }
