@@ -382,11 +382,7 @@ impl RunDir {
 
     /// `events.ndjson`, opened for appending.
     pub fn events_file(&self) -> std::io::Result<File> {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(self.path.join("events.ndjson"))
+        open_events(&self.path.join("events.ndjson"))
     }
 
     pub fn log_path(&self, step: &str) -> PathBuf {
@@ -517,14 +513,57 @@ pub fn read_progress(dir: &Path) -> std::io::Result<Progress> {
 }
 
 /// The highest `seq` in a run's `events.ndjson` (a resumed run continues the numbering).
+/// `events.ndjson` opened to append. When a killed run left a torn last line (a write of a
+/// read's worth of events cut short), it is ended first: the resumed run's first event must
+/// not be glued to it, where readers would skip it with the torn part.
+fn open_events(path: &Path) -> std::io::Result<File> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .mode(0o600)
+        .open(path)?;
+    let len = file.metadata()?.len();
+    let mut last = [0u8; 1];
+    if len > 0 && file.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n' {
+        file.write_all(b"\n")?;
+    }
+    Ok(file)
+}
+
 pub fn last_seq(dir: &Path) -> u64 {
-    std::fs::read_to_string(dir.join("events.ndjson"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v.get("seq").and_then(|s| s.as_u64()))
-        .max()
-        .unwrap_or(0)
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(dir.join("events.ndjson")) else {
+        return 0;
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    // From the end: events are appended in `seq` order, so the last whole event has the
+    // highest, and a chatty run's file is hundreds of megabytes. The window grows when its
+    // lines are all torn or unreadable.
+    let mut window: u64 = 64 * 1024;
+    let mut buf = Vec::new();
+    loop {
+        let start = len.saturating_sub(window);
+        buf.clear();
+        if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut buf).is_err() {
+            return 0;
+        }
+        // The first piece is part of a line that began before the window.
+        let skip = usize::from(start > 0);
+        let seq = buf
+            .split(|&b| b == b'\n')
+            .skip(skip)
+            .filter_map(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.get("seq").and_then(|s| s.as_u64()))
+            .max();
+        match seq {
+            Some(seq) => return seq,
+            None if start == 0 => return 0,
+            None => window = window.saturating_mul(4),
+        }
+    }
 }
 
 /// Whether the process that runs `state` is still there. A run recorded as `running` whose
@@ -773,6 +812,67 @@ impl History {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_torn_last_event_is_ended_before_new_events_are_appended() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.ndjson");
+        super::open_events(&path)
+            .unwrap()
+            .write_all(b"{\"seq\":1}\n")
+            .unwrap();
+        super::open_events(&path)
+            .unwrap()
+            .write_all(b"{\"seq\":2}\n")
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"seq\":1}\n{\"seq\":2}\n"
+        );
+        std::fs::write(&path, "{\"seq\":1}\n{\"seq\":2,\"ty").unwrap();
+        super::open_events(&path)
+            .unwrap()
+            .write_all(b"{\"seq\":3}\n")
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"seq\":1}\n{\"seq\":2,\"ty\n{\"seq\":3}\n"
+        );
+    }
+
+    #[test]
+    fn the_last_seq_is_found_from_the_end_past_torn_and_long_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events.ndjson");
+        assert_eq!(super::last_seq(dir.path()), 0, "no file");
+        std::fs::write(&events, "").unwrap();
+        assert_eq!(super::last_seq(dir.path()), 0, "empty");
+        let mut text = String::new();
+        for seq in 1..=5000 {
+            text.push_str(&format!(
+                "{{\"seq\":{seq},\"type\":\"output\",\"line\":\"x\"}}\n"
+            ));
+        }
+        std::fs::write(&events, &text).unwrap();
+        assert_eq!(super::last_seq(dir.path()), 5000);
+        // A torn last line (the writer was killed mid-append) does not count.
+        text.push_str("{\"seq\":5001,\"ty");
+        std::fs::write(&events, &text).unwrap();
+        assert_eq!(super::last_seq(dir.path()), 5000);
+        // A last event longer than the first window: the window grows to find it.
+        text.push('\n');
+        text.push_str(&format!(
+            "{{\"seq\":5002,\"line\":\"{}\"}}\n",
+            "y".repeat(300_000)
+        ));
+        text.push_str(&"z".repeat(100_000));
+        std::fs::write(&events, &text).unwrap();
+        assert_eq!(super::last_seq(dir.path()), 5002);
+        // A file of one event and nothing else.
+        std::fs::write(&events, "{\"seq\":7}").unwrap();
+        assert_eq!(super::last_seq(dir.path()), 7);
+    }
+
     use super::*;
 
     fn step(id: &str, status: StepStatus) -> StepProgress {
