@@ -9,6 +9,17 @@ use unicode_width::UnicodeWidthChar;
 /// (progress bars redraw themselves with `\r`), without escape sequences (CSI, OSC, and the
 /// two-character ones) or other control characters; a tab becomes a space.
 pub fn plain(text: &str) -> String {
+    cleaned(text, false)
+}
+
+/// [`plain`], keeping colors and styles (SGR sequences, `ESC [ … m`): for whole output lines
+/// printed at a terminal with `--verbose`, where a tool's colors help and only what moves the
+/// cursor or clears the screen does harm.
+pub fn keeping_colors(text: &str) -> String {
+    cleaned(text, true)
+}
+
+fn cleaned(text: &str, keep_sgr: bool) -> String {
     let shown = text
         .rsplit('\r')
         .find(|part| !part.trim().is_empty())
@@ -20,8 +31,13 @@ pub fn plain(text: &str) -> String {
             '\x1b' => match chars.next() {
                 // CSI: parameters and intermediates up to a final byte in @..~.
                 Some('[') => {
+                    let mut sequence = String::from("\x1b[");
                     for c in chars.by_ref() {
+                        sequence.push(c);
                         if ('@'..='~').contains(&c) {
+                            if keep_sgr && c == 'm' {
+                                out.push_str(&sequence);
+                            }
                             break;
                         }
                     }
@@ -53,6 +69,10 @@ pub fn plain(text: &str) -> String {
             c if c.is_control() => {}
             c => out.push(c),
         }
+    }
+    // A color the line leaves on would color what nixcmd prints next.
+    if keep_sgr && out.contains('\x1b') {
+        out.push_str("\x1b[0m");
     }
     out
 }
@@ -101,6 +121,16 @@ mod tests {
         assert_eq!(plain("\x1b(Bkeep\x1b7"), "keep");
         // An escape cut off at the end of the line ends the line.
         assert_eq!(plain("ok\x1b[12"), "ok");
+    }
+
+    #[test]
+    fn colors_can_be_kept_and_nothing_else() {
+        assert_eq!(
+            keeping_colors("\x1b[1;31merror\x1b[0m \x1b[2J\x1b[3Ahere\x1b]0;t\x07"),
+            "\x1b[1;31merror\x1b[0m here\x1b[0m"
+        );
+        // A color cut off at the end of the line is dropped, not left open.
+        assert_eq!(keeping_colors("ok\x1b[31"), "ok");
     }
 
     #[test]

@@ -383,6 +383,12 @@ impl Sink for TextRenderer {
                     r.3 = line.clone();
                 }
                 if self.verbose {
+                    // At a terminal a line must not move the cursor or clear the screen under
+                    // the live display; its colors are welcome. Elsewhere it goes as printed.
+                    let line = match self.live {
+                        Some(_) => terminal_text::keeping_colors(line),
+                        None => line.clone(),
+                    };
                     self.line(&format!("  {} {}", p.dim(&format!("{step_id} │")), line));
                 }
             }

@@ -650,7 +650,8 @@ fn runs_keeps_its_columns_aligned_and_names_an_empty_filter() {
 /// export `COLUMNS`), so the redraw leaves nothing behind.
 #[test]
 fn the_live_line_fits_the_terminal_and_carries_no_escape_sequences() {
-    let test = Test::new()
+    let test = || {
+        Test::new()
         .runbook(
             "live.md",
             r#"---
@@ -669,8 +670,17 @@ sleep 0.6
         )
         .env_remove("COLUMNS")
         .env_remove("CI")
-        .args(["run", "live", "--color", "never"]);
-    let (status, screen) = crate::run_support::run_on_terminal(test, 40);
+        .args(["run", "live", "--color", "never"])
+    };
+    // With --verbose every line is printed too: colors pass, nothing else does.
+    let (status, screen) = crate::run_support::run_on_terminal(test().arg("--verbose"), 40);
+    assert_eq!(status, 0, "{screen:?}");
+    assert!(!screen.contains("\x1b[2J"), "{screen:?}");
+    assert!(
+        screen.contains("  noisy │ fetching 99% of a source whose progress line is far wider than forty columns\r\n"),
+        "{screen:?}"
+    );
+    let (status, screen) = crate::run_support::run_on_terminal(test(), 40);
     assert_eq!(status, 0, "{screen:?}");
     assert!(!screen.contains("\x1b[2J"), "{screen:?}");
     assert!(!screen.contains("\x1b]0;"), "{screen:?}");
