@@ -149,6 +149,10 @@ pub struct Engine<'a> {
     pub(super) started: Instant,
     pub(super) resumed: bool,
     pub(super) fleet: crate::run::fanout::Fleet,
+    /// Why the run's records could not be written, from the first failure on. No block
+    /// starts after that: `resume` decides from those records what ran, and a run that cannot
+    /// keep them goes on blind.
+    pub(super) records_error: Option<String>,
 }
 
 impl<'a> Engine<'a> {
@@ -217,6 +221,7 @@ impl<'a> Engine<'a> {
             started: Instant::now(),
             resumed,
             fleet: Default::default(),
+            records_error: None,
         }
     }
 
@@ -228,8 +233,9 @@ impl<'a> Engine<'a> {
         self.state.updated = now();
         // Progress first: a `kill -9` between the two writes must not leave a state.json
         // without its progress.json.
-        let _ = self.run.write_progress(&self.progress);
-        let _ = self.run.write_state(&self.state);
+        let progress = self.run.write_progress(&self.progress);
+        let state = self.run.write_state(&self.state);
+        self.note_records(progress.and(state));
     }
 
     /// At a step's end: progress.json, which resume reads to know what is done, must be
@@ -238,7 +244,35 @@ impl<'a> Engine<'a> {
     /// (written while bash starts up) or the next [`Engine::save`] (the end of the run, a
     /// pause, an approval): one record write less between two steps.
     pub(super) fn save_step_end(&mut self) {
-        let _ = self.run.write_progress(&self.progress);
+        let written = self.run.write_progress(&self.progress);
+        self.note_records(written);
+    }
+
+    /// Remembers the first failure to write the records (a full disk, a folder made
+    /// read-only), and says so at once.
+    fn note_records(&mut self, written: std::io::Result<()>) {
+        if let Err(e) = written
+            && self.records_error.is_none()
+        {
+            let why = format!(
+                "the run's records in {} cannot be written: {e}",
+                self.run.path.display()
+            );
+            self.records_error = Some(why.clone());
+            self.emit(EventKind::Warning {
+                step_id: None,
+                message: format!("{why}; no further step starts"),
+            });
+        }
+    }
+
+    /// A block must not start once the records cannot be kept: the run stops there as failed
+    /// (and rolls back what it did, as after any failure).
+    fn records_stop(&mut self, block: &Block) -> Option<(String, Vec<String>)> {
+        let why = self.records_error.clone()?;
+        let message = format!("`{}` was not started: {why}", block.id);
+        self.state.errors.push(message);
+        Some((block.id.clone(), Vec::new()))
     }
 
     pub(super) fn extra_secrets(&self) -> Vec<String> {
@@ -295,6 +329,11 @@ impl<'a> Engine<'a> {
             if self.done(&block.id) {
                 continue;
             }
+            if let Some(stop) = self.records_stop(block) {
+                status = RunStatus::Failed;
+                failed = Some(stop);
+                break;
+            }
             match self.gate(block) {
                 GateResult::Go => {}
                 GateResult::Pause => return self.pause(block),
@@ -338,6 +377,11 @@ impl<'a> Engine<'a> {
             if self.cancel.level() > 0 {
                 status = RunStatus::Interrupted;
                 failed = Some((block.id.clone(), Vec::new()));
+                break;
+            }
+            if let Some(stop) = self.records_stop(block) {
+                status = RunStatus::Failed;
+                failed = Some(stop);
                 break;
             }
             // Consecutive `group=NAME` steps run together (run::group).

@@ -162,27 +162,12 @@ fn a_project_commands_folder_that_is_a_file_is_a_usage_error() {
     assert_output_snapshot!(out);
 }
 
-/// `setpriv` and a temporary folder everyone may enter, for a test that runs the binary as
-/// `nobody`; `None` (the test skips, saying why) unless we are root and have `setpriv`.
-fn as_nobody(why: &str) -> Option<(std::path::PathBuf, tempfile::TempDir)> {
-    use std::os::unix::fs::PermissionsExt;
-    // SAFETY: `geteuid` has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let Some(setpriv) = crate::support::which("setpriv").filter(|_| root) else {
-        crate::support::skip(&format!("needs root and setpriv (util-linux) {why}"));
-        return None;
-    };
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    Some((setpriv, dir))
-}
-
 /// A folder of the search path that cannot be read stops every command with exit 2 and a
 /// hint, `list` included: a runbook in it could shadow one found later. Needs root, to run
 /// the binary as `nobody` (root reads any folder).
 #[test]
 fn an_unreadable_project_folder_is_an_error_with_a_hint() {
-    let Some((setpriv, dir)) = as_nobody("to run as another user") else {
+    let Some((setpriv, dir)) = crate::support::as_nobody("to run as another user") else {
         return;
     };
     use std::os::unix::fs::PermissionsExt;
@@ -227,7 +212,7 @@ fn an_unreadable_project_folder_is_an_error_with_a_hint() {
 /// runbooks gets the same rows. Needs root, to run the binary as `nobody`.
 #[test]
 fn files_of_another_user_are_listed_too() {
-    let Some((setpriv, dir)) = as_nobody("to list as another user") else {
+    let Some((setpriv, dir)) = crate::support::as_nobody("to list as another user") else {
         return;
     };
     use std::os::unix::fs::PermissionsExt;

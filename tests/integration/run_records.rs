@@ -772,3 +772,90 @@ fn log_streams_a_large_log_in_bounded_memory() {
     assert!(lines[1..].iter().zip(1..).all(|(l, n)| *l == n.to_string()));
     drop(root);
 }
+
+/// When the run's records can no longer be written (a full disk, a folder made read-only),
+/// no further step starts: `resume` decides from them what ran, and a run that cannot keep
+/// them would go on blind. What ran is rolled back, as after any failure. Needs root, to run
+/// as `nobody` (root writes whatever the permissions say).
+#[test]
+fn no_step_starts_once_the_records_cannot_be_written() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some((setpriv, dir)) = crate::support::as_nobody("to make the run folder unwritable")
+    else {
+        return;
+    };
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    std::fs::set_permissions(&work, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(
+        work.join("records.md"),
+        r#"---
+description: The run folder becomes read-only during a step
+nixcmd: {}
+---
+# Records
+
+## Steps
+### Lock
+```bash {id=lock rollback=unlock}
+chmod 500 "$(dirname "$NIXCMD_STATE")"
+echo lock >> trace
+```
+### After
+```bash {id=after}
+echo after >> trace
+```
+
+## Rollback
+### unlock
+```bash {id=unlock}
+chmod 700 "$(dirname "$NIXCMD_STATE")"
+echo unlock >> trace
+```
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(&setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_nixcmd"))
+        .args(["--commands-dir", ".", "run", "records"])
+        .env("XDG_CONFIG_HOME", work.join("config"))
+        .env("XDG_STATE_HOME", work.join("state"))
+        .env("HOME", &work)
+        .env_remove("NIXCMD_COMMANDS_DIR")
+        .env_remove("CI")
+        .current_dir(&work)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(work.join("trace")).unwrap(),
+        "lock\nunlock\n"
+    );
+    let runs: Vec<_> = std::fs::read_dir(work.join("state/nixcmd/runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert!(
+        stdout.contains(&format!(
+            "warning: the run's records in {} cannot be written: Permission denied (os error 13); no further step starts\n",
+            run.display()
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("▶ after"), "{stdout}");
+    // The rollback put the folder back, so the end of the run was recorded.
+    let state = read_json(&run.join("state.json"));
+    assert_eq!(state["status"], "failed");
+    assert_eq!(
+        state["errors"][0],
+        format!(
+            "`after` was not started: the run's records in {} cannot be written: Permission denied (os error 13)",
+            run.display()
+        )
+    );
+}

@@ -389,3 +389,18 @@ macro_rules! assert_output_snapshot {
         insta::assert_snapshot!($name, $out.normalized())
     };
 }
+
+/// `setpriv` and a temporary folder everyone may enter, for a test that runs the binary as
+/// `nobody`; `None` (the test skips, saying why) unless we are root and have `setpriv`.
+pub fn as_nobody(why: &str) -> Option<(std::path::PathBuf, tempfile::TempDir)> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: `geteuid` has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let Some(setpriv) = crate::support::which("setpriv").filter(|_| root) else {
+        crate::support::skip(&format!("needs root and setpriv (util-linux) {why}"));
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    Some((setpriv, dir))
+}
