@@ -2,7 +2,9 @@
 //! dry run prints, and what is never touched (a run in progress, a run paused at a gate,
 //! anything in the runs folder that is not a run folder, the target of a symlink).
 
-use crate::run_support::{LIMIT, Spawned, only_run, project_file, run_dirs, run_id, wait_until};
+use crate::run_support::{
+    LIMIT, Spawned, WAIT_FOR_GO, only_run, project_file, run_dirs, run_id, wait_until,
+};
 use crate::support::Test;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -235,21 +237,6 @@ fn prune_without_a_rule_is_a_usage_error_that_says_what_to_add() {
     out.assert_status(2);
     assert!(out.stderr.contains("has no unit"), "{}", out.stderr);
 }
-
-/// One step that waits until the project has a file `go`.
-const WAIT_FOR_GO: &str = r#"---
-description: Waits for a go
-nixcmd: {}
----
-# Wait
-
-## Steps
-### Wait
-```bash {id=wait}
-echo waiting >> trace
-while [ ! -e go ]; do sleep 0.02; done
-```
-"#;
 
 #[test]
 fn a_run_in_progress_is_skipped_with_the_holder_of_its_lock() {

@@ -457,16 +457,16 @@ fn a_chatty_step_is_streamed_whole_as_json_and_verbose_lines() {
         assert_eq!(lines[LINES as usize], "after");
     };
 
-    let (mut cmd, root) = Test::new()
-        .runbook("chatty.md", &text)
-        .args(["run", "chatty", "--format", "json"])
-        .into_command();
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run nixcmd");
-    assert_eq!(out.status.code(), Some(0));
-    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let run = |format: &str| {
+        let out = Test::new()
+            .runbook("chatty.md", &text)
+            .args(["run", "chatty", format])
+            .run();
+        out.assert_status(0);
+        out
+    };
+    let out = run("--format=json");
+    let stdout = &out.stdout;
     let events: Vec<serde_json::Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("one whole event per line"))
@@ -480,19 +480,11 @@ fn a_chatty_step_is_streamed_whole_as_json_and_verbose_lines() {
             .collect(),
     );
     let kept =
-        std::fs::read_to_string(only_run(root.path()).join("events.ndjson")).expect("events");
-    assert!(kept == stdout, "stdout is events.ndjson, line for line");
+        std::fs::read_to_string(only_run(out.root.path()).join("events.ndjson")).expect("events");
+    assert!(&kept == stdout, "stdout is events.ndjson, line for line");
 
-    let (mut cmd, _root) = Test::new()
-        .runbook("chatty.md", &text)
-        .args(["run", "chatty", "--verbose"])
-        .into_command();
-    let out = cmd
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run nixcmd");
-    assert_eq!(out.status.code(), Some(0));
-    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let out = run("--verbose");
+    let stdout = &out.stdout;
     numbers(
         stdout
             .lines()

@@ -7,8 +7,8 @@
 //! finds every process a test started.
 
 use crate::run_support::{
-    Spawned, normalized, only_run, processes, project_file, read_json, run_dirs, run_id, statuses,
-    wait_until,
+    Spawned, WAIT_FOR_GO, normalized, only_run, processes, project_file, read_json, run_dirs,
+    run_id, statuses, wait_until,
 };
 use crate::support::Test;
 use std::path::Path;
@@ -320,22 +320,6 @@ fn kill_9_at_random_moments_leaves_records_that_resume_finishes() {
         "too few kills landed mid-run: {mid_run}"
     );
 }
-
-/// One step that waits until the project has a file `go`.
-const WAIT_FOR_GO: &str = r#"---
-description: Waits for a go
-nixcmd: {}
----
-# Wait
-
-## Steps
-### Wait
-```bash {id=wait}
-echo waiting >> trace
-while [ ! -e go ]; do sleep 0.02; done
-echo done >> trace
-```
-"#;
 
 #[test]
 fn a_second_run_of_the_same_command_is_refused_naming_the_holder() {

@@ -42,15 +42,20 @@ impl Spawned {
     /// `input` on it. nixcmd asks at a terminal exactly when stdin is one.
     pub fn start_with_tty(test: Test, input: &[u8]) -> Spawned {
         let (master, slave) = open_pty();
-        let mut run = Self::spawn(test, Some(slave));
+        Self::spawn(test, Some(slave)).typing(master, input)
+    }
+
+    /// Types `input` on the terminal whose master is `master`, and keeps it open while
+    /// nixcmd runs.
+    fn typing(mut self, master: OwnedFd, input: &[u8]) -> Spawned {
         let mut master = std::fs::File::from(master);
         // The line discipline keeps the typed line until nixcmd reads it.
         master.write_all(input).expect("type on the terminal");
         // Echo goes back to the master: read it away so the terminal never blocks.
         let echo = master.try_clone().expect("clone the pty master");
         std::thread::spawn(move || drain_into(echo, Arc::default()));
-        run.tty = Some(master);
-        run
+        self.tty = Some(master);
+        self
     }
 
     /// Like [`Spawned::start_with_tty`], with the terminal as nixcmd's *controlling* terminal
@@ -69,13 +74,7 @@ impl Spawned {
                 Ok(())
             });
         }
-        let mut run = Self::spawn_command(cmd, root, Some(slave));
-        let mut master = std::fs::File::from(master);
-        master.write_all(input).expect("type on the terminal");
-        let echo = master.try_clone().expect("clone the pty master");
-        std::thread::spawn(move || drain_into(echo, Arc::default()));
-        run.tty = Some(master);
-        run
+        Self::spawn_command(cmd, root, Some(slave)).typing(master, input)
     }
 
     fn spawn(test: Test, stdin: Option<std::fs::File>) -> Spawned {
@@ -187,6 +186,22 @@ fn wait_limited(child: &mut Child, limit: Duration) -> i32 {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// One step that waits until the project has a file `go`.
+pub const WAIT_FOR_GO: &str = r#"---
+description: Waits for a go
+nixcmd: {}
+---
+# Wait
+
+## Steps
+### Wait
+```bash {id=wait}
+echo waiting >> trace
+while [ ! -e go ]; do sleep 0.02; done
+echo done >> trace
+```
+"#;
 
 /// Runs the test with stdin, stdout and stderr on a pseudo-terminal `cols` columns wide, as
 /// at an operator's terminal: the live display is on. Returns the exit code and every byte
