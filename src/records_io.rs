@@ -197,6 +197,21 @@ pub fn open_in(
     }
 }
 
+/// Ends a file opened to append (and to read) with a newline when it does not end with one:
+/// a killed run can leave a write cut short, and what a resumed run appends must start a
+/// line of its own rather than be glued to the torn one. Files that hold whole lines:
+/// `events.ndjson`, step logs.
+pub fn end_torn_line(file: &mut std::fs::File) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata()?.len();
+    let mut last = [0u8; 1];
+    if len > 0 && file.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n' {
+        file.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
 /// Temporary files kept between atomic rewrites of the same targets (a run's `state.json` and
 /// `progress.json`, rewritten a few times per step). After a swap ([`replace`]) the old
 /// content sits under the temporary name; instead of unlinking it and creating a new file for

@@ -371,13 +371,17 @@ impl RunDir {
     }
 
     /// Opens a step's log at `path` ([`RunDir::log_path`]) for appending, created 0600.
+    /// A step's log, opened to append: a retry or a resumed run adds to it, on a line of its
+    /// own even when a killed run left the last one torn.
     pub fn open_log(&self, path: &Path) -> std::io::Result<File> {
-        crate::records_io::open_in(
+        let mut file = crate::records_io::open_in(
             self.folder(),
             path,
-            libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+            libc::O_RDWR | libc::O_CREAT | libc::O_APPEND,
             0o600,
-        )
+        )?;
+        crate::records_io::end_torn_line(&mut file)?;
+        Ok(file)
     }
 
     /// `events.ndjson`, opened for appending.
@@ -517,19 +521,13 @@ pub fn read_progress(dir: &Path) -> std::io::Result<Progress> {
 /// read's worth of events cut short), it is ended first: the resumed run's first event must
 /// not be glued to it, where readers would skip it with the torn part.
 fn open_events(path: &Path) -> std::io::Result<File> {
-    use std::io::Write;
-    use std::os::unix::fs::FileExt;
     let mut file = OpenOptions::new()
         .create(true)
         .append(true)
         .read(true)
         .mode(0o600)
         .open(path)?;
-    let len = file.metadata()?.len();
-    let mut last = [0u8; 1];
-    if len > 0 && file.read_exact_at(&mut last, len - 1).is_ok() && last[0] != b'\n' {
-        file.write_all(b"\n")?;
-    }
+    crate::records_io::end_torn_line(&mut file)?;
     Ok(file)
 }
 
