@@ -520,15 +520,16 @@ fn posix_spawn(
 }
 
 /// Reads the child's stdout and stderr on two threads, one read at a time as
-/// [`run_group_observed`] does, sending `lines(stream, batch)` with the complete lines of each
-/// read (lines longer than 64 KiB are split; the unterminated rest at end of file is a line
-/// too) and `eof()` when a pipe closes. One message per read, not per line: whoever receives
-/// them can write what one read brought in one go. A bounded channel makes the readers wait
-/// for the receiver (and the child for them) instead of holding the output in memory.
+/// [`run_group_observed`] does, sending `lines(stream, text)` with the complete lines of each
+/// read, each ended by a newline (lines longer than 64 KiB are split; the unterminated rest at
+/// end of file is a line too), and `eof()` when a pipe closes. One message per read, not per
+/// line: whoever receives them can write what one read brought in one go. One string, not one
+/// per line: a message's memory is its text. A bounded channel makes the readers wait for the
+/// receiver (and the child for them) instead of holding the output in memory.
 pub fn read_lines<M: Send + 'static>(
     child: &mut GroupChild,
     tx: &mpsc::SyncSender<M>,
-    lines: fn(Stream, Vec<String>) -> M,
+    lines: fn(Stream, String) -> M,
     eof: fn() -> M,
 ) {
     for (stream, file) in [
@@ -543,8 +544,11 @@ pub fn read_lines<M: Send + 'static>(
             // A blocking pipe: each read waits for output, as poll(2) would.
             let mut pipe = Pipe::new(stream, file);
             while pipe.file.is_some() {
-                let mut batch = Vec::new();
-                pipe.read(&mut |_, line| batch.push(line.to_string()));
+                let mut batch = String::new();
+                pipe.read(&mut |_, line| {
+                    batch.push_str(line);
+                    batch.push('\n');
+                });
                 if !batch.is_empty() {
                     let _ = tx.send(lines(stream, batch));
                 }
@@ -1179,20 +1183,25 @@ mod tests {
     fn read_lines_sends_the_lines_of_a_read_together() {
         let args = vec![
             "-c".to_string(),
-            "seq 1 100000; echo err >&2; printf 'tail'".to_string(),
+            "seq 1 100000; echo; echo err >&2; printf 'tail'".to_string(),
         ];
         let mut child = spawn_group("bash", &args, None, &[], false).unwrap();
-        let (tx, rx) = mpsc::sync_channel::<Option<(Stream, Vec<String>)>>(2);
+        let (tx, rx) = mpsc::sync_channel::<Option<(Stream, String)>>(2);
         read_lines(&mut child, &tx, |s, l| Some((s, l)), || None);
         drop(tx);
         let (mut out, mut err, mut batches, mut eofs) = (Vec::new(), Vec::new(), 0, 0);
         for msg in rx {
             match msg {
-                Some((Stream::Stdout, lines)) => {
-                    batches += 1;
-                    out.extend(lines);
+                Some((stream, text)) => {
+                    assert!(text.ends_with('\n'), "whole lines");
+                    let lines = text.split_terminator('\n').map(str::to_string);
+                    if stream == Stream::Stdout {
+                        batches += 1;
+                        out.extend(lines);
+                    } else {
+                        err.extend(lines);
+                    }
                 }
-                Some((Stream::Stderr, lines)) => err.extend(lines),
                 None => eofs += 1,
             }
         }
@@ -1201,10 +1210,10 @@ mod tests {
         assert_eq!(err, ["err"]);
         let expected: Vec<String> = (1..=100000)
             .map(|n| n.to_string())
-            .chain(["tail".to_string()])
+            .chain([String::new(), "tail".to_string()])
             .collect();
         assert_eq!(out, expected);
-        assert!(batches < 1000, "{batches} messages for 100 001 lines");
+        assert!(batches < 1000, "{batches} messages for 100 002 lines");
     }
 
     fn own_policy() -> i32 {

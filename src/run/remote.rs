@@ -184,8 +184,8 @@ pub enum RemoteEnded {
 }
 
 enum Msg {
-    /// The lines of one read of one pipe.
-    Lines(Stream, Vec<String>),
+    /// The lines of one read of one pipe, each ended by a newline.
+    Lines(Stream, String),
     Eof,
     Exited(std::process::ExitStatus),
 }
@@ -287,7 +287,7 @@ pub fn run_ssh(
         };
         match rx.recv_timeout(wait) {
             Ok(Msg::Lines(stream, lines)) => {
-                for line in lines {
+                for line in lines.split_terminator('\n') {
                     if let Some(pos) = line.find(MARK) {
                         let (before, mark) = line.split_at(pos);
                         if !before.is_empty() {
@@ -302,9 +302,9 @@ pub fn run_ssh(
                         continue;
                     }
                     if stream == Stream::Stderr && !started {
-                        ssh_errors.push(line.clone());
+                        ssh_errors.push(line.to_string());
                     }
-                    observe(Observed::Line(stream, &line));
+                    observe(Observed::Line(stream, line));
                 }
                 observe(Observed::ReadDone);
             }
