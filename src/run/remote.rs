@@ -242,11 +242,17 @@ pub fn run_ssh(
     let mut hard_deadline: Option<Instant> = None;
     let mut exit: Option<std::process::ExitStatus> = None;
     let mut exited_at: Option<Instant> = None;
+    // After ssh exited, the last time output still came: what it wrote before exiting is
+    // read at the pace the run records it, which may take longer than the second that
+    // whatever else holds the pipes open is given.
+    let mut heard_at: Option<Instant> = None;
     let mut eofs = 0;
     let mut killed = false;
     loop {
         if exit.is_some()
-            && (eofs == 2 || exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(1)))
+            && (eofs == 2
+                || heard_at.is_some_and(|t| t.elapsed() > Duration::from_secs(1))
+                || exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(10)))
         {
             break;
         }
@@ -307,11 +313,15 @@ pub fn run_ssh(
                     observe(Observed::Line(stream, line));
                 }
                 observe(Observed::ReadDone);
+                if heard_at.is_some() {
+                    heard_at = Some(Instant::now());
+                }
             }
             Ok(Msg::Eof) => eofs += 1,
             Ok(Msg::Exited(status)) => {
                 exit = Some(status);
                 exited_at = Some(Instant::now());
+                heard_at = exited_at;
                 stop_tx = None;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
