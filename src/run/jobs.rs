@@ -434,4 +434,39 @@ mod tests {
             "{reports} reports for 100 000 lines: not one per read"
         );
     }
+    #[test]
+    fn a_cancelled_job_reports_whole_lines_in_order_up_to_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = local_job(dir.path(), "seq 1 100000000\n");
+        let policy = Policy {
+            parallel: 1,
+            canary: 0,
+            max_fail: 0,
+        };
+        let cancel = Cancel::default();
+        let mut next = 1u64;
+        // Stopped in the middle of a line, the step leaves its start: it comes last.
+        let mut cut = false;
+        let outcome = run(vec![job], policy, &cancel, &mut |_, report| {
+            if let Report::Lines(_, lines) = report {
+                for (stream, line) in lines.iter() {
+                    assert!(!cut, "nothing after a cut line");
+                    assert_eq!(stream, Stream::Stdout);
+                    let expected = next.to_string();
+                    if line != expected {
+                        assert!(expected.starts_with(line), "{line} for {expected}");
+                        cut = true;
+                    }
+                    next += 1;
+                }
+                if next > 10_000 && cancel.level() == 0 {
+                    cancel.request();
+                }
+            }
+        });
+        let result = outcome.results[0].clone().expect("ran");
+        assert_eq!(result.status, StepStatus::Interrupted);
+        assert_eq!(result.attempts, 1, "no retry once cancelled");
+        assert!(next > 10_000);
+    }
 }
