@@ -107,7 +107,6 @@ pub fn on_path(program: &str) -> bool {
 // Step processes: each runs in its own process group with output streamed line by line,
 // a per-attempt timeout, cancellation, and a sweep that leaves no process behind.
 
-use std::io::{BufRead, BufReader, Read};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
@@ -573,46 +572,38 @@ fn posix_spawn(
     }
 }
 
-/// Reads the child's stdout and stderr line by line on two threads, sending `line(stream,
-/// text)` for each line (lines longer than 64 KiB are split) and `eof()` when a pipe closes.
+/// Reads the child's stdout and stderr on two threads, one read at a time as
+/// [`run_group_observed`] does, sending `lines(stream, text)` with the complete lines of each
+/// read, each ended by a newline (lines longer than 64 KiB are split; the unterminated rest at
+/// end of file is a line too), and `eof()` when a pipe closes. One message per read, not per
+/// line: whoever receives them can write what one read brought in one go. One string, not one
+/// per line: a message's memory is its text. A bounded channel makes the readers wait for the
+/// receiver (and the child for them) instead of holding the output in memory.
 pub fn read_lines<M: Send + 'static>(
     child: &mut GroupChild,
-    tx: &mpsc::Sender<M>,
-    line: fn(Stream, String) -> M,
+    tx: &mpsc::SyncSender<M>,
+    lines: fn(Stream, String) -> M,
     eof: fn() -> M,
 ) {
-    let pipes: [(Stream, Option<Box<dyn Read + Send>>); 2] = [
-        (
-            Stream::Stdout,
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-        (
-            Stream::Stderr,
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ),
-    ];
-    for (stream, pipe) in pipes {
-        let Some(pipe) = pipe else { continue };
+    for (stream, file) in [
+        (Stream::Stdout, child.stdout.take()),
+        (Stream::Stderr, child.stderr.take()),
+    ] {
+        if file.is_none() {
+            continue;
+        }
         let tx = tx.clone();
         std::thread::spawn(move || {
-            let mut reader = BufReader::new(pipe);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match reader.by_ref().take(64 * 1024).read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                            buf.pop();
-                        }
-                        let _ = tx.send(line(stream, String::from_utf8_lossy(&buf).into_owned()));
-                    }
+            // A blocking pipe: each read waits for output, as poll(2) would.
+            let mut pipe = Pipe::new(stream, file);
+            while pipe.file.is_some() {
+                let mut batch = String::new();
+                pipe.read(&mut |_, line| {
+                    batch.push_str(line);
+                    batch.push('\n');
+                });
+                if !batch.is_empty() {
+                    let _ = tx.send(lines(stream, batch));
                 }
             }
             let _ = tx.send(eof());
@@ -1173,6 +1164,7 @@ fn kill_by_token(token: &str, grace: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
 
     fn split(input: &[u8], eof: bool) -> (Vec<String>, Vec<u8>) {
         let mut pending = input.to_vec();
@@ -1249,6 +1241,43 @@ mod tests {
             .collect();
         assert_eq!(out, ["out1", "tail"]);
         assert!(seen.contains(&(Stream::Stderr, "err1".to_string())));
+    }
+
+    #[test]
+    fn read_lines_sends_the_lines_of_a_read_together() {
+        let args = vec![
+            "-c".to_string(),
+            "seq 1 100000; echo; echo err >&2; printf 'tail'".to_string(),
+        ];
+        let mut child = spawn_group("bash", &args, None, &[], false).unwrap();
+        let (tx, rx) = mpsc::sync_channel::<Option<(Stream, String)>>(2);
+        read_lines(&mut child, &tx, |s, l| Some((s, l)), || None);
+        drop(tx);
+        let (mut out, mut err, mut batches, mut eofs) = (Vec::new(), Vec::new(), 0, 0);
+        for msg in rx {
+            match msg {
+                Some((stream, text)) => {
+                    assert!(text.ends_with('\n'), "whole lines");
+                    let lines = text.split_terminator('\n').map(str::to_string);
+                    if stream == Stream::Stdout {
+                        batches += 1;
+                        out.extend(lines);
+                    } else {
+                        err.extend(lines);
+                    }
+                }
+                None => eofs += 1,
+            }
+        }
+        child.wait().unwrap();
+        assert_eq!(eofs, 2);
+        assert_eq!(err, ["err"]);
+        let expected: Vec<String> = (1..=100000)
+            .map(|n| n.to_string())
+            .chain([String::new(), "tail".to_string()])
+            .collect();
+        assert_eq!(out, expected);
+        assert!(batches < 1000, "{batches} messages for 100 002 lines");
     }
 
     fn own_policy() -> i32 {

@@ -10,12 +10,11 @@
 use crate::command::{Block, MaxFail, OnFail, Phase};
 use crate::event::{EventKind, StepStatus, now};
 use crate::hosts::inventory::{self, Host, Inventory};
-use crate::process::Stream;
 use crate::run::engine::{
-    BlockResult, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Engine, TAIL_LINES, step_started,
+    BlockResult, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Emitter, Engine, TAIL_LINES, step_started,
 };
 use crate::run::fleet::{FailedHost, HostCompensation, selector_from_arg};
-use crate::run::jobs::{self, Job, Policy, Report, Runner};
+use crate::run::jobs::{self, Job, Lines, Policy, Report, Runner};
 use crate::run::records::HostProgress;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::OpenOptions;
@@ -518,23 +517,14 @@ impl Engine<'_> {
                 self.save();
                 self.emit(step_started(block, *attempt, Some(host), None));
             }
-            Report::Line(_, stream, line) => {
-                let line = self.em.redactor.redact(line);
-                if let Some(log) = logs.get_mut(host) {
-                    let _ = writeln!(log, "{line}");
-                }
-                let tail = tails.entry(host.to_string()).or_default();
-                tail.push_back(line.clone());
-                if tail.len() > TAIL_LINES {
-                    tail.pop_front();
-                }
-                self.emit(EventKind::Output {
-                    step_id: block.id.clone(),
-                    host: Some(host.to_string()),
-                    stream: stream_name(*stream).into(),
-                    line,
-                });
-            }
+            Report::Lines(_, lines) => record_lines(
+                &mut self.em,
+                &block.id,
+                Some(host),
+                lines,
+                logs.get_mut(host),
+                tails.entry(host.to_string()).or_default(),
+            ),
             Report::Retrying(_, attempt, why) => {
                 if let Some(log) = logs.get_mut(host) {
                     let _ = writeln!(log, "── attempt {attempt} {why} ──");
@@ -650,8 +640,47 @@ impl Engine<'_> {
     }
 }
 
-fn stream_name(s: Stream) -> &'static str {
-    s.name()
+/// The lines of one read of a job's output (a host's, or a group member's): redacted as each
+/// line always is, into the job's log in one write and into `events.ndjson` in one write
+/// (every event still reaches the sinks as it is made), the last [`TAIL_LINES`] kept.
+pub(super) fn record_lines(
+    em: &mut Emitter,
+    step_id: &str,
+    host: Option<&str>,
+    lines: &Lines,
+    log: Option<&mut crate::records_io::LogFile>,
+    tail: &mut VecDeque<String>,
+) {
+    em.hold();
+    let mut text: Vec<u8> = Vec::new();
+    if log.is_some() {
+        text.reserve(lines.text_len() + lines.len());
+    }
+    // Only lines that can end up among the last TAIL_LINES are copied for the tail.
+    let keep_from = lines.len().saturating_sub(TAIL_LINES);
+    for (i, (stream, line)) in lines.iter().enumerate() {
+        let line = em.redactor.redact(line);
+        if log.is_some() {
+            text.extend_from_slice(line.as_bytes());
+            text.push(b'\n');
+        }
+        if i >= keep_from {
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line.clone());
+        }
+        em.emit(EventKind::Output {
+            step_id: step_id.to_string(),
+            host: host.map(str::to_string),
+            stream: stream.name().into(),
+            line,
+        });
+    }
+    if let Some(log) = log {
+        let _ = log.write_all(&text);
+    }
+    em.release();
 }
 
 /// How many failed hosts are tolerated before no new host starts.

@@ -6,12 +6,9 @@
 //! Members with `hosts=` are not grouped: they fan out on their own.
 
 use crate::command::{Block, OnFail, Phase};
-use crate::event::{EventKind, RunStatus, StepStatus, now};
-use crate::process::Stream;
-use crate::run::engine::{
-    DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Engine, GateResult, TAIL_LINES, step_started,
-};
-use crate::run::fanout::DEFAULT_PARALLEL;
+use crate::event::{RunStatus, StepStatus, now};
+use crate::run::engine::{DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Engine, GateResult, step_started};
+use crate::run::fanout::{DEFAULT_PARALLEL, record_lines};
 use crate::run::jobs::{self, Job, Policy, Report, Runner};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::OpenOptions;
@@ -199,22 +196,15 @@ impl<'a> Engine<'a> {
                 self.emit(step_started(block, *attempt, None, eta));
                 None
             }
-            Report::Line(_, stream, line) => {
-                let line = self.em.redactor.redact(line);
-                if let Some(log) = log {
-                    let _ = writeln!(log, "{line}");
-                }
-                let tail = tails.entry(block.id.clone()).or_default();
-                tail.push_back(line.clone());
-                if tail.len() > TAIL_LINES {
-                    tail.pop_front();
-                }
-                self.emit(EventKind::Output {
-                    step_id: block.id.clone(),
-                    host: None,
-                    stream: Stream::name(*stream).into(),
-                    line,
-                });
+            Report::Lines(_, lines) => {
+                record_lines(
+                    &mut self.em,
+                    &block.id,
+                    None,
+                    lines,
+                    log,
+                    tails.entry(block.id.clone()).or_default(),
+                );
                 None
             }
             Report::Retrying(_, attempt, why) => {

@@ -6,7 +6,7 @@
 //! nothing themselves: the caller turns reports into events and records.
 
 use crate::event::StepStatus;
-use crate::process::{self, Cancel, Ended, GroupSpec, Stream};
+use crate::process::{self, Cancel, Ended, GroupSpec, Observed, Stream};
 use crate::run::remote::{self, RemoteEnded};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -56,10 +56,65 @@ pub struct JobResult {
 #[derive(Debug)]
 pub enum Report {
     Started(usize, u32),
-    Line(usize, Stream, String),
+    /// The lines of one read of the job's output: the caller writes them in one go (a report
+    /// per line made a write per line to the log and to `events.ndjson`).
+    Lines(usize, Lines),
     /// An attempt failed and another follows: why.
     Retrying(usize, u32, String),
     Done(usize, JobResult),
+}
+
+/// Reports the scheduler may be behind by before workers wait.
+const REPORTS_IN_FLIGHT: usize = 32;
+
+/// Output lines of a job, in one buffer: one allocation per read instead of one per line, and
+/// a report holds little more than the text itself.
+#[derive(Debug, Default)]
+pub struct Lines {
+    text: String,
+    /// Each line's stream and where it ends in `text`.
+    ends: Vec<(Stream, usize)>,
+}
+
+impl Lines {
+    pub fn push(&mut self, stream: Stream, line: &str) {
+        self.text.push_str(line);
+        self.ends.push((stream, self.text.len()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of text, newlines not counted.
+    pub fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Stream, &str)> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(stream, end)| {
+            let line = &self.text[start..end];
+            start = end;
+            (stream, line)
+        })
+    }
+}
+
+/// Sends what `lines` gathered, if anything, leaving it empty (sized for a read like the last).
+fn send_lines(tx: &mpsc::SyncSender<Report>, index: usize, lines: &mut Lines) {
+    if lines.is_empty() {
+        return;
+    }
+    let next = Lines {
+        text: String::with_capacity(lines.text.len()),
+        ends: Vec::with_capacity(lines.ends.len()),
+    };
+    let _ = tx.send(Report::Lines(index, std::mem::replace(lines, next)));
 }
 
 /// When to stop starting jobs.
@@ -91,7 +146,9 @@ pub fn run(
     let at_start = cancel.level();
     let canary = policy.canary.min(total);
     let parallel = policy.parallel.max(1);
-    let (tx, rx) = mpsc::channel::<Report>();
+    // Bounded: workers that read faster than this thread records wait (and so do their
+    // steps, on a full pipe) instead of piling their output up in memory.
+    let (tx, rx) = mpsc::sync_channel::<Report>(REPORTS_IN_FLIGHT);
     let mut results: Vec<Option<JobResult>> = vec![None; total];
     let (mut next, mut running, mut failures, mut canary_done) = (0, 0, 0, 0);
     let mut canary_failed = false;
@@ -117,7 +174,7 @@ pub fn run(
         let Ok(report) = rx.recv() else { break };
         let index = match &report {
             Report::Started(i, _)
-            | Report::Line(i, _, _)
+            | Report::Lines(i, _)
             | Report::Retrying(i, _, _)
             | Report::Done(i, _) => *i,
         };
@@ -143,7 +200,7 @@ pub fn run(
 }
 
 /// One job's attempts, in a worker thread.
-fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::Sender<Report>) -> JobResult {
+fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::SyncSender<Report>) -> JobResult {
     let started = Instant::now();
     let at_start = cancel.level();
     let mut attempt = 0;
@@ -166,8 +223,13 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::Sender<Report>) -> 
         }
         let _ = tx.send(Report::Started(index, attempt));
         let token = format!("{}/{attempt}", job.token);
-        let mut on_line = |stream: Stream, line: &str| {
-            let _ = tx.send(Report::Line(index, stream, line.to_string()));
+        // Sent once per read; what an attempt gathered after its last read (none is
+        // expected) goes out before the attempt's end is reported.
+        let mut lines = Lines::default();
+        let mut observe = |seen: Observed| match seen {
+            Observed::Line(stream, line) => lines.push(stream, line),
+            Observed::ReadDone => send_lines(tx, index, &mut lines),
+            Observed::Spawned => {}
         };
         last = match &job.runner {
             Runner::Local => {
@@ -188,7 +250,7 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::Sender<Report>) -> 
                     grace: job.grace,
                     token: &token,
                 };
-                match process::run_group(&spec, cancel, &mut on_line) {
+                match process::run_group_observed(&spec, cancel, &mut observe) {
                     Ok(Ended::Exited(c)) => Attempt::Exited(c),
                     Ok(Ended::TimedOut) => Attempt::TimedOut,
                     Ok(Ended::Cancelled(_)) => Attempt::Cancelled,
@@ -210,7 +272,7 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::Sender<Report>) -> 
                     timeout: job.timeout,
                     grace: job.grace,
                 });
-                match remote::run_ssh(args, wrapper, job.timeout, job.grace, cancel, &mut on_line) {
+                match remote::run_ssh(args, wrapper, job.timeout, job.grace, cancel, &mut observe) {
                     Ok(RemoteEnded::Exited(c)) => Attempt::Exited(c),
                     Ok(RemoteEnded::TimedOut) => Attempt::TimedOut,
                     Ok(RemoteEnded::Cancelled(_)) => Attempt::Cancelled,
@@ -224,6 +286,7 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::Sender<Report>) -> 
                 }
             }
         };
+        send_lines(tx, index, &mut lines);
         match &last {
             Attempt::Exited(0) | Attempt::Cancelled => break,
             other if attempt < job.attempts => {
@@ -270,5 +333,140 @@ impl Attempt {
             Attempt::Cancelled => "interrupted".into(),
             Attempt::Broken(why) => why.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_come_back_as_pushed() {
+        let mut lines = Lines::default();
+        assert!(lines.is_empty());
+        lines.push(Stream::Stdout, "one");
+        lines.push(Stream::Stderr, "");
+        lines.push(Stream::Stdout, "three é");
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.text_len(), "onethree é".len());
+        let back: Vec<(Stream, &str)> = lines.iter().collect();
+        assert_eq!(
+            back,
+            [
+                (Stream::Stdout, "one"),
+                (Stream::Stderr, ""),
+                (Stream::Stdout, "three é")
+            ]
+        );
+    }
+
+    fn local_job(dir: &std::path::Path, script: &str) -> Job {
+        let path = dir.join("step.sh");
+        std::fs::write(&path, script).unwrap();
+        Job {
+            step_id: "s".into(),
+            host: None,
+            runner: Runner::Local,
+            code: script.into(),
+            script_path: path,
+            cwd: dir.to_path_buf(),
+            env: Vec::new(),
+            timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(1),
+            attempts: 2,
+            backoff: Duration::from_millis(1),
+            token: "jobs-unit-test".into(),
+            run_id: "r".into(),
+            critical: true,
+        }
+    }
+
+    #[test]
+    fn a_job_reports_its_output_a_read_at_a_time_and_all_of_it_before_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        // Two attempts: the first fails; the last line of each has no newline.
+        let job = local_job(
+            dir.path(),
+            "seq 1 50000\necho oops >&2\nprintf 'last'\n\
+             [ -e tried ] || { touch tried; exit 4; }\n",
+        );
+        let policy = Policy {
+            parallel: 1,
+            canary: 0,
+            max_fail: 0,
+        };
+        let mut seen: Vec<String> = Vec::new();
+        let mut reports = 0;
+        let mut done = false;
+        let outcome = run(vec![job], policy, &Cancel::default(), &mut |_, report| {
+            assert!(!done, "nothing after Done");
+            match report {
+                Report::Lines(0, lines) => {
+                    assert!(!lines.is_empty(), "no empty reports");
+                    reports += 1;
+                    seen.extend(lines.iter().map(|(s, l)| format!("{}:{l}", s.name())));
+                }
+                Report::Started(0, n) => seen.push(format!("started {n}")),
+                Report::Retrying(0, n, why) => seen.push(format!("retrying {n}: {why}")),
+                Report::Done(0, _) => done = true,
+                other => panic!("{other:?}"),
+            }
+        });
+        let result = outcome.results[0].clone().expect("ran");
+        assert_eq!(result.status, StepStatus::Succeeded);
+        assert_eq!(result.attempts, 2);
+        let attempt = |n: u32| {
+            let mut v = vec![format!("started {n}")];
+            v.extend((1..=50000).map(|i| format!("stdout:{i}")));
+            v.push("stdout:last".into());
+            v
+        };
+        // Each stream in order; stderr's line may fall anywhere among stdout's.
+        let (errs, rest): (Vec<String>, Vec<String>) =
+            seen.into_iter().partition(|l| l == "stderr:oops");
+        assert_eq!(errs.len(), 2);
+        let mut expected = attempt(1);
+        expected.push("retrying 1: exited with status 4".into());
+        expected.extend(attempt(2));
+        assert_eq!(rest, expected);
+        assert!(
+            reports < 1000,
+            "{reports} reports for 100 000 lines: not one per read"
+        );
+    }
+    #[test]
+    fn a_cancelled_job_reports_whole_lines_in_order_up_to_where_it_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = local_job(dir.path(), "seq 1 100000000\n");
+        let policy = Policy {
+            parallel: 1,
+            canary: 0,
+            max_fail: 0,
+        };
+        let cancel = Cancel::default();
+        let mut next = 1u64;
+        // Stopped in the middle of a line, the step leaves its start: it comes last.
+        let mut cut = false;
+        let outcome = run(vec![job], policy, &cancel, &mut |_, report| {
+            if let Report::Lines(_, lines) = report {
+                for (stream, line) in lines.iter() {
+                    assert!(!cut, "nothing after a cut line");
+                    assert_eq!(stream, Stream::Stdout);
+                    let expected = next.to_string();
+                    if line != expected {
+                        assert!(expected.starts_with(line), "{line} for {expected}");
+                        cut = true;
+                    }
+                    next += 1;
+                }
+                if next > 10_000 && cancel.level() == 0 {
+                    cancel.request();
+                }
+            }
+        });
+        let result = outcome.results[0].clone().expect("ran");
+        assert_eq!(result.status, StepStatus::Interrupted);
+        assert_eq!(result.attempts, 1, "no retry once cancelled");
+        assert!(next > 10_000);
     }
 }

@@ -9,7 +9,7 @@
 //! or when its own deadline passes (a partitioned network). When the step ends, whatever it
 //! left in its group, or anywhere with its token in the environment, is stopped too.
 
-use crate::process::{Cancel, Stream};
+use crate::process::{Cancel, Observed, Stream};
 use std::io::Write;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -167,6 +167,9 @@ pub fn ssh_args(host: &crate::hosts::inventory::Host, connect_timeout: u32) -> V
     args
 }
 
+/// Reads of ssh's output received but not yet handled before its readers wait.
+const READS_IN_FLIGHT: usize = 16;
+
 /// How a remote attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoteEnded {
@@ -181,25 +184,28 @@ pub enum RemoteEnded {
 }
 
 enum Msg {
-    Line(Stream, String),
+    /// The lines of one read of one pipe, each ended by a newline.
+    Lines(Stream, String),
     Eof,
     Exited(std::process::ExitStatus),
 }
 
-/// Runs `ssh args…` with `wrapper` on stdin, streaming lines to `on_line`, until the remote
-/// step ends, times out (then a `stop` line asks the host to stop it), or is cancelled.
+/// Runs `ssh args…` with `wrapper` on stdin, streaming lines to `observe` (each read of ssh's
+/// output as its lines then [`Observed::ReadDone`]), until the remote step ends, times out
+/// (then a `stop` line asks the host to stop it), or is cancelled.
 pub fn run_ssh(
     args: &[String],
     wrapper: String,
     timeout: Duration,
     grace: Duration,
     cancel: &Cancel,
-    on_line: &mut dyn FnMut(Stream, &str),
+    observe: &mut dyn FnMut(Observed),
 ) -> std::io::Result<RemoteEnded> {
     let at_start = cancel.level();
     let mut child = crate::process::spawn_group("ssh", args, None, &[], true)?;
     let pgid = child.id() as i32;
-    let (tx, rx) = mpsc::channel::<Msg>();
+    // Bounded, as the jobs' channel is: a host that prints faster than the run records waits.
+    let (tx, rx) = mpsc::sync_channel::<Msg>(READS_IN_FLIGHT);
     // stdin stays open while the step runs: closing it (or a `stop` line) stops the step.
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     if let Some(mut pipe) = child.stdin.take() {
@@ -216,7 +222,7 @@ pub fn run_ssh(
             }
         });
     }
-    crate::process::read_lines(&mut child, &tx, Msg::Line, || Msg::Eof);
+    crate::process::read_lines(&mut child, &tx, Msg::Lines, || Msg::Eof);
     {
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -236,11 +242,17 @@ pub fn run_ssh(
     let mut hard_deadline: Option<Instant> = None;
     let mut exit: Option<std::process::ExitStatus> = None;
     let mut exited_at: Option<Instant> = None;
+    // After ssh exited, the last time output still came: what it wrote before exiting is
+    // read at the pace the run records it, which may take longer than the second that
+    // whatever else holds the pipes open is given.
+    let mut heard_at: Option<Instant> = None;
     let mut eofs = 0;
     let mut killed = false;
     loop {
         if exit.is_some()
-            && (eofs == 2 || exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(1)))
+            && (eofs == 2
+                || heard_at.is_some_and(|t| t.elapsed() > Duration::from_secs(1))
+                || exited_at.is_some_and(|t| t.elapsed() > Duration::from_secs(10)))
         {
             break;
         }
@@ -280,29 +292,36 @@ pub fn run_ssh(
             Duration::from_millis(100)
         };
         match rx.recv_timeout(wait) {
-            Ok(Msg::Line(stream, line)) => {
-                if let Some(pos) = line.find(MARK) {
-                    let (before, mark) = line.split_at(pos);
-                    if !before.is_empty() {
-                        on_line(stream, before);
+            Ok(Msg::Lines(stream, lines)) => {
+                for line in lines.split_terminator('\n') {
+                    if let Some(pos) = line.find(MARK) {
+                        let (before, mark) = line.split_at(pos);
+                        if !before.is_empty() {
+                            observe(Observed::Line(stream, before));
+                        }
+                        let what = &mark[MARK.len()..];
+                        if what == "started" {
+                            started = true;
+                        } else if let Some(code) = what.strip_prefix("exit ") {
+                            remote_exit = code.trim().parse().ok();
+                        }
+                        continue;
                     }
-                    let what = &mark[MARK.len()..];
-                    if what == "started" {
-                        started = true;
-                    } else if let Some(code) = what.strip_prefix("exit ") {
-                        remote_exit = code.trim().parse().ok();
+                    if stream == Stream::Stderr && !started {
+                        ssh_errors.push(line.to_string());
                     }
-                    continue;
+                    observe(Observed::Line(stream, line));
                 }
-                if stream == Stream::Stderr && !started {
-                    ssh_errors.push(line.clone());
+                observe(Observed::ReadDone);
+                if heard_at.is_some() {
+                    heard_at = Some(Instant::now());
                 }
-                on_line(stream, &line);
             }
             Ok(Msg::Eof) => eofs += 1,
             Ok(Msg::Exited(status)) => {
                 exit = Some(status);
                 exited_at = Some(Instant::now());
+                heard_at = exited_at;
                 stop_tx = None;
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}

@@ -573,3 +573,278 @@ fn a_failing_group_member_rolls_back_the_siblings_that_started() {
     lines.sort_unstable();
     assert_eq!(lines, ["rolled back a", "rolled back b"], "c never started");
 }
+
+/// Lines each job of the chatty tests prints.
+const CHATTY: u32 = 1_000_000;
+
+/// Runs nixcmd to the end, reading its own high-water mark (VmHWM only grows) while it runs:
+/// not wait4's rusage, which includes the test process's memory. Returns the exit status, the
+/// peak in kB and what it printed.
+fn run_measuring_peak(t: Test) -> (Option<i32>, u64, String, tempfile::TempDir) {
+    let (mut cmd, root) = t.into_command();
+    let stdout = root.path().join("stdout.txt");
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn nixcmd");
+    let status_file = format!("/proc/{}/status", child.id());
+    let started = std::time::Instant::now();
+    let mut peak_kb = 0u64;
+    let status = loop {
+        if let Ok(text) = std::fs::read_to_string(&status_file)
+            && let Some(kb) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak_kb = peak_kb.max(kb);
+        }
+        if let Some(status) = child.try_wait().expect("wait for nixcmd") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("nixcmd did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(peak_kb > 0, "VmHWM was read");
+    assert_ne!(status.code(), Some(101), "nixcmd panicked");
+    let printed = std::fs::read_to_string(&stdout).expect("stdout");
+    (status.code(), peak_kb, printed, root)
+}
+
+/// The run folder of the only run under `root`.
+fn only_run(root: &Path) -> PathBuf {
+    let mut runs: Vec<PathBuf> = std::fs::read_dir(root.join("state/nixcmd/runs"))
+        .expect("runs")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs.pop().expect("one run")
+}
+
+/// A job's log: its start line (checked against `header`), then exactly `lines`, then the
+/// `trailer` lines.
+fn assert_log(path: &Path, header: &str, lines: &[String], trailer: &[&str]) {
+    let log = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let log: Vec<&str> = log.lines().collect();
+    assert!(log[0].starts_with(header), "{}: {}", path.display(), log[0]);
+    let body = &log[1..log.len() - trailer.len()];
+    assert_eq!(body.len(), lines.len(), "{}", path.display());
+    if let Some(i) = body.iter().zip(lines).position(|(a, b)| a != b) {
+        panic!(
+            "{} line {}: {:?}, expected {:?}",
+            path.display(),
+            i + 2,
+            body[i],
+            lines[i]
+        );
+    }
+    assert_eq!(
+        &log[log.len() - trailer.len()..],
+        trailer,
+        "{}",
+        path.display()
+    );
+}
+
+/// The output events of a run, `(step, host, line)` in the order of `events.ndjson`; every
+/// line of the file must be a whole event.
+fn output_events(run: &Path) -> Vec<(String, Option<String>, String)> {
+    let events = std::fs::read_to_string(run.join("events.ndjson")).expect("events");
+    events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("whole event lines"))
+        .filter(|e| e["type"] == "output")
+        .map(|e| {
+            (
+                e["step_id"].as_str().expect("step_id").to_string(),
+                e["host"].as_str().map(str::to_string),
+                e["line"].as_str().expect("line").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// What a chatty job prints: the secret (redacted), then 1…CHATTY.
+fn chatty_lines() -> Vec<String> {
+    std::iter::once("token [REDACTED]".to_string())
+        .chain((1..=CHATTY).map(|n| n.to_string()))
+        .collect()
+}
+
+#[test]
+fn a_chatty_group_is_recorded_whole_in_bounded_memory() {
+    let rb = format!(
+        r#"---
+description: chatty members
+nixcmd: {{}}
+---
+# Chatty group
+
+## Steps
+### secret
+```bash {{id=secret}}
+echo "API_TOKEN=s3cr3t-t0ken" >>"$NIXCMD_ENV"
+```
+### a
+```bash {{id=a group=g}}
+echo "token $API_TOKEN"
+seq 1 {CHATTY}
+```
+### b
+```bash {{id=b group=g}}
+echo "token $API_TOKEN"
+seq 1 {CHATTY}
+exit 3
+```
+"#
+    );
+    let t = Test::new()
+        .runbook("chatty.md", &rb)
+        .args(["run", "chatty"]);
+    let (status, peak_kb, printed, root) = run_measuring_peak(t);
+    assert_eq!(status, Some(1), "{printed}");
+    // With a report per line the engine fell behind and the queue held the output (200 MB).
+    assert!(peak_kb < 30 * 1024, "peak resident size {peak_kb} kB");
+
+    let run = only_run(root.path());
+    let expected = chatty_lines();
+    assert_log(
+        &run.join("logs/a.log"),
+        "── a attempt 1 at ",
+        &expected,
+        &[],
+    );
+    assert_log(
+        &run.join("logs/b.log"),
+        "── b attempt 1 at ",
+        &expected,
+        &["── exited with status 3 ──"],
+    );
+    let events = output_events(&run);
+    assert_eq!(events.len(), 2 * expected.len());
+    for id in ["a", "b"] {
+        let mine: Vec<&String> = events
+            .iter()
+            .filter(|(s, h, _)| s == id && h.is_none())
+            .map(|(_, _, l)| l)
+            .collect();
+        assert!(mine.iter().copied().eq(expected.iter()), "events of {id}");
+    }
+    // The failure report: b's last 20 lines.
+    let shown: Vec<&str> = printed
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("│ "))
+        .collect();
+    let tail: Vec<&str> = expected[expected.len() - 20..]
+        .iter()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(shown, tail, "{printed}");
+}
+
+#[test]
+fn a_chatty_fan_out_is_recorded_whole_in_bounded_memory() {
+    let rb = format!(
+        r#"---
+description: chatty hosts
+nixcmd: {{}}
+---
+# Chatty hosts
+
+## Steps
+### secret
+```bash {{id=secret}}
+echo "API_TOKEN=s3cr3t-t0ken" >>"$NIXCMD_ENV"
+```
+### spew
+```bash {{id=spew hosts=all}}
+echo "token $API_TOKEN"
+seq 1 {CHATTY}
+```
+"#
+    );
+    let t = Test::new()
+        .file(
+            "project/nixcmd.toml",
+            "[hosts.h1]\ntarget = \"local\"\n\n[hosts.h2]\ntarget = \"local\"\n",
+        )
+        .runbook("chatty.md", &rb)
+        .args(["run", "chatty"]);
+    let (status, peak_kb, printed, root) = run_measuring_peak(t);
+    assert_eq!(status, Some(0), "{printed}");
+    assert!(peak_kb < 30 * 1024, "peak resident size {peak_kb} kB");
+
+    let run = only_run(root.path());
+    let expected = chatty_lines();
+    let events = output_events(&run);
+    assert_eq!(events.len(), 2 * expected.len());
+    for host in ["h1", "h2"] {
+        assert_log(
+            &run.join(format!("logs/spew@{host}.log")),
+            &format!("── spew@{host} attempt 1 at "),
+            &expected,
+            &[],
+        );
+        let mine: Vec<&String> = events
+            .iter()
+            .filter(|(s, h, _)| s == "spew" && h.as_deref() == Some(host))
+            .map(|(_, _, l)| l)
+            .collect();
+        assert!(mine.iter().copied().eq(expected.iter()), "events of {host}");
+    }
+}
+
+#[test]
+fn chatty_hosts_over_ssh_are_recorded_whole_in_bounded_memory() {
+    let Some(fleet) = Fleet::start(2) else { return };
+    let steps = format!(
+        r#"### spew
+```bash {{id=spew hosts=all}}
+seq 1 {CHATTY} | sed "s/^/$NIXCMD_HOST /"
+echo "$NIXCMD_HOST done" >&2
+```
+"#
+    );
+    let t = project(&fleet, "", &runbook(&steps, ""));
+    let marks = t.root().join("marks").display().to_string();
+    let (status, peak_kb, printed, root) = run_measuring_peak(t.args(["run", "fan", &marks]));
+    assert_eq!(status, Some(0), "{printed}");
+    assert!(peak_kb < 30 * 1024, "peak resident size {peak_kb} kB");
+    let run = only_run(root.path());
+    let events = output_events(&run);
+    for host in ["h1", "h2"] {
+        let numbers: Vec<String> = (1..=CHATTY).map(|n| format!("{host} {n}")).collect();
+        let done = format!("{host} done");
+        // Each stream in order; where stderr's one line falls among stdout's is best effort.
+        let check = |what: &str, lines: Vec<&str>| {
+            let (ended, rest): (Vec<&str>, Vec<&str>) = lines.into_iter().partition(|l| *l == done);
+            assert_eq!(ended, [done.as_str()], "{what}");
+            assert_eq!(rest.len(), numbers.len(), "{what}");
+            assert!(
+                rest.iter().copied().eq(numbers.iter().map(String::as_str)),
+                "{what}"
+            );
+        };
+        let log = std::fs::read_to_string(run.join(format!("logs/spew@{host}.log"))).expect("log");
+        let log: Vec<&str> = log.lines().collect();
+        assert!(
+            log[0].starts_with(&format!("── spew@{host} attempt 1 at ")),
+            "{}",
+            log[0]
+        );
+        check(&format!("log of {host}"), log[1..].to_vec());
+        check(
+            &format!("events of {host}"),
+            events
+                .iter()
+                .filter(|(s, h, _)| s == "spew" && h.as_deref() == Some(host))
+                .map(|(_, _, l)| l.as_str())
+                .collect(),
+        );
+    }
+}
