@@ -17,9 +17,7 @@ use crate::run::fleet::{FailedHost, HostCompensation, selector_from_arg};
 use crate::run::jobs::{self, Job, Lines, Policy, Report, Runner};
 use crate::run::records::HostProgress;
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::time::Instant;
 
 /// Default number of hosts at a time.
@@ -480,11 +478,7 @@ impl Engine<'_> {
         register: Option<&str>,
     ) {
         if !logs.contains_key(host)
-            && let Ok(f) = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(self.run.host_log_path(&block.id, host))
+            && let Ok(f) = self.run.open_log(&self.run.host_log_path(&block.id, host))
         {
             logs.insert(host.to_string(), crate::records_io::LogFile(f));
         }

@@ -11,9 +11,7 @@ use crate::run::engine::{DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Engine, GateResult, s
 use crate::run::fanout::{DEFAULT_PARALLEL, record_lines};
 use crate::run::jobs::{self, Job, Policy, Report, Runner};
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 
 /// What the engine's main loop does after a group.
 pub enum Flow<'b> {
@@ -164,11 +162,7 @@ impl<'a> Engine<'a> {
         tails: &mut BTreeMap<String, VecDeque<String>>,
     ) -> Option<StepStatus> {
         if !logs.contains_key(&block.id)
-            && let Ok(f) = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(self.run.log_path(&block.id))
+            && let Ok(f) = self.run.open_log(&self.run.log_path(&block.id))
         {
             logs.insert(block.id.clone(), crate::records_io::LogFile(f));
         }
