@@ -161,16 +161,38 @@ def steps50() -> tuple[str, str, str]:
 
 
 def write(path: str, text: str) -> None:
+    """Writes `text` unless the file holds it already. Inputs are made again for every session,
+    and rewriting (or deleting) a thousand files right before a benchmark makes the next file
+    creations slow on some file systems (ext4 without a journal walks past recently freed
+    inodes), which `run`, creating its records, pays and its peers do not."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+    data = text.encode("utf-8")
+    try:
+        with open(path, "rb") as f:
+            if f.read() == data:
+                return
+    except FileNotFoundError:
+        pass
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def main() -> None:
     here = os.path.dirname(os.path.abspath(__file__))
     out = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(here, "work"))
-    for sub in ("cmds1000", "cmds5", "big", "steps50"):
-        shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+    # Files a former version of this generator left, and only those, are removed.
+    expected = {"cmds1000": 1000, "cmds5": 5}
+    for sub, count in expected.items():
+        folder = os.path.join(out, sub)
+        if os.path.isdir(folder):
+            names = {command_file(i)[0] + ".md" for i in range(1, count + 1)}
+            for name in os.listdir(folder):
+                if name not in names:
+                    path = os.path.join(folder, name)
+                    if os.path.isdir(path):
+                        shutil.rmtree(path)
+                    else:
+                        os.remove(path)
 
     mask = ["# Maintenance tasks\n\n"]
     for i in range(1, 1001):

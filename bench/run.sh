@@ -85,7 +85,12 @@ cleanup() {
   rm -rf "$state"
 }
 trap cleanup EXIT
-export XDG_STATE_HOME=$state/state XDG_CONFIG_HOME=$state/config
+# Run records stay in the work folder between sessions: removing the thousands of files a
+# session's runs leave would make the next session's file creations slow (ext4 without a
+# journal walks past recently freed inodes), which `nixcmd run` pays and its peers do not.
+# Remove bench/work/state by hand when it grows too large, well before measuring.
+mkdir -p "$work/state"
+export XDG_STATE_HOME=$work/state XDG_CONFIG_HOME=$state/config
 # A loop of the 50 lines, each in a new bash exactly as nixcmd starts a step.
 cat >"$work/steps50/loop.sh" <<'EOF'
 while IFS= read -r line; do
