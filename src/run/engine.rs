@@ -459,6 +459,11 @@ impl<'a> Engine<'a> {
         self.finish(status, failed, left, manual)
     }
 
+    /// Whether block `id` was started (its first attempt recorded in progress).
+    fn progress_started(&self, id: &str) -> bool {
+        self.progress.get(id).is_some_and(|p| p.attempts > 0)
+    }
+
     pub(super) fn done(&self, id: &str) -> bool {
         self.progress.get(id).is_some_and(|p| p.status.is_done())
     }
@@ -726,6 +731,9 @@ impl<'a> Engine<'a> {
         let reason = match status {
             RunStatus::Interrupted => "interrupted".to_string(),
             RunStatus::Declined => format!("confirmation of `{failed_step}` declined"),
+            _ if self.records_error.is_some() && !self.progress_started(failed_step) => {
+                "the run's records cannot be written".to_string()
+            }
             _ => format!("step `{failed_step}` failed"),
         };
         self.emit(EventKind::RollbackStarted {

@@ -840,6 +840,10 @@ echo unlock >> trace
         "{stdout}"
     );
     assert!(!stdout.contains("▶ after"), "{stdout}");
+    assert!(
+        stdout.contains("rolling back — the run's records cannot be written: unlock\n"),
+        "{stdout}"
+    );
     // The rollback put the folder back, so the end of the run was recorded.
     let state = read_json(&run.join("state.json"));
     assert_eq!(state["status"], "failed");
