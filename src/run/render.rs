@@ -280,10 +280,8 @@ fn mark(status: StepStatus, p: crate::output::Palette) -> String {
 impl Sink for TextRenderer {
     fn flush(&mut self) {
         if !self.pending.is_empty() {
-            let text = std::mem::take(&mut self.pending);
-            self.write(&text);
-            // The buffer is kept for the next read.
-            self.pending = text;
+            self.write(&self.pending);
+            // Cleared, not dropped: the buffer serves the next read.
             self.pending.clear();
         }
     }

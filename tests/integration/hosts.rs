@@ -3,6 +3,7 @@
 //! so the hosts write their timestamps and markers into the test's temporary folder, and
 //! `sshd-harness.sh procs` finds whatever a remote session left behind.
 
+use crate::run_support::{only_run, run_measuring_peak};
 use crate::support::{Output, Test, repo, skip};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -576,55 +577,6 @@ fn a_failing_group_member_rolls_back_the_siblings_that_started() {
 
 /// Lines each job of the chatty tests prints.
 const CHATTY: u32 = 1_000_000;
-
-/// Runs nixcmd to the end, reading its own high-water mark (VmHWM only grows) while it runs:
-/// not wait4's rusage, which includes the test process's memory. Returns the exit status, the
-/// peak in kB and what it printed.
-fn run_measuring_peak(t: Test) -> (Option<i32>, u64, String, tempfile::TempDir) {
-    let (mut cmd, root) = t.into_command();
-    let stdout = root.path().join("stdout.txt");
-    let mut child = cmd
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn nixcmd");
-    let status_file = format!("/proc/{}/status", child.id());
-    let started = std::time::Instant::now();
-    let mut peak_kb = 0u64;
-    let status = loop {
-        if let Ok(text) = std::fs::read_to_string(&status_file)
-            && let Some(kb) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        {
-            peak_kb = peak_kb.max(kb);
-        }
-        if let Some(status) = child.try_wait().expect("wait for nixcmd") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(120) {
-            let _ = child.kill();
-            panic!("nixcmd did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(peak_kb > 0, "VmHWM was read");
-    assert_ne!(status.code(), Some(101), "nixcmd panicked");
-    let printed = std::fs::read_to_string(&stdout).expect("stdout");
-    (status.code(), peak_kb, printed, root)
-}
-
-/// The run folder of the only run under `root`.
-fn only_run(root: &Path) -> PathBuf {
-    let mut runs: Vec<PathBuf> = std::fs::read_dir(root.join("state/nixcmd/runs"))
-        .expect("runs")
-        .map(|e| e.expect("entry").path())
-        .collect();
-    assert_eq!(runs.len(), 1, "{runs:?}");
-    runs.pop().expect("one run")
-}
 
 /// A job's log: its start line (checked against `header`), then exactly `lines`, then the
 /// `trailer` lines.

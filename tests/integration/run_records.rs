@@ -371,37 +371,12 @@ fn a_chatty_step_is_recorded_whole_in_bounded_memory() {
         "---\ndescription: A chatty step\nnixcmd: {{}}\n---\n# Chatty\n\n## Steps\n### Spew\n\
          ```bash {{id=spew}}\nseq 1 {LINES}\necho done >&2\nexit 3\n```\n"
     );
-    let (mut cmd, root) = Test::new()
-        .runbook("chatty.md", &text)
-        .args(["run", "chatty"])
-        .into_command();
-    let stdout = root.path().join("stdout.txt");
-    let mut child = cmd
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn nixcmd");
-    // Its own high-water mark, read while it runs (VmHWM only grows). Not wait4's rusage:
-    // that includes the memory of the test process that spawned it.
-    let status_file = format!("/proc/{}/status", child.id());
-    let mut peak_kb = 0u64;
-    let status = loop {
-        if let Ok(text) = std::fs::read_to_string(&status_file)
-            && let Some(kb) = text
-                .lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        {
-            peak_kb = peak_kb.max(kb);
-        }
-        if let Some(status) = child.try_wait().expect("wait for nixcmd") {
-            break status;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(1));
-    assert!(peak_kb > 0, "VmHWM was read");
+    let (status, peak_kb, printed, root) = crate::run_support::run_measuring_peak(
+        Test::new()
+            .runbook("chatty.md", &text)
+            .args(["run", "chatty"]),
+    );
+    assert_eq!(status, Some(1));
     assert!(peak_kb < 30 * 1024, "peak resident size {peak_kb} kB");
 
     let run = only_run(root.path());
@@ -427,7 +402,6 @@ fn a_chatty_step_is_recorded_whole_in_bounded_memory() {
         .collect();
     in_order(&outputs);
     // The failure report: the step's last 20 lines, as the log has them.
-    let printed = std::fs::read_to_string(&stdout).expect("stdout");
     let tail = &log[log.len() - 21..log.len() - 1];
     let shown: Vec<&str> = printed
         .lines()
@@ -740,12 +714,7 @@ fn log_streams_a_large_log_in_bounded_memory() {
     std::io::Read::read_exact(&mut stdout, &mut text).expect("the start of the log");
     // Nobody reads now: nixcmd fills the pipe and waits. Whatever it holds, it holds now.
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("status");
-    let peak_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM");
+    let peak_kb = crate::run_support::peak_kb(child.id()).expect("VmHWM");
     std::io::Read::read_to_end(&mut stdout, &mut text).expect("the rest of the log");
     assert_eq!(child.wait().expect("wait").code(), Some(0));
     assert!(

@@ -422,3 +422,45 @@ pub fn mode(path: &Path) -> u32 {
         .mode()
         & 0o777
 }
+
+/// nixcmd's own high-water mark of resident memory, in kB (VmHWM only grows). Not wait4's
+/// rusage: that includes the memory of the test process that spawned it.
+pub fn peak_kb(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Runs nixcmd to the end (stdin from /dev/null, stderr dropped), reading its high-water mark
+/// while it runs. Returns the exit code, the peak in kB, what it printed and its folder.
+pub fn run_measuring_peak(t: Test) -> (Option<i32>, u64, String, tempfile::TempDir) {
+    let (mut cmd, root) = t.into_command();
+    let stdout = root.path().join("stdout.txt");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn nixcmd");
+    let started = Instant::now();
+    let mut peak = 0u64;
+    let status = loop {
+        if let Some(kb) = peak_kb(child.id()) {
+            peak = peak.max(kb);
+        }
+        if let Some(status) = child.try_wait().expect("wait for nixcmd") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("nixcmd did not finish within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(peak > 0, "VmHWM was read");
+    assert_ne!(status.code(), Some(101), "nixcmd panicked");
+    let printed = std::fs::read_to_string(&stdout).expect("stdout");
+    (status.code(), peak, printed, root)
+}
