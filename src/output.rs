@@ -118,8 +118,7 @@ impl Output {
     }
 
     pub fn eprint(&self, text: &str) {
-        let mut lock = std::io::stderr().lock();
-        let _ = lock.write_all(text.as_bytes()).and_then(|()| lock.flush());
+        eprint_quietly(text);
     }
 
     /// Terminal width for tables and the live display, when stdout is a terminal: `COLUMNS`
@@ -140,4 +139,11 @@ impl Output {
             .filter(|&w| w > 0)
             .or(Some(100))
     }
+}
+
+/// Writes to stderr, ignoring a closed or hung-up stderr, for code that has no [`Output`] at
+/// hand (the MCP server's background tasks): `eprintln!` panics when the write fails.
+pub fn eprint_quietly(text: &str) {
+    let mut lock = std::io::stderr().lock();
+    let _ = lock.write_all(text.as_bytes()).and_then(|()| lock.flush());
 }

@@ -125,7 +125,8 @@ impl Cancel {
     pub fn request(&self) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
-    /// Makes SIGINT and SIGTERM to nixcmd count as cancellation requests.
+    /// Makes SIGINT and SIGTERM to nixcmd count as cancellation requests, and SIGHUP mark
+    /// the terminal as gone (see [`hung_up`]).
     pub fn install_signal_handlers(&self) -> std::io::Result<()> {
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             let counter = self.0.clone();
@@ -136,7 +137,41 @@ impl Cancel {
                 })?;
             }
         }
+        // Already ignored (`nohup nixcmd …`): left so, because exec keeps an ignored signal
+        // ignored in the steps but resets a handled one to its default.
+        if !ignored(libc::SIGHUP) {
+            // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+            unsafe {
+                signal_hook::low_level::register(signal_hook::consts::SIGHUP, || {
+                    HUNG_UP.store(true, Ordering::SeqCst);
+                })?;
+            }
+        }
         Ok(())
+    }
+}
+
+/// Set when nixcmd got SIGHUP: its terminal, or the SSH session it ran in, went away. By
+/// default SIGHUP would kill nixcmd and leave the running step behind, orphaned in its own
+/// process group, with nothing recorded and nothing rolled back. A run half done is the
+/// worst outcome, and a dropped connection is not an operator's "stop" (that is Ctrl-C), so
+/// the run goes on without its terminal, as `nixos-rebuild switch` does since it activates
+/// in a unit of its own: steps keep running, output still reaches the records, and a gate
+/// that would ask pauses the run instead (nobody is there to answer).
+static HUNG_UP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether nixcmd got SIGHUP (see [`HUNG_UP`]).
+pub fn hung_up() -> bool {
+    HUNG_UP.load(Ordering::SeqCst)
+}
+
+/// Whether `sig` is ignored by this process now.
+fn ignored(sig: libc::c_int) -> bool {
+    // SAFETY: sigaction with a null new action only reads the current disposition into
+    // `old`, a zeroed local of the right type.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
     }
 }
 

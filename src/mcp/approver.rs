@@ -190,7 +190,9 @@ impl McpApprover {
         let schema = match schema {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("nixcmd mcp: cannot build the confirmation form: {e}");
+                crate::output::eprint_quietly(&format!(
+                    "nixcmd mcp: cannot build the confirmation form: {e}\n"
+                ));
                 self.run.gates.elicited(token, None);
                 return;
             }
@@ -225,7 +227,9 @@ impl McpApprover {
                     _ => None,
                 },
                 Err(e) => {
-                    eprintln!("nixcmd mcp: the confirmation request failed: {e}");
+                    crate::output::eprint_quietly(&format!(
+                        "nixcmd mcp: the confirmation request failed: {e}\n"
+                    ));
                     None
                 }
             };

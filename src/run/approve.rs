@@ -45,7 +45,8 @@ pub fn interactive() -> bool {
 
 impl Approver for TerminalApprover {
     fn ask(&mut self, gate: &GateRequest) -> Answer {
-        if !interactive() {
+        // After SIGHUP nobody may be at the terminal any more, even if it still works.
+        if !interactive() || crate::process::hung_up() {
             return Answer::Unavailable;
         }
         let p = self.out.err;
@@ -62,12 +63,18 @@ impl Approver for TerminalApprover {
         }
         prompt.push_str(&format!("{} [y/N] ", gate.message));
         self.out.eprint(&prompt);
-        if !wait_for_input(&self.cancel) {
+        let ready = wait_for_input(&self.cancel);
+        // The terminal hung up while the prompt waited: its end of file is nobody's "no".
+        if crate::process::hung_up() {
+            return Answer::Unavailable;
+        }
+        if !ready {
             self.out.eprint("\n");
             return Answer::Decline;
         }
         let mut answer = String::new();
         match std::io::stdin().lock().read_line(&mut answer) {
+            Ok(0) | Err(_) if crate::process::hung_up() => Answer::Unavailable,
             Ok(0) | Err(_) => {
                 self.out.eprint("\n");
                 Answer::Decline
@@ -85,12 +92,17 @@ impl Approver for TerminalApprover {
 
 /// Waits until stdin has something to read (a line at a terminal, or its end). False when
 /// Ctrl-C came first: `read_line` alone would go on waiting, as the signal handler only
-/// counts the request.
+/// counts the request. True at once after SIGHUP (the caller checks [`hung_up`]).
+///
+/// [`hung_up`]: crate::process::hung_up
 fn wait_for_input(cancel: &Cancel) -> bool {
     let at_start = cancel.level();
     loop {
         if cancel.level() > at_start {
             return false;
+        }
+        if crate::process::hung_up() {
+            return true;
         }
         let mut fd = libc::pollfd {
             fd: libc::STDIN_FILENO,

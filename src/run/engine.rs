@@ -153,6 +153,8 @@ pub struct Engine<'a> {
     /// starts after that: `resume` decides from those records what ran, and a run that cannot
     /// keep them goes on blind.
     pub(super) records_error: Option<String>,
+    /// Whether the run said that its terminal hung up (see [`crate::process::hung_up`]).
+    hangup_noted: bool,
 }
 
 impl<'a> Engine<'a> {
@@ -222,6 +224,7 @@ impl<'a> Engine<'a> {
             resumed,
             fleet: Default::default(),
             records_error: None,
+            hangup_noted: false,
         }
     }
 
@@ -264,6 +267,26 @@ impl<'a> Engine<'a> {
                 message: format!("{why}; no further step starts"),
             });
         }
+    }
+
+    /// Says once, as a warning in the records and to whatever still reads the output, that
+    /// nixcmd's terminal hung up and the run goes on without it. Called where the run moves
+    /// on (a block starts, a gate, the end), so a hangup during a step is told at its end.
+    pub(super) fn note_hangup(&mut self) {
+        if self.hangup_noted || !crate::process::hung_up() {
+            return;
+        }
+        self.hangup_noted = true;
+        let message = format!(
+            "nixcmd's terminal hung up (SIGHUP): the run goes on without it, and a step that \
+             asks for confirmation pauses it; follow it with `nixcmd log {} --follow`",
+            self.state.run_id
+        );
+        self.warnings.push(message.clone());
+        self.emit(EventKind::Warning {
+            step_id: None,
+            message,
+        });
     }
 
     /// A block must not start once the records cannot be kept: the run stops there as failed
@@ -578,6 +601,7 @@ impl<'a> Engine<'a> {
 
     /// Confirmation: approved by flag, by an earlier approval, or by whoever the approver asks.
     pub(super) fn gate(&mut self, block: &Block) -> GateResult {
+        self.note_hangup();
         let needs = block.effective.asks;
         if !needs || self.opts.dry_run {
             return GateResult::Go;
@@ -655,6 +679,7 @@ impl<'a> Engine<'a> {
 
     /// Stops before a gate nobody can answer: saved, exit 3, resumable.
     fn pause(mut self, block: &Block) -> Outcome {
+        self.note_hangup();
         let resume = format!("nixcmd resume {} --approve {}", self.state.run_id, block.id);
         let message = block
             .attrs
@@ -783,6 +808,7 @@ impl<'a> Engine<'a> {
         left: Vec<String>,
         manual: Vec<String>,
     ) -> Outcome {
+        self.note_hangup();
         let exit = status.exit();
         let (failed_step, tail) = failed
             .map(|(s, t)| (Some(s), t))

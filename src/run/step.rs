@@ -18,6 +18,7 @@ impl Engine<'_> {
     /// Runs one block: shell with retries and timeout, or the nested commands of a guided
     /// block. `lenient`: a failure is only a warning.
     pub(super) fn run_block(&mut self, block: &Block, lenient: bool) -> BlockResult {
+        self.note_hangup();
         if let Some(result) = self.fanout_hook(block, lenient) {
             return result;
         }

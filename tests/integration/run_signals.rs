@@ -497,3 +497,183 @@ echo "woke without a signal"
         "{log}"
     );
 }
+
+/// Waits for a go, then one more step, then a step that asks.
+const HANGUP: &str = r#"---
+description: Goes on after the terminal hangs up
+nixcmd: {}
+---
+# Hangup
+
+## Steps
+### Wait
+```bash {id=wait}
+echo waiting >> trace
+while [ ! -e go ]; do sleep 0.02; done
+echo done >> trace
+```
+### Next
+```bash {id=next}
+echo next >> trace
+```
+### Deploy
+```bash {id=deploy confirm="Deploy now?" irreversible}
+echo deployed >> trace
+```
+"#;
+
+/// The operator's SSH connection drops (or the terminal window closes) in the middle of a
+/// step. SIGHUP used to kill nixcmd and leave the step running unwatched, its run recorded as
+/// running and nothing after it done. Now the run goes on without its terminal: the step ends
+/// and is recorded, the next one runs, and the step that would ask pauses the run for
+/// `resume --approve`, since nobody is there to answer.
+#[test]
+fn a_terminal_that_hangs_up_does_not_stop_the_run() {
+    let test = Test::new()
+        .runbook("hangup.md", HANGUP)
+        .env_remove("CI")
+        .args(["run", "hangup", "--color", "never"]);
+    let mut run = Spawned::start_with_controlling_tty_to_hang_up(test);
+    let root = run.root().to_path_buf();
+    wait_until("the step", Duration::from_secs(30), || {
+        project_file(&root, "trace") == "waiting\n"
+    });
+    run.hang_up();
+    // nixcmd outlives the hangup (its stdout and stderr are pipes here, still read).
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(run.is_running(), "nixcmd ended at the hangup");
+    std::fs::write(root.join("project/go"), "").expect("let the step finish");
+    let out = run.wait();
+    out.assert_status(3);
+    assert_eq!(project_file(&root, "trace"), "waiting\ndone\nnext\n");
+    let dir = only_run(&root);
+    let id = run_id(&dir);
+    assert_eq!(
+        statuses(&dir),
+        [
+            ("wait".to_string(), "succeeded".to_string()),
+            ("next".to_string(), "succeeded".to_string()),
+            ("deploy".to_string(), "awaiting_confirmation".to_string()),
+        ]
+    );
+    let warning = format!(
+        "nixcmd's terminal hung up (SIGHUP): the run goes on without it, and a step that asks \
+         for confirmation pauses it; follow it with `nixcmd log {id} --follow`"
+    );
+    let events = crate::run_support::events(
+        &std::fs::read_to_string(dir.join("events.ndjson")).expect("events"),
+    );
+    assert_eq!(
+        crate::run_support::event_outline(&events),
+        format!(
+            "run_started\n\
+             step_started step_id=wait attempt=1\n\
+             step_finished step_id=wait status=succeeded exit_code=0\n\
+             warning message={warning}\n\
+             step_started step_id=next attempt=1\n\
+             step_finished step_id=next status=succeeded exit_code=0\n\
+             gate step_id=deploy message=Deploy now?\n\
+             run_finished status=awaiting_confirmation exit_code=3\n"
+        )
+    );
+    assert!(out.stdout.contains(&warning), "{}", out.stdout);
+    assert_eq!(processes(&marker(&root)), Vec::<String>::new());
+    // The operator, back, approves the step that waited.
+    let out = out
+        .then()
+        .args(["resume", &id, "--approve", "deploy"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        project_file(&root, "trace"),
+        "waiting\ndone\nnext\ndeployed\n"
+    );
+}
+
+/// `nohup nixcmd run …`: SIGHUP ignored by whoever started nixcmd stays ignored in its steps
+/// (a handler of nixcmd's own would have been reset to the default by exec); without nohup,
+/// steps get the default as before.
+#[test]
+fn sighup_ignored_by_whoever_started_nixcmd_stays_ignored_in_steps() {
+    let runbook = r#"---
+description: Prints whether SIGHUP is ignored
+nixcmd: {}
+---
+# Ignored
+
+## Steps
+### Show
+```bash {id=show}
+mask=$(sed -n 's/^SigIgn:\t//p' /proc/self/status)
+echo "hup-ignored=$(( 0x$mask & 1 ))"
+```
+"#;
+    for (nohup, expected) in [(true, "hup-ignored=1"), (false, "hup-ignored=0")] {
+        let test = Test::new()
+            .runbook("ignored.md", runbook)
+            .args(["run", "ignored", "--verbose"]);
+        let (mut cmd, _root) = test.into_command();
+        if nohup {
+            // SAFETY: signal(2) is async-signal-safe; it runs in the child before exec.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        let out = cmd.output().expect("run nixcmd");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{stdout}");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.ends_with(&format!("│ {expected}"))),
+            "nohup={nohup}:\n{stdout}"
+        );
+    }
+}
+
+/// The terminal hangs up while the prompt of a step waits for an answer: its end of file is
+/// nobody's "no". The run pauses at that step, resumable with `--approve`, instead of
+/// ending as declined.
+#[test]
+fn a_terminal_that_hangs_up_at_a_prompt_pauses_the_run() {
+    let runbook = r#"---
+description: Asks first
+nixcmd: {}
+---
+# Ask first
+
+## Steps
+### Deploy
+```bash {id=deploy confirm="Deploy now?" irreversible}
+echo deployed >> trace
+```
+"#;
+    let test = Test::new()
+        .runbook("ask-first.md", runbook)
+        .env_remove("CI")
+        .args(["run", "ask-first", "--color", "never"]);
+    let mut run = Spawned::start_with_controlling_tty_to_hang_up(test);
+    wait_until("the prompt", Duration::from_secs(30), || {
+        run.stderr_so_far().ends_with("Deploy now? [y/N] ")
+    });
+    run.hang_up();
+    let out = run.wait();
+    out.assert_status(3);
+    let dir = only_run(out.root.path());
+    assert_eq!(
+        statuses(&dir),
+        [("deploy".to_string(), "awaiting_confirmation".to_string())]
+    );
+    assert_eq!(project_file(out.root.path(), "trace"), "");
+    assert!(
+        out.stdout.contains(&format!(
+            "resume: nixcmd resume {} --approve deploy",
+            run_id(&dir)
+        )),
+        "{}",
+        out.stdout
+    );
+}

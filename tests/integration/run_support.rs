@@ -77,6 +77,33 @@ impl Spawned {
         Self::spawn_command(cmd, root, Some(slave)).typing(master, input)
     }
 
+    /// Like [`Spawned::start_with_controlling_tty`] with nothing typed, for a test that
+    /// hangs the terminal up ([`Spawned::hang_up`]): no thread holds a copy of the master to
+    /// read the echo, so closing it is the terminal's end.
+    pub fn start_with_controlling_tty_to_hang_up(test: Test) -> Spawned {
+        let (master, slave) = open_pty();
+        let (mut cmd, root) = test.into_command();
+        // SAFETY: as in `start_with_controlling_tty`.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut spawned = Self::spawn_command(cmd, root, Some(slave));
+        spawned.tty = Some(std::fs::File::from(master));
+        spawned
+    }
+
+    /// Closes the terminal's master side, as when the SSH connection or the terminal window
+    /// of the operator goes away: the kernel hangs the terminal up and sends SIGHUP to the
+    /// session's leader and foreground process group (nixcmd).
+    pub fn hang_up(&mut self) {
+        drop(self.tty.take().expect("started with a terminal"));
+    }
+
     fn spawn(test: Test, stdin: Option<std::fs::File>) -> Spawned {
         let (cmd, root) = test.into_command();
         Self::spawn_command(cmd, root, stdin)
@@ -103,6 +130,11 @@ impl Spawned {
             stderr,
             tty: None,
         }
+    }
+
+    /// Whether nixcmd has not exited yet.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("wait for nixcmd").is_none()
     }
 
     pub fn pid(&self) -> i32 {
