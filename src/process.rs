@@ -1129,6 +1129,50 @@ fn carries_token(pid: i32, needle: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
+/// A process still carrying a step token of some run (see [`left_behind`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftBehind {
+    pub pid: i32,
+    /// The token's value: `RUN/STEP/ATTEMPT`, `RUN/STEP@HOST` or `RUN/STEP`.
+    pub token: String,
+    /// Its command line, arguments joined by spaces.
+    pub command: String,
+}
+
+/// Processes of this user whose environment carries a step token of run `run_id`: steps
+/// that went on after the nixcmd watching them was killed (`kill -9`, an OOM kill, a
+/// crash). Resuming the run beside them would run such a step a second time at once.
+pub fn left_behind(run_id: &str) -> Vec<LeftBehind> {
+    let prefix = format!("NIXCMD_STEP_TOKEN={run_id}/");
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found: Vec<LeftBehind> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| {
+            // Unreadable (another user's process) or gone since the listing: not ours.
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let token = env
+                .split(|b| *b == 0)
+                .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))?;
+            let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let command = String::from_utf8_lossy(&command)
+                .trim_end_matches('\0')
+                .replace('\0', " ");
+            Some(LeftBehind {
+                pid,
+                token: format!("{run_id}/{}", String::from_utf8_lossy(token)),
+                command,
+            })
+        })
+        .collect();
+    found.sort_by_key(|p| p.pid);
+    found
+}
+
 /// Stops processes that carry the step's token but left its process group. Thanks to the
 /// subreaper they are nixcmd's children once their parent exits; where the kernel hides the
 /// list of children, every process is examined instead.
@@ -1208,6 +1252,31 @@ mod tests {
             lines.push(String::from_utf8_lossy(l).into_owned())
         });
         (lines, pending)
+    }
+
+    /// Processes carrying a run's step token are found, with their step and command line;
+    /// a run whose id only begins the same is not confused with it.
+    #[test]
+    fn left_behind_finds_the_processes_of_one_run() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env("NIXCMD_STEP_TOKEN", "unit-left-behind-1/deploy/2")
+            .spawn()
+            .expect("spawn sleep");
+        let found = super::left_behind("unit-left-behind-1");
+        let other = super::left_behind("unit-left-behind");
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            found,
+            [super::LeftBehind {
+                pid: child.id() as i32,
+                token: "unit-left-behind-1/deploy/2".into(),
+                command: "sleep 30".into(),
+            }]
+        );
+        assert_eq!(other, []);
+        assert_eq!(super::left_behind("unit-left-behind-1"), []);
     }
 
     #[test]

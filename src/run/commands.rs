@@ -465,6 +465,48 @@ pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
     launch(cx, cmd, prepared, &args.gates)
 }
 
+/// Refuses to resume a run while processes of its steps still run: its nixcmd was killed
+/// and left them. Resuming would start the interrupted step again beside itself (two
+/// `nixos-rebuild switch` at once), and nothing would watch or stop the old one.
+fn refuse_left_behind(run_id: &str) -> Result<(), Failure> {
+    let left = process::left_behind(run_id);
+    if left.is_empty() {
+        return Ok(());
+    }
+    let mut steps: Vec<&str> = Vec::new();
+    for p in &left {
+        let rest = p.token.strip_prefix(run_id).unwrap_or(&p.token);
+        let rest = rest.trim_start_matches('/');
+        let step = rest.split(['/', '@']).next().unwrap_or(rest);
+        if !steps.contains(&step) {
+            steps.push(step);
+        }
+    }
+    let named = steps
+        .iter()
+        .map(|s| format!("`{s}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut message = format!(
+        "run {run_id} still has processes of step {named} running, left behind when its nixcmd was stopped:"
+    );
+    for p in left.iter().take(10) {
+        message.push_str(&format!("\n  pid {}: {}", p.pid, p.command));
+    }
+    if left.len() > 10 {
+        message.push_str(&format!("\n  … and {} more", left.len() - 10));
+    }
+    let pids = left
+        .iter()
+        .map(|p| p.pid.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    Err(Failure::usage(message).with_hint(format!(
+        "resuming now would run {named} again beside them; wait for them to end, or stop them \
+         (`kill {pids}`), then `nixcmd resume {run_id}`"
+    )))
+}
+
 /// Reopens a paused or interrupted run: refuses one that ended, or whose command changed
 /// (unless `force`); takes the lock; the interrupted step runs again and a paused gate is
 /// asked again.
@@ -500,6 +542,7 @@ pub fn prepare_resume(
     } else {
         Some(lock(&state.command, &state.run_id)?)
     };
+    refuse_left_behind(&state.run_id)?;
     let run = RunDir::open(&state.run_id)
         .map_err(|e| Failure::usage(format!("cannot open {}: {e}", path.display())))?;
     let mut progress =

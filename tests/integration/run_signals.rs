@@ -383,7 +383,47 @@ fn a_run_whose_nixcmd_was_killed_is_listed_as_stopped_not_running() {
 
     run.signal(libc::SIGKILL);
     let out = run.wait();
-    // A kill -9 orphans the step's shell instead of stopping it: let it finish.
+    // A kill -9 orphans the step's shell instead of stopping it. Resuming beside it would
+    // run the step twice at once: refused, naming what is left.
+    let shell = processes(&marker(&root))
+        .iter()
+        .find(|l| l.ends_with("/scripts/wait.sh"))
+        .and_then(|l| l.split_once(' '))
+        .map(|(pid, _)| pid.to_string())
+        .expect("the orphaned step's shell is running");
+    let refused = out.then().args(["resume", &id]).run();
+    refused.assert_status(2);
+    let stderr = refused.filter(&refused.stderr);
+    let (first, rest) = stderr.split_once('\n').expect("lines");
+    assert_eq!(
+        first,
+        format!(
+            "error: run {id} still has processes of step `wait` running, left behind when its \
+             nixcmd was stopped:"
+        )
+    );
+    let (second, _) = rest.split_once('\n').expect("lines");
+    assert!(second.starts_with(&format!("  pid {shell}: ")), "{stderr}");
+    assert!(
+        second.ends_with(&format!(
+            "bash --noprofile --norc -Eeuo pipefail [TEMP]/state/nixcmd/runs/{id}/scripts/wait.sh"
+        )),
+        "{stderr}"
+    );
+    let hint = stderr.lines().last().expect("a hint");
+    assert!(
+        hint.starts_with(&format!(
+            "  hint: resuming now would run `wait` again beside them; wait for them to end, or \
+             stop them (`kill {shell}"
+        )) && hint.ends_with(&format!("`), then `nixcmd resume {id}`")),
+        "{stderr}"
+    );
+    assert_eq!(
+        project_file(&root, "trace"),
+        "waiting\n",
+        "nothing ran again"
+    );
+    let out = refused;
     std::fs::write(root.join("project/go"), "").expect("let the orphaned step end");
     wait_until("the orphaned step", Duration::from_secs(10), || {
         project_file(&root, "trace") == "waiting\ndone\n"
