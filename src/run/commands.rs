@@ -584,7 +584,15 @@ pub fn prepare_resume(
 }
 
 pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<Exit, Failure> {
-    let runs: Vec<State> = records::all_runs()
+    let (runs, unreadable) = records::scan_runs();
+    // On stderr, so that `--format json` stays a list of runs.
+    for (path, why) in &unreadable {
+        cx.out.eprint(&format!(
+            "warning: {} is not listed: its {why}\n",
+            path.display()
+        ));
+    }
+    let runs: Vec<State> = runs
         .into_iter()
         .map(|(_, s)| s)
         .filter(|s| command.is_none_or(|c| s.command == c))

@@ -652,20 +652,43 @@ fn flock_on_inode(locks: &str, inode: u64) -> bool {
 /// Every recorded run, newest first. Hidden entries are not runs: `runs --prune` renames a
 /// folder to `.pruning-<id>` before removing it, so a run being removed is never listed.
 pub fn all_runs() -> Vec<(PathBuf, State)> {
+    scan_runs().0
+}
+
+/// Run folders whose `state.json` exists but cannot be read or parsed (a disk error, an edit
+/// by hand, a file system that lost its data after a power cut), with why. They are not
+/// listed as runs, but they must not vanish silently either: `runs` names them, and `log`
+/// or `resume` of one says what is wrong instead of "no run". A folder without `state.json`
+/// is a run killed before it recorded anything, and is not reported.
+pub type Unreadable = Vec<(PathBuf, String)>;
+
+/// The runs, newest first, and the run folders that cannot be read.
+pub fn scan_runs() -> (Vec<(PathBuf, State)>, Unreadable) {
     let Ok(entries) = std::fs::read_dir(runs_dir()) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
-    let mut runs: Vec<_> = entries
-        .filter_map(Result::ok)
-        .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
-        .filter_map(|e| read_state(&e.path()).ok().map(|s| (e.path(), s)))
-        .collect();
+    let mut runs = Vec::new();
+    let mut unreadable = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        if entry.file_name().as_encoded_bytes().starts_with(b".") {
+            continue;
+        }
+        let path = entry.path();
+        match read_state(&path) {
+            Ok(state) => runs.push((path, state)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // A stray file among the run folders is not a run.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {}
+            Err(e) => unreadable.push((path, format!("state.json: {e}"))),
+        }
+    }
     runs.sort_by(|a, b| {
         b.1.started
             .cmp(&a.1.started)
             .then(b.1.run_id.cmp(&a.1.run_id))
     });
-    runs
+    unreadable.sort();
+    (runs, unreadable)
 }
 
 /// Finds a run by id or unique prefix; `last` means the newest.
@@ -674,7 +697,7 @@ pub fn find_run(id: &str) -> Result<(PathBuf, State), String> {
         // Every id starts with "": a prefix match would call it ambiguous.
         return Err("give a run id (`nixcmd runs` lists them; `last` is the newest)".to_string());
     }
-    let runs = all_runs();
+    let (runs, unreadable) = scan_runs();
     if id == "last" {
         return runs
             .into_iter()
@@ -690,7 +713,17 @@ pub fn find_run(id: &str) -> Result<(PathBuf, State), String> {
         .collect();
     match matches.len() {
         1 => Ok(matches.into_iter().next().expect("one match")),
-        0 => Err(format!("no run `{id}` (see `nixcmd runs`)")),
+        0 => match unreadable.iter().find(|(p, _)| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(id))
+        }) {
+            Some((path, why)) => Err(format!(
+                "the records of run `{}` cannot be read ({why}); its logs are in {}",
+                path.file_name().unwrap_or_default().to_string_lossy(),
+                path.join("logs").display()
+            )),
+            None => Err(format!("no run `{id}` (see `nixcmd runs`)")),
+        },
         n => {
             // The newest few, so that the right one can be picked without `nixcmd runs`.
             const SHOWN: usize = 5;

@@ -520,6 +520,43 @@ fn an_ambiguous_or_empty_run_id_is_explained() {
     );
 }
 
+/// A run folder whose state.json is damaged is not silently dropped: `runs` names it on
+/// stderr (its JSON stays a list of runs), and `log`/`resume` say what is wrong with it
+/// instead of "no run".
+#[test]
+fn a_run_whose_state_cannot_be_read_is_named_not_hidden() {
+    let test = Test::new().runbook(
+        "one.md",
+        "---\ndescription: One step\nnixcmd: {}\n---\n# One\n\n## Steps\n### Echo\n```bash {id=echo}\necho hi\n```\n",
+    );
+    let out = test.args(["run", "one"]).run();
+    out.assert_status(0);
+    let dir = only_run(out.root.path());
+    let id = run_id(&dir);
+    std::fs::write(dir.join("state.json"), "{\"version\": 1, \"run_id\":").expect("damage");
+    let out = out.then().args(["runs", "--format", "json"]).run();
+    out.assert_status(0);
+    assert_eq!(out.stdout, "[]\n");
+    assert_eq!(
+        normalize(&out.stderr, out.root.path()),
+        format!(
+            "warning: [TEMP]/state/nixcmd/runs/one-[ID] is not listed: its state.json: EOF \
+             while parsing a value at line 1 column 24\n"
+        )
+    );
+    let mut out = out;
+    for args in [["log", id.as_str()], ["resume", id.as_str()]] {
+        out = out.then().args(args).run();
+        out.assert_status(2);
+        assert_eq!(
+            normalize(&out.stderr, out.root.path()),
+            "error: the records of run `one-[ID]` cannot be read (state.json: EOF while \
+             parsing a value at line 1 column 24); its logs are in \
+             [TEMP]/state/nixcmd/runs/one-[ID]/logs\n"
+        );
+    }
+}
+
 /// Run records that cannot be written stop the run before anything runs, with the path,
 /// the reason, and what to do.
 #[test]
