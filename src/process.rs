@@ -125,8 +125,8 @@ impl Cancel {
     pub fn request(&self) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
-    /// Makes SIGINT and SIGTERM to nixcmd count as cancellation requests, and SIGHUP mark
-    /// the terminal as gone (see [`hung_up`]).
+    /// Makes SIGINT and SIGTERM to nixcmd count as cancellation requests, SIGQUIT as two
+    /// (stop at once), and SIGHUP mark the terminal as gone (see [`hung_up`]).
     pub fn install_signal_handlers(&self) -> std::io::Result<()> {
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
             let counter = self.0.clone();
@@ -136,6 +136,16 @@ impl Cancel {
                     counter.fetch_add(1, Ordering::SeqCst);
                 })?;
             }
+        }
+        // Ctrl-\ (SIGQUIT) is the key people press when Ctrl-C seems not to work. Its default
+        // (dump core, die) would orphan the running step: it stops at once instead, as a
+        // second Ctrl-C does (the step's group is killed, no rollback).
+        let counter = self.0.clone();
+        // SAFETY: the handler only performs an atomic increment, which is async-signal-safe.
+        unsafe {
+            signal_hook::low_level::register(signal_hook::consts::SIGQUIT, move || {
+                counter.fetch_add(2, Ordering::SeqCst);
+            })?;
         }
         // Already ignored (`nohup nixcmd …`): left so, because exec keeps an ignored signal
         // ignored in the steps but resets a handled one to its default.

@@ -174,6 +174,38 @@ fn a_second_ctrl_c_stops_at_once_without_rollback() {
     assert_eq!(project_file(&root, "trace"), "first\nlong\n");
 }
 
+/// Ctrl-\ (SIGQUIT), pressed when Ctrl-C seems not to work, used to kill nixcmd with a core
+/// dump and leave the step running. It stops at once, as a second Ctrl-C does.
+#[test]
+fn ctrl_backslash_stops_at_once_without_rollback() {
+    let runbook = LONG.replace(
+        "(exec -a \"$PWD/background-sleep\" sleep 1000) &",
+        "trap '' INT TERM\n(exec -a \"$PWD/background-sleep\" sleep 1000) &",
+    );
+    let run = Spawned::start(
+        Test::new()
+            .runbook("long.md", &runbook)
+            .args(["run", "long"]),
+    );
+    let root = run.root().to_path_buf();
+    wait_until("the long step", Duration::from_secs(30), || {
+        project_file(&root, "trace") == "first\nlong\n"
+    });
+    let quit = Instant::now();
+    run.signal(libc::SIGQUIT);
+    let out = run.wait();
+    out.assert_status(130);
+    assert!(
+        quit.elapsed() < Duration::from_secs(3),
+        "Ctrl-\\ did not stop at once: {:?}",
+        quit.elapsed()
+    );
+    assert_eq!(processes(&marker(&root)), Vec::<String>::new());
+    assert_eq!(project_file(&root, "trace"), "first\nlong\n");
+    let dir = only_run(&root);
+    assert_eq!(read_json(&dir.join("state.json"))["status"], "interrupted");
+}
+
 /// Twenty steps; each sleeps a little and appends its id to `trace`.
 fn twenty_steps() -> String {
     let mut s = String::from(
