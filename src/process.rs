@@ -176,7 +176,7 @@ pub fn hung_up() -> bool {
 }
 
 /// Whether `sig` is ignored by this process now.
-fn ignored(sig: libc::c_int) -> bool {
+pub fn ignored(sig: libc::c_int) -> bool {
     // SAFETY: sigaction with a null new action only reads the current disposition into
     // `old`, a zeroed local of the right type.
     unsafe {

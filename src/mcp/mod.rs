@@ -2,9 +2,10 @@
 //! model can list, plan, run and watch runbooks; confirmations belong to the human
 //! (elicitation, or the destructive-annotated `confirm_gate` tool). Runs go through the same
 //! engine and records as `nixcmd run`, and the server consumes their events. Nothing but
-//! protocol messages goes to stdout: diagnostics go to stderr. No signal handlers: the
-//! client ends the server by closing stdin, and running runs are then cancelled (rolled
-//! back) before it exits.
+//! protocol messages goes to stdout: diagnostics go to stderr. The client ends the server by
+//! closing stdin, or with SIGTERM (the MCP stdio transport's way when stdin is not enough);
+//! running runs are then cancelled (rolled back) before it exits. SIGINT and SIGHUP do not
+//! end it (see [`end_on_sigterm`]).
 
 pub mod approver;
 pub mod catalog;
@@ -43,11 +44,20 @@ pub fn serve(cx: &Context, confirm: McpConfirm) -> Result<Exit, Failure> {
         rt.handle().clone(),
     ));
     let server = server::NixcmdServer::new(registry.clone());
+    let terminated = end_on_sigterm()
+        .map_err(|e| Failure::usage(format!("cannot set up signal handling: {e}")))?;
     let served = rt.block_on(async move {
         let running = server
             .serve(rmcp::transport::stdio())
             .await
             .map_err(|e| format!("the MCP session did not start: {e}"))?;
+        let session = running.cancellation_token();
+        tokio::spawn(async move {
+            while !terminated.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            session.cancel();
+        });
         running
             .waiting()
             .await
@@ -60,4 +70,24 @@ pub fn serve(cx: &Context, confirm: McpConfirm) -> Result<Exit, Failure> {
     rt.shutdown_timeout(std::time::Duration::from_millis(200));
     served.map_err(Failure::usage)?;
     Ok(Exit::Success)
+}
+
+/// A flag SIGTERM sets, to end the session as if the client had closed it. SIGINT and SIGHUP
+/// are caught and dropped: the server shares its client's terminal, so Ctrl-C pressed to
+/// interrupt the model (or the terminal closing) reaches the server too, and their default
+/// would kill it on the spot, orphaning the steps of its runs unrecorded and not rolled
+/// back. The client decides when the server ends (it closes stdin when it goes). Caught,
+/// not ignored: steps get the default dispositions back at exec, so stopping them with
+/// SIGINT still works. What is ignored already (`nohup`) stays ignored.
+fn end_on_sigterm() -> std::io::Result<Arc<std::sync::atomic::AtomicBool>> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let terminated = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    signal_hook::flag::register(SIGTERM, terminated.clone())?;
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for sig in [SIGINT, SIGHUP] {
+        if !crate::process::ignored(sig) {
+            signal_hook::flag::register(sig, dropped.clone())?;
+        }
+    }
+    Ok(terminated)
 }

@@ -1,0 +1,94 @@
+"""Signals to the server: Ctrl-C at the client's terminal reaches the server too (it shares the
+client's process group), so SIGINT and SIGHUP must not kill it; SIGTERM ends it as the client
+closing the connection does, with running runs stopped and rolled back first."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+from conftest import BIN
+
+
+class RawServer:
+    """`nixcmd mcp` spoken to line by line, so the test knows its pid and sees it exit."""
+
+    def __init__(self, env):
+        self.proc = subprocess.Popen(
+            [str(BIN), "--commands-dir", str(env.commands), "mcp"],
+            cwd=env.project,
+            env=env.vars,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=open(env.stderr_log, "a"),
+            text=True,
+        )
+        self.next_id = 0
+
+    def send(self, msg: dict) -> None:
+        self.proc.stdin.write(json.dumps(msg) + "\n")
+        self.proc.stdin.flush()
+
+    def request(self, method: str, params: dict) -> dict:
+        self.next_id += 1
+        self.send({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params})
+        while True:
+            line = self.proc.stdout.readline()
+            assert line, "the server closed its output"
+            msg = json.loads(line)
+            if msg.get("id") == self.next_id:
+                assert "result" in msg, msg
+                return msg["result"]
+
+    def tool(self, name: str, args: dict) -> dict:
+        result = self.request("tools/call", {"name": name, "arguments": args})
+        assert not result.get("isError"), result
+        return result["structuredContent"]
+
+    def initialize(self) -> None:
+        self.request(
+            "initialize",
+            {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "raw-test", "version": "1.0"},
+            },
+        )
+        self.send({"jsonrpc": "2.0", "method": "notifications/initialized"})
+
+
+def wait_for_step(server: RawServer, status: dict, step: str) -> dict:
+    deadline = time.monotonic() + 20
+    while status["current_step"] != step:
+        assert time.monotonic() < deadline, status
+        status = server.tool("run_status", {"run_id": status["run_id"], "wait_seconds": 1})
+    return status
+
+
+def test_sigint_and_sighup_do_not_end_the_server_and_sigterm_rolls_back(env):
+    server = RawServer(env)
+    try:
+        server.initialize()
+        st = server.tool("run", {"command": "cancellable", "wait_seconds": 0})
+        st = wait_for_step(server, st, "wait")
+        for sig in (signal.SIGINT, signal.SIGHUP):
+            os.kill(server.proc.pid, sig)
+            time.sleep(0.3)
+            assert server.proc.poll() is None, f"the server ended at {sig.name}"
+            # Still serving, and the run goes on.
+            st = server.tool("run_status", {"run_id": st["run_id"]})
+            assert (st["status"], st["current_step"]) == ("running", "wait"), st
+        os.kill(server.proc.pid, signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+    assert (env.project / "restored.txt").read_text() == "restored\n"
+    assert env.state_json(st["run_id"])["status"] == "interrupted"
+    # Nothing of the run's step is left running.
+    left = subprocess.run(["pgrep", "-f", str(env.state)], capture_output=True, text=True)
+    assert left.stdout == "", left.stdout
