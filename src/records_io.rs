@@ -526,23 +526,52 @@ fn replace(tmp: &Path, path: &Path) -> std::io::Result<bool> {
 
 /// A log file whose formatted writes (`writeln!`) reach the file in one `write(2)` each, so a
 /// line is never split by a crash: `File` alone issues one write per formatted piece (nine for
-/// a step's header line).
-pub struct LogFile(pub std::fs::File);
+/// a step's header line). It keeps the first write error (a full disk, a file size limit):
+/// callers write a read's worth of output and move on, and the engine asks
+/// [`LogFile::take_error`] when the step ends, so that output missing from the records is
+/// said, not lost in silence.
+pub struct LogFile {
+    file: std::fs::File,
+    error: Option<std::io::Error>,
+}
+
+impl LogFile {
+    pub fn new(file: std::fs::File) -> Self {
+        LogFile { file, error: None }
+    }
+
+    /// The first write that failed since the last call, if any.
+    pub fn take_error(&mut self) -> Option<std::io::Error> {
+        self.error.take()
+    }
+
+    fn keep<T>(&mut self, result: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &result
+            && self.error.is_none()
+        {
+            self.error = Some(std::io::Error::new(e.kind(), e.to_string()));
+        }
+        result
+    }
+}
 
 impl Write for LogFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf)
+        let result = self.file.write(buf);
+        self.keep(result)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
+        let result = self.file.flush();
+        self.keep(result)
     }
 
     fn write_fmt(&mut self, args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
-        match args.as_str() {
-            Some(text) => self.0.write_all(text.as_bytes()),
-            None => self.0.write_all(args.to_string().as_bytes()),
-        }
+        let result = match args.as_str() {
+            Some(text) => self.file.write_all(text.as_bytes()),
+            None => self.file.write_all(args.to_string().as_bytes()),
+        };
+        self.keep(result)
     }
 }
 
@@ -753,12 +782,29 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
+    /// A failed write is kept for the engine to report once the step ends, and given once.
+    #[test]
+    fn a_log_keeps_its_first_write_error() {
+        use std::io::Write;
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+        let mut log = super::LogFile::new(full);
+        assert!(log.take_error().is_none());
+        assert!(writeln!(log, "line {}", 1).is_err());
+        assert!(log.write_all(b"more\n").is_err());
+        let e = log.take_error().expect("the error is kept");
+        assert_eq!(e.kind(), std::io::ErrorKind::StorageFull);
+        assert!(log.take_error().is_none(), "given once");
+    }
+
     #[test]
     fn log_lines_are_written_whole() {
         use std::io::Write;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("step.log");
-        let mut log = super::LogFile(std::fs::File::create(&path).unwrap());
+        let mut log = super::LogFile::new(std::fs::File::create(&path).unwrap());
         let step = "step-1";
         writeln!(log, "── {step} attempt {}/{} ──", 1, 2).unwrap();
         writeln!(log, "plain").unwrap();

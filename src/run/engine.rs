@@ -73,6 +73,10 @@ pub(super) struct Emitter<'a> {
     held: Option<Vec<u8>>,
     /// The buffer of the last hold, emptied.
     spare: Vec<u8>,
+    /// The warning given when a write to the run's output records (`events.ndjson`, a step's
+    /// log) first failed: given once, and listed again in the run's end.
+    pub(super) lost: Option<String>,
+    events_path: std::path::PathBuf,
 }
 
 impl Emitter<'_> {
@@ -85,14 +89,36 @@ impl Emitter<'_> {
         }
     }
 
+    /// Says, once, that a file of the run's output records cannot be written (a full disk, a
+    /// file size limit). The run goes on, since what `resume` needs is in `state.json` and
+    /// `progress.json` (their failures stop the run, see `Engine::note_records`), but output
+    /// missing from the records must not go unsaid.
+    pub(super) fn record_failed(&mut self, path: &std::path::Path, e: &std::io::Error) {
+        if self.lost.is_some() {
+            return;
+        }
+        let message = format!(
+            "{} cannot be written ({e}): the run's records miss output from here on; the run \
+             goes on",
+            path.display()
+        );
+        self.lost = Some(message.clone());
+        self.emit(EventKind::Warning {
+            step_id: None,
+            message,
+        });
+    }
+
     /// Writes what [`Emitter::hold`] gathered, in one call, and writes each event again as
     /// it comes.
     pub(super) fn release(&mut self) {
         if let Some(mut held) = self.held.take() {
             if !held.is_empty()
                 && let Some(events) = self.events.as_mut()
+                && let Err(e) = events.write_all(&held)
             {
-                let _ = events.write_all(&held);
+                let path = self.events_path.clone();
+                self.record_failed(&path, &e);
             }
             // Kept for the next read: hundreds of kilobytes per read, otherwise mapped and
             // unmapped each time.
@@ -117,11 +143,10 @@ impl Emitter<'_> {
         // One write per line: a crash leaves at most a torn last line, which readers skip.
         // The newline goes on the line itself (no second copy), and off again for the sinks.
         line.push('\n');
+        let mut failed = None;
         match (self.events.as_mut(), self.held.as_mut()) {
             (Some(_), Some(held)) => held.extend_from_slice(line.as_bytes()),
-            (Some(events), None) => {
-                let _ = events.write_all(line.as_bytes());
-            }
+            (Some(events), None) => failed = events.write_all(line.as_bytes()).err(),
             (None, _) => {}
         }
         line.pop();
@@ -131,6 +156,10 @@ impl Emitter<'_> {
             if !held {
                 sink.flush();
             }
+        }
+        if let Some(e) = failed {
+            let path = self.events_path.clone();
+            self.record_failed(&path, &e);
         }
     }
 }
@@ -208,6 +237,8 @@ impl<'a> Engine<'a> {
             sinks,
             held: None,
             spare: Vec::new(),
+            lost: None,
+            events_path: run.path.join("events.ndjson"),
         };
         Engine {
             cmd,
@@ -287,6 +318,15 @@ impl<'a> Engine<'a> {
             step_id: None,
             message,
         });
+    }
+
+    /// Lists among the run's warnings, for its end, that output is missing from the records.
+    fn note_lost(&mut self) {
+        if let Some(lost) = &self.em.lost
+            && !self.warnings.contains(lost)
+        {
+            self.warnings.push(lost.clone());
+        }
     }
 
     /// A block must not start once the records cannot be kept: the run stops there as failed
@@ -680,6 +720,7 @@ impl<'a> Engine<'a> {
     /// Stops before a gate nobody can answer: saved, exit 3, resumable.
     fn pause(mut self, block: &Block) -> Outcome {
         self.note_hangup();
+        self.note_lost();
         let resume = format!("nixcmd resume {} --approve {}", self.state.run_id, block.id);
         let message = block
             .attrs
@@ -809,6 +850,7 @@ impl<'a> Engine<'a> {
         manual: Vec<String>,
     ) -> Outcome {
         self.note_hangup();
+        self.note_lost();
         let exit = status.exit();
         let (failed_step, tail) = failed
             .map(|(s, t)| (Some(s), t))

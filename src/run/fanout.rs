@@ -318,6 +318,12 @@ impl Engine<'_> {
             jobs::run(jobs, policy, &cancel, &mut on_report)
         };
         self.absorb_env_file();
+        for (host, log) in &mut logs {
+            if let Some(e) = log.take_error() {
+                let path = self.run.host_log_path(&block.id, host);
+                self.em.record_failed(&path, &e);
+            }
+        }
 
         let mut failed: Vec<(String, String)> = Vec::new();
         let mut not_started: Vec<String> = Vec::new();
@@ -477,10 +483,14 @@ impl Engine<'_> {
         tails: &mut BTreeMap<String, VecDeque<String>>,
         register: Option<&str>,
     ) {
-        if !logs.contains_key(host)
-            && let Ok(f) = self.run.open_log(&self.run.host_log_path(&block.id, host))
-        {
-            logs.insert(host.to_string(), crate::records_io::LogFile(f));
+        if !logs.contains_key(host) {
+            let path = self.run.host_log_path(&block.id, host);
+            match self.run.open_log(&path) {
+                Ok(f) => {
+                    logs.insert(host.to_string(), crate::records_io::LogFile::new(f));
+                }
+                Err(e) => self.em.record_failed(&path, &e),
+            }
         }
         match report {
             Report::Started(_, attempt) => {

@@ -123,6 +123,12 @@ impl<'a> Engine<'a> {
             jobs::run(jobs, policy, &cancel, &mut on_report)
         };
         self.absorb_env_file();
+        for (id, log) in &mut logs {
+            if let Some(e) = log.take_error() {
+                let path = self.run.log_path(id);
+                self.em.record_failed(&path, &e);
+            }
+        }
         let failed = finished.iter().find(|(_, s)| s.is_failure()).cloned();
         for (b, r) in todo.iter().zip(&outcome.results) {
             if r.is_none() {
@@ -161,10 +167,14 @@ impl<'a> Engine<'a> {
         logs: &mut BTreeMap<String, crate::records_io::LogFile>,
         tails: &mut BTreeMap<String, VecDeque<String>>,
     ) -> Option<StepStatus> {
-        if !logs.contains_key(&block.id)
-            && let Ok(f) = self.run.open_log(&self.run.log_path(&block.id))
-        {
-            logs.insert(block.id.clone(), crate::records_io::LogFile(f));
+        if !logs.contains_key(&block.id) {
+            let path = self.run.log_path(&block.id);
+            match self.run.open_log(&path) {
+                Ok(f) => {
+                    logs.insert(block.id.clone(), crate::records_io::LogFile::new(f));
+                }
+                Err(e) => self.em.record_failed(&path, &e),
+            }
         }
         let log = logs.get_mut(&block.id);
         match report {

@@ -193,7 +193,10 @@ impl Engine<'_> {
                       started: &mut Option<EventKind>| {
                     let Some(event) = started.take() else { return };
                     if log.is_none() {
-                        *log = run.open_log(log_path).ok().map(crate::records_io::LogFile);
+                        match run.open_log(log_path) {
+                            Ok(f) => *log = Some(crate::records_io::LogFile::new(f)),
+                            Err(e) => em.record_failed(log_path, &e),
+                        }
                     }
                     let _ = run.write_progress(progress);
                     state.updated = now();
@@ -286,6 +289,9 @@ impl Engine<'_> {
                     }
                 }
             }
+        }
+        if let Some(e) = log.as_mut().and_then(|l| l.take_error()) {
+            self.em.record_failed(&log_path, &e);
         }
         let ended = last.unwrap_or(Ended::Cancelled(self.cancel.level()));
         let (status, exit_code, reason) = match ended {

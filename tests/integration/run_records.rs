@@ -520,6 +520,73 @@ fn an_ambiguous_or_empty_run_id_is_explained() {
     );
 }
 
+/// Output that cannot be written to the records (a full disk; here a file size limit) is
+/// said once, in a warning on the output and among the run's warnings at its end, instead of
+/// being lost in silence. The run goes on: what resume needs (state.json, progress.json)
+/// is still written.
+#[test]
+fn output_the_records_cannot_take_is_said_not_lost_in_silence() {
+    let runbook = r#"---
+description: A chatty step, then another
+nixcmd: {}
+---
+# Chatty
+
+## Steps
+### Chatty
+```bash {id=chatty}
+for i in $(seq 300); do printf '%099d\n' "$i"; done
+```
+### Second
+```bash {id=second}
+echo second >> trace
+```
+"#;
+    let (mut cmd, root) = Test::new()
+        .runbook("chatty.md", runbook)
+        .args(["run", "chatty", "--color", "never"])
+        .into_command();
+    // SAFETY: signal(2) and setrlimit(2) are async-signal-safe; they run in the child
+    // before exec. SIGXFSZ ignored makes a write past the limit fail with EFBIG.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 20_000,
+                rlim_max: 20_000,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("run nixcmd");
+    let stdout = normalize(&String::from_utf8_lossy(&out.stdout), root.path());
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let warning = "[TEMP]/state/nixcmd/runs/chatty-[ID]/events.ndjson cannot be written (File \
+                   too large (os error 27)): the run's records miss output from here on; the \
+                   run goes on";
+    assert_eq!(
+        stdout.matches(warning).count(),
+        2,
+        "once when it happens, once among the warnings at the end:\n{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("project/trace")).expect("trace"),
+        "second\n"
+    );
+    let dir = only_run(root.path());
+    assert_eq!(read_json(&dir.join("state.json"))["status"], "succeeded");
+    assert_eq!(
+        crate::run_support::statuses(&dir),
+        [
+            ("chatty".to_string(), "succeeded".to_string()),
+            ("second".to_string(), "succeeded".to_string()),
+        ]
+    );
+}
+
 /// A run folder whose state.json is damaged is not silently dropped: `runs` names it on
 /// stderr (its JSON stays a list of runs), and `log`/`resume` say what is wrong with it
 /// instead of "no run".
