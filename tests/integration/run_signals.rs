@@ -142,9 +142,9 @@ fn ctrl_c_stops_the_step_group_rolls_back_and_exits_130() {
     insta::assert_snapshot!(normalized(&out));
 }
 
-#[test]
-fn a_second_ctrl_c_stops_at_once_without_rollback() {
-    // The step ignores SIGINT and SIGTERM: only the second Ctrl-C's SIGKILL ends it early.
+/// `LONG` with a step that ignores SIGINT and SIGTERM, started and in that step: only a
+/// SIGKILL ends it early.
+fn start_long_deaf_step() -> (Spawned, std::path::PathBuf) {
     let runbook = LONG.replace(
         "(exec -a \"$PWD/background-sleep\" sleep 1000) &",
         "trap '' INT TERM\n(exec -a \"$PWD/background-sleep\" sleep 1000) &",
@@ -158,6 +158,12 @@ fn a_second_ctrl_c_stops_at_once_without_rollback() {
     wait_until("the long step", Duration::from_secs(30), || {
         project_file(&root, "trace") == "first\nlong\n"
     });
+    (run, root)
+}
+
+#[test]
+fn a_second_ctrl_c_stops_at_once_without_rollback() {
+    let (run, root) = start_long_deaf_step();
     run.signal(libc::SIGINT);
     std::thread::sleep(Duration::from_millis(300));
     let second = Instant::now();
@@ -178,19 +184,7 @@ fn a_second_ctrl_c_stops_at_once_without_rollback() {
 /// dump and leave the step running. It stops at once, as a second Ctrl-C does.
 #[test]
 fn ctrl_backslash_stops_at_once_without_rollback() {
-    let runbook = LONG.replace(
-        "(exec -a \"$PWD/background-sleep\" sleep 1000) &",
-        "trap '' INT TERM\n(exec -a \"$PWD/background-sleep\" sleep 1000) &",
-    );
-    let run = Spawned::start(
-        Test::new()
-            .runbook("long.md", &runbook)
-            .args(["run", "long"]),
-    );
-    let root = run.root().to_path_buf();
-    wait_until("the long step", Duration::from_secs(30), || {
-        project_file(&root, "trace") == "first\nlong\n"
-    });
+    let (run, root) = start_long_deaf_step();
     let quit = Instant::now();
     run.signal(libc::SIGQUIT);
     let out = run.wait();
@@ -571,28 +565,13 @@ echo "woke without a signal"
 }
 
 /// Waits for a go, then one more step, then a step that asks.
-const HANGUP: &str = r#"---
-description: Goes on after the terminal hangs up
-nixcmd: {}
----
-# Hangup
-
-## Steps
-### Wait
-```bash {id=wait}
-echo waiting >> trace
-while [ ! -e go ]; do sleep 0.02; done
-echo done >> trace
-```
-### Next
-```bash {id=next}
-echo next >> trace
-```
-### Deploy
-```bash {id=deploy confirm="Deploy now?" irreversible}
-echo deployed >> trace
-```
-"#;
+fn hangup_runbook() -> String {
+    format!(
+        "{WAIT_FOR_GO}### Next\n```bash {{id=next}}\necho next >> trace\n```\n\
+         ### Deploy\n```bash {{id=deploy confirm=\"Deploy now?\" irreversible}}\n\
+         echo deployed >> trace\n```\n"
+    )
+}
 
 /// The operator's SSH connection drops (or the terminal window closes) in the middle of a
 /// step. SIGHUP used to kill nixcmd and leave the step running unwatched, its run recorded as
@@ -602,7 +581,7 @@ echo deployed >> trace
 #[test]
 fn a_terminal_that_hangs_up_does_not_stop_the_run() {
     let test = Test::new()
-        .runbook("hangup.md", HANGUP)
+        .runbook("hangup.md", &hangup_runbook())
         .env_remove("CI")
         .args(["run", "hangup", "--color", "never"]);
     let mut run = Spawned::start_with_controlling_tty_to_hang_up(test);

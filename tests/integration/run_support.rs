@@ -62,6 +62,29 @@ impl Spawned {
     /// (a new session, nixcmd its foreground process group), as in an operator's shell:
     /// steps then are background jobs of that terminal and can open `/dev/tty`.
     pub fn start_with_controlling_tty(test: Test, input: &[u8]) -> Spawned {
+        let (master, spawned) = Self::spawn_on_controlling_tty(test);
+        spawned.typing(master, input)
+    }
+
+    /// Like [`Spawned::start_with_controlling_tty`] with nothing typed, for a test that
+    /// hangs the terminal up ([`Spawned::hang_up`]): no thread holds a copy of the master to
+    /// read the echo, so closing it is the terminal's end.
+    pub fn start_with_controlling_tty_to_hang_up(test: Test) -> Spawned {
+        let (master, mut spawned) = Self::spawn_on_controlling_tty(test);
+        spawned.tty = Some(std::fs::File::from(master));
+        spawned
+    }
+
+    /// Closes the terminal's master side, as when the SSH connection or the terminal window
+    /// of the operator goes away: the kernel hangs the terminal up and sends SIGHUP to the
+    /// session's leader and foreground process group (nixcmd).
+    pub fn hang_up(&mut self) {
+        drop(self.tty.take().expect("started with a terminal"));
+    }
+
+    /// Starts nixcmd in a new session whose controlling terminal is a new pseudo-terminal
+    /// (its stdin); returns the terminal's master side.
+    fn spawn_on_controlling_tty(test: Test) -> (OwnedFd, Spawned) {
         let (master, slave) = open_pty();
         let (mut cmd, root) = test.into_command();
         // SAFETY: setsid and ioctl are async-signal-safe; they run in the child between fork
@@ -74,34 +97,7 @@ impl Spawned {
                 Ok(())
             });
         }
-        Self::spawn_command(cmd, root, Some(slave)).typing(master, input)
-    }
-
-    /// Like [`Spawned::start_with_controlling_tty`] with nothing typed, for a test that
-    /// hangs the terminal up ([`Spawned::hang_up`]): no thread holds a copy of the master to
-    /// read the echo, so closing it is the terminal's end.
-    pub fn start_with_controlling_tty_to_hang_up(test: Test) -> Spawned {
-        let (master, slave) = open_pty();
-        let (mut cmd, root) = test.into_command();
-        // SAFETY: as in `start_with_controlling_tty`.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut spawned = Self::spawn_command(cmd, root, Some(slave));
-        spawned.tty = Some(std::fs::File::from(master));
-        spawned
-    }
-
-    /// Closes the terminal's master side, as when the SSH connection or the terminal window
-    /// of the operator goes away: the kernel hangs the terminal up and sends SIGHUP to the
-    /// session's leader and foreground process group (nixcmd).
-    pub fn hang_up(&mut self) {
-        drop(self.tty.take().expect("started with a terminal"));
+        (master, Self::spawn_command(cmd, root, Some(slave)))
     }
 
     fn spawn(test: Test, stdin: Option<std::fs::File>) -> Spawned {
