@@ -1153,7 +1153,16 @@ pub struct LeftBehind {
 /// that went on after the nixcmd watching them was killed (`kill -9`, an OOM kill, a
 /// crash). Resuming the run beside them would run such a step a second time at once.
 pub fn left_behind(run_id: &str) -> Vec<LeftBehind> {
-    let prefix = format!("NIXCMD_STEP_TOKEN={run_id}/");
+    let prefix = format!("{run_id}/");
+    step_processes()
+        .into_iter()
+        .filter(|p| p.token.starts_with(&prefix))
+        .collect()
+}
+
+/// Every process of this user that carries a step token (of any run), by pid.
+pub fn step_processes() -> Vec<LeftBehind> {
+    const KEY: &[u8] = b"NIXCMD_STEP_TOKEN=";
     let me = std::process::id() as i32;
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -1165,16 +1174,14 @@ pub fn left_behind(run_id: &str) -> Vec<LeftBehind> {
         .filter_map(|pid| {
             // Unreadable (another user's process) or gone since the listing: not ours.
             let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-            let token = env
-                .split(|b| *b == 0)
-                .find_map(|kv| kv.strip_prefix(prefix.as_bytes()))?;
+            let token = env.split(|b| *b == 0).find_map(|kv| kv.strip_prefix(KEY))?;
             let command = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let command = String::from_utf8_lossy(&command)
                 .trim_end_matches('\0')
                 .replace('\0', " ");
             Some(LeftBehind {
                 pid,
-                token: format!("{run_id}/{}", String::from_utf8_lossy(token)),
+                token: String::from_utf8_lossy(token).into_owned(),
                 command,
             })
         })

@@ -600,6 +600,23 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
     // A run left `running` by a process that is gone (kill -9, crash, reboot) stopped for good:
     // say so rather than show it running forever.
     let gone = |s: &State| s.status == RunStatus::Running && !records::run_process_alive(s);
+    // Processes a killed run's steps left running, by run: one look at /proc, and only when
+    // some run was killed. `resume` refuses while they run (see `refuse_left_behind`).
+    let mut left: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    if runs.iter().any(gone) {
+        let processes = process::step_processes();
+        for r in runs.iter().filter(|r| gone(r)) {
+            let prefix = format!("{}/", r.run_id);
+            let pids: Vec<i32> = processes
+                .iter()
+                .filter(|p| p.token.starts_with(&prefix))
+                .map(|p| p.pid)
+                .collect();
+            if !pids.is_empty() {
+                left.insert(&r.run_id, pids);
+            }
+        }
+    }
     if format == TextOrJson::Json {
         let listed: Vec<serde_json::Value> = runs
             .iter()
@@ -609,6 +626,10 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
                     && let Some(o) = v.as_object_mut()
                 {
                     o.insert("process_alive".into(), (!gone(s)).into());
+                    if gone(s) {
+                        let pids = left.get(s.run_id.as_str()).cloned().unwrap_or_default();
+                        o.insert("left_running".into(), pids.into());
+                    }
                 }
                 v
             })
@@ -656,9 +677,18 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
             .or_else(|| r.errors.first().cloned())
             .unwrap_or_default();
         if gone(r) {
-            step = format!("{step} (nixcmd was killed: `nixcmd resume {}`)", r.run_id)
-                .trim_start()
-                .to_string();
+            step = match left.get(r.run_id.as_str()) {
+                Some(pids) => format!(
+                    "{step} (nixcmd was killed; its step still runs: pid {}; resume once it ends)",
+                    pids.iter()
+                        .map(i32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                None => format!("{step} (nixcmd was killed: `nixcmd resume {}`)", r.run_id),
+            }
+            .trim_start()
+            .to_string();
         }
         let line = format!(
             "{:<w$}  {:<sw$}  {:<24}  {step}",

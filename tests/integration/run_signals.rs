@@ -449,7 +449,30 @@ fn a_run_whose_nixcmd_was_killed_is_listed_as_stopped_not_running() {
         "waiting\n",
         "nothing ran again"
     );
-    let out = refused;
+    // `runs` says so too.
+    let listed = refused.then().args(["runs", "--format", "json"]).run();
+    listed.assert_status(0);
+    let pids = listed.stdout_json()[0]["left_running"].clone();
+    let shell_pid: i64 = shell.parse().expect("a pid");
+    assert!(
+        pids.as_array()
+            .is_some_and(|p| p.iter().any(|v| v.as_i64() == Some(shell_pid))),
+        "{pids}"
+    );
+    let listed = listed.then().args(["runs"]).run();
+    let line = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .expect("the run's line")
+        .to_string();
+    assert!(
+        line.contains(&format!(
+            "  wait (nixcmd was killed; its step still runs: pid {shell}"
+        )) && line.ends_with("; resume once it ends)"),
+        "{line}"
+    );
+    let out = listed;
     std::fs::write(root.join("project/go"), "").expect("let the orphaned step end");
     wait_until("the orphaned step", Duration::from_secs(10), || {
         project_file(&root, "trace") == "waiting\ndone\n"
