@@ -82,7 +82,8 @@ pub struct TextRenderer {
     /// Plain output only: how long without a line before the running steps are named again
     /// (`NIXCMD_HEARTBEAT`); `None` when off.
     heartbeat_every: Option<Duration>,
-    /// Started with the first step, so that a run that starts none has no thread.
+    /// Started with the first step, so that a run that starts none has no thread (and none
+    /// when the output goes to `/dev/null`).
     heartbeat: Option<Heartbeat>,
 }
 
@@ -141,10 +142,11 @@ impl TextRenderer {
         self
     }
 
-    /// The heartbeat, started on first use; `None` when off or live.
+    /// The heartbeat, started on first use; `None` when off, live or written to `/dev/null`.
     fn heartbeat(&mut self) -> Option<&Heartbeat> {
         if self.heartbeat.is_none()
-            && let Some(every) = self.heartbeat_every
+            && let Some(every) = self.heartbeat_every.take()
+            && !crate::run::heartbeat::discarded(if self.to_stderr { 2 } else { 1 })
         {
             let (out, to_stderr) = (self.out, self.to_stderr);
             self.heartbeat = Some(Heartbeat::start(every, move |text| {
