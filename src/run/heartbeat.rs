@@ -214,10 +214,12 @@ impl Heartbeat {
         let shared: Shared =
             Arc::new((Mutex::new(Beat::new(every, Instant::now())), Condvar::new()));
         let theirs = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("heartbeat".into())
-            .spawn(move || beat_until_stopped(&theirs, &write))
-            .ok();
+        let thread = without_signals(|| {
+            std::thread::Builder::new()
+                .name("heartbeat".into())
+                .spawn(move || beat_until_stopped(&theirs, &write))
+                .ok()
+        });
         Heartbeat { shared, thread }
     }
 
@@ -225,6 +227,30 @@ impl Heartbeat {
     /// is then silent, the run goes on).
     pub fn lock(&self) -> Option<MutexGuard<'_, Beat>> {
         self.shared.0.lock().ok()
+    }
+}
+
+/// Runs `spawn` with the asynchronous signals blocked, so that the thread it starts inherits
+/// that mask: Ctrl-C, SIGTERM and SIGHUP always reach the main thread, whose blocking calls
+/// (a confirmation prompt's read, the step's poll) they must interrupt, never this one. (It
+/// also keeps `strace -f` from showing this thread's sleep restarted at every step's SIGCHLD,
+/// which a traced process receives.) SIGSEGV and SIGBUS stay open for Rust's stack overflow
+/// report.
+fn without_signals<T>(spawn: impl FnOnce() -> T) -> T {
+    // SAFETY: the sets are initialised by sigfillset/sigdelset before use, and
+    // pthread_sigmask only changes this thread's mask, restored to `old` right after.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigdelset(&mut all, libc::SIGSEGV);
+        libc::sigdelset(&mut all, libc::SIGBUS);
+        let blocked = libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old) == 0;
+        let result = spawn();
+        if blocked {
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        }
+        result
     }
 }
 
@@ -396,6 +422,37 @@ mod tests {
         );
         assert_eq!(lines[2], "… c still running (1m)");
         assert!(lines.iter().all(|l| !l.chars().any(char::is_control)));
+    }
+
+    /// This thread's signal mask: which of `signals` are blocked.
+    fn blocked(signals: &[i32]) -> Vec<bool> {
+        // SAFETY: a query only (no new set); `mask` is written by pthread_sigmask.
+        unsafe {
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask);
+            signals
+                .iter()
+                .map(|&s| libc::sigismember(&mask, s) == 1)
+                .collect()
+        }
+    }
+
+    #[test]
+    fn the_thread_leaves_signals_to_the_main_thread() {
+        let signals = [
+            libc::SIGINT,
+            libc::SIGTERM,
+            libc::SIGHUP,
+            libc::SIGCHLD,
+            libc::SIGSEGV,
+        ];
+        let before = blocked(&signals);
+        let theirs = without_signals(|| std::thread::spawn(move || blocked(&signals)))
+            .join()
+            .unwrap();
+        assert_eq!(theirs, [true, true, true, true, false]);
+        // The caller's own mask is as it was.
+        assert_eq!(blocked(&signals), before);
     }
 
     #[test]
