@@ -23,6 +23,7 @@ use std::time::Duration;
 pub const GRACE: Duration = Duration::from_secs(2);
 
 pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
+    let heartbeat = crate::run::heartbeat::from_env()?;
     let loaded = load_named(cx, &args.name)?;
     refuse_invalid(&loaded)?;
     let cmd = &loaded.command;
@@ -48,7 +49,7 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
     let mut prepared = prepare_new(cmd, request, resolver(cx))?;
     prepared.state.fleet = fleet;
     prepared.opts.secrets = config_secrets(&prepared.state);
-    launch(cx, cmd, prepared, &args.gates)
+    launch(cx, cmd, prepared, &args.gates, heartbeat)
 }
 
 /// Applies the gate flags and runs a prepared run (new or resumed); the lock is held until
@@ -58,6 +59,7 @@ fn launch(
     cmd: &Command,
     mut prepared: Prepared,
     gates: &crate::cli::GateArgs,
+    heartbeat: Option<Duration>,
 ) -> Result<Exit, Failure> {
     prepared.opts.yes = gates.yes;
     prepared.opts.approve = gates.approve.clone();
@@ -77,6 +79,7 @@ fn launch(
         progress,
         gates.format,
         gates.verbose,
+        heartbeat,
     )
 }
 
@@ -165,6 +168,7 @@ fn execute(
     progress: Option<records::Progress>,
     format: TextOrJsonRun,
     verbose: bool,
+    heartbeat: Option<Duration>,
 ) -> Result<Exit, Failure> {
     let cancel = Cancel::default();
     let _ = cancel.install_signal_handlers();
@@ -186,9 +190,11 @@ fn execute(
     let sinks: Vec<Box<dyn Sink>> = match format {
         TextOrJsonRun::Json => vec![
             Box::new(JsonSink::new(cx.out)),
-            Box::new(TextRenderer::stderr(cx.out, verbose)),
+            Box::new(TextRenderer::stderr(cx.out, verbose).with_heartbeat(heartbeat)),
         ],
-        TextOrJsonRun::Text => vec![Box::new(TextRenderer::new(cx.out, verbose))],
+        TextOrJsonRun::Text => vec![Box::new(
+            TextRenderer::new(cx.out, verbose).with_heartbeat(heartbeat),
+        )],
     };
     let mut approver = TerminalApprover {
         out: cx.out,
@@ -456,13 +462,14 @@ fn keep_sudo_fresh() -> Option<Arc<AtomicBool>> {
 }
 
 pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
+    let heartbeat = crate::run::heartbeat::from_env()?;
     let (path, state) = records::find_run(&args.run).map_err(Failure::usage)?;
     let loaded = load_named(cx, &state.command)?;
     refuse_invalid(&loaded)?;
     let cmd = &loaded.command;
     check_approvals(cmd, &args.gates.approve)?;
     let prepared = prepare_resume(cmd, state, &path, args.force, resolver(cx))?;
-    launch(cx, cmd, prepared, &args.gates)
+    launch(cx, cmd, prepared, &args.gates, heartbeat)
 }
 
 /// Refuses to resume a run while processes of its steps still run: its nixcmd was killed

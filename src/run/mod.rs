@@ -8,6 +8,7 @@ pub mod engine;
 pub mod fanout;
 pub mod fleet;
 pub mod group;
+pub mod heartbeat;
 pub mod jobs;
 pub mod nested;
 pub mod prune;

@@ -6,6 +6,7 @@
 use crate::duration::display;
 use crate::event::{Event, EventKind, RunStatus, Sink, StepStatus};
 use crate::output::Output;
+use crate::run::heartbeat::Heartbeat;
 use crate::terminal_text;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,6 +79,12 @@ pub struct TextRenderer {
     ticker: Option<std::thread::JoinHandle<()>>,
     /// Plain lines not yet written (see [`TextRenderer::put`]).
     pending: String,
+    /// Plain output only: how long without a line before the running steps are named again
+    /// (`NIXCMD_HEARTBEAT`); `None` when off.
+    heartbeat_every: Option<Duration>,
+    /// Started with the first step, so that a run that starts none has no thread (and none
+    /// when the output goes to `/dev/null`).
+    heartbeat: Option<Heartbeat>,
 }
 
 const SPINNER: &[&str] = &["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
@@ -123,7 +130,34 @@ impl TextRenderer {
             cells: Vec::new(),
             ticker,
             pending: String::new(),
+            heartbeat_every: None,
+            heartbeat: None,
         }
+    }
+
+    /// Names the running steps after `every` without a line (plain output only; at a
+    /// terminal the live display shows them all the time).
+    pub fn with_heartbeat(mut self, every: Option<Duration>) -> Self {
+        self.heartbeat_every = every.filter(|_| self.live.is_none());
+        self
+    }
+
+    /// The heartbeat, started on first use; `None` when off, live or written to `/dev/null`.
+    fn heartbeat(&mut self) -> Option<&Heartbeat> {
+        if self.heartbeat.is_none()
+            && let Some(every) = self.heartbeat_every.take()
+            && !crate::run::heartbeat::discarded(if self.to_stderr { 2 } else { 1 })
+        {
+            let (out, to_stderr) = (self.out, self.to_stderr);
+            self.heartbeat = Some(Heartbeat::start(every, move |text| {
+                if to_stderr {
+                    out.eprint(text)
+                } else {
+                    out.print(text)
+                }
+            }));
+        }
+        self.heartbeat.as_ref()
     }
 
     fn stamp(&self) -> String {
@@ -152,6 +186,10 @@ impl TextRenderer {
     fn put(&mut self, text: &str) {
         if self.live.is_none() {
             self.pending.push_str(text);
+            // Queued is as good as written: the emitter flushes right after the event.
+            if let Some(mut beat) = self.heartbeat.as_ref().and_then(Heartbeat::lock) {
+                beat.wrote(Instant::now());
+            }
         } else {
             self.write(text);
         }
@@ -176,6 +214,9 @@ impl TextRenderer {
     }
 
     fn stop_running(&self, key: Option<&str>) {
+        if let Some(mut beat) = self.heartbeat.as_ref().and_then(Heartbeat::lock) {
+            beat.finished(key);
+        }
         if let Some(live) = &self.live
             && let Ok(mut l) = live.lock()
         {
@@ -361,6 +402,9 @@ impl Sink for TextRenderer {
                 if self.live.is_some() {
                     self.start_running(step_id, format!("{step_id}{retry}"), *eta_ms);
                 } else {
+                    if let Some(mut beat) = self.heartbeat().and_then(Heartbeat::lock) {
+                        beat.started(step_id, *attempt, Instant::now());
+                    }
                     self.line(&format!("▶ {step_id}{retry}"));
                 }
             }
@@ -379,6 +423,9 @@ impl Sink for TextRenderer {
                         .find(|r| r.0.split(' ').next() == Some(step_id.as_str()))
                 {
                     r.3 = line.clone();
+                }
+                if let Some(mut beat) = self.heartbeat.as_ref().and_then(Heartbeat::lock) {
+                    beat.output(step_id, line);
                 }
                 if self.verbose {
                     // At a terminal a line must not move the cursor or clear the screen under

@@ -14,6 +14,7 @@ mod hosts;
 mod list;
 mod new;
 mod run_gates;
+mod run_heartbeat;
 mod run_prune;
 mod run_records;
 mod run_signals;

@@ -30,6 +30,7 @@ const SCRUBBED: &[&str] = &[
     "CI",
     "NIXCMD_COMMANDS_DIR",
     "NIXCMD_CONFIG",
+    "NIXCMD_HEARTBEAT",
     "NIXCMD_STATE_DIR",
     "CLICOLOR",
     "CLICOLOR_FORCE",
