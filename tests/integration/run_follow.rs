@@ -476,3 +476,156 @@ fn follow_finds_the_host_logs_of_a_fan_out_as_they_start() {
         "{text}"
     );
 }
+
+/// Two steps of a group run at the same time, each printing in turns.
+const GROUP: &str = r#"---
+description: Two steps at once
+nixcmd: {}
+---
+# Group
+
+## Steps
+### Wait
+```bash {id=wait}
+touch wait-started
+while [ ! -e go ]; do sleep 0.02; done
+```
+### Left
+```bash {id=left group=both}
+for i in 1 2 3 4 5; do echo "left-$i"; sleep 0.15; done
+```
+### Right
+```bash {id=right group=both}
+for i in 1 2 3 4 5; do echo "right-$i"; sleep 0.1; done
+```
+"#;
+
+/// Parallel steps write their logs at the same time: the output switches between them, each
+/// switch under the header of the log it switches to (as `tail -f` of several files), and
+/// every log comes out whole, once, in order.
+#[test]
+fn follow_of_steps_running_at_once_marks_each_switch_with_a_header() {
+    let run = Spawned::start(
+        Test::new()
+            .runbook("group.md", GROUP)
+            .args(["run", "group"]),
+    );
+    let root = run.root().to_path_buf();
+    wait_until("the wait step", LIMIT, || exists(&root, "wait-started"));
+    let id = run_id(&only_run(&root));
+    let follow = follower(&root, &["log", "-f", &id]);
+    wait_until("the follower", LIMIT, || {
+        follow.stdout_so_far().contains("── wait attempt")
+    });
+    touch(&root, "go");
+    let ran = run.wait();
+    ran.assert_status(0);
+    let out = follow.wait();
+    out.assert_status(0);
+    let text = stdout(&out, &root);
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.pop(), Some("run group-[ID]: succeeded"), "{text}");
+    // Back into sections: (log, its lines), in the order printed.
+    let mut sections: Vec<(&str, Vec<&str>)> = Vec::new();
+    for line in lines {
+        match line
+            .strip_prefix("==> ")
+            .and_then(|l| l.strip_suffix(" <=="))
+        {
+            Some(name) => sections.push((name, Vec::new())),
+            None => sections.last_mut().expect("a header first").1.push(line),
+        }
+    }
+    for pair in sections.windows(2) {
+        assert_ne!(pair[0].0, pair[1].0, "a header without a switch:\n{text}");
+    }
+    assert!(
+        sections.iter().skip(1).all(|(_, l)| !l.is_empty()),
+        "{text}"
+    );
+    for (step, n) in [("wait", 0), ("left", 5), ("right", 5)] {
+        let followed: Vec<&str> = sections
+            .iter()
+            .filter(|(name, _)| *name == step)
+            .flat_map(|(_, l)| l.iter().copied())
+            .collect();
+        let log = normalize(
+            &std::fs::read_to_string(only_run(&root).join(format!("logs/{step}.log")))
+                .expect("the step's log"),
+            &root,
+        );
+        assert_eq!(followed, log.lines().collect::<Vec<_>>(), "{step}:\n{text}");
+        assert_eq!(followed.len(), n + 1, "{step}:\n{text}");
+    }
+}
+
+/// A huge log and a line longer than all the memory nixcmd should use: the follower holds a
+/// buffer, not the log nor the line, and prints the line whole once its newline comes.
+#[test]
+fn following_a_huge_log_holds_a_buffer_not_the_log_nor_a_long_line() {
+    use std::io::Write;
+    const LINES: usize = 300_000;
+    const LONG: usize = 40 << 20;
+    let run = Spawned::start(
+        Test::new()
+            .runbook("wait.md", WAIT_FOR_GO)
+            .args(["run", "wait"]),
+    );
+    let root = run.root().to_path_buf();
+    wait_until("the step", LIMIT, || {
+        project_file(&root, "trace") == "waiting\n"
+    });
+    let id = run_id(&only_run(&root));
+    let log = only_run(&root).join("logs/wait.log");
+    let header = std::fs::read(&log).expect("the step's log");
+    let mut append = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("open the step's log");
+    let mut numbers = String::new();
+    for n in 1..=LINES {
+        numbers.push_str(&format!("{n}\n"));
+    }
+    append.write_all(numbers.as_bytes()).unwrap();
+    append.write_all(&vec![b'y'; LONG]).unwrap();
+    let printed = root.join("followed.txt");
+    let (mut cmd, _dir) = Test::new()
+        .env("XDG_STATE_HOME", root.join("state").display().to_string())
+        .args(["log", "-f", &id, "wait"])
+        .into_command();
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&printed).expect("a file for stdout"))
+        .spawn()
+        .expect("spawn the follower");
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len() as usize);
+    let whole = header.len() + numbers.len();
+    wait_until("the whole lines", LIMIT, || size(&printed) == whole);
+    // Several polls with the long line still open: none of it is printed.
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(size(&printed), whole);
+    append.write_all(b"\nlast\n").unwrap();
+    wait_until("the long line", LIMIT, || {
+        size(&printed) == whole + LONG + 6
+    });
+    let peak_kb = crate::run_support::peak_kb(child.id()).expect("VmHWM");
+    touch(&root, "go");
+    let ran = run.wait();
+    ran.assert_status(0);
+    assert_eq!(child.wait().expect("wait for the follower").code(), Some(0));
+    assert!(
+        peak_kb < 18 * 1024,
+        "the follower held {peak_kb} kB for a line of {LONG} bytes"
+    );
+    let text = std::fs::read(&printed).expect("what the follower printed");
+    let mut expected = header;
+    expected.extend_from_slice(numbers.as_bytes());
+    expected.extend_from_slice(&vec![b'y'; LONG]);
+    expected.extend_from_slice(format!("\nlast\nrun {id}: succeeded\n").as_bytes());
+    assert!(
+        text == expected,
+        "{} bytes printed, {} expected",
+        text.len(),
+        expected.len()
+    );
+}
