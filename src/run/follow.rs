@@ -98,17 +98,21 @@ pub fn follow(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failu
 
 /// Whether the run is in progress, as `runs --prune` decides it (see `prune::guard`): its
 /// command's lock is held on its behalf, or it is recorded `running` by a process that is
-/// alive. Refreshes `state` from `state.json`.
+/// alive. Refreshes `state` from `state.json` when the lock is not held (while it is, the
+/// state is not needed, and its JSON was most of a poll's work).
 ///
 /// The lock is looked at *before* `state.json` is read: a run writes its final state, then its
 /// process ends and the kernel drops the lock. Read the other way round, a run ending between
 /// the two reads would look `running` with no lock held, as if its nixcmd had been killed.
 fn look(path: &Path, state: &mut State) -> bool {
-    let held = records::lock_held_for(state).is_some();
+    // The lock file and the run id in it do not depend on what `state.json` says now.
+    if records::lock_held_for(state).is_some() {
+        return true;
+    }
     if let Ok(now) = records::read_state(path) {
         *state = now;
     }
-    held || (state.status == RunStatus::Running && records::run_process_alive(state))
+    state.status == RunStatus::Running && records::run_process_alive(state)
 }
 
 /// Whether `step` names a block of the run that may still write a log: one of its steps
