@@ -110,7 +110,10 @@ fn dispatch(cx: &Context, cmd: Cmd) -> Result<Exit, Failure> {
         Cmd::Runs {
             format, command, ..
         } => crate::run::commands::runs(cx, format, command.as_deref()),
-        Cmd::Log { run, step } => crate::run::commands::log(cx, &run, step.as_deref()),
+        Cmd::Log { run, step, follow } => match follow {
+            true => crate::run::follow::follow(cx, &run, step.as_deref()),
+            false => crate::run::commands::log(cx, &run, step.as_deref()),
+        },
         Cmd::Stats { format } => crate::run::commands::stats(cx, format),
         Cmd::Hosts { format } => crate::hosts::command(cx, format),
         Cmd::Mcp { confirm } => crate::mcp::serve(cx, confirm),

@@ -106,7 +106,14 @@ pub enum Cmd {
         dry_run: bool,
     },
     /// Print the log of a run, or of one of its steps.
-    Log { run: String, step: Option<String> },
+    Log {
+        run: String,
+        step: Option<String>,
+        /// Keep printing new output as the run writes it, until the run is no longer in
+        /// progress; then say how it ended.
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// Continue a paused or interrupted run.
     Resume(ResumeArgs),
     /// Runs, success rate and mean durations per command and step.

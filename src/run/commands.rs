@@ -653,14 +653,7 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
         });
         return Ok(Exit::Success);
     }
-    let status_of = |r: &State| {
-        let label = if gone(r) { "stopped" } else { r.status.label() };
-        if r.dry_run {
-            format!("{label} (dry run)")
-        } else {
-            label.to_string()
-        }
-    };
+    let status_of = |r: &State| status_label(r, gone(r));
     let w = runs.iter().map(|s| s.run_id.len()).max().unwrap_or(6);
     // At least the width of the usual labels, so columns stay put from one listing to the
     // next; wider when a label needs it ("prerequisites not met (dry run)").
@@ -710,7 +703,39 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
 
 pub fn log(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failure> {
     let (path, _) = records::find_run(run).map_err(Failure::usage)?;
-    let progress = records::read_progress(&path).unwrap_or_default();
+    let logs = path.join("logs");
+    let present = present_logs(&path);
+    // Logs are streamed, not read whole: a chatty step's log can be gigabytes.
+    let copy = |file: &mut std::fs::File, path: &std::path::Path| {
+        cx.out
+            .print_from(file)
+            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
+    };
+    match step {
+        Some(step) => {
+            let path = logs.join(format!("{step}.log"));
+            let mut file = std::fs::File::open(&path).map_err(|_| no_log(run, step, &present))?;
+            copy(&mut file, &path)?;
+        }
+        None => {
+            for n in &present {
+                let path = logs.join(format!("{n}.log"));
+                let Ok(mut file) = std::fs::File::open(&path) else {
+                    continue;
+                };
+                cx.out.print(&log_header(cx, n));
+                copy(&mut file, &path)?;
+            }
+        }
+    }
+    Ok(Exit::Success)
+}
+
+/// The names of the step logs of the run at `path` (`logs/<name>.log`), in the order `log`
+/// prints them: the steps in `progress.json` order, then the others (rollback blocks, fan-out
+/// hosts' `<step>@<host>`) by name.
+pub fn present_logs(path: &std::path::Path) -> Vec<String> {
+    let progress = records::read_progress(path).unwrap_or_default();
     let logs = path.join("logs");
     let mut names: Vec<String> = progress.steps.iter().map(|s| s.id.clone()).collect();
     if let Ok(entries) = std::fs::read_dir(&logs) {
@@ -727,40 +752,38 @@ pub fn log(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failure>
         extra.sort();
         names.extend(extra);
     }
-    let present: Vec<String> = names
+    names
         .into_iter()
         .filter(|n| logs.join(format!("{n}.log")).is_file())
-        .collect();
-    // Logs are streamed, not read whole: a chatty step's log can be gigabytes.
-    let copy = |file: &mut std::fs::File, path: &std::path::Path| {
-        cx.out
-            .print_from(file)
-            .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
+        .collect()
+}
+
+/// `==> name <==`, the line before each step's log when `log` prints several.
+pub fn log_header(cx: &Context, name: &str) -> String {
+    format!("{}\n", cx.out.out.bold(&format!("==> {name} <==")))
+}
+
+/// The run has no log for `step` (`present`: the logs it has, for the hint).
+pub fn no_log(run: &str, step: &str, present: &[String]) -> Failure {
+    let hint = crate::suggest::closest(step, present.iter().map(String::as_str))
+        .map(|s| format!("did you mean `{s}`?"))
+        .unwrap_or_else(|| format!("logs: {}", present.join(", ")));
+    Failure::usage(format!("run {run} has no log for step `{step}`")).with_hint(hint)
+}
+
+/// A run's status as `runs` shows it: `stopped` for a run left `running` by a nixcmd that is
+/// `gone`, and dry runs marked.
+pub fn status_label(state: &State, gone: bool) -> String {
+    let label = if gone {
+        "stopped"
+    } else {
+        state.status.label()
     };
-    match step {
-        Some(step) => {
-            let path = logs.join(format!("{step}.log"));
-            let mut file = std::fs::File::open(&path).map_err(|_| {
-                let hint = crate::suggest::closest(step, present.iter().map(String::as_str))
-                    .map(|s| format!("did you mean `{s}`?"))
-                    .unwrap_or_else(|| format!("logs: {}", present.join(", ")));
-                Failure::usage(format!("run {run} has no log for step `{step}`")).with_hint(hint)
-            })?;
-            copy(&mut file, &path)?;
-        }
-        None => {
-            for n in &present {
-                let path = logs.join(format!("{n}.log"));
-                let Ok(mut file) = std::fs::File::open(&path) else {
-                    continue;
-                };
-                cx.out
-                    .print(&format!("{}\n", cx.out.out.bold(&format!("==> {n} <=="))));
-                copy(&mut file, &path)?;
-            }
-        }
+    if state.dry_run {
+        format!("{label} (dry run)")
+    } else {
+        label.to_string()
     }
-    Ok(Exit::Success)
 }
 
 #[derive(serde::Serialize, Default)]

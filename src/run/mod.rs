@@ -7,6 +7,7 @@ pub mod commands;
 pub mod engine;
 pub mod fanout;
 pub mod fleet;
+pub mod follow;
 pub mod group;
 pub mod heartbeat;
 pub mod jobs;

@@ -145,6 +145,11 @@ impl Spawned {
         self.root.path().join("project")
     }
 
+    /// What nixcmd has written to stdout so far.
+    pub fn stdout_so_far(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.0.lock().expect("stdout buffer")).into_owned()
+    }
+
     /// What nixcmd has written to stderr so far.
     pub fn stderr_so_far(&self) -> String {
         String::from_utf8_lossy(&self.stderr.0.lock().expect("stderr buffer")).into_owned()
