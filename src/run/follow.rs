@@ -160,7 +160,19 @@ fn ending(state: &State, path: &Path) -> String {
     // Only called once the run is not in progress: `running` then means its nixcmd is gone.
     let gone = state.status == RunStatus::Running;
     let status = status_label(state, gone);
-    let next = if gone {
+    let left = if gone {
+        crate::process::left_behind(id)
+    } else {
+        Vec::new()
+    };
+    let next = if !left.is_empty() {
+        // Its orphaned step still writes to the log, unwatched: `resume` refuses until it ends.
+        let pids: Vec<String> = left.iter().map(|p| p.pid.to_string()).collect();
+        format!(
+            " (nixcmd was killed; its step still runs: pid {}; `nixcmd resume {id}` once it ends)",
+            pids.join(" ")
+        )
+    } else if gone {
         format!(" (nixcmd was killed: `nixcmd resume {id}`)")
     } else if state.status == RunStatus::AwaitingConfirmation {
         let approve = state
