@@ -738,23 +738,32 @@ pub fn present_logs(path: &std::path::Path) -> Vec<String> {
     let progress = records::read_progress(path).unwrap_or_default();
     let logs = path.join("logs");
     let mut names: Vec<String> = progress.steps.iter().map(|s| s.id.clone()).collect();
-    if let Ok(entries) = std::fs::read_dir(&logs) {
-        let mut extra: Vec<String> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_suffix(".log")
-                    .map(str::to_string)
-            })
-            .filter(|n| !names.contains(n))
-            .collect();
-        extra.sort();
-        names.extend(extra);
-    }
+    let mut extra: Vec<String> = log_names(&logs)
+        .into_iter()
+        .filter(|n| !names.contains(n))
+        .collect();
+    extra.sort();
+    names.extend(extra);
     names
         .into_iter()
         .filter(|n| logs.join(format!("{n}.log")).is_file())
+        .collect()
+}
+
+/// The names of the `<name>.log` files in a run's `logs` folder, in directory order (none
+/// when it cannot be read).
+pub fn log_names(logs: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(logs) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".log")
+                .map(str::to_string)
+        })
         .collect()
 }
 

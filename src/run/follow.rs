@@ -292,17 +292,8 @@ impl<'a> Follower<'a> {
             }
             return;
         }
-        let Ok(entries) = std::fs::read_dir(&self.logs) else {
-            return;
-        };
-        let mut new: Vec<String> = entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_suffix(".log")
-                    .map(str::to_string)
-            })
+        let mut new: Vec<String> = crate::run::commands::log_names(&self.logs)
+            .into_iter()
             .filter(|n| !self.known.contains(n))
             .collect();
         if new.is_empty() {

@@ -51,6 +51,27 @@ fn follower(root: &Path, args: &[&str]) -> Spawned {
     )
 }
 
+/// A run of `test` started, and once `started` holds for its root, a follower of it
+/// (`log -f ID ARGS…`) that has printed `seen`: the run, the follower, the root, the run id.
+fn start_following(
+    test: Test,
+    started: impl Fn(&Path) -> bool,
+    args: &[&str],
+    seen: &str,
+) -> (Spawned, Spawned, std::path::PathBuf, String) {
+    let run = Spawned::start(test);
+    let root = run.root().to_path_buf();
+    wait_until("the step", LIMIT, || started(&root));
+    let id = run_id(&only_run(&root));
+    let mut follow_args = vec!["log", "-f", id.as_str()];
+    follow_args.extend_from_slice(args);
+    let follow = follower(&root, &follow_args);
+    wait_until("the follower", LIMIT, || {
+        follow.stdout_so_far().contains(seen)
+    });
+    (run, follow, root, id)
+}
+
 /// Like [`follower`], run to its end.
 fn finished(root: &Path, args: &[&str]) -> Output {
     Test::new()
@@ -230,18 +251,14 @@ echo pushing
 
 #[test]
 fn follow_of_a_run_that_pauses_at_a_gate_ends_with_the_resume_command() {
-    let run = Spawned::start(
+    let (run, follow, root, _) = start_following(
         Test::new()
             .runbook("gated.md", GATED)
             .args(["run", "gated"]),
+        |root| exists(root, "build-started"),
+        &[],
+        "building\n",
     );
-    let root = run.root().to_path_buf();
-    wait_until("the build step", LIMIT, || exists(&root, "build-started"));
-    let id = run_id(&only_run(&root));
-    let follow = follower(&root, &["log", "-f", &id]);
-    wait_until("the follower", LIMIT, || {
-        follow.stdout_so_far().contains("building\n")
-    });
     touch(&root, "go");
     let ran = run.wait();
     ran.assert_status(3);
@@ -259,20 +276,14 @@ fn follow_of_a_run_that_pauses_at_a_gate_ends_with_the_resume_command() {
 
 #[test]
 fn follow_of_a_run_whose_nixcmd_was_killed_ends_and_says_so() {
-    let run = Spawned::start(
+    let (run, follow, root, _) = start_following(
         Test::new()
             .runbook("wait.md", WAIT_FOR_GO)
             .args(["run", "wait"]),
+        |root| project_file(root, "trace") == "waiting\n",
+        &[],
+        "── wait attempt",
     );
-    let root = run.root().to_path_buf();
-    wait_until("the step", LIMIT, || {
-        project_file(&root, "trace") == "waiting\n"
-    });
-    let id = run_id(&only_run(&root));
-    let follow = follower(&root, &["log", "-f", &id]);
-    wait_until("the follower", LIMIT, || {
-        follow.stdout_so_far().contains("── wait attempt")
-    });
     run.signal(libc::SIGKILL);
     let _ran = run.wait();
     let out = follow.wait();
@@ -297,20 +308,14 @@ fn follow_of_a_run_whose_nixcmd_was_killed_ends_and_says_so() {
 #[test]
 fn a_torn_last_line_is_printed_once_its_newline_comes_or_the_run_ends() {
     use std::io::Write;
-    let run = Spawned::start(
+    let (run, follow, root, id) = start_following(
         Test::new()
             .runbook("wait.md", WAIT_FOR_GO)
             .args(["run", "wait"]),
+        |root| project_file(root, "trace") == "waiting\n",
+        &["wait"],
+        "── wait attempt",
     );
-    let root = run.root().to_path_buf();
-    wait_until("the step", LIMIT, || {
-        project_file(&root, "trace") == "waiting\n"
-    });
-    let id = run_id(&only_run(&root));
-    let follow = follower(&root, &["log", "-f", &id, "wait"]);
-    wait_until("the follower", LIMIT, || {
-        follow.stdout_so_far().contains("── wait attempt")
-    });
     // Bytes of a line whose write is still going on, as a reader may see them.
     let log = root.join(format!("state/nixcmd/runs/{id}/logs/wait.log"));
     let mut append = std::fs::OpenOptions::new()
@@ -347,20 +352,14 @@ fn a_torn_last_line_is_printed_once_its_newline_comes_or_the_run_ends() {
 
 #[test]
 fn ctrl_c_ends_following_with_130_and_leaves_the_run_alone() {
-    let run = Spawned::start(
+    let (run, follow, root, _) = start_following(
         Test::new()
             .runbook("wait.md", WAIT_FOR_GO)
             .args(["run", "wait"]),
+        |root| project_file(root, "trace") == "waiting\n",
+        &[],
+        "── wait attempt",
     );
-    let root = run.root().to_path_buf();
-    wait_until("the step", LIMIT, || {
-        project_file(&root, "trace") == "waiting\n"
-    });
-    let id = run_id(&only_run(&root));
-    let follow = follower(&root, &["log", "-f", &id]);
-    wait_until("the follower", LIMIT, || {
-        follow.stdout_so_far().contains("── wait attempt")
-    });
     follow.signal(libc::SIGINT);
     let out = follow.wait();
     out.assert_status(130);
@@ -448,7 +447,7 @@ echo "$NIXCMD_HOST-2"
 
 #[test]
 fn follow_finds_the_host_logs_of_a_fan_out_as_they_start() {
-    let run = Spawned::start(
+    let (run, follow, root, id) = start_following(
         Test::new()
             .file(
                 "project/nixcmd.toml",
@@ -456,14 +455,10 @@ fn follow_finds_the_host_logs_of_a_fan_out_as_they_start() {
             )
             .runbook("fan.md", FAN)
             .args(["run", "fan"]),
+        |root| exists(root, "wait-started"),
+        &[],
+        "── wait attempt",
     );
-    let root = run.root().to_path_buf();
-    wait_until("the wait step", LIMIT, || exists(&root, "wait-started"));
-    let id = run_id(&only_run(&root));
-    let follow = follower(&root, &["log", "-f", &id]);
-    wait_until("the follower", LIMIT, || {
-        follow.stdout_so_far().contains("── wait attempt")
-    });
     touch(&root, "go");
     let ran = run.wait();
     ran.assert_status(0);
@@ -509,18 +504,14 @@ for i in 1 2 3 4 5; do echo "right-$i"; sleep 0.1; done
 /// every log comes out whole, once, in order.
 #[test]
 fn follow_of_steps_running_at_once_marks_each_switch_with_a_header() {
-    let run = Spawned::start(
+    let (run, follow, root, _) = start_following(
         Test::new()
             .runbook("group.md", GROUP)
             .args(["run", "group"]),
+        |root| exists(root, "wait-started"),
+        &[],
+        "── wait attempt",
     );
-    let root = run.root().to_path_buf();
-    wait_until("the wait step", LIMIT, || exists(&root, "wait-started"));
-    let id = run_id(&only_run(&root));
-    let follow = follower(&root, &["log", "-f", &id]);
-    wait_until("the follower", LIMIT, || {
-        follow.stdout_so_far().contains("── wait attempt")
-    });
     touch(&root, "go");
     let ran = run.wait();
     ran.assert_status(0);
