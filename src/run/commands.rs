@@ -712,11 +712,24 @@ pub fn log(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failure>
             .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
     };
     match step {
-        Some(step) => {
+        Some(step) if present.iter().any(|n| n == step) => {
             let path = logs.join(format!("{step}.log"));
             let mut file = std::fs::File::open(&path).map_err(|_| no_log(run, step, &present))?;
             copy(&mut file, &path)?;
         }
+        // A fan-out step has a log per host (`<step>@<host>`) and none of its own: its hosts'
+        // logs, each after its header.
+        Some(step) if present.iter().any(|n| is_host_log_of(n, step)) => {
+            for n in present.iter().filter(|n| is_host_log_of(n, step)) {
+                let path = logs.join(format!("{n}.log"));
+                let Ok(mut file) = std::fs::File::open(&path) else {
+                    continue;
+                };
+                cx.out.print(&log_header(cx, n));
+                copy(&mut file, &path)?;
+            }
+        }
+        Some(step) => return Err(no_log(run, step, &present)),
         None => {
             for n in &present {
                 let path = logs.join(format!("{n}.log"));
@@ -748,6 +761,14 @@ pub fn present_logs(path: &std::path::Path) -> Vec<String> {
         .into_iter()
         .filter(|n| logs.join(format!("{n}.log")).is_file())
         .collect()
+}
+
+/// Whether the log `name` is one host's log of the fan-out step `step` (`<step>@<host>`).
+pub fn is_host_log_of(name: &str, step: &str) -> bool {
+    !step.contains('@')
+        && name
+            .strip_prefix(step)
+            .is_some_and(|rest| rest.starts_with('@'))
 }
 
 /// The names of the `<name>.log` files in a run's `logs` folder, in directory order (none

@@ -14,7 +14,7 @@ use crate::app::Context;
 use crate::event::RunStatus;
 use crate::exit::{Exit, Failure};
 use crate::process::Cancel;
-use crate::run::commands::{log_header, no_log, present_logs, status_label};
+use crate::run::commands::{is_host_log_of, log_header, no_log, present_logs, status_label};
 use crate::run::records::{self, State};
 use std::collections::HashSet;
 use std::io::Write;
@@ -39,7 +39,7 @@ pub fn follow(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failu
     let logs = path.join("logs");
     let mut follower = Follower::new(cx, &logs, step);
     if let Some(step) = step
-        && !present.iter().any(|n| n == step)
+        && !present.iter().any(|n| selected(n, step))
         && !(alive && known_step(&path, step))
     {
         return Err(no_log(run, step, &present));
@@ -51,7 +51,7 @@ pub fn follow(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failu
     // it is empty (the run may have ended: then it is all there is).
     let first = present
         .into_iter()
-        .filter(|n| step.is_none_or(|s| s == n))
+        .filter(|n| step.is_none_or(|s| selected(n, s)))
         .try_for_each(|name| {
             let i = follower.add(name);
             follower.pump(i, &mut out, !alive, true, &stop)
@@ -113,6 +113,12 @@ fn look(path: &Path, state: &mut State) -> bool {
         *state = now;
     }
     state.status == RunStatus::Running && records::run_process_alive(state)
+}
+
+/// Whether the log `name` is followed for STEP `step`: the step's own log, or for a fan-out
+/// step (which has none) its hosts' logs, `<step>@<host>`.
+fn selected(name: &str, step: &str) -> bool {
+    name == step || is_host_log_of(name, step)
 }
 
 /// Whether `step` names a block of the run that may still write a log: one of its steps
@@ -244,7 +250,8 @@ impl From<std::io::Error> for Error {
 struct Follower<'a> {
     cx: &'a Context,
     logs: PathBuf,
-    /// With STEP: the one log followed (printed without a header, as `log RUN STEP` does).
+    /// With STEP: the step's log followed (printed without a header, as `log RUN STEP` does),
+    /// or the logs of its hosts for a fan-out step (each after its header).
     only: Option<&'a str>,
     tails: Vec<Tail>,
     known: HashSet<String>,
@@ -286,15 +293,17 @@ impl<'a> Follower<'a> {
     /// Adds the logs that appeared since the last look, in the order the run started them:
     /// those that appeared together in `progress.json` order, then by name (as `log` orders).
     fn discover(&mut self) {
-        if let Some(step) = self.only {
-            if !self.known.contains(step) && self.logs.join(format!("{step}.log")).is_file() {
-                self.add(step.to_string());
-            }
+        if let Some(step) = self.only
+            && !self.known.contains(step)
+            && self.logs.join(format!("{step}.log")).is_file()
+        {
+            self.add(step.to_string());
             return;
         }
+        let only = self.only;
         let mut new: Vec<String> = crate::run::commands::log_names(&self.logs)
             .into_iter()
-            .filter(|n| !self.known.contains(n))
+            .filter(|n| !self.known.contains(n) && only.is_none_or(|s| selected(n, s)))
             .collect();
         if new.is_empty() {
             return;
@@ -346,7 +355,8 @@ impl<'a> Follower<'a> {
         stop: &dyn Fn() -> bool,
     ) -> Result<(), Error> {
         let tail = &mut self.tails[i];
-        if self.only.is_none() && self.current != Some(i) {
+        // With STEP, only the hosts' logs of a fan-out step have headers (there are several).
+        if self.only != Some(tail.name.as_str()) && self.current != Some(i) {
             out.pending = Some(log_header(self.cx, &tail.name));
             if header {
                 out.write_all(b"")?;
@@ -642,6 +652,18 @@ mod tests {
                 gone.path().display()
             )
         );
+    }
+
+    #[test]
+    fn a_step_selects_its_own_log_or_its_hosts_logs() {
+        use super::selected;
+        assert!(selected("deploy", "deploy"));
+        assert!(selected("deploy@web-1", "deploy"));
+        assert!(selected("deploy@web-1", "deploy@web-1"));
+        assert!(!selected("deploy@web-2", "deploy@web-1"));
+        assert!(!selected("deploy-db", "deploy"));
+        assert!(!selected("deployment@web-1", "deploy"));
+        assert!(!selected("build", "deploy"));
     }
 
     #[test]

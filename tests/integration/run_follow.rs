@@ -476,6 +476,47 @@ fn follow_finds_the_host_logs_of_a_fan_out_as_they_start() {
     );
 }
 
+/// A fan-out step has no log of its own, one per host: with its id, `log` and `log -f` print
+/// its hosts' logs, each after its header, including hosts that had not started yet.
+#[test]
+fn the_step_of_a_fan_out_names_its_hosts_logs() {
+    let (run, follow, root, id) = start_following(
+        Test::new()
+            .file(
+                "project/nixcmd.toml",
+                "[hosts.a]\ntarget = \"local\"\n\n[hosts.b]\ntarget = \"local\"\n",
+            )
+            .runbook("fan.md", FAN)
+            .args(["run", "fan"]),
+        |root| exists(root, "wait-started"),
+        &["stamp"],
+        "",
+    );
+    touch(&root, "go");
+    // Kept: it holds the test's folder.
+    let ran = run.wait();
+    ran.assert_status(0);
+    let out = follow.wait();
+    out.assert_status(0);
+    let hosts = |out: &Output| {
+        out.stdout
+            .lines()
+            .filter(|l| !l.starts_with("── "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        normalize(&hosts(&out), &root),
+        "==> stamp@a <==\na-1\na-2\n==> stamp@b <==\nb-1\nb-2\nrun fan-[ID]: succeeded"
+    );
+    let log = finished(&root, &["log", &id, "stamp"]);
+    log.assert_status(0);
+    assert_eq!(
+        hosts(&log),
+        "==> stamp@a <==\na-1\na-2\n==> stamp@b <==\nb-1\nb-2"
+    );
+}
+
 /// Two steps of a group run at the same time, each printing in turns.
 const GROUP: &str = r#"---
 description: Two steps at once
