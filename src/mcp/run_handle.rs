@@ -70,9 +70,19 @@ impl RunHandle {
                 .as_deref()
                 .map(|s| format!(" during step `{s}`"))
                 .unwrap_or_default();
-            snap.crashed = Some(format!(
-                "because its nixcmd process is gone (killed or crashed){at}. The user can finish it with `nixcmd resume {run_id}`, which runs that step again"
-            ));
+            let left = crate::process::left_behind(run_id);
+            snap.crashed = Some(if left.is_empty() {
+                format!(
+                    "because its nixcmd process is gone (killed or crashed){at}. The user can finish it with `nixcmd resume {run_id}`, which runs that step again"
+                )
+            } else {
+                // `resume` refuses while they run: say so rather than send the user there.
+                let pids: Vec<String> = left.iter().map(|p| p.pid.to_string()).collect();
+                format!(
+                    "because its nixcmd process is gone (killed or crashed){at}, and that step still runs unwatched (pid {}). Once it has ended, the user can finish the run with `nixcmd resume {run_id}`, which runs that step again",
+                    pids.join(" ")
+                )
+            });
         }
         run
     }

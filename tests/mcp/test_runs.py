@@ -217,11 +217,27 @@ async def test_a_cli_run_whose_process_was_killed_reads_as_stopped(env):
             assert st["current_step"] == "wait"
         os.kill(cli.pid, signal.SIGKILL)
         cli.wait(timeout=10)
+        # The orphaned step still runs: `resume` would refuse, so `next` says to wait for it.
+        async with session(env) as s:
+            st = await call(s, "run_status", {"run_id": rid, "wait_seconds": 0})
+        assert st["status"] == "failed"
+        assert st["next"].startswith(
+            "The run stopped because its nixcmd process is gone (killed or crashed) during step "
+            "`wait`, and that step still runs unwatched (pid "
+        ), st["next"]
+        assert st["next"].endswith(
+            f"). Once it has ended, the user can finish the run with `nixcmd resume {rid}`, "
+            "which runs that step again"
+        ), st["next"]
     finally:
         # The orphaned step ends once it may.
         (env.project / "go").write_text("")
         if cli.poll() is None:
             cli.kill()
+    deadline = time.monotonic() + 30
+    while subprocess.run(["pgrep", "-f", str(env.state)], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "the orphaned step did not end"
+        time.sleep(0.02)
     async with session(env) as s:
         st = await call(s, "run_status", {"run_id": rid, "wait_seconds": 5})
     assert st["status"] == "failed"
