@@ -139,13 +139,17 @@ impl Cancel {
         }
         // Ctrl-\ (SIGQUIT) is the key people press when Ctrl-C seems not to work. Its default
         // (dump core, die) would orphan the running step: it stops at once instead, as a
-        // second Ctrl-C does (the step's group is killed, no rollback).
-        let counter = self.0.clone();
-        // SAFETY: the handler only performs an atomic increment, which is async-signal-safe.
-        unsafe {
-            signal_hook::low_level::register(signal_hook::consts::SIGQUIT, move || {
-                counter.fetch_add(2, Ordering::SeqCst);
-            })?;
+        // second Ctrl-C does (the step's group is killed, no rollback). Already ignored (a
+        // background job of a script): left so, as SIGHUP below.
+        if !ignored(libc::SIGQUIT) {
+            let counter = self.0.clone();
+            // SAFETY: the handler only performs an atomic increment, which is
+            // async-signal-safe.
+            unsafe {
+                signal_hook::low_level::register(signal_hook::consts::SIGQUIT, move || {
+                    counter.fetch_add(2, Ordering::SeqCst);
+                })?;
+            }
         }
         // Already ignored (`nohup nixcmd …`): left so, because exec keeps an ignored signal
         // ignored in the steps but resets a handled one to its default.
@@ -1153,11 +1157,18 @@ pub struct LeftBehind {
 /// that went on after the nixcmd watching them was killed (`kill -9`, an OOM kill, a
 /// crash). Resuming the run beside them would run such a step a second time at once.
 pub fn left_behind(run_id: &str) -> Vec<LeftBehind> {
+    of_run(&step_processes(), run_id).cloned().collect()
+}
+
+/// Those of `processes` ([`step_processes`]) that belong to run `run_id`.
+pub fn of_run<'a>(
+    processes: &'a [LeftBehind],
+    run_id: &str,
+) -> impl Iterator<Item = &'a LeftBehind> {
     let prefix = format!("{run_id}/");
-    step_processes()
-        .into_iter()
-        .filter(|p| p.token.starts_with(&prefix))
-        .collect()
+    processes
+        .iter()
+        .filter(move |p| p.token.starts_with(&prefix))
 }
 
 /// Every process of this user that carries a step token (of any run), by pid.

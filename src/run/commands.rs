@@ -613,10 +613,7 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
     if runs.iter().any(gone) {
         let processes = process::step_processes();
         for r in runs.iter().filter(|r| gone(r)) {
-            let prefix = format!("{}/", r.run_id);
-            let pids: Vec<i32> = processes
-                .iter()
-                .filter(|p| p.token.starts_with(&prefix))
+            let pids: Vec<i32> = process::of_run(&processes, &r.run_id)
                 .map(|p| p.pid)
                 .collect();
             if !pids.is_empty() {

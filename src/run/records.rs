@@ -370,9 +370,9 @@ impl RunDir {
         crate::records_io::write_script_in(self.folder(), path, bytes)
     }
 
-    /// Opens a step's log at `path` ([`RunDir::log_path`]) for appending, created 0600.
-    /// A step's log, opened to append: a retry or a resumed run adds to it, on a line of its
-    /// own even when a killed run left the last one torn.
+    /// A step's log at `path` ([`RunDir::log_path`]), created 0600 and opened to append: a
+    /// retry or a resumed run adds to it, on a line of its own even when a killed run left
+    /// the last one torn.
     pub fn open_log(&self, path: &Path) -> std::io::Result<File> {
         let mut file = crate::records_io::open_in(
             self.folder(),
@@ -516,7 +516,6 @@ pub fn read_progress(dir: &Path) -> std::io::Result<Progress> {
     }
 }
 
-/// The highest `seq` in a run's `events.ndjson` (a resumed run continues the numbering).
 /// `events.ndjson` opened to append. When a killed run left a torn last line (a write of a
 /// read's worth of events cut short), it is ended first: the resumed run's first event must
 /// not be glued to it, where readers would skip it with the torn part.
@@ -531,6 +530,7 @@ fn open_events(path: &Path) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// The highest `seq` in a run's `events.ndjson` (a resumed run continues the numbering).
 pub fn last_seq(dir: &Path) -> u64 {
     use std::io::{Read, Seek, SeekFrom};
     let Ok(mut file) = std::fs::File::open(dir.join("events.ndjson")) else {

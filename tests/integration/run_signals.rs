@@ -664,13 +664,14 @@ fn a_terminal_that_hangs_up_does_not_stop_the_run() {
     );
 }
 
-/// `nohup nixcmd run …`: SIGHUP ignored by whoever started nixcmd stays ignored in its steps
-/// (a handler of nixcmd's own would have been reset to the default by exec); without nohup,
-/// steps get the default as before.
+/// `nohup nixcmd run …` (SIGHUP ignored) or a background job of a script (SIGQUIT
+/// ignored): what whoever started nixcmd ignores stays ignored in its steps (a handler of
+/// nixcmd's own would have been reset to the default by exec); otherwise steps get the
+/// defaults as before.
 #[test]
-fn sighup_ignored_by_whoever_started_nixcmd_stays_ignored_in_steps() {
+fn signals_ignored_by_whoever_started_nixcmd_stay_ignored_in_steps() {
     let runbook = r#"---
-description: Prints whether SIGHUP is ignored
+description: Prints whether SIGHUP and SIGQUIT are ignored
 nixcmd: {}
 ---
 # Ignored
@@ -679,19 +680,20 @@ nixcmd: {}
 ### Show
 ```bash {id=show}
 mask=$(sed -n 's/^SigIgn:\t//p' /proc/self/status)
-echo "hup-ignored=$(( 0x$mask & 1 ))"
+echo "hup=$(( 0x$mask & 1 )) quit=$(( (0x$mask >> 2) & 1 ))"
 ```
 "#;
-    for (nohup, expected) in [(true, "hup-ignored=1"), (false, "hup-ignored=0")] {
+    for (ignore, expected) in [(true, "hup=1 quit=1"), (false, "hup=0 quit=0")] {
         let test = Test::new()
             .runbook("ignored.md", runbook)
             .args(["run", "ignored", "--verbose"]);
         let (mut cmd, _root) = test.into_command();
-        if nohup {
+        if ignore {
             // SAFETY: signal(2) is async-signal-safe; it runs in the child before exec.
             unsafe {
                 std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
                     libc::signal(libc::SIGHUP, libc::SIG_IGN);
+                    libc::signal(libc::SIGQUIT, libc::SIG_IGN);
                     Ok(())
                 });
             }
@@ -699,12 +701,11 @@ echo "hup-ignored=$(( 0x$mask & 1 ))"
         let out = cmd.output().expect("run nixcmd");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{stdout}");
-        assert!(
-            stdout
-                .lines()
-                .any(|l| l.ends_with(&format!("│ {expected}"))),
-            "nohup={nohup}:\n{stdout}"
-        );
+        let shown: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.split_once("show │ ").map(|(_, v)| v))
+            .collect();
+        assert_eq!(shown, [expected], "ignored={ignore}:\n{stdout}");
     }
 }
 
