@@ -203,7 +203,7 @@ fn follow_of_one_step_waits_for_its_log_and_prints_only_it() {
     let root = run.root().to_path_buf();
     wait_until("the second step", LIMIT, || exists(&root, "second-started"));
     let id = run_id(&only_run(&root));
-    let follow = follower(&root, &["log", "-f", &id, "third"]);
+    let mut follow = follower(&root, &["log", "-f", &id, "third"]);
     // A step that is not in the run is refused at once, as `log` refuses it.
     let wrong = finished(&root, &["log", "-f", &id, "thrid"]);
     wrong.assert_status(2);
@@ -214,6 +214,13 @@ fn follow_of_one_step_waits_for_its_log_and_prints_only_it() {
         "{}",
         wrong.stderr
     );
+    // The step has not started: its follower waits for its log, printing nothing yet.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        follow.is_running(),
+        "the follower ended before the step started"
+    );
+    assert_eq!(follow.stdout_so_far(), "");
     touch(&root, "go");
     let ran = run.wait();
     ran.assert_status(0);
@@ -480,7 +487,7 @@ fn follow_finds_the_host_logs_of_a_fan_out_as_they_start() {
 /// its hosts' logs, each after its header, including hosts that had not started yet.
 #[test]
 fn the_step_of_a_fan_out_names_its_hosts_logs() {
-    let (run, follow, root, id) = start_following(
+    let (run, mut follow, root, id) = start_following(
         Test::new()
             .file(
                 "project/nixcmd.toml",
@@ -492,6 +499,13 @@ fn the_step_of_a_fan_out_names_its_hosts_logs() {
         &["stamp"],
         "",
     );
+    // No host has started: the follower waits, printing nothing yet.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        follow.is_running(),
+        "the follower ended before the hosts started"
+    );
+    assert_eq!(follow.stdout_so_far(), "");
     touch(&root, "go");
     // Kept: it holds the test's folder.
     let ran = run.wait();

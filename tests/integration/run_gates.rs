@@ -823,9 +823,11 @@ fn sudo_is_asked_once_before_the_first_step() {
         std::fs::read_to_string(root.join("trace")).expect("trace"),
         "sudo -n -v\nsudo -v\nstep look\nsudo sh -c echo \"step change\" >> \"$NIXCMD_STUB_LOG\"\nstep change\n"
     );
+    // sudo's prompt is on the terminal; nixcmd says why it comes.
     assert!(
-        out.stderr
-            .contains("this runbook uses sudo: authenticate once now so no step waits for a password\n[sudo] password for "),
+        out.stderr.starts_with(
+            "this runbook uses sudo: authenticate once now so no step waits for a password\n"
+        ),
         "{}",
         out.stderr
     );
@@ -841,12 +843,11 @@ fn a_refused_sudo_password_runs_nothing_and_leaves_no_run_folder() {
         std::fs::read_to_string(root.join("trace")).expect("trace"),
         "sudo -n -v\nsudo -v\n"
     );
-    assert!(
-        out.stderr.ends_with(
-            "sudo: 3 incorrect password attempts\nerror: sudo authentication failed; nothing was run\n"
-        ),
-        "{}",
-        out.stderr
+    assert_eq!(
+        out.stderr,
+        "this runbook uses sudo: authenticate once now so no step waits for a password\n\
+         Sorry, try again.\nSorry, try again.\nsudo: 3 incorrect password attempts\n\
+         error: sudo authentication failed; nothing was run\n"
     );
     assert!(run_dirs(root).is_empty(), "{:?}", run_dirs(root));
 }
@@ -866,6 +867,23 @@ fn without_a_terminal_sudo_is_not_asked_for() {
         !out.stderr.contains("authenticate once now"),
         "{}",
         out.stderr
+    );
+    let dir = crate::run_support::only_run(root);
+    assert_eq!(
+        crate::run_support::statuses(&dir),
+        [
+            ("look".to_string(), "succeeded".to_string()),
+            ("change".to_string(), "failed".to_string()),
+        ]
+    );
+    // The step fails at once with sudo's own words: its stdin is not a terminal.
+    let log = std::fs::read_to_string(dir.join("logs/change.log")).expect("log");
+    assert_eq!(
+        crate::run_support::normalize(&log, root),
+        "── change attempt 1/1 at [TIMESTAMP] ──\n\
+         sudo: a terminal is required to read the password; either use the -S option to read \
+         from standard input or configure an askpass helper\n\
+         ── attempt 1 exited with status 1 ──\n"
     );
 }
 

@@ -130,11 +130,13 @@ fn older_than_removes_runs_that_finished_longer_ago_including_failed_and_stopped
         listed(&out.stdout, "removed "),
         ["old-failed", "old-ok", "old-stopped"]
     );
-    // Both rules: only what both select (a is down to one run: kept).
+    // Both rules: only what both select. All three runs finished over 30 minutes ago, but
+    // `--keep 1` keeps the newest of each command: `long-run` (a's only one) and `new`. Were
+    // the rules or'ed, all three would go.
     fake_run(&root, "b", "b-old", "succeeded", hours(50), hours(49));
     let out = out
         .then()
-        .args(["runs", "--prune", "--older-than", "1h30m", "--keep", "1"])
+        .args(["runs", "--prune", "--older-than", "30m", "--keep", "1"])
         .run();
     out.assert_status(0);
     assert_eq!(names(&root), ["long-run", "new"]);
