@@ -1,10 +1,45 @@
 //! The heartbeat of plain output (`NIXCMD_HEARTBEAT`): a step that prints nothing for the
 //! interval is named again with its elapsed time and last output line, so that CI does not
-//! kill a silent job. Times on a loaded machine vary: these tests count lines and leave half
-//! an interval of margin either side.
+//! kill a silent job. Times on a loaded machine vary: the tests that count beats hold the
+//! step until they have seen the beats they expect, then let it end well before the next.
 
-use crate::run_support::{events, only_run, run_dirs};
+use crate::run_support::{LIMIT, Spawned, events, normalize, only_run, run_dirs, wait_until};
 use crate::support::Test;
+
+/// A step silent after its first line until the project has a file `go`, then a quick one.
+const UNTIL_GO: &str = r#"---
+description: A slow, silent step
+nixcmd: {}
+---
+# Slow
+
+## Steps
+### Wait
+```bash {id=wait}
+echo "building foo.drv"
+while [ ! -e go ]; do sleep 0.02; done
+```
+### Quick
+```bash {id=quick}
+echo done
+```
+"#;
+
+/// Runs `test`, lets its step end once `seen` (stdout or stderr so far) holds two heartbeats.
+fn after_two_beats(test: Test, on_stderr: bool) -> crate::support::Output {
+    let run = Spawned::start(test);
+    let root = run.root().to_path_buf();
+    wait_until("two heartbeats", LIMIT, || {
+        let text = if on_stderr {
+            run.stderr_so_far()
+        } else {
+            run.stdout_so_far()
+        };
+        heartbeats(&text).len() >= 2
+    });
+    std::fs::write(root.join("project/go"), "").expect("let the step end");
+    run.wait()
+}
 
 /// A 2.5 s step, silent after its first line, then a quick one.
 const SLOW: &str = r#"---
@@ -25,7 +60,8 @@ echo done
 ```
 "#;
 
-/// A step printing a line every 0.3 s for about 2.5 s.
+/// A step printing a line every 0.3 s for about 2.5 s (`CHATTY`), or until `go`
+/// (`CHATTY_UNTIL_GO`).
 const CHATTY: &str = r#"---
 description: A slow step that keeps talking
 nixcmd: {}
@@ -36,6 +72,20 @@ nixcmd: {}
 ### Talk
 ```bash {id=talk}
 for i in 1 2 3 4 5 6 7 8; do echo "line $i"; sleep 0.3; done
+```
+"#;
+
+const CHATTY_UNTIL_GO: &str = r#"---
+description: A slow step that keeps talking
+nixcmd: {}
+---
+# Chatty
+
+## Steps
+### Talk
+```bash {id=talk}
+i=0
+while [ ! -e go ]; do i=$((i + 1)); echo "line $i"; sleep 0.3; done
 ```
 "#;
 
@@ -66,11 +116,13 @@ fn without_elapsed(line: &str) -> String {
 
 #[test]
 fn a_silent_step_gets_a_heartbeat_line_each_interval_between_its_start_and_end() {
-    let out = Test::new()
-        .runbook("slow.md", SLOW)
-        .env("NIXCMD_HEARTBEAT", "1s")
-        .args(["run", "slow"])
-        .run();
+    let out = after_two_beats(
+        Test::new()
+            .runbook("slow.md", UNTIL_GO)
+            .env("NIXCMD_HEARTBEAT", "1s")
+            .args(["run", "slow"]),
+        false,
+    );
     out.assert_status(0);
     let lines = unstamped(&out.stdout);
     let start = lines
@@ -105,8 +157,10 @@ fn a_silent_step_gets_a_heartbeat_line_each_interval_between_its_start_and_end()
     // The step's records are what the step printed, nothing more.
     let log = std::fs::read_to_string(only_run(out.root.path()).join("logs/wait.log"))
         .expect("the step's log");
-    assert!(log.contains("building foo.drv"), "{log}");
-    assert!(!log.contains("still running"), "{log}");
+    assert_eq!(
+        normalize(&log, out.root.path()),
+        "── wait attempt 1/1 at [TIMESTAMP] ──\nbuilding foo.drv\n"
+    );
     let recorded = std::fs::read_to_string(only_run(out.root.path()).join("events.ndjson"))
         .expect("events.ndjson");
     assert!(!recorded.contains("still running"), "{recorded}");
@@ -126,15 +180,16 @@ fn a_chatty_step_with_verbose_gets_no_heartbeat() {
 
 #[test]
 fn without_verbose_a_chatty_step_is_silent_here_so_it_gets_heartbeats() {
-    let out = Test::new()
-        .runbook("chatty.md", CHATTY)
-        .env("NIXCMD_HEARTBEAT", "1s")
-        .args(["run", "chatty"])
-        .run();
+    let out = after_two_beats(
+        Test::new()
+            .runbook("chatty.md", CHATTY_UNTIL_GO)
+            .env("NIXCMD_HEARTBEAT", "1s")
+            .args(["run", "chatty"]),
+        false,
+    );
     out.assert_status(0);
     let beats = heartbeats(&out.stdout);
-    // About 2.4 s of silence on stdout: two beats, or one on a slow start (never zero).
-    assert!((1..=2).contains(&beats.len()), "{}", out.stdout);
+    assert_eq!(beats.len(), 2, "{}", out.stdout);
     for b in &beats {
         assert!(b.starts_with("… talk still running ("), "{b}");
         assert!(b.contains("; last output: line "), "{b}");
@@ -163,24 +218,29 @@ fn a_bad_interval_is_a_usage_error_before_anything_runs() {
         .run();
     out.assert_status(2);
     assert_eq!(out.stdout, "");
+    let hint = "  hint: set it to a duration such as 30s, 1m or 5m, or to 0 or off for no \
+                heartbeat\n";
     assert!(
         out.stderr
-            .starts_with("error: NIXCMD_HEARTBEAT=`abc`: `abc` is not a duration"),
+            .starts_with("error: NIXCMD_HEARTBEAT=`abc`: `abc` is not a duration")
+            && out.stderr.ends_with(hint)
+            && out.stderr.lines().count() == 2,
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("hint:"), "{}", out.stderr);
     // Nothing ran: no run folder.
     assert!(run_dirs(out.root.path()).is_empty());
 }
 
 #[test]
 fn with_json_the_heartbeat_is_on_stderr_and_the_event_stream_is_unchanged() {
-    let out = Test::new()
-        .runbook("slow.md", SLOW)
-        .env("NIXCMD_HEARTBEAT", "1s")
-        .args(["run", "slow", "--format", "json"])
-        .run();
+    let out = after_two_beats(
+        Test::new()
+            .runbook("slow.md", UNTIL_GO)
+            .env("NIXCMD_HEARTBEAT", "1s")
+            .args(["run", "slow", "--format", "json"]),
+        true,
+    );
     out.assert_status(0);
     assert_eq!(heartbeats(&out.stderr).len(), 2, "{}", out.stderr);
     assert!(!out.stdout.contains("still running"));
