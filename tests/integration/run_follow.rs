@@ -44,11 +44,7 @@ echo third-2
 
 /// `nixcmd ARGS` on the runs under `root`'s state folder, started now.
 fn follower(root: &Path, args: &[&str]) -> Spawned {
-    Spawned::start(
-        Test::new()
-            .env("XDG_STATE_HOME", root.join("state").display().to_string())
-            .args(args),
-    )
+    Spawned::start(Test::sharing_state(root).args(args))
 }
 
 /// A run of `test` started, and once `started` holds for its root, a follower of it
@@ -74,10 +70,7 @@ fn start_following(
 
 /// Like [`follower`], run to its end.
 fn finished(root: &Path, args: &[&str]) -> Output {
-    Test::new()
-        .env("XDG_STATE_HOME", root.join("state").display().to_string())
-        .args(args)
-        .run()
+    Test::sharing_state(root).args(args).run()
 }
 
 /// The follower's stdout, its run ids and step times normalized.
@@ -392,8 +385,7 @@ fn a_closed_pipe_ends_following_quietly_while_the_run_is_silent() {
         project_file(&root, "trace") == "waiting\n"
     });
     let id = run_id(&only_run(&root));
-    let (mut cmd, _dir) = Test::new()
-        .env("XDG_STATE_HOME", root.join("state").display().to_string())
+    let (mut cmd, _dir) = Test::sharing_state(&root)
         .args(["log", "-f", &id])
         .into_command();
     let mut child = cmd
@@ -639,8 +631,7 @@ fn following_a_huge_log_holds_a_buffer_not_the_log_nor_a_long_line() {
     append.write_all(numbers.as_bytes()).unwrap();
     append.write_all(&vec![b'y'; LONG]).unwrap();
     let printed = root.join("followed.txt");
-    let (mut cmd, _dir) = Test::new()
-        .env("XDG_STATE_HOME", root.join("state").display().to_string())
+    let (mut cmd, _dir) = Test::sharing_state(&root)
         .args(["log", "-f", &id, "wait"])
         .into_command();
     let mut child = cmd

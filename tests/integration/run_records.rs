@@ -734,7 +734,7 @@ nixcmd: {}
 ### Noisy
 ```bash {id=noisy}
 printf 'fetching 10%%\rfetching 99%% \033[2J\033[H\033]0;pwned\007of a source whose progress line is far wider than forty columns\n'
-sleep 0.6
+sleep 1.5
 ```
 "#,
         )

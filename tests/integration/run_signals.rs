@@ -361,9 +361,8 @@ fn a_second_run_of_the_same_command_is_refused_naming_the_holder() {
     });
     let holder = run_id(&only_run(&root));
     // A second invocation of the same command with the same state folder.
-    let second = Test::new()
+    let second = Test::sharing_state(&root)
         .runbook("wait.md", runbook)
-        .env("XDG_STATE_HOME", root.join("state").display().to_string())
         .args(["run", "wait"])
         .run();
     second.assert_status(2);
@@ -398,8 +397,7 @@ fn a_run_whose_nixcmd_was_killed_is_listed_as_stopped_not_running() {
     });
     let id = run_id(&only_run(&root));
     // While it runs: running, and alive.
-    let alive = Test::new()
-        .env("XDG_STATE_HOME", root.join("state").display().to_string())
+    let alive = Test::sharing_state(&root)
         .args(["runs", "--format", "json"])
         .run();
     alive.assert_status(0);

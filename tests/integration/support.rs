@@ -69,6 +69,12 @@ impl Test {
         )
     }
 
+    /// A new test that sees the runs recorded under `root` (another test's folder): a
+    /// second nixcmd on the same state, started while the first one runs.
+    pub fn sharing_state(root: &Path) -> Self {
+        Self::new().env("XDG_STATE_HOME", root.join("state").display().to_string())
+    }
+
     /// A test in an existing temporary folder: a later invocation that sees the files, runs
     /// and state of an earlier one (see [`Output::then`]).
     pub fn within(root: tempfile::TempDir) -> Self {
