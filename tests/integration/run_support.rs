@@ -486,9 +486,11 @@ pub fn run_measuring_peak(t: Test) -> (Option<i32>, u64, String, tempfile::TempD
         if let Some(status) = child.try_wait().expect("wait for nixcmd") {
             break status;
         }
-        if started.elapsed() > Duration::from_secs(120) {
+        // Only a hang should end up here: the chatty runs measured take 25 s alone and
+        // several times that beside the rest of the suite on a 2-core machine.
+        if started.elapsed() > Duration::from_secs(300) {
             let _ = child.kill();
-            panic!("nixcmd did not finish within 120 s");
+            panic!("nixcmd did not finish within 300 s");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
