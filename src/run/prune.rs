@@ -163,6 +163,17 @@ fn guard(state: &State) -> Guard {
         };
         return Guard::InProgress(why);
     }
+    // Its nixcmd was killed but its step goes on, writing to the run's folder.
+    if state.status == RunStatus::Running {
+        let left = crate::process::left_behind(&state.run_id);
+        if !left.is_empty() {
+            let pids: Vec<String> = left.iter().map(|p| p.pid.to_string()).collect();
+            return Guard::InProgress(format!(
+                "its nixcmd was killed, but its step still runs (pid {})",
+                pids.join(" ")
+            ));
+        }
+    }
     Guard::None
 }
 
@@ -186,6 +197,9 @@ struct Removed {
     run_id: String,
     command: String,
     status: RunStatus,
+    /// The status as `nixcmd runs` shows it ("stopped" for a killed run, dry runs marked).
+    #[serde(skip)]
+    label: String,
     started: String,
     bytes: u64,
 }
@@ -231,24 +245,16 @@ pub fn prune(cx: &Context, req: Request) -> Result<Exit, Failure> {
         Ok(f) => match f.try_lock() {
             Ok(()) => Some(f),
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Failure::usage(
-                    "another `nixcmd runs --prune` is removing runs; try again when it ends",
-                ));
+                return Err(Failure::new(
+                    Exit::Failed,
+                    "another `nixcmd runs --prune` is removing runs; nothing was removed",
+                )
+                .with_hint("try again when it ends (`pgrep -af 'nixcmd.*--prune'` shows it)"));
             }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(Failure::usage(format!(
-                    "cannot lock {}: {e}",
-                    dir.display()
-                )));
-            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(cannot("lock", &dir, &e)),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            return Err(Failure::usage(format!(
-                "cannot open {}: {e}",
-                dir.display()
-            )));
-        }
+        Err(e) => return Err(cannot("open", &dir, &e)),
     };
     let scan = if held.is_some() {
         scan(&dir, req.command)
@@ -270,6 +276,18 @@ pub fn prune(cx: &Context, req: Request) -> Result<Exit, Failure> {
     }
     for name in scan.leftovers {
         let path = dir.join(&name);
+        // A leftover whose run still reads: a prune died (or could not rename it back) after
+        // hiding it. What guards a run guards it too, and `--command` narrows it as a run.
+        if let Ok(state) = records::read_state(&path) {
+            if req.command.is_some_and(|c| state.command != c) {
+                continue;
+            }
+            let guard = guard(&state);
+            if guard != Guard::None {
+                restore(&dir, &path, &state, guard, req.dry_run, &mut report);
+                continue;
+            }
+        }
         let bytes = disk_usage(&path);
         if !req.dry_run
             && let Err(e) = std::fs::remove_dir_all(&path)
@@ -290,6 +308,20 @@ pub fn prune(cx: &Context, req: Request) -> Result<Exit, Failure> {
     } else {
         Exit::Failed
     })
+}
+
+/// The runs folder cannot be opened or locked: where, why, and what to do.
+fn cannot(action: &str, dir: &Path, e: &std::io::Error) -> Failure {
+    Failure::new(
+        Exit::Failed,
+        format!(
+            "cannot {action} {}: {e}; nothing was removed",
+            dir.display()
+        ),
+    )
+    .with_hint(
+        "run it as the user whose runs these are, or point XDG_STATE_HOME at their state folder",
+    )
 }
 
 /// The runs folder's entries that prune may touch, newest run first.
@@ -335,6 +367,47 @@ fn scan(dir: &Path, command: Option<&str>) -> Scan {
     scan
 }
 
+/// A hidden leftover whose run must stay: renamed back to its run id (unless a dry run, or
+/// a folder of that name exists), and reported as skipped with the guard's reason.
+fn restore(
+    dir: &Path,
+    hidden: &Path,
+    state: &State,
+    guard: Guard,
+    dry_run: bool,
+    report: &mut Report,
+) {
+    let reason = guard_reason(state, guard);
+    let path = dir.join(&state.run_id);
+    if !dry_run && (path.exists() || std::fs::rename(hidden, &path).is_err()) {
+        report.failed.push(FailedRemoval {
+            run_id: state.run_id.clone(),
+            error: format!(
+                "{reason}, but it is hidden at {} and could not be renamed back to {}",
+                hidden.display(),
+                path.display()
+            ),
+            bytes_freed: 0,
+        });
+        return;
+    }
+    report.skipped.push(skipped(state, reason));
+}
+
+/// Why a guarded run stays, in the words of the first look ([`decide`] with no rules).
+fn guard_reason(state: &State, guard: Guard) -> String {
+    match decide(
+        &[Candidate::from_state(state, guard)],
+        Rules::default(),
+        jiff::Timestamp::now(),
+    )
+    .pop()
+    {
+        Some(Decision::Skip(reason)) => reason,
+        _ => "taken up while it was being pruned".into(),
+    }
+}
+
 fn skipped(state: &State, reason: String) -> Skipped {
     Skipped {
         run_id: state.run_id.clone(),
@@ -360,6 +433,8 @@ fn remove_run(
         run_id: state.run_id.clone(),
         command: state.command.clone(),
         status: state.status,
+        // Guarded runs are not removed: one recorded `running` is one whose nixcmd is gone.
+        label: crate::run::commands::status_label(state, state.status == RunStatus::Running),
         started: state.started.clone(),
         bytes,
     };
@@ -381,19 +456,15 @@ fn remove_run(
     // shows now; one that takes it later finds no run to open.
     let current = records::read_state(&hidden).ok();
     let current = current.as_ref().unwrap_or(state);
-    let guard = recheck(current);
+    let mut guard = recheck(current);
+    if guard == Guard::None && records::lock_held(&current.command) {
+        // Someone holds the command's lock. A `resume` of this very run takes it, then writes
+        // its id into it: give it the moment between the two, and look again.
+        std::thread::sleep(Duration::from_millis(50));
+        guard = recheck(current);
+    }
     if guard != Guard::None {
-        // No rules: the guard alone decides, in the words of the first look.
-        let reason = match decide(
-            &[Candidate::from_state(current, guard)],
-            Rules::default(),
-            jiff::Timestamp::now(),
-        )
-        .pop()
-        {
-            Some(Decision::Skip(reason)) => reason,
-            _ => "taken up while it was being pruned".into(),
-        };
+        let reason = guard_reason(current, guard);
         if let Err(e) = std::fs::rename(&hidden, &path) {
             report.failed.push(FailedRemoval {
                 run_id: state.run_id.clone(),
@@ -487,12 +558,20 @@ fn print(cx: &Context, report: &Report, json: bool) -> Result<(), Failure> {
         .chain(report.skipped.iter().map(|s| s.run_id.len()))
         .max()
         .unwrap_or(0);
+    // At least the width of the usual labels, as `runs` sizes its column.
+    let sw = report
+        .removed
+        .iter()
+        .map(|r| r.label.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(22);
     let mut s = String::new();
     for r in &report.removed {
         s.push_str(&format!(
-            "{verb:<12}  {:<w$}  {:<22}  {}\n",
+            "{verb:<12}  {:<w$}  {:<sw$}  {}\n",
             r.run_id,
-            r.status.label(),
+            r.label,
             human_bytes(r.bytes)
         ));
     }

@@ -598,6 +598,15 @@ pub fn lock_held_for(state: &State) -> Option<String> {
     })
 }
 
+/// Whether `command`'s lock is held now, by any run.
+pub fn lock_held(command: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(lock_path(command)) else {
+        return false;
+    };
+    std::fs::read_to_string("/proc/locks").is_ok_and(|locks| flock_on_inode(&locks, meta.ino()))
+}
+
 fn pid_is_nixcmd(pid: u32) -> bool {
     let proc = Path::new("/proc");
     if !proc.join("self").exists() {

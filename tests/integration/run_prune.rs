@@ -476,3 +476,86 @@ fn chown_tree(root: &Path, blocked: &Path) {
     walk(&root.join("state"), blocked);
     walk(&root.join("home"), blocked);
 }
+
+/// A run whose nixcmd was killed while its step goes on is still being written to: it stays,
+/// named with the step's processes. Once they end it goes, listed as `runs` lists it
+/// ("stopped", not "running").
+#[test]
+fn a_killed_run_whose_step_still_runs_stays_until_the_step_ends() {
+    let test = Test::new();
+    let root = test.root().to_path_buf();
+    fake_run(&root, "a", "killed", "running", hours(5), hours(4));
+    let mut step = std::process::Command::new("sleep")
+        .arg("60")
+        .env("NIXCMD_STEP_TOKEN", "killed/deploy/1")
+        .spawn()
+        .expect("spawn the orphaned step");
+    let out = test.args(["runs", "--prune", "--older-than", "1h"]).run();
+    out.assert_status(0);
+    assert_eq!(names(&root), ["killed"]);
+    let skipped = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("killed"))
+        .unwrap_or_else(|| panic!("no line for the run:\n{}", out.stdout))
+        .to_string();
+    assert_eq!(
+        skipped.split_whitespace().collect::<Vec<_>>().join(" "),
+        format!(
+            "skipped killed in progress: its nixcmd was killed, but its step still runs (pid {})",
+            step.id()
+        )
+    );
+    let _ = step.kill();
+    let _ = step.wait();
+    let out = out
+        .then()
+        .args(["runs", "--prune", "--older-than", "1h"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(names(&root), Vec::<String>::new());
+    let removed = out.stdout.lines().next().unwrap_or_default();
+    assert_eq!(
+        removed.split_whitespace().take(3).collect::<Vec<_>>(),
+        ["removed", "killed", "stopped"],
+        "{}",
+        out.stdout
+    );
+}
+
+/// A folder a prune hid (`.pruning-<id>`) and could not finish with, whose run is paused at a
+/// gate (taken up meanwhile), is renamed back instead of removed.
+#[test]
+fn a_hidden_leftover_of_a_paused_run_is_renamed_back() {
+    let test = Test::new();
+    let root = test.root().to_path_buf();
+    fake_run(
+        &root,
+        "a",
+        "paused",
+        "awaiting_confirmation",
+        hours(5),
+        hours(4),
+    );
+    std::fs::rename(
+        runs(&root).join("paused"),
+        runs(&root).join(".pruning-paused"),
+    )
+    .unwrap();
+    let out = test.args(["runs", "--prune", "--keep", "100"]).run();
+    out.assert_status(0);
+    assert_eq!(names(&root), ["paused"]);
+    assert_eq!(listed(&out.stdout, "removed "), Vec::<String>::new());
+    assert!(
+        out.stdout
+            .contains("paused at the confirmation gate; `nixcmd resume paused` continues it"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        std::fs::read_to_string(runs(&root).join("paused/logs/step.log"))
+            .expect("its log")
+            .len(),
+        10_000
+    );
+}
