@@ -35,7 +35,16 @@ fn cleaned(text: &str, keep_sgr: bool) -> String {
                     for c in chars.by_ref() {
                         sequence.push(c);
                         if ('@'..='~').contains(&c) {
-                            if keep_sgr && c == 'm' {
+                            // Colors only: SGR is `ESC [` digits, `;` and `:`, then `m`.
+                            // With a private marker (`ESC [>4;2m`, modifyOtherKeys) the same
+                            // final byte changes how the keyboard reports keys.
+                            let params = &sequence[2..sequence.len() - 1];
+                            if keep_sgr
+                                && c == 'm'
+                                && params
+                                    .chars()
+                                    .all(|p| p.is_ascii_digit() || p == ';' || p == ':')
+                            {
                                 out.push_str(&sequence);
                             }
                             break;
@@ -131,6 +140,12 @@ mod tests {
         );
         // A color cut off at the end of the line is dropped, not left open.
         assert_eq!(keeping_colors("ok\x1b[31"), "ok");
+        // `m` with a private marker is a keyboard mode, not a color; 24-bit colors stay.
+        assert_eq!(keeping_colors("a\x1b[>4;2mb"), "ab");
+        assert_eq!(
+            keeping_colors("\x1b[38:2::255:0:0mred"),
+            "\x1b[38:2::255:0:0mred\x1b[0m"
+        );
     }
 
     #[test]

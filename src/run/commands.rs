@@ -674,18 +674,10 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
             .or_else(|| r.errors.first().cloned())
             .unwrap_or_default();
         if gone(r) {
-            step = match left.get(r.run_id.as_str()) {
-                Some(pids) => format!(
-                    "{step} (nixcmd was killed; its step still runs: pid {}; resume once it ends)",
-                    pids.iter()
-                        .map(i32::to_string)
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ),
-                None => format!("{step} (nixcmd was killed: `nixcmd resume {}`)", r.run_id),
-            }
-            .trim_start()
-            .to_string();
+            let pids = left.get(r.run_id.as_str()).map_or(&[][..], Vec::as_slice);
+            step = format!("{step} {}", killed_note(&r.run_id, pids))
+                .trim_start()
+                .to_string();
         }
         let line = format!(
             "{:<w$}  {:<sw$}  {:<24}  {step}",
@@ -739,6 +731,19 @@ pub fn log(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failure>
         }
     }
     Ok(Exit::Success)
+}
+
+/// What to do about a run whose nixcmd was killed, `(…)`: resume it, or first wait for the
+/// processes `pids` its step left running (`resume` refuses while they run).
+pub fn killed_note(run_id: &str, pids: &[i32]) -> String {
+    if pids.is_empty() {
+        return format!("(nixcmd was killed: `nixcmd resume {run_id}`)");
+    }
+    let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
+    format!(
+        "(nixcmd was killed; its step still runs: pid {}; `nixcmd resume {run_id}` once it ends)",
+        pids.join(" ")
+    )
 }
 
 /// The names of the step logs of the run at `path` (`logs/<name>.log`), in the order `log`

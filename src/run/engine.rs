@@ -915,13 +915,12 @@ impl<'a> Engine<'a> {
     /// The troubleshooting entry that fits the failed step and its output, if one does.
     fn best_troubleshooting(&self, step: &str, tail: &[String]) -> Option<Troubleshooting> {
         let title = self.cmd.block(step).and_then(|b| b.title.as_deref());
-        let step = format!("{step} {}", title.unwrap_or_default());
-        crate::run::troubleshoot::best(&self.cmd.troubleshooting, &self.cmd.name, &step, tail).map(
-            |e| Troubleshooting {
+        let entries = &self.cmd.troubleshooting;
+        crate::run::troubleshoot::best(entries, &self.cmd.name, step, title.unwrap_or(""), tail)
+            .map(|e| Troubleshooting {
                 title: e.title.clone(),
                 text: e.text.clone(),
-            },
-        )
+            })
     }
 
     pub fn run_dir(&self) -> PathBuf {

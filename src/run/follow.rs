@@ -166,20 +166,13 @@ fn ending(state: &State, path: &Path) -> String {
     // Only called once the run is not in progress: `running` then means its nixcmd is gone.
     let gone = state.status == RunStatus::Running;
     let status = status_label(state, gone);
-    let left = if gone {
-        crate::process::left_behind(id)
-    } else {
-        Vec::new()
-    };
-    let next = if !left.is_empty() {
-        // Its orphaned step still writes to the log, unwatched: `resume` refuses until it ends.
-        let pids: Vec<String> = left.iter().map(|p| p.pid.to_string()).collect();
-        format!(
-            " (nixcmd was killed; its step still runs: pid {}; `nixcmd resume {id}` once it ends)",
-            pids.join(" ")
-        )
-    } else if gone {
-        format!(" (nixcmd was killed: `nixcmd resume {id}`)")
+    let next = if gone {
+        // Its orphaned step may still write to the log, unwatched.
+        let pids: Vec<i32> = crate::process::left_behind(id)
+            .iter()
+            .map(|p| p.pid)
+            .collect();
+        format!(" {}", crate::run::commands::killed_note(id, &pids))
     } else if state.status == RunStatus::AwaitingConfirmation {
         let approve = state
             .current_step

@@ -34,16 +34,18 @@ fn telling(text: &str, own: &BTreeSet<String>) -> BTreeSet<String> {
         .collect()
 }
 
-/// The entry of `entries` that best fits the failure of step `step` (id and title) whose
+/// The entry of `entries` that best fits the failure of step `id` (titled `title`) whose
 /// output ended with `tail`, in a runbook named `command`; `None` when none fits.
 pub fn best<'e>(
     entries: &'e [Entry],
     command: &str,
-    step: &str,
+    id: &str,
+    title: &str,
     tail: &[String],
 ) -> Option<&'e Entry> {
     let own = telling(command, &BTreeSet::new());
-    let step = telling(step, &own);
+    let named = telling(id, &own);
+    let step = telling(&format!("{id} {title}"), &own);
     let mut context = String::new();
     for line in tail {
         context.push(' ');
@@ -62,8 +64,10 @@ pub fn best<'e>(
                 .filter(|w| context.contains(*w))
                 .count();
             // An entry whose title names the failed step ("Break fails" for `break`) is
-            // about it, whatever the output says.
-            let names_step = title.intersection(&step).next().is_some();
+            // about it, whatever the output says. By its id, every word of it: one word of
+            // the step's title ("host" in "Copy the closure to each host") is a coincidence
+            // like any other, and counts as one.
+            let names_step = !named.is_empty() && named.is_subset(&title);
             // The title names the symptom, the text the remedy: words shared with the title
             // decide, those shared with the text only break ties. A long entry that happens
             // to share words must not beat the one whose title names the failure.
@@ -113,10 +117,12 @@ mod tests {
         ]
     }
 
+    /// `step` is the id, then the title.
     fn title_of(step: &str, tail: &[&str]) -> Option<String> {
         let tail: Vec<String> = tail.iter().map(|l| l.to_string()).collect();
         let entries = flake_update();
-        best(&entries, "flake-update", step, &tail).map(|e| e.title.clone())
+        let (id, title) = step.split_once(' ').unwrap_or((step, ""));
+        best(&entries, "flake-update", id, title, &tail).map(|e| e.title.clone())
     }
 
     #[test]
@@ -195,7 +201,7 @@ mod tests {
         .map(|l| l.to_string())
         .collect();
         assert_eq!(
-            best(&entries, "system-health-check", "no-errors", &tail).map(|e| e.title.as_str()),
+            best(&entries, "system-health-check", "no-errors", "", &tail).map(|e| e.title.as_str()),
             Some("degraded with failed units")
         );
     }
@@ -204,9 +210,33 @@ mod tests {
     fn an_entry_whose_title_names_the_step_fits_its_failure() {
         let entries = vec![entry("Deploy fails", "It is meant to fail.")];
         let tail = vec!["about to fail".to_string()];
-        let found = |step: &str| best(&entries, "failing", step, &tail).map(|e| e.title.as_str());
-        assert_eq!(found("deploy Deploy"), Some("Deploy fails"));
-        assert_eq!(found("build Build"), None);
+        let found = |id: &str, title: &str| {
+            best(&entries, "failing", id, title, &tail).map(|e| e.title.as_str())
+        };
+        assert_eq!(found("deploy", "Deploy"), Some("Deploy fails"));
+        assert_eq!(found("build", "Build"), None);
+    }
+
+    /// One word of the step's title shared with an entry's title does not make the entry
+    /// about the step: "host" in a copy step's title is not a host key problem.
+    #[test]
+    fn a_word_of_the_step_s_title_alone_is_a_coincidence() {
+        let entries = vec![entry(
+            "host key verification failed",
+            "Accept the host's new key with ssh-keygen -R.",
+        )];
+        let tail = vec!["No space left on device".to_string()];
+        assert_eq!(
+            best(
+                &entries,
+                "deploy-all",
+                "copy",
+                "Copy the closure to each host",
+                &tail
+            )
+            .map(|e| e.title.as_str()),
+            None
+        );
     }
 
     #[test]
@@ -217,7 +247,7 @@ mod tests {
         ];
         let tail = vec!["disk quota exceeded".to_string()];
         assert_eq!(
-            best(&entries, "any", "step", &tail).map(|e| e.text.as_str()),
+            best(&entries, "any", "step", "", &tail).map(|e| e.text.as_str()),
             Some("x")
         );
     }

@@ -467,7 +467,7 @@ fn a_run_whose_nixcmd_was_killed_is_listed_as_stopped_not_running() {
     assert!(
         line.contains(&format!(
             "  wait (nixcmd was killed; its step still runs: pid {shell}"
-        )) && line.ends_with("; resume once it ends)"),
+        )) && line.ends_with(&format!("; `nixcmd resume {id}` once it ends)")),
         "{line}"
     );
     let out = listed;
