@@ -50,13 +50,36 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
         search,
         config: cli.config.clone(),
     };
-    match dispatch(&cx, cli.command) {
+    // A run's exit code says what happened to the machine, and stays so when only its
+    // output was lost; every other command's output is its result.
+    let runs = matches!(cli.command, Cmd::Run(_) | Cmd::Resume(_));
+    let code = match dispatch(&cx, cli.command) {
         Ok(exit) => exit.code(),
         Err(failure) => {
             report(&cx.out, &failure);
             failure.exit.code()
         }
+    };
+    let Some(why) = crate::output::stdout_failure() else {
+        return code;
+    };
+    let message = format!("standard output did not take all of the output: {why}");
+    if runs {
+        let p = cx.out.err;
+        cx.out.eprint(&format!(
+            "{} {message}\n  {} the run was not affected by it: `nixcmd runs` and `nixcmd log RUN` show its records\n",
+            p.yellow(&p.bold("warning:")),
+            p.cyan("hint:"),
+        ));
+        return code;
     }
+    report(
+        &cx.out,
+        &Failure::new(Exit::Failed, message).with_hint(
+            "what was written is incomplete: make room on the device, or send the output elsewhere",
+        ),
+    );
+    code.max(Exit::Failed.code())
 }
 
 /// Prints a failure once, with its hint.

@@ -1,8 +1,31 @@
 //! The one place that writes to the terminal. Everything else builds strings (or events) and
 //! hands them here. Broken pipes (`nixcmd list | head`) end output quietly, never in a panic.
+//! Any other write error (a full disk under `nixcmd show --format json > plan.json`) is kept
+//! and reported once at the end, with an exit code that is not 0 (see `app::main`): a
+//! truncated file with exit 0 would be lost data nobody notices.
 
 use crate::cli::ColorWhen;
 use std::io::{IsTerminal, Write};
+use std::sync::OnceLock;
+
+/// The first error stdout gave that was not a closed pipe.
+static STDOUT_FAILURE: OnceLock<String> = OnceLock::new();
+
+/// Keeps the outcome of a write to stdout: a closed pipe means nobody reads any more (the
+/// reader chose to stop) and is not a failure; anything else is, and is kept for
+/// [`stdout_failure`].
+pub fn settle_stdout(written: std::io::Result<()>) {
+    if let Err(e) = written
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        let _ = STDOUT_FAILURE.set(e.to_string());
+    }
+}
+
+/// Why stdout did not take all of the output, if it did not (a closed pipe aside).
+pub fn stdout_failure() -> Option<&'static str> {
+    STDOUT_FAILURE.get().map(String::as_str)
+}
 
 /// ANSI styling that is a no-op when colors are off.
 #[derive(Debug, Clone, Copy)]
@@ -80,41 +103,56 @@ impl Output {
         }
     }
 
-    /// Writes to stdout; a closed pipe is not an error worth reporting.
+    /// Writes to stdout; a closed pipe is not an error worth reporting, others are kept (see
+    /// [`settle_stdout`]).
     pub fn print(&self, text: &str) {
         let mut lock = std::io::stdout().lock();
-        let _ = lock.write_all(text.as_bytes()).and_then(|()| lock.flush());
+        settle_stdout(lock.write_all(text.as_bytes()).and_then(|()| lock.flush()));
     }
 
     /// Writes `value` as pretty JSON and a newline to stdout, streamed through a small
     /// buffer: `show --format json` of a large runbook is megabytes, and building it as one
     /// string (then copying it to add the newline) touched twice that much fresh memory.
-    /// Write errors (a closed pipe) end output quietly, as [`Self::print`] does; only a value
-    /// that cannot be represented as JSON is an error.
+    /// Write errors end output and are kept as [`Self::print`] keeps them; only a value that
+    /// cannot be represented as JSON is an error.
     pub fn print_json<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<(), String> {
         let mut lock = std::io::stdout().lock();
         let mut w = std::io::BufWriter::with_capacity(64 * 1024, &mut lock);
         let written = serde_json::to_writer_pretty(&mut w, value);
         match written {
             Ok(()) => {
-                let _ = w.write_all(b"\n").and_then(|()| w.flush());
+                settle_stdout(w.write_all(b"\n").and_then(|()| w.flush()));
                 Ok(())
             }
-            Err(e) if e.is_io() => Ok(()),
+            Err(e) if e.is_io() => {
+                settle_stdout(Err(e.into()));
+                Ok(())
+            }
             Err(e) => Err(e.to_string()),
         }
     }
 
     /// Copies `reader` to stdout as it reads it: a step's log can be gigabytes, and need not
-    /// be text. A closed pipe (`nixcmd log RUN | head`) ends output quietly; a read error is
-    /// returned.
+    /// be text. A read error is returned; a write error ends the copy and is kept as
+    /// [`Self::print`] keeps it (`io::copy` would not say which side failed, and "cannot read
+    /// the log" for a full disk under `> saved.log` sends people to the wrong file).
     pub fn print_from(&self, reader: &mut impl std::io::Read) -> std::io::Result<()> {
         let mut lock = std::io::stdout().lock();
-        let copied = std::io::copy(reader, &mut lock).and_then(|_| lock.flush());
-        match copied {
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-            other => other,
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if let Err(e) = lock.write_all(&buf[..n]) {
+                settle_stdout(Err(e));
+                return Ok(());
+            }
         }
+        settle_stdout(lock.flush());
+        Ok(())
     }
 
     pub fn eprint(&self, text: &str) {

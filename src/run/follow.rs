@@ -87,8 +87,12 @@ pub fn follow(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failu
     };
     match ended {
         Ok(exit) => Ok(exit),
-        Err(Error::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Exit::Success),
-        Err(Error::Write(e)) => Err(Failure::usage(format!("cannot write the log: {e}"))),
+        // A closed pipe ends following quietly; other write errors are reported by `app::main`
+        // as every command's are.
+        Err(Error::Write(e)) => {
+            crate::output::settle_stdout(Err(e));
+            Ok(Exit::Success)
+        }
         Err(Error::Read(path, e)) => Err(Failure::usage(format!(
             "cannot read {}: {e}",
             path.display()

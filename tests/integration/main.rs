@@ -21,3 +21,4 @@ mod run_records;
 mod run_signals;
 mod run_support;
 mod show;
+mod stdout_errors;

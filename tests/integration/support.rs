@@ -51,6 +51,8 @@ pub struct Test {
     stdin: Option<Vec<u8>>,
     programs: Option<Vec<String>>,
     timeout: Duration,
+    /// Where stdout goes instead of the captured pipe (a full device, a file).
+    stdout_to: Option<PathBuf>,
 }
 
 impl Default for Test {
@@ -98,6 +100,7 @@ impl Test {
             stdin: None,
             programs: None,
             timeout: Duration::from_secs(60),
+            stdout_to: None,
         }
     }
 
@@ -197,6 +200,13 @@ impl Test {
         self
     }
 
+    /// Sends stdout to `path` (opened for writing, e.g. `/dev/full`) instead of capturing it;
+    /// [`Output::stdout`] is then empty.
+    pub fn stdout_to(mut self, path: impl Into<PathBuf>) -> Self {
+        self.stdout_to = Some(path.into());
+        self
+    }
+
     /// The configured process (arguments, environment, working directory, `PATH`), not yet
     /// started, with the folder it runs in: for tests that drive the process themselves
     /// (signals, a pseudo-terminal, two runs at once).
@@ -239,7 +249,14 @@ impl Test {
         } else {
             Stdio::null()
         })
-        .stdout(Stdio::piped())
+        .stdout(match &self.stdout_to {
+            Some(path) => std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+                .into(),
+            None => Stdio::piped(),
+        })
         .stderr(Stdio::piped());
         let started = Instant::now();
         let mut child = cmd.spawn().expect("spawn nixcmd");
