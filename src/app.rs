@@ -244,8 +244,19 @@ fn new(cx: &Context, name: &str, dir: Option<PathBuf>, force: bool) -> Result<Ex
         .map_err(|e| Failure::usage(format!("cannot create {}: {e}", dir.display())))?;
     crate::records_io::write_atomic(&path, crate::skeleton::text(name).as_bytes(), 0o644)
         .map_err(|e| Failure::usage(format!("cannot write {}: {e}", path.display())))?;
+    // `/NAME` finds this file only when it is the one the search path picks: `--dir` may name
+    // a folder off the path, and a command of that name earlier on the path shadows it.
+    let same = |found: &std::path::Path| {
+        let (a, b) = (std::fs::canonicalize(found), std::fs::canonicalize(&path));
+        matches!((a, b), (Ok(a), Ok(b)) if a == b)
+    };
+    let found = cx.search.find(name).ok().and_then(|f| f.path);
+    let try_it = match found {
+        Some(found) if same(&found) => format!("nixcmd /{name} --dry-run"),
+        _ => format!("nixcmd run {} --dry-run", path.display()),
+    };
     cx.out.print(&format!(
-        "wrote {}\nnext: edit it, then `nixcmd check {}` and `nixcmd /{name} --dry-run`\n",
+        "wrote {}\nnext: edit it, then `nixcmd check {}` and `{try_it}`\n",
         path.display(),
         path.display()
     ));

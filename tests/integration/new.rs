@@ -61,6 +61,41 @@ fn new_force_overwrites_and_dir_chooses_the_folder() {
     assert!(text.starts_with("---\ndescription: "), "{text}");
 }
 
+/// The "next:" line names a command that finds the new file: `/NAME` when the search path
+/// picks it, its path when `--dir` is off the path or another file of that name shadows it.
+#[test]
+fn new_suggests_a_command_that_runs_the_file_it_wrote() {
+    let next = |out: &crate::support::Output| {
+        out.assert_status(0);
+        out.filter(out.stdout.lines().nth(1).expect("a next: line"))
+    };
+    let on_path = Test::new().args(["new", "deploy"]).run();
+    assert_eq!(
+        next(&on_path),
+        "next: edit it, then `nixcmd check [TEMP]/project/.nixcmd/commands/deploy.md` and `nixcmd /deploy --dry-run`"
+    );
+    let off_path = Test::new()
+        .args(["new", "deploy", "--dir", "runbooks"])
+        .run();
+    assert_eq!(
+        next(&off_path),
+        "next: edit it, then `nixcmd check runbooks/deploy.md` and `nixcmd run runbooks/deploy.md --dry-run`"
+    );
+    // A user command is found after the project's own `.nixcmd/commands/deploy.md`.
+    let shadowed = Test::new()
+        .runbook("deploy.md", "mine\n")
+        .args(["new", "deploy", "--dir", "../config/nixcmd/commands"])
+        .run();
+    assert_eq!(
+        next(&shadowed),
+        "next: edit it, then `nixcmd check ../config/nixcmd/commands/deploy.md` and `nixcmd run ../config/nixcmd/commands/deploy.md --dry-run`"
+    );
+    let ran = Test::within(off_path.root)
+        .args(["run", "runbooks/deploy.md", "--dry-run"])
+        .run();
+    ran.assert_status(0);
+}
+
 #[test]
 fn new_rejects_a_bad_name() {
     let out = Test::new().args(["new", "../escape"]).run();

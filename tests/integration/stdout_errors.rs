@@ -55,7 +55,10 @@ fn a_run_whose_output_is_refused_goes_on_and_keeps_its_exit_code() {
         .stdout_to(FULL)
         .run();
     assert_eq!(
-        (out.status, out.stderr.lines().rev().take(2).collect::<Vec<_>>()),
+        (
+            out.status,
+            out.stderr.lines().rev().take(2).collect::<Vec<_>>()
+        ),
         (
             0,
             vec![
@@ -75,7 +78,10 @@ fn a_run_whose_output_is_refused_goes_on_and_keeps_its_exit_code() {
     // `log` into a full disk: the write failed, not the reading of the log.
     for follow in [false, true] {
         let mut test = Test::within(tempfile::TempDir::new().unwrap())
-            .env("XDG_STATE_HOME", out.root.path().join("state").display().to_string())
+            .env(
+                "XDG_STATE_HOME",
+                out.root.path().join("state").display().to_string(),
+            )
             .args(["log", id.as_str()]);
         if follow {
             test = test.arg("--follow");
@@ -104,7 +110,10 @@ fn a_closed_pipe_is_not_a_failure() {
     drop(child.stdout.take());
     let done = child.wait_with_output().expect("wait for nixcmd");
     assert_eq!(
-        (done.status.code(), String::from_utf8_lossy(&done.stderr).as_ref()),
+        (
+            done.status.code(),
+            String::from_utf8_lossy(&done.stderr).as_ref()
+        ),
         (Some(0), "")
     );
 }
