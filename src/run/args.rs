@@ -86,6 +86,9 @@ pub fn bind(cmd: &Command, values: &[String], set: &[String]) -> Result<BoundArg
         ))
         .with_hint(usage_hint(cmd, cmd.args.len())));
     }
+    if cmd.args.is_empty() && values.iter().any(|v| !v.is_empty()) && !reads_undeclared(cmd) {
+        return Err(undeclared(cmd, values));
+    }
     // Guided files declare no arguments: all values go to ARGUMENTS and NIXCMD_ARG_1…
     if cmd.args.is_empty() {
         for (i, v) in values.iter().enumerate() {
@@ -112,6 +115,39 @@ pub fn bind(cmd: &Command, values: &[String], set: &[String]) -> Result<BoundArg
         env,
         raw: values.to_vec(),
     })
+}
+
+/// Whether values given to a command that declares no arguments reach anything: a block reads
+/// `$ARGUMENTS` or `$NIXCMD_ARG_N`, or (guided files) the text asks for them. Otherwise they
+/// would be dropped in silence, and `nixcmd /deploy-all web1` would deploy to every host.
+fn reads_undeclared(cmd: &Command) -> bool {
+    cmd.blocks()
+        .any(|b| b.code.contains("ARGUMENTS") || b.code.contains("NIXCMD_ARG_"))
+        || cmd.diagnostics.iter().any(|d| d.code == "arguments")
+}
+
+fn undeclared(cmd: &Command, values: &[String]) -> Failure {
+    let given = values
+        .iter()
+        .map(|v| format!("`{v}`"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let fans_out = cmd.blocks().any(|b| b.attrs.hosts.is_some());
+    let hint = match fans_out {
+        true => format!(
+            "it would ignore them; to run it on some hosts only, use --hosts (e.g. `nixcmd /{} --hosts {}`)",
+            cmd.name, values[0]
+        ),
+        false => format!(
+            "it would ignore them; `nixcmd show {}` shows what it does",
+            cmd.name
+        ),
+    };
+    Failure::usage(format!(
+        "`{}` takes no arguments, and none of its blocks reads them: {given}",
+        cmd.name
+    ))
+    .with_hint(hint)
 }
 
 fn validate(cmd: &Command, spec: &ArgSpec, value: &str) -> Result<(), Failure> {
@@ -200,5 +236,47 @@ mod tests {
         // An undeclared NAME=VALUE is an ordinary positional value.
         let e = env_of(&["fast", "x=1"]).unwrap_err();
         assert!(e.contains("does not match"), "{e}");
+    }
+
+    fn bind_to(md: &str, values: &[&str]) -> Result<Vec<(String, String)>, Failure> {
+        let file = SourceFile::new("c.md", md);
+        let cmd = crate::parser::parse(&file, "c", Origin::Builtin);
+        let values: Vec<String> = values.iter().map(|s| s.to_string()).collect();
+        bind(&cmd, &values, &[]).map(|b| b.env)
+    }
+
+    #[test]
+    fn values_nothing_reads_are_refused_not_dropped() {
+        let fleet = "---\ndescription: d\nnixcmd: {}\n---\n## Steps\n```bash {id=go hosts=all}\ntrue\n```\n";
+        let e = bind_to(fleet, &["web1"]).unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.hint.as_deref()),
+            (
+                "`c` takes no arguments, and none of its blocks reads them: `web1`",
+                Some(
+                    "it would ignore them; to run it on some hosts only, use --hosts (e.g. `nixcmd /c --hosts web1`)"
+                )
+            )
+        );
+        let local = fleet.replace(" hosts=all", "");
+        let e = bind_to(&local, &["a", "b"]).unwrap_err();
+        assert_eq!(
+            (e.message.as_str(), e.hint.as_deref()),
+            (
+                "`c` takes no arguments, and none of its blocks reads them: `a` `b`",
+                Some("it would ignore them; `nixcmd show c` shows what it does")
+            )
+        );
+        // Nothing given, or only empty values (an empty `$ARGUMENTS` of a wrapper): fine.
+        assert!(bind_to(&local, &[]).is_ok());
+        assert!(bind_to(&local, &[""]).is_ok());
+        // A block that reads them, in either form; a guided text that asks for them.
+        for code in ["echo \"$ARGUMENTS\"", "echo \"${NIXCMD_ARG_1:-}\""] {
+            let reads = local.replace("true", code);
+            let env = bind_to(&reads, &["web1"]).unwrap();
+            assert_eq!(get(&env, "ARGUMENTS"), "web1");
+        }
+        let guided = "---\ndescription: d\n---\n## Steps\nUpdate $ARGUMENTS.\n```bash\nnix flake update\n```\n";
+        assert!(bind_to(guided, &["nixpkgs"]).is_ok());
     }
 }

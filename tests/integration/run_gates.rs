@@ -550,6 +550,25 @@ echo "$NIXCMD_ARG_INPUT" > got
     insta::assert_snapshot!(normalized(&out));
 }
 
+/// `nixcmd /deploy-all web1` deployed to every host: deploy-all declares no arguments and its
+/// blocks do not read `$ARGUMENTS`, so `web1` was dropped in silence. It is refused before
+/// anything runs, with the flag that does narrow the hosts.
+#[test]
+fn values_a_command_would_ignore_are_refused_before_anything_runs() {
+    let out = Test::new()
+        .args(["run", "deploy-all", "web1", "--dry-run"])
+        .run();
+    assert_eq!(
+        (out.status, out.stdout.as_str(), out.stderr.as_str()),
+        (
+            2,
+            "",
+            "error: `deploy-all` takes no arguments, and none of its blocks reads them: `web1`\n  hint: it would ignore them; to run it on some hosts only, use --hosts (e.g. `nixcmd /deploy-all --hosts web1`)\n"
+        )
+    );
+    assert!(crate::run_support::run_dirs(out.root.path()).is_empty());
+}
+
 #[test]
 fn a_missing_required_argument_exits_2() {
     let out = Test::new()
