@@ -322,13 +322,18 @@ fn working_dir(cx: &Context, dir: Option<&std::path::Path>) -> Result<PathBuf, F
         Some(d) => cx.cwd.join(d),
         None => cx.cwd.clone(),
     };
-    if !dir.is_dir() {
-        return Err(Failure::usage(format!(
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => Ok(dir),
+        Ok(_) => Err(Failure::usage(format!(
+            "--dir {}: not a folder",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Failure::usage(format!(
             "--dir {}: no such folder",
             dir.display()
-        )));
+        ))),
+        Err(e) => Err(Failure::usage(format!("--dir {}: {e}", dir.display()))),
     }
-    Ok(dir)
 }
 
 /// `--approve` must name a block that asks for confirmation: a mistyped id would otherwise

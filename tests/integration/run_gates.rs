@@ -570,6 +570,22 @@ fn values_a_command_would_ignore_are_refused_before_anything_runs() {
 }
 
 #[test]
+fn a_dir_that_is_missing_or_a_file_is_named_as_such() {
+    let test = Test::new().file("project/notes.txt", "x\n");
+    let file = test.project().join("notes.txt");
+    let out = test.args(["run", "deploy-all", "--dir", "notes.txt"]).run();
+    assert_eq!(
+        (out.status, out.stderr.clone()),
+        (2, format!("error: --dir {}: not a folder\n", file.display()))
+    );
+    let out = out.then().args(["run", "deploy-all", "--dir", "gone"]).run();
+    assert_eq!(
+        (out.status, out.filter(&out.stderr)),
+        (2, "error: --dir [TEMP]/project/gone: no such folder\n".to_string())
+    );
+}
+
+#[test]
 fn a_missing_required_argument_exits_2() {
     let out = Test::new()
         .runbook("echo.md", ARGS)
