@@ -469,12 +469,72 @@ fn keep_sudo_fresh() -> Option<Arc<AtomicBool>> {
 pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
     let heartbeat = crate::run::heartbeat::from_env()?;
     let (path, state) = records::find_run(&args.run).map_err(Failure::usage)?;
-    let loaded = load_named(cx, &state.command)?;
+    refuse_ended(&state)?;
+    let loaded = load_for_resume(cx, &state)?;
     refuse_invalid(&loaded)?;
     let cmd = &loaded.command;
     check_approvals(cmd, &args.gates.approve)?;
     let prepared = prepare_resume(cmd, state, &path, args.force, resolver(cx))?;
     launch(cx, cmd, prepared, &args.gates, heartbeat)
+}
+
+/// The command a run is resumed with. The file it started from comes first when it is
+/// unchanged: the search path here may find another file of that name, or none (a run
+/// started as `nixcmd run runbooks/deploy.md`, or with `--commands-dir`). Then the command of
+/// that name, when it is the same text (the file moved). Otherwise the changed file, so that
+/// the resume is refused as "changed" (see [`prepare_resume`]), not as "unknown".
+fn load_for_resume(cx: &Context, state: &State) -> Result<crate::discovery::Loaded, Failure> {
+    let source = recorded_source(state).and_then(|p| {
+        let origin = crate::command::Origin::File {
+            path: p.display().to_string(),
+        };
+        crate::discovery::load_path(&p, &state.command, origin).ok()
+    });
+    let same = |l: &crate::discovery::Loaded| l.command.hash == state.command_hash;
+    if let Some(loaded) = source.as_ref().filter(|l| same(l)) {
+        return Ok(loaded.clone());
+    }
+    match (load_named(cx, &state.command), source) {
+        (Ok(by_name), _) if same(&by_name) => Ok(by_name),
+        (_, Some(changed)) => Ok(changed),
+        (Ok(by_name), None) => Ok(by_name),
+        (Err(e), None) => Err(match state.command_source.as_str() {
+            "builtin" => e,
+            source => e.with_hint(format!(
+                "run {} started from {source}, which is no longer there",
+                state.run_id
+            )),
+        }),
+    }
+}
+
+/// The file a run's command was read from, if it was a file that is still there. Runs
+/// recorded before the path was made absolute name it relative to where they ran.
+fn recorded_source(state: &State) -> Option<PathBuf> {
+    if state.command_source == "builtin" {
+        return None;
+    }
+    let path = PathBuf::from(&state.command_source);
+    let path = match path.is_absolute() {
+        true => path,
+        false => PathBuf::from(&state.dir).join(path),
+    };
+    path.is_file().then_some(path)
+}
+
+/// A run that ended has nothing to resume: said before its command is looked for.
+fn refuse_ended(state: &State) -> Result<(), Failure> {
+    match state.status {
+        RunStatus::AwaitingConfirmation | RunStatus::Running => Ok(()),
+        // Stopped by failed hosts: those hosts (and the ones that never started) run again.
+        RunStatus::Failed if crate::run::fleet::resumable(state) => Ok(()),
+        other => Err(Failure::usage(format!(
+            "run {} already ended ({}); nothing to resume",
+            state.run_id,
+            other.label()
+        ))
+        .with_hint(format!("start a new run with `nixcmd /{}`", state.command))),
+    }
 }
 
 /// Refuses to resume a run while processes of its steps still run: its nixcmd was killed
@@ -529,19 +589,7 @@ pub fn prepare_resume(
     force: bool,
     resolve: crate::run::nested::Resolver,
 ) -> Result<Prepared, Failure> {
-    match state.status {
-        RunStatus::AwaitingConfirmation | RunStatus::Running => {}
-        // Stopped by failed hosts: those hosts (and the ones that never started) run again.
-        RunStatus::Failed if crate::run::fleet::resumable(&state) => {}
-        other => {
-            return Err(Failure::usage(format!(
-                "run {} already ended ({}); nothing to resume",
-                state.run_id,
-                other.label()
-            ))
-            .with_hint(format!("start a new run with `nixcmd /{}`", state.command)));
-        }
-    }
+    refuse_ended(&state)?;
     if cmd.hash != state.command_hash && !force {
         return Err(Failure::usage(format!(
             "the command `{}` changed since run {} started; resuming could run steps that were never planned",

@@ -106,7 +106,14 @@ impl State {
             run_id: run_id.to_string(),
             command: cmd.name.clone(),
             command_hash: cmd.hash.clone(),
-            command_source: cmd.source.path().unwrap_or("builtin").to_string(),
+            // Absolute: `resume` loads the run's command from this file, from wherever it
+            // is started (a run started as `nixcmd run runbooks/x.md` has no name to find).
+            command_source: match cmd.source.path() {
+                Some(p) => std::path::absolute(p)
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| p.to_string()),
+                None => "builtin".to_string(),
+            },
             command_text: None,
             args: args.to_vec(),
             set: set.to_vec(),

@@ -240,6 +240,67 @@ fn confirm_without_a_terminal_pauses_and_resume_approve_finishes() {
     insta::assert_snapshot!(normalized(&out));
 }
 
+/// A run started from a file by its path (`nixcmd run runbooks/gated.md`, as `nixcmd new
+/// --dir` suggests) printed a resume command that failed with "unknown command": resume
+/// looked the command up by name. It reads the file the run started from, from anywhere.
+#[test]
+fn a_run_started_by_path_resumes_from_its_file() {
+    let out = Test::new()
+        .file("project/runbooks/gated.md", GATED)
+        .args(["run", "runbooks/gated.md"])
+        .run();
+    out.assert_status(3);
+    let root = out.root.path().to_path_buf();
+    let id = run_id(&only_run(&root));
+    // From the home folder, where no search path finds `gated`.
+    let resumed = out
+        .then()
+        .current_dir("../home")
+        .args(["resume", &id, "--approve", "push"])
+        .run();
+    resumed.assert_status(0);
+    assert_eq!(project_file(&root, "trace"), "prepare\npush\nafter\n");
+
+    // The file moved away: said so, with where the run started from.
+    let paused = resumed.then().args(["run", "runbooks/gated.md"]).run();
+    paused.assert_status(3);
+    let second = run_dirs(&root)
+        .into_iter()
+        .map(|d| run_id(&d))
+        .find(|r| *r != id)
+        .expect("a second run");
+    std::fs::rename(
+        root.join("project/runbooks/gated.md"),
+        root.join("project/runbooks/moved.md"),
+    )
+    .unwrap();
+    let gone = paused
+        .then()
+        .args(["resume", &second, "--approve", "push"])
+        .run();
+    assert_eq!(
+        (gone.status, gone.filter(&gone.stderr)),
+        (
+            2,
+            format!(
+                "error: unknown command `gated`\n  hint: run {second} started from [TEMP]/project/runbooks/gated.md, which is no longer there\n"
+            )
+        )
+    );
+    // A run that ended says so first, whether or not its command is still found.
+    let ended = gone.then().args(["resume", &id]).run();
+    assert_eq!(
+        (ended.status, ended.stderr.as_str()),
+        (
+            2,
+            format!(
+                "error: run {id} already ended (succeeded); nothing to resume\n  hint: start a new run with `nixcmd /gated`\n"
+            )
+            .as_str()
+        )
+    );
+}
+
 /// A mistyped `--approve` would approve nothing: the run would stop at the gate it was meant
 /// to pass. It is refused before anything starts, for `run` and for `resume`.
 #[test]
@@ -576,12 +637,21 @@ fn a_dir_that_is_missing_or_a_file_is_named_as_such() {
     let out = test.args(["run", "deploy-all", "--dir", "notes.txt"]).run();
     assert_eq!(
         (out.status, out.stderr.clone()),
-        (2, format!("error: --dir {}: not a folder\n", file.display()))
+        (
+            2,
+            format!("error: --dir {}: not a folder\n", file.display())
+        )
     );
-    let out = out.then().args(["run", "deploy-all", "--dir", "gone"]).run();
+    let out = out
+        .then()
+        .args(["run", "deploy-all", "--dir", "gone"])
+        .run();
     assert_eq!(
         (out.status, out.filter(&out.stderr)),
-        (2, "error: --dir [TEMP]/project/gone: no such folder\n".to_string())
+        (
+            2,
+            "error: --dir [TEMP]/project/gone: no such folder\n".to_string()
+        )
     );
 }
 
