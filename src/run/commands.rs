@@ -474,7 +474,8 @@ pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
     refuse_invalid(&loaded)?;
     let cmd = &loaded.command;
     check_approvals(cmd, &args.gates.approve)?;
-    let prepared = prepare_resume(cmd, state, &path, args.force, resolver(cx))?;
+    let nested = resolver_for(&resume_search(cx, &state));
+    let prepared = prepare_resume(cmd, state, &path, args.force, nested)?;
     launch(cx, cmd, prepared, &args.gates, heartbeat)
 }
 
@@ -520,6 +521,23 @@ fn recorded_source(state: &State) -> Option<PathBuf> {
         false => PathBuf::from(&state.dir).join(path),
     };
     path.is_file().then_some(path)
+}
+
+/// Where a resumed run's nested commands (`/other` lines of a guided file) are looked for:
+/// first the folder its command file is in, where they were most likely found when it
+/// started (with `--commands-dir` there, or from another project), then this search path.
+fn resume_search(cx: &Context, state: &State) -> crate::discovery::SearchPath {
+    let mut search = cx.search.clone();
+    let folder = recorded_source(state).and_then(|p| p.parent().map(PathBuf::from));
+    if let Some(folder) = folder
+        && !search.dirs.iter().any(|(d, _)| *d == folder)
+    {
+        search.dirs.insert(
+            0,
+            (folder, |path| crate::command::Origin::CommandsDir { path }),
+        );
+    }
+    search
 }
 
 /// A run that ended has nothing to resume: said before its command is looked for.

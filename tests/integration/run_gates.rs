@@ -301,6 +301,34 @@ fn a_run_started_by_path_resumes_from_its_file() {
     );
 }
 
+/// A guided file's `/inner` line found inner next to it (`--commands-dir ops`) when the run
+/// started; resumed from elsewhere, the step was "not runnable" and the run failed. Nested
+/// commands are looked for in the command file's own folder first.
+#[test]
+fn a_resumed_run_finds_its_nested_commands_next_to_its_file() {
+    let out = Test::new()
+        .file(
+            "project/ops/outer.md",
+            "---\ndescription: outer\n---\n# Outer\n## Steps\n### Call inner\n```bash\n/inner\n```\n",
+        )
+        .file(
+            "project/ops/inner.md",
+            "---\ndescription: inner\nnixcmd: {}\n---\n# Inner\n## Steps\n### Go\n```bash {id=go}\necho inner >> trace\n```\n",
+        )
+        .args(["--commands-dir", "ops", "run", "outer"])
+        .run();
+    out.assert_status(3);
+    let root = out.root.path().to_path_buf();
+    let id = run_id(&only_run(&root));
+    let resumed = out
+        .then()
+        .current_dir("../home")
+        .args(["resume", &id, "--approve", "call-inner"])
+        .run();
+    resumed.assert_status(0);
+    assert_eq!(project_file(&root, "trace"), "inner\n");
+}
+
 /// A mistyped `--approve` would approve nothing: the run would stop at the gate it was meant
 /// to pass. It is refused before anything starts, for `run` and for `resume`.
 #[test]
