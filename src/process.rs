@@ -943,7 +943,8 @@ impl Pipe {
 }
 
 /// Takes the complete lines off the front of `pending` (all of it at end of file): a line ends
-/// at a newline or after [`MAX_LINE`] bytes; trailing newlines and carriage returns are cut.
+/// at a newline or after [`MAX_LINE`] bytes (fewer when a character would be cut there);
+/// trailing newlines and carriage returns are cut.
 fn split_lines(pending: &mut Vec<u8>, eof: bool, emit: &mut dyn FnMut(&[u8])) {
     let mut start = 0;
     while start < pending.len() {
@@ -951,7 +952,7 @@ fn split_lines(pending: &mut Vec<u8>, eof: bool, emit: &mut dyn FnMut(&[u8])) {
         let window = &rest[..rest.len().min(MAX_LINE)];
         let len = match memchr::memchr(b'\n', window) {
             Some(i) => i + 1,
-            None if rest.len() >= MAX_LINE => MAX_LINE,
+            None if rest.len() >= MAX_LINE => whole_chars(window),
             None if eof => rest.len(),
             None => break,
         };
@@ -963,6 +964,29 @@ fn split_lines(pending: &mut Vec<u8>, eof: bool, emit: &mut dyn FnMut(&[u8])) {
         start += len;
     }
     pending.drain(..start);
+}
+
+/// The length of the start of `window` that does not end inside a UTF-8 character: a long
+/// line split in the middle of one had each half turned into a replacement character, in the
+/// log as in the events.
+fn whole_chars(window: &[u8]) -> usize {
+    let n = window.len();
+    // The last character starts at most three bytes before the end.
+    for back in 1..=n.min(4) {
+        let byte = window[n - back];
+        if byte & 0xC0 == 0x80 {
+            continue;
+        }
+        let needs = match byte {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        return if needs > back { n - back } else { n };
+    }
+    // Not UTF-8 there anyway: cut where the limit is.
+    n
 }
 
 fn pollfd(fd: std::os::fd::RawFd) -> libc::pollfd {
@@ -1325,6 +1349,27 @@ mod tests {
         assert_eq!(lines[0].len(), MAX_LINE);
         assert_eq!(lines[1], "xxx");
         assert!(rest.is_empty());
+        // A character that would straddle the limit goes whole to the next part.
+        for (len, ch) in [(1, "é"), (2, "€"), (3, "😀"), (1, "😀")] {
+            let mut long = vec![b'x'; MAX_LINE - len];
+            long.extend_from_slice(format!("{ch}tail\n").as_bytes());
+            let (lines, rest) = split(&long, false);
+            assert_eq!(lines.len(), 2);
+            assert_eq!(lines[0], "x".repeat(MAX_LINE - len));
+            assert_eq!(lines[1], format!("{ch}tail"));
+            assert!(rest.is_empty());
+        }
+        // A character that ends exactly at the limit stays.
+        let mut long = vec![b'x'; MAX_LINE - 2];
+        long.extend_from_slice("étail".as_bytes());
+        let (lines, rest) = split(&long, false);
+        assert_eq!(lines, [format!("{}é", "x".repeat(MAX_LINE - 2))]);
+        assert_eq!(rest, b"tail");
+        // Bytes that are not UTF-8 are cut at the limit.
+        let long = vec![0x80; MAX_LINE + 1];
+        let (lines, rest) = split(&long, false);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(rest, [0x80]);
     }
 
     /// `bash ARGS` in `dir`, stopped after `timeout` (200 ms between signals). Each test has
