@@ -78,3 +78,88 @@ printf '\303\251tail\n'
         .collect();
     assert_eq!(short(&lines.join("\n")), ["65535×x", "étail"]);
 }
+
+/// Output is redacted line by line, where a secret of several lines (a private key) never
+/// appears whole: each of its lines is redacted, blank and short ones excepted.
+#[test]
+fn each_line_of_a_secret_of_several_lines_is_redacted() {
+    let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n\nQyNTUxOQAAACBzZWNyZXQ=\n-----END OPENSSH PRIVATE KEY-----";
+    let out = Test::new()
+        .runbook(
+            "key.md",
+            r#"---
+description: Prints a key by mistake
+nixcmd: {}
+---
+# Key
+
+## Steps
+### Show
+```bash {id=show}
+echo "using: $DEPLOY_KEY"
+echo "and ok"
+```
+"#,
+        )
+        .env("DEPLOY_KEY", key)
+        .args(["run", "key", "--format", "json"])
+        .run();
+    out.assert_status(0);
+    let root = out.root.path();
+    assert_eq!(
+        log(root, "show"),
+        "── show attempt 1/1 at [TIMESTAMP] ──\nusing: [REDACTED]\n[REDACTED]\n\n[REDACTED]\n[REDACTED]\nand ok\n"
+    );
+    assert!(
+        !out.stdout.contains("b3BlbnNzaC1rZXktdjEAAAAA"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("QyNTUxOQAAACBzZWNyZXQ="),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A secret's value can be any text, `false` or `1234` too (`TOKENIZERS_PARALLELISM=false`
+/// is in many environments): it is redacted from string values only, and every event line,
+/// in `events.ndjson` and on stdout, stays JSON with its fields intact.
+#[test]
+fn a_secret_that_reads_like_json_leaves_every_event_line_json() {
+    let out = Test::new()
+        .runbook(
+            "plain.md",
+            r#"---
+description: Prints a word
+nixcmd: {}
+---
+# Plain
+
+## Steps
+### Say
+```bash {id=say}
+echo "parallel: false"
+```
+"#,
+        )
+        .env("TOKENIZERS_PARALLELISM", "false")
+        .env("PIN_SECRET", "1234")
+        .args(["run", "plain", "--format", "json"])
+        .run();
+    out.assert_status(0);
+    let root = out.root.path();
+    let stream = events(&out.stdout);
+    let recorded =
+        events(&std::fs::read_to_string(only_run(root).join("events.ndjson")).expect("events"));
+    assert_eq!(stream, recorded);
+    assert_eq!(stream[0]["type"], "run_started");
+    assert_eq!(stream[0]["dry_run"], false);
+    assert_eq!(stream[0]["resumed"], false);
+    let output: Vec<&Value> = stream.iter().filter(|e| e["type"] == "output").collect();
+    assert_eq!(output.len(), 1);
+    assert_eq!(output[0]["line"], "parallel: [REDACTED]");
+    let last = stream.last().expect("events");
+    assert_eq!(last["type"], "run_finished");
+    assert_eq!(last["exit_code"], 0);
+}
