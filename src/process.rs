@@ -223,8 +223,10 @@ pub struct GroupSpec<'a> {
 /// How a group run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
-    /// The main process exited with this code (128+N when killed by signal N).
+    /// The main process exited with this code.
     Exited(i32),
+    /// The main process was killed by this signal (its exit code reads 128+N, as in a shell).
+    Killed(i32),
     TimedOut,
     /// Cancelled by the caller; the payload is the cancellation level seen.
     Cancelled(usize),
@@ -841,11 +843,57 @@ pub fn run_group_observed(
             "the step's process could not be waited for",
         ));
     };
-    Ok(Ended::Exited(
-        status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
-    ))
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => Ended::Exited(code),
+        (None, Some(sig)) => Ended::Killed(sig),
+        (None, None) => Ended::Exited(128),
+    })
+}
+
+impl Ended {
+    /// The exit code recorded for it: the code, 128+N for signal N (as a shell's `$?`).
+    pub fn code(self) -> Option<i32> {
+        match self {
+            Ended::Exited(code) => Some(code),
+            Ended::Killed(sig) => Some(128 + sig),
+            Ended::TimedOut | Ended::Cancelled(_) => None,
+        }
+    }
+}
+
+/// How a step's process ended, in words: `exited with status 3`, `killed by signal 15
+/// (SIGTERM)`. A status of 128+N is how a shell reports a command that signal N killed (bash
+/// exits with it under `-e`), so the signal is named beside it; it stays a status, since an
+/// `exit 130` reads the same.
+pub fn exit_description(ended: Ended) -> Option<String> {
+    match ended {
+        Ended::Killed(sig) => Some(match signal_name(sig) {
+            Some(name) => format!("killed by signal {sig} ({name})"),
+            None => format!("killed by signal {sig}"),
+        }),
+        Ended::Exited(code) if (129..=128 + 64).contains(&code) => {
+            let sig = code - 128;
+            Some(match signal_name(sig) {
+                Some(name) => format!("exited with status {code} (128 + {sig}: {name})"),
+                None => format!("exited with status {code} (128 + signal {sig})"),
+            })
+        }
+        Ended::Exited(code) => Some(format!("exited with status {code}")),
+        Ended::TimedOut | Ended::Cancelled(_) => None,
+    }
+}
+
+/// `SIGTERM` for 15: the name of a standard signal (Linux numbering).
+fn signal_name(sig: i32) -> Option<String> {
+    const NAMES: [&str; 31] = [
+        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
+        "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
+        "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+    ];
+    match sig {
+        1..=31 => Some(format!("SIG{}", NAMES[sig as usize - 1])),
+        _ => None,
+    }
 }
 
 /// The calling thread under `SCHED_BATCH` while it watches a step, back to `SCHED_OTHER` when
@@ -1329,6 +1377,32 @@ mod tests {
         );
         assert_eq!(other, []);
         assert_eq!(super::left_behind("unit-left-behind-1"), []);
+    }
+
+    #[test]
+    fn an_exit_names_the_signal_behind_it() {
+        let said = |e| exit_description(e).unwrap();
+        assert_eq!(said(Ended::Exited(3)), "exited with status 3");
+        assert_eq!(said(Ended::Exited(128)), "exited with status 128");
+        // `exit 255` (or ssh's own failure) is no signal 127.
+        assert_eq!(said(Ended::Exited(255)), "exited with status 255");
+        assert_eq!(
+            said(Ended::Exited(130)),
+            "exited with status 130 (128 + 2: SIGINT)"
+        );
+        assert_eq!(
+            said(Ended::Exited(137)),
+            "exited with status 137 (128 + 9: SIGKILL)"
+        );
+        assert_eq!(said(Ended::Killed(15)), "killed by signal 15 (SIGTERM)");
+        assert_eq!(said(Ended::Killed(40)), "killed by signal 40");
+        assert_eq!(
+            said(Ended::Exited(190)),
+            "exited with status 190 (128 + signal 62)"
+        );
+        assert_eq!(exit_description(Ended::TimedOut), None);
+        assert_eq!(Ended::Killed(9).code(), Some(137));
+        assert_eq!(Ended::Exited(2).code(), Some(2));
     }
 
     #[test]

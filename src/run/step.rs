@@ -296,9 +296,9 @@ impl Engine<'_> {
         let ended = last.unwrap_or(Ended::Cancelled(self.cancel.level()));
         let (status, exit_code, reason) = match ended {
             Ended::Exited(0) => (StepStatus::Succeeded, Some(0), None),
-            Ended::Exited(code) => (
+            Ended::Exited(_) | Ended::Killed(_) => (
                 StepStatus::Failed,
-                Some(code),
+                ended.code(),
                 Some(describe(ended, timeout)),
             ),
             Ended::TimedOut => (StepStatus::TimedOut, None, Some(describe(ended, timeout))),
@@ -376,10 +376,9 @@ impl Engine<'_> {
 
 fn describe(ended: Ended, timeout: Duration) -> String {
     match ended {
-        Ended::Exited(code) if code > 128 => format!("killed by signal {}", code - 128),
-        Ended::Exited(code) => format!("exited with status {code}"),
         Ended::TimedOut => format!("timed out after {}", crate::duration::display(timeout)),
         Ended::Cancelled(_) => "interrupted".to_string(),
+        Ended::Exited(_) | Ended::Killed(_) => process::exit_description(ended).unwrap_or_default(),
     }
 }
 

@@ -163,3 +163,78 @@ echo "parallel: false"
     assert_eq!(last["type"], "run_finished");
     assert_eq!(last["exit_code"], 0);
 }
+
+/// The exit of a step says what happened: a status is a status (`exit 255` is no "signal
+/// 127"), one of 128+N names signal N beside it (bash exits so when a command was killed),
+/// and a shell that was killed itself is reported as killed, with the signal's name.
+#[test]
+fn an_exit_status_is_told_apart_from_a_signal_and_names_it() {
+    let out = Test::new()
+        .runbook(
+            "exits.md",
+            r#"---
+description: Ends every way
+nixcmd: {}
+---
+# Exits
+
+## Steps
+### Status
+```bash {id=status on-fail=continue}
+exit 255
+```
+### Interrupted
+```bash {id=interrupted on-fail=continue}
+exit 130
+```
+### Child killed
+```bash {id=child-killed on-fail=continue}
+sleep 30 &
+kill -KILL $!
+wait $!
+```
+### Killed
+```bash {id=killed on-fail=continue}
+kill -TERM $$
+```
+"#,
+        )
+        .args(["run", "exits"])
+        .run();
+    out.assert_status(0);
+    let root = out.root.path();
+    assert_eq!(
+        finished(root),
+        [
+            (
+                "status".to_string(),
+                Value::from(255),
+                Value::from("exited with status 255")
+            ),
+            (
+                "interrupted".to_string(),
+                Value::from(130),
+                Value::from("exited with status 130 (128 + 2: SIGINT)")
+            ),
+            (
+                "child-killed".to_string(),
+                Value::from(137),
+                Value::from("exited with status 137 (128 + 9: SIGKILL)")
+            ),
+            (
+                "killed".to_string(),
+                Value::from(143),
+                Value::from("killed by signal 15 (SIGTERM)")
+            ),
+        ]
+    );
+    let progress = read_json(&only_run(root).join("progress.json"));
+    assert_eq!(progress["steps"][3]["exit_code"], 143);
+    assert!(
+        out.stdout.contains(
+            "warning: step `killed` killed by signal 15 (SIGTERM) (continuing: on-fail=continue)"
+        ),
+        "{}",
+        out.stdout
+    );
+}
