@@ -1167,17 +1167,48 @@ fn has_children() -> bool {
     !(r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
 }
 
-/// The children of the calling thread, or `None` when the kernel does not list them. A
-/// step's shell is started by the thread that runs it, so when the shell exits its orphans are
-/// reparented to that thread (nixcmd is their subreaper): one small file to read per step.
+/// The children of this process's threads, or `None` when the kernel does not list them.
+/// An orphan is not handed to the thread that started its step: the kernel gives it to the
+/// subreaper's first live thread, the main one. Steps run on the main thread (its own list,
+/// one small file) unless they run in parallel (`group=`, host fan-out), on worker threads:
+/// there only the main thread's list held the processes a step left (`setsid sleep &`
+/// outlived the run), so every thread's list is read.
 fn own_children() -> Option<Vec<i32>> {
-    let text = std::fs::read_to_string("/proc/thread-self/children").ok()?;
+    let pid = std::process::id();
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() } as u32;
+    let mut tasks = vec![tid];
+    if tid != pid {
+        tasks.push(pid);
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc/self/task") {
+        let others = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok());
+        for task in others {
+            if !tasks.contains(&task) {
+                tasks.push(task);
+            }
+        }
+    }
+    let mut children = Vec::new();
+    let mut listed = false;
+    for task in tasks {
+        // A thread may have ended since the listing.
+        let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{task}/children")) else {
+            continue;
+        };
+        listed = true;
+        children.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    if !listed {
+        return None;
+    }
     CHILDREN_LISTED.store(true, Ordering::Relaxed);
-    Some(
-        text.split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect(),
-    )
+    Some(children)
 }
 
 /// The absolute path of a program found on `PATH`, looked up once per process: a run starts

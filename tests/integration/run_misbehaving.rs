@@ -238,3 +238,44 @@ kill -TERM $$
         out.stdout
     );
 }
+
+/// Parallel steps run on threads of their own, but the kernel hands a process a step left
+/// (`setsid … &`) to nixcmd's main thread: it is found there and stopped with its step, not
+/// left running after the run (and the step does not wait for it to close its output).
+#[test]
+fn a_process_a_parallel_step_leaves_is_stopped_with_the_step() {
+    let out = Test::new()
+        .runbook(
+            "par.md",
+            r#"---
+description: Parallel steps, one leaves a daemon
+nixcmd: {}
+---
+# Par
+
+## Steps
+### Leave
+```bash {id=leave group=g}
+setsid bash -c 'exec -a "$0" sleep 1000' "$PWD/daemon" &
+for _ in $(seq 200); do pgrep -f "$PWD/daemon" >/dev/null && break; sleep 0.05; done
+pgrep -f "$PWD/daemon" >/dev/null && echo daemon-started >> trace
+```
+### Other
+```bash {id=other group=g}
+sleep 0.2
+```
+### Look
+```bash {id=look}
+if pgrep -f "$PWD/daemon" >/dev/null; then echo daemon-alive >> trace; else echo daemon-gone >> trace; fi
+```
+"#,
+        )
+        .args(["run", "par"])
+        .run();
+    out.assert_status(0);
+    let root = out.root.path();
+    assert_eq!(project_file(root, "trace"), "daemon-started\ndaemon-gone\n");
+    assert_eq!(processes(&root.display().to_string()), Vec::<String>::new());
+    // Found at once, not after the wait for output that nobody closes (3 × 2 s + 1 s).
+    assert!(out.elapsed < Duration::from_secs(6), "{:?}", out.elapsed);
+}
