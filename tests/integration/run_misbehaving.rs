@@ -279,3 +279,38 @@ if pgrep -f "$PWD/daemon" >/dev/null; then echo daemon-alive >> trace; else echo
     // Found at once, not after the wait for output that nobody closes (3 × 2 s + 1 s).
     assert!(out.elapsed < Duration::from_secs(6), "{:?}", out.elapsed);
 }
+
+/// At a terminal the failure summary shows the step's last lines as the live display and
+/// `--verbose` do: colors kept; cursor moves, screen switches and a progress bar's `\r`
+/// (which would overwrite the line's own start) not.
+#[test]
+fn the_failure_summary_at_a_terminal_keeps_only_the_colors_of_the_output() {
+    let test = Test::new()
+        .runbook(
+            "fails.md",
+            r#"---
+description: Fails after hostile output
+nixcmd: {}
+---
+# Fails
+
+## Steps
+### Fetch
+```bash {id=fetch}
+printf 'fetching 10%%\rfetching 100%%\n'
+printf '\033[31merror:\033[0m \033[?1049h\033[2Jgone\n'
+exit 3
+```
+"#,
+        )
+        .env_remove("CI")
+        .args(["run", "fails", "--color", "never"]);
+    let (status, screen) = run_on_terminal(test, 100);
+    assert_eq!(status, 1, "{screen:?}");
+    assert!(!screen.contains("\x1b[?1049h"), "{screen:?}");
+    assert!(!screen.contains("\x1b[2J"), "{screen:?}");
+    assert!(
+        screen.contains("  │ fetching 100%\r\n  │ \x1b[31merror:\x1b[0m gone\x1b[0m\r\n"),
+        "{screen:?}"
+    );
+}
