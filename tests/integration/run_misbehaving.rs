@@ -314,3 +314,35 @@ exit 3
         "{screen:?}"
     );
 }
+
+/// One byte that is not UTF-8 in `$NIXCMD_ENV` costs its own line only, not every export.
+#[test]
+fn an_env_file_line_that_is_not_utf8_loses_only_itself() {
+    let out = Test::new()
+        .runbook(
+            "env.md",
+            r#"---
+description: Exports
+nixcmd: {}
+---
+# Env
+
+## Steps
+### Export
+```bash {id=export}
+printf 'NAME=caf\351\nGOOD=ok\nQUOTED="a" '"'"'b'"'"' $(x) =c\n' >> "$NIXCMD_ENV"
+```
+### Use
+```bash {id=use}
+printf '[%s]\n' "$GOOD" "$QUOTED" "${NAME-unset}"
+```
+"#,
+        )
+        .args(["run", "env"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        log(out.root.path(), "use"),
+        "── use attempt 1/1 at [TIMESTAMP] ──\n[ok]\n[\"a\" 'b' $(x) =c]\n[unset]\n"
+    );
+}
