@@ -699,6 +699,7 @@ pub fn run_group_observed(
     let cancel_at_start = cancel.level();
     let mut env: Vec<(String, String)> = spec.env.to_vec();
     env.push(("NIXCMD_STEP_TOKEN".into(), spec.token.into()));
+    let since = boot_ticks();
     let mut child = spawn_group(
         spec.program,
         spec.args,
@@ -773,6 +774,7 @@ pub fn run_group_observed(
         {
             token_swept = true;
             kill_by_token(spec.token, spec.grace);
+            kill_adopted_since(since, spec.grace);
         }
         // Whatever still holds a pipe now is not ours to wait for.
         if exited_at.is_some_and(|at| at.elapsed() > spec.grace * 3 + Duration::from_secs(1)) {
@@ -835,6 +837,7 @@ pub fn run_group_observed(
     }
     terminate_group(pgid, spec.grace, false, &escalate);
     kill_by_token(spec.token, spec.grace);
+    kill_adopted_since(since, spec.grace);
     if let Some(e) = ended {
         return Ok(e);
     }
@@ -1329,6 +1332,13 @@ fn kill_by_token(token: &str, grace: Duration) {
             .filter(|pid| *pid != me && carries_token(*pid, needle.as_bytes()))
             .collect()
     };
+    stop_found(&find, grace);
+}
+
+/// Stops what `find` returns, in rounds (SIGTERM twice, then SIGKILL, each process and the
+/// group it leads, at most `grace` or 0.5 s apart) until it returns nothing; reaps those that
+/// are our children.
+fn stop_found(find: &dyn Fn() -> Vec<i32>, grace: Duration) {
     for round in 0..6 {
         let pids = find();
         if pids.is_empty() {
@@ -1340,8 +1350,8 @@ fn kill_by_token(token: &str, grace: Duration) {
             libc::SIGKILL
         };
         for pid in &pids {
-            // SAFETY: signalling a process (and the group it leads) that carries this step's
-            // token; reaping it if it is our child so no zombie is left.
+            // SAFETY: signalling a process (and the group it leads) that a step left behind;
+            // reaping it if it is our child so no zombie is left.
             unsafe {
                 libc::kill(-*pid, sig);
                 libc::kill(*pid, sig);
@@ -1369,6 +1379,55 @@ fn kill_by_token(token: &str, grace: Duration) {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Clock ticks since boot, as `/proc/PID/stat` gives a process's start time.
+fn boot_ticks() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec we own; sysconf only reads a constant.
+    let hz = unsafe {
+        libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
+        libc::sysconf(libc::_SC_CLK_TCK)
+    };
+    let hz = u64::try_from(hz).unwrap_or(100).max(1);
+    ts.tv_sec as u64 * hz + ts.tv_nsec as u64 * hz / 1_000_000_000
+}
+
+/// A process's start time in clock ticks since boot (field 22 of `/proc/PID/stat`).
+fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces), from field 3 on.
+    let (_, after) = stat.rsplit_once(')')?;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Stops the processes a step left behind that neither stayed in its group nor kept its
+/// token: started in a new session and with a cleared environment (`setsid env -i …`,
+/// `nix develop --ignore-environment`, a daemon that sanitizes its environment), they
+/// outlived the step and the run. Their parent's exit hands them to nixcmd, the subreaper,
+/// on its main thread: when the step ran there (a run's steps do, unless parallel), every
+/// child of that thread started since the step did is a process of the step (the step's
+/// shell is reaped by now, and that thread starts nothing else while a step runs).
+/// Nothing to read when nixcmd has no child at all, as after most steps.
+fn kill_adopted_since(since: u64, grace: Duration) {
+    let pid = std::process::id();
+    // SAFETY: gettid has no arguments and cannot fail.
+    if unsafe { libc::gettid() } as u32 != pid || !has_children() {
+        return;
+    }
+    let find = || -> Vec<i32> {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{pid}/children")) else {
+            return Vec::new();
+        };
+        text.split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .filter(|child| start_ticks(*child).is_some_and(|t| t >= since))
+            .collect()
+    };
+    stop_found(&find, grace);
 }
 
 #[cfg(test)]

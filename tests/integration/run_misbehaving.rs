@@ -346,3 +346,48 @@ printf '[%s]\n' "$GOOD" "$QUOTED" "${NAME-unset}"
         "── use attempt 1/1 at [TIMESTAMP] ──\n[ok]\n[\"a\" 'b' $(x) =c]\n[unset]\n"
     );
 }
+
+/// A process that left the step's group and dropped its token (`setsid env -i …`, a daemon
+/// that clears its environment) is still the step's: stopped when the step ends, after a
+/// success as after a failure, even when it ignores SIGTERM.
+#[test]
+fn a_process_that_left_the_group_and_dropped_its_token_is_stopped_with_the_step() {
+    let out = Test::new()
+        .runbook(
+            "strip.md",
+            r#"---
+description: Daemons without a token
+nixcmd: {}
+---
+# Strip
+
+## Steps
+### Start
+```bash {id=start}
+setsid env -u NIXCMD_STEP_TOKEN bash -c 'exec -a "$0" sleep 1000' "$PWD/daemon" >/dev/null 2>&1 </dev/null &
+for _ in $(seq 200); do pgrep -f "$PWD/daemon" >/dev/null && break; sleep 0.05; done
+pgrep -f "$PWD/daemon" >/dev/null && echo daemon-started >> trace
+```
+### Look
+```bash {id=look}
+if pgrep -f "$PWD/daemon" >/dev/null; then echo daemon-alive >> trace; else echo daemon-gone >> trace; fi
+```
+### Fail
+```bash {id=fail}
+setsid env -u NIXCMD_STEP_TOKEN bash -c 'trap "" TERM; exec -a "$0" sleep 1000' "$PWD/deaf" &
+for _ in $(seq 200); do pgrep -f "$PWD/deaf" >/dev/null && break; sleep 0.05; done
+pgrep -f "$PWD/deaf" >/dev/null && echo deaf-started >> trace
+exit 4
+```
+"#,
+        )
+        .args(["run", "strip"])
+        .run();
+    out.assert_status(1);
+    let root = out.root.path();
+    assert_eq!(
+        project_file(root, "trace"),
+        "daemon-started\ndaemon-gone\ndeaf-started\n"
+    );
+    assert_eq!(processes(&root.display().to_string()), Vec::<String>::new());
+}
