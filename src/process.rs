@@ -223,8 +223,10 @@ pub struct GroupSpec<'a> {
 /// How a group run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {
-    /// The main process exited with this code (128+N when killed by signal N).
+    /// The main process exited with this code.
     Exited(i32),
+    /// The main process was killed by this signal (its exit code reads 128+N, as in a shell).
+    Killed(i32),
     TimedOut,
     /// Cancelled by the caller; the payload is the cancellation level seen.
     Cancelled(usize),
@@ -697,6 +699,7 @@ pub fn run_group_observed(
     let cancel_at_start = cancel.level();
     let mut env: Vec<(String, String)> = spec.env.to_vec();
     env.push(("NIXCMD_STEP_TOKEN".into(), spec.token.into()));
+    let since = boot_ticks();
     let mut child = spawn_group(
         spec.program,
         spec.args,
@@ -771,6 +774,7 @@ pub fn run_group_observed(
         {
             token_swept = true;
             kill_by_token(spec.token, spec.grace);
+            kill_adopted_since(since, spec.grace);
         }
         // Whatever still holds a pipe now is not ours to wait for.
         if exited_at.is_some_and(|at| at.elapsed() > spec.grace * 3 + Duration::from_secs(1)) {
@@ -833,6 +837,7 @@ pub fn run_group_observed(
     }
     terminate_group(pgid, spec.grace, false, &escalate);
     kill_by_token(spec.token, spec.grace);
+    kill_adopted_since(since, spec.grace);
     if let Some(e) = ended {
         return Ok(e);
     }
@@ -841,11 +846,57 @@ pub fn run_group_observed(
             "the step's process could not be waited for",
         ));
     };
-    Ok(Ended::Exited(
-        status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
-    ))
+    Ok(match (status.code(), status.signal()) {
+        (Some(code), _) => Ended::Exited(code),
+        (None, Some(sig)) => Ended::Killed(sig),
+        (None, None) => Ended::Exited(128),
+    })
+}
+
+impl Ended {
+    /// The exit code recorded for it: the code, 128+N for signal N (as a shell's `$?`).
+    pub fn code(self) -> Option<i32> {
+        match self {
+            Ended::Exited(code) => Some(code),
+            Ended::Killed(sig) => Some(128 + sig),
+            Ended::TimedOut | Ended::Cancelled(_) => None,
+        }
+    }
+}
+
+/// How a step's process ended, in words: `exited with status 3`, `killed by signal 15
+/// (SIGTERM)`. A status of 128+N is how a shell reports a command that signal N killed (bash
+/// exits with it under `-e`), so the signal is named beside it; it stays a status, since an
+/// `exit 130` reads the same.
+pub fn exit_description(ended: Ended) -> Option<String> {
+    match ended {
+        Ended::Killed(sig) => Some(match signal_name(sig) {
+            Some(name) => format!("killed by signal {sig} ({name})"),
+            None => format!("killed by signal {sig}"),
+        }),
+        Ended::Exited(code) if (129..=128 + 64).contains(&code) => {
+            let sig = code - 128;
+            Some(match signal_name(sig) {
+                Some(name) => format!("exited with status {code} (128 + {sig}: {name})"),
+                None => format!("exited with status {code} (128 + signal {sig})"),
+            })
+        }
+        Ended::Exited(code) => Some(format!("exited with status {code}")),
+        Ended::TimedOut | Ended::Cancelled(_) => None,
+    }
+}
+
+/// `SIGTERM` for 15: the name of a standard signal (Linux numbering).
+fn signal_name(sig: i32) -> Option<String> {
+    const NAMES: [&str; 31] = [
+        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
+        "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
+        "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+    ];
+    match sig {
+        1..=31 => Some(format!("SIG{}", NAMES[sig as usize - 1])),
+        _ => None,
+    }
 }
 
 /// The calling thread under `SCHED_BATCH` while it watches a step, back to `SCHED_OTHER` when
@@ -943,7 +994,8 @@ impl Pipe {
 }
 
 /// Takes the complete lines off the front of `pending` (all of it at end of file): a line ends
-/// at a newline or after [`MAX_LINE`] bytes; trailing newlines and carriage returns are cut.
+/// at a newline or after [`MAX_LINE`] bytes (fewer when a character would be cut there);
+/// trailing newlines and carriage returns are cut.
 fn split_lines(pending: &mut Vec<u8>, eof: bool, emit: &mut dyn FnMut(&[u8])) {
     let mut start = 0;
     while start < pending.len() {
@@ -951,7 +1003,7 @@ fn split_lines(pending: &mut Vec<u8>, eof: bool, emit: &mut dyn FnMut(&[u8])) {
         let window = &rest[..rest.len().min(MAX_LINE)];
         let len = match memchr::memchr(b'\n', window) {
             Some(i) => i + 1,
-            None if rest.len() >= MAX_LINE => MAX_LINE,
+            None if rest.len() >= MAX_LINE => whole_chars(window),
             None if eof => rest.len(),
             None => break,
         };
@@ -963,6 +1015,29 @@ fn split_lines(pending: &mut Vec<u8>, eof: bool, emit: &mut dyn FnMut(&[u8])) {
         start += len;
     }
     pending.drain(..start);
+}
+
+/// The length of the start of `window` that does not end inside a UTF-8 character: a long
+/// line split in the middle of one had each half turned into a replacement character, in the
+/// log as in the events.
+fn whole_chars(window: &[u8]) -> usize {
+    let n = window.len();
+    // The last character starts at most three bytes before the end.
+    for back in 1..=n.min(4) {
+        let byte = window[n - back];
+        if byte & 0xC0 == 0x80 {
+            continue;
+        }
+        let needs = match byte {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        return if needs > back { n - back } else { n };
+    }
+    // Not UTF-8 there anyway: cut where the limit is.
+    n
 }
 
 fn pollfd(fd: std::os::fd::RawFd) -> libc::pollfd {
@@ -1095,17 +1170,48 @@ fn has_children() -> bool {
     !(r == -1 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ECHILD))
 }
 
-/// The children of the calling thread, or `None` when the kernel does not list them. A
-/// step's shell is started by the thread that runs it, so when the shell exits its orphans are
-/// reparented to that thread (nixcmd is their subreaper): one small file to read per step.
+/// The children of this process's threads, or `None` when the kernel does not list them.
+/// An orphan is not handed to the thread that started its step: the kernel gives it to the
+/// subreaper's first live thread, the main one. Steps run on the main thread (its own list,
+/// one small file) unless they run in parallel (`group=`, host fan-out), on worker threads:
+/// there only the main thread's list held the processes a step left (`setsid sleep &`
+/// outlived the run), so every thread's list is read.
 fn own_children() -> Option<Vec<i32>> {
-    let text = std::fs::read_to_string("/proc/thread-self/children").ok()?;
+    let pid = std::process::id();
+    // SAFETY: gettid has no arguments and cannot fail.
+    let tid = unsafe { libc::gettid() } as u32;
+    let mut tasks = vec![tid];
+    if tid != pid {
+        tasks.push(pid);
+    }
+    if let Ok(entries) = std::fs::read_dir("/proc/self/task") {
+        let others = entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok());
+        for task in others {
+            if !tasks.contains(&task) {
+                tasks.push(task);
+            }
+        }
+    }
+    let mut children = Vec::new();
+    let mut listed = false;
+    for task in tasks {
+        // A thread may have ended since the listing.
+        let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{task}/children")) else {
+            continue;
+        };
+        listed = true;
+        children.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    if !listed {
+        return None;
+    }
     CHILDREN_LISTED.store(true, Ordering::Relaxed);
-    Some(
-        text.split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect(),
-    )
+    Some(children)
 }
 
 /// The absolute path of a program found on `PATH`, looked up once per process: a run starts
@@ -1226,6 +1332,13 @@ fn kill_by_token(token: &str, grace: Duration) {
             .filter(|pid| *pid != me && carries_token(*pid, needle.as_bytes()))
             .collect()
     };
+    stop_found(&find, grace);
+}
+
+/// Stops what `find` returns, in rounds (SIGTERM twice, then SIGKILL, each process and the
+/// group it leads, at most `grace` or 0.5 s apart) until it returns nothing; reaps those that
+/// are our children.
+fn stop_found(find: &dyn Fn() -> Vec<i32>, grace: Duration) {
     for round in 0..6 {
         let pids = find();
         if pids.is_empty() {
@@ -1237,8 +1350,8 @@ fn kill_by_token(token: &str, grace: Duration) {
             libc::SIGKILL
         };
         for pid in &pids {
-            // SAFETY: signalling a process (and the group it leads) that carries this step's
-            // token; reaping it if it is our child so no zombie is left.
+            // SAFETY: signalling a process (and the group it leads) that a step left behind;
+            // reaping it if it is our child so no zombie is left.
             unsafe {
                 libc::kill(-*pid, sig);
                 libc::kill(*pid, sig);
@@ -1266,6 +1379,55 @@ fn kill_by_token(token: &str, grace: Duration) {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Clock ticks since boot, as `/proc/PID/stat` gives a process's start time.
+fn boot_ticks() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes a timespec we own; sysconf only reads a constant.
+    let hz = unsafe {
+        libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts);
+        libc::sysconf(libc::_SC_CLK_TCK)
+    };
+    let hz = u64::try_from(hz).unwrap_or(100).max(1);
+    ts.tv_sec as u64 * hz + ts.tv_nsec as u64 * hz / 1_000_000_000
+}
+
+/// A process's start time in clock ticks since boot (field 22 of `/proc/PID/stat`).
+fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces), from field 3 on.
+    let (_, after) = stat.rsplit_once(')')?;
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Stops the processes a step left behind that neither stayed in its group nor kept its
+/// token: started in a new session and with a cleared environment (`setsid env -i …`,
+/// `nix develop --ignore-environment`, a daemon that sanitizes its environment), they
+/// outlived the step and the run. Their parent's exit hands them to nixcmd, the subreaper,
+/// on its main thread: when the step ran there (a run's steps do, unless parallel), every
+/// child of that thread started since the step did is a process of the step (the step's
+/// shell is reaped by now, and that thread starts nothing else while a step runs).
+/// Nothing to read when nixcmd has no child at all, as after most steps.
+fn kill_adopted_since(since: u64, grace: Duration) {
+    let pid = std::process::id();
+    // SAFETY: gettid has no arguments and cannot fail.
+    if unsafe { libc::gettid() } as u32 != pid || !has_children() {
+        return;
+    }
+    let find = || -> Vec<i32> {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{pid}/children")) else {
+            return Vec::new();
+        };
+        text.split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .filter(|child| start_ticks(*child).is_some_and(|t| t >= since))
+            .collect()
+    };
+    stop_found(&find, grace);
 }
 
 #[cfg(test)]
@@ -1308,6 +1470,32 @@ mod tests {
     }
 
     #[test]
+    fn an_exit_names_the_signal_behind_it() {
+        let said = |e| exit_description(e).unwrap();
+        assert_eq!(said(Ended::Exited(3)), "exited with status 3");
+        assert_eq!(said(Ended::Exited(128)), "exited with status 128");
+        // `exit 255` (or ssh's own failure) is no signal 127.
+        assert_eq!(said(Ended::Exited(255)), "exited with status 255");
+        assert_eq!(
+            said(Ended::Exited(130)),
+            "exited with status 130 (128 + 2: SIGINT)"
+        );
+        assert_eq!(
+            said(Ended::Exited(137)),
+            "exited with status 137 (128 + 9: SIGKILL)"
+        );
+        assert_eq!(said(Ended::Killed(15)), "killed by signal 15 (SIGTERM)");
+        assert_eq!(said(Ended::Killed(40)), "killed by signal 40");
+        assert_eq!(
+            said(Ended::Exited(190)),
+            "exited with status 190 (128 + signal 62)"
+        );
+        assert_eq!(exit_description(Ended::TimedOut), None);
+        assert_eq!(Ended::Killed(9).code(), Some(137));
+        assert_eq!(Ended::Exited(2).code(), Some(2));
+    }
+
+    #[test]
     fn lines_are_split_as_the_reader_threads_did() {
         // Complete lines go, CR/LF endings are cut, empty lines stay, the rest waits.
         let (lines, rest) = split(b"a\r\n\nb\nc", false);
@@ -1325,6 +1513,27 @@ mod tests {
         assert_eq!(lines[0].len(), MAX_LINE);
         assert_eq!(lines[1], "xxx");
         assert!(rest.is_empty());
+        // A character that would straddle the limit goes whole to the next part.
+        for (len, ch) in [(1, "é"), (2, "€"), (3, "😀"), (1, "😀")] {
+            let mut long = vec![b'x'; MAX_LINE - len];
+            long.extend_from_slice(format!("{ch}tail\n").as_bytes());
+            let (lines, rest) = split(&long, false);
+            assert_eq!(lines.len(), 2);
+            assert_eq!(lines[0], "x".repeat(MAX_LINE - len));
+            assert_eq!(lines[1], format!("{ch}tail"));
+            assert!(rest.is_empty());
+        }
+        // A character that ends exactly at the limit stays.
+        let mut long = vec![b'x'; MAX_LINE - 2];
+        long.extend_from_slice("étail".as_bytes());
+        let (lines, rest) = split(&long, false);
+        assert_eq!(lines, [format!("{}é", "x".repeat(MAX_LINE - 2))]);
+        assert_eq!(rest, b"tail");
+        // Bytes that are not UTF-8 are cut at the limit.
+        let long = vec![0x80; MAX_LINE + 1];
+        let (lines, rest) = split(&long, false);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(rest, [0x80]);
     }
 
     /// `bash ARGS` in `dir`, stopped after `timeout` (200 ms between signals). Each test has

@@ -139,7 +139,7 @@ impl Emitter<'_> {
             kind,
         };
         let line = serde_json::to_string(&event).unwrap_or_default();
-        let mut line = self.redactor.redact_owned(line);
+        let mut line = self.redactor.redact_json(line);
         // One write per line: a crash leaves at most a torn last line, which readers skip.
         // The newline goes on the line itself (no second copy), and off again for the sinks.
         line.push('\n');

@@ -252,6 +252,7 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::SyncSender<Report>)
                 };
                 match process::run_group_observed(&spec, cancel, &mut observe) {
                     Ok(Ended::Exited(c)) => Attempt::Exited(c),
+                    Ok(Ended::Killed(sig)) => Attempt::Killed(sig),
                     Ok(Ended::TimedOut) => Attempt::TimedOut,
                     Ok(Ended::Cancelled(_)) => Attempt::Cancelled,
                     Err(e) => Attempt::Broken(format!("cannot start bash: {e}")),
@@ -302,6 +303,7 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::SyncSender<Report>)
     let (status, exit_code) = match &last {
         Attempt::Exited(0) => (StepStatus::Succeeded, Some(0)),
         Attempt::Exited(c) => (StepStatus::Failed, Some(*c)),
+        Attempt::Killed(sig) => (StepStatus::Failed, Ended::Killed(*sig).code()),
         Attempt::TimedOut => (StepStatus::TimedOut, None),
         Attempt::Cancelled => (StepStatus::Interrupted, None),
         Attempt::Broken(_) => (StepStatus::Failed, None),
@@ -318,6 +320,7 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::SyncSender<Report>)
 
 enum Attempt {
     Exited(i32),
+    Killed(i32),
     TimedOut,
     Cancelled,
     /// ssh could not connect, the connection dropped, or the program would not start.
@@ -327,8 +330,10 @@ enum Attempt {
 impl Attempt {
     fn describe(&self, timeout: Duration) -> String {
         match self {
-            Attempt::Exited(c) if *c > 128 => format!("killed by signal {}", c - 128),
-            Attempt::Exited(c) => format!("exited with status {c}"),
+            Attempt::Exited(c) => process::exit_description(Ended::Exited(*c)).unwrap_or_default(),
+            Attempt::Killed(sig) => {
+                process::exit_description(Ended::Killed(*sig)).unwrap_or_default()
+            }
             Attempt::TimedOut => format!("timed out after {}", crate::duration::display(timeout)),
             Attempt::Cancelled => "interrupted".into(),
             Attempt::Broken(why) => why.clone(),

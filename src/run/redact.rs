@@ -5,6 +5,9 @@
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     values: Vec<String>,
+    /// `values` as they appear inside a JSON string (quotes, backslashes and control
+    /// characters escaped), in the same order: what [`Redactor::redact_json`] looks for.
+    in_json: Vec<String>,
 }
 
 const MARKERS: &[&str] = &["TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY"];
@@ -24,15 +27,34 @@ impl Redactor {
         extra: &[String],
     ) {
         for (name, value) in vars {
-            if value.len() >= 4
-                && is_secret_name(name, extra)
-                && !self.values.iter().any(|v| v == value)
-            {
-                self.values.push(value.to_string());
+            if !is_secret_name(name, extra) {
+                continue;
+            }
+            self.learn(value);
+            // Output is redacted line by line, where a secret of several lines (a private
+            // key, a certificate) never appears whole: each of its lines is a secret too.
+            if value.contains('\n') {
+                for line in value.lines() {
+                    self.learn(line.trim());
+                }
             }
         }
         // Longest first, so a secret containing another is replaced whole.
         self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        self.in_json = self
+            .values
+            .iter()
+            .map(|v| {
+                let quoted = serde_json::to_string(v).unwrap_or_default();
+                quoted[1..quoted.len() - 1].to_string()
+            })
+            .collect();
+    }
+
+    fn learn(&mut self, value: &str) {
+        if value.len() >= 4 && !self.values.iter().any(|v| v == value) {
+            self.values.push(value.to_string());
+        }
     }
 
     pub fn redact(&self, text: &str) -> String {
@@ -50,9 +72,74 @@ impl Redactor {
         out
     }
 
+    /// [`Redactor::redact`] of one serialized JSON value (an event line): a secret is replaced
+    /// inside string values only. Replaced anywhere, a secret such as `false` or `1234`
+    /// (`TOKENIZERS_PARALLELISM=false`) turned `"dry_run":false` into `"dry_run":[REDACTED]`,
+    /// a line no reader can parse; inside an escape (`\u001b`) or an object key it broke
+    /// the line or its schema.
+    pub fn redact_json(&self, line: String) -> String {
+        let mut out = line;
+        for escaped in &self.in_json {
+            if out.contains(escaped.as_str()) {
+                out = redact_json_strings(&out, escaped);
+            }
+        }
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }
+}
+
+/// `json` with every occurrence of `needle` (a JSON-escaped text) that lies within a string
+/// value, starting at a character rather than inside an escape sequence, replaced by
+/// `[REDACTED]`.
+fn redact_json_strings(json: &str, needle: &str) -> String {
+    let b = json.as_bytes();
+    let mut out = String::with_capacity(json.len());
+    let mut copied = 0;
+    let mut i = 0;
+    let mut hits = Vec::new();
+    while i < b.len() {
+        if b[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        // A string literal: from after its opening quote to its closing one.
+        let mut j = i + 1;
+        hits.clear();
+        while j < b.len() && b[j] != b'"' {
+            if b[j..].starts_with(needle.as_bytes()) {
+                hits.push(j);
+                j += needle.len();
+                continue;
+            }
+            j += match (b[j], b.get(j + 1)) {
+                (b'\\', Some(b'u')) => 6,
+                (b'\\', _) => 2,
+                _ => 1,
+            };
+        }
+        let end = j.min(b.len());
+        // An object key (a string followed by `:`) is the event's schema, not its data.
+        let is_key = b
+            .get(end + 1..)
+            .unwrap_or_default()
+            .iter()
+            .find(|c| !c.is_ascii_whitespace())
+            == Some(&b':');
+        if !is_key {
+            for &hit in &hits {
+                out.push_str(&json[copied..hit]);
+                out.push_str("[REDACTED]");
+                copied = hit + needle.len();
+            }
+        }
+        i = end + 1;
+    }
+    out.push_str(&json[copied..]);
+    out
 }
 
 /// Watches the `$NIXCMD_ENV` file while a step runs, so that a secret the step exports there
@@ -104,6 +191,51 @@ mod tests {
         assert_eq!(
             r.redact("t=abcd1234 p=hunter22 h=/root m=pw12"),
             "t=[REDACTED] p=[REDACTED] h=/root m=[REDACTED]"
+        );
+    }
+
+    #[test]
+    fn each_line_of_a_secret_of_several_lines_is_a_secret() {
+        let mut r = Redactor::default();
+        let key = "-----BEGIN KEY-----\r\nAAAAbody1\n\n  \nBBBBbody2\nxy\n-----END KEY-----\n";
+        r.add([("DEPLOY_KEY", key)], &[]);
+        // Blank and short lines are not secrets: they would blank out every empty line.
+        assert_eq!(r.redact("a AAAAbody1 b"), "a [REDACTED] b");
+        assert_eq!(r.redact("BBBBbody2"), "[REDACTED]");
+        assert_eq!(r.redact("xy  z"), "xy  z");
+        assert_eq!(r.redact(key), "[REDACTED]");
+    }
+
+    #[test]
+    fn a_json_line_keeps_its_structure() {
+        let mut r = Redactor::default();
+        r.add(
+            [
+                ("TOKENIZERS_PARALLELISM", "false"),
+                ("PIN_SECRET", "1234"),
+                ("API_KEY", "line"),
+                ("A_TOKEN", "q\"uo\\te"),
+                ("B_TOKEN", "001b"),
+            ],
+            &[],
+        );
+        let event = serde_json::json!({
+            "dry_run": false,
+            "seq": 1234,
+            "line": "false 1234 q\"uo\\te \u{1b}[0m",
+            "list": ["false", "not false"],
+        });
+        let line = serde_json::to_string(&event).unwrap();
+        let redacted = r.redact_json(line);
+        let back: serde_json::Value = serde_json::from_str(&redacted).unwrap();
+        assert_eq!(
+            back,
+            serde_json::json!({
+                "dry_run": false,
+                "seq": 1234,
+                "line": "[REDACTED] [REDACTED] [REDACTED] \u{1b}[0m",
+                "list": ["[REDACTED]", "not [REDACTED]"],
+            })
         );
     }
 }

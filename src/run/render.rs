@@ -203,6 +203,18 @@ impl TextRenderer {
         }
     }
 
+    /// Text that holds a step's output (its last lines, a warning quoting one) as it may be
+    /// shown: at a terminal only its colors are kept, as for `--verbose` lines, since a cursor
+    /// move, a screen clear or a switch to the alternate screen in it would garble (or hide)
+    /// the summary, and a progress bar's `\r` would overwrite the line's own start. Elsewhere
+    /// it goes as printed.
+    fn shown(&self, text: &str) -> String {
+        match self.live {
+            Some(_) => terminal_text::keeping_colors(text),
+            None => text.to_string(),
+        }
+    }
+
     /// Starts (or restarts, for a retry) the live line `key`.
     fn start_running(&self, key: &str, label: String, eta: Option<u64>) {
         if let Some(live) = &self.live
@@ -493,6 +505,7 @@ impl Sink for TextRenderer {
                 }
             }
             EventKind::Warning { message, .. } => {
+                let message = self.shown(message);
                 self.line(&format!("{} {message}", p.yellow("warning:")))
             }
             EventKind::RollbackStarted { reason, blocks } => {
@@ -552,7 +565,7 @@ impl Sink for TextRenderer {
                 if !warnings.is_empty() {
                     s.push_str(&format!("\n{}\n", p.yellow("warnings:")));
                     for w in warnings {
-                        s.push_str(&format!("  - {w}\n"));
+                        s.push_str(&format!("  - {}\n", self.shown(w)));
                     }
                 }
                 if !manual_checks.is_empty() && *status == RunStatus::Succeeded {
@@ -576,7 +589,7 @@ impl Sink for TextRenderer {
                         })
                     ));
                     for l in log_tail {
-                        s.push_str(&format!("  │ {l}\n"));
+                        s.push_str(&format!("  │ {}\n", self.shown(l)));
                     }
                 }
                 if let Some(t) = troubleshooting {

@@ -296,9 +296,9 @@ impl Engine<'_> {
         let ended = last.unwrap_or(Ended::Cancelled(self.cancel.level()));
         let (status, exit_code, reason) = match ended {
             Ended::Exited(0) => (StepStatus::Succeeded, Some(0), None),
-            Ended::Exited(code) => (
+            Ended::Exited(_) | Ended::Killed(_) => (
                 StepStatus::Failed,
-                Some(code),
+                ended.code(),
                 Some(describe(ended, timeout)),
             ),
             Ended::TimedOut => (StepStatus::TimedOut, None, Some(describe(ended, timeout))),
@@ -376,19 +376,22 @@ impl Engine<'_> {
 
 fn describe(ended: Ended, timeout: Duration) -> String {
     match ended {
-        Ended::Exited(code) if code > 128 => format!("killed by signal {}", code - 128),
-        Ended::Exited(code) => format!("exited with status {code}"),
         Ended::TimedOut => format!("timed out after {}", crate::duration::display(timeout)),
         Ended::Cancelled(_) => "interrupted".to_string(),
+        Ended::Exited(_) | Ended::Killed(_) => process::exit_description(ended).unwrap_or_default(),
     }
 }
 
-/// `KEY=VALUE` lines of the `$NIXCMD_ENV` file; other lines are ignored.
+/// `KEY=VALUE` lines of the `$NIXCMD_ENV` file; other lines are ignored, and so is a line
+/// that is not UTF-8 (the file read as one text lost every export for one such byte).
 pub fn read_env_file(path: &std::path::Path) -> Vec<(String, String)> {
-    let Ok(text) = std::fs::read_to_string(path) else {
+    let Ok(bytes) = std::fs::read(path) else {
         return Vec::new();
     };
-    text.lines()
+    bytes
+        .split(|b| *b == b'\n')
+        .filter_map(|line| std::str::from_utf8(line).ok())
+        .map(|line| line.strip_suffix('\r').unwrap_or(line))
         .filter_map(|line| {
             let (k, v) = line.split_once('=')?;
             let k = k.trim().strip_prefix("export ").unwrap_or(k.trim());
@@ -398,4 +401,24 @@ pub fn read_env_file(path: &std::path::Path) -> Vec<(String, String)> {
             valid.then(|| (k.to_string(), v.to_string()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_env_file_line_that_is_not_utf8_costs_only_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("env");
+        std::fs::write(
+            &path,
+            b"BAD=\xff\xfe\nGOOD=ok\r\nexport EQ=a=b\n1X=no\nnot a pair\nU=\xe6\x97\xa5\n",
+        )
+        .unwrap();
+        let got = super::read_env_file(&path);
+        let want = [("GOOD", "ok"), ("EQ", "a=b"), ("U", "日")];
+        assert_eq!(
+            got,
+            want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
+        );
+    }
 }

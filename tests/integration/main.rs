@@ -16,6 +16,7 @@ mod new;
 mod run_follow;
 mod run_gates;
 mod run_heartbeat;
+mod run_misbehaving;
 mod run_prune;
 mod run_records;
 mod run_signals;
