@@ -51,7 +51,14 @@ impl Redactor {
             .collect();
     }
 
+    /// Words that are settings, never secrets: `TOKENIZERS_PARALLELISM=false` has TOKEN in its
+    /// name, and redacting every `false` and `true` in a step's output (JSON, `nix eval`)
+    /// garbled the log without hiding anything.
     fn learn(&mut self, value: &str) {
+        const NOT_SECRETS: &[&str] = &["true", "false", "none", "null"];
+        if NOT_SECRETS.iter().any(|w| value.eq_ignore_ascii_case(w)) {
+            return;
+        }
         if value.len() >= 4 && !self.values.iter().any(|v| v == value) {
             self.values.push(value.to_string());
         }
@@ -207,6 +214,22 @@ mod tests {
     }
 
     #[test]
+    fn settings_words_are_never_secrets() {
+        let mut r = Redactor::default();
+        r.add(
+            [
+                ("TOKENIZERS_PARALLELISM", "false"),
+                ("USE_KEYRING", "True"),
+                ("SECRET_BACKEND", "none"),
+                ("KEY_FILE", "NULL"),
+            ],
+            &[],
+        );
+        assert!(r.is_empty());
+        assert_eq!(r.redact("false True none NULL"), "false True none NULL");
+    }
+
+    #[test]
     fn a_json_line_keeps_its_structure() {
         let mut r = Redactor::default();
         r.add(
@@ -233,8 +256,8 @@ mod tests {
             serde_json::json!({
                 "dry_run": false,
                 "seq": 1234,
-                "line": "[REDACTED] [REDACTED] [REDACTED] \u{1b}[0m",
-                "list": ["[REDACTED]", "not [REDACTED]"],
+                "line": "false [REDACTED] [REDACTED] \u{1b}[0m",
+                "list": ["false", "not false"],
             })
         );
     }

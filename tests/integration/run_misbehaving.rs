@@ -122,9 +122,10 @@ echo "and ok"
     );
 }
 
-/// A secret's value can be any text, `false` or `1234` too (`TOKENIZERS_PARALLELISM=false`
-/// is in many environments): it is redacted from string values only, and every event line,
-/// in `events.ndjson` and on stdout, stays JSON with its fields intact.
+/// A secret's value can be any text, `1234` or a field name such as `type` too: it is
+/// redacted from string values only, and every event line, in `events.ndjson` and on stdout,
+/// stays JSON with its fields intact. `TOKENIZERS_PARALLELISM=false` (in many environments)
+/// names no secret worth hiding: `false` in output stays.
 #[test]
 fn a_secret_that_reads_like_json_leaves_every_event_line_json() {
     let out = Test::new()
@@ -139,12 +140,13 @@ nixcmd: {}
 ## Steps
 ### Say
 ```bash {id=say}
-echo "parallel: false"
+echo "parallel: false, type 1234"
 ```
 "#,
         )
         .env("TOKENIZERS_PARALLELISM", "false")
         .env("PIN_SECRET", "1234")
+        .env("API_KEY", "type")
         .args(["run", "plain", "--format", "json"])
         .run();
     out.assert_status(0);
@@ -158,7 +160,8 @@ echo "parallel: false"
     assert_eq!(stream[0]["resumed"], false);
     let output: Vec<&Value> = stream.iter().filter(|e| e["type"] == "output").collect();
     assert_eq!(output.len(), 1);
-    assert_eq!(output[0]["line"], "parallel: [REDACTED]");
+    assert_eq!(output[0]["line"], "parallel: false, [REDACTED] [REDACTED]");
+    assert!(stream.iter().all(|e| e["type"].is_string()), "{stream:?}");
     let last = stream.last().expect("events");
     assert_eq!(last["type"], "run_finished");
     assert_eq!(last["exit_code"], 0);
