@@ -334,6 +334,59 @@ fn flake_update_restores_the_lock_byte_for_byte_when_the_new_input_breaks_evalua
     }
 }
 
+/// `nix flake lock --update-input dep` also moves dep's own inputs (here its copy of nixpkgs, as
+/// dep does not follow app's). That is a change to test and commit, not "nothing moved" followed
+/// by a success criterion failing with no message.
+#[test]
+fn flake_update_reports_and_commits_a_moved_input_of_an_input() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "duplicate");
+    let root = t.root().to_path_buf();
+    let nixpkgs = t.root().join("fx/nixpkgs/lib.nix");
+    let mut lib = std::fs::read_to_string(&nixpkgs).unwrap();
+    lib.push_str("# upstream moved on\n");
+    std::fs::write(&nixpkgs, lib).unwrap();
+    let before = lock(&app);
+
+    let out = run(t, "flake-update", &["dep", "--yes"], &app).run();
+    out.assert_status(0);
+
+    assert_eq!(
+        git(&root, &app, &["log", "--format=%s"]),
+        "flake.lock: update dep\ninitial fleet"
+    );
+    assert_eq!(git(&root, &app, &["status", "--porcelain"]), "");
+    let report = step_log(&out, "report");
+    assert_eq!(report.len(), 2, "{report:?}");
+    assert_eq!(report[0], "Inputs that moved:");
+    assert!(
+        report[1].starts_with("  dep/nixpkgs: sha256-"),
+        "{report:?}"
+    );
+    let body = git(&root, &app, &["log", "-1", "--format=%b"]);
+    assert!(body.starts_with(report[1].trim()), "commit message: {body}");
+    // dep itself and app's own nixpkgs (`nixpkgs_2`, not asked for) did not move
+    let after = lock(&app);
+    assert_eq!(after["nodes"]["dep"], before["nodes"]["dep"]);
+    assert_eq!(after["nodes"]["nixpkgs_2"], before["nodes"]["nixpkgs_2"]);
+    assert_ne!(
+        after["nodes"]["nixpkgs"]["locked"]["narHash"],
+        before["nodes"]["nixpkgs"]["locked"]["narHash"]
+    );
+    // the snapshot lists the inputs named on the command line's level only
+    let snapshot = step_log(&out, "snapshot");
+    assert_eq!(
+        snapshot[0],
+        "Inputs before the update (input, revision, last modified):"
+    );
+    assert!(snapshot[1].starts_with("  dep "), "{snapshot:?}");
+    assert!(snapshot[2].starts_with("  nixpkgs "), "{snapshot:?}");
+    assert_eq!(snapshot[3], "Hosts: web1 web2 ");
+}
+
 // ---- config-audit ------------------------------------------------------------------------------
 
 #[test]
@@ -416,6 +469,122 @@ fn config_audit_reports_a_stale_input_as_a_warning() {
             "==== config audit: 0 errors, 1 warnings".to_string(),
             "  input-age        1".to_string(),
             format!("warning [input-age] {finding}"),
+        ]
+    );
+}
+
+#[test]
+fn config_audit_reports_the_duplicated_input_of_the_duplicate_fixture() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "duplicate");
+    let nixpkgs = t.root().join("fx/nixpkgs");
+    let out = run(t, "config-audit", &[], &app).run();
+    out.assert_status(0);
+    assert_eq!(
+        warnings(&out),
+        [format!(
+            "step `inputs` exited with status 1: path:{} is locked more than once: nixpkgs (from \
+             dep); nixpkgs_2 (from root); add 'inputs.<parent>.inputs.<name>.follows' so there is \
+             one copy (continuing: on-fail=continue)",
+            nixpkgs.display()
+        )]
+    );
+}
+
+/// A `flake.lock` as real fleets have them: registry inputs (`flake-utils`, `nixos-hardware`:
+/// different sources, both of type indirect), two deliberate nixpkgs branches, and
+/// home-manager's own nixpkgs, which asks for `nixos/nixpkgs` in lower case.
+fn real_world_lock(with_home_manager: bool) -> String {
+    let recent = jiff::Timestamp::now().as_second() - 86_400;
+    let gh = |owner: &str, repo: &str, rev: char| {
+        format!(
+            r#""locked": {{ "lastModified": {recent}, "narHash": "sha256-{rev}", "owner": "{owner}", "repo": "{repo}", "rev": "{}", "type": "github" }}"#,
+            rev.to_string().repeat(40)
+        )
+    };
+    let mut nodes = vec![
+        format!(
+            r#""flake-utils": {{ {}, "original": {{ "id": "flake-utils", "type": "indirect" }} }}"#,
+            gh("numtide", "flake-utils", '1')
+        ),
+        format!(
+            r#""nixos-hardware": {{ {}, "original": {{ "id": "nixos-hardware", "type": "indirect" }} }}"#,
+            gh("NixOS", "nixos-hardware", '2')
+        ),
+        format!(
+            r#""nixpkgs": {{ {}, "original": {{ "owner": "NixOS", "ref": "nixos-24.05", "repo": "nixpkgs", "type": "github" }} }}"#,
+            gh("NixOS", "nixpkgs", '3')
+        ),
+        format!(
+            r#""nixpkgs-unstable": {{ {}, "original": {{ "owner": "NixOS", "ref": "nixos-unstable", "repo": "nixpkgs", "type": "github" }} }}"#,
+            gh("NixOS", "nixpkgs", '4')
+        ),
+    ];
+    let mut root = r#""flake-utils": "flake-utils", "nixos-hardware": "nixos-hardware", "nixpkgs": "nixpkgs", "nixpkgs-unstable": "nixpkgs-unstable""#.to_string();
+    if with_home_manager {
+        nodes.push(format!(
+            r#""home-manager": {{ "inputs": {{ "nixpkgs": "nixpkgs_2" }}, {}, "original": {{ "owner": "nix-community", "repo": "home-manager", "type": "github" }} }}"#,
+            gh("nix-community", "home-manager", '5')
+        ));
+        nodes.push(format!(
+            r#""nixpkgs_2": {{ {}, "original": {{ "owner": "nixos", "ref": "nixos-unstable", "repo": "nixpkgs", "type": "github" }} }}"#,
+            gh("nixos", "nixpkgs", '6')
+        ));
+        root.push_str(r#", "home-manager": "home-manager""#);
+    }
+    nodes.push(format!(r#""root": {{ "inputs": {{ {root} }} }}"#));
+    format!(
+        "{{ \"nodes\": {{ {} }}, \"root\": \"root\", \"version\": 7 }}\n",
+        nodes.join(", ")
+    )
+}
+
+/// Runs only the lock checks of config-audit on `lock` (offline: nothing is fetched).
+fn audit_lock(lock: String) -> Output {
+    let t = Test::new()
+        .file("app/flake.nix", "{ outputs = { self }: { }; }\n")
+        .file("app/flake.lock", lock);
+    let app = t.root().join("app");
+    run(
+        t,
+        "config-audit",
+        &["--only", "start", "--only", "inputs"],
+        &app,
+    )
+    .run()
+}
+
+#[test]
+fn config_audit_does_not_call_registry_inputs_or_nixpkgs_branches_duplicates() {
+    if !have_nix() {
+        return;
+    }
+    let out = audit_lock(real_world_lock(false));
+    out.assert_status(0);
+    assert_eq!(warnings(&out), Vec::<String>::new());
+    assert_eq!(
+        step_log(&out, "inputs").last().unwrap(),
+        "inputs: 0 older than 90 days, 0 locked more than once"
+    );
+}
+
+#[test]
+fn config_audit_finds_a_duplicate_nixpkgs_whatever_the_case_of_its_owner() {
+    if !have_nix() {
+        return;
+    }
+    let out = audit_lock(real_world_lock(true));
+    out.assert_status(0);
+    assert_eq!(
+        warnings(&out),
+        [
+            "step `inputs` exited with status 1: github:nixos/nixpkgs is locked more than once: \
+             nixpkgs (from root); nixpkgs-unstable (from root); nixpkgs_2 (from home-manager); add \
+             'inputs.<parent>.inputs.<name>.follows' so there is one copy (continuing: \
+             on-fail=continue)"
         ]
     );
 }
