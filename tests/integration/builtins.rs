@@ -721,6 +721,71 @@ fn update_package_stops_with_success_when_there_is_no_new_version() {
     assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
 }
 
+/// `tools/other` has the same source, hence the same store path, as app's own `dep`: the input
+/// to update is `dep`, the one app can name (`--update-input other` only warns "does not match
+/// any input", and the run ended "already at its newest version (1.0.0)").
+#[test]
+fn update_package_picks_the_direct_input_when_an_input_of_an_input_has_the_same_source() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "nested-update");
+    let old = build_web1(&t, &app);
+    let root = machine(&t, &old);
+    let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
+        .env("PATH", stub_path())
+        .env("NIXCMD_SYSTEM_ROOT", root.to_str().unwrap())
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        step_log(&out, "find-package"),
+        [format!(
+            "greeter is .#packages.{SYSTEM}.greeter, provided by input 'dep'"
+        )]
+    );
+    assert_eq!(
+        step_log(&out, "update-input")[0],
+        "+ nix flake lock --update-input dep"
+    );
+    assert_eq!(
+        step_log(&out, "new-version").last().unwrap(),
+        "greeter: 1.0.0 -> 1.1.0"
+    );
+    let running = resolve(&root.join("run/current-system"));
+    assert!(is_system(&running, "web1", "1.1.0"), "{running:?}");
+}
+
+#[test]
+fn update_package_refuses_an_input_the_flake_does_not_have() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "nested-update");
+    let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
+    let out = run(
+        t,
+        "update-package",
+        &["greeter", "web1", "other", "--yes"],
+        &app,
+    )
+    .env("PATH", stub_path())
+    .run();
+    out.assert_status(4);
+    assert_eq!(
+        step_log(&out, "find-package"),
+        ["'other' is not an input of this flake; inputs are: dep nixpkgs tools"]
+    );
+    let text = out.normalized();
+    assert!(
+        text.contains("troubleshooting: 'X' is not an input of this flake"),
+        "{text}"
+    );
+    assert!(!run_dir(&out).join("logs/update-input.log").exists());
+    assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
+}
+
 // ---- system-health-check -----------------------------------------------------------------------
 
 /// Runs the health check on a fake NixOS machine with the systemd stand-ins in `mode`.
