@@ -702,6 +702,39 @@ fn update_package_rolls_back_to_the_recorded_system_when_units_fail() {
     );
 }
 
+/// A unit that had failed before the run (a nightly backup, say) leaves systemd `degraded`
+/// after the switch too: that is not the update's doing and must not roll it back.
+#[test]
+fn update_package_does_not_blame_the_update_for_units_that_had_failed_before() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let (app, root, old) = update_package_setup(&t);
+    let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
+        .env("PATH", stub_path())
+        .env("NIXCMD_SYSTEM_ROOT", root.to_str().unwrap())
+        .env("NIXCMD_STUB_SYSTEMD", "degraded")
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        step_log(&out, "record").last().unwrap(),
+        "already failed: nginx.service restic-backups-daily.service"
+    );
+    let running = resolve(&root.join("run/current-system"));
+    assert_ne!(running, old);
+    assert_eq!(
+        step_log(&out, "verify"),
+        [
+            "systemd: degraded, only by units that had failed before the update: nginx.service \
+             restic-backups-daily.service"
+                .to_string(),
+            format!("running {}", running.display()),
+        ]
+    );
+    assert_eq!(resolve(&root.join("nix/var/nix/profiles/system")), running);
+}
+
 #[test]
 fn update_package_stops_with_success_when_there_is_no_new_version() {
     if !have_nix() {
