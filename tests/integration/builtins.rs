@@ -1248,6 +1248,50 @@ fn deploy_all_rolls_back_only_the_failing_host() {
     assert!(!fleet.hosts[0].2.join("boot/default-system").exists());
 }
 
+/// Both hosts have units that failed long before this deploy (systemd `degraded` before and
+/// after): the deploy goes through, and each host's check says why it did not count them.
+#[test]
+fn deploy_all_does_not_roll_back_for_units_that_had_failed_before() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
+        return;
+    };
+    let mut config = std::fs::read_to_string(&fleet.ssh_config).unwrap();
+    for (_, _, root) in &fleet.hosts {
+        let line = format!("SetEnv NIXCMD_SYSTEM_ROOT={}", root.display());
+        config = config.replace(&line, &format!("{line} NIXCMD_STUB_SYSTEMD=degraded"));
+    }
+    std::fs::write(&fleet.ssh_config, config).unwrap();
+    let (app, old) = deploy_setup(&t, &fleet);
+    let out = deploy(t, &fleet, &app, &["--yes"]);
+    out.assert_status(0);
+    let units = "nginx.service restic-backups-daily.service";
+    for ((host, _, root), old) in fleet.hosts.iter().zip(&old) {
+        let (running, profile, _) = host_state(root);
+        assert!(is_system(&running, host, "1.1.0"), "{host}: {running:?}");
+        assert_ne!(&running, old);
+        assert_eq!(profile, running, "{host}: boot profile");
+        assert_eq!(
+            log_lines(&out, &format!("record@{host}.log"))
+                .last()
+                .unwrap(),
+            &format!("already failed: {units}")
+        );
+        assert_eq!(
+            log_lines(&out, &format!("check@{host}.log")),
+            [
+                format!(
+                    "systemd is degraded, only by units that had failed before the deploy: {units}"
+                ),
+                format!("running {}", running.display()),
+            ]
+        );
+    }
+}
+
 #[test]
 fn deploy_all_dry_run_changes_no_file() {
     if !have_nix() {
