@@ -735,6 +735,50 @@ fn update_package_does_not_blame_the_update_for_units_that_had_failed_before() {
     assert_eq!(resolve(&root.join("nix/var/nix/profiles/system")), running);
 }
 
+/// A folder of links to every program on `PATH` but `missing`, for a machine without them.
+fn path_without(t: &Test, missing: &[&str]) -> String {
+    let bin = t.root().join("path-without");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = stub_path();
+    for dir in std::env::split_paths(&path) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let link = bin.join(&name);
+            if missing.iter().any(|m| name == *m) || link.symlink_metadata().is_ok() {
+                continue;
+            }
+            std::os::unix::fs::symlink(e.path(), link).unwrap();
+        }
+    }
+    bin.display().to_string()
+}
+
+/// The classic `/etc/nixos`: a flake in a plain folder, on a machine without git.
+#[test]
+fn update_package_runs_in_a_plain_folder_without_git() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let (app, root, _) = update_package_setup(&t);
+    std::fs::remove_dir_all(app.join(".git")).unwrap();
+    let path = path_without(&t, &["git"]);
+    let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
+        .env("PATH", path)
+        .env("NIXCMD_SYSTEM_ROOT", root.to_str().unwrap())
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        step_log(&out, "new-version").last().unwrap(),
+        "greeter: 1.0.0 -> 1.1.0"
+    );
+    let running = resolve(&root.join("run/current-system"));
+    assert!(is_system(&running, "web1", "1.1.0"), "{running:?}");
+}
+
 #[test]
 fn update_package_stops_with_success_when_there_is_no_new_version() {
     if !have_nix() {
