@@ -1336,6 +1336,31 @@ fn deploy_all_does_not_roll_back_for_units_that_had_failed_before() {
     }
 }
 
+/// `/deploy-all web1` reads like "deploy web1": it must not deploy every host instead.
+#[test]
+fn deploy_all_refuses_arguments_before_anything_runs() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "clean");
+    let out = run(t, "deploy-all", &["web1", "--yes"], &app).run();
+    out.assert_status(4);
+    assert_eq!(
+        step_log(&out, "no-arguments"),
+        [
+            "deploy-all takes no arguments (got: web1): it deploys every host of the inventory; \
+             to deploy some, use --hosts web1,web2 or --hosts @tag"
+        ]
+    );
+    for step in ["tools", "inventory", "build"] {
+        assert!(
+            !run_dir(&out).join(format!("logs/{step}.log")).exists(),
+            "{step} ran"
+        );
+    }
+}
+
 #[test]
 fn deploy_all_dry_run_changes_no_file() {
     if !have_nix() {
