@@ -779,6 +779,48 @@ fn update_package_runs_in_a_plain_folder_without_git() {
     assert!(is_system(&running, "web1", "1.1.0"), "{running:?}");
 }
 
+/// The machine's own host does not evaluate (here a module uses something its nixpkgs lacks):
+/// that fails the build and rolls back, where it was "no nixosConfigurations.web1 in this
+/// flake: nothing to activate" and a successful run.
+#[test]
+fn update_package_fails_when_the_host_does_not_evaluate() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let (app, root, old) = update_package_setup(&t);
+    let host = app.join("hosts/web1.nix");
+    let text = std::fs::read_to_string(&host).unwrap();
+    std::fs::write(
+        &host,
+        text.replace("[ greeter ]", "[ greeter removedPackage ]"),
+    )
+    .unwrap();
+    let temp = t.root().to_path_buf();
+    git(
+        &temp,
+        &app,
+        &["commit", "-q", "-am", "web1 uses a removed package"],
+    );
+    let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
+    let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
+        .env("PATH", stub_path())
+        .env("NIXCMD_SYSTEM_ROOT", root.to_str().unwrap())
+        .run();
+    out.assert_status(1);
+    let text = out.normalized();
+    assert!(text.contains("✗ build failed"), "{text}");
+    assert!(
+        step_log(&out, "build").contains(&"error: undefined variable 'removedPackage'".to_string()),
+        "{:?}",
+        step_log(&out, "build")
+    );
+    assert!(text.contains("✓ restore-lock ok"), "{text}");
+    assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
+    assert_eq!(resolve(&root.join("run/current-system")), old);
+    assert!(!run_dir(&out).join("logs/test.log").exists());
+}
+
 #[test]
 fn update_package_stops_with_success_when_there_is_no_new_version() {
     if !have_nix() {
