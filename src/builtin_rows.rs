@@ -32,7 +32,7 @@ fn precomputed_builtin_row(name: &str, hash: u64) -> Option<Row> {
             errors: 0,
             error: None,
         },
-        ("flake-update", 0x9717951fc4f89224) => Row {
+        ("flake-update", 0x1b922c4268000a82) => Row {
             name: "flake-update".into(),
             description: "Update flake inputs, check and build every host, commit the new flake.lock".into(),
             source: Origin::Builtin,
@@ -63,7 +63,7 @@ fn precomputed_builtin_row(name: &str, hash: u64) -> Option<Row> {
             errors: 0,
             error: None,
         },
-        ("update-package", 0x83a6b6d156812d32) => Row {
+        ("update-package", 0x13325b309ea3bbe3) => Row {
             name: "update-package".into(),
             description: "Update the flake input that provides a package, build it, test and switch this host".into(),
             source: Origin::Builtin,

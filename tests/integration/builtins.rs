@@ -905,6 +905,30 @@ fn update_package_refuses_an_input_the_flake_does_not_have() {
     assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
 }
 
+/// What the overview promises when there is nothing to update and no terminal: the question of
+/// the `test` step still comes, so the run pauses there (exit 3) with the lock as it was.
+#[test]
+fn update_package_with_no_new_version_still_pauses_at_the_first_question_without_a_terminal() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "clean");
+    let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
+    let out = run(t, "update-package", &["greeter", "web1"], &app)
+        .env("PATH", stub_path())
+        .run();
+    out.assert_status(3);
+    assert_eq!(
+        step_log(&out, "new-version").last().unwrap(),
+        "greeter is already at its newest version (1.0.0) in 'dep': flake.lock left as it was"
+    );
+    let text = out.normalized();
+    assert!(text.contains("--approve test"), "{text}");
+    assert!(!run_dir(&out).join("logs/test.log").exists());
+    assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
+}
+
 // ---- system-health-check -----------------------------------------------------------------------
 
 /// Runs the health check on a fake NixOS machine with the systemd stand-ins in `mode`.
