@@ -1427,6 +1427,55 @@ fn deploy_all_refuses_arguments_before_anything_runs() {
     }
 }
 
+/// `flake.nix` gained an input nobody locked: deploy-all (even its dry run, whose prerequisites
+/// run) must not lock it on the way and deploy it unreviewed; it stops with flake.lock as it was.
+#[test]
+fn deploy_all_refuses_a_lock_that_does_not_match_the_flake_and_leaves_it_alone() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "clean");
+    let dep = t.root().join("fx/dep");
+    let flake = std::fs::read_to_string(app.join("flake.nix")).unwrap();
+    let line = format!("    dep.url = \"path:{}\";\n", dep.display());
+    assert!(flake.contains(&line), "{flake}");
+    let added = flake.replace(
+        &line,
+        &format!("{line}    extra.url = \"path:{}\";\n", dep.display()),
+    );
+    std::fs::write(app.join("flake.nix"), added).unwrap();
+    let temp = t.root().to_path_buf();
+    git(
+        &temp,
+        &app,
+        &["commit", "-q", "-am", "an input, not locked"],
+    );
+    let lock_before = std::fs::read_to_string(app.join("flake.lock")).unwrap();
+    let out = run(t, "deploy-all", &["--dry-run"], &app).run();
+    out.assert_status(4);
+    assert_eq!(
+        std::fs::read_to_string(app.join("flake.lock")).unwrap(),
+        lock_before
+    );
+    assert_eq!(git(&temp, &app, &["status", "--porcelain"]), "");
+    let log = step_log(&out, "inventory");
+    assert!(
+        log.iter().any(|l| l.contains(
+            "requires lock file changes but they're not allowed due to '--no-update-lock-file'"
+        )),
+        "{log:?}"
+    );
+    assert!(
+        out.normalized().contains(
+            "troubleshooting: requires lock file changes but they're not allowed due to \
+             '--no-update-lock-file'"
+        ),
+        "{}",
+        out.normalized()
+    );
+}
+
 #[test]
 fn deploy_all_dry_run_changes_no_file() {
     if !have_nix() {
