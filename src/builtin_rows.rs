@@ -5,7 +5,7 @@
 #[rustfmt::skip]
 fn precomputed_builtin_row(name: &str, hash: u64) -> Option<Row> {
     let row = match (name, hash) {
-        ("config-audit", 0xf6cf5acd3dd7ce41) => Row {
+        ("config-audit", 0x832c0f0de58d4502) => Row {
             name: "config-audit".into(),
             description: "Audit a NixOS flake (evaluation, Nix syntax, lint, input age and duplicates); read-only".into(),
             source: Origin::Builtin,
@@ -19,7 +19,7 @@ fn precomputed_builtin_row(name: &str, hash: u64) -> Option<Row> {
             errors: 0,
             error: None,
         },
-        ("deploy-all", 0xc0f15b022d8d4fa2) => Row {
+        ("deploy-all", 0x3d5265d963ec0c68) => Row {
             name: "deploy-all".into(),
             description: "Build every host, then activate on the fleet canary-first with per-host rollback".into(),
             source: Origin::Builtin,
@@ -32,7 +32,7 @@ fn precomputed_builtin_row(name: &str, hash: u64) -> Option<Row> {
             errors: 0,
             error: None,
         },
-        ("flake-update", 0xde73902d65fabfeb) => Row {
+        ("flake-update", 0x1b922c4268000a82) => Row {
             name: "flake-update".into(),
             description: "Update flake inputs, check and build every host, commit the new flake.lock".into(),
             source: Origin::Builtin,
@@ -63,7 +63,7 @@ fn precomputed_builtin_row(name: &str, hash: u64) -> Option<Row> {
             errors: 0,
             error: None,
         },
-        ("update-package", 0x8a7856fcbb436e02) => Row {
+        ("update-package", 0x13325b309ea3bbe3) => Row {
             name: "update-package".into(),
             description: "Update the flake input that provides a package, build it, test and switch this host".into(),
             source: Origin::Builtin,

@@ -334,6 +334,59 @@ fn flake_update_restores_the_lock_byte_for_byte_when_the_new_input_breaks_evalua
     }
 }
 
+/// `nix flake lock --update-input dep` also moves dep's own inputs (here its copy of nixpkgs, as
+/// dep does not follow app's). That is a change to test and commit, not "nothing moved" followed
+/// by a success criterion failing with no message.
+#[test]
+fn flake_update_reports_and_commits_a_moved_input_of_an_input() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "duplicate");
+    let root = t.root().to_path_buf();
+    let nixpkgs = t.root().join("fx/nixpkgs/lib.nix");
+    let mut lib = std::fs::read_to_string(&nixpkgs).unwrap();
+    lib.push_str("# upstream moved on\n");
+    std::fs::write(&nixpkgs, lib).unwrap();
+    let before = lock(&app);
+
+    let out = run(t, "flake-update", &["dep", "--yes"], &app).run();
+    out.assert_status(0);
+
+    assert_eq!(
+        git(&root, &app, &["log", "--format=%s"]),
+        "flake.lock: update dep\ninitial fleet"
+    );
+    assert_eq!(git(&root, &app, &["status", "--porcelain"]), "");
+    let report = step_log(&out, "report");
+    assert_eq!(report.len(), 2, "{report:?}");
+    assert_eq!(report[0], "Inputs that moved:");
+    assert!(
+        report[1].starts_with("  dep/nixpkgs: sha256-"),
+        "{report:?}"
+    );
+    let body = git(&root, &app, &["log", "-1", "--format=%b"]);
+    assert!(body.starts_with(report[1].trim()), "commit message: {body}");
+    // dep itself and app's own nixpkgs (`nixpkgs_2`, not asked for) did not move
+    let after = lock(&app);
+    assert_eq!(after["nodes"]["dep"], before["nodes"]["dep"]);
+    assert_eq!(after["nodes"]["nixpkgs_2"], before["nodes"]["nixpkgs_2"]);
+    assert_ne!(
+        after["nodes"]["nixpkgs"]["locked"]["narHash"],
+        before["nodes"]["nixpkgs"]["locked"]["narHash"]
+    );
+    // the snapshot lists the inputs named on the command line's level only
+    let snapshot = step_log(&out, "snapshot");
+    assert_eq!(
+        snapshot[0],
+        "Inputs before the update (input, revision, last modified):"
+    );
+    assert!(snapshot[1].starts_with("  dep "), "{snapshot:?}");
+    assert!(snapshot[2].starts_with("  nixpkgs "), "{snapshot:?}");
+    assert_eq!(snapshot[3], "Hosts: web1 web2 ");
+}
+
 // ---- config-audit ------------------------------------------------------------------------------
 
 #[test]
@@ -416,6 +469,122 @@ fn config_audit_reports_a_stale_input_as_a_warning() {
             "==== config audit: 0 errors, 1 warnings".to_string(),
             "  input-age        1".to_string(),
             format!("warning [input-age] {finding}"),
+        ]
+    );
+}
+
+#[test]
+fn config_audit_reports_the_duplicated_input_of_the_duplicate_fixture() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "duplicate");
+    let nixpkgs = t.root().join("fx/nixpkgs");
+    let out = run(t, "config-audit", &[], &app).run();
+    out.assert_status(0);
+    assert_eq!(
+        warnings(&out),
+        [format!(
+            "step `inputs` exited with status 1: path:{} is locked more than once: nixpkgs (from \
+             dep); nixpkgs_2 (from root); add 'inputs.<parent>.inputs.<name>.follows' so there is \
+             one copy (continuing: on-fail=continue)",
+            nixpkgs.display()
+        )]
+    );
+}
+
+/// A `flake.lock` as real fleets have them: registry inputs (`flake-utils`, `nixos-hardware`:
+/// different sources, both of type indirect), two deliberate nixpkgs branches, and
+/// home-manager's own nixpkgs, which asks for `nixos/nixpkgs` in lower case.
+fn real_world_lock(with_home_manager: bool) -> String {
+    let recent = jiff::Timestamp::now().as_second() - 86_400;
+    let gh = |owner: &str, repo: &str, rev: char| {
+        format!(
+            r#""locked": {{ "lastModified": {recent}, "narHash": "sha256-{rev}", "owner": "{owner}", "repo": "{repo}", "rev": "{}", "type": "github" }}"#,
+            rev.to_string().repeat(40)
+        )
+    };
+    let mut nodes = vec![
+        format!(
+            r#""flake-utils": {{ {}, "original": {{ "id": "flake-utils", "type": "indirect" }} }}"#,
+            gh("numtide", "flake-utils", '1')
+        ),
+        format!(
+            r#""nixos-hardware": {{ {}, "original": {{ "id": "nixos-hardware", "type": "indirect" }} }}"#,
+            gh("NixOS", "nixos-hardware", '2')
+        ),
+        format!(
+            r#""nixpkgs": {{ {}, "original": {{ "owner": "NixOS", "ref": "nixos-24.05", "repo": "nixpkgs", "type": "github" }} }}"#,
+            gh("NixOS", "nixpkgs", '3')
+        ),
+        format!(
+            r#""nixpkgs-unstable": {{ {}, "original": {{ "owner": "NixOS", "ref": "nixos-unstable", "repo": "nixpkgs", "type": "github" }} }}"#,
+            gh("NixOS", "nixpkgs", '4')
+        ),
+    ];
+    let mut root = r#""flake-utils": "flake-utils", "nixos-hardware": "nixos-hardware", "nixpkgs": "nixpkgs", "nixpkgs-unstable": "nixpkgs-unstable""#.to_string();
+    if with_home_manager {
+        nodes.push(format!(
+            r#""home-manager": {{ "inputs": {{ "nixpkgs": "nixpkgs_2" }}, {}, "original": {{ "owner": "nix-community", "repo": "home-manager", "type": "github" }} }}"#,
+            gh("nix-community", "home-manager", '5')
+        ));
+        nodes.push(format!(
+            r#""nixpkgs_2": {{ {}, "original": {{ "owner": "nixos", "ref": "nixos-unstable", "repo": "nixpkgs", "type": "github" }} }}"#,
+            gh("nixos", "nixpkgs", '6')
+        ));
+        root.push_str(r#", "home-manager": "home-manager""#);
+    }
+    nodes.push(format!(r#""root": {{ "inputs": {{ {root} }} }}"#));
+    format!(
+        "{{ \"nodes\": {{ {} }}, \"root\": \"root\", \"version\": 7 }}\n",
+        nodes.join(", ")
+    )
+}
+
+/// Runs only the lock checks of config-audit on `lock` (offline: nothing is fetched).
+fn audit_lock(lock: String) -> Output {
+    let t = Test::new()
+        .file("app/flake.nix", "{ outputs = { self }: { }; }\n")
+        .file("app/flake.lock", lock);
+    let app = t.root().join("app");
+    run(
+        t,
+        "config-audit",
+        &["--only", "start", "--only", "inputs"],
+        &app,
+    )
+    .run()
+}
+
+#[test]
+fn config_audit_does_not_call_registry_inputs_or_nixpkgs_branches_duplicates() {
+    if !have_nix() {
+        return;
+    }
+    let out = audit_lock(real_world_lock(false));
+    out.assert_status(0);
+    assert_eq!(warnings(&out), Vec::<String>::new());
+    assert_eq!(
+        step_log(&out, "inputs").last().unwrap(),
+        "inputs: 0 older than 90 days, 0 locked more than once"
+    );
+}
+
+#[test]
+fn config_audit_finds_a_duplicate_nixpkgs_whatever_the_case_of_its_owner() {
+    if !have_nix() {
+        return;
+    }
+    let out = audit_lock(real_world_lock(true));
+    out.assert_status(0);
+    assert_eq!(
+        warnings(&out),
+        [
+            "step `inputs` exited with status 1: github:nixos/nixpkgs is locked more than once: \
+             nixpkgs (from root); nixpkgs-unstable (from root); nixpkgs_2 (from home-manager); add \
+             'inputs.<parent>.inputs.<name>.follows' so there is one copy (continuing: \
+             on-fail=continue)"
         ]
     );
 }
@@ -533,6 +702,125 @@ fn update_package_rolls_back_to_the_recorded_system_when_units_fail() {
     );
 }
 
+/// A unit that had failed before the run (a nightly backup, say) leaves systemd `degraded`
+/// after the switch too: that is not the update's doing and must not roll it back.
+#[test]
+fn update_package_does_not_blame_the_update_for_units_that_had_failed_before() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let (app, root, old) = update_package_setup(&t);
+    let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
+        .env("PATH", stub_path())
+        .env("NIXCMD_SYSTEM_ROOT", root.to_str().unwrap())
+        .env("NIXCMD_STUB_SYSTEMD", "degraded")
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        step_log(&out, "record").last().unwrap(),
+        "already failed: nginx.service restic-backups-daily.service"
+    );
+    let running = resolve(&root.join("run/current-system"));
+    assert_ne!(running, old);
+    assert_eq!(
+        step_log(&out, "verify"),
+        [
+            "systemd: degraded, only by units that had failed before the update: nginx.service \
+             restic-backups-daily.service"
+                .to_string(),
+            format!("running {}", running.display()),
+        ]
+    );
+    assert_eq!(resolve(&root.join("nix/var/nix/profiles/system")), running);
+}
+
+/// A folder of links to every program on `PATH` but `missing`, for a machine without them.
+fn path_without(t: &Test, missing: &[&str]) -> String {
+    let bin = t.root().join("path-without");
+    std::fs::create_dir_all(&bin).unwrap();
+    let path = stub_path();
+    for dir in std::env::split_paths(&path) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let link = bin.join(&name);
+            if missing.iter().any(|m| name == *m) || link.symlink_metadata().is_ok() {
+                continue;
+            }
+            std::os::unix::fs::symlink(e.path(), link).unwrap();
+        }
+    }
+    bin.display().to_string()
+}
+
+/// The classic `/etc/nixos`: a flake in a plain folder, on a machine without git.
+#[test]
+fn update_package_runs_in_a_plain_folder_without_git() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let (app, root, _) = update_package_setup(&t);
+    std::fs::remove_dir_all(app.join(".git")).unwrap();
+    let path = path_without(&t, &["git"]);
+    let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
+        .env("PATH", path)
+        .env("NIXCMD_SYSTEM_ROOT", root.to_str().unwrap())
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        step_log(&out, "new-version").last().unwrap(),
+        "greeter: 1.0.0 -> 1.1.0"
+    );
+    let running = resolve(&root.join("run/current-system"));
+    assert!(is_system(&running, "web1", "1.1.0"), "{running:?}");
+}
+
+/// The machine's own host does not evaluate (here a module uses something its nixpkgs lacks):
+/// that fails the build and rolls back, where it was "no nixosConfigurations.web1 in this
+/// flake: nothing to activate" and a successful run.
+#[test]
+fn update_package_fails_when_the_host_does_not_evaluate() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let (app, root, old) = update_package_setup(&t);
+    let host = app.join("hosts/web1.nix");
+    let text = std::fs::read_to_string(&host).unwrap();
+    std::fs::write(
+        &host,
+        text.replace("[ greeter ]", "[ greeter removedPackage ]"),
+    )
+    .unwrap();
+    let temp = t.root().to_path_buf();
+    git(
+        &temp,
+        &app,
+        &["commit", "-q", "-am", "web1 uses a removed package"],
+    );
+    let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
+    let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
+        .env("PATH", stub_path())
+        .env("NIXCMD_SYSTEM_ROOT", root.to_str().unwrap())
+        .run();
+    out.assert_status(1);
+    let text = out.normalized();
+    assert!(text.contains("✗ build failed"), "{text}");
+    assert!(
+        step_log(&out, "build").contains(&"error: undefined variable 'removedPackage'".to_string()),
+        "{:?}",
+        step_log(&out, "build")
+    );
+    assert!(text.contains("✓ restore-lock ok"), "{text}");
+    assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
+    assert_eq!(resolve(&root.join("run/current-system")), old);
+    assert!(!run_dir(&out).join("logs/test.log").exists());
+}
+
 #[test]
 fn update_package_stops_with_success_when_there_is_no_new_version() {
     if !have_nix() {
@@ -549,6 +837,95 @@ fn update_package_stops_with_success_when_there_is_no_new_version() {
         step_log(&out, "new-version").last().unwrap(),
         "greeter is already at its newest version (1.0.0) in 'dep': flake.lock left as it was"
     );
+    assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
+}
+
+/// `tools/other` has the same source, hence the same store path, as app's own `dep`: the input
+/// to update is `dep`, the one app can name (`--update-input other` only warns "does not match
+/// any input", and the run ended "already at its newest version (1.0.0)").
+#[test]
+fn update_package_picks_the_direct_input_when_an_input_of_an_input_has_the_same_source() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "nested-update");
+    let old = build_web1(&t, &app);
+    let root = machine(&t, &old);
+    let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
+        .env("PATH", stub_path())
+        .env("NIXCMD_SYSTEM_ROOT", root.to_str().unwrap())
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        step_log(&out, "find-package"),
+        [format!(
+            "greeter is .#packages.{SYSTEM}.greeter, provided by input 'dep'"
+        )]
+    );
+    assert_eq!(
+        step_log(&out, "update-input")[0],
+        "+ nix flake lock --update-input dep"
+    );
+    assert_eq!(
+        step_log(&out, "new-version").last().unwrap(),
+        "greeter: 1.0.0 -> 1.1.0"
+    );
+    let running = resolve(&root.join("run/current-system"));
+    assert!(is_system(&running, "web1", "1.1.0"), "{running:?}");
+}
+
+#[test]
+fn update_package_refuses_an_input_the_flake_does_not_have() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "nested-update");
+    let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
+    let out = run(
+        t,
+        "update-package",
+        &["greeter", "web1", "other", "--yes"],
+        &app,
+    )
+    .env("PATH", stub_path())
+    .run();
+    out.assert_status(4);
+    assert_eq!(
+        step_log(&out, "find-package"),
+        ["'other' is not an input of this flake; inputs are: dep nixpkgs tools"]
+    );
+    let text = out.normalized();
+    assert!(
+        text.contains("troubleshooting: 'X' is not an input of this flake"),
+        "{text}"
+    );
+    assert!(!run_dir(&out).join("logs/update-input.log").exists());
+    assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
+}
+
+/// What the overview promises when there is nothing to update and no terminal: the question of
+/// the `test` step still comes, so the run pauses there (exit 3) with the lock as it was.
+#[test]
+fn update_package_with_no_new_version_still_pauses_at_the_first_question_without_a_terminal() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "clean");
+    let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
+    let out = run(t, "update-package", &["greeter", "web1"], &app)
+        .env("PATH", stub_path())
+        .run();
+    out.assert_status(3);
+    assert_eq!(
+        step_log(&out, "new-version").last().unwrap(),
+        "greeter is already at its newest version (1.0.0) in 'dep': flake.lock left as it was"
+    );
+    let text = out.normalized();
+    assert!(text.contains("--approve test"), "{text}");
+    assert!(!run_dir(&out).join("logs/test.log").exists());
     assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
 }
 
@@ -979,6 +1356,124 @@ fn deploy_all_rolls_back_only_the_failing_host() {
     assert!(is_system(&running, "web1", "1.1.0"), "{running:?}");
     assert_eq!(profile, old[0]);
     assert!(!fleet.hosts[0].2.join("boot/default-system").exists());
+}
+
+/// Both hosts have units that failed long before this deploy (systemd `degraded` before and
+/// after): the deploy goes through, and each host's check says why it did not count them.
+#[test]
+fn deploy_all_does_not_roll_back_for_units_that_had_failed_before() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
+        return;
+    };
+    let mut config = std::fs::read_to_string(&fleet.ssh_config).unwrap();
+    for (_, _, root) in &fleet.hosts {
+        let line = format!("SetEnv NIXCMD_SYSTEM_ROOT={}", root.display());
+        config = config.replace(&line, &format!("{line} NIXCMD_STUB_SYSTEMD=degraded"));
+    }
+    std::fs::write(&fleet.ssh_config, config).unwrap();
+    let (app, old) = deploy_setup(&t, &fleet);
+    let out = deploy(t, &fleet, &app, &["--yes"]);
+    out.assert_status(0);
+    let units = "nginx.service restic-backups-daily.service";
+    for ((host, _, root), old) in fleet.hosts.iter().zip(&old) {
+        let (running, profile, _) = host_state(root);
+        assert!(is_system(&running, host, "1.1.0"), "{host}: {running:?}");
+        assert_ne!(&running, old);
+        assert_eq!(profile, running, "{host}: boot profile");
+        assert_eq!(
+            log_lines(&out, &format!("record@{host}.log"))
+                .last()
+                .unwrap(),
+            &format!("already failed: {units}")
+        );
+        assert_eq!(
+            log_lines(&out, &format!("check@{host}.log")),
+            [
+                format!(
+                    "systemd is degraded, only by units that had failed before the deploy: {units}"
+                ),
+                format!("running {}", running.display()),
+            ]
+        );
+    }
+}
+
+/// `/deploy-all web1` reads like "deploy web1": it must not deploy every host instead.
+#[test]
+fn deploy_all_refuses_arguments_before_anything_runs() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "clean");
+    let out = run(t, "deploy-all", &["web1", "--yes"], &app).run();
+    out.assert_status(4);
+    assert_eq!(
+        step_log(&out, "no-arguments"),
+        [
+            "deploy-all takes no arguments (got: web1): it deploys every host of the inventory; \
+             to deploy some, use --hosts web1,web2 or --hosts @tag"
+        ]
+    );
+    for step in ["tools", "inventory", "build"] {
+        assert!(
+            !run_dir(&out).join(format!("logs/{step}.log")).exists(),
+            "{step} ran"
+        );
+    }
+}
+
+/// `flake.nix` gained an input nobody locked: deploy-all (even its dry run, whose prerequisites
+/// run) must not lock it on the way and deploy it unreviewed; it stops with flake.lock as it was.
+#[test]
+fn deploy_all_refuses_a_lock_that_does_not_match_the_flake_and_leaves_it_alone() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "clean");
+    let dep = t.root().join("fx/dep");
+    let flake = std::fs::read_to_string(app.join("flake.nix")).unwrap();
+    let line = format!("    dep.url = \"path:{}\";\n", dep.display());
+    assert!(flake.contains(&line), "{flake}");
+    let added = flake.replace(
+        &line,
+        &format!("{line}    extra.url = \"path:{}\";\n", dep.display()),
+    );
+    std::fs::write(app.join("flake.nix"), added).unwrap();
+    let temp = t.root().to_path_buf();
+    git(
+        &temp,
+        &app,
+        &["commit", "-q", "-am", "an input, not locked"],
+    );
+    let lock_before = std::fs::read_to_string(app.join("flake.lock")).unwrap();
+    let out = run(t, "deploy-all", &["--dry-run"], &app).run();
+    out.assert_status(4);
+    assert_eq!(
+        std::fs::read_to_string(app.join("flake.lock")).unwrap(),
+        lock_before
+    );
+    assert_eq!(git(&temp, &app, &["status", "--porcelain"]), "");
+    let log = step_log(&out, "inventory");
+    assert!(
+        log.iter().any(|l| l.contains(
+            "requires lock file changes but they're not allowed due to '--no-update-lock-file'"
+        )),
+        "{log:?}"
+    );
+    assert!(
+        out.normalized().contains(
+            "troubleshooting: requires lock file changes but they're not allowed due to \
+             '--no-update-lock-file'"
+        ),
+        "{}",
+        out.normalized()
+    );
 }
 
 #[test]
