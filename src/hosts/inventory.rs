@@ -174,13 +174,17 @@ pub fn config_secrets(explicit: Option<&Path>, dir: &Path) -> Vec<String> {
     }
 }
 
-/// `nix eval --json .#nixosConfigurations --apply builtins.attrNames` in `dir`.
+/// `nix eval --no-write-lock-file --json .#nixosConfigurations --apply builtins.attrNames`
+/// in `dir`.
 fn flake_hosts(dir: &Path) -> Result<Vec<String>, String> {
     let out = crate::process::capture_in(
         Some(dir),
         "nix",
         &[
             "eval",
+            // Reading the host names must not write the user's flake.lock (Nix writes one
+            // when it is missing or lacks an input of flake.nix).
+            "--no-write-lock-file",
             "--json",
             ".#nixosConfigurations",
             "--apply",

@@ -1601,3 +1601,40 @@ fn system_health_check_refuses_an_unknown_host_before_running() {
         "a run folder was created: {runs:?}"
     );
 }
+
+/// `nixcmd hosts` (and every fan-out) reads the flake's host names with `nix eval`, which
+/// wrote a flake.lock into a flake that had none: a read-only command changed the user's
+/// files.
+#[test]
+fn reading_the_flakes_hosts_writes_no_lock_file() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "clean");
+    std::fs::remove_file(app.join("flake.lock")).unwrap();
+    let rel = app
+        .strip_prefix(t.root())
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let out = t
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .timeout(Duration::from_secs(120))
+        .current_dir(&rel)
+        .args(["hosts", "--format", "json"])
+        .run();
+    out.assert_status(0);
+    let names: Vec<String> = out.stdout_json()["hosts"]
+        .as_array()
+        .expect("hosts")
+        .iter()
+        .map(|h| h["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(names.contains(&"web1".to_string()), "{}", out.stdout);
+    assert!(
+        !app.join("flake.lock").exists(),
+        "nixcmd hosts wrote flake.lock"
+    );
+}

@@ -255,7 +255,7 @@ fn a_run_started_by_path_resumes_from_its_file() {
     // From the home folder, where no search path finds `gated`.
     let resumed = out
         .then()
-        .current_dir("../home")
+        .current_dir("home")
         .args(["resume", &id, "--approve", "push"])
         .run();
     resumed.assert_status(0);
@@ -322,7 +322,7 @@ fn a_resumed_run_finds_its_nested_commands_next_to_its_file() {
     let id = run_id(&only_run(&root));
     let resumed = out
         .then()
-        .current_dir("../home")
+        .current_dir("home")
         .args(["resume", &id, "--approve", "call-inner"])
         .run();
     resumed.assert_status(0);
