@@ -32,7 +32,7 @@ fn precomputed_builtin_row(name: &str, hash: u64) -> Option<Row> {
             errors: 0,
             error: None,
         },
-        ("flake-update", 0x1b922c4268000a82) => Row {
+        ("flake-update", 0xfa2999e944142c86) => Row {
             name: "flake-update".into(),
             description: "Update flake inputs, check and build every host, commit the new flake.lock".into(),
             source: Origin::Builtin,

@@ -1638,3 +1638,41 @@ fn reading_the_flakes_hosts_writes_no_lock_file() {
         "nixcmd hosts wrote flake.lock"
     );
 }
+
+/// The checks and builds evaluate the work tree as it is, but the commit holds only
+/// flake.lock: other uncommitted changes are said (a warning), not refused, and not
+/// committed.
+#[test]
+fn flake_update_warns_that_other_uncommitted_changes_are_built_but_not_committed() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "update");
+    let root = t.root().to_path_buf();
+    let mut flake = std::fs::read_to_string(app.join("flake.nix")).unwrap();
+    flake.push_str("# a local edit\n");
+    std::fs::write(app.join("flake.nix"), &flake).unwrap();
+
+    let out = run(t, "flake-update", &["--yes"], &app).run();
+    out.assert_status(0);
+    assert_eq!(
+        step_log(&out, "clean-tree"),
+        [
+            "uncommitted changes besides flake.lock: the builds below include them, the commit will not:",
+            "flake.nix"
+        ]
+    );
+    assert!(
+        out.stdout.contains(
+            "  - step `clean-tree` exited with status 1: flake.nix (continuing: on-fail=continue)"
+        ),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(
+        git(&root, &app, &["show", "--name-only", "--format=", "HEAD"]),
+        "flake.lock"
+    );
+    assert_eq!(git(&root, &app, &["status", "--porcelain"]), " M flake.nix");
+}
