@@ -5,6 +5,7 @@
 use crate::source::{Position, SourceFile, Span};
 use serde::Serialize;
 use std::fmt::Write as _;
+use unicode_width::UnicodeWidthChar;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -122,6 +123,7 @@ impl Diagnostic {
         let _ = writeln!(out, "  --> {}", self.location(file_name));
         if let (Some(file), Some(p)) = (file, self.position) {
             let (text, caret_col, width) = excerpt(file.line_text(p.line), p.col, self.width);
+            let (pad, carets) = caret_columns(&text, caret_col, width);
             let gutter = p.line.to_string().len();
             let _ = writeln!(out, "{:gutter$} |", "");
             let _ = writeln!(out, "{} | {}", p.line, text);
@@ -129,8 +131,8 @@ impl Diagnostic {
                 out,
                 "{:gutter$} | {}{}",
                 "",
-                " ".repeat(caret_col - 1),
-                "^".repeat(width)
+                " ".repeat(pad),
+                "^".repeat(carets)
             );
         }
         if let Some(hint) = &self.hint {
@@ -168,6 +170,19 @@ fn excerpt(line: &str, col: usize, width: usize) -> (String, usize, usize) {
     }
     let room = (end + 1).saturating_sub(col).max(1);
     (text, caret_col, width.clamp(1, room))
+}
+
+/// Where the carets under `text` go at a terminal: the display columns before the 1-based
+/// character `col`, and the columns of the `width` characters from there (at least one).
+/// Positions count characters (`path:line:col`), but a wide character (CJK, most emoji)
+/// takes two columns and a combining accent none: counting one space per character put
+/// the carets under the wrong text. Characters past the line's end count one column each.
+fn caret_columns(text: &str, col: usize, width: usize) -> (usize, usize) {
+    let columns = |c: char| c.width().unwrap_or(0);
+    let mut chars = text.chars().map(columns).chain(std::iter::repeat(1));
+    let pad = chars.by_ref().take(col.saturating_sub(1)).sum();
+    let carets = chars.take(width).sum::<usize>();
+    (pad, carets.max(1))
 }
 
 /// A source line as it can be shown at a terminal: a tab becomes a space and other control
@@ -216,6 +231,33 @@ mod tests {
         let (text, caret, width) = excerpt(&"c".repeat(500), 500, 40);
         assert!(text.starts_with('…') && !text.ends_with('…'));
         assert_eq!((caret, width), (MAX_SHOWN + 1, 1));
+    }
+
+    /// Wide characters before a finding push the carets two columns each, combining
+    /// accents none; the location still counts characters.
+    #[test]
+    fn carets_follow_display_columns() {
+        // "日本" is two characters, four columns; "e\u{301}" two characters, one column.
+        let file = SourceFile::new("x.md", "echo \"日本\" e\u{301} $x\n");
+        let start = file.text.find('$').unwrap();
+        let d = Diagnostic::warning("shellcheck", "x").at(&file, start..start + 2);
+        assert_eq!(
+            d.render(Some(&file), "x.md"),
+            format!(
+                "warning[shellcheck]: x\n  --> x.md:1:14\n  |\n1 | echo \"日本\" e\u{301} $x\n  | {}^^\n",
+                " ".repeat(14)
+            )
+        );
+        let start = file.text.find('日').unwrap();
+        let d = Diagnostic::warning("shellcheck", "x").at(&file, start..start + 6);
+        assert!(
+            d.render(Some(&file), "x.md")
+                .ends_with("\n  |       ^^^^\n"),
+            "{}",
+            d.render(Some(&file), "x.md")
+        );
+        assert_eq!(caret_columns("ab", 5, 2), (4, 2));
+        assert_eq!(caret_columns("a\u{301}", 2, 1), (1, 1));
     }
 
     #[test]
