@@ -267,12 +267,20 @@ fn shellcheck(cmd: &Command, file: &SourceFile, block: &Block, out: &mut Vec<Dia
             (_, "warning") => Severity::Warning,
             _ => Severity::Note,
         };
+        let end_line = c
+            .get("endLine")
+            .and_then(|v| v.as_u64())
+            .map_or(line, |v| v as usize);
+        let position = code_position(file, block, line, col);
+        // A finding over several lines (a multi-line string) is underlined to the end of
+        // its first line: its end column is on another line.
+        let width = match end_line > line {
+            true => rest_of_line(file, position),
+            false => end.saturating_sub(col),
+        };
         out.push(
             Diagnostic::new(severity, "shellcheck", format!("SC{code}: {message}"))
-                .at_position(
-                    code_position(file, block, line, col),
-                    end.saturating_sub(col).max(1),
-                )
+                .at_position(position, width)
                 .with_hint(format!("see https://www.shellcheck.net/wiki/SC{code}")),
         );
     }
