@@ -3,6 +3,7 @@
 //! text happens here as pure string building; printing belongs to the output module.
 
 use crate::source::{Position, SourceFile, Span};
+use crate::terminal_text::visible;
 use serde::Serialize;
 use std::fmt::Write as _;
 use unicode_width::UnicodeWidthChar;
@@ -113,14 +114,16 @@ impl Diagnostic {
     /// The human rendering: headline, location arrow, source line, caret, hint.
     pub fn render(&self, file: Option<&SourceFile>, file_name: &str) -> String {
         let mut out = String::new();
+        // The message and the file name can quote the file (an attribute, a placeholder, a
+        // path): its control characters are shown, not sent to the terminal.
         let _ = writeln!(
             out,
             "{}[{}]: {}",
             self.severity.label(),
             self.code,
-            self.message
+            visible(&self.message)
         );
-        let _ = writeln!(out, "  --> {}", self.location(file_name));
+        let _ = writeln!(out, "  --> {}", visible(&self.location(file_name)));
         if let (Some(file), Some(p)) = (file, self.position) {
             let (text, caret_col, width) = excerpt(file.line_text(p.line), p.col, self.width);
             let (pad, carets) = caret_columns(&text, caret_col, width);
@@ -136,7 +139,7 @@ impl Diagnostic {
             );
         }
         if let Some(hint) = &self.hint {
-            let _ = writeln!(out, "  = hint: {hint}");
+            let _ = writeln!(out, "  = hint: {}", visible(hint));
         }
         out
     }
@@ -186,13 +189,16 @@ fn caret_columns(text: &str, col: usize, width: usize) -> (usize, usize) {
 }
 
 /// A source line as it can be shown at a terminal: a tab becomes a space and other control
-/// characters their visible Unicode pictures (`␀`), one character each so carets stay aligned.
+/// characters their visible Unicode pictures (`␀`, C1 controls U+FFFD), one character each
+/// so carets stay aligned.
 fn printable(line: &str) -> String {
     line.chars()
         .map(|c| match c {
             '\t' => ' ',
             '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('?'),
             '\u{7f}' => '\u{2421}',
+            // C1 controls (U+009B is CSI in some terminals): one visible character.
+            '\u{80}'..='\u{9f}' => '\u{fffd}',
             c => c,
         })
         .collect()

@@ -388,7 +388,8 @@ pub fn run(search: &SearchPath, out: &Output, json: bool) -> Result<Exit, Failur
         out.print(&text);
         return Ok(Exit::Success);
     }
-    out.print(&table(&listing, out));
+    // Descriptions are the files' text: their control characters are shown, not obeyed.
+    out.print(&crate::terminal_text::visible(&table(&listing, out)));
     Ok(Exit::Success)
 }
 

@@ -86,6 +86,32 @@ fn cleaned(text: &str, keep_sgr: bool) -> String {
     out
 }
 
+/// `text` (lines a report prints: `show`, `list`, `check`) with the control characters a
+/// command file can hold shown as their Unicode pictures (`␛`), one character each, so none
+/// reaches the terminal: an escape sequence in a description or a heading would otherwise
+/// clear the operator's screen, retitle the window or write the clipboard (OSC 52) when
+/// they only list their commands. Line breaks and tabs are kept; C1 controls (U+0080 to
+/// U+009F, `U+009B` is CSI) become U+FFFD. Borrowed when there is nothing to replace.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t').then(|| match c {
+            '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+            '\u{7f}' => '\u{2421}',
+            _ => '\u{fffd}',
+        })
+    };
+    // Bytes first: C0 controls and DEL are single bytes, C1 controls start with 0xC2; most
+    // text has neither and is returned as is. A fold without an early exit, which the
+    // compiler turns into vector code (`show` of a large runbook prints megabytes).
+    let suspect = text.as_bytes().iter().fold(false, |seen, &b| {
+        seen | ((b < 0x20 && b != b'\n' && b != b'\t') | (b == 0x7f) | (b == 0xc2))
+    });
+    if !suspect || !text.chars().any(|c| control(c).is_some()) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars().map(|c| control(c).unwrap_or(c)).collect()
+}
+
 /// Display columns of `text` (wide characters count two, combining marks none).
 pub fn width(text: &str) -> usize {
     text.chars().filter_map(UnicodeWidthChar::width).sum()
@@ -116,6 +142,16 @@ pub fn fit(text: &str, cols: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn visible_shows_control_characters_as_pictures() {
+        assert_eq!(
+            visible("t \x1b]52;c;aGk=\x07 \x1b[2J\r\u{9b}x\u{7f}"),
+            "t \u{241b}]52;c;aGk=\u{2407} \u{241b}[2J\u{240d}\u{fffd}x\u{2421}"
+        );
+        assert_eq!(visible("a\tb\nc é 日本 \u{a0}"), "a\tb\nc é 日本 \u{a0}");
+        assert!(matches!(visible("plain\n"), std::borrow::Cow::Borrowed(_)));
+    }
 
     #[test]
     fn escape_sequences_and_control_characters_are_dropped() {
