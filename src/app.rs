@@ -172,11 +172,7 @@ fn show(cx: &Context, name: &str, format: TextOrJson) -> Result<Exit, Failure> {
         TextOrJson::Json => {
             cx.out.print_json(&loaded.command).map_err(Failure::usage)?;
         }
-        TextOrJson::Text => cx
-            .out
-            .print(&crate::terminal_text::visible(&crate::show::text(
-                &loaded, cx.out.out,
-            ))),
+        TextOrJson::Text => cx.out.print(&crate::show::text(&loaded, cx.out.out)),
     }
     // `show` is the last thing the process does, and the exit returns the memory at once:
     // freeing a large command's thousands of allocations one by one first cost about 1 % of

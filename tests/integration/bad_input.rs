@@ -210,6 +210,16 @@ fn control_characters_in_a_runbook_are_shown_not_obeyed() {
         "{}",
         check.stdout
     );
+    // nixcmd's own colors are kept; only the file's sequences are defused.
+    let colored = test().args(["--color", "always", "show", "esc"]).run();
+    colored.assert_status(0);
+    assert!(
+        colored.stdout.starts_with("\u{1b}[1mesc\u{1b}[0m — t ␛]52")
+            && !colored.stdout.contains("\u{1b}]")
+            && !colored.stdout.contains("\u{1b}[2J"),
+        "{:?}",
+        colored.stdout
+    );
     for out in [&list, &show, &check] {
         assert!(
             !out.stdout.contains(['\u{1b}', '\u{7}', '\u{9b}']),
