@@ -100,16 +100,33 @@ pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
             _ => '\u{fffd}',
         })
     };
-    // Bytes first: C0 controls and DEL are single bytes, C1 controls start with 0xC2; most
-    // text has neither and is returned as is. A fold without an early exit, which the
-    // compiler turns into vector code (`show` of a large runbook prints megabytes).
-    let suspect = text.as_bytes().iter().fold(false, |seen, &b| {
-        seen | ((b < 0x20 && b != b'\n' && b != b'\t') | (b == 0x7f) | (b == 0xc2))
-    });
-    if !suspect || !text.chars().any(|c| control(c).is_some()) {
+    if !maybe_control(text.as_bytes()) || !text.chars().any(|c| control(c).is_some()) {
         return std::borrow::Cow::Borrowed(text);
     }
     text.chars().map(|c| control(c).unwrap_or(c)).collect()
+}
+
+/// Whether `bytes` may hold a control character other than a line break or a tab: C0
+/// controls and DEL are single bytes, C1 controls start with 0xC2. Eight bytes at a time
+/// (`list` defuses every cell of a thousand rows, `show` megabytes of text): a word whose
+/// bytes are all printable ASCII (0x20 to 0x7E) is passed at once, any other is looked at
+/// byte by byte.
+fn maybe_control(bytes: &[u8]) -> bool {
+    let odd = |b: &u8| (*b < 0x20 && *b != b'\n' && *b != b'\t') || *b == 0x7f || *b == 0xc2;
+    let (words, rest) = bytes.as_chunks::<8>();
+    for word in words {
+        let x = u64::from_le_bytes(*word);
+        // A byte below 0x20 borrows (high bit set after the subtraction), one of 0x7F or
+        // more sets the high bit itself or after adding one. Borrows and carries between
+        // bytes can only flag more words, never fewer.
+        let flagged =
+            (x.wrapping_sub(0x2020_2020_2020_2020) | x.wrapping_add(0x0101_0101_0101_0101) | x)
+                & 0x8080_8080_8080_8080;
+        if flagged != 0 && word.iter().any(odd) {
+            return true;
+        }
+    }
+    rest.iter().any(odd)
 }
 
 /// Display columns of `text` (wide characters count two, combining marks none).
@@ -151,6 +168,24 @@ mod tests {
         );
         assert_eq!(visible("a\tb\nc é 日本 \u{a0}"), "a\tb\nc é 日本 \u{a0}");
         assert!(matches!(visible("plain\n"), std::borrow::Cow::Borrowed(_)));
+        // The word-at-a-time test agrees with a byte-by-byte one for every byte anywhere
+        // in a word, between any neighbours.
+        for b in 0..=255u8 {
+            for (before, after) in [(b' ', b' '), (0x7e, 0x00), (0xff, 0x20), (b'\n', 0x7f)] {
+                for at in 0..11 {
+                    let mut bytes = vec![b'a'; 11];
+                    bytes[at] = b;
+                    bytes[at.saturating_sub(1)] = if at > 0 { before } else { b };
+                    if at + 1 < bytes.len() {
+                        bytes[at + 1] = after;
+                    }
+                    let odd = |b: &u8| {
+                        (*b < 0x20 && *b != b'\n' && *b != b'\t') || *b == 0x7f || *b == 0xc2
+                    };
+                    assert_eq!(maybe_control(&bytes), bytes.iter().any(odd), "{bytes:?}");
+                }
+            }
+        }
     }
 
     #[test]
