@@ -214,6 +214,13 @@ fn check(
     if targets.is_empty() {
         cx.out
             .eprint("no command files found (give paths, or add commands to .nixcmd/commands/)\n");
+        // A machine reader (a CI step parsing the JSON, a JUnit uploader) gets an empty
+        // report it can read rather than an empty file.
+        match format {
+            CheckFormat::Json => cx.out.print(&check_report::json(&[], strict)),
+            CheckFormat::Junit => cx.out.print(&check_report::junit(&[], strict)),
+            CheckFormat::Text | CheckFormat::Github => {}
+        }
         return Ok(Exit::Success);
     }
     let reports: Vec<_> = targets.iter().map(check::check_target).collect();

@@ -152,23 +152,39 @@ pub fn shell_findings(cmd: &Command, file: &SourceFile) -> Vec<Diagnostic> {
     out
 }
 
-/// The file position of a 1-based line and column inside a block's code.
+/// The file position of a 1-based line and column inside a block's code (column 0: the
+/// line's first non-blank character).
+///
+/// A block's code is its file lines without their container prefix (a list item's
+/// indentation, `> `): the column is shifted by that prefix. The code after a line's leading
+/// blanks is the end of its file line; the blanks themselves may differ, because a tab
+/// that spans the list item's indentation becomes spaces in the code. Columns count
+/// characters, as shellcheck's `json1` columns do (a tab is one).
 fn code_position(file: &SourceFile, block: &Block, line: usize, col: usize) -> Position {
     let file_line = block.code_line + line.saturating_sub(1);
     let code_line = block.code.lines().nth(line.saturating_sub(1)).unwrap_or("");
-    let shift = if code_line.is_empty() {
-        0
-    } else {
-        file.line_text(file_line).find(code_line).unwrap_or(0)
-    };
-    let col = if col == 0 {
-        code_line.len() - code_line.trim_start().len() + 1
-    } else {
-        col
+    let content = code_line.trim_start();
+    let lead = code_line.chars().count() - content.chars().count();
+    let col = if col == 0 { lead + 1 } else { col };
+    if code_line.is_empty() {
+        // A blank line, or the end of the code (shellcheck's "unexpected end"): no prefix
+        // to find.
+        return Position {
+            line: file_line,
+            col,
+        };
+    }
+    let text = file.line_text(file_line);
+    // Where the code after its leading blanks starts in the file line (0-based, characters).
+    let start = match text.strip_suffix(content) {
+        Some(prefix) => prefix.chars().count(),
+        None => text
+            .find(code_line)
+            .map_or(lead, |at| text[..at].chars().count() + lead),
     };
     Position {
         line: file_line,
-        col: shift + col,
+        col: (start + col).saturating_sub(lead).max(1),
     }
 }
 
@@ -205,13 +221,17 @@ fn bash_syntax(cmd: &Command, file: &SourceFile, block: &Block, out: &mut Vec<Di
                 "bash-syntax",
                 format!("bash: {message} (in block `{}`)", block.id),
             )
-            .at_position(
-                position,
-                file.line_text(position.line).trim().chars().count(),
-            )
+            .at_position(position, rest_of_line(file, position))
             .with_hint("`bash -n` rejects this block; nixcmd would fail before running it"),
         );
     }
+}
+
+/// The number of characters from `position` to the end of its line, trailing blanks left
+/// out: the code a line-wide finding underlines (not a container prefix before it).
+fn rest_of_line(file: &SourceFile, position: Position) -> usize {
+    let text = file.line_text(position.line).trim_end();
+    text.chars().count().saturating_sub(position.col - 1)
 }
 
 /// Returns false when shellcheck is not installed.
@@ -247,12 +267,20 @@ fn shellcheck(cmd: &Command, file: &SourceFile, block: &Block, out: &mut Vec<Dia
             (_, "warning") => Severity::Warning,
             _ => Severity::Note,
         };
+        let end_line = c
+            .get("endLine")
+            .and_then(|v| v.as_u64())
+            .map_or(line, |v| v as usize);
+        let position = code_position(file, block, line, col);
+        // A finding over several lines (a multi-line string) is underlined to the end of
+        // its first line: its end column is on another line.
+        let width = match end_line > line {
+            true => rest_of_line(file, position),
+            false => end.saturating_sub(col),
+        };
         out.push(
             Diagnostic::new(severity, "shellcheck", format!("SC{code}: {message}"))
-                .at_position(
-                    code_position(file, block, line, col),
-                    end.saturating_sub(col).max(1),
-                )
+                .at_position(position, width)
                 .with_hint(format!("see https://www.shellcheck.net/wiki/SC{code}")),
         );
     }
@@ -276,4 +304,58 @@ pub fn exit_for(reports: &[FileReport], strict: bool) -> crate::exit::Exit {
 /// Whether a diagnostic counts as an error in this check (warnings do under `--strict`).
 pub fn is_failure(d: &Diagnostic, strict: bool) -> bool {
     d.severity >= Severity::Error || (strict && d.severity == Severity::Warning)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn first_step(text: &str) -> (SourceFile, Block) {
+        let file = SourceFile::new("t.md", text);
+        let cmd = crate::parser::parse(&file, "t", Origin::Builtin);
+        let block = cmd.steps[0].clone();
+        (file, block)
+    }
+
+    /// Columns in a block's code land on the same characters of the file line, whatever
+    /// the container prefix: plain, list indentation, a quote, and a tab that the list
+    /// item's indentation splits (the code has spaces where the file has the tab).
+    #[test]
+    fn code_columns_map_to_the_file_line() {
+        let cases = [
+            ("## Steps\n```bash\nif then\n```\n", "if then"),
+            (
+                "## Steps\n1. x\n   ```bash\n   if then\n   ```\n",
+                "if then",
+            ),
+            ("## Steps\n> ```bash\n> if then\n> ```\n", "if then"),
+            ("## Steps\n- x\n  ```bash\n\t\tif then\n  ```\n", "if then"),
+            ("## Steps\n- x\n  ```bash\n\t  if then\n  ```\n", "if then"),
+            ("## Steps\n```bash\n\tif then\n```\n", "if then"),
+        ];
+        for (text, wanted) in cases {
+            let (file, block) = first_step(text);
+            let code_line = block.code.lines().next().unwrap();
+            let lead = code_line.chars().count() - code_line.trim_start().chars().count();
+            // Column 0 (the first non-blank) and the `t` of `then`, 4 characters further.
+            for (col, offset) in [(0, 0), (lead + 4, 3)] {
+                let p = code_position(&file, &block, 1, col);
+                let line = file.line_text(p.line);
+                let at: String = line.chars().skip(p.col - 1).collect();
+                assert_eq!(at, wanted[offset..], "{text:?} col {col}");
+            }
+            let p = code_position(&file, &block, 1, 0);
+            assert_eq!(rest_of_line(&file, p), wanted.len(), "{text:?}");
+        }
+    }
+
+    /// Past the code's end (shellcheck's "unexpected end of file") the column is kept.
+    #[test]
+    fn a_position_after_the_code_keeps_its_column() {
+        let (file, block) = first_step("## Steps\n> ```bash\n> if then\n> ```\n");
+        assert_eq!(
+            code_position(&file, &block, 2, 1),
+            Position { line: 4, col: 1 }
+        );
+    }
 }

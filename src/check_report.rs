@@ -173,12 +173,57 @@ pub fn junit(reports: &[FileReport], strict: bool) -> String {
     s
 }
 
+/// `s` as XML 1.0 text or attribute value: escaped, without the characters XML 1.0 does
+/// not allow at all (not even as references): control characters other than tab and line
+/// breaks, and the noncharacters U+FFFE and U+FFFF. A source line shown in a failure can hold
+/// any of them.
 fn xml(s: &str) -> String {
     s.chars()
-        .filter(|c| !matches!(c, '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}'))
+        .filter(|c| {
+            !matches!(
+                c,
+                '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}'
+            )
+        })
         .collect::<String>()
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::FileReport;
+    use crate::diagnostic::Diagnostic;
+    use crate::source::SourceFile;
+
+    /// Whether XML 1.0 allows `c` in a document (its `Char` production).
+    fn xml_char(c: char) -> bool {
+        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
+    }
+
+    /// A failure quoting a line with every kind of character XML forbids, in a file whose
+    /// name has some too, is still a well-formed document: no forbidden character, and
+    /// markup characters escaped.
+    #[test]
+    fn junit_holds_only_characters_xml_allows() {
+        let line = "echo \u{1}\u{1b}[31m \u{fffe}\u{ffff} ]]> <a b=\"c\"> & \u{10ffff}";
+        let name = "f\u{1}\u{fffe}\"&<.md";
+        let file = SourceFile::new(name, format!("## Steps\n{line}\n"));
+        let d = Diagnostic::error("bash-syntax", format!("bad {line}")).at(&file, 9..12);
+        let report = FileReport {
+            name: name.to_string(),
+            file: Some(file),
+            diagnostics: vec![d],
+        };
+        let out = junit(&[report], false);
+        assert!(out.chars().all(xml_char), "{out:?}");
+        assert!(out.contains("name=\"f&quot;&amp;&lt;.md\""), "{out}");
+        assert!(
+            out.contains("]]&gt; &lt;a b=&quot;c&quot;&gt; &amp; \u{10ffff}"),
+            "{out}"
+        );
+    }
 }

@@ -3,8 +3,10 @@
 //! text happens here as pure string building; printing belongs to the output module.
 
 use crate::source::{Position, SourceFile, Span};
+use crate::terminal_text::visible;
 use serde::Serialize;
 use std::fmt::Write as _;
+use unicode_width::UnicodeWidthChar;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -112,16 +114,19 @@ impl Diagnostic {
     /// The human rendering: headline, location arrow, source line, caret, hint.
     pub fn render(&self, file: Option<&SourceFile>, file_name: &str) -> String {
         let mut out = String::new();
+        // The message and the file name can quote the file (an attribute, a placeholder, a
+        // path): its control characters are shown, not sent to the terminal.
         let _ = writeln!(
             out,
             "{}[{}]: {}",
             self.severity.label(),
             self.code,
-            self.message
+            visible(&self.message)
         );
-        let _ = writeln!(out, "  --> {}", self.location(file_name));
+        let _ = writeln!(out, "  --> {}", visible(&self.location(file_name)));
         if let (Some(file), Some(p)) = (file, self.position) {
             let (text, caret_col, width) = excerpt(file.line_text(p.line), p.col, self.width);
+            let (pad, carets) = caret_columns(&text, caret_col, width);
             let gutter = p.line.to_string().len();
             let _ = writeln!(out, "{:gutter$} |", "");
             let _ = writeln!(out, "{} | {}", p.line, text);
@@ -129,12 +134,12 @@ impl Diagnostic {
                 out,
                 "{:gutter$} | {}{}",
                 "",
-                " ".repeat(caret_col - 1),
-                "^".repeat(width)
+                " ".repeat(pad),
+                "^".repeat(carets)
             );
         }
         if let Some(hint) = &self.hint {
-            let _ = writeln!(out, "  = hint: {hint}");
+            let _ = writeln!(out, "  = hint: {}", visible(hint));
         }
         out
     }
@@ -170,14 +175,30 @@ fn excerpt(line: &str, col: usize, width: usize) -> (String, usize, usize) {
     (text, caret_col, width.clamp(1, room))
 }
 
+/// Where the carets under `text` go at a terminal: the display columns before the 1-based
+/// character `col`, and the columns of the `width` characters from there (at least one).
+/// Positions count characters (`path:line:col`), but a wide character (CJK, most emoji)
+/// takes two columns and a combining accent none: counting one space per character put
+/// the carets under the wrong text. Characters past the line's end count one column each.
+fn caret_columns(text: &str, col: usize, width: usize) -> (usize, usize) {
+    let columns = |c: char| c.width().unwrap_or(0);
+    let mut chars = text.chars().map(columns).chain(std::iter::repeat(1));
+    let pad = chars.by_ref().take(col.saturating_sub(1)).sum();
+    let carets = chars.take(width).sum::<usize>();
+    (pad, carets.max(1))
+}
+
 /// A source line as it can be shown at a terminal: a tab becomes a space and other control
-/// characters their visible Unicode pictures (`␀`), one character each so carets stay aligned.
+/// characters their visible Unicode pictures (`␀`, C1 controls U+FFFD), one character each
+/// so carets stay aligned.
 fn printable(line: &str) -> String {
     line.chars()
         .map(|c| match c {
             '\t' => ' ',
             '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('?'),
             '\u{7f}' => '\u{2421}',
+            // C1 controls (U+009B is CSI in some terminals): one visible character.
+            '\u{80}'..='\u{9f}' => '\u{fffd}',
             c => c,
         })
         .collect()
@@ -216,6 +237,33 @@ mod tests {
         let (text, caret, width) = excerpt(&"c".repeat(500), 500, 40);
         assert!(text.starts_with('…') && !text.ends_with('…'));
         assert_eq!((caret, width), (MAX_SHOWN + 1, 1));
+    }
+
+    /// Wide characters before a finding push the carets two columns each, combining
+    /// accents none; the location still counts characters.
+    #[test]
+    fn carets_follow_display_columns() {
+        // "日本" is two characters, four columns; "e\u{301}" two characters, one column.
+        let file = SourceFile::new("x.md", "echo \"日本\" e\u{301} $x\n");
+        let start = file.text.find('$').unwrap();
+        let d = Diagnostic::warning("shellcheck", "x").at(&file, start..start + 2);
+        assert_eq!(
+            d.render(Some(&file), "x.md"),
+            format!(
+                "warning[shellcheck]: x\n  --> x.md:1:14\n  |\n1 | echo \"日本\" e\u{301} $x\n  | {}^^\n",
+                " ".repeat(14)
+            )
+        );
+        let start = file.text.find('日').unwrap();
+        let d = Diagnostic::warning("shellcheck", "x").at(&file, start..start + 6);
+        assert!(
+            d.render(Some(&file), "x.md")
+                .ends_with("\n  |       ^^^^\n"),
+            "{}",
+            d.render(Some(&file), "x.md")
+        );
+        assert_eq!(caret_columns("ab", 5, 2), (4, 2));
+        assert_eq!(caret_columns("a\u{301}", 2, 1), (1, 1));
     }
 
     #[test]

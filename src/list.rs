@@ -4,6 +4,7 @@ use crate::command::{ArgSpec, Command, Mode, Origin};
 use crate::discovery::{self, Found, SearchPath};
 use crate::exit::{Exit, Failure};
 use crate::output::Output;
+use crate::terminal_text::visible;
 use crate::{parser, summary};
 use serde::Serialize;
 use std::borrow::Cow;
@@ -481,8 +482,11 @@ fn table(listing: &Listing, out: &Output) -> String {
             if i > 0 {
                 s.push_str("  ");
             }
+            // Cells are the files' text (a description): their control characters are
+            // shown, not obeyed by the terminal; one character each, so widths hold.
+            let cell = visible(cell);
             let mut count = cell.chars().count();
-            let mut cell: &str = cell;
+            let mut cell: &str = &cell;
             if count > widths[i] {
                 cut.clear();
                 cut.extend(cell.chars().take(widths[i].saturating_sub(1)));
@@ -519,8 +523,8 @@ fn table(listing: &Listing, out: &Output) -> String {
         for sh in &listing.shadowed {
             s.push_str(&format!(
                 "  {}  {} ({}), shadowed by {}\n",
-                sh.name,
-                sh.source.path().unwrap_or("builtin"),
+                visible(&sh.name),
+                visible(sh.source.path().unwrap_or("builtin")),
                 sh.source.label(),
                 sh.shadowed_by.label()
             ));

@@ -427,11 +427,7 @@ fn walk<'a>(
                 fenced,
             } => {
                 if !closed {
-                    diagnostics.push(
-                        Diagnostic::fatal("unclosed-fence", "this code fence is never closed")
-                            .at(file, el.span.start..*info_offset)
-                            .with_hint("add a closing fence line (```) after the code: without it the rest of the file is code"),
-                    );
+                    diagnostics.push(unclosed_fence(file, &el.span, *info_offset));
                 }
                 let phase = phase_of(w.kind);
                 let (Some(phase), true) = (phase, *fenced) else {
@@ -487,6 +483,35 @@ fn walk<'a>(
     }
     cmd.overview = overview.join("\n\n");
     (placed, contexts)
+}
+
+/// The finding for a fence without a closing line. When the line just after the block
+/// would close it but is outside the list item or quote the fence is in (the closing
+/// line is less indented than the item's text, or lacks the quote's `>`), CommonMark
+/// ends the code with the item and that line opens a new fence: "never closed" would
+/// send the author looking for a fence line that is right there.
+fn unclosed_fence(file: &SourceFile, span: &Range<usize>, info_offset: usize) -> Diagnostic {
+    let at = span.start..info_offset;
+    let opening = file.text[span.start..info_offset].trim_end_matches([' ', '\t']);
+    let marker = opening.chars().next_back().unwrap_or('`');
+    let open = opening.len() - opening.trim_end_matches(marker).len();
+    let after = &file.text[span.end.min(file.text.len())..];
+    let next = after.lines().next().unwrap_or("").trim_matches([' ', '\t']);
+    let closes = next.len() >= open && next.chars().all(|c| c == marker);
+    if span.end < file.text.len() && file.text[..span.end].ends_with('\n') && closes {
+        let line = file.line_of(span.end);
+        return Diagnostic::fatal(
+            "unclosed-fence",
+            format!("this code fence's closing line (line {line}) is outside the list item or quote the fence is in"),
+        )
+        .at(file, at)
+        .with_hint(format!("indent line {line} like this line (in a quote, start it with `>`): as it is, the code ends where the item or quote does, and line {line} opens a new fence"));
+    }
+    Diagnostic::fatal("unclosed-fence", "this code fence is never closed")
+        .at(file, at)
+        .with_hint(
+            "add a closing fence line (```) after the code: without it the rest of the file is code",
+        )
 }
 
 /// The number of blocks of each phase (`Phase as usize`) the walk will find: the same
@@ -960,6 +985,53 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The unclosed-fence findings of `text`: (line, message).
+    fn unclosed(text: &str) -> Vec<(usize, String)> {
+        let file = SourceFile::new("t.md", text);
+        parse(&file, "t", Origin::Builtin)
+            .diagnostics
+            .into_iter()
+            .filter(|d| d.code == "unclosed-fence")
+            .map(|d| (d.position.unwrap().line, d.message))
+            .collect()
+    }
+
+    /// A closing line left outside the list item or quote is named; a fence the file ends
+    /// in, or one whose item ends with other text, is "never closed".
+    #[test]
+    fn a_closing_line_outside_the_item_is_named() {
+        let outside = |n: usize| {
+            format!(
+                "this code fence's closing line (line {n}) is outside the list item or quote the fence is in"
+            )
+        };
+        let never = "this code fence is never closed".to_string();
+        assert_eq!(
+            unclosed("## Steps\n1. x\n   ```bash\n   true\n```\n"),
+            [(3, outside(5)), (5, never.clone())]
+        );
+        assert_eq!(
+            unclosed("## Steps\n> ````sh\n> true\n  ````  \r\n\n```\n"),
+            [(2, outside(4)), (4, never.clone())]
+        );
+        // Too short to close a four-backtick fence, or another marker: not a closing line.
+        for text in [
+            "## Steps\n> ````sh\n> true\n```\n```\n",
+            "## Steps\n> ```sh\n> true\n~~~\n~~~\n",
+            "## Steps\n1. x\n   ```bash\n   true\n",
+            "## Steps\n1. x\n   ```bash\ntrue\n",
+        ] {
+            assert_eq!(
+                unclosed(text),
+                [(
+                    text.lines().position(|l| l.contains("``")).unwrap() + 1,
+                    never.clone()
+                )],
+                "{text:?}"
+            );
+        }
+    }
 
     #[test]
     fn default_ids_are_the_title_slug_else_phase_and_number() {

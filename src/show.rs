@@ -5,7 +5,10 @@ use crate::discovery::Loaded;
 use crate::duration;
 use crate::list::args_summary;
 use crate::output::Palette;
+// Text from the command file is shown with its control characters as pictures, never sent
+// to the terminal as escape sequences.
 use crate::parser::push_number;
+use crate::terminal_text::visible as v;
 use std::fmt::Write as _;
 
 /// The gates of a block in words: `confirm "Push?"`, `continue on failure`, `readonly` …
@@ -83,8 +86,8 @@ pub fn text(loaded: &Loaded, p: Palette) -> String {
     let _ = writeln!(
         s,
         "{} — {}",
-        p.bold(&c.name),
-        c.description.as_deref().unwrap_or("(no description)")
+        p.bold(&v(&c.name)),
+        v(c.description.as_deref().unwrap_or("(no description)"))
     );
     let mode = match c.mode {
         Mode::Annotated => "annotated",
@@ -93,10 +96,15 @@ pub fn text(loaded: &Loaded, p: Palette) -> String {
     let _ = writeln!(
         s,
         "source: {}  mode: {mode}",
-        c.source.path().unwrap_or("builtin")
+        v(c.source.path().unwrap_or("builtin"))
     );
     if !c.args.is_empty() {
-        let _ = writeln!(s, "usage: nixcmd /{} {}", c.name, args_summary(&c.args));
+        let _ = writeln!(
+            s,
+            "usage: nixcmd /{} {}",
+            v(&c.name),
+            v(&args_summary(&c.args))
+        );
         for a in &c.args {
             let mut extra = Vec::new();
             if let Some(pat) = &a.pattern {
@@ -115,10 +123,10 @@ pub fn text(loaded: &Loaded, p: Palette) -> String {
             };
             let about = format!("{}{extra}", a.help.as_deref().unwrap_or(""));
             let line = format!("  {:<12} ${}  {}", a.name, a.env, about.trim_start());
-            let _ = writeln!(s, "{}", line.trim_end());
+            let _ = writeln!(s, "{}", v(line.trim_end()));
         }
     } else if let Some(h) = &c.argument_hint {
-        let _ = writeln!(s, "usage: nixcmd /{} {h}", c.name);
+        let _ = writeln!(s, "usage: nixcmd /{} {}", v(&c.name), v(h));
     }
     if let Some(t) = c.settings.timeout {
         let _ = writeln!(s, "default timeout: {}", duration::display(t));
@@ -126,7 +134,7 @@ pub fn text(loaded: &Loaded, p: Palette) -> String {
     if !c.overview.is_empty() {
         let _ = writeln!(s, "\n{}", p.bold("Overview"));
         for line in c.overview.lines() {
-            let _ = writeln!(s, "{}", format!("  {line}").trim_end());
+            let _ = writeln!(s, "{}", v(format!("  {line}").trim_end()));
         }
     }
     section(&mut s, p, "Prerequisites", &c.prerequisites);
@@ -140,7 +148,7 @@ pub fn text(loaded: &Loaded, p: Palette) -> String {
             let _ = writeln!(
                 s,
                 "  [ ] {}  {}",
-                m.text,
+                v(&m.text),
                 p.dim(&format!("(manual check, line {})", m.line))
             );
         }
@@ -177,7 +185,12 @@ pub fn text(loaded: &Loaded, p: Palette) -> String {
     if !notes.is_empty() {
         let _ = writeln!(s, "\n{}", p.bold("Notes (shown, never run)"));
         for n in notes {
-            let _ = writeln!(s, "  {}  {}", n.title, p.dim(&format!("line {}", n.line)));
+            let _ = writeln!(
+                s,
+                "  {}  {}",
+                v(&n.title),
+                p.dim(&format!("line {}", n.line))
+            );
         }
     }
     if c.other_blocks > 0 {
@@ -209,11 +222,11 @@ fn section(s: &mut String, p: Palette, title: &str, blocks: &[Block]) {
         s.push_str(if i + 1 < 10 { "   " } else { "  " });
         push_number(s, i + 1);
         s.push_str(". ");
-        s.push_str(&b.id);
+        s.push_str(&v(&b.id));
         if let Some(t) = &b.title
             && !crate::parser::slug_is(t, &b.id)
         {
-            let _ = write!(s, "  {t}");
+            let _ = write!(s, "  {}", v(t));
         }
         let g = gates(b);
         if !g.is_empty() {
@@ -231,8 +244,8 @@ fn section(s: &mut String, p: Palette, title: &str, blocks: &[Block]) {
             let _ = writeln!(
                 s,
                 "      nested: /{} {}",
-                nested.name,
-                nested.args.join(" ")
+                v(&nested.name),
+                v(&nested.args.join(" "))
             );
         }
     }
@@ -244,7 +257,12 @@ fn entries(s: &mut String, p: Palette, title: &str, list: &[crate::command::Entr
     }
     let _ = writeln!(s, "\n{}", p.bold(title));
     for e in list {
-        let _ = writeln!(s, "  {}  {}", e.title, p.dim(&format!("line {}", e.line)));
+        let _ = writeln!(
+            s,
+            "  {}  {}",
+            v(&e.title),
+            p.dim(&format!("line {}", e.line))
+        );
     }
 }
 

@@ -86,6 +86,49 @@ fn cleaned(text: &str, keep_sgr: bool) -> String {
     out
 }
 
+/// `text` (lines a report prints: `show`, `list`, `check`) with the control characters a
+/// command file can hold shown as their Unicode pictures (`␛`), one character each, so none
+/// reaches the terminal: an escape sequence in a description or a heading would otherwise
+/// clear the operator's screen, retitle the window or write the clipboard (OSC 52) when
+/// they only list their commands. Line breaks and tabs are kept; C1 controls (U+0080 to
+/// U+009F, `U+009B` is CSI) become U+FFFD. Borrowed when there is nothing to replace.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t').then(|| match c {
+            '\u{0}'..='\u{1f}' => char::from_u32(0x2400 + c as u32).unwrap_or('\u{fffd}'),
+            '\u{7f}' => '\u{2421}',
+            _ => '\u{fffd}',
+        })
+    };
+    if !maybe_control(text.as_bytes()) || !text.chars().any(|c| control(c).is_some()) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    text.chars().map(|c| control(c).unwrap_or(c)).collect()
+}
+
+/// Whether `bytes` may hold a control character other than a line break or a tab: C0
+/// controls and DEL are single bytes, C1 controls start with 0xC2. Eight bytes at a time
+/// (`list` defuses every cell of a thousand rows, `show` megabytes of text): a word whose
+/// bytes are all printable ASCII (0x20 to 0x7E) is passed at once, any other is looked at
+/// byte by byte.
+fn maybe_control(bytes: &[u8]) -> bool {
+    let odd = |b: &u8| (*b < 0x20 && *b != b'\n' && *b != b'\t') || *b == 0x7f || *b == 0xc2;
+    let (words, rest) = bytes.as_chunks::<8>();
+    for word in words {
+        let x = u64::from_le_bytes(*word);
+        // A byte below 0x20 borrows (high bit set after the subtraction), one of 0x7F or
+        // more sets the high bit itself or after adding one. Borrows and carries between
+        // bytes can only flag more words, never fewer.
+        let flagged =
+            (x.wrapping_sub(0x2020_2020_2020_2020) | x.wrapping_add(0x0101_0101_0101_0101) | x)
+                & 0x8080_8080_8080_8080;
+        if flagged != 0 && word.iter().any(odd) {
+            return true;
+        }
+    }
+    rest.iter().any(odd)
+}
+
 /// Display columns of `text` (wide characters count two, combining marks none).
 pub fn width(text: &str) -> usize {
     text.chars().filter_map(UnicodeWidthChar::width).sum()
@@ -116,6 +159,34 @@ pub fn fit(text: &str, cols: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn visible_shows_control_characters_as_pictures() {
+        assert_eq!(
+            visible("t \x1b]52;c;aGk=\x07 \x1b[2J\r\u{9b}x\u{7f}"),
+            "t \u{241b}]52;c;aGk=\u{2407} \u{241b}[2J\u{240d}\u{fffd}x\u{2421}"
+        );
+        assert_eq!(visible("a\tb\nc é 日本 \u{a0}"), "a\tb\nc é 日本 \u{a0}");
+        assert!(matches!(visible("plain\n"), std::borrow::Cow::Borrowed(_)));
+        // The word-at-a-time test agrees with a byte-by-byte one for every byte anywhere
+        // in a word, between any neighbours.
+        for b in 0..=255u8 {
+            for (before, after) in [(b' ', b' '), (0x7e, 0x00), (0xff, 0x20), (b'\n', 0x7f)] {
+                for at in 0..11 {
+                    let mut bytes = vec![b'a'; 11];
+                    bytes[at] = b;
+                    bytes[at.saturating_sub(1)] = if at > 0 { before } else { b };
+                    if at + 1 < bytes.len() {
+                        bytes[at + 1] = after;
+                    }
+                    let odd = |b: &u8| {
+                        (*b < 0x20 && *b != b'\n' && *b != b'\t') || *b == 0x7f || *b == 0xc2
+                    };
+                    assert_eq!(maybe_control(&bytes), bytes.iter().any(odd), "{bytes:?}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn escape_sequences_and_control_characters_are_dropped() {

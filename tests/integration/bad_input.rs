@@ -178,3 +178,53 @@ fn check_reports_every_bad_file_and_exits_2() {
     assert_output_snapshot!(out);
     out.assert_status(2);
 }
+
+/// Escape sequences in a command file (a description that clears the screen and writes the
+/// clipboard with OSC 52, a heading, an attribute) are shown as their pictures by `list`,
+/// `show` and `check`, never sent to the operator's terminal.
+#[test]
+fn control_characters_in_a_runbook_are_shown_not_obeyed() {
+    let text = "---\ndescription: \"t \\e]52;c;aGk=\\a \\e[2J\"\nnixcmd: {}\n---\n# T\n\nAbout \u{1b}[31mit\u{9b}2J.\n\n## Steps\n```bash {x\u{1b}[31m=1}\ntrue\n```\n";
+    let test = || Test::new().programs(&["bash"]).runbook("esc.md", text);
+    let list = test().args(["list"]).run();
+    list.assert_status(0);
+    assert!(
+        list.stdout.contains("t ␛]52;c;aGk=␇ ␛[2J "),
+        "{}",
+        list.stdout
+    );
+    let show = test().args(["show", "esc"]).run();
+    show.assert_status(0);
+    assert!(
+        show.stdout.starts_with("esc — t ␛]52;c;aGk=␇ ␛[2J\n")
+            && show.stdout.contains("About ␛[31mit\u{fffd}2J."),
+        "{}",
+        show.stdout
+    );
+    let check = test().args(["check", "esc"]).run();
+    check.assert_status(1);
+    assert!(
+        check
+            .stdout
+            .contains("\nerror[unknown-attribute]: unknown attribute `x␛[31m`\n"),
+        "{}",
+        check.stdout
+    );
+    // nixcmd's own colors are kept; only the file's sequences are defused.
+    let colored = test().args(["--color", "always", "show", "esc"]).run();
+    colored.assert_status(0);
+    assert!(
+        colored.stdout.starts_with("\u{1b}[1mesc\u{1b}[0m — t ␛]52")
+            && !colored.stdout.contains("\u{1b}]")
+            && !colored.stdout.contains("\u{1b}[2J"),
+        "{:?}",
+        colored.stdout
+    );
+    for out in [&list, &show, &check] {
+        assert!(
+            !out.stdout.contains(['\u{1b}', '\u{7}', '\u{9b}']),
+            "{:?}",
+            out.stdout
+        );
+    }
+}

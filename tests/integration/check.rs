@@ -160,6 +160,33 @@ fn nothing_to_check() {
     out.assert_status(0);
 }
 
+/// The machine formats still write a report a CI step can parse when there is nothing to
+/// check: an empty JSON report, a JUnit document with no test.
+#[test]
+fn nothing_to_check_is_an_empty_machine_report() {
+    let json = Test::new().args(["check", "--format", "json"]).run();
+    json.assert_status(0);
+    assert_eq!(
+        json.stdout_json(),
+        serde_json::json!({ "files": [], "errors": 0, "warnings": 0, "notes": 0 })
+    );
+    let junit = Test::new().args(["check", "--format", "junit"]).run();
+    junit.assert_status(0);
+    assert_eq!(
+        junit.stdout,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <testsuites name=\"nixcmd check\" tests=\"0\" failures=\"0\">\n  \
+         <testsuite name=\"nixcmd check\" tests=\"0\" failures=\"0\">\n  \
+         </testsuite>\n</testsuites>\n"
+    );
+    for out in [&json, &junit] {
+        assert_eq!(
+            out.stderr,
+            "no command files found (give paths, or add commands to .nixcmd/commands/)\n"
+        );
+    }
+}
+
 #[test]
 fn a_command_name_is_checked_by_name() {
     let out = Test::new()
