@@ -773,8 +773,7 @@ pub fn run_group_observed(
             && !token_swept
         {
             token_swept = true;
-            kill_by_token(spec.token, spec.grace);
-            kill_adopted_since(since, spec.grace);
+            sweep_leftovers(spec.token, since, spec.grace);
         }
         // Whatever still holds a pipe now is not ours to wait for.
         if exited_at.is_some_and(|at| at.elapsed() > spec.grace * 3 + Duration::from_secs(1)) {
@@ -836,8 +835,7 @@ pub fn run_group_observed(
         exit = child.wait().ok();
     }
     terminate_group(pgid, spec.grace, false, &escalate);
-    kill_by_token(spec.token, spec.grace);
-    kill_adopted_since(since, spec.grace);
+    sweep_leftovers(spec.token, since, spec.grace);
     if let Some(e) = ended {
         return Ok(e);
     }
@@ -1310,6 +1308,17 @@ pub fn step_processes() -> Vec<LeftBehind> {
 /// Stops processes that carry the step's token but left its process group. Thanks to the
 /// subreaper they are nixcmd's children once their parent exits; where the kernel hides the
 /// list of children, every process is examined instead.
+/// Stops what a step left behind: processes carrying its token, then those adopted since it
+/// started (see [`kill_adopted_since`]). Nothing to look at when nixcmd has no child at all,
+/// as after most steps: one `waitid` says so for both.
+fn sweep_leftovers(token: &str, since: u64, grace: Duration) {
+    if CHILDREN_LISTED.load(Ordering::Relaxed) && !has_children() {
+        return;
+    }
+    kill_by_token(token, grace);
+    kill_adopted_since(since, grace);
+}
+
 fn kill_by_token(token: &str, grace: Duration) {
     let needle = format!("NIXCMD_STEP_TOKEN={token}");
     let me = std::process::id() as i32;
@@ -1413,11 +1422,14 @@ fn start_ticks(pid: i32) -> Option<u64> {
 /// shell is reaped by now, and that thread starts nothing else while a step runs).
 /// Nothing to read when nixcmd has no child at all, as after most steps.
 fn kill_adopted_since(since: u64, grace: Duration) {
-    let pid = std::process::id();
-    // SAFETY: gettid has no arguments and cannot fail.
-    if unsafe { libc::gettid() } as u32 != pid || !has_children() {
+    thread_local! {
+        // SAFETY: gettid has no arguments and cannot fail.
+        static ON_MAIN_THREAD: bool = unsafe { libc::gettid() } as u32 == std::process::id();
+    }
+    if !ON_MAIN_THREAD.with(|main| *main) || !has_children() {
         return;
     }
+    let pid = std::process::id();
     let find = || -> Vec<i32> {
         let Ok(text) = std::fs::read_to_string(format!("/proc/self/task/{pid}/children")) else {
             return Vec::new();
