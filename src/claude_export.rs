@@ -190,7 +190,27 @@ pub fn run(cx: &Context, dir: &Path) -> Result<Exit, Failure> {
         )));
     }
     let listing = crate::list::listing(&cx.search)?;
+    // A Claude Code command of the same name hides a nixcmd command (its own
+    // `.claude/commands/NAME.md`, found earlier on the search path): it is not exported, and
+    // is left alone; said, so that nobody wonders why `/NAME` in Claude Code is not nixcmd's.
+    let hidden: Vec<String> = listing
+        .shadowed
+        .iter()
+        .filter(|s| {
+            matches!(s.shadowed_by, Origin::Claude { .. })
+                && !matches!(s.source, Origin::Claude { .. })
+        })
+        .map(|s| {
+            format!(
+                "{}: not exported, {} is a Claude Code command of the same name and hides nixcmd's ({})",
+                s.name,
+                s.shadowed_by.path().unwrap_or(""),
+                s.source.path().unwrap_or("built-in")
+            )
+        })
+        .collect();
     let (rows, mut notes) = exportable(listing.commands);
+    notes.extend(hidden);
     let commands_dir = root.join(".claude/commands");
     std::fs::create_dir_all(&commands_dir)
         .map_err(|e| Failure::usage(format!("cannot create {}: {e}", commands_dir.display())))?;

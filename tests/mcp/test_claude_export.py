@@ -82,3 +82,18 @@ def test_wrappers_do_not_shadow_the_runbooks(env):
     sources = {c["name"]: c["source"]["kind"] for c in listing["commands"]}
     assert sources["quick"] == "commands-dir"
     assert not [s for s in listing["shadowed"] if s["source"]["kind"] == "claude"]
+
+
+def test_a_claude_command_that_hides_a_runbook_is_named_and_left_alone(env):
+    """A hand-written `.claude/commands/flake-update.md` hides the built-in: it is not
+    overwritten, and the export says why `/flake-update` in Claude Code is not nixcmd's."""
+    own = env.project / ".claude" / "commands" / "flake-update.md"
+    own.parent.mkdir(parents=True, exist_ok=True)
+    own.write_text("my own notes on updating the flake\n")
+    p = export(env)
+    assert p.returncode == 0, p.stderr
+    assert own.read_text() == "my own notes on updating the flake\n"
+    assert (
+        f"note: flake-update: not exported, {own} is a Claude Code command of the same name "
+        "and hides nixcmd's (built-in)\n"
+    ) in p.stdout
