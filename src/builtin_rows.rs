@@ -19,7 +19,7 @@ fn precomputed_builtin_row(name: &str, hash: u64) -> Option<Row> {
             errors: 0,
             error: None,
         },
-        ("deploy-all", 0xb277341a4e67b7b8) => Row {
+        ("deploy-all", 0x2c312df1a3fac6c3) => Row {
             name: "deploy-all".into(),
             description: "Build every host, then activate on the fleet canary-first with per-host rollback".into(),
             source: Origin::Builtin,

@@ -373,6 +373,9 @@ impl<'a> Engine<'a> {
             run_dir: self.run.path.display().to_string(),
         });
 
+        // Before the first block: the hosts of the run, for the blocks on this machine.
+        self.write_hosts_file();
+
         let mut failed: Option<(String, Vec<String>)> = None;
         let mut status = RunStatus::Succeeded;
         let mut anything_started = self

@@ -33,6 +33,8 @@ pub struct Fleet {
     pub left: Vec<String>,
     /// The hosts that failed the last block run on hosts.
     last_failed: Vec<String>,
+    /// `hosts.tsv` of the run, once written (see [`crate::run::hosts_file`]).
+    pub(super) hosts_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -42,7 +44,7 @@ enum Kind {
 }
 
 impl Engine<'_> {
-    fn inventory(&mut self) -> Result<&Inventory, String> {
+    pub(super) fn inventory(&mut self) -> Result<&Inventory, String> {
         if self.fleet.inventory.is_none() {
             let dir = self.opts.dir.clone();
             let explicit = self
@@ -253,6 +255,10 @@ impl Engine<'_> {
             .iter()
             .map(|h| {
                 let mut env = base_env.clone();
+                if !h.local {
+                    // It names a file of this machine.
+                    env.retain(|(k, _)| k != crate::run::hosts_file::VAR);
+                }
                 env.push(("NIXCMD_HOST".into(), h.name.clone()));
                 Job {
                     step_id: block.id.clone(),

@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod follow;
 pub mod group;
 pub mod heartbeat;
+pub mod hosts_file;
 pub mod jobs;
 pub mod nested;
 pub mod prune;

@@ -345,6 +345,7 @@ impl Engine<'_> {
                 if self.opts.dry_run { "1" } else { "0" }.to_string(),
             ),
         ];
+        env.extend(self.hosts_file_env());
         env.extend(self.opts.env.iter().cloned());
         env.extend(self.run.env_vars());
         env

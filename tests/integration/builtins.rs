@@ -1494,6 +1494,154 @@ fn deploy_all_dry_run_changes_no_file() {
     assert_eq!(tree_hash(&fx), before, "{text}");
 }
 
+impl Fleet {
+    /// Stops host `i`'s sshd: the host cannot be reached any more.
+    fn stop_host(&self, i: usize) {
+        let port = self.hosts[i].1;
+        let pid_file = self.dir.path().join(format!("sshd-{port}.pid"));
+        let pid: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: signalling the sshd this test started (its pid file names it).
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the sshd of {} still answers", self.hosts[i].0);
+    }
+}
+
+/// The ssh options nixcmd gives every host of the fleet's `nixcmd.toml`, as `hosts.tsv` lists
+/// them.
+fn fleet_ssh_fields(fleet: &Fleet) -> String {
+    format!(
+        "-o\tBatchMode=yes\t-o\tConnectTimeout=5\t-o\tServerAliveInterval=15\t-o\t\
+         ServerAliveCountMax=3\t-F\t{}",
+        fleet.ssh_config.display()
+    )
+}
+
+/// `--hosts web1` narrows the steps that run here too: only web1 is built and copied to, so
+/// the deploy goes through with web2's sshd stopped (the runbook's own parse of nixcmd.toml
+/// built every host and ran `nix copy` to web2, which failed the narrowed deploy).
+#[test]
+fn deploy_all_with_hosts_builds_and_copies_only_the_selected_hosts() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
+        return;
+    };
+    let (app, old) = deploy_setup(&t, &fleet);
+    fleet.stop_host(1);
+    let web2_before = host_state(&fleet.hosts[1].2);
+    // No NIX_SSHOPTS: nix copy gets nixcmd's ssh options from $NIXCMD_HOSTS_FILE.
+    let out = run(t, "deploy-all", &["--yes", "--hosts", "web1"], &app)
+        .timeout(Duration::from_secs(150))
+        .run();
+    out.assert_status(0);
+    let (running, profile, _) = host_state(&fleet.hosts[0].2);
+    assert!(is_system(&running, "web1", "1.1.0"), "{running:?}");
+    assert_ne!(running, old[0]);
+    assert_eq!(profile, running);
+    assert_eq!(host_state(&fleet.hosts[1].2), web2_before);
+    let port = fleet.hosts[0].1;
+    assert_eq!(
+        std::fs::read_to_string(run_dir(&out).join("hosts.tsv")).unwrap(),
+        format!("web1\tssh\th-{port}\t-\t{}\n", fleet_ssh_fields(&fleet))
+    );
+    let built: Vec<String> = step_log(&out, "build")
+        .into_iter()
+        .filter(|l| l.starts_with("+ "))
+        .collect();
+    assert_eq!(built, ["+ building web1"]);
+    let copied: Vec<String> = step_log(&out, "copy")
+        .into_iter()
+        .filter(|l| l.starts_with("+ "))
+        .collect();
+    assert_eq!(
+        copied,
+        [format!(
+            "+ web1: nix copy --to ssh://h-{port} {}",
+            running.display()
+        )]
+    );
+    let listed: Vec<String> = step_log(&out, "inventory")
+        .into_iter()
+        .filter(|l| l.contains(" -> "))
+        .collect();
+    assert_eq!(listed, [format!("web1 -> h-{port}")]);
+}
+
+/// `--config FILE` outside the project (the project has no nixcmd.toml): build and copy use
+/// its hosts, with their ports and `[ssh]` and per-host options (no ssh_config alias, no
+/// NIX_SSHOPTS: nothing but what nixcmd resolved reaches the hosts).
+#[test]
+fn deploy_all_honours_a_config_file_outside_the_project() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
+        return;
+    };
+    let (app, old) = deploy_setup(&t, &fleet);
+    std::fs::remove_file(app.join("nixcmd.toml")).unwrap();
+    let key = fleet.dir.path().join("id_ed25519");
+    let mut config = format!(
+        "[ssh]\nconnect_timeout = 5\noptions = [\"-i\", \"{}\", \"-o\", \"IdentitiesOnly=yes\", \
+         \"-o\", \"StrictHostKeyChecking=no\", \"-o\", \"UserKnownHostsFile=/dev/null\", \"-o\", \
+         \"LogLevel=ERROR\"]\n",
+        key.display()
+    );
+    for (host, port, root) in &fleet.hosts {
+        config.push_str(&format!(
+            "\n[hosts.{host}]\ntarget = \"root@127.0.0.1\"\nport = {port}\n\
+             ssh_options = [\"-o\", \"SetEnv=NIXCMD_SYSTEM_ROOT={}\"]\n",
+            root.display()
+        ));
+    }
+    let ops = t.root().join("ops");
+    std::fs::create_dir_all(&ops).unwrap();
+    let config_path = ops.join("fleet.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let out = run(
+        t,
+        "deploy-all",
+        &["--yes", "--config", config_path.to_str().unwrap()],
+        &app,
+    )
+    .timeout(Duration::from_secs(150))
+    .run();
+    out.assert_status(0);
+    for ((host, port, root), old) in fleet.hosts.iter().zip(&old) {
+        let (running, profile, _) = host_state(root);
+        assert!(is_system(&running, host, "1.1.0"), "{host}: {running:?}");
+        assert_ne!(&running, old);
+        assert_eq!(profile, running, "{host}: boot profile");
+        assert!(
+            step_log(&out, "copy").contains(&format!(
+                "+ {host}: nix copy --to ssh://root@127.0.0.1 {}",
+                running.display()
+            )),
+            "{:?}",
+            step_log(&out, "copy")
+        );
+        assert!(
+            step_log(&out, "inventory")
+                .contains(&format!("{host} -> root@127.0.0.1 (port {port})")),
+            "{:?}",
+            step_log(&out, "inventory")
+        );
+    }
+}
+
 // ---- system-health-check HOST… ----------------------------------------------------------------
 
 /// `system-health-check web1 web2` over the real sshd: every block runs on both hosts, web1

@@ -811,3 +811,176 @@ echo "$NIXCMD_HOST done" >&2
         );
     }
 }
+
+// ---- $NIXCMD_HOSTS_FILE: the run's hosts for the steps on this machine ----------------------
+
+/// A runbook whose steps here print the hosts file, raw and as the documented `read -a` sees
+/// it. Its fan-outs are rollback blocks: they select hosts but never run on a success.
+const HOSTS_FILE_RUNBOOK: &str = r#"---
+description: the hosts file
+nixcmd: {}
+---
+# Hosts file
+
+## Steps
+### show
+```bash {id=show CONFIRM}
+cat "$NIXCMD_HOSTS_FILE"
+while IFS=$'\t' read -r -a f; do echo "${f[0]}|${f[1]}|${f[2]}|${f[3]}|${f[*]:4}"; done <"$NIXCMD_HOSTS_FILE"
+```
+
+## Rollback
+### web
+```bash {id=undo-web hosts=@web}
+true
+```
+### db
+```bash {id=undo-db hosts=db1}
+true
+```
+"#;
+
+const HOSTS_FILE_CONFIG: &str = r#"[ssh]
+connect_timeout = 3
+options = ["-F", "/etc/fleet_ssh"]
+
+[hosts.web1]
+target = "root@10.0.0.5"
+port = 2222
+tags = ["web"]
+ssh_options = ["-i", "/keys/deploy"]
+
+[hosts.db1]
+target = "db1.example"
+tags = ["db"]
+
+[hosts.local]
+tags = ["web"]
+"#;
+
+/// Every host the run's fan-outs select, after `--hosts`, in inventory order, as nixcmd
+/// reaches it: `$XDG_CONFIG_HOME/nixcmd/config.toml` (no project file), `[ssh]` options and
+/// timeout, the port, the host's options, a host that runs here.
+#[test]
+fn local_steps_get_the_hosts_the_run_selected() {
+    let out = Test::new()
+        .file("config/nixcmd/config.toml", HOSTS_FILE_CONFIG)
+        .runbook("hf.md", &HOSTS_FILE_RUNBOOK.replace(" CONFIRM", ""))
+        .args(["run", "hf", "--hosts", "web1,local"])
+        .run();
+    out.assert_status(0);
+    let run = only_run(out.root.path());
+    let expected = "web1\tssh\troot@10.0.0.5\t2222\t-o\tBatchMode=yes\t-o\tConnectTimeout=3\t\
+                    -o\tServerAliveInterval=15\t-o\tServerAliveCountMax=3\t-F\t/etc/fleet_ssh\t\
+                    -i\t/keys/deploy\n\
+                    local\tlocal\tlocal\t-\n";
+    assert_eq!(
+        std::fs::read_to_string(run.join("hosts.tsv")).unwrap(),
+        expected
+    );
+    let log = std::fs::read_to_string(run.join("logs/show.log")).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.starts_with("── ")).collect();
+    assert_eq!(
+        lines,
+        [
+            expected.lines().next().unwrap(),
+            "local\tlocal\tlocal\t-",
+            "web1|ssh|root@10.0.0.5|2222|-o BatchMode=yes -o ConnectTimeout=3 -o \
+             ServerAliveInterval=15 -o ServerAliveCountMax=3 -F /etc/fleet_ssh -i /keys/deploy",
+            "local|local|local|-|",
+        ]
+    );
+}
+
+/// A command without fan-outs (or whose only fan-out follows an empty `hosts=arg:`) gets no
+/// variable and no file.
+#[test]
+fn a_run_without_fan_outs_has_no_hosts_file() {
+    let out = Test::new()
+        .file("project/nixcmd.toml", HOSTS_FILE_CONFIG)
+        .runbook(
+            "plain.md",
+            "---\ndescription: x\nnixcmd: {}\n---\n# X\n## Steps\n```bash {id=show}\necho \"${NIXCMD_HOSTS_FILE-unset}\"\n```\n",
+        )
+        .args(["run", "plain"])
+        .run();
+    out.assert_status(0);
+    let run = only_run(out.root.path());
+    assert!(!run.join("hosts.tsv").exists());
+    let log = std::fs::read_to_string(run.join("logs/show.log")).unwrap();
+    assert_eq!(
+        log.lines()
+            .filter(|l| !l.starts_with("── "))
+            .collect::<Vec<_>>(),
+        ["unset"]
+    );
+}
+
+/// A run paused at a gate, resumed after the inventory changed (a port, a new tagged host):
+/// its steps here still see the hosts of the original run.
+#[test]
+fn a_resumed_run_keeps_the_hosts_of_the_original_run() {
+    let out = Test::new()
+        .file("config/nixcmd/config.toml", HOSTS_FILE_CONFIG)
+        .runbook(
+            "hf.md",
+            &HOSTS_FILE_RUNBOOK.replace(" CONFIRM", " confirm=\"Show?\""),
+        )
+        .args(["run", "hf", "--hosts", "@web"])
+        .run();
+    out.assert_status(3);
+    let root = out.root.path().to_path_buf();
+    let run = only_run(&root);
+    let before = std::fs::read_to_string(run.join("hosts.tsv")).unwrap();
+    assert!(
+        before.starts_with("web1\tssh\troot@10.0.0.5\t2222\t"),
+        "{before}"
+    );
+    assert!(before.ends_with("\nlocal\tlocal\tlocal\t-\n"), "{before}");
+    let changed = HOSTS_FILE_CONFIG.replace("port = 2222", "port = 2223")
+        + "\n[hosts.web2]\ntarget = \"root@10.0.0.6\"\ntags = [\"web\"]\n";
+    std::fs::write(root.join("config/nixcmd/config.toml"), changed).unwrap();
+    let id = crate::run_support::run_id(&run);
+    let out = out.then().args(["resume", &id, "--approve", "show"]).run();
+    out.assert_status(0);
+    assert_eq!(
+        std::fs::read_to_string(run.join("hosts.tsv")).unwrap(),
+        before
+    );
+    let log = std::fs::read_to_string(run.join("logs/show.log")).unwrap();
+    let shown: String = log
+        .lines()
+        .filter(|l| !l.starts_with("── "))
+        .take(2)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(shown, before);
+}
+
+/// On a host over ssh the variable would name a file of this machine: it is not sent.
+#[test]
+fn a_host_over_ssh_gets_no_hosts_file() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let steps = r#"### on-host
+```bash {id=on-host hosts=all}
+echo "remote: ${NIXCMD_HOSTS_FILE-unset}"
+```
+### here
+```bash {id=here}
+echo "here: $(basename "$NIXCMD_HOSTS_FILE")"
+```
+"#;
+    let out = run(project(&fleet, "", &runbook(steps, "")), &[]);
+    out.assert_status(0);
+    let run = only_run(out.root.path());
+    let read = |name: &str| {
+        std::fs::read_to_string(run.join("logs").join(name))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("── "))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(read("on-host@h1.log"), ["remote: unset"]);
+    assert_eq!(read("here.log"), ["here: hosts.tsv"]);
+}
