@@ -35,6 +35,11 @@ pub struct Fleet {
     last_failed: Vec<String>,
     /// `hosts.tsv` of the run, once written (see [`crate::run::hosts_file`]).
     pub(super) hosts_file: Option<std::path::PathBuf>,
+    /// On resume, the hosts of the run's first start (the names in its `hosts.tsv`): fan-outs
+    /// reach no other host, whatever the inventory says now.
+    pub(super) pinned: Option<Vec<String>>,
+    /// Hosts left out for not being among `pinned`, already warned about.
+    left_out: Vec<String>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -118,7 +123,37 @@ impl Engine<'_> {
                 return Some(self.not_runnable(block, format!("hosts={selector}: {e}"), lenient));
             }
         };
+        let hosts = self.only_the_runs_hosts(hosts);
         Some(self.run_on_hosts(block, hosts, Kind::Step, lenient))
+    }
+
+    /// On resume, the hosts among `hosts` the run started with. A host that joined the
+    /// inventory (or its selection) while the run was paused was never built for nor
+    /// recorded: activating it, then rolling it back to nothing, left the run at exit 5.
+    /// It is left out, with a warning naming it once.
+    fn only_the_runs_hosts(&mut self, hosts: Vec<Host>) -> Vec<Host> {
+        let Some(pinned) = &self.fleet.pinned else {
+            return hosts;
+        };
+        let (keep, joined): (Vec<Host>, Vec<Host>) =
+            hosts.into_iter().partition(|h| pinned.contains(&h.name));
+        for h in joined {
+            if self.fleet.left_out.contains(&h.name) {
+                continue;
+            }
+            self.fleet.left_out.push(h.name.clone());
+            let message = format!(
+                "host `{}` is not one of this run's hosts (it joined the inventory since the run \
+                 started): left out; start a new run for it",
+                h.name
+            );
+            self.warnings.push(message.clone());
+            self.emit(EventKind::Warning {
+                step_id: None,
+                message,
+            });
+        }
+        keep
     }
 
     /// The selector a block fans out with: its `hosts=`, or for `hosts=arg:NAME` the value of

@@ -94,6 +94,15 @@ impl Engine<'_> {
         }
         let path = self.run.path.join(FILE);
         if self.resumed && path.is_file() {
+            // The names, first field of each line: the fan-outs stay within them.
+            self.fleet.pinned = std::fs::read(&path).ok().map(|bytes| {
+                String::from_utf8_lossy(&bytes)
+                    .lines()
+                    .filter_map(|l| l.split('\t').next())
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            });
             self.fleet.hosts_file = Some(path);
             return;
         }

@@ -984,3 +984,39 @@ echo "here: $(basename "$NIXCMD_HOSTS_FILE")"
     assert_eq!(read("on-host@h1.log"), ["remote: unset"]);
     assert_eq!(read("here.log"), ["here: hosts.tsv"]);
 }
+
+/// A host added to the inventory while a run was paused was reached by the resumed run's
+/// fan-outs, though nothing had been built or recorded for it (deploy-all then activated it
+/// with no system and rolled it back to nothing: exit 5). A resumed run reaches the hosts it
+/// started with, and names the newcomer.
+#[test]
+fn a_resumed_run_reaches_only_the_hosts_it_started_with() {
+    let Some(fleet) = Fleet::start(2) else { return };
+    let full = fleet.config("");
+    let (first, _) = full.split_once("\n[hosts.h2]").expect("two hosts");
+    let steps = r#"### gate
+```bash {id=gate confirm="Go on?"}
+true
+```
+### stamp
+```bash {id=stamp hosts=all}
+echo "$NIXCMD_HOST" > "$NIXCMD_ARG_MARKS/$NIXCMD_HOST"
+```
+"#;
+    let test =
+        project(&fleet, "", &runbook(steps, "")).file("project/nixcmd.toml", format!("{first}\n"));
+    let paused = run(test, &[]);
+    paused.assert_status(3);
+    let root = paused.root.path().to_path_buf();
+    std::fs::write(root.join("project/nixcmd.toml"), &full).unwrap();
+    let id = crate::run_support::run_id(&only_run(&root));
+    let out = paused
+        .then()
+        .timeout(Duration::from_secs(120))
+        .args(["resume", &id, "--approve", "gate"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(marks(&out).keys().collect::<Vec<_>>(), ["h1"]);
+    let warning = "host `h2` is not one of this run's hosts (it joined the inventory since the run started): left out; start a new run for it";
+    assert_eq!(out.stdout.matches(warning).count(), 2, "{}", out.stdout);
+}
