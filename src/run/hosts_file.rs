@@ -36,8 +36,8 @@ pub const VAR: &str = "NIXCMD_HOSTS_FILE";
 pub const FILE: &str = "hosts.tsv";
 
 /// `-o` options nixcmd gives ssh for every host, before the host's own: never a prompt, a
-/// connect timeout, and keep-alives (a dead host is noticed). The same as
-/// [`crate::run::remote::ssh_args`] gives (a test keeps them equal).
+/// connect timeout, and keep-alives (a dead host is noticed). [`crate::run::remote::ssh_args`]
+/// starts with them, so the file says what ssh is given.
 pub fn default_ssh_options(connect_timeout: u32) -> Vec<String> {
     vec![
         "-o".to_string(),

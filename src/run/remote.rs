@@ -145,17 +145,8 @@ __nixcmd_main
 /// `ssh` arguments for a host: batch mode (never a prompt), a connect timeout, the port and
 /// the host's options, then the target and `bash -s`.
 pub fn ssh_args(host: &crate::hosts::inventory::Host, connect_timeout: u32) -> Vec<String> {
-    let mut args = vec![
-        "-o".to_string(),
-        "BatchMode=yes".to_string(),
-        "-o".to_string(),
-        format!("ConnectTimeout={connect_timeout}"),
-        "-o".to_string(),
-        "ServerAliveInterval=15".to_string(),
-        "-o".to_string(),
-        "ServerAliveCountMax=3".to_string(),
-        "-T".to_string(),
-    ];
+    let mut args = crate::run::hosts_file::default_ssh_options(connect_timeout);
+    args.push("-T".to_string());
     if let Some(p) = host.port {
         args.push("-p".into());
         args.push(p.to_string());
