@@ -107,6 +107,16 @@ fn step_log(out: &Output, step: &str) -> Vec<String> {
     log_lines(out, &format!("{step}.log"))
 }
 
+/// update-package found greeter 1.0.0 -> 1.1.0 and web1 now runs a system with 1.1.0.
+fn assert_moved_greeter_to_1_1_0(out: &Output, root: &Path) {
+    assert_eq!(
+        step_log(out, "new-version").last().unwrap(),
+        "greeter: 1.0.0 -> 1.1.0"
+    );
+    let running = resolve(&root.join("run/current-system"));
+    assert!(is_system(&running, "web1", "1.1.0"), "{running:?}");
+}
+
 /// The output lines of `logs/NAME` (a step's or a host's log) without nixcmd's markers.
 fn log_lines(out: &Output, name: &str) -> Vec<String> {
     let path = run_dir(out).join("logs").join(name);
@@ -771,12 +781,7 @@ fn update_package_runs_in_a_plain_folder_without_git() {
         .env("NIXCMD_SYSTEM_ROOT", root.to_str().unwrap())
         .run();
     out.assert_status(0);
-    assert_eq!(
-        step_log(&out, "new-version").last().unwrap(),
-        "greeter: 1.0.0 -> 1.1.0"
-    );
-    let running = resolve(&root.join("run/current-system"));
-    assert!(is_system(&running, "web1", "1.1.0"), "{running:?}");
+    assert_moved_greeter_to_1_1_0(&out, &root);
 }
 
 /// The machine's own host does not evaluate (here a module uses something its nixpkgs lacks):
@@ -867,12 +872,7 @@ fn update_package_picks_the_direct_input_when_an_input_of_an_input_has_the_same_
         step_log(&out, "update-input")[0],
         "+ nix flake lock --update-input dep"
     );
-    assert_eq!(
-        step_log(&out, "new-version").last().unwrap(),
-        "greeter: 1.0.0 -> 1.1.0"
-    );
-    let running = resolve(&root.join("run/current-system"));
-    assert!(is_system(&running, "web1", "1.1.0"), "{running:?}");
+    assert_moved_greeter_to_1_1_0(&out, &root);
 }
 
 #[test]
