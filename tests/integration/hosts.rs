@@ -3,7 +3,7 @@
 //! so the hosts write their timestamps and markers into the test's temporary folder, and
 //! `sshd-harness.sh procs` finds whatever a remote session left behind.
 
-use crate::run_support::{only_run, run_measuring_peak};
+use crate::run_support::{events, only_run, run_measuring_peak};
 use crate::support::{Output, Test, repo, skip};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -810,4 +810,66 @@ echo "$NIXCMD_HOST done" >&2
                 .collect(),
         );
     }
+}
+
+/// On a host, `$NIXCMD_ENV` reads as on this machine: values of several lines
+/// (`NAME<<DELIMITER`), a value ending in `=` kept whole, a last line without a newline, a
+/// line that sets nothing warned about (once) with the host named; and an export that has
+/// the name of one of the wrapper's own variables (`d`, its temporary folder, which it
+/// removes) changes nothing but the step's environment.
+#[test]
+fn a_hosts_env_file_takes_values_of_several_lines_and_warns_about_bad_lines() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let steps = r#"### export
+```bash {id=export hosts=all}
+mkdir -p "$NIXCMD_ARG_MARKS/keep" && touch "$NIXCMD_ARG_MARKS/keep/file"
+{
+  printf 'NOTES<<EOF\nline one\r\nA=inside\n\nEOF \nEOF\n'
+  printf 'B64=YWJjZGU=\nd=%s/keep\nstate=/nonexistent\ntok=x\n' "$NIXCMD_ARG_MARKS"
+  printf 'wrong line\nLAST=no newline'
+} >> "$NIXCMD_ENV"
+```
+### use
+```bash {id=use hosts=all}
+printf '[%s]\n' "$NOTES" "$B64" "$LAST" "${A-unset}" > "$NIXCMD_ARG_MARKS/values"
+echo "$d" > "$NIXCMD_ARG_MARKS/d"
+printf '\nOPEN<<END\nx\n' >> "$NIXCMD_ENV"
+```
+"#;
+    let out = run(
+        project(&fleet, "", &runbook(steps, "")),
+        &["--format", "json"],
+    );
+    out.assert_status(0);
+    let m = marks(&out);
+    assert_eq!(
+        m["values"],
+        "[line one\nA=inside\n\nEOF ]\n[YWJjZGU=]\n[no newline]\n[unset]\n"
+    );
+    let marks_dir = out.root.path().join("marks");
+    assert_eq!(m["d"], format!("{}/keep\n", marks_dir.display()));
+    assert!(
+        marks_dir.join("keep/file").exists(),
+        "the wrapper removed `$d`"
+    );
+    let warnings: Vec<String> = events(&out.stdout)
+        .into_iter()
+        .filter(|e| e["type"] == "warning")
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["step_id"],
+                e["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "\"export\" step `export` on h1: $NIXCMD_ENV line 11: neither `NAME=VALUE` nor \
+             `NAME<<DELIMITER`: ignored",
+            "\"use\" step `use` on h1: $NIXCMD_ENV line 13: `OPEN<<END` has no line `END` after \
+             it to end the value: `OPEN` not set",
+        ]
+    );
 }
