@@ -573,3 +573,40 @@ printf '\rdone               \n'
         .count();
     assert!(shown >= 2, "{screen:?}");
 }
+
+/// A secret of several lines is redacted from the step that exports it, from its first line
+/// on: before the block's delimiter is written, its lines are known as secrets already.
+#[test]
+fn a_secret_of_several_lines_is_redacted_while_its_block_is_written() {
+    let out = Test::new()
+        .runbook(
+            "env.md",
+            r#"---
+description: A secret of several lines
+nixcmd: {}
+---
+# Env
+
+## Steps
+### Export
+```bash {id=export}
+printf 'SIGNING_KEY<<EOF\nkeyline-one-4711\nkeyline-two-4712\n' >> "$NIXCMD_ENV"
+echo "got keyline-one-4711"
+echo "got keyline-two-4712"
+# nixcmd reads those lines before the block ends.
+sleep 0.5
+echo EOF >> "$NIXCMD_ENV"
+echo "again keyline-two-4712"
+```
+"#,
+        )
+        .args(["run", "env", "--format", "json"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        log(out.root.path(), "export"),
+        "── export attempt 1/1 at [TIMESTAMP] ──\ngot [REDACTED]\ngot [REDACTED]\n\
+         again [REDACTED]\n"
+    );
+    assert!(!out.stdout.contains("keyline"), "{}", out.stdout);
+}
