@@ -873,3 +873,32 @@ printf '\nOPEN<<END\nx\n' >> "$NIXCMD_ENV"
         ]
     );
 }
+
+/// A progress line a host's step redraws with `\r` is its last output at once (here in the
+/// heartbeat), through ssh as on this machine; its log keeps the line whole.
+#[test]
+fn a_hosts_progress_line_is_its_last_output_before_the_line_ends() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let steps = r#"### pull
+```bash {id=pull hosts=all}
+printf 'pulling 10%%\rpulling 55%%\r'
+sleep 2.5
+printf 'pulled\n'
+```
+"#;
+    let t = project(&fleet, "", &runbook(steps, "")).env("NIXCMD_HEARTBEAT", "1s");
+    let out = run(t, &[]);
+    out.assert_status(0);
+    let beat = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("pull@h1 still running"))
+        .unwrap_or_else(|| panic!("a heartbeat:\n{}", out.stdout));
+    assert!(beat.ends_with("; last output: pulling 55%)"), "{beat}");
+    let log = std::fs::read_to_string(only_run(out.root.path()).join("logs/pull@h1.log"))
+        .expect("the host's log");
+    assert!(
+        log.ends_with("\npulling 10%\rpulling 55%\rpulled\n"),
+        "{log:?}"
+    );
+}
