@@ -227,6 +227,11 @@ pub trait Sink: Send {
     /// except between the output lines of one read of a step's pipe, where it calls it once
     /// at the end: a step printing a million lines is then not a million writes to stdout.
     fn flush(&mut self) {}
+
+    /// The newest segment of a line `step_id` (on `host`) is still printing, redacted: a
+    /// progress bar redrawn with `\r`. Not an event: nothing records it, and the line comes
+    /// whole as an `output` event when it ends. For live displays.
+    fn progress(&mut self, _step_id: &str, _host: Option<&str>, _text: &str) {}
 }
 
 /// The local wall-clock time in a strftime(3) `format`, through the C library. jiff's

@@ -634,6 +634,7 @@ pub fn read_lines<M: Send + 'static>(
     child: &mut GroupChild,
     tx: &mpsc::SyncSender<M>,
     lines: fn(Stream, String) -> M,
+    progress: fn(Stream, String) -> M,
     eof: fn() -> M,
 ) {
     for (stream, file) in [
@@ -655,6 +656,9 @@ pub fn read_lines<M: Send + 'static>(
                 });
                 if !batch.is_empty() {
                     let _ = tx.send(lines(stream, batch));
+                }
+                if let Some(segment) = pipe.progress() {
+                    let _ = tx.send(progress(stream, String::from_utf8_lossy(segment).into()));
                 }
             }
             let _ = tx.send(eof());
@@ -683,6 +687,12 @@ pub enum Observed<'a> {
     /// process starts up, instead of delaying its start.
     Spawned,
     Line(Stream, &'a str),
+    /// The newest `\r`-separated segment of a line not ended yet (a progress bar redrawing
+    /// itself): for the live display only, the line itself comes when it ends.
+    Progress(Stream, &'a str),
+    /// The wrapper of a remote step reports a problem (a `$NIXCMD_ENV` line that sets
+    /// nothing on the host).
+    Warning(&'a str),
     /// Every complete line of one read has been passed on: what was gathered for them can
     /// be written now, in one call instead of one per line.
     ReadDone,
@@ -827,6 +837,12 @@ pub fn run_group_observed(
             slot += 1;
             if ready {
                 pipe.read(&mut |stream, line| observe(Observed::Line(stream, line)));
+                if let Some(segment) = pipe.progress() {
+                    observe(Observed::Progress(
+                        pipe.stream,
+                        &String::from_utf8_lossy(segment),
+                    ));
+                }
                 observe(Observed::ReadDone);
             }
         }
@@ -943,6 +959,12 @@ struct Pipe {
     file: Option<std::fs::File>,
     /// Bytes of a line not yet ended.
     pending: Vec<u8>,
+    /// Whether `pending` holds a `\r`: a progress bar redrawing itself, whose newest state
+    /// is shown at once instead of when its line ends (or reaches [`MAX_LINE`]), minutes
+    /// later.
+    carriage: bool,
+    /// Whether the last read added to such a line.
+    redrawn: bool,
 }
 
 impl Pipe {
@@ -951,6 +973,8 @@ impl Pipe {
             stream,
             file,
             pending: Vec::new(),
+            carriage: false,
+            redrawn: false,
         }
     }
 
@@ -964,6 +988,7 @@ impl Pipe {
         // per read would cost a 16 KiB memset each time.
         const CHUNK: usize = 16 * 1024;
         self.pending.reserve(CHUNK);
+        let before = self.pending.len();
         let eof = loop {
             let spare = self.pending.spare_capacity_mut();
             // SAFETY: reading at most `spare.len()` bytes into memory owned by `pending`.
@@ -982,12 +1007,36 @@ impl Pipe {
             }
         };
         let stream = self.stream;
+        let (read_from, read_len) = (before, self.pending.len());
         split_lines(&mut self.pending, eof, &mut |line| {
             on_line(stream, &String::from_utf8_lossy(line))
         });
+        // Ordinary line output ends its reads with its lines: nothing is left, nothing to do.
+        self.redrawn = false;
+        if !self.pending.is_empty() {
+            // Only the bytes this read brought are looked at, unless lines were taken off:
+            // then the rest is (nearly) all new.
+            self.carriage = if self.pending.len() == read_len {
+                self.carriage || memchr::memchr(b'\r', &self.pending[read_from..]).is_some()
+            } else {
+                memchr::memchr(b'\r', &self.pending).is_some()
+            };
+            self.redrawn = self.carriage && read_len > read_from;
+        } else {
+            self.carriage = false;
+        }
         if eof {
             self.file = None;
         }
+    }
+
+    /// After a read that redrew a progress line: its newest segment (the last one not
+    /// blank), at most [`PROGRESS_BYTES`] of it.
+    fn progress(&self) -> Option<&[u8]> {
+        if !self.redrawn {
+            return None;
+        }
+        newest_segment(&self.pending)
     }
 }
 
@@ -1013,6 +1062,25 @@ fn split_lines(pending: &mut Vec<u8>, eof: bool, emit: &mut dyn FnMut(&[u8])) {
         start += len;
     }
     pending.drain(..start);
+}
+
+/// More than a row of any terminal, and the live display shows one row: a progress line that
+/// grows to [`MAX_LINE`] is not copied whole on every read.
+const PROGRESS_BYTES: usize = 1024;
+
+/// What a terminal would show of a line being redrawn with `\r`: its last segment that is not
+/// blank, trailing blanks cut, at most [`PROGRESS_BYTES`] of it (cut at a character's end);
+/// `None` when the last few KiB are blank. Only the line's end is looked at: a step writing one
+/// `\r` per read must not cost a scan of all it wrote since its last newline at each read.
+fn newest_segment(line: &[u8]) -> Option<&[u8]> {
+    let window = &line[line.len().saturating_sub(4 * PROGRESS_BYTES)..];
+    let end = window.iter().rposition(|b| !b.is_ascii_whitespace())? + 1;
+    let start = memchr::memrchr(b'\r', &window[..end]).map_or(0, |i| i + 1);
+    let segment = &window[start..end];
+    if segment.len() <= PROGRESS_BYTES {
+        return Some(segment);
+    }
+    Some(&segment[..whole_chars(&segment[..PROGRESS_BYTES])])
 }
 
 /// The length of the start of `window` that does not end inside a UTF-8 character: a long
@@ -1508,6 +1576,93 @@ mod tests {
     }
 
     #[test]
+    fn the_newest_segment_of_a_progress_line_is_what_a_terminal_shows() {
+        let seg = |b: &[u8]| newest_segment(b).map(|s| String::from_utf8_lossy(s).into_owned());
+        assert_eq!(seg(b"10%\r55%\r"), Some("55%".into()));
+        assert_eq!(seg(b"\r10%\r55"), Some("55".into()));
+        assert_eq!(seg(b"copying 10%  \r \r\r"), Some("copying 10%".into()));
+        assert_eq!(
+            seg(b"no carriage return"),
+            Some("no carriage return".into())
+        );
+        assert_eq!(seg(b"\r\r \r"), None);
+        assert_eq!(seg(b""), None);
+        // Long: the start of the segment, whole characters only.
+        let mut long = b"\r".to_vec();
+        long.extend(std::iter::repeat_n(b'x', PROGRESS_BYTES - 1));
+        long.extend("é tail".as_bytes());
+        assert_eq!(seg(&long), Some("x".repeat(PROGRESS_BYTES - 1)));
+        // Only the end is looked at: blank beyond a few KiB is nothing to show.
+        let mut blank = b"old".to_vec();
+        blank.extend(std::iter::repeat_n(b'\r', 4 * PROGRESS_BYTES));
+        assert_eq!(seg(&blank), None);
+    }
+
+    /// A pipe read by `Pipe::read`, fed by the test.
+    fn fed_pipe() -> (Pipe, std::fs::File) {
+        let (r, w) = pipe().unwrap();
+        (
+            Pipe::new(Stream::Stdout, Some(std::fs::File::from(r))),
+            std::fs::File::from(w),
+        )
+    }
+
+    #[test]
+    fn a_read_that_redraws_a_progress_line_offers_its_newest_segment() {
+        let (mut pipe, mut w) = fed_pipe();
+        let step = |pipe: &mut Pipe, w: &mut std::fs::File, bytes: &[u8]| {
+            w.write_all(bytes).unwrap();
+            let mut lines = Vec::new();
+            pipe.read(&mut |_, l| lines.push(l.to_string()));
+            (
+                lines,
+                pipe.progress()
+                    .map(|s| String::from_utf8_lossy(s).into_owned()),
+            )
+        };
+        // Ordinary output: nothing to offer, whether the read ends a line or not.
+        assert_eq!(
+            step(&mut pipe, &mut w, b"one\ntw"),
+            (vec!["one".into()], None)
+        );
+        assert_eq!(step(&mut pipe, &mut w, b"o\n"), (vec!["two".into()], None));
+        assert_eq!(step(&mut pipe, &mut w, b"half"), (vec![], None));
+        // A carriage return: offered, and again as the line grows after it.
+        assert_eq!(
+            step(&mut pipe, &mut w, b"\r10%"),
+            (vec![], Some("10%".into()))
+        );
+        assert_eq!(
+            step(&mut pipe, &mut w, b" 2"),
+            (vec![], Some("10% 2".into()))
+        );
+        assert_eq!(
+            step(&mut pipe, &mut w, b"0%\r"),
+            (vec![], Some("10% 20%".into()))
+        );
+        // The line ends: it comes whole, as ever, and nothing is left to offer.
+        assert_eq!(
+            step(&mut pipe, &mut w, b"done\nnext"),
+            (vec!["half\r10% 20%\rdone".into()], None)
+        );
+        // Lines taken off the front and a progress line left after them.
+        assert_eq!(
+            step(&mut pipe, &mut w, b"\na\nb\r1/3\r2/3"),
+            (vec!["next".into(), "a".into()], Some("2/3".into()))
+        );
+        drop(w);
+        assert_eq!(
+            step(
+                &mut pipe,
+                &mut std::fs::File::open("/dev/null").unwrap(),
+                b""
+            ),
+            (vec!["b\r1/3\r2/3".into()], None)
+        );
+        assert!(pipe.file.is_none());
+    }
+
+    #[test]
     fn lines_are_split_as_the_reader_threads_did() {
         // Complete lines go, CR/LF endings are cut, empty lines stay, the rest waits.
         let (lines, rest) = split(b"a\r\n\nb\nc", false);
@@ -1604,7 +1759,7 @@ mod tests {
         ];
         let mut child = spawn_group("bash", &args, None, &[], false).unwrap();
         let (tx, rx) = mpsc::sync_channel::<Option<(Stream, String)>>(2);
-        read_lines(&mut child, &tx, |s, l| Some((s, l)), || None);
+        read_lines(&mut child, &tx, |s, l| Some((s, l)), |_, _| None, || None);
         drop(tx);
         let (mut out, mut err, mut batches, mut eofs) = (Vec::new(), Vec::new(), 0, 0);
         for msg in rx {

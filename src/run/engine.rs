@@ -130,6 +130,15 @@ impl Emitter<'_> {
         }
     }
 
+    /// Passes a progress segment (see [`Sink::progress`]) to the sinks, redacted; a secret
+    /// being printed may be cut at its end, so a start of a secret there is cut off too.
+    pub(super) fn progress(&mut self, step_id: &str, host: Option<&str>, text: &str) {
+        let text = self.redactor.redact_progress(text);
+        for sink in &mut self.sinks {
+            sink.progress(step_id, host, &text);
+        }
+    }
+
     pub(super) fn emit(&mut self, kind: EventKind) {
         self.seq += 1;
         let event = Event {
@@ -184,6 +193,9 @@ pub struct Engine<'a> {
     pub(super) records_error: Option<String>,
     /// Whether the run said that its terminal hung up (see [`crate::process::hung_up`]).
     hangup_noted: bool,
+    /// The `$NIXCMD_ENV` problems already warned about, with their host (`None`: this
+    /// machine): the file is read after every step, and each bad line is told once.
+    pub(super) env_warned: std::collections::HashSet<(Option<String>, String)>,
 }
 
 impl<'a> Engine<'a> {
@@ -256,6 +268,7 @@ impl<'a> Engine<'a> {
             fleet: Default::default(),
             records_error: None,
             hangup_noted: false,
+            env_warned: Default::default(),
         }
     }
 
@@ -316,6 +329,36 @@ impl<'a> Engine<'a> {
         self.warnings.push(message.clone());
         self.emit(EventKind::Warning {
             step_id: None,
+            message,
+        });
+    }
+
+    /// Warns, once per run and host, about a line of `$NIXCMD_ENV` that set nothing, naming
+    /// the step (or the steps of a group) after which it was found.
+    pub(super) fn env_problem(&mut self, steps: &[&str], host: Option<&str>, problem: String) {
+        if !self
+            .env_warned
+            .insert((host.map(str::to_string), problem.clone()))
+        {
+            return;
+        }
+        let names = steps
+            .iter()
+            .map(|s| format!("`{s}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let who = if steps.len() == 1 {
+            format!("step {names}")
+        } else {
+            format!("steps {names}")
+        };
+        let message = match host {
+            Some(h) => format!("{who} on {h}: {problem}"),
+            None => format!("{who}: {problem}"),
+        };
+        self.warnings.push(message.clone());
+        self.emit(EventKind::Warning {
+            step_id: (steps.len() == 1).then(|| steps[0].to_string()),
             message,
         });
     }

@@ -358,7 +358,7 @@ impl Engine<'_> {
             };
             jobs::run(jobs, policy, &cancel, &mut on_report)
         };
-        self.absorb_env_file();
+        self.absorb_env_file(&[&block.id]);
         for (host, log) in &mut logs {
             if let Some(e) = log.take_error() {
                 let path = self.run.host_log_path(&block.id, host);
@@ -570,6 +570,10 @@ impl Engine<'_> {
                 logs.get_mut(host),
                 tails.entry(host.to_string()).or_default(),
             ),
+            Report::Progress(_, _, text) => self.em.progress(&block.id, Some(host), text),
+            Report::Warning(_, problem) => {
+                self.env_problem(&[&block.id], Some(host), problem.clone())
+            }
             Report::Retrying(_, attempt, why) => {
                 if let Some(log) = logs.get_mut(host) {
                     let _ = writeln!(log, "── attempt {attempt} {why} ──");

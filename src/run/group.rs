@@ -122,7 +122,8 @@ impl<'a> Engine<'a> {
             };
             jobs::run(jobs, policy, &cancel, &mut on_report)
         };
-        self.absorb_env_file();
+        let ids: Vec<&str> = todo.iter().map(|b| b.id.as_str()).collect();
+        self.absorb_env_file(&ids);
         for (id, log) in &mut logs {
             if let Some(e) = log.take_error() {
                 let path = self.run.log_path(id);
@@ -209,6 +210,14 @@ impl<'a> Engine<'a> {
                     log,
                     tails.entry(block.id.clone()).or_default(),
                 );
+                None
+            }
+            Report::Progress(_, _, text) => {
+                self.em.progress(&block.id, None, text);
+                None
+            }
+            Report::Warning(_, problem) => {
+                self.env_problem(&[&block.id], None, problem.clone());
                 None
             }
             Report::Retrying(_, attempt, why) => {

@@ -59,6 +59,11 @@ pub enum Report {
     /// The lines of one read of the job's output: the caller writes them in one go (a report
     /// per line made a write per line to the log and to `events.ndjson`).
     Lines(usize, Lines),
+    /// The newest segment of a progress line of the job's output (see
+    /// [`Observed::Progress`]).
+    Progress(usize, Stream, String),
+    /// A problem the remote wrapper found (see [`Observed::Warning`]).
+    Warning(usize, String),
     /// An attempt failed and another follows: why.
     Retrying(usize, u32, String),
     Done(usize, JobResult),
@@ -175,6 +180,8 @@ pub fn run(
         let index = match &report {
             Report::Started(i, _)
             | Report::Lines(i, _)
+            | Report::Progress(i, _, _)
+            | Report::Warning(i, _)
             | Report::Retrying(i, _, _)
             | Report::Done(i, _) => *i,
         };
@@ -229,6 +236,15 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::SyncSender<Report>)
         let mut observe = |seen: Observed| match seen {
             Observed::Line(stream, line) => lines.push(stream, line),
             Observed::ReadDone => send_lines(tx, index, &mut lines),
+            Observed::Progress(stream, text) => {
+                // After the lines of its read, which came before it.
+                send_lines(tx, index, &mut lines);
+                let _ = tx.send(Report::Progress(index, stream, text.to_string()));
+            }
+            Observed::Warning(problem) => {
+                send_lines(tx, index, &mut lines);
+                let _ = tx.send(Report::Warning(index, problem.to_string()));
+            }
             Observed::Spawned => {}
         };
         last = match &job.runner {

@@ -5,6 +5,7 @@ pub mod approve;
 pub mod args;
 pub mod commands;
 pub mod engine;
+pub mod env_file;
 pub mod fanout;
 pub mod fleet;
 pub mod follow;

@@ -271,6 +271,8 @@ struct EnvFile {
     seen: Option<(EnvStamp, Vec<(String, String)>)>,
     /// The file's length at the last read (0 when it did not exist).
     len: u64,
+    /// The lines that set nothing, as of the last read (kept with `seen` when cached).
+    problems: Vec<crate::run::env_file::Problem>,
 }
 
 /// What tells a changed file from an unchanged one without reading it.
@@ -293,6 +295,7 @@ impl EnvFile {
         let Ok(meta) = crate::records_io::stat_in(folder, path, true) else {
             self.seen = None;
             self.len = 0;
+            self.problems.clear();
             return Vec::new();
         };
         self.len = meta.len;
@@ -308,7 +311,9 @@ impl EnvFile {
         {
             return vars.clone();
         }
-        let vars = crate::run::step::read_env_file(path);
+        let parsed = crate::run::env_file::read(path);
+        let vars = parsed.vars;
+        self.problems = parsed.problems;
         // Read after the stamp was taken: if the file changed in between, the cached stamp
         // is the older one and the next read sees the difference.
         let settled = meta
@@ -417,12 +422,18 @@ impl RunDir {
         self.env_path.clone()
     }
 
-    /// The `KEY=VALUE` lines of `$NIXCMD_ENV` now (read again only when the file changed).
+    /// The exports of `$NIXCMD_ENV` now (read again only when the file changed).
     pub fn env_vars(&self) -> Vec<(String, String)> {
         self.env_vars
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .read(&self.env_path, self.temps.folder())
+    }
+
+    /// The lines of `$NIXCMD_ENV` that set nothing, when [`RunDir::env_vars`] last looked.
+    pub fn env_problems(&self) -> Vec<crate::run::env_file::Problem> {
+        let env = self.env_vars.lock().unwrap_or_else(|e| e.into_inner());
+        env.problems.clone()
     }
 
     /// The length of `$NIXCMD_ENV` when [`RunDir::env_vars`] last looked (0 if missing): where

@@ -79,6 +79,26 @@ impl Redactor {
         out
     }
 
+    /// [`Redactor::redact`] of text that may end in the middle of a secret (the part of a
+    /// line printed so far): a start of a secret at its end is cut off too.
+    pub fn redact_progress(&self, text: &str) -> String {
+        let mut out = self.redact(text);
+        let mut cut = out.len();
+        let bytes = out.as_bytes();
+        for v in &self.values {
+            // Where the longest start of `v` that `out` ends with begins (shorter than `v`,
+            // which `redact` replaced).
+            let from = bytes.len().saturating_sub(v.len() - 1);
+            let start = (from..bytes.len())
+                .find(|&i| bytes[i] == v.as_bytes()[0] && v.as_bytes().starts_with(&bytes[i..]));
+            if let Some(i) = start {
+                cut = cut.min(i);
+            }
+        }
+        out.truncate(cut);
+        out
+    }
+
     /// [`Redactor::redact`] of one serialized JSON value (an event line): a secret is replaced
     /// inside string values only. Replaced anywhere, a secret such as `false` or `1234`
     /// (`TOKENIZERS_PARALLELISM=false`) turned `"dry_run":false` into `"dry_run":[REDACTED]`,
@@ -163,7 +183,7 @@ impl EnvWatch {
         EnvWatch { path, len, extra }
     }
 
-    /// Learns the secrets of new `KEY=VALUE` lines, if the file grew (one `stat` per call,
+    /// Learns the secrets of new exports, if the file grew (one `stat` per call,
     /// relative to the run folder when it is held open).
     pub fn refresh(&mut self, redactor: &mut Redactor, folder: Option<&crate::records_io::Folder>) {
         let len = crate::records_io::stat_in(folder, &self.path, true).map_or(0, |m| m.len);
@@ -171,11 +191,10 @@ impl EnvWatch {
             return;
         }
         self.len = len;
-        let vars = crate::run::step::read_env_file(&self.path);
-        redactor.add(
-            vars.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            &self.extra,
-        );
+        let parsed = crate::run::env_file::read(&self.path);
+        // A value still being written (its block not closed yet) may be printed already.
+        let vars = parsed.vars.iter().chain(&parsed.unterminated);
+        redactor.add(vars.map(|(k, v)| (k.as_str(), v.as_str())), &self.extra);
     }
 }
 
@@ -227,6 +246,19 @@ mod tests {
         );
         assert!(r.is_empty());
         assert_eq!(r.redact("false True none NULL"), "false True none NULL");
+    }
+
+    #[test]
+    fn a_progress_segment_loses_a_secret_and_a_start_of_one_at_its_end() {
+        let mut r = Redactor::default();
+        r.add([("API_TOKEN", "abcd1234"), ("DB_PASSWORD", "é-pw-é")], &[]);
+        assert_eq!(r.redact_progress("t=abcd1234 50%"), "t=[REDACTED] 50%");
+        assert_eq!(r.redact_progress("sending abcd12"), "sending ");
+        assert_eq!(r.redact_progress("sending a"), "sending ");
+        assert_eq!(r.redact_progress("x é-p"), "x ");
+        assert_eq!(r.redact_progress("abcd"), "");
+        assert_eq!(r.redact_progress("50% done"), "50% done");
+        assert_eq!(r.redact_progress(""), "");
     }
 
     #[test]

@@ -72,19 +72,66 @@ pub fn wrapper(w: &Wrapper) -> String {
     format!(
         r#"__nixcmd_main() {{
   umask 077
-  local tok={tok} d pid rc w state
+  local __nixcmd_tok={tok} __nixcmd_d __nixcmd_state pid rc w
   printf '{mark}started\n' >&2
-  state="${{XDG_STATE_HOME:-${{HOME:-/tmp}}/.local/state}}/nixcmd/runs/"{run}
-  mkdir -p "$state/state" && : >>"$state/env" || state=$(mktemp -d "${{TMPDIR:-/tmp}}/nixcmd-state.XXXXXXXX")
-  mkdir -p "$state/state"; : >>"$state/env"
-  d=$(mktemp -d "${{TMPDIR:-/tmp}}/nixcmd.XXXXXXXX") || {{ echo "nixcmd: cannot create a temporary folder on $(hostname)" >&2; exit 125; }}
-{env}  export NIXCMD_STATE="$state/state" NIXCMD_ENV="$state/env"
-  local __k __v
-  while IFS='=' read -r __k __v; do
-    __k=${{__k#export }}
-    [[ $__k =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] && export "$__k=$__v"
-  done <"$state/env"
-  printf '%s' {script} >"$d/step.sh"
+  __nixcmd_state="${{XDG_STATE_HOME:-${{HOME:-/tmp}}/.local/state}}/nixcmd/runs/"{run}
+  mkdir -p "$__nixcmd_state/state" && : >>"$__nixcmd_state/env" || __nixcmd_state=$(mktemp -d "${{TMPDIR:-/tmp}}/nixcmd-state.XXXXXXXX")
+  mkdir -p "$__nixcmd_state/state"; : >>"$__nixcmd_state/env"
+  __nixcmd_d=$(mktemp -d "${{TMPDIR:-/tmp}}/nixcmd.XXXXXXXX") || {{ echo "nixcmd: cannot create a temporary folder on $(hostname)" >&2; exit 125; }}
+{env}  export NIXCMD_STATE="$__nixcmd_state/state" NIXCMD_ENV="$__nixcmd_state/env"
+  # $NIXCMD_ENV read as nixcmd reads it (src/run/env_file.rs): `export` sets what it
+  # exports, `check` warns about each line that sets nothing.
+  __nixcmd_warn() {{ printf '{mark}warn $NIXCMD_ENV line %s\n' "$1" >&2; }}
+  __nixcmd_env() {{
+    local __l __n=0 __k __v __d= __at=0 __first __name __eq
+    while IFS= read -r __l || [[ -n $__l ]]; do
+      __n=$((__n + 1))
+      __l=${{__l%$'\r'}}
+      if [[ -n $__d ]]; then
+        if [[ $__l == "$__d" ]]; then
+          [[ -n $__name && $1 == export ]] && export "$__name=$__v"
+          __d=
+        elif [[ -n $__first ]]; then
+          __v=$__l __first=
+        else
+          __v+=$'\n'$__l
+        fi
+        continue
+      fi
+      __k=${{__l%%=*}}
+      if [[ $__l == *=* && $__k != *'<<'* ]]; then
+        __v=${{__l#*=}} __eq=1
+      elif [[ $__l == *'<<'* ]]; then
+        __k=${{__l%%<<*}} __d=${{__l#*<<}} __v= __first=1 __at=$__n __eq=
+      else
+        [[ $1 == check && $__l == *[![:space:]]* ]] && __nixcmd_warn "$__n: neither \`NAME=VALUE\` nor \`NAME<<DELIMITER\`: ignored"
+        continue
+      fi
+      __k=${{__k#"${{__k%%[![:space:]]*}}"}} __k=${{__k%"${{__k##*[![:space:]]}}"}} __k=${{__k#export }}
+      __name=
+      [[ $__k =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] && __name=$__k
+      if [[ -n $__eq ]]; then
+        if [[ -n $__name ]]; then
+          [[ $1 == export ]] && export "$__name=$__v"
+        else
+          [[ $1 == check ]] && __nixcmd_warn "$__n: the text before \`=\` is not a variable name (letters, digits and \`_\`, not starting with a digit): ignored"
+        fi
+      elif [[ $1 != check ]]; then
+        :
+      elif [[ -z $__d && -n $__name ]]; then
+        __nixcmd_warn "$__n: \`$__name<<\` has no delimiter after \`<<\`: ignored"
+      elif [[ -z $__d ]]; then
+        __nixcmd_warn "$__n: a \`<<\` without a delimiter after it: ignored"
+      elif [[ -z $__name ]]; then
+        __nixcmd_warn "$__n: the text before \`<<\` is not a variable name (letters, digits and \`_\`, not starting with a digit): ignored"
+      fi
+    done <"$NIXCMD_ENV"
+    if [[ -n $__d && -n $__name && $1 == check ]]; then
+      __nixcmd_warn "$__at: \`$__name<<$__d\` has no line \`$__d\` after it to end the value: \`$__name\` not set"
+    fi
+  }}
+  __nixcmd_env export
+  printf '%s' {script} >"$__nixcmd_d/step.sh"
   # Is anything but a zombie left in the group? (init may reap late; kill -0 sees zombies.)
   __nixcmd_group() {{
     kill -0 -- "-$1" 2>/dev/null || return 1
@@ -106,9 +153,9 @@ pub fn wrapper(w: &Wrapper) -> String {
     done
   }}
   if command -v setsid >/dev/null; then
-    NIXCMD_STEP_TOKEN=$tok setsid bash --noprofile --norc -Eeuo pipefail "$d/step.sh" </dev/null &
+    NIXCMD_STEP_TOKEN=$__nixcmd_tok setsid bash --noprofile --norc -Eeuo pipefail "$__nixcmd_d/step.sh" </dev/null &
   else
-    NIXCMD_STEP_TOKEN=$tok bash --noprofile --norc -Eeuo pipefail "$d/step.sh" </dev/null &
+    NIXCMD_STEP_TOKEN=$__nixcmd_tok bash --noprofile --norc -Eeuo pipefail "$__nixcmd_d/step.sh" </dev/null &
   fi
   pid=$!
   (
@@ -125,11 +172,12 @@ pub fn wrapper(w: &Wrapper) -> String {
     kill -TERM -- "-$pid" 2>/dev/null; sleep 0.2; kill -KILL -- "-$pid" 2>/dev/null
   fi
   local left
-  left=$(grep -lsazxF -- "NIXCMD_STEP_TOKEN=$tok" /proc/[0-9]*/environ 2>/dev/null | sed -n 's,^/proc/\([0-9]*\)/environ$,\1,p')
+  left=$(grep -lsazxF -- "NIXCMD_STEP_TOKEN=$__nixcmd_tok" /proc/[0-9]*/environ 2>/dev/null | sed -n 's,^/proc/\([0-9]*\)/environ$,\1,p')
   if [ -n "$left" ]; then
     kill -TERM $left 2>/dev/null; sleep 0.2; kill -KILL $left 2>/dev/null
   fi
-  rm -rf "$d"
+  rm -rf "$__nixcmd_d"
+  __nixcmd_env check
   printf '{mark}exit %s\n' "$rc" >&2
   exit "$rc"
 }}
@@ -177,6 +225,8 @@ pub enum RemoteEnded {
 enum Msg {
     /// The lines of one read of one pipe, each ended by a newline.
     Lines(Stream, String),
+    /// The newest segment of a progress line (see [`Observed::Progress`]).
+    Progress(Stream, String),
     Eof,
     Exited(std::process::ExitStatus),
 }
@@ -213,7 +263,7 @@ pub fn run_ssh(
             }
         });
     }
-    crate::process::read_lines(&mut child, &tx, Msg::Lines, || Msg::Eof);
+    crate::process::read_lines(&mut child, &tx, Msg::Lines, Msg::Progress, || Msg::Eof);
     {
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -295,6 +345,8 @@ pub fn run_ssh(
                             started = true;
                         } else if let Some(code) = what.strip_prefix("exit ") {
                             remote_exit = code.trim().parse().ok();
+                        } else if let Some(problem) = what.strip_prefix("warn ") {
+                            observe(Observed::Warning(problem));
                         }
                         continue;
                     }
@@ -307,6 +359,11 @@ pub fn run_ssh(
                 if heard_at.is_some() {
                     heard_at = Some(Instant::now());
                 }
+            }
+            Ok(Msg::Progress(stream, text)) => {
+                // Not the start of the wrapper's own line, cut by a read.
+                let text = text.split('\u{1e}').next().unwrap_or_default();
+                observe(Observed::Progress(stream, text));
             }
             Ok(Msg::Eof) => eofs += 1,
             Ok(Msg::Exited(status)) => {

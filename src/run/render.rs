@@ -331,6 +331,27 @@ fn mark(status: StepStatus, p: crate::output::Palette) -> String {
 }
 
 impl Sink for TextRenderer {
+    /// A progress bar's newest state is the step's last output until its line ends.
+    fn progress(&mut self, step_id: &str, host: Option<&str>, text: &str) {
+        let key = match host {
+            Some(h) => format!("{step_id}@{h}"),
+            None => step_id.to_string(),
+        };
+        if let Some(live) = &self.live
+            && let Ok(mut l) = live.lock()
+            && let Some(r) = l
+                .running
+                .iter_mut()
+                .find(|r| r.0.split(' ').next() == Some(key.as_str()))
+        {
+            r.3.clear();
+            r.3.push_str(text);
+        }
+        if let Some(mut beat) = self.heartbeat.as_ref().and_then(Heartbeat::lock) {
+            beat.output(&key, text);
+        }
+    }
+
     fn flush(&mut self) {
         if !self.pending.is_empty() {
             self.write(&self.pending);

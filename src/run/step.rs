@@ -245,6 +245,9 @@ impl Engine<'_> {
                     }
                     tail.push_back(line);
                 }
+                Observed::Progress(_, text) => em.progress(step_id, None, text),
+                // Only the remote wrapper reports problems.
+                Observed::Warning(_) => {}
                 Observed::ReadDone => {
                     in_read = false;
                     if let Some(log) = log.as_mut()
@@ -277,7 +280,7 @@ impl Engine<'_> {
                     Ended::Exited(127)
                 }
             };
-            self.absorb_env_file();
+            self.absorb_env_file(&[&block.id]);
             last = Some(ended);
             match ended {
                 Ended::Exited(0) => break,
@@ -351,13 +354,17 @@ impl Engine<'_> {
         env
     }
 
-    /// Secrets exported through `$NIXCMD_ENV` are redacted from then on.
-    pub(super) fn absorb_env_file(&mut self) {
+    /// Secrets exported through `$NIXCMD_ENV` are redacted from then on; lines of it that set
+    /// nothing are warned about, as found after `steps` ran.
+    pub(super) fn absorb_env_file(&mut self, steps: &[&str]) {
         let vars = self.run.env_vars();
         let extra = self.extra_secrets();
         self.em
             .redactor
             .add(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())), &extra);
+        for problem in self.run.env_problems() {
+            self.env_problem(steps, None, problem.to_string());
+        }
     }
 
     fn sleep_unless_cancelled(&self, d: Duration) -> bool {
@@ -380,46 +387,5 @@ fn describe(ended: Ended, timeout: Duration) -> String {
         Ended::TimedOut => format!("timed out after {}", crate::duration::display(timeout)),
         Ended::Cancelled(_) => "interrupted".to_string(),
         Ended::Exited(_) | Ended::Killed(_) => process::exit_description(ended).unwrap_or_default(),
-    }
-}
-
-/// `KEY=VALUE` lines of the `$NIXCMD_ENV` file; other lines are ignored, and so is a line
-/// that is not UTF-8 (the file read as one text lost every export for one such byte).
-pub fn read_env_file(path: &std::path::Path) -> Vec<(String, String)> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Vec::new();
-    };
-    bytes
-        .split(|b| *b == b'\n')
-        .filter_map(|line| std::str::from_utf8(line).ok())
-        .map(|line| line.strip_suffix('\r').unwrap_or(line))
-        .filter_map(|line| {
-            let (k, v) = line.split_once('=')?;
-            let k = k.trim().strip_prefix("export ").unwrap_or(k.trim());
-            let valid = !k.is_empty()
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !k.starts_with(|c: char| c.is_ascii_digit());
-            valid.then(|| (k.to_string(), v.to_string()))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn an_env_file_line_that_is_not_utf8_costs_only_itself() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("env");
-        std::fs::write(
-            &path,
-            b"BAD=\xff\xfe\nGOOD=ok\r\nexport EQ=a=b\n1X=no\nnot a pair\nU=\xe6\x97\xa5\n",
-        )
-        .unwrap();
-        let got = super::read_env_file(&path);
-        let want = [("GOOD", "ok"), ("EQ", "a=b"), ("U", "日")];
-        assert_eq!(
-            got,
-            want.map(|(k, v)| (k.to_string(), v.to_string())).to_vec()
-        );
     }
 }

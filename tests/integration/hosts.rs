@@ -3,7 +3,7 @@
 //! so the hosts write their timestamps and markers into the test's temporary folder, and
 //! `sshd-harness.sh procs` finds whatever a remote session left behind.
 
-use crate::run_support::{only_run, run_measuring_peak};
+use crate::run_support::{events, only_run, run_measuring_peak};
 use crate::support::{Output, Test, repo, skip};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -1019,4 +1019,95 @@ echo "$NIXCMD_HOST" > "$NIXCMD_ARG_MARKS/$NIXCMD_HOST"
     assert_eq!(marks(&out).keys().collect::<Vec<_>>(), ["h1"]);
     let warning = "host `h2` is not one of this run's hosts (it joined the inventory since the run started): left out; start a new run for it";
     assert_eq!(out.stdout.matches(warning).count(), 2, "{}", out.stdout);
+}
+
+/// On a host, `$NIXCMD_ENV` reads as on this machine: values of several lines
+/// (`NAME<<DELIMITER`), a value ending in `=` kept whole, a last line without a newline, a
+/// line that sets nothing warned about (once) with the host named; and an export that has
+/// the name of one of the wrapper's own variables (`d`, its temporary folder, which it
+/// removes) changes nothing but the step's environment.
+#[test]
+fn a_hosts_env_file_takes_values_of_several_lines_and_warns_about_bad_lines() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let steps = r#"### export
+```bash {id=export hosts=all}
+mkdir -p "$NIXCMD_ARG_MARKS/keep" && touch "$NIXCMD_ARG_MARKS/keep/file"
+{
+  printf 'NOTES<<EOF\nline one\r\nA=inside\n\nEOF \nEOF\n'
+  printf 'B64=YWJjZGU=\nd=%s/keep\nstate=/nonexistent\ntok=x\n' "$NIXCMD_ARG_MARKS"
+  printf 'wrong line\nLAST=no newline'
+} >> "$NIXCMD_ENV"
+```
+### use
+```bash {id=use hosts=all}
+printf '[%s]\n' "$NOTES" "$B64" "$LAST" "${A-unset}" > "$NIXCMD_ARG_MARKS/values"
+echo "$d" > "$NIXCMD_ARG_MARKS/d"
+printf '\nOPEN<<END\nx\n' >> "$NIXCMD_ENV"
+```
+"#;
+    let out = run(
+        project(&fleet, "", &runbook(steps, "")),
+        &["--format", "json"],
+    );
+    out.assert_status(0);
+    let m = marks(&out);
+    assert_eq!(
+        m["values"],
+        "[line one\nA=inside\n\nEOF ]\n[YWJjZGU=]\n[no newline]\n[unset]\n"
+    );
+    let marks_dir = out.root.path().join("marks");
+    assert_eq!(m["d"], format!("{}/keep\n", marks_dir.display()));
+    assert!(
+        marks_dir.join("keep/file").exists(),
+        "the wrapper removed `$d`"
+    );
+    let warnings: Vec<String> = events(&out.stdout)
+        .into_iter()
+        .filter(|e| e["type"] == "warning")
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["step_id"],
+                e["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "\"export\" step `export` on h1: $NIXCMD_ENV line 11: neither `NAME=VALUE` nor \
+             `NAME<<DELIMITER`: ignored",
+            "\"use\" step `use` on h1: $NIXCMD_ENV line 13: `OPEN<<END` has no line `END` after \
+             it to end the value: `OPEN` not set",
+        ]
+    );
+}
+
+/// A progress line a host's step redraws with `\r` is its last output at once (here in the
+/// heartbeat), through ssh as on this machine; its log keeps the line whole.
+#[test]
+fn a_hosts_progress_line_is_its_last_output_before_the_line_ends() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let steps = r#"### pull
+```bash {id=pull hosts=all}
+printf 'pulling 10%%\rpulling 55%%\r'
+sleep 2.5
+printf 'pulled\n'
+```
+"#;
+    let t = project(&fleet, "", &runbook(steps, "")).env("NIXCMD_HEARTBEAT", "1s");
+    let out = run(t, &[]);
+    out.assert_status(0);
+    let beat = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("pull@h1 still running"))
+        .unwrap_or_else(|| panic!("a heartbeat:\n{}", out.stdout));
+    assert!(beat.ends_with("; last output: pulling 55%)"), "{beat}");
+    let log = std::fs::read_to_string(only_run(out.root.path()).join("logs/pull@h1.log"))
+        .expect("the host's log");
+    assert!(
+        log.ends_with("\npulling 10%\rpulling 55%\rpulled\n"),
+        "{log:?}"
+    );
 }

@@ -3,7 +3,8 @@
 //! exits by signal. The run's records, events and screen must stay exact and readable.
 
 use crate::run_support::{
-    events, normalize, only_run, processes, project_file, read_json, run_on_terminal,
+    LIMIT, Spawned, events, normalize, only_run, processes, project_file, read_json,
+    run_on_terminal, wait_until,
 };
 use crate::support::Test;
 use serde_json::Value;
@@ -393,4 +394,222 @@ exit 4
         "daemon-started\ndaemon-gone\ndeaf-started\n"
     );
     assert_eq!(processes(&root.display().to_string()), Vec::<String>::new());
+}
+
+/// Values of several lines go through `$NIXCMD_ENV` as in GitHub Actions (`NAME<<DELIMITER`,
+/// the lines, `DELIMITER`), a secret's lines are redacted each, and a line that sets nothing
+/// is a warning naming it, given once, instead of vanishing.
+#[test]
+fn values_of_several_lines_reach_later_steps_and_bad_env_lines_are_warned_about() {
+    let out = Test::new()
+        .runbook(
+            "env.md",
+            r#"---
+description: Exports of several lines
+nixcmd: {}
+---
+# Env
+
+## Steps
+### Export
+```bash {id=export}
+{
+  echo 'DEPLOY_KEY<<EOF'
+  printf -- '-----BEGIN KEY-----\nAAAAline1secret\nBBBBline2secret\n-----END KEY-----\n'
+  echo 'EOF'
+  echo 'NOTES<<END'
+  printf 'changelog:\n- fix A=B\n\n- ünïcode\nEND \n'
+  echo 'END'
+  echo 'PLAIN=a=b "q"'
+  echo 'this line is wrong'
+  printf 'P=a\nb\n'
+} >> "$NIXCMD_ENV"
+```
+### Use
+```bash {id=use}
+printf '[%s]\n' "$DEPLOY_KEY" "$NOTES" "$PLAIN" "$P"
+printf 'OPEN_TOKEN<<EOT\nhalf\n' >> "$NIXCMD_ENV"
+```
+### Last
+```bash {id=last}
+echo "${OPEN_TOKEN-unset}"
+```
+"#,
+        )
+        .args(["run", "env"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        log(out.root.path(), "use"),
+        "── use attempt 1/1 at [TIMESTAMP] ──\n[[REDACTED]\n[REDACTED]\n[REDACTED]\n\
+         [REDACTED]]\n[changelog:\n- fix A=B\n\n- ünïcode\nEND ]\n[a=b \"q\"]\n[a]\n"
+    );
+    assert_eq!(
+        log(out.root.path(), "last"),
+        "── last attempt 1/1 at [TIMESTAMP] ──\nunset\n"
+    );
+    let text = std::fs::read_to_string(only_run(out.root.path()).join("events.ndjson")).unwrap();
+    let warnings: Vec<(Value, Value)> = events(&text)
+        .into_iter()
+        .filter(|e| e["type"] == "warning")
+        .map(|e| (e["step_id"].clone(), e["message"].clone()))
+        .collect();
+    let expected = [
+        (
+            "export",
+            "step `export`: $NIXCMD_ENV line 15: neither `NAME=VALUE` nor `NAME<<DELIMITER`: \
+             ignored",
+        ),
+        (
+            "export",
+            "step `export`: $NIXCMD_ENV line 17: neither `NAME=VALUE` nor `NAME<<DELIMITER`: \
+             ignored",
+        ),
+        (
+            "use",
+            "step `use`: $NIXCMD_ENV line 18: `OPEN_TOKEN<<EOT` has no line `EOT` after it to \
+             end the value: `OPEN_TOKEN` not set",
+        ),
+    ];
+    let expected: Vec<(Value, Value)> = expected
+        .iter()
+        .map(|(s, m)| (Value::from(*s), Value::from(*m)))
+        .collect();
+    assert_eq!(warnings, expected);
+    // Told as the run goes and again at its end.
+    for (_, m) in &expected {
+        let m = m.as_str().unwrap();
+        assert_eq!(out.stdout.matches(m).count(), 2, "{m}\n{}", out.stdout);
+    }
+}
+
+/// A progress bar redrawn with `\r` and no newline. Shown at once as the step's last output
+/// (its newest state), in the heartbeat as in the live display; recorded as before: the
+/// whole line once it ends, the same in the log and the events.
+const PROGRESS: &str = r#"---
+description: A progress bar
+nixcmd: {}
+---
+# Progress
+
+## Steps
+### Fetch
+```bash {id=fetch}
+echo "building foo"
+printf 'fetching 10%%\rfetching 55%%\r'
+while [ ! -e go ]; do sleep 0.02; done
+printf 'fetching 100%%\n'
+```
+"#;
+
+#[test]
+fn a_progress_line_is_the_heartbeats_last_output_at_once_and_is_logged_whole() {
+    let run = Spawned::start(
+        Test::new()
+            .runbook("progress.md", PROGRESS)
+            .env("NIXCMD_HEARTBEAT", "1s")
+            .args(["run", "progress"]),
+    );
+    let root = run.root().to_path_buf();
+    wait_until("a heartbeat", LIMIT, || {
+        run.stdout_so_far().contains("still running")
+    });
+    std::fs::write(root.join("project/go"), "").expect("let the step end");
+    let out = run.wait();
+    out.assert_status(0);
+    let beat = out
+        .stdout
+        .lines()
+        .find(|l| l.contains("still running"))
+        .expect("a heartbeat");
+    assert!(beat.ends_with("; last output: fetching 55%)"), "{beat}");
+    assert_eq!(
+        log(&root, "fetch"),
+        "── fetch attempt 1/1 at [TIMESTAMP] ──\nbuilding foo\n\
+         fetching 10%\rfetching 55%\rfetching 100%\n"
+    );
+    let text = std::fs::read_to_string(only_run(&root).join("events.ndjson")).expect("events");
+    let lines: Vec<Value> = events(&text)
+        .into_iter()
+        .filter(|e| e["type"] == "output")
+        .map(|e| e["line"].clone())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            Value::from("building foo"),
+            Value::from("fetching 10%\rfetching 55%\rfetching 100%")
+        ]
+    );
+}
+
+#[test]
+fn a_progress_line_reaches_the_live_display_before_its_line_ends() {
+    let test = Test::new()
+        .runbook(
+            "progress.md",
+            r#"---
+description: A progress bar
+nixcmd: {}
+---
+# Progress
+
+## Steps
+### Fetch
+```bash {id=fetch}
+echo "building foo"
+printf '\rdownloading 42%%'
+sleep 1.5
+printf '\rdone               \n'
+```
+"#,
+        )
+        .env_remove("CI")
+        .args(["run", "progress", "--color", "never"]);
+    let (status, screen) = run_on_terminal(test, 100);
+    assert_eq!(status, 0, "{screen:?}");
+    // A live line, redrawn while the step runs (spinner, name, elapsed time, newest state),
+    // within its first second, not when the line ends.
+    let shown = screen
+        .split("\r\u{1b}[2K")
+        .filter(|row| row.contains(" fetch  ") && row.ends_with("ms  downloading 42%"))
+        .count();
+    assert!(shown >= 2, "{screen:?}");
+}
+
+/// A secret of several lines is redacted from the step that exports it, from its first line
+/// on: before the block's delimiter is written, its lines are known as secrets already.
+#[test]
+fn a_secret_of_several_lines_is_redacted_while_its_block_is_written() {
+    let out = Test::new()
+        .runbook(
+            "env.md",
+            r#"---
+description: A secret of several lines
+nixcmd: {}
+---
+# Env
+
+## Steps
+### Export
+```bash {id=export}
+printf 'SIGNING_KEY<<EOF\nkeyline-one-4711\nkeyline-two-4712\n' >> "$NIXCMD_ENV"
+echo "got keyline-one-4711"
+echo "got keyline-two-4712"
+# nixcmd reads those lines before the block ends.
+sleep 0.5
+echo EOF >> "$NIXCMD_ENV"
+echo "again keyline-two-4712"
+```
+"#,
+        )
+        .args(["run", "env", "--format", "json"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        log(out.root.path(), "export"),
+        "── export attempt 1/1 at [TIMESTAMP] ──\ngot [REDACTED]\ngot [REDACTED]\n\
+         again [REDACTED]\n"
+    );
+    assert!(!out.stdout.contains("keyline"), "{}", out.stdout);
 }

@@ -1,0 +1,264 @@
+//! The `$NIXCMD_ENV` file: what a step appends to it is exported to later steps (DESIGN.md §2),
+//! with GitHub Actions' syntax: `NAME=VALUE` lines, and `NAME<<DELIMITER`, the value's lines,
+//! then a line that is exactly `DELIMITER`, for values of several lines (certificates, JSON,
+//! changelogs). A line that is neither (nor blank) is a problem the run warns about, never
+//! dropped without a word. The same rules for hosts are in the ssh wrapper (`remote.rs`).
+
+/// What a read of the file found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parsed {
+    /// The exports, in file order (a later one of the same name wins).
+    pub vars: Vec<(String, String)>,
+    /// Lines that set nothing, and why.
+    pub problems: Vec<Problem>,
+    /// Values of `NAME<<DELIMITER` blocks not closed (yet): not exported, but a secret's
+    /// lines are redacted all the same (a step may print them before it writes the end).
+    pub unterminated: Vec<(String, String)>,
+}
+
+/// A line of the file that set nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Problem {
+    /// 1-based.
+    pub line: usize,
+    /// What is wrong, without the line's text: it may hold a secret the redactor does not
+    /// know, since it was never parsed as one.
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "$NIXCMD_ENV line {}: {}", self.line, self.what)
+    }
+}
+
+/// Reads and parses the file; a missing or unreadable file exports nothing.
+pub fn read(path: &std::path::Path) -> Parsed {
+    match std::fs::read(path) {
+        Ok(bytes) => parse(&bytes),
+        Err(_) => Parsed::default(),
+    }
+}
+
+/// The name of an export as written before `=` or `<<` (spaces around it and an `export `
+/// prefix allowed), if it is a shell variable name.
+fn name(raw: &[u8]) -> Option<&str> {
+    let raw = std::str::from_utf8(raw).ok()?.trim();
+    let k = raw.strip_prefix("export ").unwrap_or(raw);
+    let valid = !k.is_empty()
+        && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
+        && !k.starts_with(|c: char| c.is_ascii_digit());
+    valid.then_some(k)
+}
+
+const NOT_A_NAME: &str = "the text before `=` is not a variable name (letters, digits and `_`, not starting with a \
+     digit): ignored";
+
+/// Parses the file's bytes. Lines end at `\n`; one `\r` before it is dropped (files written
+/// on Windows), in the lines of a `NAME<<DELIMITER` value too. A line that is not UTF-8 sets
+/// nothing, but costs only itself (or its block).
+pub fn parse(bytes: &[u8]) -> Parsed {
+    let mut out = Parsed::default();
+    // A file ending in a newline does not have an empty last line.
+    let body = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let mut lines = body.split(|b| *b == b'\n').enumerate().map(|(i, l)| {
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        (i + 1, l)
+    });
+    while let Some((at, line)) = lines.next() {
+        let eq = memchr::memchr(b'=', line);
+        let heredoc = memchr::memmem::find(line, b"<<");
+        match (eq, heredoc) {
+            // `=` first: a `<<` after it is part of the value, as in GitHub Actions.
+            (Some(eq), h) if h.is_none_or(|h| eq < h) => {
+                let Some(k) = name(&line[..eq]) else {
+                    out.problems.push(Problem {
+                        line: at,
+                        what: NOT_A_NAME.into(),
+                    });
+                    continue;
+                };
+                match std::str::from_utf8(&line[eq + 1..]) {
+                    Ok(v) => out.vars.push((k.to_string(), v.to_string())),
+                    Err(_) => out.problems.push(Problem {
+                        line: at,
+                        what: format!("the value of `{k}` is not UTF-8: not set"),
+                    }),
+                }
+            }
+            (_, Some(h)) => {
+                let delimiter = &line[h + 2..];
+                let k = name(&line[..h]);
+                if delimiter.is_empty() {
+                    out.problems.push(Problem {
+                        line: at,
+                        what: match k {
+                            Some(k) => format!("`{k}<<` has no delimiter after `<<`: ignored"),
+                            None => "a `<<` without a delimiter after it: ignored".into(),
+                        },
+                    });
+                    continue;
+                }
+                // The value's lines are taken up to the delimiter even when the name is
+                // wrong: they must not be read as exports of their own.
+                let mut value: Vec<u8> = Vec::new();
+                let mut closed = false;
+                let mut first = true;
+                for (_, l) in lines.by_ref() {
+                    if l == delimiter {
+                        closed = true;
+                        break;
+                    }
+                    if !first {
+                        value.push(b'\n');
+                    }
+                    first = false;
+                    value.extend_from_slice(l);
+                }
+                let delimiter = String::from_utf8_lossy(delimiter);
+                let Some(k) = k else {
+                    out.problems.push(Problem {
+                        line: at,
+                        what: "the text before `<<` is not a variable name (letters, digits \
+                               and `_`, not starting with a digit): ignored"
+                            .into(),
+                    });
+                    continue;
+                };
+                let value = String::from_utf8(value);
+                match (closed, value) {
+                    (true, Ok(v)) => out.vars.push((k.to_string(), v)),
+                    (true, Err(_)) => out.problems.push(Problem {
+                        line: at,
+                        what: format!("the value of `{k}` is not UTF-8: not set"),
+                    }),
+                    (false, value) => {
+                        out.problems.push(Problem {
+                            line: at,
+                            what: format!(
+                                "`{k}<<{delimiter}` has no line `{delimiter}` after it to end \
+                                 the value: `{k}` not set"
+                            ),
+                        });
+                        if let Ok(v) = value {
+                            out.unterminated.push((k.to_string(), v));
+                        }
+                    }
+                }
+            }
+            _ if line.iter().all(u8::is_ascii_whitespace) => {}
+            _ => out.problems.push(Problem {
+                line: at,
+                what: "neither `NAME=VALUE` nor `NAME<<DELIMITER`: ignored".into(),
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn problems(p: &Parsed) -> Vec<String> {
+        p.problems.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn an_env_file_line_that_is_not_utf8_costs_only_itself() {
+        let got =
+            parse(b"BAD=\xff\xfe\nGOOD=ok\r\nexport EQ=a=b\n1X=no\nnot a pair\nU=\xe6\x97\xa5\n");
+        assert_eq!(
+            got.vars,
+            pairs(&[("GOOD", "ok"), ("EQ", "a=b"), ("U", "日")])
+        );
+        assert_eq!(
+            problems(&got),
+            [
+                "$NIXCMD_ENV line 1: the value of `BAD` is not UTF-8: not set".to_string(),
+                format!("$NIXCMD_ENV line 4: {NOT_A_NAME}"),
+                "$NIXCMD_ENV line 5: neither `NAME=VALUE` nor `NAME<<DELIMITER`: ignored".into(),
+            ]
+        );
+    }
+
+    #[test]
+    fn name_value_lines_keep_their_value_byte_for_byte() {
+        let got = parse(
+            b"A=b=\nB=\"q\" 'r' $(x) =c \n  export C = d\nD=\nE=x<<EOF\n\n   \n\tF=tab\nG=last",
+        );
+        assert_eq!(
+            got.vars,
+            pairs(&[
+                ("A", "b="),
+                ("B", "\"q\" 'r' $(x) =c "),
+                ("C", " d"),
+                ("D", ""),
+                ("E", "x<<EOF"),
+                ("F", "tab"),
+                ("G", "last"),
+            ])
+        );
+        assert!(got.problems.is_empty(), "{:?}", got.problems);
+    }
+
+    #[test]
+    fn a_value_of_several_lines_goes_up_to_its_delimiter() {
+        let got = parse(
+            b"CERT<<EOF\n-----BEGIN-----\r\nA=not an export\n\nEOF \nEOF\r\nNEXT=1\n\
+              export EMPTY<<END\nEND\nONE<<x=y\nline\nx=y\n",
+        );
+        assert_eq!(
+            got.vars,
+            pairs(&[
+                ("CERT", "-----BEGIN-----\nA=not an export\n\nEOF "),
+                ("NEXT", "1"),
+                ("EMPTY", ""),
+                ("ONE", "line"),
+            ])
+        );
+        assert!(got.problems.is_empty(), "{:?}", got.problems);
+        assert!(got.unterminated.is_empty());
+    }
+
+    #[test]
+    fn a_broken_block_is_a_problem_and_sets_nothing() {
+        let got = parse(
+            b"1BAD<<E\nX=inside\nE\nNODELIM<<\nU=\xff<<no\nLATIN<<E\ncaf\xe9\nE\n\
+              OK=1\nOPEN_KEY<<END\nsecret line\nmore",
+        );
+        assert_eq!(got.vars, pairs(&[("OK", "1")]));
+        assert_eq!(
+            problems(&got),
+            [
+                "$NIXCMD_ENV line 1: the text before `<<` is not a variable name (letters, \
+                 digits and `_`, not starting with a digit): ignored",
+                "$NIXCMD_ENV line 4: `NODELIM<<` has no delimiter after `<<`: ignored",
+                "$NIXCMD_ENV line 5: the value of `U` is not UTF-8: not set",
+                "$NIXCMD_ENV line 6: the value of `LATIN` is not UTF-8: not set",
+                "$NIXCMD_ENV line 10: `OPEN_KEY<<END` has no line `END` after it to end the \
+                 value: `OPEN_KEY` not set",
+            ]
+        );
+        assert_eq!(
+            got.unterminated,
+            pairs(&[("OPEN_KEY", "secret line\nmore")])
+        );
+    }
+
+    #[test]
+    fn an_empty_or_missing_file_exports_nothing() {
+        assert_eq!(parse(b""), Parsed::default());
+        assert_eq!(parse(b"\n\n"), Parsed::default());
+        assert_eq!(
+            read(std::path::Path::new("/nonexistent/env")),
+            Parsed::default()
+        );
+    }
+}
