@@ -1780,7 +1780,7 @@ fn reading_the_flakes_hosts_writes_no_lock_file() {
         .iter()
         .map(|h| h["name"].as_str().unwrap().to_string())
         .collect();
-    assert!(names.contains(&"web1".to_string()), "{}", out.stdout);
+    assert_eq!(names, ["web1", "web2"], "{}", out.stdout);
     assert!(
         !app.join("flake.lock").exists(),
         "nixcmd hosts wrote flake.lock"

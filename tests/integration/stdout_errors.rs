@@ -4,6 +4,7 @@
 
 use crate::run_support::{only_run, run_id};
 use crate::support::Test;
+use std::os::fd::FromRawFd;
 
 const FULL: &str = "/dev/full";
 
@@ -97,18 +98,24 @@ fn a_run_whose_output_is_refused_goes_on_and_keeps_its_exit_code() {
 
 #[test]
 fn a_closed_pipe_is_not_a_failure() {
-    let out = Test::new()
+    let (mut cmd, _root) = Test::new()
         .args(["show", "flake-update", "--format", "json"])
         .into_command();
-    let (mut cmd, _root) = out;
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
+    // A pipe whose reading end is closed before nixcmd starts: every write is EPIPE, not a
+    // write that may land in the pipe's buffer before the reader goes away.
+    let mut fds = [0; 2];
+    // SAFETY: pipe(2) fills the two descriptors we own; the reading end is closed at once and
+    // the writing end handed to the child (and closed here after it starts).
+    let writer = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::close(fds[0]);
+        std::os::fd::OwnedFd::from_raw_fd(fds[1])
+    };
+    let done = cmd
+        .stdout(std::process::Stdio::from(writer))
         .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn nixcmd");
-    // Close the reading end before nixcmd writes: every write is EPIPE.
-    drop(child.stdout.take());
-    let done = child.wait_with_output().expect("wait for nixcmd");
+        .output()
+        .expect("run nixcmd");
     assert_eq!(
         (
             done.status.code(),
