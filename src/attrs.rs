@@ -26,6 +26,8 @@ pub const KNOWN: &[&str] = &[
     "max-fail",
     "canary",
     "group",
+    "when",
+    "unless",
 ];
 
 /// One `key` or `key=value` as written. Borrowed from the info string: only a quoted value
@@ -379,6 +381,39 @@ pub fn validate(raw: &[RawAttr<'_>]) -> Validated {
     v
 }
 
+/// `when=`/`unless=` where a block must not be skipped without a word: on a rollback block
+/// (`rollback`: the block is in `## Rollback`) or an `always` block. A cleanup or a
+/// compensation that silently does not run is the wrong default; its own shell can test the
+/// variable and say what it skips.
+pub fn misplaced_conditions(raw: &[RawAttr<'_>], attrs: &Attrs, rollback: bool) -> Vec<AttrError> {
+    if !rollback && !attrs.always {
+        return Vec::new();
+    }
+    let what = if rollback {
+        "a rollback block"
+    } else {
+        "an `always` block"
+    };
+    let mut out = Vec::new();
+    for (key, name) in [("when", &attrs.when), ("unless", &attrs.unless)] {
+        let (Some(name), Some(attr)) = (name, raw.iter().find(|a| a.key == key)) else {
+            continue;
+        };
+        // The test that skips: `when` skips when the value is not 1, `unless` when it is.
+        let test = if key == "when" { "!=" } else { "=" };
+        out.push(AttrError {
+            code: "malformed-attribute",
+            message: format!("`{key}=` is not allowed on {what}: it must not be skipped silently"),
+            span: attr.span.clone(),
+            hint: Some(format!(
+                "test the variable in the block's own shell and say what is skipped, e.g. \
+                 `if [ \"${{{name}:-}}\" {test} 1 ]; then echo \"skipped\"; exit 0; fi`"
+            )),
+        });
+    }
+    out
+}
+
 fn apply(attr: &RawAttr<'_>, v: &mut Validated) -> Result<(), AttrError> {
     let key = attr.key;
     let bad = |message: String, hint: &str| AttrError {
@@ -502,6 +537,22 @@ fn apply(attr: &RawAttr<'_>, v: &mut Validated) -> Result<(), AttrError> {
                 a.rollback = Some(s.to_string());
             } else {
                 a.group = Some(s.to_string());
+            }
+        }
+        "when" | "unless" => {
+            let s = value()?;
+            if !crate::condition::is_var_name(s) {
+                return Err(bad(
+                    format!("`{key}={s}`: `{s}` is not a variable name"),
+                    &format!(
+                        "write {key}=NAME with NAME a shell variable name (letters, digits and `_`, not starting with a digit), without `$`"
+                    ),
+                ));
+            }
+            if key == "when" {
+                a.when = Some(s.to_string());
+            } else {
+                a.unless = Some(s.to_string());
             }
         }
         "hosts" => {

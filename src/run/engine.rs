@@ -443,6 +443,9 @@ impl<'a> Engine<'a> {
                 failed = Some(stop);
                 break;
             }
+            if self.skip_by_condition(block) {
+                continue;
+            }
             match self.gate(block) {
                 GateResult::Go => {}
                 GateResult::Pause => return self.pause(block),
@@ -492,6 +495,10 @@ impl<'a> Engine<'a> {
                 status = RunStatus::Failed;
                 failed = Some(stop);
                 break;
+            }
+            // Before its gate and its compensation: a block with nothing to do asks nothing.
+            if self.skip_by_condition(block) {
+                continue;
             }
             // Consecutive `group=NAME` steps run together (run::group).
             if let Some(flow) = self.group_hook(block) {
@@ -602,6 +609,28 @@ impl<'a> Engine<'a> {
         None
     }
 
+    /// Whether `block`'s `when=`/`unless=` does not hold now; it is then recorded as skipped
+    /// (for good: `resume` does not run it). The variable is looked up in the environment the
+    /// block would get: nixcmd's own, then the run's variables, arguments, `--set` values and
+    /// `$NIXCMD_ENV` exports on top (see `step_env`). For a `hosts=` step this is on this
+    /// machine, once, before the fan-out.
+    pub(super) fn skip_by_condition(&mut self, block: &Block) -> bool {
+        if block.attrs.when.is_none() && block.attrs.unless.is_none() {
+            return false;
+        }
+        let env = self.step_env();
+        let lookup = |name: &str| match env.iter().rev().find(|(k, _)| k == name) {
+            Some((_, v)) => Some(v.clone()),
+            None => std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()),
+        };
+        let Some(reason) = crate::condition::skip_reason(&block.attrs, lookup) else {
+            return false;
+        };
+        self.mark_skipped(block, &reason);
+        self.save_step_end();
+        true
+    }
+
     pub(super) fn mark_skipped(&mut self, block: &Block, reason: &str) {
         if let Some(p) = self.progress.get_mut(&block.id) {
             p.status = StepStatus::Skipped;
@@ -680,6 +709,8 @@ impl<'a> Engine<'a> {
                 timeout_ms: timeout.as_millis() as u64,
                 will_run,
                 note,
+                when: b.attrs.when.clone(),
+                unless: b.attrs.unless.clone(),
             });
         }
         items
