@@ -822,6 +822,81 @@ mod tests {
     }
 
     #[test]
+    fn conditions_take_a_variable_name() {
+        let v = validate(&parse_info(r#"bash {when=FLAKE_UPDATE_CHANGED unless="_x9"}"#).attrs);
+        assert!(v.errors.is_empty(), "{:?}", v.errors);
+        assert_eq!(v.attrs.when.as_deref(), Some("FLAKE_UPDATE_CHANGED"));
+        assert_eq!(v.attrs.unless.as_deref(), Some("_x9"));
+        let text = "bash {when=$X unless=9a when=Y unless}";
+        let v = validate(&parse_info(text).attrs);
+        let found: Vec<_> = v
+            .errors
+            .iter()
+            .map(|e| (&text[e.span.clone()], e.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("$X", "`when=$X`: `$X` is not a variable name"),
+                ("9a", "`unless=9a`: `9a` is not a variable name"),
+                ("when=Y", "attribute `when` is given twice"),
+                ("unless", "attribute `unless` is given twice"),
+            ]
+        );
+        let v = validate(&parse_info("bash {when= id=x}").attrs);
+        assert_eq!(v.errors[0].message, "`when` needs a value");
+    }
+
+    #[test]
+    fn conditions_are_refused_on_rollback_and_always_blocks() {
+        let text = "bash {id=x unless=B always when=A}";
+        let info = parse_info(text);
+        let v = validate(&info.attrs);
+        assert!(v.errors.is_empty());
+        let found: Vec<_> = misplaced_conditions(&info.attrs, &v.attrs, false)
+            .iter()
+            .map(|e| (&text[e.span.clone()], e.message.clone(), e.hint.clone()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "when=A",
+                    "`when=` is not allowed on an `always` block: it must not be skipped silently"
+                        .to_string(),
+                    Some(
+                        "test the variable in the block's own shell and say what is skipped, \
+                         e.g. `if [ \"${A:-}\" != 1 ]; then echo \"skipped\"; exit 0; fi`"
+                            .to_string()
+                    )
+                ),
+                (
+                    "unless=B",
+                    "`unless=` is not allowed on an `always` block: it must not be skipped silently"
+                        .to_string(),
+                    Some(
+                        "test the variable in the block's own shell and say what is skipped, \
+                         e.g. `if [ \"${B:-}\" = 1 ]; then echo \"skipped\"; exit 0; fi`"
+                            .to_string()
+                    )
+                ),
+            ]
+        );
+        let info = parse_info("bash {when=A}");
+        let v = validate(&info.attrs);
+        assert_eq!(
+            misplaced_conditions(&info.attrs, &v.attrs, true)[0].message,
+            "`when=` is not allowed on a rollback block: it must not be skipped silently"
+        );
+        assert!(misplaced_conditions(&info.attrs, &v.attrs, false).is_empty());
+        // An invalid name is reported once, as invalid, not again as misplaced.
+        let info = parse_info("bash {when=9 always}");
+        let v = validate(&info.attrs);
+        assert_eq!(v.errors.len(), 1);
+        assert!(misplaced_conditions(&info.attrs, &v.attrs, true).is_empty());
+    }
+
+    #[test]
     fn splits_as_the_reference_does() {
         let languages = [
             "bash",

@@ -76,6 +76,7 @@ pub const DOCUMENTED: &[&str] = &[
 ];
 
 /// How often `name` occurs in `text` as a whole word (not inside a longer variable name).
+/// A letter escaped by `\` just before it (`printf 'A=1\nNAME=0'`) does not join the word.
 pub fn occurrences(text: &str, name: &str) -> usize {
     if name.is_empty() {
         return 0;
@@ -84,7 +85,10 @@ pub fn occurrences(text: &str, name: &str) -> usize {
     let bytes = text.as_bytes();
     memchr::memmem::find_iter(bytes, name.as_bytes())
         .filter(|&at| {
-            !word(at.checked_sub(1).and_then(|i| bytes.get(i))) && !word(bytes.get(at + name.len()))
+            let before = at.checked_sub(1).and_then(|i| bytes.get(i));
+            let escaped =
+                before.is_some_and(u8::is_ascii_alphabetic) && at >= 2 && bytes[at - 2] == b'\\';
+            (escaped || !word(before)) && !word(bytes.get(at + name.len()))
         })
         .count()
 }
@@ -191,5 +195,6 @@ mod tests {
         assert_eq!(occurrences(text, "X_1"), 1);
         assert_eq!(occurrences("", "X"), 0);
         assert_eq!(occurrences("abc", ""), 0);
+        assert_eq!(occurrences(r"printf 'A=1\nX=0\tX=1' nX", "X"), 2);
     }
 }

@@ -676,7 +676,11 @@ impl<'a> Engine<'a> {
             } else if self.done(&b.id) {
                 (false, Some("done in an earlier session".into()))
             } else if b.phase == Phase::Prerequisite {
-                (true, None)
+                let conditional = b.attrs.when.is_some() || b.attrs.unless.is_some();
+                (
+                    true,
+                    conditional.then(|| "if its condition holds as it starts".to_string()),
+                )
             } else if let Some(reason) = self.skip_reason(b) {
                 (false, Some(reason))
             } else if b.attrs.always {
@@ -684,6 +688,9 @@ impl<'a> Engine<'a> {
                     true,
                     Some("always: runs at the end whatever happened".into()),
                 )
+            } else if b.attrs.when.is_some() || b.attrs.unless.is_some() {
+                // Not guessed here: earlier blocks may export the variable.
+                (true, Some("if its condition holds as it starts".into()))
             } else {
                 (true, None)
             };
