@@ -458,3 +458,28 @@ true
     let strict = test().args(["check", "--strict", "typo.md"]).run();
     strict.assert_status(1);
 }
+
+/// In a guided file every step asks, except one whose condition does not hold: it is skipped
+/// before its question.
+#[test]
+fn a_guided_step_whose_condition_does_not_hold_asks_nothing() {
+    let book = "---\ndescription: guided\n---\n# Guided\n\n`NOPE` is never set.\n\n## Steps\n### one\n```bash {when=NOPE}\necho one >> trace\n```\n### two\n```bash\necho two >> trace\n```\n";
+    let out = Test::new()
+        .claude_command("guided.md", book)
+        .env_remove("NOPE")
+        .env("CI", "true")
+        .args(["run", "guided"])
+        .run();
+    out.assert_status(3);
+    let run = only_run(out.root.path());
+    assert_eq!(
+        statuses(&run),
+        pairs(&[("one", "skipped"), ("two", "awaiting_confirmation")])
+    );
+    let text = normalized(&out);
+    assert!(
+        text.contains("- one skipped [DURATION] — when=NOPE: NOPE is not set\n[TIME] paused: step two needs confirmation"),
+        "{text}"
+    );
+    assert_eq!(project_file(out.root.path(), "trace"), "");
+}
