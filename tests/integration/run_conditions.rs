@@ -483,3 +483,26 @@ fn a_guided_step_whose_condition_does_not_hold_asks_nothing() {
     );
     assert_eq!(project_file(out.root.path(), "trace"), "");
 }
+
+/// Members of a `group=` start together: each one's condition is looked at then, and a member
+/// whose condition does not hold is skipped while the others run.
+#[test]
+fn a_group_member_whose_condition_does_not_hold_is_skipped() {
+    let book = "---\ndescription: group\nnixcmd: {}\n---\n# Group\n\n`NOPE` is never set.\n\n## Steps\n### a\n```bash {id=a group=g when=NOPE}\necho a >> trace\n```\n### b\n```bash {id=b group=g unless=NOPE}\necho b >> trace\n```\n### c\n```bash {id=c group=g}\necho c >> trace\n```\n";
+    let out = Test::new()
+        .runbook("group.md", book)
+        .env_remove("NOPE")
+        .args(["run", "group"])
+        .run();
+    out.assert_status(0);
+    let mut trace: Vec<String> = project_file(out.root.path(), "trace")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    trace.sort();
+    assert_eq!(trace, ["b", "c"]);
+    assert_eq!(
+        statuses(&only_run(out.root.path())),
+        pairs(&[("a", "skipped"), ("b", "succeeded"), ("c", "succeeded")])
+    );
+}
