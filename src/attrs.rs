@@ -26,6 +26,8 @@ pub const KNOWN: &[&str] = &[
     "max-fail",
     "canary",
     "group",
+    "when",
+    "unless",
 ];
 
 /// One `key` or `key=value` as written. Borrowed from the info string: only a quoted value
@@ -379,6 +381,39 @@ pub fn validate(raw: &[RawAttr<'_>]) -> Validated {
     v
 }
 
+/// `when=`/`unless=` where a block must not be skipped without a word: on a rollback block
+/// (`rollback`: the block is in `## Rollback`) or an `always` block. A cleanup or a
+/// compensation that silently does not run is the wrong default; its own shell can test the
+/// variable and say what it skips.
+pub fn misplaced_conditions(raw: &[RawAttr<'_>], attrs: &Attrs, rollback: bool) -> Vec<AttrError> {
+    if !rollback && !attrs.always {
+        return Vec::new();
+    }
+    let what = if rollback {
+        "a rollback block"
+    } else {
+        "an `always` block"
+    };
+    let mut out = Vec::new();
+    for (key, name) in [("when", &attrs.when), ("unless", &attrs.unless)] {
+        let (Some(name), Some(attr)) = (name, raw.iter().find(|a| a.key == key)) else {
+            continue;
+        };
+        // The test that skips: `when` skips when the value is not 1, `unless` when it is.
+        let test = if key == "when" { "!=" } else { "=" };
+        out.push(AttrError {
+            code: "malformed-attribute",
+            message: format!("`{key}=` is not allowed on {what}: it must not be skipped silently"),
+            span: attr.span.clone(),
+            hint: Some(format!(
+                "test the variable in the block's own shell and say what is skipped, e.g. \
+                 `if [ \"${{{name}:-}}\" {test} 1 ]; then echo \"skipped\"; exit 0; fi`"
+            )),
+        });
+    }
+    out
+}
+
 fn apply(attr: &RawAttr<'_>, v: &mut Validated) -> Result<(), AttrError> {
     let key = attr.key;
     let bad = |message: String, hint: &str| AttrError {
@@ -502,6 +537,22 @@ fn apply(attr: &RawAttr<'_>, v: &mut Validated) -> Result<(), AttrError> {
                 a.rollback = Some(s.to_string());
             } else {
                 a.group = Some(s.to_string());
+            }
+        }
+        "when" | "unless" => {
+            let s = value()?;
+            if !crate::condition::is_var_name(s) {
+                return Err(bad(
+                    format!("`{key}={s}`: `{s}` is not a variable name"),
+                    &format!(
+                        "write {key}=NAME with NAME a shell variable name (letters, digits and `_`, not starting with a digit), without `$`"
+                    ),
+                ));
+            }
+            if key == "when" {
+                a.when = Some(s.to_string());
+            } else {
+                a.unless = Some(s.to_string());
             }
         }
         "hosts" => {
@@ -768,6 +819,81 @@ mod tests {
         assert!(v.attrs.always && v.attrs.norun);
         let v = validate(&parse_info("bash {readonly=yes}").attrs);
         assert_eq!(v.errors.len(), 1);
+    }
+
+    #[test]
+    fn conditions_take_a_variable_name() {
+        let v = validate(&parse_info(r#"bash {when=FLAKE_UPDATE_CHANGED unless="_x9"}"#).attrs);
+        assert!(v.errors.is_empty(), "{:?}", v.errors);
+        assert_eq!(v.attrs.when.as_deref(), Some("FLAKE_UPDATE_CHANGED"));
+        assert_eq!(v.attrs.unless.as_deref(), Some("_x9"));
+        let text = "bash {when=$X unless=9a when=Y unless}";
+        let v = validate(&parse_info(text).attrs);
+        let found: Vec<_> = v
+            .errors
+            .iter()
+            .map(|e| (&text[e.span.clone()], e.message.as_str()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("$X", "`when=$X`: `$X` is not a variable name"),
+                ("9a", "`unless=9a`: `9a` is not a variable name"),
+                ("when=Y", "attribute `when` is given twice"),
+                ("unless", "attribute `unless` is given twice"),
+            ]
+        );
+        let v = validate(&parse_info("bash {when= id=x}").attrs);
+        assert_eq!(v.errors[0].message, "`when` needs a value");
+    }
+
+    #[test]
+    fn conditions_are_refused_on_rollback_and_always_blocks() {
+        let text = "bash {id=x unless=B always when=A}";
+        let info = parse_info(text);
+        let v = validate(&info.attrs);
+        assert!(v.errors.is_empty());
+        let found: Vec<_> = misplaced_conditions(&info.attrs, &v.attrs, false)
+            .iter()
+            .map(|e| (&text[e.span.clone()], e.message.clone(), e.hint.clone()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "when=A",
+                    "`when=` is not allowed on an `always` block: it must not be skipped silently"
+                        .to_string(),
+                    Some(
+                        "test the variable in the block's own shell and say what is skipped, \
+                         e.g. `if [ \"${A:-}\" != 1 ]; then echo \"skipped\"; exit 0; fi`"
+                            .to_string()
+                    )
+                ),
+                (
+                    "unless=B",
+                    "`unless=` is not allowed on an `always` block: it must not be skipped silently"
+                        .to_string(),
+                    Some(
+                        "test the variable in the block's own shell and say what is skipped, \
+                         e.g. `if [ \"${B:-}\" = 1 ]; then echo \"skipped\"; exit 0; fi`"
+                            .to_string()
+                    )
+                ),
+            ]
+        );
+        let info = parse_info("bash {when=A}");
+        let v = validate(&info.attrs);
+        assert_eq!(
+            misplaced_conditions(&info.attrs, &v.attrs, true)[0].message,
+            "`when=` is not allowed on a rollback block: it must not be skipped silently"
+        );
+        assert!(misplaced_conditions(&info.attrs, &v.attrs, false).is_empty());
+        // An invalid name is reported once, as invalid, not again as misplaced.
+        let info = parse_info("bash {when=9 always}");
+        let v = validate(&info.attrs);
+        assert_eq!(v.errors.len(), 1);
+        assert!(misplaced_conditions(&info.attrs, &v.attrs, true).is_empty());
     }
 
     #[test]

@@ -32,7 +32,7 @@ fn precomputed_builtin_row(name: &str, hash: u64) -> Option<Row> {
             errors: 0,
             error: None,
         },
-        ("flake-update", 0xfa2999e944142c86) => Row {
+        ("flake-update", 0xfb84f12cfbf6f7e8) => Row {
             name: "flake-update".into(),
             description: "Update flake inputs, check and build every host, commit the new flake.lock".into(),
             source: Origin::Builtin,
@@ -63,7 +63,7 @@ fn precomputed_builtin_row(name: &str, hash: u64) -> Option<Row> {
             errors: 0,
             error: None,
         },
-        ("update-package", 0x13325b309ea3bbe3) => Row {
+        ("update-package", 0x0aac3ede8887e0ce) => Row {
             name: "update-package".into(),
             description: "Update the flake input that provides a package, build it, test and switch this host".into(),
             source: Origin::Builtin,

@@ -131,6 +131,12 @@ pub struct Attrs {
     pub canary: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// `when=NAME`: runs only when the variable NAME is true as the block would start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// `unless=NAME`: runs only when the variable NAME is not true then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unless: Option<String>,
 }
 
 impl Attrs {

@@ -127,6 +127,12 @@ pub struct PlanItem {
     pub will_run: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// `when=NAME`: runs only if NAME is true as it would start (decided then, not here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// `unless=NAME`: runs only if NAME is not true as it would start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unless: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

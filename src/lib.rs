@@ -10,6 +10,7 @@ pub mod check_report;
 pub mod claude_export;
 pub mod cli;
 pub mod command;
+pub mod condition;
 pub mod diagnostic;
 pub mod dir_listing;
 pub mod discovery;

@@ -437,7 +437,17 @@ fn walk<'a>(
                 };
                 let parsed = attrs::parse_info(info);
                 let validated = attrs::validate(&parsed.attrs);
-                for e in parsed.errors.iter().chain(&validated.errors) {
+                let misplaced = attrs::misplaced_conditions(
+                    &parsed.attrs,
+                    &validated.attrs,
+                    phase == Phase::Rollback,
+                );
+                for e in parsed
+                    .errors
+                    .iter()
+                    .chain(&validated.errors)
+                    .chain(&misplaced)
+                {
                     let span = info_offset + e.span.start..info_offset + e.span.end;
                     let mut d = Diagnostic::error(e.code, e.message.clone()).at(file, span);
                     if let Some(h) = &e.hint {
@@ -935,6 +945,26 @@ fn structural_rules(
                 .with_hint(hint),
             );
         }
+        for (key, name) in [("when", &block.attrs.when), ("unless", &block.attrs.unless)] {
+            if let Some(name) = name
+                && !condition_known(file, cmd, name)
+            {
+                diagnostics.push(
+                    Diagnostic::warning(
+                        "unknown-condition-variable",
+                        format!(
+                            "`{key}={name}` names a variable that nothing in this file mentions"
+                        ),
+                    )
+                    .at(file, attr_span(file, block, key))
+                    .with_hint(format!(
+                        "a typo? The variable is usually exported to `$NIXCMD_ENV` by an earlier \
+                         block; if it comes from outside (CI), name `{name}` in the file's text, \
+                         e.g. one sentence saying where it comes from"
+                    )),
+                );
+            }
+        }
         if annotated
             && block.runnable
             && block.attrs.confirm.is_some()
@@ -956,6 +986,23 @@ fn structural_rules(
             );
         }
     }
+}
+
+/// Whether a condition's variable is one the file can expect: a documented nixcmd variable,
+/// a declared argument's, or a name the file's text mentions other than in `when=`/`unless=`
+/// attributes (a block that exports it, or prose about an outside variable).
+fn condition_known(file: &SourceFile, cmd: &Command, name: &str) -> bool {
+    if crate::condition::DOCUMENTED.contains(&name) || cmd.args.iter().any(|a| a.env == name) {
+        return true;
+    }
+    let in_attrs: usize = cmd
+        .blocks()
+        .map(|b| {
+            usize::from(b.attrs.when.as_deref() == Some(name))
+                + usize::from(b.attrs.unless.as_deref() == Some(name))
+        })
+        .sum();
+    crate::condition::occurrences(&file.text, name) > in_attrs
 }
 
 /// The span of `key` in a block's fence line (or the fence line's start).

@@ -22,6 +22,10 @@ pub fn gates(b: &Block) -> Vec<String> {
         });
         return g;
     }
+    // First: it decides whether any of the rest applies.
+    if let Some(c) = crate::condition::describe(&b.attrs) {
+        g.push(c);
+    }
     match &b.attrs.confirm {
         Some(q) => g.push(format!("confirm \"{q}\"")),
         None if b.effective.asks => g.push("confirm (guided file)".into()),

@@ -110,6 +110,11 @@ pub struct BlockOut {
     /// Executed by dry runs (`plan`).
     pub readonly: bool,
     pub line: usize,
+    /// `when=NAME`: runs only when the variable NAME is true as the block would start
+    /// (set, and not empty, `0`, `false`, `no` or `off`); skipped otherwise.
+    pub when: Option<String>,
+    /// `unless=NAME`: runs only when the variable NAME is not true as the block would start.
+    pub unless: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -185,6 +190,8 @@ fn block_out(cmd: &Command, b: &Block) -> BlockOut {
         confirm,
         readonly: b.is_readonly(),
         line: b.line,
+        when: b.attrs.when.clone(),
+        unless: b.attrs.unless.clone(),
     }
 }
 
@@ -234,6 +241,11 @@ pub struct PlanStepOut {
     /// Whether a real run would execute it.
     pub will_run: bool,
     pub note: Option<String>,
+    /// `when=NAME`: runs only when the variable NAME is true as the block would start; a plan
+    /// cannot know that, so `will_run` does not count it.
+    pub when: Option<String>,
+    /// `unless=NAME`: runs only when the variable NAME is not true as the block would start.
+    pub unless: Option<String>,
 }
 
 impl From<&PlanItem> for PlanStepOut {
@@ -248,6 +260,8 @@ impl From<&PlanItem> for PlanStepOut {
             // run". The plan answers for a real run.
             will_run: p.will_run || p.note.as_deref() == Some("dry run: not readonly"),
             note: p.note.clone().filter(|n| n != "dry run: not readonly"),
+            when: p.when.clone(),
+            unless: p.unless.clone(),
         }
     }
 }

@@ -443,6 +443,9 @@ impl<'a> Engine<'a> {
                 failed = Some(stop);
                 break;
             }
+            if self.skip_by_condition(block) {
+                continue;
+            }
             match self.gate(block) {
                 GateResult::Go => {}
                 GateResult::Pause => return self.pause(block),
@@ -492,6 +495,10 @@ impl<'a> Engine<'a> {
                 status = RunStatus::Failed;
                 failed = Some(stop);
                 break;
+            }
+            // Before its gate and its compensation: a block with nothing to do asks nothing.
+            if self.skip_by_condition(block) {
+                continue;
             }
             // Consecutive `group=NAME` steps run together (run::group).
             if let Some(flow) = self.group_hook(block) {
@@ -602,6 +609,28 @@ impl<'a> Engine<'a> {
         None
     }
 
+    /// Whether `block`'s `when=`/`unless=` does not hold now; it is then recorded as skipped
+    /// (for good: `resume` does not run it). The variable is looked up in the environment the
+    /// block would get: nixcmd's own, then the run's variables, arguments, `--set` values and
+    /// `$NIXCMD_ENV` exports on top (see `step_env`). For a `hosts=` step this is on this
+    /// machine, once, before the fan-out.
+    pub(super) fn skip_by_condition(&mut self, block: &Block) -> bool {
+        if block.attrs.when.is_none() && block.attrs.unless.is_none() {
+            return false;
+        }
+        let env = self.step_env();
+        let lookup = |name: &str| match env.iter().rev().find(|(k, _)| k == name) {
+            Some((_, v)) => Some(v.clone()),
+            None => std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()),
+        };
+        let Some(reason) = crate::condition::skip_reason(&block.attrs, lookup) else {
+            return false;
+        };
+        self.mark_skipped(block, &reason);
+        self.save_step_end();
+        true
+    }
+
     pub(super) fn mark_skipped(&mut self, block: &Block, reason: &str) {
         if let Some(p) = self.progress.get_mut(&block.id) {
             p.status = StepStatus::Skipped;
@@ -647,7 +676,11 @@ impl<'a> Engine<'a> {
             } else if self.done(&b.id) {
                 (false, Some("done in an earlier session".into()))
             } else if b.phase == Phase::Prerequisite {
-                (true, None)
+                let conditional = b.attrs.when.is_some() || b.attrs.unless.is_some();
+                (
+                    true,
+                    conditional.then(|| "if its condition holds as it starts".to_string()),
+                )
             } else if let Some(reason) = self.skip_reason(b) {
                 (false, Some(reason))
             } else if b.attrs.always {
@@ -655,6 +688,9 @@ impl<'a> Engine<'a> {
                     true,
                     Some("always: runs at the end whatever happened".into()),
                 )
+            } else if b.attrs.when.is_some() || b.attrs.unless.is_some() {
+                // Not guessed here: earlier blocks may export the variable.
+                (true, Some("if its condition holds as it starts".into()))
             } else {
                 (true, None)
             };
@@ -680,6 +716,8 @@ impl<'a> Engine<'a> {
                 timeout_ms: timeout.as_millis() as u64,
                 will_run,
                 note,
+                when: b.attrs.when.clone(),
+                unless: b.attrs.unless.clone(),
             });
         }
         items

@@ -50,6 +50,10 @@ impl<'a> Engine<'a> {
                 self.mark_skipped(m, &reason);
                 continue;
             }
+            // The members start together: their conditions are looked at now.
+            if self.skip_by_condition(m) {
+                continue;
+            }
             todo.push(m);
         }
         if todo.len() <= 1 && members.len() <= 1 {

@@ -397,6 +397,82 @@ fn flake_update_reports_and_commits_a_moved_input_of_an_input() {
     assert_eq!(snapshot[3], "Hosts: web1 web2 ");
 }
 
+/// A scheduled run in CI with nothing to update: the steps after the report are skipped by
+/// `unless=FLAKE_UPDATE_NOTHING_MOVED`, the push question is not asked, and the run ends 0 (it
+/// paused at `push` with exit 3 on every such run before).
+#[test]
+fn flake_update_with_nothing_to_update_ends_0_in_ci_without_a_question() {
+    if !have_nix() {
+        return;
+    }
+    let t = Test::new();
+    let app = fixture(&t, "clean");
+    let root = t.root().to_path_buf();
+    let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
+    let head_before = git(&root, &app, &["rev-parse", "HEAD"]);
+
+    let out = run(t, "flake-update", &["--format", "json"], &app)
+        .env("CI", "true")
+        .run();
+    out.assert_status(0);
+
+    assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
+    assert_eq!(git(&root, &app, &["rev-parse", "HEAD"]), head_before);
+    assert_eq!(git(&root, &app, &["status", "--porcelain"]), "");
+    assert_eq!(
+        step_log(&out, "report"),
+        ["Every input was already at its newest revision: nothing to check, build or commit."]
+    );
+    let stream = crate::run_support::events(&out.stdout);
+    let gates: Vec<_> = stream.iter().filter(|e| e["type"] == "gate").collect();
+    assert!(gates.is_empty(), "{gates:?}");
+    let finished: Vec<(String, String, String)> = stream
+        .iter()
+        .filter(|e| e["type"] == "step_finished")
+        .map(|e| {
+            (
+                e["step_id"].as_str().unwrap().to_string(),
+                e["status"].as_str().unwrap().to_string(),
+                e["reason"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let skipped = "unless=FLAKE_UPDATE_NOTHING_MOVED: FLAKE_UPDATE_NOTHING_MOVED is true";
+    let want: Vec<(String, String, String)> = [
+        ("tools", "succeeded", ""),
+        ("in-flake", "succeeded", ""),
+        ("clean-lock", "succeeded", ""),
+        ("clean-tree", "succeeded", ""),
+        ("inputs-exist", "succeeded", ""),
+        ("flake-reads", "succeeded", ""),
+        ("snapshot", "succeeded", ""),
+        ("update", "succeeded", ""),
+        ("report", "succeeded", ""),
+        ("check", "skipped", skipped),
+        ("build", "skipped", skipped),
+        ("closure-diff", "skipped", skipped),
+        ("commit", "skipped", skipped),
+        ("push", "skipped", skipped),
+        ("lock-committed", "succeeded", ""),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(finished, want);
+    let last = stream.last().unwrap();
+    assert_eq!(last["type"], "run_finished");
+    assert_eq!(last["status"], "succeeded");
+    assert_eq!(last["warnings"], serde_json::json!([]));
+    let run = run_dir(&out);
+    for step in ["check", "build", "closure-diff", "commit", "push"] {
+        assert!(!run.join(format!("logs/{step}.log")).exists(), "{step}");
+    }
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["compensations"], serde_json::json!(["restore-lock"]));
+    assert_eq!(state["approvals"], serde_json::json!([]));
+}
+
 // ---- config-audit ------------------------------------------------------------------------------
 
 #[test]
@@ -905,10 +981,12 @@ fn update_package_refuses_an_input_the_flake_does_not_have() {
     assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
 }
 
-/// What the overview promises when there is nothing to update and no terminal: the question of
-/// the `test` step still comes, so the run pauses there (exit 3) with the lock as it was.
+/// What the overview promises when there is nothing to update and no terminal: the steps after
+/// the version check are skipped (`unless=UP_NO_NEW_VERSION`, `when=UP_ACTIVATE`), so neither
+/// question is asked and the run ends 0 with the lock as it was (it paused at `test` with
+/// exit 3 before).
 #[test]
-fn update_package_with_no_new_version_still_pauses_at_the_first_question_without_a_terminal() {
+fn update_package_with_no_new_version_ends_0_without_a_terminal_and_without_a_question() {
     if !have_nix() {
         return;
     }
@@ -917,15 +995,35 @@ fn update_package_with_no_new_version_still_pauses_at_the_first_question_without
     let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
     let out = run(t, "update-package", &["greeter", "web1"], &app)
         .env("PATH", stub_path())
+        .env("CI", "true")
         .run();
-    out.assert_status(3);
+    out.assert_status(0);
     assert_eq!(
         step_log(&out, "new-version").last().unwrap(),
         "greeter is already at its newest version (1.0.0) in 'dep': flake.lock left as it was"
     );
     let text = out.normalized();
-    assert!(text.contains("--approve test"), "{text}");
-    assert!(!run_dir(&out).join("logs/test.log").exists());
+    assert!(!text.contains("needs confirmation"), "{text}");
+    for (step, reason) in [
+        (
+            "build",
+            "unless=UP_NO_NEW_VERSION: UP_NO_NEW_VERSION is true",
+        ),
+        ("test", "when=UP_ACTIVATE: UP_ACTIVATE is not set"),
+        ("verify", "when=UP_ACTIVATE: UP_ACTIVATE is not set"),
+        ("switch", "when=UP_ACTIVATE: UP_ACTIVATE is not set"),
+        (
+            "package-built",
+            "unless=UP_NO_NEW_VERSION: UP_NO_NEW_VERSION is true",
+        ),
+    ] {
+        let line = format!("- {step} skipped [DURATION] — {reason}\n");
+        assert!(
+            crate::run_support::normalized(&out).contains(&line),
+            "{line}{text}"
+        );
+        assert!(!run_dir(&out).join(format!("logs/{step}.log")).exists());
+    }
     assert_eq!(std::fs::read(app.join("flake.lock")).unwrap(), lock_before);
 }
 

@@ -1111,3 +1111,55 @@ printf 'pulled\n'
         "{log:?}"
     );
 }
+
+/// `when=`/`unless=` on a fan-out step is decided once, on this machine, before the fan-out:
+/// from nixcmd's own environment (which the hosts do not get) and the run's exports. A step
+/// whose condition does not hold reaches no host and asks nothing.
+#[test]
+fn a_condition_on_a_fan_out_step_is_decided_here_once() {
+    let Some(fleet) = Fleet::start(2) else { return };
+    let steps = r#"`LOCAL_ONLY` is set in nixcmd's own environment.
+
+### decide
+```bash {id=decide}
+echo "FAN=0" >>"$NIXCMD_ENV"
+```
+### skipped
+```bash {id=skipped hosts=all when=FAN confirm="Fan out?" irreversible}
+echo skipped >"$NIXCMD_ARG_MARKS/skipped-$NIXCMD_HOST"
+```
+### ran
+```bash {id=ran hosts=all when=LOCAL_ONLY unless=FAN}
+echo "${LOCAL_ONLY:-unset}" >"$NIXCMD_ARG_MARKS/ran-$NIXCMD_HOST"
+```
+"#;
+    let out = run(
+        project(&fleet, "", &runbook(steps, ""))
+            .env("CI", "true")
+            .env("LOCAL_ONLY", "1"),
+        &["--format", "json"],
+    );
+    out.assert_status(0);
+    let m = marks(&out);
+    assert_eq!(names(&m, "skipped-"), Vec::<String>::new());
+    assert_eq!(names(&m, "ran-"), ["h1", "h2"]);
+    // The hosts never saw LOCAL_ONLY: the condition was not decided there.
+    assert!(m.values().all(|v| v == "unset\n"), "{m:?}");
+    let stream = events(&out.stdout);
+    assert!(!stream.iter().any(|e| e["type"] == "gate"));
+    let skipped: Vec<_> = stream
+        .iter()
+        .filter(|e| e["step_id"] == "skipped" && e["type"] != "run_started")
+        .map(|e| (e["type"].clone(), e["host"].clone(), e["reason"].clone()))
+        .collect();
+    assert_eq!(
+        skipped,
+        [(
+            serde_json::json!("step_finished"),
+            serde_json::Value::Null,
+            serde_json::json!("when=FAN: FAN is not true")
+        )]
+    );
+    let run = only_run(out.root.path());
+    assert!(!run.join("logs/skipped@h1.log").exists());
+}

@@ -13,6 +13,7 @@ mod fuzz_regressions;
 mod hosts;
 mod list;
 mod new;
+mod run_conditions;
 mod run_follow;
 mod run_gates;
 mod run_heartbeat;

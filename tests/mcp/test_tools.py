@@ -129,3 +129,48 @@ async def test_each_command_is_a_prompt_and_a_resource(env):
         assert resources[uri].mime_type == "text/markdown"
         read = await s.read_resource(uri)
         assert read.contents[0].text == (env.commands / "gated.md").read_text()
+
+
+CONDITIONAL = """\
+---
+description: Pushes only when something changed
+nixcmd: {}
+---
+# Conditional
+
+`FORCE_PUSH` comes from the caller's environment.
+
+## Steps
+### Decide
+```bash {id=decide}
+echo "CHANGED=0" >>"$NIXCMD_ENV"
+```
+### Push
+```bash {id=push when=CHANGED unless=FORCE_PUSH confirm="Push?" irreversible}
+echo pushed
+```
+"""
+
+
+async def test_conditions_appear_in_describe_and_plan(env):
+    (env.commands / "conditional.md").write_text(CONDITIONAL)
+    async with session(env) as s:
+        tools = await tool_schemas(s)
+        block_props = tools["describe_command"].output_schema["$defs"]["BlockOut"]["properties"]
+        assert {"when", "unless"} <= set(block_props)
+        plan_props = tools["plan"].output_schema["$defs"]["PlanStepOut"]["properties"]
+        assert {"when", "unless"} <= set(plan_props)
+
+        d = await call(s, "describe_command", {"command": "conditional"})
+        blocks = {b["id"]: b for b in d["blocks"]}
+        assert blocks["push"]["when"] == "CHANGED"
+        assert blocks["push"]["unless"] == "FORCE_PUSH"
+        assert blocks["push"]["gates"][0] == "only when CHANGED, unless FORCE_PUSH"
+        assert blocks["decide"]["when"] is None
+        assert d["problems"] == []
+
+        p = await call(s, "plan", {"command": "conditional"})
+        steps = {i["step_id"]: i for i in p["plan"]}
+        assert steps["push"]["when"] == "CHANGED"
+        assert steps["push"]["unless"] == "FORCE_PUSH"
+        assert steps["decide"]["when"] is None
