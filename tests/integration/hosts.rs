@@ -1217,6 +1217,18 @@ fn secrets_exported_on_a_host_are_redacted_everywhere() {
         out.assert_status(0);
         let run = only_run(out.root.path());
         assert_no_secret(&run, &out);
+        // Nor the wrapper's own lines, which carry them (the record separator starts them).
+        for file in walk(&run) {
+            let text =
+                String::from_utf8_lossy(&std::fs::read(&file).unwrap_or_default()).into_owned();
+            assert!(
+                !text.contains('\u{1e}') && !text.contains("\\u001e"),
+                "{}:\n{text}",
+                file.display()
+            );
+        }
+        assert!(!out.stdout.contains('\u{1e}') && !out.stdout.contains("\\u001e"));
+        assert!(!out.stderr.contains('\u{1e}'));
         for h in ["h1", "h2"] {
             assert_eq!(log_lines(&run, &format!("export@{h}.log")), ["exported"]);
             assert_eq!(log_lines(&run, &format!("print@{h}.log")), PRINTED);
