@@ -9,7 +9,7 @@
 //! or when its own deadline passes (a partitioned network). When the step ends, whatever it
 //! left in its group, or anywhere with its token in the environment, is stopped too.
 //!
-//! The wrapper reports to nixcmd on the step's stderr, in lines that start with [`MARK`] and
+//! The wrapper reports to nixcmd on stderr (where the step's stderr goes too), in lines that start with [`MARK`] and
 //! a key made anew for each attempt, which the step never sees (it is in no environment and
 //! no file): a step whose output imitates those lines is only printing. Among them are the
 //! exports of the host's `$NIXCMD_ENV` whose names mark them as secrets (before the step
@@ -104,7 +104,7 @@ pub fn wrapper(w: &Wrapper) -> String {
   __nixcmd_d=$(mktemp -d "${{TMPDIR:-/tmp}}/nixcmd.XXXXXXXX") || {{ echo "nixcmd: cannot create a temporary folder on $(hostname)" >&2; exit 125; }}
 {env}  export NIXCMD_STATE="$__nixcmd_state/state" NIXCMD_ENV="$__nixcmd_state/env"
   # $NIXCMD_ENV read as nixcmd reads it (src/run/env_file.rs): `export` sets what it
-  # exports, `check` warns about each line that sets nothing.
+  # exports, `check` warns about each line that sets nothing; both tell the secrets.
   __nixcmd_warn() {{ printf '{mark}warn $NIXCMD_ENV line %s\n' "$1" >&2; }}
   # An export whose name marks it as a secret (the rule of src/run/redact.rs), to nixcmd:
   # backslashes, newlines and carriage returns escaped, in parts of a line each.
