@@ -336,7 +336,7 @@ impl Approver for McpApprover {
 }
 
 /// A one-time token: 128 random bits, hex.
-fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     let mut bytes = [0u8; 16];
     let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
     if random.is_err() {

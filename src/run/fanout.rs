@@ -286,6 +286,7 @@ impl Engine<'_> {
             .map(|i| i.connect_timeout)
             .unwrap_or(inventory::DEFAULT_CONNECT_TIMEOUT);
         let continue_on_fail = block.attrs.on_fail == OnFail::Continue || lenient;
+        let secrets = self.extra_secrets();
         let jobs: Vec<Job> = run_hosts
             .iter()
             .map(|h| {
@@ -303,6 +304,7 @@ impl Engine<'_> {
                     } else {
                         Runner::Ssh {
                             args: crate::run::remote::ssh_args(h, connect_timeout),
+                            secrets: secrets.clone(),
                         }
                     },
                     code: block.code.clone(),
@@ -354,6 +356,7 @@ impl Engine<'_> {
                     &mut logs,
                     &mut tails,
                     register.as_deref(),
+                    &secrets,
                 );
             };
             jobs::run(jobs, policy, &cancel, &mut on_report)
@@ -513,7 +516,8 @@ impl Engine<'_> {
         BlockResult { status, tail }
     }
 
-    /// One report of one host's job: progress, the host's log, events, compensations.
+    /// One report of one host's job: progress, the host's log, events, compensations, the
+    /// secrets it exported (`secrets`: the names of `nixcmd.secrets`).
     #[allow(clippy::too_many_arguments)]
     fn host_report(
         &mut self,
@@ -523,6 +527,7 @@ impl Engine<'_> {
         logs: &mut BTreeMap<String, crate::records_io::LogFile>,
         tails: &mut BTreeMap<String, VecDeque<String>>,
         register: Option<&str>,
+        secrets: &[String],
     ) {
         if !logs.contains_key(host) {
             let path = self.run.host_log_path(&block.id, host);
@@ -574,6 +579,12 @@ impl Engine<'_> {
             Report::Warning(_, problem) => {
                 self.env_problem(&[&block.id], Some(host), problem.clone())
             }
+            // Redacted from then on, from every host's output and this machine's: a host's
+            // secret may be printed anywhere.
+            Report::Secret(_, name, value) => self
+                .em
+                .redactor
+                .add([(name.as_str(), value.as_str())], secrets),
             Report::Retrying(_, attempt, why) => {
                 if let Some(log) = logs.get_mut(host) {
                     let _ = writeln!(log, "── attempt {attempt} {why} ──");

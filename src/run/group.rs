@@ -224,6 +224,8 @@ impl<'a> Engine<'a> {
                 self.env_problem(&[&block.id], None, problem.clone());
                 None
             }
+            // Reported by hosts only.
+            Report::Secret(..) => None,
             Report::Retrying(_, attempt, why) => {
                 if let Some(log) = log {
                     let _ = writeln!(log, "── attempt {attempt} {why} ──");

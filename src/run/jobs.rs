@@ -18,8 +18,12 @@ use std::time::{Duration, Instant};
 pub enum Runner {
     /// `bash … SCRIPT` on this machine, in its own process group.
     Local,
-    /// `ssh ARGS…` with the wrapper on stdin.
-    Ssh { args: Vec<String> },
+    /// `ssh ARGS…` with the wrapper on stdin; `secrets`: the names listed in
+    /// `nixcmd.secrets`, whose exports on the host are reported as secrets too.
+    Ssh {
+        args: Vec<String>,
+        secrets: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +68,8 @@ pub enum Report {
     Progress(usize, Stream, String),
     /// A problem the remote wrapper found (see [`Observed::Warning`]).
     Warning(usize, String),
+    /// A secret exported on the host (see [`remote::Seen::Secret`]): name, value.
+    Secret(usize, String, String),
     /// An attempt failed and another follows: why.
     Retrying(usize, u32, String),
     Done(usize, JobResult),
@@ -182,6 +188,7 @@ pub fn run(
             | Report::Lines(i, _)
             | Report::Progress(i, _, _)
             | Report::Warning(i, _)
+            | Report::Secret(i, _, _)
             | Report::Retrying(i, _, _)
             | Report::Done(i, _) => *i,
         };
@@ -274,22 +281,42 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::SyncSender<Report>)
                     Err(e) => Attempt::Broken(format!("cannot start bash: {e}")),
                 }
             }
-            Runner::Ssh { args } => {
+            Runner::Ssh { args, secrets } => {
                 // Per run *and* inventory host: two inventory names for one machine (or
                 // loopback test hosts) must not share a `$NIXCMD_STATE`.
                 let state_key = match &job.host {
                     Some(h) => format!("{}/{h}", job.run_id),
                     None => job.run_id.clone(),
                 };
+                let key = remote::new_key();
                 let wrapper = remote::wrapper(&remote::Wrapper {
                     script: &job.code,
                     env: &job.env,
                     token: &token,
+                    key: &key,
+                    secrets,
                     state_key: &state_key,
                     timeout: job.timeout,
                     grace: job.grace,
                 });
-                match remote::run_ssh(args, wrapper, job.timeout, job.grace, cancel, &mut observe) {
+                let mut seen = |seen: remote::Seen| match seen {
+                    remote::Seen::Out(o) => observe(o),
+                    remote::Seen::Secret(name, value) => {
+                        // After the lines before it: they were printed before it was known.
+                        observe(Observed::ReadDone);
+                        let _ = tx.send(Report::Secret(index, name.into(), value.into()));
+                    }
+                };
+                let ended = remote::run_ssh(
+                    args,
+                    wrapper,
+                    &key,
+                    job.timeout,
+                    job.grace,
+                    cancel,
+                    &mut seen,
+                );
+                match ended {
                     Ok(RemoteEnded::Exited(c)) => Attempt::Exited(c),
                     Ok(RemoteEnded::TimedOut) => Attempt::TimedOut,
                     Ok(RemoteEnded::Cancelled(_)) => Attempt::Cancelled,

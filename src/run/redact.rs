@@ -10,7 +10,8 @@ pub struct Redactor {
     in_json: Vec<String>,
 }
 
-const MARKERS: &[&str] = &["TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY"];
+/// What a secret's name contains (in any case). The ssh wrapper's test is built from it.
+pub const MARKERS: &[&str] = &["TOKEN", "SECRET", "PASSWORD", "PASSWD", "KEY"];
 
 /// Whether a variable name marks its value as a secret.
 pub fn is_secret_name(name: &str, extra: &[String]) -> bool {
@@ -26,6 +27,7 @@ impl Redactor {
         vars: impl IntoIterator<Item = (&'a str, &'a str)>,
         extra: &[String],
     ) {
+        let known = self.values.len();
         for (name, value) in vars {
             if !is_secret_name(name, extra) {
                 continue;
@@ -38,6 +40,10 @@ impl Redactor {
                     self.learn(line.trim());
                 }
             }
+        }
+        // Hosts tell their secrets again at every step: nothing new, nothing to redo.
+        if self.values.len() == known {
+            return;
         }
         // Longest first, so a secret containing another is replaced whole.
         self.values.sort_by_key(|v| std::cmp::Reverse(v.len()));

@@ -8,14 +8,34 @@
 //! connection dropped — sshd does not signal a session's processes when its client goes away),
 //! or when its own deadline passes (a partitioned network). When the step ends, whatever it
 //! left in its group, or anywhere with its token in the environment, is stopped too.
+//!
+//! The wrapper reports to nixcmd on stderr (where the step's stderr goes too), in lines that start with [`MARK`] and
+//! a key made anew for each attempt, which the step never sees (it is in no environment and
+//! no file): a step whose output imitates those lines is only printing. Among them are the
+//! exports of the host's `$NIXCMD_ENV` whose names mark them as secrets (before the step
+//! starts, and after it ended): nixcmd redacts them from then on, as it does the exports of
+//! this machine. Their values travel over the same connection as the step's output, which is
+//! where they would otherwise be printed.
 
 use crate::process::{Cancel, Observed, Stream};
+use crate::run::redact::MARKERS;
 use std::io::Write;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Marks the wrapper's own lines in the output stream (ASCII record separator).
+/// Marks the wrapper's own lines in the output stream (ASCII record separator), followed by
+/// the attempt's key and a space.
 const MARK: &str = "\u{1e}nixcmd:";
+
+/// The longest part of a value in one line of the wrapper (in characters, escaped): a line
+/// longer than the longest output line nixcmd takes whole (64 KiB) would be cut, and the rest
+/// shown as output.
+const CHUNK_CHARS: usize = 8192;
+
+/// A key for one attempt's wrapper lines: 128 random bits, hex.
+pub fn new_key() -> String {
+    crate::mcp::approver::new_token()
+}
 
 /// Quotes any string for bash as `$'…'`: every byte that is not a safe printable ASCII
 /// character is written as an escape, so nothing in the value is ever interpreted.
@@ -48,6 +68,10 @@ pub struct Wrapper<'a> {
     /// Exported to the step (names that are not shell identifiers are dropped).
     pub env: &'a [(String, String)],
     pub token: &'a str,
+    /// Starts the wrapper's own lines (see [`new_key`]).
+    pub key: &'a str,
+    /// The names listed in `nixcmd.secrets`: their exports are reported as secrets too.
+    pub secrets: &'a [String],
     /// The folder under the host's `nixcmd/runs/`: `RUN_ID/HOST`.
     pub state_key: &'a str,
     pub timeout: Duration,
@@ -80,8 +104,20 @@ pub fn wrapper(w: &Wrapper) -> String {
   __nixcmd_d=$(mktemp -d "${{TMPDIR:-/tmp}}/nixcmd.XXXXXXXX") || {{ echo "nixcmd: cannot create a temporary folder on $(hostname)" >&2; exit 125; }}
 {env}  export NIXCMD_STATE="$__nixcmd_state/state" NIXCMD_ENV="$__nixcmd_state/env"
   # $NIXCMD_ENV read as nixcmd reads it (src/run/env_file.rs): `export` sets what it
-  # exports, `check` warns about each line that sets nothing.
+  # exports, `check` warns about each line that sets nothing; both tell the secrets.
   __nixcmd_warn() {{ printf '{mark}warn $NIXCMD_ENV line %s\n' "$1" >&2; }}
+  # An export whose name marks it as a secret (the rule of src/run/redact.rs), to nixcmd:
+  # backslashes, newlines and carriage returns escaped, in parts of a line each.
+  __nixcmd_secret() {{
+    case $1 in {secret_names}) ;; *) return 0 ;; esac
+    local v=$2 bs='\'
+    v=${{v//"$bs"/"$bs$bs"}} v=${{v//$'\n'/"${{bs}}n"}} v=${{v//$'\r'/"${{bs}}r"}}
+    while ((${{#v}} > {chunk})); do
+      printf '{mark}secret+ %s %s\n' "$1" "${{v:0:{chunk}}}" >&2
+      v=${{v:{chunk}}}
+    done
+    printf '{mark}secret %s %s\n' "$1" "$v" >&2
+  }}
   __nixcmd_env() {{
     local __l __n=0 __k __v __d= __at=0 __first __name __eq
     while IFS= read -r __l || [[ -n $__l ]]; do
@@ -90,6 +126,7 @@ pub fn wrapper(w: &Wrapper) -> String {
       if [[ -n $__d ]]; then
         if [[ $__l == "$__d" ]]; then
           [[ -n $__name && $1 == export ]] && export "$__name=$__v"
+          [[ -n $__name ]] && __nixcmd_secret "$__name" "$__v"
           __d=
         elif [[ -n $__first ]]; then
           __v=$__l __first=
@@ -113,6 +150,7 @@ pub fn wrapper(w: &Wrapper) -> String {
       if [[ -n $__eq ]]; then
         if [[ -n $__name ]]; then
           [[ $1 == export ]] && export "$__name=$__v"
+          __nixcmd_secret "$__name" "$__v"
         else
           [[ $1 == check ]] && __nixcmd_warn "$__n: the text before \`=\` is not a variable name (letters, digits and \`_\`, not starting with a digit): ignored"
         fi
@@ -126,11 +164,15 @@ pub fn wrapper(w: &Wrapper) -> String {
         __nixcmd_warn "$__n: the text before \`<<\` is not a variable name (letters, digits and \`_\`, not starting with a digit): ignored"
       fi
     done <"$NIXCMD_ENV"
+    # A value not ended yet may be printed all the same: redacted too, as on this machine.
+    [[ -n $__d && -n $__name ]] && __nixcmd_secret "$__name" "$__v"
     if [[ -n $__d && -n $__name && $1 == check ]]; then
       __nixcmd_warn "$__at: \`$__name<<$__d\` has no line \`$__d\` after it to end the value: \`$__name\` not set"
     fi
   }}
   __nixcmd_env export
+  # The secrets are told: nixcmd may show the step's output from here on.
+  printf '{mark}ready\n' >&2
   printf '%s' {script} >"$__nixcmd_d/step.sh"
   # Is anything but a zombie left in the group? (init may reap late; kill -0 sees zombies.)
   __nixcmd_group() {{
@@ -177,6 +219,9 @@ pub fn wrapper(w: &Wrapper) -> String {
     kill -TERM $left 2>/dev/null; sleep 0.2; kill -KILL $left 2>/dev/null
   fi
   rm -rf "$__nixcmd_d"
+  # A short line first: a last line the step left unended is joined to it, not to a secret's
+  # (a line longer than nixcmd takes whole would be cut, and its end shown as output).
+  printf '{mark}ended\n' >&2
   __nixcmd_env check
   printf '{mark}exit %s\n' "$rc" >&2
   exit "$rc"
@@ -184,10 +229,74 @@ pub fn wrapper(w: &Wrapper) -> String {
 __nixcmd_main
 "#,
         tok = quote(w.token),
-        mark = MARK.replace('\u{1e}', "\\036"),
+        mark = format!("{}{} ", MARK.replace('\u{1e}', "\\036"), w.key),
+        secret_names = secret_name_pattern(w.secrets),
+        chunk = CHUNK_CHARS,
         run = quote(w.state_key),
         script = quote(w.script),
     )
+}
+
+/// The bash `case` patterns of the names whose values are secrets: those of
+/// [`crate::run::redact::is_secret_name`], built from the same list.
+fn secret_name_pattern(extra: &[String]) -> String {
+    let mut patterns: Vec<String> = MARKERS
+        .iter()
+        .map(|m| {
+            let letters: String = m
+                .chars()
+                .map(|c| format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase()))
+                .collect();
+            format!("*{letters}*")
+        })
+        .collect();
+    // A name that is not a shell identifier is never exported: it has nothing to match.
+    patterns.extend(extra.iter().filter(|e| valid_name(e)).cloned());
+    patterns.join("|")
+}
+
+/// A secret the wrapper reports in lines `secret+ NAME PART` … `secret NAME PART`.
+#[derive(Default)]
+struct SecretParts {
+    name: String,
+    value: String,
+}
+
+impl SecretParts {
+    /// Takes one such line (`word`: `secret` or `secret+`; `rest`: `NAME PART`); at the last
+    /// part, the secret's name and value.
+    fn take(&mut self, word: &str, rest: &str) -> Option<(String, String)> {
+        let (name, part) = rest.split_once(' ').unwrap_or((rest, ""));
+        if self.name != name {
+            self.name = name.to_string();
+            self.value.clear();
+        }
+        self.value.push_str(part);
+        if word == "secret+" {
+            return None;
+        }
+        let SecretParts { name, value } = std::mem::take(self);
+        Some((name, unescape(&value)))
+    }
+}
+
+/// Undoes the wrapper's escapes of a secret's value (`\\`, `\n`, `\r`).
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// `ssh` arguments for a host: batch mode (never a prompt), a connect timeout, the port and
@@ -208,6 +317,16 @@ pub fn ssh_args(host: &crate::hosts::inventory::Host, connect_timeout: u32) -> V
 
 /// Reads of ssh's output received but not yet handled before its readers wait.
 const READS_IN_FLIGHT: usize = 16;
+
+/// Output before the wrapper is ready held back at most (a login script's chatter).
+const HELD_MAX: usize = 1 << 20;
+
+/// What [`run_ssh`] passes on.
+pub enum Seen<'a> {
+    Out(Observed<'a>),
+    /// An export of the host's `$NIXCMD_ENV` whose name marks it as a secret: name, value.
+    Secret(&'a str, &'a str),
+}
 
 /// How a remote attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,17 +350,24 @@ enum Msg {
     Exited(std::process::ExitStatus),
 }
 
-/// Runs `ssh args…` with `wrapper` on stdin, streaming lines to `observe` (each read of ssh's
-/// output as its lines then [`Observed::ReadDone`]), until the remote step ends, times out
-/// (then a `stop` line asks the host to stop it), or is cancelled.
+/// Runs `ssh args…` with `wrapper` (made with `key`) on stdin, streaming lines to `observe`
+/// (each read of ssh's output as its lines then [`Observed::ReadDone`]), and the secrets the
+/// wrapper reports, until the remote step ends, times out (then a `stop` line asks the host to
+/// stop it), or is cancelled.
+///
+/// The wrapper's lines come on stderr, the step's output on both: what comes on stdout before
+/// the wrapper is ready (sshd reads the two pipes on its own, in no set order) is held back
+/// until then, so that the host's secrets are known before any of the step's output is.
 pub fn run_ssh(
     args: &[String],
     wrapper: String,
+    key: &str,
     timeout: Duration,
     grace: Duration,
     cancel: &Cancel,
-    observe: &mut dyn FnMut(Observed),
+    observe: &mut dyn FnMut(Seen),
 ) -> std::io::Result<RemoteEnded> {
+    let mark = format!("{MARK}{key} ");
     let at_start = cancel.level();
     let mut child = crate::process::spawn_group("ssh", args, None, &[], true)?;
     let pgid = child.id() as i32;
@@ -289,6 +415,19 @@ pub fn run_ssh(
     let mut heard_at: Option<Instant> = None;
     let mut eofs = 0;
     let mut killed = false;
+    let mut ready = false;
+    let mut held = String::new();
+    let mut secret = SecretParts::default();
+    let release = |held: &mut String, observe: &mut dyn FnMut(Seen)| {
+        if held.is_empty() {
+            return;
+        }
+        for line in held.split_terminator('\n') {
+            observe(Seen::Out(Observed::Line(Stream::Stdout, line)));
+        }
+        observe(Seen::Out(Observed::ReadDone));
+        held.clear();
+    };
     loop {
         if exit.is_some()
             && (eofs == 2
@@ -333,37 +472,58 @@ pub fn run_ssh(
             Duration::from_millis(100)
         };
         match rx.recv_timeout(wait) {
+            Ok(Msg::Lines(Stream::Stdout, lines)) if !ready => {
+                held.push_str(&lines);
+                if held.len() > HELD_MAX {
+                    release(&mut held, observe);
+                }
+            }
             Ok(Msg::Lines(stream, lines)) => {
                 for line in lines.split_terminator('\n') {
-                    if let Some(pos) = line.find(MARK) {
-                        let (before, mark) = line.split_at(pos);
-                        if !before.is_empty() {
-                            observe(Observed::Line(stream, before));
+                    // Only the wrapper knows the key; it writes its lines on stderr.
+                    let pos = match stream {
+                        Stream::Stderr => line.find(&mark),
+                        Stream::Stdout => None,
+                    };
+                    let Some(pos) = pos else {
+                        if stream == Stream::Stderr && !started {
+                            ssh_errors.push(line.to_string());
                         }
-                        let what = &mark[MARK.len()..];
-                        if what == "started" {
-                            started = true;
-                        } else if let Some(code) = what.strip_prefix("exit ") {
-                            remote_exit = code.trim().parse().ok();
-                        } else if let Some(problem) = what.strip_prefix("warn ") {
-                            observe(Observed::Warning(problem));
-                        }
+                        observe(Seen::Out(Observed::Line(stream, line)));
                         continue;
+                    };
+                    let (before, what) = (&line[..pos], &line[pos + mark.len()..]);
+                    if !before.is_empty() {
+                        observe(Seen::Out(Observed::Line(stream, before)));
                     }
-                    if stream == Stream::Stderr && !started {
-                        ssh_errors.push(line.to_string());
+                    let (word, rest) = what.split_once(' ').unwrap_or((what, ""));
+                    match word {
+                        "started" => started = true,
+                        "ready" => {
+                            ready = true;
+                            release(&mut held, observe);
+                        }
+                        "exit" => remote_exit = rest.trim().parse().ok(),
+                        "warn" => observe(Seen::Out(Observed::Warning(rest))),
+                        "secret" | "secret+" => {
+                            if let Some((name, value)) = secret.take(word, rest) {
+                                observe(Seen::Secret(&name, &value));
+                            }
+                        }
+                        _ => {}
                     }
-                    observe(Observed::Line(stream, line));
                 }
-                observe(Observed::ReadDone);
+                observe(Seen::Out(Observed::ReadDone));
                 if heard_at.is_some() {
                     heard_at = Some(Instant::now());
                 }
             }
+            // Held back with the lines of its stream.
+            Ok(Msg::Progress(Stream::Stdout, _)) if !ready => {}
             Ok(Msg::Progress(stream, text)) => {
                 // Not the start of the wrapper's own line, cut by a read.
                 let text = text.split('\u{1e}').next().unwrap_or_default();
-                observe(Observed::Progress(stream, text));
+                observe(Seen::Out(Observed::Progress(stream, text)));
             }
             Ok(Msg::Eof) => eofs += 1,
             Ok(Msg::Exited(status)) => {
@@ -377,6 +537,8 @@ pub fn run_ssh(
         }
     }
     drop(stop_tx);
+    // The wrapper never got ready (it could not start, or the connection broke).
+    release(&mut held, observe);
     if let Some(e) = ended {
         return Ok(e);
     }
@@ -416,5 +578,136 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), nasty);
+    }
+
+    /// The wrapper's test of a name is the redactor's: same answer for every name.
+    #[test]
+    fn the_wrappers_secret_names_are_the_redactors() {
+        let extra = vec!["MY_VAR".to_string(), "not a name".to_string()];
+        let names = [
+            "API_TOKEN",
+            "db_password",
+            "Passwd",
+            "mykey",
+            "SECRET_X",
+            "KEYS",
+            "HOME",
+            "PATH",
+            "TOKE",
+            "MY_VAR",
+            "MY_VARX",
+            "my_var",
+            "not",
+        ];
+        let script = format!(
+            "for n in {}; do case $n in {}) echo \"$n yes\" ;; *) echo \"$n no\" ;; esac; done",
+            names.join(" "),
+            secret_name_pattern(&extra)
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        let expected: String = names
+            .iter()
+            .map(|n| {
+                let yes = crate::run::redact::is_secret_name(n, &extra);
+                format!("{n} {}\n", if yes { "yes" } else { "no" })
+            })
+            .collect();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+    }
+
+    /// The wrapper, run by bash here as on a host, tells the secret exports of `$NIXCMD_ENV`
+    /// before the step starts and after it ended, each value whole whatever it holds (a value
+    /// longer than a line, backslashes, carriage returns, lines, one not ended yet); other
+    /// exports it does not tell.
+    #[test]
+    fn the_wrapper_tells_the_secret_exports_of_the_env_file() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let env_dir = dir.path().join("nixcmd/runs/r/h");
+        std::fs::create_dir_all(&env_dir).unwrap();
+        std::fs::write(
+            env_dir.join("env"),
+            "API_TOKEN=before\nPLAIN=not a secret\n",
+        )
+        .unwrap();
+        let long: String = (0..3000).map(|i| format!("\\{i}é")).collect();
+        assert!(long.chars().count() > CHUNK_CHARS);
+        let lines = "one\\n\ttwo\rstill two\nthree \\";
+        let script = format!(
+            "printf 'LONG_SECRET=%s\\nDb_Password<<EOF\\n%s\\nEOF\\nMY_VAR=listed\\nOPEN_KEY<<END\\nunended\\n' {} {} >>\"$NIXCMD_ENV\"",
+            quote(&long),
+            quote(lines)
+        );
+        let key = new_key();
+        let secrets = vec!["MY_VAR".to_string()];
+        let text = wrapper(&Wrapper {
+            script: &script,
+            env: &[],
+            token: "remote-unit-test",
+            key: &key,
+            secrets: &secrets,
+            state_key: "r/h",
+            timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(1),
+        });
+        let mut child = std::process::Command::new("bash")
+            .arg("-s")
+            .env("XDG_STATE_HOME", dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Kept open while the step runs: its end stops the step.
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
+        let mark = format!("{MARK}{key} ");
+        let mut parts = SecretParts::default();
+        let mut told: Vec<String> = Vec::new();
+        for line in err.lines() {
+            let what = line
+                .strip_prefix(&mark)
+                .unwrap_or_else(|| panic!("{line:?}"));
+            let (word, rest) = what.split_once(' ').unwrap_or((what, ""));
+            match word {
+                "secret" | "secret+" => {
+                    if let Some((name, value)) = parts.take(word, rest) {
+                        // Named, not shown, when right: a failure would print it 3 times.
+                        let value = if value == long { "(long)" } else { &value };
+                        told.push(format!("{name}={value}"));
+                    }
+                }
+                _ => told.push(what.to_string()),
+            }
+        }
+        assert_eq!(
+            told,
+            [
+                "started".to_string(),
+                "API_TOKEN=before".into(),
+                "ready".into(),
+                "ended".into(),
+                "API_TOKEN=before".into(),
+                "LONG_SECRET=(long)".into(),
+                format!("Db_Password={lines}"),
+                "MY_VAR=listed".into(),
+                "OPEN_KEY=unended".into(),
+                "warn $NIXCMD_ENV line 9: `OPEN_KEY<<END` has no line `END` after it to end the \
+                 value: `OPEN_KEY` not set"
+                    .into(),
+                "exit 0".into(),
+            ]
+        );
     }
 }

@@ -1171,3 +1171,219 @@ echo "${LOCAL_ONLY:-unset}" >"$NIXCMD_ARG_MARKS/ran-$NIXCMD_HOST"
     let run = only_run(out.root.path());
     assert!(!run.join("logs/skipped@h1.log").exists());
 }
+
+/// The runbook of the host-secret tests: `export` puts three secrets into the host's
+/// `$NIXCMD_ENV` (a secret name, a value of several lines, and a name listed in
+/// `nixcmd.secrets`), read from files so that the runbook (copied into the run folder) does
+/// not hold them; `gate` may pause the run there; `print` prints them on the host and `here`
+/// on this machine.
+const HOST_SECRETS: &str = r#"---
+description: host secrets
+nixcmd:
+  secrets: [DB_CONN]
+  args:
+    marks: { required: true }
+---
+# Host secrets
+
+## Steps
+### export
+```bash {id=export hosts=all}
+m=$NIXCMD_ARG_MARKS
+echo "API_TOKEN=$(cat "$m/token")" >>"$NIXCMD_ENV"
+{ echo 'TLS_KEY<<EOF'; cat "$m/pem"; echo EOF; } >>"$NIXCMD_ENV"
+echo "DB_CONN=$(cat "$m/conn")" >>"$NIXCMD_ENV"
+echo exported
+```
+GATE
+### print
+```bash {id=print hosts=all}
+exec 2>&1
+echo "token: $API_TOKEN"
+echo "key: $TLS_KEY"
+echo "conn: $DB_CONN"
+set -x
+: "$API_TOKEN"
+```
+### here
+```bash {id=here}
+echo "here: $(cat "$NIXCMD_ARG_MARKS/token") $(cat "$NIXCMD_ARG_MARKS/conn")"
+```
+"#;
+
+const TOKEN: &str = "s3cr3t-value";
+const PEM: &str =
+    "-----BEGIN PRIVATE KEY-----\nk3y-line-0ne\nk3y-line-tw0\n-----END PRIVATE KEY-----\n";
+const CONN: &str = "postgres://app:c0nn-pw@db/app";
+
+/// What `print` shows of the secrets, redacted.
+const PRINTED: &[&str] = &[
+    "token: [REDACTED]",
+    "key: [REDACTED]",
+    "[REDACTED]",
+    "[REDACTED]",
+    "[REDACTED]",
+    "conn: [REDACTED]",
+    "+ : [REDACTED]",
+];
+
+fn host_secrets(fleet: &Fleet, gate: &str) -> Test {
+    project(fleet, "", &HOST_SECRETS.replace("GATE", gate))
+        .file("marks/token", TOKEN)
+        .file("marks/pem", PEM)
+        .file("marks/conn", CONN)
+}
+
+/// Every file under the run folder, and the output, are free of the secrets' values (each
+/// line of the key too).
+fn assert_no_secret(run: &Path, out: &Output) {
+    let values = [TOKEN, "k3y-line-0ne", "k3y-line-tw0", "c0nn-pw"];
+    for file in walk(run) {
+        let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap_or_default()).into_owned();
+        for v in values {
+            assert!(!text.contains(v), "{} holds {v}:\n{text}", file.display());
+        }
+    }
+    for v in values {
+        assert!(!out.stdout.contains(v), "stdout holds {v}:\n{}", out.stdout);
+        assert!(!out.stderr.contains(v), "stderr holds {v}:\n{}", out.stderr);
+    }
+}
+
+/// A log's lines after its `── … ──` header lines.
+fn log_lines(run: &Path, name: &str) -> Vec<String> {
+    std::fs::read_to_string(run.join("logs").join(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .lines()
+        .filter(|l| !l.starts_with("── "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Secrets a step exported on a host are redacted from then on, as those exported on this
+/// machine: in the logs, the events, the JSON stream and the terminal, of that host, of the
+/// others and of this machine; the values never reach the run folder.
+#[test]
+fn secrets_exported_on_a_host_are_redacted_everywhere() {
+    let Some(fleet) = Fleet::start(2) else { return };
+    for json in [false, true] {
+        // `--verbose`: the plain stream shows the steps' output.
+        let extra: &[&str] = if json {
+            &["--format", "json"]
+        } else {
+            &["--verbose"]
+        };
+        let out = run(host_secrets(&fleet, ""), extra);
+        out.assert_status(0);
+        let run = only_run(out.root.path());
+        assert_no_secret(&run, &out);
+        // Nor the wrapper's own lines, which carry them (the record separator starts them).
+        for file in walk(&run) {
+            let text =
+                String::from_utf8_lossy(&std::fs::read(&file).unwrap_or_default()).into_owned();
+            assert!(
+                !text.contains('\u{1e}') && !text.contains("\\u001e"),
+                "{}:\n{text}",
+                file.display()
+            );
+        }
+        assert!(!out.stdout.contains('\u{1e}') && !out.stdout.contains("\\u001e"));
+        assert!(!out.stderr.contains('\u{1e}'));
+        for h in ["h1", "h2"] {
+            assert_eq!(log_lines(&run, &format!("export@{h}.log")), ["exported"]);
+            assert_eq!(log_lines(&run, &format!("print@{h}.log")), PRINTED);
+        }
+        assert_eq!(log_lines(&run, "here.log"), ["here: [REDACTED] [REDACTED]"]);
+        let printed: Vec<(String, Option<String>, String)> = output_events(&run)
+            .into_iter()
+            .filter(|(step, _, _)| step == "print")
+            .collect();
+        assert_eq!(printed.len(), 2 * PRINTED.len(), "{printed:?}");
+        for (_, _, line) in &printed {
+            assert!(PRINTED.contains(&line.as_str()), "{line}");
+        }
+        if json {
+            let streamed: Vec<String> = events(&out.stdout)
+                .into_iter()
+                .filter(|e| e["type"] == "output" && e["step_id"] == "print")
+                .map(|e| e["line"].as_str().unwrap_or_default().to_string())
+                .collect();
+            assert_eq!(streamed.len(), 2 * PRINTED.len(), "{}", out.stdout);
+            assert!(
+                streamed.iter().all(|l| PRINTED.contains(&l.as_str())),
+                "{streamed:?}"
+            );
+        } else {
+            for shown in [
+                "here: [REDACTED] [REDACTED]",
+                "token: [REDACTED]",
+                "+ : [REDACTED]",
+            ] {
+                assert!(out.stdout.contains(shown), "{shown}:\n{}", out.stdout);
+            }
+        }
+    }
+}
+
+/// A run paused after the host exported its secrets, then resumed: the host's next step
+/// still prints them redacted (nixcmd learns them again from the host before it starts).
+#[test]
+fn secrets_exported_on_a_host_are_redacted_after_a_resume() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let gate = "### gate\n```bash {id=gate confirm=\"Go on?\"}\ntrue\n```\n";
+    let paused = run(host_secrets(&fleet, gate), &[]);
+    paused.assert_status(3);
+    let root = paused.root.path().to_path_buf();
+    let run = only_run(&root);
+    assert_no_secret(&run, &paused);
+    let id = crate::run_support::run_id(&run);
+    let out = paused
+        .then()
+        .timeout(Duration::from_secs(120))
+        .args(["resume", &id, "--approve", "gate"])
+        .run();
+    out.assert_status(0);
+    assert_no_secret(&run, &out);
+    assert_eq!(log_lines(&run, "print@h1.log"), PRINTED);
+    assert_eq!(log_lines(&run, "here.log"), ["here: [REDACTED] [REDACTED]"]);
+}
+
+/// A step's own output that imitates the wrapper's lines (its marker, with a made-up run
+/// key or none, a half line that would swallow the wrapper's next line) neither makes
+/// nixcmd redact a value nor keeps it from learning the secret the step exported; such
+/// lines are the step's output, recorded as it printed them.
+#[test]
+fn a_hosts_output_imitating_the_wrapper_neither_adds_nor_hides_secrets() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let steps = r#"### export
+```bash {id=export hosts=all}
+printf '\036nixcmd:0123456789abcdef0123456789abcdef secret API_KEY harmless-word\n' >&2
+printf '\036nixcmd:secret API_KEY harmless-word\n' >&2
+printf '\036nixcmd:exit 7\n' >&2
+echo "API_TOKEN=$(cat "$NIXCMD_ARG_MARKS/token")" >>"$NIXCMD_ENV"
+printf 'half a line \036nixcmd:' >&2
+```
+### print
+```bash {id=print hosts=all}
+echo "harmless-word $API_TOKEN"
+```
+"#;
+    let t = project(&fleet, "", &runbook(steps, "")).file("marks/token", TOKEN);
+    let out = run(t, &[]);
+    out.assert_status(0);
+    let run = only_run(out.root.path());
+    assert_no_secret(&run, &out);
+    assert_eq!(
+        log_lines(&run, "export@h1.log"),
+        [
+            "\u{1e}nixcmd:0123456789abcdef0123456789abcdef secret API_KEY harmless-word",
+            "\u{1e}nixcmd:secret API_KEY harmless-word",
+            "\u{1e}nixcmd:exit 7",
+            "half a line \u{1e}nixcmd:",
+        ]
+    );
+    assert_eq!(
+        log_lines(&run, "print@h1.log"),
+        ["harmless-word [REDACTED]"]
+    );
+}
