@@ -235,8 +235,10 @@ pub trait Sink: Send {
     fn flush(&mut self) {}
 
     /// The newest segment of a line `step_id` (on `host`) is still printing, redacted: a
-    /// progress bar redrawn with `\r`. Not an event: nothing records it, and the line comes
-    /// whole as an `output` event when it ends. For live displays.
+    /// progress bar redrawn with `\r` (at each read that redraws it), or the start of a line
+    /// the step has left unfinished for a moment (a prompt, `Building system... ` before
+    /// minutes of work). Not an event: nothing records it, and the line comes whole as an
+    /// `output` event when it ends. For live displays.
     fn progress(&mut self, _step_id: &str, _host: Option<&str>, _text: &str) {}
 }
 

@@ -626,7 +626,8 @@ fn posix_spawn(
 /// Reads the child's stdout and stderr on two threads, one read at a time as
 /// [`run_group_observed`] does, sending `lines(stream, text)` with the complete lines of each
 /// read, each ended by a newline (lines longer than 64 KiB are split; the unterminated rest at
-/// end of file is a line too), and `eof()` when a pipe closes. One message per read, not per
+/// end of file is a line too), `progress(stream, text)` as [`Observed::Progress`] says, and
+/// `eof()` when a pipe closes. One message per read, not per
 /// line: whoever receives them can write what one read brought in one go. One string, not one
 /// per line: a message's memory is its text. A bounded channel makes the readers wait for the
 /// receiver (and the child for them) instead of holding the output in memory.
@@ -648,7 +649,15 @@ pub fn read_lines<M: Send + 'static>(
         std::thread::spawn(move || {
             // A blocking pipe: each read waits for output, as poll(2) would.
             let mut pipe = Pipe::new(stream, file);
-            while pipe.file.is_some() {
+            while let Some(file) = &pipe.file {
+                // An unfinished line is offered once the pipe stays quiet: a poll before the
+                // next read, only after a read that ended inside a line.
+                if pipe.unshown_since.is_some()
+                    && !readable_within(file.as_raw_fd(), QUIET)
+                    && let Some(text) = pipe.quiet_partial(Instant::now())
+                {
+                    let _ = tx.send(progress(stream, String::from_utf8_lossy(text).into()));
+                }
                 let mut batch = String::new();
                 pipe.read(&mut |_, line| {
                     batch.push_str(line);
@@ -688,7 +697,9 @@ pub enum Observed<'a> {
     Spawned,
     Line(Stream, &'a str),
     /// The newest `\r`-separated segment of a line not ended yet (a progress bar redrawing
-    /// itself): for the live display only, the line itself comes when it ends.
+    /// itself), after the read that redrew it; or the start of a line left unfinished while
+    /// the pipe stayed quiet for [`QUIET`] (a prompt, `Building system... `), once per read
+    /// that adds to it. For the live display only: the line itself comes when it ends.
     Progress(Stream, &'a str),
     /// The wrapper of a remote step reports a problem (a `$NIXCMD_ENV` line that sets
     /// nothing on the host).
@@ -820,7 +831,9 @@ pub fn run_group_observed(
         // SAFETY: `fds` is a valid, exclusively borrowed array of `fds.len()` pollfd entries.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if n <= 0 {
-            // Timeout, or EINTR (a signal such as Ctrl-C: the loop looks at `cancel`).
+            // Timeout, or EINTR (a signal such as Ctrl-C: the loop looks at `cancel`). The
+            // poll's tick is what shows an unfinished line: no timer of its own.
+            show_quiet_partials(&mut pipes, observe);
             continue;
         }
         if let Some(slot) = pidfd_slot
@@ -846,6 +859,7 @@ pub fn run_group_observed(
                 observe(Observed::ReadDone);
             }
         }
+        show_quiet_partials(&mut pipes, observe);
     }
     if exit.is_none() {
         exit = child.wait().ok();
@@ -865,6 +879,22 @@ pub fn run_group_observed(
         (None, Some(sig)) => Ended::Killed(sig),
         (None, None) => Ended::Exited(128),
     })
+}
+
+/// Offers the unfinished lines that stayed quiet long enough (see [`Pipe::quiet_partial`]),
+/// as progress: the log and the events get them when they end, as ever. Nothing to do, and no
+/// clock read, while every read ended with its lines.
+fn show_quiet_partials(pipes: &mut [Pipe], observe: &mut dyn FnMut(Observed)) {
+    if pipes.iter().all(|p| p.unshown_since.is_none()) {
+        return;
+    }
+    let now = Instant::now();
+    for pipe in pipes {
+        let stream = pipe.stream;
+        if let Some(text) = pipe.quiet_partial(now) {
+            observe(Observed::Progress(stream, &String::from_utf8_lossy(text)));
+        }
+    }
 }
 
 impl Ended {
@@ -965,7 +995,16 @@ struct Pipe {
     carriage: bool,
     /// Whether the last read added to such a line.
     redrawn: bool,
+    /// When the last read left a line unfinished that no `\r` shows yet (a prompt, `Building
+    /// system... ` before minutes of work): once the pipe stays quiet for [`QUIET`] it is
+    /// offered as the step's newest output. `None` after a read that ends with its lines,
+    /// which is all ordinary output costs.
+    unshown_since: Option<Instant>,
 }
+
+/// How long a pipe stays quiet before an unfinished line is shown: longer than the gaps within
+/// one burst of output (a line written in pieces), short enough to look immediate to a person.
+const QUIET: Duration = Duration::from_millis(100);
 
 impl Pipe {
     fn new(stream: Stream, file: Option<std::fs::File>) -> Self {
@@ -975,6 +1014,7 @@ impl Pipe {
             pending: Vec::new(),
             carriage: false,
             redrawn: false,
+            unshown_since: None,
         }
     }
 
@@ -1022,12 +1062,30 @@ impl Pipe {
                 memchr::memchr(b'\r', &self.pending).is_some()
             };
             self.redrawn = self.carriage && read_len > read_from;
+            // A clock read (vDSO, no system call) only for a read that ends inside a line.
+            self.unshown_since = (!self.carriage && !eof).then(Instant::now);
         } else {
             self.carriage = false;
+            self.unshown_since = None;
         }
         if eof {
             self.file = None;
         }
+    }
+
+    /// The unfinished line, when nothing came for [`QUIET`] since the read that left it (at
+    /// most [`PROGRESS_BYTES`] of its start, as a terminal shows it); offered once per read
+    /// that adds to it.
+    fn quiet_partial(&mut self, now: Instant) -> Option<&[u8]> {
+        let since = self.unshown_since?;
+        if now.saturating_duration_since(since) < QUIET {
+            return None;
+        }
+        self.unshown_since = None;
+        let head = &self.pending[..self.pending.len().min(PROGRESS_BYTES)];
+        let head = &head[..whole_chars(head)];
+        let end = head.iter().rposition(|b| !b.is_ascii_whitespace())? + 1;
+        Some(&head[..end])
     }
 
     /// After a read that redrew a progress line: its newest segment (the last one not
@@ -1104,6 +1162,23 @@ fn whole_chars(window: &[u8]) -> usize {
     }
     // Not UTF-8 there anyway: cut where the limit is.
     n
+}
+
+/// Whether `fd` has something to read (or its end) within `wait`; an error counts as
+/// readable, so that the read that follows reports it.
+fn readable_within(fd: std::os::fd::RawFd, wait: Duration) -> bool {
+    let mut fds = [pollfd(fd)];
+    let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+    loop {
+        // SAFETY: `fds` is a valid, exclusively borrowed array of one pollfd entry.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+        if n >= 0 {
+            return n > 0;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return true;
+        }
+    }
 }
 
 fn pollfd(fd: std::os::fd::RawFd) -> libc::pollfd {
@@ -1670,6 +1745,58 @@ mod tests {
     }
 
     #[test]
+    fn an_unfinished_line_is_offered_once_after_a_quiet_time() {
+        let (mut pipe, mut w) = fed_pipe();
+        let mut read = |pipe: &mut Pipe, bytes: &[u8]| {
+            w.write_all(bytes).unwrap();
+            let mut lines = Vec::new();
+            pipe.read(&mut |_, l| lines.push(l.to_string()));
+            lines
+        };
+        let partial = |pipe: &mut Pipe, after: Duration| {
+            let since = pipe.unshown_since?;
+            pipe.quiet_partial(since + after)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+        };
+        // Ordinary output: nothing waits to be shown, no clock was read.
+        assert_eq!(read(&mut pipe, b"one\ntwo\n"), ["one", "two"]);
+        assert_eq!(pipe.unshown_since, None);
+        // A prompt-like start of a line: not before the quiet time, then once, its
+        // trailing blank cut.
+        assert_eq!(read(&mut pipe, b"three\nBuilding system... "), ["three"]);
+        assert_eq!(partial(&mut pipe, QUIET / 2), None);
+        assert_eq!(partial(&mut pipe, QUIET), Some("Building system...".into()));
+        assert_eq!(pipe.unshown_since, None);
+        // More of it: offered again, the whole start of the line.
+        assert!(read(&mut pipe, b"still ").is_empty());
+        assert_eq!(
+            partial(&mut pipe, QUIET),
+            Some("Building system... still".into())
+        );
+        // Its end: the line comes whole, nothing is left to offer.
+        assert_eq!(
+            read(&mut pipe, b"done\n"),
+            ["Building system... still done"]
+        );
+        assert_eq!(pipe.unshown_since, None);
+        // A progress bar is offered at its read (`progress`), not again after a quiet time.
+        assert!(read(&mut pipe, b"10%\r20%").is_empty());
+        assert_eq!(pipe.unshown_since, None);
+        assert_eq!(read(&mut pipe, b"\n"), ["10%\r20%"]);
+        // Blank: nothing worth showing. Long: its start, whole characters only.
+        assert!(read(&mut pipe, b"   ").is_empty());
+        assert_eq!(partial(&mut pipe, QUIET), None);
+        // Three blanks, then `x`s and a two-byte `é` fill the limit; `€` would cross it.
+        let mut long = vec![b'x'; PROGRESS_BYTES - 5];
+        long.extend("é€✓".as_bytes());
+        assert!(read(&mut pipe, &long).is_empty());
+        assert_eq!(
+            partial(&mut pipe, QUIET),
+            Some(format!("   {}é", "x".repeat(PROGRESS_BYTES - 5)))
+        );
+    }
+
+    #[test]
     fn lines_are_split_as_the_reader_threads_did() {
         // Complete lines go, CR/LF endings are cut, empty lines stay, the rest waits.
         let (lines, rest) = split(b"a\r\n\nb\nc", false);
@@ -1765,13 +1892,13 @@ mod tests {
             "seq 1 100000; echo; echo err >&2; printf 'tail'".to_string(),
         ];
         let mut child = spawn_group("bash", &args, None, &[], false).unwrap();
-        let (tx, rx) = mpsc::sync_channel::<Option<(Stream, String)>>(2);
-        read_lines(&mut child, &tx, |s, l| Some((s, l)), |_, _| None, || None);
+        let (tx, rx) = mpsc::sync_channel::<Msg>(2);
+        read_lines(&mut child, &tx, Msg::Lines, Msg::Progress, || Msg::Eof);
         drop(tx);
         let (mut out, mut err, mut batches, mut eofs) = (Vec::new(), Vec::new(), 0, 0);
         for msg in rx {
             match msg {
-                Some((stream, text)) => {
+                Msg::Lines(stream, text) => {
                     assert!(text.ends_with('\n'), "whole lines");
                     let lines = text.split_terminator('\n').map(str::to_string);
                     if stream == Stream::Stdout {
@@ -1781,7 +1908,9 @@ mod tests {
                         err.extend(lines);
                     }
                 }
-                None => eofs += 1,
+                // A read that ended inside a line, and a pause of `seq` on a loaded machine.
+                Msg::Progress(..) => {}
+                Msg::Eof => eofs += 1,
             }
         }
         child.wait().unwrap();
@@ -1793,6 +1922,53 @@ mod tests {
             .collect();
         assert_eq!(out, expected);
         assert!(batches < 1000, "{batches} messages for 100 002 lines");
+    }
+
+    /// What [`read_lines`] sends, for the tests.
+    #[derive(Debug, PartialEq)]
+    enum Msg {
+        Lines(Stream, String),
+        Progress(Stream, String),
+        Eof,
+    }
+
+    /// The reader threads (remote steps) offer an unfinished line once the pipe is quiet, as
+    /// the poll loop does: the process waits until the test saw it.
+    #[test]
+    fn read_lines_offers_an_unfinished_line_once_the_pipe_is_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let go = dir.path().join("go");
+        let args = vec![
+            "-c".to_string(),
+            format!(
+                "printf 'one\\nBuilding... '; while [ ! -e '{}' ]; do sleep 0.02; done; echo done",
+                go.display()
+            ),
+        ];
+        let mut child = spawn_group("bash", &args, None, &[], false).unwrap();
+        let (tx, rx) = mpsc::sync_channel::<Msg>(2);
+        read_lines(&mut child, &tx, Msg::Lines, Msg::Progress, || Msg::Eof);
+        drop(tx);
+        let limit = Duration::from_secs(60);
+        let mut seen = Vec::new();
+        while !seen.contains(&Msg::Progress(Stream::Stdout, "Building...".into())) {
+            seen.push(rx.recv_timeout(limit).expect("the unfinished line"));
+        }
+        std::fs::write(&go, "").unwrap();
+        seen.extend(rx.iter());
+        child.wait().unwrap();
+        // Each pipe's end comes when its thread finds it: stderr's may come first.
+        let eofs = seen.iter().filter(|m| **m == Msg::Eof).count();
+        seen.retain(|m| *m != Msg::Eof);
+        assert_eq!(eofs, 2);
+        assert_eq!(
+            seen,
+            [
+                Msg::Lines(Stream::Stdout, "one\n".into()),
+                Msg::Progress(Stream::Stdout, "Building...".into()),
+                Msg::Lines(Stream::Stdout, "Building... done\n".into()),
+            ]
+        );
     }
 
     fn own_policy() -> i32 {

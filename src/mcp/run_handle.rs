@@ -192,6 +192,7 @@ impl RunHandle {
             left_to_do: s.left_to_do.clone(),
             troubleshooting: s.troubleshooting.clone(),
             log_tail: s.log_tail(),
+            live_output: s.live_output(),
             run_dir: s.run_dir.clone(),
             next,
         }
@@ -287,6 +288,12 @@ impl RegistrySink {
 }
 
 impl Sink for RegistrySink {
+    /// Kept for the next status, without waking the waiting tool calls: a progress bar
+    /// redraws itself many times a second, and a wait ends on what settles the run.
+    fn progress(&mut self, step_id: &str, _: Option<&str>, text: &str) {
+        self.run.snap().printing(step_id, text);
+    }
+
     fn event(&mut self, event: &Event, line: &str) {
         // The line is the redacted form of the event: use it, not the raw event.
         let event = serde_json::from_str::<Event>(line).unwrap_or_else(|_| event.clone());

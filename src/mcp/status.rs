@@ -106,6 +106,10 @@ pub struct RunStatusOut {
     pub troubleshooting: Option<String>,
     /// The last output lines, at most 4 KB.
     pub log_tail: String,
+    /// While a step runs: what it is printing on a line not ended yet (a progress bar's
+    /// newest state, a prompt such as `Building system... ` before minutes of work), as
+    /// `[step] text`. The line goes to `log_tail` when it ends.
+    pub live_output: Option<String>,
     /// The run folder (state.json, progress.json, events.ndjson, logs/).
     pub run_dir: String,
     /// What to do next.
@@ -157,6 +161,8 @@ pub struct Snapshot {
     pub run_dir: String,
     /// An error that kept the engine from finishing (it panicked).
     pub crashed: Option<String>,
+    /// (step, text): the line a running step is still printing, until it ends.
+    live_output: Option<(String, String)>,
     log: VecDeque<LogLine>,
     next_index: u64,
 }
@@ -178,6 +184,7 @@ impl Default for Snapshot {
             troubleshooting: None,
             run_dir: String::new(),
             crashed: None,
+            live_output: None,
             log: VecDeque::new(),
             next_index: 0,
         }
@@ -227,6 +234,7 @@ impl Snapshot {
                 self.plan = plan;
             }
             EventKind::StepStarted { step_id, phase, .. } => {
+                self.line_ended(&step_id);
                 let step = self.step_mut(&step_id, &phase);
                 step.status = "running".into();
                 self.current_step = Some(step_id);
@@ -236,7 +244,10 @@ impl Snapshot {
                 stream,
                 line,
                 ..
-            } => self.push_log(step_id, stream, line),
+            } => {
+                self.line_ended(&step_id);
+                self.push_log(step_id, stream, line)
+            }
             EventKind::Gate { step_id, .. } => {
                 self.current_step = Some(step_id.clone());
                 if let Some(step) = self.steps.iter_mut().find(|s| s.id == step_id) {
@@ -252,6 +263,7 @@ impl Snapshot {
                 host,
                 ..
             } => {
+                self.line_ended(&step_id);
                 let step = self.step_mut(&step_id, "step");
                 step.status = step_status(status);
                 step.exit_code = exit_code;
@@ -287,6 +299,7 @@ impl Snapshot {
             } => {
                 self.engine_status = status;
                 self.exit_code = Some(exit_code);
+                self.live_output = None;
                 self.failed_step = failed_step;
                 for w in warnings {
                     if !self.warnings.contains(&w) {
@@ -302,6 +315,37 @@ impl Snapshot {
                     self.gate = None;
                 }
             }
+        }
+    }
+
+    /// `step_id` is printing `text` on a line not ended yet (see [`crate::event::Sink::progress`]).
+    pub fn printing(&mut self, step_id: &str, text: &str) {
+        match &mut self.live_output {
+            Some((step, shown)) => {
+                step.clear();
+                step.push_str(step_id);
+                shown.clear();
+                shown.push_str(text);
+            }
+            None => self.live_output = Some((step_id.to_string(), text.to_string())),
+        }
+    }
+
+    /// What [`Snapshot::printing`] said, as `[step] text`.
+    pub fn live_output(&self) -> Option<String> {
+        self.live_output
+            .as_ref()
+            .map(|(step, text)| format!("[{step}] {text}"))
+    }
+
+    /// A line of `step_id` ended, or the step did: what it was printing is no longer live.
+    fn line_ended(&mut self, step_id: &str) {
+        if self
+            .live_output
+            .as_ref()
+            .is_some_and(|(step, _)| step == step_id)
+        {
+            self.live_output = None;
         }
     }
 

@@ -84,7 +84,8 @@ struct Running {
     attempt: u32,
     /// When this attempt started.
     started: Instant,
-    /// Its last output line, as printed (made safe only when a heartbeat shows it).
+    /// Its last output line, as printed (made safe only when a heartbeat shows it), or the
+    /// start of one it has not ended yet (a progress bar's newest state, a prompt).
     last: String,
 }
 

@@ -57,13 +57,28 @@ pub fn plan(block: &Block, resolve: Option<&Resolver>) -> Plan {
     )
 }
 
+/// What a nested run passes up to the parent step.
+pub enum Forwarded {
+    /// An output line of the parent step (an event of the nested run, told as a line).
+    Line(String),
+    /// The newest state of a line a nested step is still printing (see [`Sink::progress`]):
+    /// the parent's live line and heartbeat show it as they show the nested run's lines.
+    Progress(String),
+}
+
 /// Passes a nested run's events to the parent as output lines of the parent step.
-pub struct Forward<F: FnMut(String) + Send> {
+pub struct Forward<F: FnMut(Forwarded) + Send> {
     pub name: String,
     pub push: F,
 }
 
-impl<F: FnMut(String) + Send> Sink for Forward<F> {
+impl<F: FnMut(Forwarded) + Send> Sink for Forward<F> {
+    /// As its output lines are told (the host left out as there).
+    fn progress(&mut self, step_id: &str, _: Option<&str>, text: &str) {
+        let n = &self.name;
+        (self.push)(Forwarded::Progress(format!("[/{n}] {step_id} │ {text}")));
+    }
+
     fn event(&mut self, event: &Event, _: &str) {
         let n = &self.name;
         let line = match &event.kind {
@@ -84,7 +99,7 @@ impl<F: FnMut(String) + Send> Sink for Forward<F> {
             }
             EventKind::StepStarted { .. } => return,
         };
-        (self.push)(line);
+        (self.push)(Forwarded::Line(line));
     }
 }
 
@@ -194,15 +209,16 @@ impl Engine<'_> {
             ..
         } = self;
         let step_id = block.id.clone();
-        let forward = crate::run::nested::Forward {
+        let forward = Forward {
             name: cmd.name.clone(),
-            push: |line: String| {
-                em.emit(EventKind::Output {
+            push: |forwarded| match forwarded {
+                Forwarded::Line(line) => em.emit(EventKind::Output {
                     step_id: step_id.clone(),
                     host: None,
                     stream: "stdout".into(),
                     line,
-                });
+                }),
+                Forwarded::Progress(text) => em.progress(&step_id, None, &text),
             },
         };
         let nested = Engine::new(

@@ -331,7 +331,9 @@ fn mark(status: StepStatus, p: crate::output::Palette) -> String {
 }
 
 impl Sink for TextRenderer {
-    /// A progress bar's newest state is the step's last output until its line ends.
+    /// A progress bar's newest state, or a line the step left unfinished for a moment, is the
+    /// step's last output until its line ends. `--verbose` prints nothing for it: its plain
+    /// lines stay whole, and the line is printed once, when it ends.
     fn progress(&mut self, step_id: &str, host: Option<&str>, text: &str) {
         let key = match host {
             Some(h) => format!("{step_id}@{h}"),

@@ -1387,3 +1387,38 @@ echo "harmless-word $API_TOKEN"
         ["harmless-word [REDACTED]"]
     );
 }
+
+/// A line a host's step leaves unfinished (a prompt before long work) is its last output once
+/// ssh's pipe stays quiet (here in the heartbeat), as on this machine; its log keeps the line
+/// whole. The step waits until the test saw it.
+#[test]
+fn a_hosts_unfinished_line_is_its_last_output_before_the_line_ends() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let steps = r#"### build
+```bash {id=build hosts=all}
+printf 'Building system... '
+while [ ! -e "$NIXCMD_ARG_MARKS/go" ]; do sleep 0.02; done
+echo done
+```
+"#;
+    let t = project(&fleet, "", &runbook(steps, "")).env("NIXCMD_HEARTBEAT", "1s");
+    let marks = t.root().join("marks");
+    let run =
+        crate::run_support::Spawned::start(t.args(["run", "fan", &marks.display().to_string()]));
+    let shown = "build@h1 still running (";
+    crate::run_support::wait_until(
+        "the unfinished line in a heartbeat",
+        Duration::from_secs(60),
+        || {
+            run.stdout_so_far()
+                .lines()
+                .any(|l| l.contains(shown) && l.ends_with("; last output: Building system...)"))
+        },
+    );
+    std::fs::write(marks.join("go"), "").expect("let the step end");
+    let out = run.wait();
+    out.assert_status(0);
+    let log = std::fs::read_to_string(only_run(out.root.path()).join("logs/build@h1.log"))
+        .expect("the host's log");
+    assert!(log.ends_with(" ──\nBuilding system... done\n"), "{log:?}");
+}

@@ -100,6 +100,33 @@ impl Spawned {
         (master, Self::spawn_command(cmd, root, Some(slave)))
     }
 
+    /// Starts with stdin, stdout and stderr on a pseudo-terminal `cols` columns wide, as
+    /// [`run_on_terminal`] does, for a test that acts while the run goes on: every byte
+    /// written to the terminal is [`Spawned::stdout_so_far`]; stderr is empty.
+    pub fn start_on_terminal(test: Test, cols: u16) -> Spawned {
+        let (master, slave) = open_pty();
+        set_size(&master, cols);
+        let (mut cmd, root) = test.into_command();
+        let out = slave.try_clone().expect("clone the pty slave");
+        let err = slave.try_clone().expect("clone the pty slave");
+        cmd.stdin(Stdio::from(slave))
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err));
+        let started = Instant::now();
+        let child = cmd.spawn().expect("spawn nixcmd");
+        drop(cmd);
+        // The master reads end of file (EIO) once nobody holds the slave any more.
+        let stdout = collect(std::fs::File::from(master));
+        Spawned {
+            child,
+            root,
+            started,
+            stdout,
+            stderr: collect(std::io::empty()),
+            tty: None,
+        }
+    }
+
     fn spawn(test: Test, stdin: Option<std::fs::File>) -> Spawned {
         let (cmd, root) = test.into_command();
         Self::spawn_command(cmd, root, stdin)
@@ -241,18 +268,7 @@ echo done >> trace
 /// written to the terminal.
 pub fn run_on_terminal(test: Test, cols: u16) -> (i32, String) {
     let (master, slave) = open_pty();
-    let size = libc::winsize {
-        ws_row: 24,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads a winsize we own, on a descriptor we own.
-    assert_eq!(
-        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) },
-        0,
-        "set the terminal size"
-    );
+    set_size(&master, cols);
     let (mut cmd, _root) = test.into_command();
     let out = slave.try_clone().expect("clone the pty slave");
     let err = slave.try_clone().expect("clone the pty slave");
@@ -267,6 +283,22 @@ pub fn run_on_terminal(test: Test, cols: u16) -> (i32, String) {
     let _ = reader.join();
     let bytes = buf.lock().expect("terminal output").clone();
     (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Makes the terminal of `master` 24 rows by `cols` columns.
+fn set_size(master: &OwnedFd, cols: u16) {
+    let size = libc::winsize {
+        ws_row: 24,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize we own, on a descriptor we own.
+    assert_eq!(
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) },
+        0,
+        "set the terminal size"
+    );
 }
 
 /// Runs the test with stdin on a pseudo-terminal, typing `input` on it.

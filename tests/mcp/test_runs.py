@@ -294,3 +294,26 @@ async def test_hosts_from_an_argument_are_checked_before_anything_runs(env):
         st = await call(s, "run", {"command": "disks"})
     assert st["status"] == "succeeded", st
     assert [(x["id"], x["status"]) for x in st["steps"]] == [("root", "succeeded")]
+
+
+async def test_run_status_shows_what_a_step_is_still_printing(env):
+    """A line not ended yet (a prompt before minutes of work) is the status's `live_output`
+    while the step runs; the log tail gets the line once, when it ends."""
+    (env.commands / "partial.md").write_text(
+        "---\ndescription: A partial line\nnixcmd: {}\n---\n# P\n\n## Steps\n"
+        "```bash {id=build}\necho first\nprintf 'phase one... '\n"
+        "while [ ! -e go ]; do sleep 0.02; done\necho done\n```\n"
+    )
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "partial", "wait_seconds": 0})
+        with anyio.fail_after(30):
+            while st["live_output"] != "[build] phase one...":
+                assert st["status"] == "running", st
+                st = await call(s, "run_status", {"run_id": st["run_id"], "wait_seconds": 0})
+                await anyio.sleep(0.05)
+        assert st["log_tail"] == "[build] first"
+        (env.project / "go").write_text("")
+        st = await follow(s, st)
+    assert st["status"] == "succeeded"
+    assert st["live_output"] is None
+    assert st["log_tail"] == "[build] first\n[build] phase one... done"
