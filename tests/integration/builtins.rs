@@ -61,6 +61,19 @@ fn sh(root: &Path, cwd: &Path, program: &str, args: &[&str]) -> String {
 }
 
 /// Generates the fixture fleet `VARIANT` into `[TEMP]/fx` and returns `[TEMP]/fx/app`.
+/// A fresh test, or `None` when Nix is missing (the test is skipped then, or fails under
+/// NIXCMD_TEST_REQUIRE_ALL).
+fn nix_test() -> Option<Test> {
+    have_nix().then(Test::new)
+}
+
+/// A fresh test and the fixture flake `variant` built in it (`None` as for [`nix_test`]).
+fn nix_fixture(variant: &str) -> Option<(Test, PathBuf)> {
+    let t = nix_test()?;
+    let app = fixture(&t, variant);
+    Some((t, app))
+}
+
 fn fixture(t: &Test, variant: &str) -> PathBuf {
     let dir = t.root().join("fx");
     let script = repo().join("fixtures/flakes/make-fixture.sh");
@@ -231,11 +244,9 @@ fn resolve(p: &Path) -> PathBuf {
 
 #[test]
 fn flake_update_locks_the_changed_input_and_commits_the_lock() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("update") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "update");
+    };
     let root = t.root().to_path_buf();
     let before = lock(&app);
     let head_before = git(&root, &app, &["rev-parse", "HEAD"]);
@@ -301,11 +312,9 @@ fn flake_update_locks_the_changed_input_and_commits_the_lock() {
 
 #[test]
 fn flake_update_restores_the_lock_byte_for_byte_when_the_new_input_breaks_evaluation() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("broken-update") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "broken-update");
+    };
     let root = t.root().to_path_buf();
     let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
 
@@ -349,11 +358,9 @@ fn flake_update_restores_the_lock_byte_for_byte_when_the_new_input_breaks_evalua
 /// by a success criterion failing with no message.
 #[test]
 fn flake_update_reports_and_commits_a_moved_input_of_an_input() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("duplicate") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "duplicate");
+    };
     let root = t.root().to_path_buf();
     let nixpkgs = t.root().join("fx/nixpkgs/lib.nix");
     let mut lib = std::fs::read_to_string(&nixpkgs).unwrap();
@@ -402,11 +409,9 @@ fn flake_update_reports_and_commits_a_moved_input_of_an_input() {
 /// paused at `push` with exit 3 on every such run before).
 #[test]
 fn flake_update_with_nothing_to_update_ends_0_in_ci_without_a_question() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("clean") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "clean");
+    };
     let root = t.root().to_path_buf();
     let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
     let head_before = git(&root, &app, &["rev-parse", "HEAD"]);
@@ -477,11 +482,9 @@ fn flake_update_with_nothing_to_update_ends_0_in_ci_without_a_question() {
 
 #[test]
 fn config_audit_passes_a_clean_flake() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("clean") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "clean");
+    };
     let out = run(t, "config-audit", &[], &app).run();
     out.assert_status(0);
     assert_eq!(warnings(&out), Vec::<String>::new());
@@ -498,11 +501,9 @@ fn config_audit_passes_a_clean_flake() {
 
 #[test]
 fn config_audit_reports_a_syntax_error_with_its_file_and_line() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("syntax-error") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "syntax-error");
+    };
     let out = run(t, "config-audit", &[], &app).run();
     out.assert_status(1);
     let finding = "modules/broken.nix:5:10: syntax error, unexpected '=', expecting ';'";
@@ -532,11 +533,9 @@ fn config_audit_reports_a_syntax_error_with_its_file_and_line() {
 
 #[test]
 fn config_audit_reports_a_stale_input_as_a_warning() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("stale") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "stale");
+    };
     let out = run(t, "config-audit", &[], &app).run();
     out.assert_status(0);
     let days = (jiff::Timestamp::now().as_second() - 1_577_836_800) / 86_400;
@@ -561,11 +560,9 @@ fn config_audit_reports_a_stale_input_as_a_warning() {
 
 #[test]
 fn config_audit_reports_the_duplicated_input_of_the_duplicate_fixture() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("duplicate") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "duplicate");
+    };
     let nixpkgs = t.root().join("fx/nixpkgs");
     let out = run(t, "config-audit", &[], &app).run();
     out.assert_status(0);
@@ -687,10 +684,9 @@ fn update_package_setup(t: &Test) -> (PathBuf, PathBuf, PathBuf) {
 
 #[test]
 fn update_package_moves_the_package_to_the_new_version_builds_and_switches() {
-    if !have_nix() {
+    let Some(t) = nix_test() else {
         return;
-    }
-    let t = Test::new();
+    };
     let (app, root, old) = update_package_setup(&t);
     let stub_log = t.root().join("stub.log");
     let temp = t.root().to_path_buf();
@@ -753,10 +749,9 @@ fn update_package_moves_the_package_to_the_new_version_builds_and_switches() {
 
 #[test]
 fn update_package_rolls_back_to_the_recorded_system_when_units_fail() {
-    if !have_nix() {
+    let Some(t) = nix_test() else {
         return;
-    }
-    let t = Test::new();
+    };
     let (app, root, old) = update_package_setup(&t);
     let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
     let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
@@ -792,10 +787,9 @@ fn update_package_rolls_back_to_the_recorded_system_when_units_fail() {
 /// after the switch too: that is not the update's doing and must not roll it back.
 #[test]
 fn update_package_does_not_blame_the_update_for_units_that_had_failed_before() {
-    if !have_nix() {
+    let Some(t) = nix_test() else {
         return;
-    }
-    let t = Test::new();
+    };
     let (app, root, old) = update_package_setup(&t);
     let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
         .env("PATH", stub_path())
@@ -845,10 +839,9 @@ fn path_without(t: &Test, missing: &[&str]) -> String {
 /// The classic `/etc/nixos`: a flake in a plain folder, on a machine without git.
 #[test]
 fn update_package_runs_in_a_plain_folder_without_git() {
-    if !have_nix() {
+    let Some(t) = nix_test() else {
         return;
-    }
-    let t = Test::new();
+    };
     let (app, root, _) = update_package_setup(&t);
     std::fs::remove_dir_all(app.join(".git")).unwrap();
     let path = path_without(&t, &["git"]);
@@ -865,10 +858,9 @@ fn update_package_runs_in_a_plain_folder_without_git() {
 /// flake: nothing to activate" and a successful run.
 #[test]
 fn update_package_fails_when_the_host_does_not_evaluate() {
-    if !have_nix() {
+    let Some(t) = nix_test() else {
         return;
-    }
-    let t = Test::new();
+    };
     let (app, root, old) = update_package_setup(&t);
     let host = app.join("hosts/web1.nix");
     let text = std::fs::read_to_string(&host).unwrap();
@@ -904,11 +896,9 @@ fn update_package_fails_when_the_host_does_not_evaluate() {
 
 #[test]
 fn update_package_stops_with_success_when_there_is_no_new_version() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("clean") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "clean");
+    };
     let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
     let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
         .env("PATH", stub_path())
@@ -926,11 +916,9 @@ fn update_package_stops_with_success_when_there_is_no_new_version() {
 /// any input", and the run ended "already at its newest version (1.0.0)").
 #[test]
 fn update_package_picks_the_direct_input_when_an_input_of_an_input_has_the_same_source() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("nested-update") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "nested-update");
+    };
     let old = build_web1(&t, &app);
     let root = machine(&t, &old);
     let out = run(t, "update-package", &["greeter", "web1", "--yes"], &app)
@@ -953,11 +941,9 @@ fn update_package_picks_the_direct_input_when_an_input_of_an_input_has_the_same_
 
 #[test]
 fn update_package_refuses_an_input_the_flake_does_not_have() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("nested-update") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "nested-update");
+    };
     let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
     let out = run(
         t,
@@ -987,11 +973,9 @@ fn update_package_refuses_an_input_the_flake_does_not_have() {
 /// exit 3 before).
 #[test]
 fn update_package_with_no_new_version_ends_0_without_a_terminal_and_without_a_question() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("clean") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "clean");
+    };
     let lock_before = std::fs::read(app.join("flake.lock")).unwrap();
     let out = run(t, "update-package", &["greeter", "web1"], &app)
         .env("PATH", stub_path())
@@ -1139,11 +1123,9 @@ fn system_health_check_reports_a_degraded_machine_exactly() {
 
 #[test]
 fn dry_run_of_every_builtin_changes_no_file() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("update") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "update");
+    };
     let old = build_web1(&t, &app);
     let root = machine(&t, &old);
     let fx = t.root().join("fx");
@@ -1345,10 +1327,9 @@ fn is_system(path: &Path, host: &str, version: &str) -> bool {
 
 #[test]
 fn deploy_all_activates_every_host_and_makes_it_the_boot_default() {
-    if !have_nix() {
+    let Some(t) = nix_test() else {
         return;
-    }
-    let t = Test::new();
+    };
     let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
         return;
     };
@@ -1371,10 +1352,9 @@ fn deploy_all_activates_every_host_and_makes_it_the_boot_default() {
 
 #[test]
 fn deploy_all_stops_at_a_failing_canary_and_rolls_it_back() {
-    if !have_nix() {
+    let Some(t) = nix_test() else {
         return;
-    }
-    let t = Test::new();
+    };
     let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
         return;
     };
@@ -1428,10 +1408,9 @@ fn deploy_all_stops_at_a_failing_canary_and_rolls_it_back() {
 
 #[test]
 fn deploy_all_rolls_back_only_the_failing_host() {
-    if !have_nix() {
+    let Some(t) = nix_test() else {
         return;
-    }
-    let t = Test::new();
+    };
     let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
         return;
     };
@@ -1460,10 +1439,9 @@ fn deploy_all_rolls_back_only_the_failing_host() {
 /// after): the deploy goes through, and each host's check says why it did not count them.
 #[test]
 fn deploy_all_does_not_roll_back_for_units_that_had_failed_before() {
-    if !have_nix() {
+    let Some(t) = nix_test() else {
         return;
-    }
-    let t = Test::new();
+    };
     let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
         return;
     };
@@ -1504,11 +1482,9 @@ fn deploy_all_does_not_roll_back_for_units_that_had_failed_before() {
 /// command declares no arguments and reads none, so nixcmd refuses them before anything runs.
 #[test]
 fn deploy_all_refuses_arguments_before_anything_runs() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("clean") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "clean");
+    };
     let out = run(t, "deploy-all", &["web1", "--yes"], &app).run();
     assert_eq!(
         (out.status, out.stderr.as_str()),
@@ -1525,11 +1501,9 @@ fn deploy_all_refuses_arguments_before_anything_runs() {
 /// run) must not lock it on the way and deploy it unreviewed; it stops with flake.lock as it was.
 #[test]
 fn deploy_all_refuses_a_lock_that_does_not_match_the_flake_and_leaves_it_alone() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("clean") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "clean");
+    };
     let dep = t.root().join("fx/dep");
     let flake = std::fs::read_to_string(app.join("flake.nix")).unwrap();
     let line = format!("    dep.url = \"path:{}\";\n", dep.display());
@@ -1572,10 +1546,9 @@ fn deploy_all_refuses_a_lock_that_does_not_match_the_flake_and_leaves_it_alone()
 
 #[test]
 fn deploy_all_dry_run_changes_no_file() {
-    if !have_nix() {
+    let Some(t) = nix_test() else {
         return;
-    }
-    let t = Test::new();
+    };
     let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
         return;
     };
@@ -1629,10 +1602,9 @@ fn fleet_ssh_fields(fleet: &Fleet) -> String {
 /// built every host and ran `nix copy` to web2, which failed the narrowed deploy).
 #[test]
 fn deploy_all_with_hosts_builds_and_copies_only_the_selected_hosts() {
-    if !have_nix() {
+    let Some(t) = nix_test() else {
         return;
-    }
-    let t = Test::new();
+    };
     let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
         return;
     };
@@ -1682,10 +1654,9 @@ fn deploy_all_with_hosts_builds_and_copies_only_the_selected_hosts() {
 /// NIX_SSHOPTS: nothing but what nixcmd resolved reaches the hosts).
 #[test]
 fn deploy_all_honours_a_config_file_outside_the_project() {
-    if !have_nix() {
+    let Some(t) = nix_test() else {
         return;
-    }
-    let t = Test::new();
+    };
     let Some(fleet) = Fleet::start(&t, &["web1", "web2"]) else {
         return;
     };
@@ -1853,11 +1824,9 @@ fn system_health_check_refuses_an_unknown_host_before_running() {
 /// files.
 #[test]
 fn reading_the_flakes_hosts_writes_no_lock_file() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("clean") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "clean");
+    };
     std::fs::remove_file(app.join("flake.lock")).unwrap();
     let rel = app
         .strip_prefix(t.root())
@@ -1890,11 +1859,9 @@ fn reading_the_flakes_hosts_writes_no_lock_file() {
 /// committed.
 #[test]
 fn flake_update_warns_that_other_uncommitted_changes_are_built_but_not_committed() {
-    if !have_nix() {
+    let Some((t, app)) = nix_fixture("update") else {
         return;
-    }
-    let t = Test::new();
-    let app = fixture(&t, "update");
+    };
     let root = t.root().to_path_buf();
     let mut flake = std::fs::read_to_string(app.join("flake.nix")).unwrap();
     flake.push_str("# a local edit\n");
