@@ -281,19 +281,23 @@ fn row(found: &mut Found) -> Row {
     };
     match parser::decode_owned(&shown, bytes) {
         // The rows of plain files without a `Command`; the parser for the rest.
-        Ok(file) => summary::row_with(&file, || {
-            let name = std::mem::take(&mut found.name);
-            (name, std::mem::replace(&mut found.origin, Origin::Builtin))
-        })
-        .unwrap_or_else(|| {
-            let c = parser::parse_with(
-                &file,
-                &found.name,
-                found.origin.clone(),
-                parser::Depth::Summary,
-            );
-            row_of_command(c)
-        }),
+        Ok(file) => {
+            let row = summary::row_with(&file, || {
+                let name = std::mem::take(&mut found.name);
+                (name, std::mem::replace(&mut found.origin, Origin::Builtin))
+            })
+            .unwrap_or_else(|| {
+                let c = parser::parse_with(
+                    &file,
+                    &found.name,
+                    found.origin.clone(),
+                    parser::Depth::Summary,
+                );
+                row_of_command(c)
+            });
+            discovery::recycle_text(file.text);
+            row
+        }
         Err((d, _)) => unreadable_row(found, d.message),
     }
 }
