@@ -179,6 +179,8 @@ struct Lines<'a>(&'a str);
 impl<'a> Iterator for Lines<'a> {
     type Item = &'a str;
 
+    // Inlined into the scan: one call a line was a fifth of its cost.
+    #[inline(always)]
     fn next(&mut self) -> Option<&'a str> {
         if self.0.is_empty() {
             return None;
