@@ -448,6 +448,20 @@ thread_local! {
     static LISTED_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// A listed file's text vector, handed back by [`recycle_text`] once its row is made,
+    /// for [`read_listed`] to fill with the next file this thread reads.
+    static SPARE_TEXT: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Gives the text of a file [`read_listed`] read back for the next one (a large text is
+/// freed instead: it should not stay in memory).
+pub fn recycle_text(text: String) {
+    if text.capacity() <= LISTED_READ {
+        SPARE_TEXT.set(text.into_bytes());
+    }
+}
+
 /// The bytes of a file `list` found, with [`read_limited`]'s errors. For a file the folder
 /// listing called regular it skips the `stat`: a read shorter than asked for is the end of a
 /// regular file, so a small runbook is `open`, one `read`, `close` (a thousand files, a
@@ -470,7 +484,14 @@ pub fn read_listed(found: &Found) -> Result<Vec<u8>, Diagnostic> {
         loop {
             match file.read(buf) {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Ok(n) if n < buf.len() => return Ok(Some(buf[..n].to_vec())),
+                Ok(n) if n < buf.len() => {
+                    // Into the text vector the previous file gave back, if any: no
+                    // allocation (and no free) per file.
+                    let mut text = SPARE_TEXT.take();
+                    text.clear();
+                    text.extend_from_slice(&buf[..n]);
+                    return Ok(Some(text));
+                }
                 Ok(_) => return Ok(None),
                 Err(e) => return Err(e),
             }

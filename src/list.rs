@@ -281,19 +281,23 @@ fn row(found: &mut Found) -> Row {
     };
     match parser::decode_owned(&shown, bytes) {
         // The rows of plain files without a `Command`; the parser for the rest.
-        Ok(file) => summary::row_with(&file, || {
-            let name = std::mem::take(&mut found.name);
-            (name, std::mem::replace(&mut found.origin, Origin::Builtin))
-        })
-        .unwrap_or_else(|| {
-            let c = parser::parse_with(
-                &file,
-                &found.name,
-                found.origin.clone(),
-                parser::Depth::Summary,
-            );
-            row_of_command(c)
-        }),
+        Ok(file) => {
+            let row = summary::row_with(&file, || {
+                let name = std::mem::take(&mut found.name);
+                (name, std::mem::replace(&mut found.origin, Origin::Builtin))
+            })
+            .unwrap_or_else(|| {
+                let c = parser::parse_with(
+                    &file,
+                    &found.name,
+                    found.origin.clone(),
+                    parser::Depth::Summary,
+                );
+                row_of_command(c)
+            });
+            discovery::recycle_text(file.text);
+            row
+        }
         Err((d, _)) => unreadable_row(found, d.message),
     }
 }
@@ -458,7 +462,7 @@ fn table(listing: &Listing, out: &Output) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in &listing.commands {
         for (w, cell) in widths.iter_mut().zip(&row_cells(r)) {
-            *w = (*w).max(cell.chars().count());
+            *w = (*w).max(char_count(cell));
         }
     }
     if let Some(total) = out.width() {
@@ -485,7 +489,7 @@ fn table(listing: &Listing, out: &Output) -> String {
             // Cells are the files' text (a description): their control characters are
             // shown, not obeyed by the terminal; one character each, so widths hold.
             let cell = visible(cell);
-            let mut count = cell.chars().count();
+            let mut count = char_count(&cell);
             let mut cell: &str = &cell;
             if count > widths[i] {
                 cut.clear();
@@ -531,6 +535,16 @@ fn table(listing: &Listing, out: &Output) -> String {
         }
     }
     s
+}
+
+/// The characters of `s`: its length when it is ASCII, as almost every cell is (checking
+/// that is a word at a time; counting characters is a loop over every byte).
+fn char_count(s: &str) -> usize {
+    if s.is_ascii() {
+        s.len()
+    } else {
+        s.chars().count()
+    }
 }
 
 /// Appends `n` spaces, a slice at a time (pushing `char`s one by one was most of the cost
@@ -783,6 +797,13 @@ pub(crate) mod tests {
         let (name, _) = crate::discovery::BUILTINS[0];
         assert!(precomputed_builtin_row(name, 0).is_none());
         assert!(precomputed_builtin_row("no-such-builtin", 0).is_none());
+    }
+
+    #[test]
+    fn cells_count_characters_not_bytes() {
+        for s in ["", "abc", "naïve", "日本語 x", "\u{1b}", "…"] {
+            assert_eq!(char_count(s), s.chars().count(), "{s:?}");
+        }
     }
 
     #[test]
