@@ -267,22 +267,8 @@ echo done >> trace
 /// at an operator's terminal: the live display is on. Returns the exit code and every byte
 /// written to the terminal.
 pub fn run_on_terminal(test: Test, cols: u16) -> (i32, String) {
-    let (master, slave) = open_pty();
-    set_size(&master, cols);
-    let (mut cmd, _root) = test.into_command();
-    let out = slave.try_clone().expect("clone the pty slave");
-    let err = slave.try_clone().expect("clone the pty slave");
-    cmd.stdin(Stdio::from(slave))
-        .stdout(Stdio::from(out))
-        .stderr(Stdio::from(err));
-    let mut child = cmd.spawn().expect("spawn nixcmd");
-    drop(cmd);
-    // The master reads end of file (EIO) once nobody holds the slave any more.
-    let (buf, reader) = collect(std::fs::File::from(master));
-    let status = wait_limited(&mut child, LIMIT);
-    let _ = reader.join();
-    let bytes = buf.lock().expect("terminal output").clone();
-    (status, String::from_utf8_lossy(&bytes).into_owned())
+    let out = Spawned::start_on_terminal(test, cols).wait();
+    (out.status, out.stdout)
 }
 
 /// Makes the terminal of `master` 24 rows by `cols` columns.
