@@ -576,12 +576,14 @@ impl Sink for TextRenderer {
                         .max(4);
                     s.push_str(&p.bold(&format!("{:<w$}  {:<12}  DURATION", "STEP", "STATUS")));
                     s.push('\n');
-                    for (id, st, ms, _) in &self.rows {
-                        s.push_str(&format!(
-                            "{id:<w$}  {:<12}  {}\n",
-                            st.label(),
-                            display(Duration::from_millis(*ms))
-                        ));
+                    for (id, st, ms, reason) in &self.rows {
+                        // A skipped step took no time: why it was skipped says more (a
+                        // condition names its variable, never its value).
+                        let last = match (st, reason) {
+                            (StepStatus::Skipped, Some(why)) => self.shown(why),
+                            _ => display(Duration::from_millis(*ms)),
+                        };
+                        s.push_str(&format!("{id:<w$}  {:<12}  {last}\n", st.label()));
                     }
                 }
                 s.push_str(&host_grid(&self.cells, p));
