@@ -14,7 +14,7 @@ use crate::frontmatter;
 use crate::list::Row;
 use crate::outline::ElementKind;
 use crate::outline_scan;
-use crate::parser::{SHELL_LANGUAGES, default_id_base, unique_id};
+use crate::parser::{self, SHELL_LANGUAGES, default_id_base, unique_id};
 use crate::sections::{self, SectionKind};
 use crate::settings;
 use crate::source::SourceFile;
@@ -149,20 +149,7 @@ pub fn row_with(file: &SourceFile, named: impl FnOnce() -> (String, Origin)) -> 
         errors += 1;
     }
     // `unknown-rollback`: needs the rollback blocks' ids, assigned as the parser does.
-    if blocks.iter().any(|b| b.fence.rollback.is_some()) {
-        let ids = assign_ids(&blocks);
-        let is_rollback_id = |target: &str| {
-            blocks
-                .iter()
-                .zip(&ids)
-                .any(|(b, id)| b.phase == Phase::Rollback && id == target)
-        };
-        errors += blocks
-            .iter()
-            .filter_map(|b| b.fence.rollback.as_deref())
-            .filter(|target| !is_rollback_id(target))
-            .count();
-    }
+    errors += unknown_rollbacks(&blocks);
     // `unknown-argument`: `hosts=arg:NAME` without an argument of that name.
     errors += blocks
         .iter()
@@ -336,6 +323,54 @@ const FENCE_BYTE: [u8; 256] = {
     }
     t
 };
+
+/// `unknown-rollback`s: rollback targets no rollback block's id equals. Each target is
+/// looked up without the ids ([`rollback_found`]) when that is sure, else against
+/// [`assign_ids`]' (made once, only then: they cost a string a block).
+fn unknown_rollbacks(blocks: &[BlockFacts]) -> usize {
+    let mut ids: Option<Vec<Cow<str>>> = None;
+    let mut unknown = 0;
+    for target in blocks.iter().filter_map(|b| b.fence.rollback.as_deref()) {
+        let found = rollback_found(blocks, target).unwrap_or_else(|| {
+            let ids = ids.get_or_insert_with(|| assign_ids(blocks));
+            blocks
+                .iter()
+                .zip(ids.iter())
+                .any(|(b, id)| b.phase == Phase::Rollback && id == target)
+        });
+        if !found {
+            unknown += 1;
+        }
+    }
+    unknown
+}
+
+/// Whether a rollback block's id is `target`, by [`assign_ids`]' rules without making the
+/// ids, or `None` when that takes them. Sure when `target` is a valid id that no made-up
+/// id can be (those end in `-dup` or `-N`, a `PHASE-N` too): then only the first block
+/// holding it explicitly has it, else only the first block without an explicit id whose
+/// title's slug it is (the others' ids are made unique against it).
+fn rollback_found(blocks: &[BlockFacts], target: &str) -> Option<bool> {
+    if !attrs::is_valid_id(target)
+        || target.ends_with("-dup")
+        || target.as_bytes().last().is_some_and(u8::is_ascii_digit)
+    {
+        return None;
+    }
+    let holder = match blocks
+        .iter()
+        .find(|b| b.fence.explicit_id.as_deref() == Some(target))
+    {
+        Some(b) => Some(b),
+        None => blocks.iter().find(|b| {
+            b.fence.explicit_id.is_none()
+                && b.title
+                    .as_deref()
+                    .is_some_and(|t| parser::slug_is(t, target))
+        }),
+    };
+    Some(holder.is_some_and(|b| b.phase == Phase::Rollback))
+}
 
 /// Every block's id, in file order, by the parser's rules (`finish_blocks`): an explicit
 /// id as written (a repeated one gets a fresh `ID-dup`), else the slug of its title or
@@ -652,5 +687,97 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    /// The short look-up of a rollback target answers as the made ids do, or not at all;
+    /// and it does answer the usual case (a target named by a rollback block's title).
+    #[test]
+    fn rollback_lookup_equals_the_assigned_ids() {
+        let fence = |id: Option<&'static str>| FenceFacts {
+            runnable: true,
+            explicit_id: id.map(Cow::Borrowed),
+            confirm: false,
+            rollback: None,
+            hosts_arg: None,
+            errors: 0,
+        };
+        let ids = [
+            None,
+            Some("undo"),
+            Some("undo-2"),
+            Some("undo-dup"),
+            Some("x"),
+        ];
+        let titles = [
+            None,
+            Some("undo"),
+            Some("Undo!"),
+            Some(""),
+            Some("undo 2"),
+            Some("x"),
+        ];
+        let phases = [Phase::Step, Phase::Rollback];
+        let mut kinds = Vec::new();
+        for id in ids {
+            for title in titles {
+                for phase in phases {
+                    kinds.push((id, title, phase));
+                }
+            }
+        }
+        let targets = [
+            "undo",
+            "undo-2",
+            "undo-dup",
+            "x",
+            "rollback-1",
+            "Undo",
+            "nope",
+            "",
+        ];
+        let (mut sure, mut all) = (0, 0);
+        for a in &kinds {
+            for b in &kinds {
+                for c in &kinds {
+                    let blocks: Vec<BlockFacts> = [a, b, c]
+                        .iter()
+                        .map(|&&(id, title, phase)| BlockFacts {
+                            phase,
+                            title: title.map(Cow::Borrowed),
+                            fence: fence(id),
+                        })
+                        .collect();
+                    let made = assign_ids(&blocks);
+                    for target in targets {
+                        all += 1;
+                        let by_ids = blocks
+                            .iter()
+                            .zip(&made)
+                            .any(|(b, id)| b.phase == Phase::Rollback && id == target);
+                        if let Some(found) = rollback_found(&blocks, target) {
+                            assert_eq!(found, by_ids, "{target:?} in {:?}", [a, b, c]);
+                            sure += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(sure * 3 > all, "only {sure} of {all}");
+        let usual = [
+            BlockFacts {
+                phase: Phase::Step,
+                title: Some(Cow::Borrowed("Apply")),
+                fence: fence(Some("apply")),
+            },
+            BlockFacts {
+                phase: Phase::Rollback,
+                title: Some(Cow::Borrowed("restore")),
+                fence: fence(None),
+            },
+        ];
+        assert_eq!(rollback_found(&usual, "restore"), Some(true));
+        assert_eq!(rollback_found(&usual, "apply"), Some(false));
+        assert_eq!(rollback_found(&usual, "restore-2"), None);
+        assert_eq!(rollback_found(&usual, "apply-dup"), None);
     }
 }
