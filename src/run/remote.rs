@@ -350,6 +350,11 @@ enum Msg {
     Exited(std::process::ExitStatus),
 }
 
+/// A progress text as shown: not the start of the wrapper's own line, cut by a read.
+fn progress_text(text: &str) -> &str {
+    text.split('\u{1e}').next().unwrap_or_default()
+}
+
 /// Runs `ssh args…` with `wrapper` (made with `key`) on stdin, streaming lines to `observe`
 /// (each read of ssh's output as its lines then [`Observed::ReadDone`]), and the secrets the
 /// wrapper reports, until the remote step ends, times out (then a `stop` line asks the host to
@@ -417,17 +422,26 @@ pub fn run_ssh(
     let mut killed = false;
     let mut ready = false;
     let mut held = String::new();
+    // The newest state of stdout's unfinished line (a progress bar) while held back: a bar
+    // drawn once before the wrapper's `ready` line is read would otherwise never be shown.
+    let mut held_progress: Option<String> = None;
     let mut secret = SecretParts::default();
-    let release = |held: &mut String, observe: &mut dyn FnMut(Seen)| {
-        if held.is_empty() {
-            return;
-        }
-        for line in held.split_terminator('\n') {
-            observe(Seen::Out(Observed::Line(Stream::Stdout, line)));
-        }
-        observe(Seen::Out(Observed::ReadDone));
-        held.clear();
-    };
+    let release =
+        |held: &mut String, progress: &mut Option<String>, observe: &mut dyn FnMut(Seen)| {
+            if !held.is_empty() {
+                for line in held.split_terminator('\n') {
+                    observe(Seen::Out(Observed::Line(Stream::Stdout, line)));
+                }
+                observe(Seen::Out(Observed::ReadDone));
+                held.clear();
+            }
+            if let Some(text) = progress.take() {
+                observe(Seen::Out(Observed::Progress(
+                    Stream::Stdout,
+                    progress_text(&text),
+                )));
+            }
+        };
     loop {
         if exit.is_some()
             && (eofs == 2
@@ -473,9 +487,11 @@ pub fn run_ssh(
         };
         match rx.recv_timeout(wait) {
             Ok(Msg::Lines(Stream::Stdout, lines)) if !ready => {
+                // A newer read: its own unfinished tail, if any, comes as the next progress.
+                held_progress = None;
                 held.push_str(&lines);
                 if held.len() > HELD_MAX {
-                    release(&mut held, observe);
+                    release(&mut held, &mut held_progress, observe);
                 }
             }
             Ok(Msg::Lines(stream, lines)) => {
@@ -501,7 +517,7 @@ pub fn run_ssh(
                         "started" => started = true,
                         "ready" => {
                             ready = true;
-                            release(&mut held, observe);
+                            release(&mut held, &mut held_progress, observe);
                         }
                         "exit" => remote_exit = rest.trim().parse().ok(),
                         "warn" => observe(Seen::Out(Observed::Warning(rest))),
@@ -518,12 +534,10 @@ pub fn run_ssh(
                     heard_at = Some(Instant::now());
                 }
             }
-            // Held back with the lines of its stream.
-            Ok(Msg::Progress(Stream::Stdout, _)) if !ready => {}
+            // Held back with the lines of its stream (only the newest state matters).
+            Ok(Msg::Progress(Stream::Stdout, text)) if !ready => held_progress = Some(text),
             Ok(Msg::Progress(stream, text)) => {
-                // Not the start of the wrapper's own line, cut by a read.
-                let text = text.split('\u{1e}').next().unwrap_or_default();
-                observe(Seen::Out(Observed::Progress(stream, text)));
+                observe(Seen::Out(Observed::Progress(stream, progress_text(&text))));
             }
             Ok(Msg::Eof) => eofs += 1,
             Ok(Msg::Exited(status)) => {
@@ -538,7 +552,7 @@ pub fn run_ssh(
     }
     drop(stop_tx);
     // The wrapper never got ready (it could not start, or the connection broke).
-    release(&mut held, observe);
+    release(&mut held, &mut held_progress, observe);
     if let Some(e) = ended {
         return Ok(e);
     }
