@@ -231,6 +231,15 @@ impl<'a> Engine<'a> {
             opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
             &extra,
         );
+        // A resumed run's `$NIXCMD_ENV` already holds what earlier sessions' steps exported:
+        // its secrets are secrets from the first line this session prints.
+        if resumed {
+            let exported = run.env_vars();
+            redactor.add(
+                exported.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                &extra,
+            );
+        }
         let history = History::load(&cmd.name);
         let (events, events_error) = match run.events_file() {
             Ok(f) => (Some(f), None),

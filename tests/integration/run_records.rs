@@ -178,6 +178,68 @@ fn secrets_named_in_nixcmd_toml_are_redacted() {
     assert!(!log.stdout.contains(VALUE));
 }
 
+/// A secret a step exported through `$NIXCMD_ENV` stayed secret only in the nixcmd that ran
+/// that step: a resumed run (paused at a gate, then `resume --approve`) read the file again
+/// for its steps' environment but not for its redactor, and printed the password of an
+/// earlier step in the log, the events and the output of every step after the pause.
+#[test]
+fn a_secret_exported_before_a_pause_stays_redacted_after_resume() {
+    const PASSWORD: &str = "pw-Rk7wQ3zT9yH2";
+    // base64 of the password, so that the script itself does not contain it.
+    let encoded = "cHctUms3d1EzelQ5eUgy";
+    let runbook = format!(
+        r#"---
+description: Exports a secret, then asks
+nixcmd: {{}}
+---
+# Secret
+
+## Steps
+### Export
+```bash {{id=export}}
+echo "DB_PASSWORD=$(printf '%s' {encoded} | base64 -d)" >> "$NIXCMD_ENV"
+```
+### Use
+```bash {{id=use confirm}}
+echo "password: $DB_PASSWORD"
+```
+"#
+    );
+    let out = Test::new()
+        .runbook("secret.md", &runbook)
+        .args(["run", "secret"])
+        .run();
+    out.assert_status(3);
+    let id = run_id(&only_run(out.root.path()));
+    let out = out
+        .then()
+        .args([
+            "resume",
+            &id,
+            "--approve",
+            "use",
+            "--verbose",
+            "--format",
+            "json",
+        ])
+        .run();
+    out.assert_status(0);
+    let line = events(&out.stdout)
+        .into_iter()
+        .find(|e| e["type"] == "output")
+        .expect("an output event");
+    assert_eq!(line["line"], "password: [REDACTED]");
+    let run = only_run(out.root.path());
+    let log = std::fs::read_to_string(run.join("logs/use.log")).expect("use.log");
+    assert_eq!(
+        log.lines().skip(1).collect::<Vec<_>>(),
+        ["password: [REDACTED]"]
+    );
+    let events_file = std::fs::read_to_string(run.join("events.ndjson")).expect("events");
+    assert!(!events_file.contains(PASSWORD), "{events_file}");
+    assert!(!out.stderr.contains(PASSWORD), "{}", out.stderr);
+}
+
 fn collect_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read folder").flatten() {
         let path = entry.path();
