@@ -479,13 +479,25 @@ impl<'a> Engine<'a> {
             return self.finish(status, failed, Vec::new(), manual);
         }
 
+        // A resumed run that had failed and was rolling back when its nixcmd died: the
+        // failure stands (running the step again could pass over a half-undone machine), and
+        // its rollback runs again, whole, since which of its blocks ended is not recorded.
+        if let Some((id, step_status)) = self.failed_earlier() {
+            status = match step_status {
+                StepStatus::Interrupted => RunStatus::Interrupted,
+                StepStatus::Declined => RunStatus::Declined,
+                _ => RunStatus::Failed,
+            };
+            failed = Some((id, Vec::new()));
+        }
+
         // Steps, then success criteria. `always` blocks wait for the end.
         let main: Vec<&Block> = self
             .cmd
             .steps
             .iter()
             .chain(&self.cmd.success_criteria.checks)
-            .filter(|b| b.runnable && !b.attrs.always)
+            .filter(|b| b.runnable && !b.attrs.always && failed.is_none())
             .collect();
         for block in main {
             if self.done(&block.id) {
@@ -584,6 +596,24 @@ impl<'a> Engine<'a> {
         self.finish(status, failed, left, manual)
     }
 
+    /// In a resumed run, the step or check an earlier session recorded as failed, and how:
+    /// that session had decided to roll back when it died (on a failure it saves progress
+    /// before its rollback starts). Failed hosts are not in it: `resume` sets their steps
+    /// back to pending to run them again (`fleet::reset_for_resume`).
+    fn failed_earlier(&self) -> Option<(String, StepStatus)> {
+        if !self.resumed {
+            return None;
+        }
+        self.progress
+            .steps
+            .iter()
+            .find(|p| {
+                p.phase != "prerequisite"
+                    && (p.status.is_failure() || p.status == StepStatus::Declined)
+            })
+            .map(|p| (p.id.clone(), p.status))
+    }
+
     /// Whether block `id` was started (its first attempt recorded in progress).
     fn progress_started(&self, id: &str) -> bool {
         self.progress.get(id).is_some_and(|p| p.attempts > 0)
@@ -658,6 +688,7 @@ impl<'a> Engine<'a> {
     /// The plan: every block in order with its gates, for `run_started` and `--dry-run`.
     fn plan(&self) -> Vec<PlanItem> {
         let mut items = Vec::new();
+        let failed_earlier = self.failed_earlier().map(|(id, _)| id);
         for b in self.cmd.blocks() {
             let timeout = b
                 .attrs
@@ -684,6 +715,15 @@ impl<'a> Engine<'a> {
                 (false, Some(note))
             } else if self.done(&b.id) {
                 (false, Some("done in an earlier session".into()))
+            } else if let Some(id) = failed_earlier.as_deref()
+                && b.phase != Phase::Prerequisite
+                && !b.attrs.always
+            {
+                let note = match id == b.id {
+                    true => "failed in an earlier session: rolled back now".to_string(),
+                    false => format!("not run: the run failed at `{id}`"),
+                };
+                (false, Some(note))
             } else if b.phase == Phase::Prerequisite {
                 let conditional = b.attrs.when.is_some() || b.attrs.unless.is_some();
                 (

@@ -347,6 +347,92 @@ fn kill_9_at_random_moments_leaves_records_that_resume_finishes() {
     );
 }
 
+/// `verify` fails the first time only; `restore` undoes `switch` and waits for a `go` file,
+/// so that a test can kill nixcmd while it rolls back.
+const ROLLED_BACK: &str = r#"---
+description: Switches, verifies, announces
+nixcmd: {}
+---
+# Switch
+
+## Steps
+### Switch
+```bash {id=switch rollback=restore}
+echo switch >> trace
+```
+### Verify
+```bash {id=verify}
+echo verify >> trace
+[ -e verified-once ] || { touch verified-once; exit 1; }
+```
+### Announce
+```bash {id=announce}
+echo announce >> trace
+```
+
+## Rollback
+### restore
+```bash
+echo restore >> trace
+while [ ! -e go ]; do sleep 0.02; done
+echo restored >> trace
+```
+"#;
+
+/// A run whose nixcmd was killed while it rolled back a failed step: `resume` ran the failed
+/// step again and, when it passed this time, went on and reported success, on a machine
+/// whose `switch` had been undone. The run had failed; resume finishes its rollback.
+#[test]
+fn resume_after_a_kill_during_rollback_finishes_the_rollback() {
+    let run = Spawned::start(
+        Test::new()
+            .runbook("switch.md", ROLLED_BACK)
+            .args(["run", "switch"]),
+    );
+    let root = run.root().to_path_buf();
+    wait_until("the rollback", Duration::from_secs(30), || {
+        project_file(&root, "trace") == "switch\nverify\nrestore\n"
+    });
+    run.signal(libc::SIGKILL);
+    let out = run.wait();
+    // The orphaned rollback block ends once it may.
+    std::fs::write(root.join("project/go"), "").expect("write go");
+    wait_until(
+        "the orphaned rollback block",
+        Duration::from_secs(10),
+        || processes(&format!("{}/state/", root.display())).is_empty(),
+    );
+    let dir = only_run(&root);
+    assert_eq!(read_json(&dir.join("state.json"))["status"], "running");
+    let out = out
+        .then()
+        .args(["resume", &run_id(&dir), "--format", "json"])
+        .run();
+    out.assert_status(1);
+    assert_eq!(
+        project_file(&root, "trace"),
+        "switch\nverify\nrestore\nrestored\nrestore\nrestored\n"
+    );
+    assert_eq!(
+        crate::run_support::event_outline(&crate::run_support::events(&out.stdout)),
+        "run_started\n\
+         rollback_started reason=step `verify` failed blocks=[\"restore\"]\n\
+         step_started step_id=restore attempt=1\n\
+         step_finished step_id=restore status=succeeded exit_code=0\n\
+         run_finished status=failed exit_code=1\n"
+    );
+    let state = read_json(&dir.join("state.json"));
+    assert_eq!(state["status"], "failed");
+    assert_eq!(
+        statuses(&dir),
+        [
+            ("switch".to_string(), "succeeded".to_string()),
+            ("verify".to_string(), "failed".to_string()),
+            ("announce".to_string(), "pending".to_string()),
+        ]
+    );
+}
+
 #[test]
 fn a_second_run_of_the_same_command_is_refused_naming_the_holder() {
     let runbook = WAIT_FOR_GO;
