@@ -634,6 +634,11 @@ pub fn prepare_resume(
             step.status = StepStatus::Pending;
         }
     }
+    if cmd.hash != state.command_hash {
+        // `--force` on a changed file: its steps now are the run's steps.
+        progress.follow(cmd);
+        state.total_steps = records::total_steps(cmd);
+    }
     crate::run::fleet::reset_for_resume(&mut state, &mut progress);
     let bound = crate::run::args::bind(cmd, &state.args, &state.set)?;
     let dir = PathBuf::from(&state.dir);

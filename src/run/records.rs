@@ -97,10 +97,7 @@ impl State {
         dir: &Path,
         dry_run: bool,
     ) -> State {
-        let total = cmd
-            .blocks()
-            .filter(|b| b.runnable && b.phase != crate::command::Phase::Rollback)
-            .count();
+        let total = total_steps(cmd);
         State {
             version: 1,
             run_id: run_id.to_string(),
@@ -234,6 +231,32 @@ impl Progress {
     pub fn get_mut(&mut self, id: &str) -> Option<&mut StepProgress> {
         self.steps.iter_mut().find(|s| s.id == id)
     }
+
+    /// Lists the blocks of `cmd` in its order, each with what is recorded for it (pending
+    /// when nothing is), for a run resumed with `--force` on a changed file: the engine
+    /// records only blocks progress lists, and resume trusts only what progress says ran.
+    /// Entries of blocks the change removed stay, after the others: they ran.
+    pub fn follow(&mut self, cmd: &crate::command::Command) {
+        let mut old = std::mem::take(&mut self.steps);
+        for b in cmd
+            .blocks()
+            .filter(|b| b.phase != crate::command::Phase::Rollback)
+        {
+            self.steps
+                .push(match old.iter().position(|s| s.id == b.id) {
+                    Some(i) => old.remove(i),
+                    None => StepProgress::pending(&b.id, crate::run::engine::phase_name(b.phase)),
+                });
+        }
+        self.steps.append(&mut old);
+    }
+}
+
+/// The blocks a run of `cmd` counts as its steps (`total_steps` in `state.json`).
+pub fn total_steps(cmd: &crate::command::Command) -> usize {
+    cmd.blocks()
+        .filter(|b| b.runnable && b.phase != crate::command::Phase::Rollback)
+        .count()
 }
 
 /// An open run folder.

@@ -240,6 +240,58 @@ fn confirm_without_a_terminal_pauses_and_resume_approve_finishes() {
     insta::assert_snapshot!(normalized(&out));
 }
 
+/// A paused run whose command changed is refused; `--force` resumes it. A step added by the
+/// change ran but was never recorded (progress.json kept the steps of the run's start), so
+/// a `kill -9` after it would run it again on resume, and `runs` and `stats` missed it.
+#[test]
+fn resume_force_runs_and_records_the_steps_of_the_changed_file() {
+    let out = Test::new()
+        .runbook("gated.md", GATED)
+        .args(["run", "gated"])
+        .run();
+    out.assert_status(3);
+    let root = out.root.path().to_path_buf();
+    let run = only_run(&root);
+    let id = run_id(&run);
+    let changed = GATED.replace(
+        "### After",
+        "### Tag\n```bash {id=tag}\necho tag >> trace\n```\n### After",
+    );
+    std::fs::write(root.join("project/.nixcmd/commands/gated.md"), changed).expect("edit");
+
+    let out = out.then().args(["resume", &id, "--approve", "push"]).run();
+    out.assert_status(2);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "error: the command `gated` changed since run {id} started; resuming could run \
+             steps that were never planned\n  hint: review the change, then `nixcmd resume \
+             {id} --force` to resume anyway\n"
+        )
+    );
+    assert_eq!(project_file(&root, "trace"), "prepare\n");
+
+    let out = out
+        .then()
+        .args(["resume", &id, "--approve", "push", "--force"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(project_file(&root, "trace"), "prepare\npush\ntag\nafter\n");
+    assert_eq!(
+        statuses(&run),
+        [
+            ("prepare", "succeeded"),
+            ("push", "succeeded"),
+            ("tag", "succeeded"),
+            ("after", "succeeded"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let state = read_json(&run.join("state.json"));
+    assert_eq!(state["total_steps"], 4);
+    assert_eq!(state["status"], "succeeded");
+}
+
 /// A run started from a file by its path (`nixcmd run runbooks/gated.md`, as `nixcmd new
 /// --dir` suggests) printed a resume command that failed with "unknown command": resume
 /// looked the command up by name. It reads the file the run started from, from anywhere.
