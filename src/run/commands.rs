@@ -597,6 +597,23 @@ fn refuse_left_behind(run_id: &str) -> Result<(), Failure> {
     )))
 }
 
+/// Refuses to resume a run whose working folder is gone (a checkout removed, a disk not
+/// mounted): every block would fail to start there, rollback included, and the run would
+/// end for good; refused, it stays resumable once the folder is back.
+fn refuse_missing_dir(state: &State) -> Result<(), Failure> {
+    let why = match std::fs::metadata(&state.dir) {
+        Ok(m) if m.is_dir() => return Ok(()),
+        Ok(_) => "is no longer a folder".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "is gone".to_string(),
+        Err(e) => format!("cannot be used: {e}"),
+    };
+    Err(Failure::usage(format!(
+        "run {} works in {}, which {why}; nothing was run",
+        state.run_id, state.dir
+    ))
+    .with_hint("bring the folder back (a checkout, a mount), then resume again"))
+}
+
 /// Reopens a paused or interrupted run: refuses one that ended, or whose command changed
 /// (unless `force`); takes the lock; the interrupted step runs again and a paused gate is
 /// asked again.
@@ -615,6 +632,7 @@ pub fn prepare_resume(
         ))
         .with_hint(format!("review the change, then `nixcmd resume {} --force` to resume anyway", state.run_id)));
     }
+    refuse_missing_dir(&state)?;
     let lock = if state.dry_run {
         None
     } else {

@@ -735,6 +735,53 @@ fn a_dir_that_is_missing_or_a_file_is_named_as_such() {
     );
 }
 
+/// A paused run whose working folder is gone (a checkout removed, a disk not mounted):
+/// `resume` started the approved step anyway, which failed as "cannot start bash: No such
+/// file or directory", rolled back in that same missing folder, and ended the run for good
+/// (exit 5). It is refused before anything runs and stays resumable.
+#[test]
+fn resume_refuses_a_run_whose_folder_is_gone() {
+    let out = Test::new()
+        .runbook("gated.md", GATED)
+        .dir("work")
+        .args(["run", "gated", "--dir", "../work"])
+        .run();
+    out.assert_status(3);
+    let root = out.root.path().to_path_buf();
+    assert_eq!(
+        std::fs::read_to_string(root.join("work/trace")).unwrap_or_default(),
+        "prepare\n"
+    );
+    let id = run_id(&only_run(&root));
+    std::fs::remove_dir_all(root.join("work")).expect("remove the folder");
+
+    let out = out.then().args(["resume", &id, "--approve", "push"]).run();
+    assert_eq!(
+        (out.status, out.filter(&out.stderr)),
+        (
+            2,
+            format!(
+                "error: run {id} works in [TEMP]/project/../work, which is gone; nothing was run\n  \
+                 hint: bring the folder back (a checkout, a mount), then resume again\n"
+            )
+        )
+    );
+    assert!(!root.join("work").exists());
+    let run = only_run(&root);
+    assert_eq!(
+        read_json(&run.join("state.json"))["status"],
+        "awaiting_confirmation"
+    );
+
+    std::fs::create_dir(root.join("work")).expect("bring it back");
+    let out = out.then().args(["resume", &id, "--approve", "push"]).run();
+    out.assert_status(0);
+    assert_eq!(
+        std::fs::read_to_string(root.join("work/trace")).expect("trace"),
+        "push\nafter\n"
+    );
+}
+
 #[test]
 fn a_missing_required_argument_exits_2() {
     let out = Test::new()
