@@ -710,6 +710,19 @@ pub enum Observed<'a> {
 }
 
 /// [`run_group`], also told when the process has started (before any of its output).
+/// A spawn that failed because the working folder is gone (a step removed it, a checkout
+/// was deleted) says so: the error alone, "No such file or directory", reads as if bash were
+/// missing.
+fn missing_cwd(e: std::io::Error, cwd: &Path) -> std::io::Error {
+    if e.kind() == std::io::ErrorKind::NotFound && !cwd.is_dir() {
+        return std::io::Error::new(
+            e.kind(),
+            format!("its working folder {} is gone", cwd.display()),
+        );
+    }
+    e
+}
+
 pub fn run_group_observed(
     spec: &GroupSpec,
     cancel: &Cancel,
@@ -727,7 +740,8 @@ pub fn run_group_observed(
         Some(spec.cwd),
         &env,
         spec.stdin.is_some(),
-    )?;
+    )
+    .map_err(|e| missing_cwd(e, spec.cwd))?;
     let pgid = child.id() as i32;
     observe(Observed::Spawned);
     if let (Some(bytes), Some(mut pipe)) = (spec.stdin.clone(), child.stdin.take()) {

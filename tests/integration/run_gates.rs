@@ -782,6 +782,30 @@ fn resume_refuses_a_run_whose_folder_is_gone() {
     );
 }
 
+/// A step that removes the run's working folder: the next block cannot start there. It said
+/// "cannot start bash: No such file or directory", as if bash were missing.
+#[test]
+fn a_block_whose_working_folder_is_gone_says_so() {
+    let out = Test::new()
+        .runbook(
+            "gone.md",
+            "---\ndescription: Removes its folder\nnixcmd: {}\n---\n# Gone\n\n## Steps\n\
+             ### Remove\n```bash {id=remove}\nrmdir \"$PWD\"\n```\n\
+             ### Next\n```bash {id=next}\necho next\n```\n",
+        )
+        .dir("work")
+        .args(["run", "gone", "--dir", "../work", "--format", "json"])
+        .run();
+    out.assert_status(1);
+    let last = events(&out.stdout).pop().expect("events");
+    assert_eq!(last["type"], "run_finished");
+    assert_eq!(last["failed_step"], "next");
+    assert_eq!(
+        out.filter(&last["log_tail"][0].to_string()),
+        "\"cannot start bash: its working folder [TEMP]/project/../work is gone\""
+    );
+}
+
 #[test]
 fn a_missing_required_argument_exits_2() {
     let out = Test::new()
