@@ -109,6 +109,20 @@ pub fn bind(cmd: &Command, values: &[String], set: &[String]) -> Result<BoundArg
                     .with_hint("use letters, digits and `_`, e.g. --set SERVICE_NAME=nginx"),
             );
         }
+        // Later in a block's environment than nixcmd's own variables, a `--set` of one of
+        // them would win: an argument's value past its `pattern`, `$NIXCMD_ENV` pointing
+        // where nixcmd never reads (exports lost, their secrets unredacted).
+        if key.starts_with("NIXCMD_") || key == "ARGUMENTS" {
+            return Err(
+                Failure::usage(format!("--set {key}: nixcmd sets {key} itself")).with_hint(
+                    format!(
+                        "give arguments as values (`nixcmd /{} VALUE…`); --set is for the other \
+                         variables a block reads",
+                        cmd.name
+                    ),
+                ),
+            );
+        }
         env.push((key.to_string(), value.to_string()));
     }
     Ok(BoundArgs {

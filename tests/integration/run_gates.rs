@@ -710,6 +710,53 @@ fn values_a_command_would_ignore_are_refused_before_anything_runs() {
     assert!(crate::run_support::run_dirs(out.root.path()).is_empty());
 }
 
+/// `--set` took any name, nixcmd's own included: `--set NIXCMD_ARG_INPUT=…` replaced a
+/// validated argument with a value its `pattern` refuses, and `--set NIXCMD_ENV=…` sent the
+/// steps' exports to a file nixcmd never reads (later steps lost them, and a secret exported
+/// there was printed unredacted). Names nixcmd sets are refused before anything runs.
+#[test]
+fn set_refuses_the_names_nixcmd_sets_itself() {
+    let book = r#"---
+description: A pattern guards the argument
+nixcmd:
+  args:
+    input: { required: true, pattern: "^[a-z]+$" }
+---
+# Pinned
+
+## Steps
+### Update
+```bash {id=update}
+echo "$NIXCMD_ARG_INPUT" > got
+```
+"#;
+    for (set, name) in [
+        ("NIXCMD_ARG_INPUT=x; touch pwned", "NIXCMD_ARG_INPUT"),
+        ("NIXCMD_ENV=/tmp/elsewhere", "NIXCMD_ENV"),
+        ("ARGUMENTS=other", "ARGUMENTS"),
+    ] {
+        let out = Test::new()
+            .runbook("pinned.md", book)
+            .args(["run", "pinned", "nixpkgs", "--set", set])
+            .run();
+        assert_eq!(
+            (out.status, out.stderr.clone()),
+            (
+                2,
+                format!(
+                    "error: --set {name}: nixcmd sets {name} itself\n  hint: give arguments \
+                     as values (`nixcmd /pinned VALUE…`); --set is for the other variables a \
+                     block reads\n"
+                )
+            ),
+            "--set {set}"
+        );
+        let root = out.root.path();
+        assert!(!root.join("project/got").exists());
+        assert!(crate::run_support::run_dirs(root).is_empty());
+    }
+}
+
 #[test]
 fn a_dir_that_is_missing_or_a_file_is_named_as_such() {
     let test = Test::new().file("project/notes.txt", "x\n");
