@@ -1018,7 +1018,7 @@ fn progress_json_says_why_each_skipped_step_did_not_run() {
                 (s["id"].as_str().unwrap().to_string(), reason)
             })
             .collect();
-        (text, reasons)
+        (text, reasons, out)
     };
     let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
         list.iter()
@@ -1027,7 +1027,7 @@ fn progress_json_says_why_each_skipped_step_did_not_run() {
     };
 
     // `--skip` and the three ways a condition does not hold.
-    let (text, reasons) = skips(&["--skip", "two"]);
+    let (text, reasons, out) = skips(&["--skip", "two"]);
     assert_eq!(
         reasons,
         pairs(&[
@@ -1052,8 +1052,25 @@ fn progress_json_says_why_each_skipped_step_did_not_run() {
         let entry = skipped_entry(id, phase, reason);
         assert!(text.contains(&entry), "{entry}\nnot in:\n{text}");
     }
+    // A skipped step has no log: `log` and `log --follow` say why.
+    let id = run_id(&only_run(out.root.path()));
+    for follow in [&[][..], &["--follow"][..]] {
+        let log = Test::sharing_state(out.root.path())
+            .args(["log", &id, "two"])
+            .args(follow.iter().copied())
+            .run();
+        log.assert_status(2);
+        assert_eq!(
+            log.stderr,
+            format!(
+                "error: run {id} has no log for step `two`: it was skipped (--skip)\n  \
+                 hint: logs: one, five\n"
+            ),
+            "{follow:?}"
+        );
+    }
 
-    let (text, reasons) = skips(&["--only", "five"]);
+    let (text, reasons, _) = skips(&["--only", "five"]);
     assert_eq!(
         reasons,
         pairs(&[
@@ -1068,7 +1085,7 @@ fn progress_json_says_why_each_skipped_step_did_not_run() {
     let entry = skipped_entry("one", "step", "not in --only");
     assert!(text.contains(&entry), "{entry}\nnot in:\n{text}");
 
-    let (text, reasons) = skips(&["--from", "four"]);
+    let (text, reasons, _) = skips(&["--from", "four"]);
     assert_eq!(
         reasons,
         pairs(&[
@@ -1083,7 +1100,7 @@ fn progress_json_says_why_each_skipped_step_did_not_run() {
     let entry = skipped_entry("three", "step", "before --from four");
     assert!(text.contains(&entry), "{entry}\nnot in:\n{text}");
 
-    let (text, reasons) = skips(&["--dry-run"]);
+    let (text, reasons, _) = skips(&["--dry-run"]);
     assert_eq!(
         reasons,
         pairs(&[
