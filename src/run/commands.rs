@@ -785,9 +785,9 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
 }
 
 pub fn log(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failure> {
-    let (path, _) = records::find_run(run).map_err(Failure::usage)?;
-    let logs = path.join("logs");
-    let present = present_logs(&path);
+    let (run_path, _) = records::find_run(run).map_err(Failure::usage)?;
+    let logs = run_path.join("logs");
+    let present = present_logs(&run_path);
     // Logs are streamed, not read whole: a chatty step's log can be gigabytes.
     let copy = |file: &mut std::fs::File, path: &std::path::Path| {
         cx.out
@@ -797,7 +797,8 @@ pub fn log(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failure>
     match step {
         Some(step) if present.iter().any(|n| n == step) => {
             let path = logs.join(format!("{step}.log"));
-            let mut file = std::fs::File::open(&path).map_err(|_| no_log(run, step, &present))?;
+            let mut file =
+                std::fs::File::open(&path).map_err(|_| no_log(&run_path, run, step, &present))?;
             copy(&mut file, &path)?;
         }
         // A fan-out step has a log per host (`<step>@<host>`) and none of its own: its hosts'
@@ -812,7 +813,7 @@ pub fn log(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failure>
                 copy(&mut file, &path)?;
             }
         }
-        Some(step) => return Err(no_log(run, step, &present)),
+        Some(step) => return Err(no_log(&run_path, run, step, &present)),
         None => {
             for n in &present {
                 let path = logs.join(format!("{n}.log"));
@@ -889,12 +890,21 @@ pub fn log_header(cx: &Context, name: &str) -> String {
     format!("{}\n", cx.out.out.bold(&format!("==> {name} <==")))
 }
 
-/// The run has no log for `step` (`present`: the logs it has, for the hint).
-pub fn no_log(run: &str, step: &str, present: &[String]) -> Failure {
+/// The run at `path` has no log for `step` (`present`: the logs it has, for the hint). A step
+/// it skipped has none: that is said, with why (`progress.json`), rather than left to guess.
+pub fn no_log(path: &std::path::Path, run: &str, step: &str, present: &[String]) -> Failure {
     let hint = crate::suggest::closest(step, present.iter().map(String::as_str))
         .map(|s| format!("did you mean `{s}`?"))
         .unwrap_or_else(|| format!("logs: {}", present.join(", ")));
-    Failure::usage(format!("run {run} has no log for step `{step}`")).with_hint(hint)
+    let progress = records::read_progress(path).unwrap_or_default();
+    let skipped = match progress.get(step) {
+        Some(p) if p.status == StepStatus::Skipped => match &p.reason {
+            Some(why) => format!(": it was skipped ({why})"),
+            None => ": it was skipped".to_string(),
+        },
+        _ => String::new(),
+    };
+    Failure::usage(format!("run {run} has no log for step `{step}`{skipped}")).with_hint(hint)
 }
 
 /// A run's status as `runs` shows it: `stopped` for a run left `running` by a nixcmd that is

@@ -673,6 +673,7 @@ impl<'a> Engine<'a> {
     pub(super) fn mark_skipped(&mut self, block: &Block, reason: &str) {
         if let Some(p) = self.progress.get_mut(&block.id) {
             p.status = StepStatus::Skipped;
+            p.reason = Some(reason.to_string());
         }
         self.emit(EventKind::StepFinished {
             step_id: block.id.clone(),

@@ -42,7 +42,7 @@ pub fn follow(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failu
         && !present.iter().any(|n| selected(n, step))
         && !(alive && known_step(&path, step))
     {
-        return Err(no_log(run, step, &present));
+        return Err(no_log(&path, run, step, &present));
     }
     let mut stdout = std::io::stdout().lock();
     let mut out = Headed::new(&mut stdout);

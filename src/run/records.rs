@@ -162,6 +162,12 @@ pub struct StepProgress {
     pub duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// Why a `skipped` step did not run, as its `step_finished` event says (`--skip`,
+    /// `not in --only`, `before --from X`, `dry run: not readonly`, `when=X: X is not set`…):
+    /// named like the event's field and the host entries'. It names a condition's variable,
+    /// never its value. Absent for every other status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// Per host, for a step that fans out (`hosts=`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<HostProgress>,
@@ -195,6 +201,7 @@ impl StepProgress {
             completed: None,
             duration_ms: None,
             exit_code: None,
+            reason: None,
             hosts: Vec::new(),
         }
     }
@@ -1078,6 +1085,13 @@ mod tests {
             exit_code: Some(1),
             reason: Some("exited with status 1".into()),
         });
+        check(&run, &progress);
+        // A skip's reason is part of the entry: a changed reason is a changed entry.
+        let c = &mut progress.steps[2];
+        c.status = StepStatus::Skipped;
+        c.reason = Some("--skip".into());
+        check(&run, &progress);
+        progress.steps[2].reason = Some("when=X: X is not set".into());
         check(&run, &progress);
         progress.steps.truncate(1);
         check(&run, &progress);

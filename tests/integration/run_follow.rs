@@ -5,7 +5,8 @@
 //! whenever the output switches to another log, then how the run ended).
 
 use crate::run_support::{
-    Spawned, WAIT_FOR_GO, normalize, only_run, project_file, run_id, wait_until,
+    KillLeftBehindOnPanic, Spawned, WAIT_FOR_GO, normalize, only_run, project_file, run_id,
+    wait_until,
 };
 use crate::support::{Output, Test};
 use std::path::Path;
@@ -284,6 +285,7 @@ fn follow_of_a_run_whose_nixcmd_was_killed_ends_and_says_so() {
         &[],
         "── wait attempt",
     );
+    let _left = KillLeftBehindOnPanic(root.to_path_buf());
     run.signal(libc::SIGKILL);
     let _ran = run.wait();
     let out = follow.wait();

@@ -214,3 +214,68 @@ echo ' ok'
         ]
     );
 }
+
+/// An unfinished stdout line, then a whole line on stderr, then more of the stdout line.
+const PARTIAL_THEN_STDERR: &str = r#"---
+description: A partial line and a warning
+nixcmd: {}
+---
+# Warned
+
+## Steps
+### Build
+```bash {id=build}
+printf 'phase one... '
+while [ ! -e warn ]; do sleep 0.02; done
+echo "warning: slow mirror" >&2
+while [ ! -e more ]; do sleep 0.02; done
+printf 'still going'
+while [ ! -e go ]; do sleep 0.02; done
+echo
+```
+"#;
+
+/// The live line shows what the step printed last, from either stream, as a terminal would
+/// (where the warning would follow `phase one... ` on its row): a whole stderr line after
+/// an unfinished stdout line replaces it and stays, however long stdout is quiet; the stdout
+/// line comes back when the step adds to it.
+#[test]
+fn the_live_line_shows_the_newest_output_of_either_stream() {
+    let run = Spawned::start_on_terminal(
+        Test::new()
+            .runbook("warned.md", PARTIAL_THEN_STDERR)
+            .env_remove("CI")
+            .args(["run", "warned", "--color", "never"]),
+        100,
+    );
+    let root = run.root().to_path_buf();
+    let newest_ends_with = |tail: &str| {
+        live_rows(&run.stdout_so_far())
+            .iter()
+            .rev()
+            .find(|row| row.contains(" build  "))
+            .is_some_and(|row| row.ends_with(tail))
+    };
+    wait_until("the partial line", LIMIT, || {
+        newest_ends_with("  phase one...")
+    });
+    std::fs::write(root.join("project/warn"), "").expect("let the step warn");
+    wait_until("the warning", LIMIT, || {
+        newest_ends_with("  warning: slow mirror")
+    });
+    // Quiet stdout does not bring its older, unfinished line back (the live line is redrawn
+    // every 100 ms, the unfinished line was offered after 100 ms of quiet).
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(
+        newest_ends_with("  warning: slow mirror"),
+        "{:?}",
+        run.stdout_so_far()
+    );
+    std::fs::write(root.join("project/more"), "").expect("let the step go on");
+    wait_until("the grown partial line", LIMIT, || {
+        newest_ends_with("  phase one... still going")
+    });
+    std::fs::write(root.join("project/go"), "").expect("let the step end");
+    let out = run.wait();
+    out.assert_status(0);
+}

@@ -990,3 +990,190 @@ echo unlock >> trace
         )
     );
 }
+
+/// Every step `skips` lists: these are the skips the progress entries must show.
+const SKIPS: &str = r#"---
+description: Steps skipped every way there is
+nixcmd: {}
+---
+# Skips
+
+## Prerequisites
+```bash {id=tool when=HAVE_TOOL readonly}
+echo tool
+```
+
+## Steps
+### One
+```bash {id=one}
+echo "MODE=off" >>"$NIXCMD_ENV"
+```
+### Two
+```bash {id=two}
+echo two
+```
+### Three
+```bash {id=three when=MODE}
+echo three
+```
+### Four
+```bash {id=four unless=TOKEN}
+echo four
+```
+### Five
+```bash {id=five readonly}
+echo five
+```
+"#;
+
+/// The exact `progress.json` entry of a skipped step, as it is indented in the file.
+fn skipped_entry(id: &str, phase: &str, reason: &str) -> String {
+    format!(
+        "    {{\n      \"id\": \"{id}\",\n      \"phase\": \"{phase}\",\n      \
+         \"status\": \"skipped\",\n      \"attempts\": 0,\n      \"reason\": {}\n    }}",
+        serde_json::to_string(reason).unwrap()
+    )
+}
+
+/// `progress.json` says why each skipped step did not run, in the words of its
+/// `step_finished` event, and no other entry has a reason. A condition's reason names the
+/// variable, never its value (which may be a secret).
+#[test]
+fn progress_json_says_why_each_skipped_step_did_not_run() {
+    let skips = |args: &[&str]| {
+        let out = Test::new()
+            .runbook("skips.md", SKIPS)
+            .env_remove("HAVE_TOOL")
+            .env("TOKEN", "s3cr3t-t0ken")
+            .arg("run")
+            .arg("skips")
+            .args(args.iter().copied())
+            .args(["--yes", "--format", "json"])
+            .run();
+        out.assert_status(0);
+        let run = only_run(out.root.path());
+        let text = std::fs::read_to_string(run.join("progress.json")).unwrap();
+        assert!(!text.contains("s3cr3t"), "{text}");
+        // The entries' reasons are their events' reasons.
+        let progress = read_json(&run.join("progress.json"));
+        for e in events(&out.stdout)
+            .iter()
+            .filter(|e| e["type"] == "step_finished" && e["status"] == "skipped")
+        {
+            let entry = progress["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["id"] == e["step_id"])
+                .unwrap();
+            assert_eq!(entry["reason"], e["reason"], "{text}");
+        }
+        let reasons: Vec<(String, String)> = progress["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let reason = match s.get("reason") {
+                    Some(r) => r.as_str().unwrap().to_string(),
+                    None => "-".to_string(),
+                };
+                (s["id"].as_str().unwrap().to_string(), reason)
+            })
+            .collect();
+        (text, reasons, out)
+    };
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+
+    // `--skip` and the three ways a condition does not hold.
+    let (text, reasons, out) = skips(&["--skip", "two"]);
+    assert_eq!(
+        reasons,
+        pairs(&[
+            ("tool", "when=HAVE_TOOL: HAVE_TOOL is not set"),
+            ("one", "-"),
+            ("two", "--skip"),
+            ("three", "when=MODE: MODE is not true"),
+            ("four", "unless=TOKEN: TOKEN is true"),
+            ("five", "-"),
+        ])
+    );
+    for (id, phase, reason) in [
+        (
+            "tool",
+            "prerequisite",
+            "when=HAVE_TOOL: HAVE_TOOL is not set",
+        ),
+        ("two", "step", "--skip"),
+        ("three", "step", "when=MODE: MODE is not true"),
+        ("four", "step", "unless=TOKEN: TOKEN is true"),
+    ] {
+        let entry = skipped_entry(id, phase, reason);
+        assert!(text.contains(&entry), "{entry}\nnot in:\n{text}");
+    }
+    // A skipped step has no log: `log` and `log --follow` say why.
+    let id = run_id(&only_run(out.root.path()));
+    for follow in [&[][..], &["--follow"][..]] {
+        let log = Test::sharing_state(out.root.path())
+            .args(["log", &id, "two"])
+            .args(follow.iter().copied())
+            .run();
+        log.assert_status(2);
+        assert_eq!(
+            log.stderr,
+            format!(
+                "error: run {id} has no log for step `two`: it was skipped (--skip)\n  \
+                 hint: logs: one, five\n"
+            ),
+            "{follow:?}"
+        );
+    }
+
+    let (text, reasons, _) = skips(&["--only", "five"]);
+    assert_eq!(
+        reasons,
+        pairs(&[
+            ("tool", "when=HAVE_TOOL: HAVE_TOOL is not set"),
+            ("one", "not in --only"),
+            ("two", "not in --only"),
+            ("three", "not in --only"),
+            ("four", "not in --only"),
+            ("five", "-"),
+        ])
+    );
+    let entry = skipped_entry("one", "step", "not in --only");
+    assert!(text.contains(&entry), "{entry}\nnot in:\n{text}");
+
+    let (text, reasons, _) = skips(&["--from", "four"]);
+    assert_eq!(
+        reasons,
+        pairs(&[
+            ("tool", "when=HAVE_TOOL: HAVE_TOOL is not set"),
+            ("one", "before --from four"),
+            ("two", "before --from four"),
+            ("three", "before --from four"),
+            ("four", "unless=TOKEN: TOKEN is true"),
+            ("five", "-"),
+        ])
+    );
+    let entry = skipped_entry("three", "step", "before --from four");
+    assert!(text.contains(&entry), "{entry}\nnot in:\n{text}");
+
+    let (text, reasons, _) = skips(&["--dry-run"]);
+    assert_eq!(
+        reasons,
+        pairs(&[
+            ("tool", "when=HAVE_TOOL: HAVE_TOOL is not set"),
+            ("one", "dry run: not readonly"),
+            ("two", "dry run: not readonly"),
+            ("three", "dry run: not readonly"),
+            ("four", "dry run: not readonly"),
+            ("five", "-"),
+        ])
+    );
+    let entry = skipped_entry("one", "step", "dry run: not readonly");
+    assert!(text.contains(&entry), "{entry}\nnot in:\n{text}");
+}

@@ -7,8 +7,8 @@
 //! finds every process a test started.
 
 use crate::run_support::{
-    Spawned, WAIT_FOR_GO, normalized, only_run, processes, project_file, read_json, run_dirs,
-    run_id, statuses, wait_until,
+    KillLeftBehindOnPanic, Spawned, WAIT_FOR_GO, normalized, only_run, processes, project_file,
+    read_json, run_dirs, run_id, statuses, wait_until,
 };
 use crate::support::Test;
 use std::path::Path;
@@ -478,6 +478,7 @@ fn a_run_whose_nixcmd_was_killed_is_listed_as_stopped_not_running() {
             .args(["run", "wait"]),
     );
     let root = run.root().to_path_buf();
+    let _left = KillLeftBehindOnPanic(root.clone());
     wait_until("the step", Duration::from_secs(30), || {
         project_file(&root, "trace") == "waiting\n"
     });
@@ -835,4 +836,89 @@ echo deployed >> trace
         "{}",
         out.stdout
     );
+}
+
+/// A test that fails while its nixcmd runs (an assertion before `wait`) stops that nixcmd as
+/// Ctrl-C would before its folder goes: no nixcmd and no step of it outlives the test, where
+/// the step would loop on, waiting for a file in a folder that no longer exists.
+#[test]
+fn a_run_left_by_a_failing_test_is_stopped_with_its_step() {
+    let mut seen = None;
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let run = Spawned::start(
+            Test::new()
+                .runbook("wait.md", WAIT_FOR_GO)
+                .args(["run", "wait"]),
+        );
+        let root = run.root().to_path_buf();
+        wait_until("the step", Duration::from_secs(30), || {
+            project_file(&root, "trace") == "waiting\n"
+        });
+        let shell = processes(&marker(&root))
+            .iter()
+            .find(|l| l.ends_with("/scripts/wait.sh"))
+            .and_then(|l| l.split_once(' '))
+            .map(|(pid, _)| pid.to_string())
+            .expect("the step's shell is running");
+        seen = Some((run.pid(), shell, root));
+        panic!("an assertion fails while nixcmd runs");
+    }));
+    assert!(failed.is_err());
+    let (nixcmd, shell, root) = seen.expect("the run started");
+    let gone = |pid: &str| !Path::new("/proc").join(pid).exists();
+    assert!(gone(&nixcmd.to_string()), "nixcmd is stopped and reaped");
+    assert!(gone(&shell), "the step's shell is stopped");
+    assert_eq!(processes(&marker(&root)), Vec::<String>::new());
+    assert!(!root.exists(), "the test's folder is removed");
+}
+
+/// Nobody reads nixcmd's output any more and its state and project folders are gone (the
+/// test that started it failed and dropped them): nixcmd does not exit and leave its step
+/// running (no SIGPIPE, write error or records failure ends it); it keeps the step until it
+/// is stopped, then stops it.
+#[test]
+fn a_run_without_readers_or_folders_keeps_its_step_until_stopped_then_stops_it() {
+    let test = Test::new()
+        .runbook("wait.md", WAIT_FOR_GO)
+        .args(["run", "wait", "--format", "json"]);
+    let (mut cmd, root) = test.into_command();
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn nixcmd");
+    let _left = KillLeftBehindOnPanic(root.path().to_path_buf());
+    wait_until("the step", Duration::from_secs(30), || {
+        project_file(root.path(), "trace") == "waiting\n"
+    });
+    let shell = processes(&marker(root.path()))
+        .iter()
+        .find(|l| l.ends_with("/scripts/wait.sh"))
+        .and_then(|l| l.split_once(' '))
+        .map(|(pid, _)| pid.to_string())
+        .expect("the step's shell is running");
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    std::fs::remove_dir_all(root.path().join("state")).expect("remove the state folder");
+    std::fs::remove_dir_all(root.path().join("project")).expect("remove the project");
+    std::thread::sleep(Duration::from_secs(1));
+    let alive = |pid: &str| Path::new("/proc").join(pid).exists();
+    assert!(child.try_wait().expect("wait").is_none(), "nixcmd runs on");
+    assert!(alive(&shell), "its step runs on");
+    // SAFETY: kill(2) on our own child, which has not been reaped yet.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let until = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < until, "nixcmd did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130));
+    assert!(!alive(&shell), "its step is stopped");
+    assert_eq!(processes(&marker(root.path())), Vec::<String>::new());
 }

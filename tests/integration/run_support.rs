@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use crate::support::{Output, Test, filter_paths};
+use crate::support::{Output, Test, filter_paths, kill_left_behind};
 use regex::Regex;
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -20,13 +20,17 @@ use std::time::{Duration, Instant};
 pub const LIMIT: Duration = Duration::from_secs(60);
 
 /// A nixcmd process started by the test: stdin is /dev/null or a pseudo-terminal, stdout and
-/// stderr are collected as they come.
+/// stderr are collected as they come. Dropped while nixcmd still runs (a test that fails
+/// before [`Spawned::wait`]), it stops nixcmd as Ctrl-C would (see [`stop`]) before its
+/// folders go: a run left going would outlive the test, its step looping in a folder that no
+/// longer exists.
 pub struct Spawned {
     child: Child,
-    root: tempfile::TempDir,
+    /// `None` only once [`Spawned::wait`] has handed it to the [`Output`].
+    root: Option<tempfile::TempDir>,
     started: Instant,
-    stdout: Collected,
-    stderr: Collected,
+    stdout: Option<Collected>,
+    stderr: Option<Collected>,
     /// The terminal's master side, kept open while nixcmd runs.
     tty: Option<std::fs::File>,
 }
@@ -119,10 +123,10 @@ impl Spawned {
         let stdout = collect(std::fs::File::from(master));
         Spawned {
             child,
-            root,
+            root: Some(root),
             started,
-            stdout,
-            stderr: collect(std::io::empty()),
+            stdout: Some(stdout),
+            stderr: Some(collect(std::io::empty())),
             tty: None,
         }
     }
@@ -147,10 +151,10 @@ impl Spawned {
         let stderr = collect(child.stderr.take().expect("piped stderr"));
         Spawned {
             child,
-            root,
+            root: Some(root),
             started,
-            stdout,
-            stderr,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
             tty: None,
         }
     }
@@ -165,21 +169,21 @@ impl Spawned {
     }
 
     pub fn root(&self) -> &Path {
-        self.root.path()
+        self.root.as_ref().expect("the test folder").path()
     }
 
     pub fn project(&self) -> PathBuf {
-        self.root.path().join("project")
+        self.root().join("project")
     }
 
     /// What nixcmd has written to stdout so far.
     pub fn stdout_so_far(&self) -> String {
-        String::from_utf8_lossy(&self.stdout.0.lock().expect("stdout buffer")).into_owned()
+        so_far(self.stdout.as_ref())
     }
 
     /// What nixcmd has written to stderr so far.
     pub fn stderr_so_far(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.0.lock().expect("stderr buffer")).into_owned()
+        so_far(self.stderr.as_ref())
     }
 
     /// Sends a signal to nixcmd itself (not to its steps' process groups).
@@ -192,21 +196,83 @@ impl Spawned {
 
     /// Waits for the process to end (failing the test after [`LIMIT`]).
     pub fn wait(mut self) -> Output {
-        let status = wait_limited(&mut self.child, LIMIT);
+        let root = self.root.as_ref().expect("the test folder").path();
+        let status = wait_limited(&mut self.child, LIMIT, root);
         drop(self.tty.take());
-        let text = |(buf, reader): Collected| {
+        let text = |collected: Option<Collected>| {
+            let (buf, reader) = collected.expect("output collected once");
             let _ = reader.join();
             let bytes = buf.lock().expect("output buffer").clone();
             String::from_utf8_lossy(&bytes).into_owned()
         };
         Output {
-            stdout: text(self.stdout),
-            stderr: text(self.stderr),
+            stdout: text(self.stdout.take()),
+            stderr: text(self.stderr.take()),
             status,
             elapsed: self.started.elapsed(),
-            root: self.root,
+            root: self.root.take().expect("the test folder"),
         }
     }
+}
+
+impl Drop for Spawned {
+    /// Runs before the fields are dropped: nixcmd stops (and rolls back) while its state and
+    /// project folders still exist. Never panics: it may run while a failed test unwinds.
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        if let Some(root) = &self.root {
+            stop(&mut self.child, root.path());
+        }
+    }
+}
+
+/// How long a nixcmd told to stop (SIGINT, as Ctrl-C) has to end its step and roll back
+/// before it is killed: its own escalation to SIGKILL takes 2 × 2 s, a rollback a little
+/// more.
+const STOP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Stops a nixcmd that still runs: SIGINT, as an operator's Ctrl-C (the step's group is
+/// stopped and rolled back), then, if it has not exited within [`STOP_LIMIT`], SIGKILL; it is
+/// reaped either way. A SIGKILL leaves nixcmd's step running, as `kill -9` of a run does
+/// (nothing can stop it for nixcmd then): those processes, found by the state folder of the
+/// test under `root` in their environment, are killed too.
+fn stop(child: &mut Child, root: &Path) {
+    // SAFETY: kill(2) on our own child, which has not been reaped yet.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let until = Instant::now() + STOP_LIMIT;
+    while Instant::now() < until {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    kill_left_behind(root);
+}
+
+/// For a test that kills nixcmd with SIGKILL on purpose: the step runs on, as `kill -9`
+/// leaves it, until the test lets it end (a `WAIT_FOR_GO` step waits for a `go` file). Should
+/// the test fail before that, this kills what is left of the test under the path it holds as
+/// the test unwinds: a loop waiting for a file in a removed folder never ends.
+pub struct KillLeftBehindOnPanic(pub PathBuf);
+
+impl Drop for KillLeftBehindOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            kill_left_behind(&self.0);
+        }
+    }
+}
+
+/// What one of the collected streams holds so far.
+fn so_far(collected: Option<&Collected>) -> String {
+    let buf = collected.expect("output still collected").0.lock();
+    String::from_utf8_lossy(&buf.expect("output buffer")).into_owned()
 }
 
 fn collect(pipe: impl Read + Send + 'static) -> Collected {
@@ -228,8 +294,9 @@ fn drain_into(mut pipe: impl Read, buf: Arc<Mutex<Vec<u8>>>) {
     }
 }
 
-/// The exit code (128+N for signal N), killing the child and failing after `limit`.
-fn wait_limited(child: &mut Child, limit: Duration) -> i32 {
+/// The exit code (128+N for signal N), stopping the child (see [`stop`]: the test under `root`
+/// leaves no process behind) and failing after `limit`.
+fn wait_limited(child: &mut Child, limit: Duration, root: &Path) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     let until = Instant::now() + limit;
     loop {
@@ -239,8 +306,7 @@ fn wait_limited(child: &mut Child, limit: Duration) -> i32 {
                 .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
         }
         if Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
+            stop(child, root);
             panic!("nixcmd did not finish within {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(10));

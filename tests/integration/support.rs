@@ -280,6 +280,10 @@ impl Test {
         let out = child.wait_with_output().expect("wait for nixcmd");
         let _ = done_tx.send(());
         let timed_out = watchdog.join().unwrap_or(false);
+        if timed_out {
+            // The SIGKILL left the running step behind, as `kill -9` of a run does.
+            kill_left_behind(self.root.path());
+        }
         if let Some(w) = writer {
             let _ = w.join();
         }
@@ -427,4 +431,36 @@ pub fn as_nobody(why: &str) -> Option<(std::path::PathBuf, tempfile::TempDir)> {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     Some((setpriv, dir))
+}
+
+/// Kills every process whose environment has the state folder of the test under `root`
+/// (`XDG_STATE_HOME`, which nixcmd passes on to its steps and they to theirs): what a
+/// killed nixcmd's steps left running.
+pub fn kill_left_behind(root: &Path) {
+    let mut wanted = b"XDG_STATE_HOME=".to_vec();
+    wanted.extend_from_slice(root.join("state").as_os_str().as_encoded_bytes());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|&b| b == 0)
+            .any(|var| var == wanted.as_slice())
+        {
+            // SAFETY: kill(2) only sends a signal; the process is one this test started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
 }

@@ -183,6 +183,19 @@ async def test_a_run_started_by_the_cli_is_read_from_its_records(env):
         assert "was started outside this server" in msg
 
 
+async def test_run_status_says_why_a_step_was_skipped(env):
+    p = cli(env, "run", "quick", "bob", "--skip", "count")
+    assert p.returncode == 0, p.stdout + p.stderr
+    [run_dir] = env.runs()
+    async with session(env) as s:
+        st = await call(s, "run_status", {"run_id": run_dir.name, "wait_seconds": 5})
+    assert [(x["id"], x["status"], x.get("reason")) for x in st["steps"]] == [
+        ("hello", "succeeded", None),
+        ("count", "skipped", "--skip"),
+        ("greeted", "succeeded", None),
+    ]
+
+
 async def test_a_cli_run_whose_process_was_killed_reads_as_stopped(env):
     import os
     import signal
