@@ -423,7 +423,9 @@ mod tests {
             grace: Duration::from_secs(1),
             attempts: 2,
             backoff: Duration::from_millis(1),
-            token: "jobs-unit-test".into(),
+            // A token of its own: a job whose pipes outlive its shell sweeps every process
+            // with its token, and the tests of this module run at the same time.
+            token: format!("jobs-unit-test-{}", dir.display()),
             run_id: "r".into(),
             critical: true,
         }
