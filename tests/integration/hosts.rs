@@ -1348,6 +1348,78 @@ fn secrets_exported_on_a_host_are_redacted_after_a_resume() {
     assert_eq!(log_lines(&run, "here.log"), ["here: [REDACTED] [REDACTED]"]);
 }
 
+/// A host step's own output is redacted of what that step exports, from the line it prints
+/// after the export on, as on this machine: on stdout (also within a line it had started
+/// before the export) and on stderr, in its log, the events, the JSON stream and the terminal.
+#[test]
+fn a_hosts_secret_is_redacted_from_the_output_of_the_step_that_exports_it() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let steps = r#"### out
+```bash {id=out hosts=all}
+m=$NIXCMD_ARG_MARKS
+echo before
+echo "API_TOKEN=$(cat "$m/token")" >>"$NIXCMD_ENV"
+echo "using $(cat "$m/token")"
+printf 'half '
+sleep 0.5
+echo "DB_PASSWORD=$(cat "$m/conn")" >>"$NIXCMD_ENV"
+echo "$(cat "$m/conn") end"
+```
+### err
+```bash {id=err hosts=all}
+exec 1>&2
+{ echo 'TLS_KEY<<EOF'; cat "$NIXCMD_ARG_MARKS/pem"; echo EOF; } >>"$NIXCMD_ENV"
+cat "$NIXCMD_ARG_MARKS/pem"
+```
+"#;
+    let out_lines = ["before", "using [REDACTED]", "half [REDACTED] end"];
+    let err_lines = ["[REDACTED]", "[REDACTED]", "[REDACTED]", "[REDACTED]"];
+    for json in [false, true] {
+        let extra: &[&str] = if json {
+            &["--format", "json"]
+        } else {
+            &["--verbose"]
+        };
+        let t = project(&fleet, "", &runbook(steps, ""))
+            .file("marks/token", TOKEN)
+            .file("marks/pem", PEM)
+            .file("marks/conn", CONN);
+        let out = run(t, extra);
+        out.assert_status(0);
+        let run = only_run(out.root.path());
+        assert_no_secret(&run, &out);
+        assert_eq!(log_lines(&run, "out@h1.log"), out_lines);
+        assert_eq!(log_lines(&run, "err@h1.log"), err_lines);
+        let recorded: Vec<(String, String)> = output_events(&run)
+            .into_iter()
+            .map(|(step, _, line)| (step, line))
+            .collect();
+        let expected: Vec<(String, String)> = out_lines
+            .iter()
+            .map(|l| ("out".to_string(), l.to_string()))
+            .chain(err_lines.iter().map(|l| ("err".to_string(), l.to_string())))
+            .collect();
+        assert_eq!(recorded, expected);
+        if json {
+            let streamed: Vec<(String, String)> = events(&out.stdout)
+                .into_iter()
+                .filter(|e| e["type"] == "output")
+                .map(|e| {
+                    (
+                        e["step_id"].as_str().unwrap_or_default().to_string(),
+                        e["line"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(streamed, expected, "{}", out.stdout);
+        } else {
+            for shown in ["using [REDACTED]", "half [REDACTED] end"] {
+                assert!(out.stdout.contains(shown), "{shown}:\n{}", out.stdout);
+            }
+        }
+    }
+}
+
 /// A step's own output that imitates the wrapper's lines (its marker, with a made-up run
 /// key or none, a half line that would swallow the wrapper's next line) neither makes
 /// nixcmd redact a value nor keeps it from learning the secret the step exported; such
