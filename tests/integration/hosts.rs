@@ -1420,6 +1420,49 @@ cat "$NIXCMD_ARG_MARKS/pem"
     }
 }
 
+/// A resumed run knows the secrets its hosts exported before the pause from its first step
+/// on, before that host runs again: a step on this machine that prints them first shows
+/// them redacted.
+#[test]
+fn a_hosts_secret_is_redacted_after_a_resume_before_that_host_runs_again() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let gate = "### gate\n```bash {id=gate confirm=\"Go on?\"}\ntrue\n```\n### early\n```bash {id=early}\necho \"early: $(cat \"$NIXCMD_ARG_MARKS/token\") $(cat \"$NIXCMD_ARG_MARKS/conn\")\"\n```\n";
+    let paused = run(host_secrets(&fleet, gate), &[]);
+    paused.assert_status(3);
+    let root = paused.root.path().to_path_buf();
+    let run = only_run(&root);
+    let id = crate::run_support::run_id(&run);
+    let out = paused
+        .then()
+        .timeout(Duration::from_secs(120))
+        .args(["resume", &id, "--approve", "gate", "--format", "json"])
+        .run();
+    out.assert_status(0);
+    assert_no_secret(&run, &out);
+    assert_eq!(
+        log_lines(&run, "early.log"),
+        ["early: [REDACTED] [REDACTED]"]
+    );
+    let early: Vec<String> = output_events(&run)
+        .into_iter()
+        .filter(|(step, _, _)| step == "early")
+        .map(|(_, _, line)| line)
+        .collect();
+    assert_eq!(early, ["early: [REDACTED] [REDACTED]"]);
+    let streamed: Vec<String> = events(&out.stdout)
+        .into_iter()
+        .filter(|e| e["type"] == "output" && e["step_id"] == "early")
+        .map(|e| e["line"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(streamed, ["early: [REDACTED] [REDACTED]"], "{}", out.stdout);
+    // Nothing to warn about: the host answered.
+    let warnings: Vec<serde_json::Value> = events(&out.stdout)
+        .into_iter()
+        .filter(|e| e["type"] == "warning")
+        .collect();
+    assert_eq!(warnings, Vec::<serde_json::Value>::new());
+}
+
 /// A step's own output that imitates the wrapper's lines (its marker, with a made-up run
 /// key or none, a half line that would swallow the wrapper's next line) neither makes
 /// nixcmd redact a value nor keeps it from learning the secret the step exported; such
