@@ -98,7 +98,7 @@ pub fn wrapper(w: &Wrapper) -> String {
     format!(
         r#"__nixcmd_main() {{
   umask 077
-  local __nixcmd_tok={tok} __nixcmd_d __nixcmd_state __nixcmd_seen= pid po pe rc w
+  local __nixcmd_tok={tok} __nixcmd_d __nixcmd_state __nixcmd_seen= pid po pe rc w n
   printf '{mark}started\n' >&2
   __nixcmd_state="${{XDG_STATE_HOME:-${{HOME:-/tmp}}/.local/state}}/nixcmd/runs/"{run}
   mkdir -p "$__nixcmd_state/state" && : >>"$__nixcmd_state/env" || __nixcmd_state=$(mktemp -d "${{TMPDIR:-/tmp}}/nixcmd-state.XXXXXXXX")
@@ -221,7 +221,7 @@ pub fn wrapper(w: &Wrapper) -> String {
       for ((i = 0; i < {ticks}; i++)); do __nixcmd_group "$1" || return 0; sleep 0.1; done
     done
   }}
-  mkfifo "$__nixcmd_d/out" "$__nixcmd_d/err" "$__nixcmd_d/nap" || {{ echo "nixcmd: cannot create a pipe on $(hostname)" >&2; exit 125; }}
+  mkfifo "$__nixcmd_d/out" "$__nixcmd_d/err" "$__nixcmd_d/nap" "$__nixcmd_d/wait" || {{ echo "nixcmd: cannot create a pipe on $(hostname)" >&2; exit 125; }}
   __nixcmd_pass out <"$__nixcmd_d/out" &
   po=$!
   __nixcmd_pass err <"$__nixcmd_d/err" >&2 &
@@ -253,9 +253,13 @@ pub fn wrapper(w: &Wrapper) -> String {
   # All the step's output reaches nixcmd before the wrapper's last lines. A process that
   # escaped both group and token (it cleared its environment) may hold the pipes open: it
   # is not waited for long.
-  ( read -r -t 5 _ <>"$__nixcmd_d/nap"; kill "$po" "$pe" ) 2>/dev/null &
+  ( read -r -t 5 _ <>"$__nixcmd_d/wait"; kill "$po" "$pe" ) 2>/dev/null &
   w=$!
+  # A filter waiting after a small read stops waiting: nothing more is coming.
+  exec {{n}}<>"$__nixcmd_d/nap"
+  printf '\n\n' >&"$n"
   wait "$po" "$pe"
+  exec {{n}}>&-
   kill "$w" 2>/dev/null
   rm -rf "$__nixcmd_d"
   # A short line first: a last line the step left unended is joined to it, not to a secret's
