@@ -1,10 +1,12 @@
 //! On resume, the secrets the run's hosts exported before the pause: nixcmd keeps them only in
 //! memory, so a resumed run would not know them until each host runs its next step, and
 //! would show them wherever they are printed first (another host's step, a step on this
-//! machine). Before the first step, each host the run reached is asked once, over one ssh
-//! session that runs the wrapper with an empty step: it tells the secret exports of that
-//! host's `$NIXCMD_ENV` as it does before every step. They stay in memory; nothing is written
-//! on this machine.
+//! machine). Before the first step, each host that told of secrets before the pause (the run's
+//! progress records that, never a name or a value) is asked once, over one ssh session that
+//! runs the wrapper with an empty step: it tells the secret exports of that host's
+//! `$NIXCMD_ENV` as it does before every step. Other hosts are not called: a resume after a
+//! host went down does not wait for it. The values stay in memory; nothing is written on this
+//! machine.
 
 use crate::event::EventKind;
 use crate::hosts::inventory::Host;
@@ -28,11 +30,11 @@ impl Engine<'_> {
         if !self.resumed {
             return;
         }
-        // The hosts where a step started: their env file exists; others are not called.
+        // The hosts that told of secrets before the pause; others are not called.
         let mut names: Vec<String> = Vec::new();
         for step in &self.progress.steps {
             for h in &step.hosts {
-                if h.attempts > 0 && !names.contains(&h.host) {
+                if h.exported_secrets && !names.contains(&h.host) {
                     names.push(h.host.clone());
                 }
             }
