@@ -1431,6 +1431,31 @@ fn a_hosts_secret_is_redacted_after_a_resume_before_that_host_runs_again() {
     paused.assert_status(3);
     let root = paused.root.path().to_path_buf();
     let run = only_run(&root);
+    // The run records which host told of secrets (never what they are): the host to ask.
+    let progress: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("progress.json")).expect("progress.json"),
+    )
+    .expect("progress.json is JSON");
+    let told: Vec<(String, String)> = progress["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| {
+            let id = s["id"].as_str().unwrap_or_default().to_string();
+            s["hosts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|h| h["exported_secrets"] == true)
+                .map(move |h| {
+                    (
+                        id.clone(),
+                        h["host"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+        })
+        .collect();
+    assert_eq!(told, [("export".to_string(), "h1".to_string())]);
     let id = crate::run_support::run_id(&run);
     let out = paused
         .then()
@@ -1461,6 +1486,46 @@ fn a_hosts_secret_is_redacted_after_a_resume_before_that_host_runs_again() {
         .filter(|e| e["type"] == "warning")
         .collect();
     assert_eq!(warnings, Vec::<serde_json::Value>::new());
+}
+
+/// A host that told of secrets but cannot be reached when the run resumes is a warning, not a
+/// failure of the resume: the run goes on (here to that host's next step, which fails).
+#[test]
+fn a_host_that_cannot_tell_its_secrets_on_resume_is_a_warning() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let gate = "### gate\n```bash {id=gate confirm=\"Go on?\"}\ntrue\n```\n";
+    let paused = run(host_secrets(&fleet, gate), &[]);
+    paused.assert_status(3);
+    let run = only_run(paused.root.path());
+    let id = crate::run_support::run_id(&run);
+    let stopped = Command::new(harness())
+        .arg("stop")
+        .arg(fleet.dir.path())
+        .status()
+        .expect("run sshd-harness.sh stop");
+    assert!(stopped.success());
+    let out = paused
+        .then()
+        .timeout(Duration::from_secs(120))
+        .args(["resume", &id, "--approve", "gate", "--format", "json"])
+        .run();
+    out.assert_status(1);
+    let warnings: Vec<String> = events(&out.stdout)
+        .into_iter()
+        .filter(|e| e["type"] == "warning")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        warnings,
+        [format!(
+            "host `h1`: cannot learn the secrets it exported before the run paused (cannot reach \
+             the host: ssh: connect to host 127.0.0.1 port {}: Connection refused): they are \
+             redacted only from its next step on",
+            fleet.ports[0]
+        )],
+        "{}",
+        out.stdout
+    );
 }
 
 /// A step's own output that imitates the wrapper's lines (its marker, with a made-up run
