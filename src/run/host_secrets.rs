@@ -1,7 +1,7 @@
-//! On resume, the secrets the run's hosts exported before the pause: nixcmd keeps them only in
+//! On resume, the secrets the run's hosts exported earlier in the run: nixcmd keeps them only in
 //! memory, so a resumed run would not know them until each host runs its next step, and
 //! would show them wherever they are printed first (another host's step, a step on this
-//! machine). Before the first step, each host that told of secrets before the pause (the run's
+//! machine). Before the first step, each host that told of secrets earlier in the run (the run's
 //! progress records that, never a name or a value) is asked once, over one ssh session that
 //! runs the wrapper with an empty step: it tells the secret exports of that host's
 //! `$NIXCMD_ENV` as it does before every step. Other hosts are not called: a resume after a
@@ -30,7 +30,7 @@ impl Engine<'_> {
         if !self.resumed {
             return;
         }
-        // The hosts that told of secrets before the pause; others are not called.
+        // The hosts that told of secrets earlier in the run; others are not called.
         let mut names: Vec<String> = Vec::new();
         for step in &self.progress.steps {
             for h in &step.hosts {
@@ -69,20 +69,17 @@ impl Engine<'_> {
                 pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 &secrets,
             );
-            match problem {
-                None => {}
-                Some(why) => {
-                    let message = format!(
-                        "host `{}`: cannot learn the secrets it exported before the run paused \
-                         ({why}): they are redacted only from its next step on",
-                        host.name
-                    );
-                    self.warnings.push(message.clone());
-                    self.emit(EventKind::Warning {
-                        step_id: None,
-                        message,
-                    });
-                }
+            if let Some(why) = problem {
+                let message = format!(
+                    "host `{}`: cannot learn the secrets it exported earlier in this run ({why}): \
+                     they are redacted only from its next step on",
+                    host.name
+                );
+                self.warnings.push(message.clone());
+                self.emit(EventKind::Warning {
+                    step_id: None,
+                    message,
+                });
             }
         }
     }

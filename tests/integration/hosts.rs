@@ -1518,7 +1518,7 @@ fn a_host_that_cannot_tell_its_secrets_on_resume_is_a_warning() {
     assert_eq!(
         warnings,
         [format!(
-            "host `h1`: cannot learn the secrets it exported before the run paused (cannot reach \
+            "host `h1`: cannot learn the secrets it exported earlier in this run (cannot reach \
              the host: ssh: connect to host 127.0.0.1 port {}: Connection refused): they are \
              redacted only from its next step on",
             fleet.ports[0]
