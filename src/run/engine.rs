@@ -427,6 +427,8 @@ impl<'a> Engine<'a> {
 
         // Before the first block: the hosts of the run, for the blocks on this machine.
         self.write_hosts_file();
+        // Before the first block too: on resume, what the hosts exported before the pause.
+        self.learn_host_secrets();
 
         let mut failed: Option<(String, Vec<String>)> = None;
         let mut status = RunStatus::Succeeded;

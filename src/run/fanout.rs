@@ -581,10 +581,17 @@ impl Engine<'_> {
             }
             // Redacted from then on, from every host's output and this machine's: a host's
             // secret may be printed anywhere.
-            Report::Secret(_, name, value) => self
-                .em
-                .redactor
-                .add([(name.as_str(), value.as_str())], secrets),
+            Report::Secret(_, name, value) => {
+                self.em
+                    .redactor
+                    .add([(name.as_str(), value.as_str())], secrets);
+                // For a resume: this host is asked for its secrets before the first step.
+                if let Some(p) = self.progress.get_mut(&block.id)
+                    && let Some(h) = p.hosts.iter_mut().find(|h| h.host == host)
+                {
+                    h.exported_secrets = true;
+                }
+            }
             Report::Retrying(_, attempt, why) => {
                 if let Some(log) = logs.get_mut(host) {
                     let _ = writeln!(log, "── attempt {attempt} {why} ──");

@@ -11,6 +11,7 @@ pub mod fleet;
 pub mod follow;
 pub mod group;
 pub mod heartbeat;
+pub mod host_secrets;
 pub mod hosts_file;
 pub mod jobs;
 pub mod nested;

@@ -185,6 +185,7 @@ impl HostProgress {
             duration_ms: None,
             exit_code: None,
             reason: None,
+            exported_secrets: false,
         }
     }
 }
@@ -223,6 +224,11 @@ pub struct HostProgress {
     pub exit_code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The host told nixcmd of exports under secret names in its `$NIXCMD_ENV` (their names
+    /// and values are never written here): a resumed run asks it for them again before its
+    /// first step (see `run::host_secrets`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exported_secrets: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -1090,6 +1096,7 @@ mod tests {
             duration_ms: Some(5),
             exit_code: Some(1),
             reason: Some("exited with status 1".into()),
+            exported_secrets: true,
         });
         check(&run, &progress);
         // A skip's reason is part of the entry: a changed reason is a changed entry.

@@ -9,13 +9,15 @@
 //! or when its own deadline passes (a partitioned network). When the step ends, whatever it
 //! left in its group, or anywhere with its token in the environment, is stopped too.
 //!
-//! The wrapper reports to nixcmd on stderr (where the step's stderr goes too), in lines that start with [`MARK`] and
-//! a key made anew for each attempt, which the step never sees (it is in no environment and
-//! no file): a step whose output imitates those lines is only printing. Among them are the
-//! exports of the host's `$NIXCMD_ENV` whose names mark them as secrets (before the step
-//! starts, and after it ended): nixcmd redacts them from then on, as it does the exports of
-//! this machine. Their values travel over the same connection as the step's output, which is
-//! where they would otherwise be printed.
+//! The wrapper reports to nixcmd among the step's output, in lines that start with [`MARK`]
+//! and a key made anew for each attempt, which the step never sees (it is in no environment
+//! and no file): a step whose output imitates those lines is only printing. Among them are
+//! the exports of the host's `$NIXCMD_ENV` whose names mark them as secrets: before the step
+//! starts and after it ended (on stderr), and while it runs, whenever the file changed, on
+//! the stream the step prints on, before what it printed next (the step's stdout and stderr
+//! pass through a filter of the wrapper). nixcmd redacts them from then on, as it does the
+//! exports of this machine. Their values travel over the same connection as the step's
+//! output, which is where they would otherwise be printed.
 
 use crate::process::{Cancel, Observed, Stream};
 use crate::run::redact::MARKERS;
@@ -96,7 +98,7 @@ pub fn wrapper(w: &Wrapper) -> String {
     format!(
         r#"__nixcmd_main() {{
   umask 077
-  local __nixcmd_tok={tok} __nixcmd_d __nixcmd_state pid rc w
+  local __nixcmd_tok={tok} __nixcmd_d __nixcmd_state __nixcmd_seen= pid po pe rc w n
   printf '{mark}started\n' >&2
   __nixcmd_state="${{XDG_STATE_HOME:-${{HOME:-/tmp}}/.local/state}}/nixcmd/runs/"{run}
   mkdir -p "$__nixcmd_state/state" && : >>"$__nixcmd_state/env" || __nixcmd_state=$(mktemp -d "${{TMPDIR:-/tmp}}/nixcmd-state.XXXXXXXX")
@@ -104,7 +106,8 @@ pub fn wrapper(w: &Wrapper) -> String {
   __nixcmd_d=$(mktemp -d "${{TMPDIR:-/tmp}}/nixcmd.XXXXXXXX") || {{ echo "nixcmd: cannot create a temporary folder on $(hostname)" >&2; exit 125; }}
 {env}  export NIXCMD_STATE="$__nixcmd_state/state" NIXCMD_ENV="$__nixcmd_state/env"
   # $NIXCMD_ENV read as nixcmd reads it (src/run/env_file.rs): `export` sets what it
-  # exports, `check` warns about each line that sets nothing; both tell the secrets.
+  # exports, `check` warns about each line that sets nothing, `tell` does neither; all
+  # tell the secrets.
   __nixcmd_warn() {{ printf '{mark}warn $NIXCMD_ENV line %s\n' "$1" >&2; }}
   # An export whose name marks it as a secret (the rule of src/run/redact.rs), to nixcmd:
   # backslashes, newlines and carriage returns escaped, in parts of a line each.
@@ -170,9 +173,33 @@ pub fn wrapper(w: &Wrapper) -> String {
       __nixcmd_warn "$__at: \`$__name<<$__d\` has no line \`$__d\` after it to end the value: \`$__name\` not set"
     fi
   }}
+  # What the file holds as the step starts: the secrets in it are told already.
+  {{ IFS= read -r -d '' __nixcmd_seen; }} 2>/dev/null <"$NIXCMD_ENV"
   __nixcmd_env export
   # The secrets are told: nixcmd may show the step's output from here on.
   printf '{mark}ready\n' >&2
+  # The step's stdout (`out`) or stderr (`err`) on its way to nixcmd, a read at a time:
+  # before passing on what it read, it tells the secrets of the file if the file changed
+  # since, on that same stream (sshd's two pipes reach nixcmd in no set order), so nixcmd
+  # knows them before it sees the output. Reading first makes that sure: output printed
+  # after an export was written is read after it. A read is one `dd` (whatever the pipe
+  # holds, partial lines and `\r` included, NUL bytes too); after a small one it waits a
+  # little, so a step that prints a line at a time does not cost a process per line.
+  __nixcmd_pass() {{
+    local f="$__nixcmd_d/$1.read" l n p
+    while LC_ALL=C dd bs=65536 count=1 of="$f" 2>"$f.dd"; do
+      {{ IFS= read -r l; read -r _; read -r n _; }} <"$f.dd"
+      [[ $l == 0+0* ]] && break
+      {{ IFS= read -r -d '' p; }} 2>/dev/null <"$NIXCMD_ENV"
+      if [[ $p != "$__nixcmd_seen" ]]; then
+        __nixcmd_seen=$p
+        [[ -f $NIXCMD_ENV ]] && __nixcmd_env tell 2>&1
+      fi
+      while IFS= read -r -d '' p; do printf '%s\0' "$p"; done <"$f"
+      printf '%s' "$p"
+      [[ $n =~ ^[0-9]+$ ]] && ((n < 4096)) && read -r -t 0.02 _ <>"$__nixcmd_d/nap"
+    done
+  }}
   printf '%s' {script} >"$__nixcmd_d/step.sh"
   # Is anything but a zombie left in the group? (init may reap late; kill -0 sees zombies.)
   __nixcmd_group() {{
@@ -194,10 +221,15 @@ pub fn wrapper(w: &Wrapper) -> String {
       for ((i = 0; i < {ticks}; i++)); do __nixcmd_group "$1" || return 0; sleep 0.1; done
     done
   }}
+  mkfifo "$__nixcmd_d/out" "$__nixcmd_d/err" "$__nixcmd_d/nap" "$__nixcmd_d/wait" || {{ echo "nixcmd: cannot create a pipe on $(hostname)" >&2; exit 125; }}
+  __nixcmd_pass out <"$__nixcmd_d/out" &
+  po=$!
+  __nixcmd_pass err <"$__nixcmd_d/err" >&2 &
+  pe=$!
   if command -v setsid >/dev/null; then
-    NIXCMD_STEP_TOKEN=$__nixcmd_tok setsid bash --noprofile --norc -Eeuo pipefail "$__nixcmd_d/step.sh" </dev/null &
+    NIXCMD_STEP_TOKEN=$__nixcmd_tok setsid bash --noprofile --norc -Eeuo pipefail "$__nixcmd_d/step.sh" </dev/null >"$__nixcmd_d/out" 2>"$__nixcmd_d/err" &
   else
-    NIXCMD_STEP_TOKEN=$__nixcmd_tok bash --noprofile --norc -Eeuo pipefail "$__nixcmd_d/step.sh" </dev/null &
+    NIXCMD_STEP_TOKEN=$__nixcmd_tok bash --noprofile --norc -Eeuo pipefail "$__nixcmd_d/step.sh" </dev/null >"$__nixcmd_d/out" 2>"$__nixcmd_d/err" &
   fi
   pid=$!
   (
@@ -218,6 +250,17 @@ pub fn wrapper(w: &Wrapper) -> String {
   if [ -n "$left" ]; then
     kill -TERM $left 2>/dev/null; sleep 0.2; kill -KILL $left 2>/dev/null
   fi
+  # All the step's output reaches nixcmd before the wrapper's last lines. A process that
+  # escaped both group and token (it cleared its environment) may hold the pipes open: it
+  # is not waited for long.
+  ( read -r -t 5 _ <>"$__nixcmd_d/wait"; kill "$po" "$pe" ) 2>/dev/null &
+  w=$!
+  # A filter waiting after a small read stops waiting: nothing more is coming.
+  exec {{n}}<>"$__nixcmd_d/nap"
+  printf '\n\n' >&"$n"
+  wait "$po" "$pe"
+  exec {{n}}>&-
+  kill "$w" 2>/dev/null
   rm -rf "$__nixcmd_d"
   # A short line first: a last line the step left unended is joined to it, not to a secret's
   # (a line longer than nixcmd takes whole would be cut, and its end shown as output).
@@ -360,9 +403,11 @@ fn progress_text(text: &str) -> &str {
 /// wrapper reports, until the remote step ends, times out (then a `stop` line asks the host to
 /// stop it), or is cancelled.
 ///
-/// The wrapper's lines come on stderr, the step's output on both: what comes on stdout before
-/// the wrapper is ready (sshd reads the two pipes on its own, in no set order) is held back
-/// until then, so that the host's secrets are known before any of the step's output is.
+/// The step's output comes on both streams, the wrapper's lines among it (see [`Wire`]): what
+/// comes on stdout before the wrapper is ready (sshd reads the two pipes on its own, in no set
+/// order) is held back until then, so that the host's secrets are known before any of the
+/// step's output is; the secrets the step exports are told on the stream it prints on, before
+/// what it prints next.
 pub fn run_ssh(
     args: &[String],
     wrapper: String,
@@ -372,7 +417,6 @@ pub fn run_ssh(
     cancel: &Cancel,
     observe: &mut dyn FnMut(Seen),
 ) -> std::io::Result<RemoteEnded> {
-    let mark = format!("{MARK}{key} ");
     let at_start = cancel.level();
     let mut child = crate::process::spawn_group("ssh", args, None, &[], true)?;
     let pgid = child.id() as i32;
@@ -407,9 +451,6 @@ pub fn run_ssh(
 
     let deadline = Instant::now() + timeout;
     let mut stop_tx = Some(stop_tx);
-    let mut started = false;
-    let mut remote_exit: Option<i32> = None;
-    let mut ssh_errors: Vec<String> = Vec::new();
     let mut ended: Option<RemoteEnded> = None;
     let mut hard_deadline: Option<Instant> = None;
     let mut exit: Option<std::process::ExitStatus> = None;
@@ -420,28 +461,7 @@ pub fn run_ssh(
     let mut heard_at: Option<Instant> = None;
     let mut eofs = 0;
     let mut killed = false;
-    let mut ready = false;
-    let mut held = String::new();
-    // The newest state of stdout's unfinished line (a progress bar) while held back: a bar
-    // drawn once before the wrapper's `ready` line is read would otherwise never be shown.
-    let mut held_progress: Option<String> = None;
-    let mut secret = SecretParts::default();
-    let release =
-        |held: &mut String, progress: &mut Option<String>, observe: &mut dyn FnMut(Seen)| {
-            if !held.is_empty() {
-                for line in held.split_terminator('\n') {
-                    observe(Seen::Out(Observed::Line(Stream::Stdout, line)));
-                }
-                observe(Seen::Out(Observed::ReadDone));
-                held.clear();
-            }
-            if let Some(text) = progress.take() {
-                observe(Seen::Out(Observed::Progress(
-                    Stream::Stdout,
-                    progress_text(&text),
-                )));
-            }
-        };
+    let mut wire = Wire::new(format!("{MARK}{key} "));
     loop {
         if exit.is_some()
             && (eofs == 2
@@ -486,59 +506,13 @@ pub fn run_ssh(
             Duration::from_millis(100)
         };
         match rx.recv_timeout(wait) {
-            Ok(Msg::Lines(Stream::Stdout, lines)) if !ready => {
-                // A newer read: its own unfinished tail, if any, comes as the next progress.
-                held_progress = None;
-                held.push_str(&lines);
-                if held.len() > HELD_MAX {
-                    release(&mut held, &mut held_progress, observe);
-                }
-            }
             Ok(Msg::Lines(stream, lines)) => {
-                for line in lines.split_terminator('\n') {
-                    // Only the wrapper knows the key; it writes its lines on stderr.
-                    let pos = match stream {
-                        Stream::Stderr => line.find(&mark),
-                        Stream::Stdout => None,
-                    };
-                    let Some(pos) = pos else {
-                        if stream == Stream::Stderr && !started {
-                            ssh_errors.push(line.to_string());
-                        }
-                        observe(Seen::Out(Observed::Line(stream, line)));
-                        continue;
-                    };
-                    let (before, what) = (&line[..pos], &line[pos + mark.len()..]);
-                    if !before.is_empty() {
-                        observe(Seen::Out(Observed::Line(stream, before)));
-                    }
-                    let (word, rest) = what.split_once(' ').unwrap_or((what, ""));
-                    match word {
-                        "started" => started = true,
-                        "ready" => {
-                            ready = true;
-                            release(&mut held, &mut held_progress, observe);
-                        }
-                        "exit" => remote_exit = rest.trim().parse().ok(),
-                        "warn" => observe(Seen::Out(Observed::Warning(rest))),
-                        "secret" | "secret+" => {
-                            if let Some((name, value)) = secret.take(word, rest) {
-                                observe(Seen::Secret(&name, &value));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                observe(Seen::Out(Observed::ReadDone));
+                wire.lines(stream, &lines, observe);
                 if heard_at.is_some() {
                     heard_at = Some(Instant::now());
                 }
             }
-            // Held back with the lines of its stream (only the newest state matters).
-            Ok(Msg::Progress(Stream::Stdout, text)) if !ready => held_progress = Some(text),
-            Ok(Msg::Progress(stream, text)) => {
-                observe(Seen::Out(Observed::Progress(stream, progress_text(&text))));
-            }
+            Ok(Msg::Progress(stream, text)) => wire.progress(stream, text, observe),
             Ok(Msg::Eof) => eofs += 1,
             Ok(Msg::Exited(status)) => {
                 exit = Some(status);
@@ -552,25 +526,172 @@ pub fn run_ssh(
     }
     drop(stop_tx);
     // The wrapper never got ready (it could not start, or the connection broke).
-    release(&mut held, &mut held_progress, observe);
+    wire.finish(observe);
     if let Some(e) = ended {
         return Ok(e);
     }
-    if let Some(code) = remote_exit {
+    if let Some(code) = wire.remote_exit {
         return Ok(RemoteEnded::Exited(code));
     }
     let status = exit.map(|s| s.code().unwrap_or(255)).unwrap_or(255);
-    let detail = ssh_errors
+    let detail = wire
+        .ssh_errors
         .iter()
         .rev()
         .find(|l| !l.trim().is_empty())
         .cloned()
         .unwrap_or_else(|| format!("ssh exited with status {status}"));
-    Ok(if started {
+    Ok(if wire.started {
         RemoteEnded::Dropped(detail)
     } else {
         RemoteEnded::Unreachable(detail)
     })
+}
+
+/// ssh's output as the wrapper sends it: the step's output, and among it (on either stream)
+/// the wrapper's own lines, which start with the attempt's mark.
+struct Wire {
+    /// [`MARK`], the attempt's key and a space.
+    mark: String,
+    started: bool,
+    ready: bool,
+    remote_exit: Option<i32>,
+    /// ssh's stderr before the wrapper started: why it could not connect.
+    ssh_errors: Vec<String>,
+    /// stdout before the wrapper is ready (sshd reads the two pipes on its own, in no set
+    /// order), held back until then so that the host's secrets are known before any of the
+    /// step's output is.
+    held: String,
+    /// The newest state of stdout's unfinished line (a progress bar) while held back: a bar
+    /// drawn once before the wrapper's `ready` line is read would otherwise never be shown.
+    held_progress: Option<String>,
+    /// Per stream (stdout, stderr): the start of a line that one of the wrapper's lines
+    /// interrupted. The wrapper tells a secret between two reads of the step's output,
+    /// which may split a line: the line is passed on whole, when it ends.
+    carry: [String; 2],
+    /// Per stream: a secret told in several lines (each stream tells its own).
+    secret: [SecretParts; 2],
+}
+
+fn slot(stream: Stream) -> usize {
+    match stream {
+        Stream::Stdout => 0,
+        Stream::Stderr => 1,
+    }
+}
+
+impl Wire {
+    fn new(mark: String) -> Self {
+        Wire {
+            mark,
+            started: false,
+            ready: false,
+            remote_exit: None,
+            ssh_errors: Vec::new(),
+            held: String::new(),
+            held_progress: None,
+            carry: Default::default(),
+            secret: Default::default(),
+        }
+    }
+
+    /// The lines of one read of one stream, each ended by a newline.
+    fn lines(&mut self, stream: Stream, lines: &str, observe: &mut dyn FnMut(Seen)) {
+        if stream == Stream::Stdout && !self.ready {
+            // A newer read: its own unfinished tail, if any, comes as the next progress.
+            self.held_progress = None;
+            self.held.push_str(lines);
+            if self.held.len() > HELD_MAX {
+                self.release(observe);
+            }
+            return;
+        }
+        for line in lines.split_terminator('\n') {
+            self.line(stream, line, observe);
+        }
+        observe(Seen::Out(Observed::ReadDone));
+    }
+
+    fn line(&mut self, stream: Stream, line: &str, observe: &mut dyn FnMut(Seen)) {
+        // Only the wrapper knows the key.
+        let Some(pos) = line.find(&self.mark) else {
+            if stream == Stream::Stderr && !self.started {
+                self.ssh_errors.push(line.to_string());
+            }
+            let carry = &mut self.carry[slot(stream)];
+            if carry.is_empty() {
+                observe(Seen::Out(Observed::Line(stream, line)));
+            } else {
+                carry.push_str(line);
+                let whole = std::mem::take(carry);
+                observe(Seen::Out(Observed::Line(stream, &whole)));
+            }
+            return;
+        };
+        let (before, what) = (&line[..pos], &line[pos + self.mark.len()..]);
+        self.carry[slot(stream)].push_str(before);
+        let (word, rest) = what.split_once(' ').unwrap_or((what, ""));
+        match word {
+            "started" => self.started = true,
+            "ready" => {
+                self.ready = true;
+                self.release(observe);
+            }
+            // The step's output is all told: a line it left unended ends here.
+            "ended" => self.flush(stream, observe),
+            "exit" => self.remote_exit = rest.trim().parse().ok(),
+            "warn" => observe(Seen::Out(Observed::Warning(rest))),
+            "secret" | "secret+" => {
+                if let Some((name, value)) = self.secret[slot(stream)].take(word, rest) {
+                    observe(Seen::Secret(&name, &value));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The newest segment of a progress line: held back with the lines of its stream
+    /// before the wrapper is ready (only the newest state matters).
+    fn progress(&mut self, stream: Stream, text: String, observe: &mut dyn FnMut(Seen)) {
+        if stream == Stream::Stdout && !self.ready {
+            self.held_progress = Some(text);
+        } else {
+            observe(Seen::Out(Observed::Progress(stream, progress_text(&text))));
+        }
+    }
+
+    /// Passes on the stdout held back.
+    fn release(&mut self, observe: &mut dyn FnMut(Seen)) {
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            for line in held.split_terminator('\n') {
+                self.line(Stream::Stdout, line, observe);
+            }
+            observe(Seen::Out(Observed::ReadDone));
+        }
+        if let Some(text) = self.held_progress.take() {
+            observe(Seen::Out(Observed::Progress(
+                Stream::Stdout,
+                progress_text(&text),
+            )));
+        }
+    }
+
+    /// Passes on the start of a line a wrapper's line interrupted, if any.
+    fn flush(&mut self, stream: Stream, observe: &mut dyn FnMut(Seen)) {
+        let carry = std::mem::take(&mut self.carry[slot(stream)]);
+        if !carry.is_empty() {
+            observe(Seen::Out(Observed::Line(stream, &carry)));
+            observe(Seen::Out(Observed::ReadDone));
+        }
+    }
+
+    /// After the last read: whatever is still held back or unended.
+    fn finish(&mut self, observe: &mut dyn FnMut(Seen)) {
+        self.release(observe);
+        self.flush(Stream::Stdout, observe);
+        self.flush(Stream::Stderr, observe);
+    }
 }
 
 fn signal(pgid: i32, sig: i32) {
@@ -630,6 +751,52 @@ mod tests {
             })
             .collect();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), expected);
+    }
+
+    /// The wrapper's lines are taken on either stream, also from stdout held back before the
+    /// wrapper is ready; a line one of them split is passed on whole; a line that imitates
+    /// them without the attempt's key is output.
+    #[test]
+    fn the_wire_takes_the_wrappers_lines_on_either_stream_and_joins_a_line_they_split() {
+        let mark = format!("{MARK}{} ", "k".repeat(32));
+        let mut wire = Wire::new(mark.clone());
+        let mut seen: Vec<String> = Vec::new();
+        let mut observe = |s: Seen| match s {
+            Seen::Out(Observed::Line(stream, l)) => seen.push(format!("{}: {l}", stream.name())),
+            Seen::Out(Observed::Warning(w)) => seen.push(format!("warn: {w}")),
+            Seen::Out(_) => {}
+            Seen::Secret(n, v) => seen.push(format!("secret {n}={v}")),
+        };
+        let (out, err) = (Stream::Stdout, Stream::Stderr);
+        wire.lines(
+            out,
+            &format!("chatter\n{mark}secret A_TOKEN v1\n"),
+            &mut observe,
+        );
+        let ready = format!("{mark}started\n{mark}secret B_KEY v2\n{mark}ready\n");
+        wire.lines(err, &ready, &mut observe);
+        let split = format!("half {mark}secret+ C_KEY v\nx{mark}secret C_KEY 3\nv3 end\n");
+        wire.lines(out, &split, &mut observe);
+        let forged = "\u{1e}nixcmd:00 secret D_KEY x\n";
+        wire.lines(
+            err,
+            &format!("{forged}left {mark}ended\n{mark}exit 3\n"),
+            &mut observe,
+        );
+        wire.finish(&mut observe);
+        assert_eq!(
+            seen,
+            [
+                "secret B_KEY=v2",
+                "stdout: chatter",
+                "secret A_TOKEN=v1",
+                "secret C_KEY=v3",
+                "stdout: half xv3 end",
+                "stderr: \u{1e}nixcmd:00 secret D_KEY x",
+                "stderr: left ",
+            ]
+        );
+        assert_eq!(wire.remote_exit, Some(3));
     }
 
     /// The wrapper, run by bash here as on a host, tells the secret exports of `$NIXCMD_ENV`

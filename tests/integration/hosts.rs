@@ -1348,6 +1348,186 @@ fn secrets_exported_on_a_host_are_redacted_after_a_resume() {
     assert_eq!(log_lines(&run, "here.log"), ["here: [REDACTED] [REDACTED]"]);
 }
 
+/// A host step's own output is redacted of what that step exports, from the line it prints
+/// after the export on, as on this machine: on stdout (also within a line it had started
+/// before the export) and on stderr, in its log, the events, the JSON stream and the terminal.
+#[test]
+fn a_hosts_secret_is_redacted_from_the_output_of_the_step_that_exports_it() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let steps = r#"### out
+```bash {id=out hosts=all}
+m=$NIXCMD_ARG_MARKS
+echo before
+echo "API_TOKEN=$(cat "$m/token")" >>"$NIXCMD_ENV"
+echo "using $(cat "$m/token")"
+printf 'half '
+sleep 0.5
+echo "DB_PASSWORD=$(cat "$m/conn")" >>"$NIXCMD_ENV"
+echo "$(cat "$m/conn") end"
+```
+### err
+```bash {id=err hosts=all}
+exec 1>&2
+{ echo 'TLS_KEY<<EOF'; cat "$NIXCMD_ARG_MARKS/pem"; echo EOF; } >>"$NIXCMD_ENV"
+cat "$NIXCMD_ARG_MARKS/pem"
+```
+"#;
+    let out_lines = ["before", "using [REDACTED]", "half [REDACTED] end"];
+    let err_lines = ["[REDACTED]", "[REDACTED]", "[REDACTED]", "[REDACTED]"];
+    for json in [false, true] {
+        let extra: &[&str] = if json {
+            &["--format", "json"]
+        } else {
+            &["--verbose"]
+        };
+        let t = project(&fleet, "", &runbook(steps, ""))
+            .file("marks/token", TOKEN)
+            .file("marks/pem", PEM)
+            .file("marks/conn", CONN);
+        let out = run(t, extra);
+        out.assert_status(0);
+        let run = only_run(out.root.path());
+        assert_no_secret(&run, &out);
+        assert_eq!(log_lines(&run, "out@h1.log"), out_lines);
+        assert_eq!(log_lines(&run, "err@h1.log"), err_lines);
+        let recorded: Vec<(String, String)> = output_events(&run)
+            .into_iter()
+            .map(|(step, _, line)| (step, line))
+            .collect();
+        let expected: Vec<(String, String)> = out_lines
+            .iter()
+            .map(|l| ("out".to_string(), l.to_string()))
+            .chain(err_lines.iter().map(|l| ("err".to_string(), l.to_string())))
+            .collect();
+        assert_eq!(recorded, expected);
+        if json {
+            let streamed: Vec<(String, String)> = events(&out.stdout)
+                .into_iter()
+                .filter(|e| e["type"] == "output")
+                .map(|e| {
+                    (
+                        e["step_id"].as_str().unwrap_or_default().to_string(),
+                        e["line"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            assert_eq!(streamed, expected, "{}", out.stdout);
+        } else {
+            for shown in ["using [REDACTED]", "half [REDACTED] end"] {
+                assert!(out.stdout.contains(shown), "{shown}:\n{}", out.stdout);
+            }
+        }
+    }
+}
+
+/// A resumed run knows the secrets its hosts exported before the pause from its first step
+/// on, before that host runs again: a step on this machine that prints them first shows
+/// them redacted.
+#[test]
+fn a_hosts_secret_is_redacted_after_a_resume_before_that_host_runs_again() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let gate = "### gate\n```bash {id=gate confirm=\"Go on?\"}\ntrue\n```\n### early\n```bash {id=early}\necho \"early: $(cat \"$NIXCMD_ARG_MARKS/token\") $(cat \"$NIXCMD_ARG_MARKS/conn\")\"\n```\n";
+    let paused = run(host_secrets(&fleet, gate), &[]);
+    paused.assert_status(3);
+    let root = paused.root.path().to_path_buf();
+    let run = only_run(&root);
+    // The run records which host told of secrets (never what they are): the host to ask.
+    let progress: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(run.join("progress.json")).expect("progress.json"),
+    )
+    .expect("progress.json is JSON");
+    let told: Vec<(String, String)> = progress["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| {
+            let id = s["id"].as_str().unwrap_or_default().to_string();
+            s["hosts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|h| h["exported_secrets"] == true)
+                .map(move |h| {
+                    (
+                        id.clone(),
+                        h["host"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+        })
+        .collect();
+    assert_eq!(told, [("export".to_string(), "h1".to_string())]);
+    let id = crate::run_support::run_id(&run);
+    let out = paused
+        .then()
+        .timeout(Duration::from_secs(120))
+        .args(["resume", &id, "--approve", "gate", "--format", "json"])
+        .run();
+    out.assert_status(0);
+    assert_no_secret(&run, &out);
+    assert_eq!(
+        log_lines(&run, "early.log"),
+        ["early: [REDACTED] [REDACTED]"]
+    );
+    let early: Vec<String> = output_events(&run)
+        .into_iter()
+        .filter(|(step, _, _)| step == "early")
+        .map(|(_, _, line)| line)
+        .collect();
+    assert_eq!(early, ["early: [REDACTED] [REDACTED]"]);
+    let streamed: Vec<String> = events(&out.stdout)
+        .into_iter()
+        .filter(|e| e["type"] == "output" && e["step_id"] == "early")
+        .map(|e| e["line"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(streamed, ["early: [REDACTED] [REDACTED]"], "{}", out.stdout);
+    // Nothing to warn about: the host answered.
+    let warnings: Vec<serde_json::Value> = events(&out.stdout)
+        .into_iter()
+        .filter(|e| e["type"] == "warning")
+        .collect();
+    assert_eq!(warnings, Vec::<serde_json::Value>::new());
+}
+
+/// A host that told of secrets but cannot be reached when the run resumes is a warning, not a
+/// failure of the resume: the run goes on (here to that host's next step, which fails).
+#[test]
+fn a_host_that_cannot_tell_its_secrets_on_resume_is_a_warning() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let gate = "### gate\n```bash {id=gate confirm=\"Go on?\"}\ntrue\n```\n";
+    let paused = run(host_secrets(&fleet, gate), &[]);
+    paused.assert_status(3);
+    let run = only_run(paused.root.path());
+    let id = crate::run_support::run_id(&run);
+    let stopped = Command::new(harness())
+        .arg("stop")
+        .arg(fleet.dir.path())
+        .status()
+        .expect("run sshd-harness.sh stop");
+    assert!(stopped.success());
+    let out = paused
+        .then()
+        .timeout(Duration::from_secs(120))
+        .args(["resume", &id, "--approve", "gate", "--format", "json"])
+        .run();
+    out.assert_status(1);
+    let warnings: Vec<String> = events(&out.stdout)
+        .into_iter()
+        .filter(|e| e["type"] == "warning")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        warnings,
+        [format!(
+            "host `h1`: cannot learn the secrets it exported earlier in this run (cannot reach \
+             the host: ssh: connect to host 127.0.0.1 port {}: Connection refused): they are \
+             redacted only from its next step on",
+            fleet.ports[0]
+        )],
+        "{}",
+        out.stdout
+    );
+}
+
 /// A step's own output that imitates the wrapper's lines (its marker, with a made-up run
 /// key or none, a half line that would swallow the wrapper's next line) neither makes
 /// nixcmd redact a value nor keeps it from learning the secret the step exported; such
