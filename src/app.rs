@@ -235,6 +235,9 @@ fn check(
 }
 
 fn new(cx: &Context, name: &str, dir: Option<PathBuf>, force: bool) -> Result<Exit, Failure> {
+    // `new deploy.md` names the file: the command is `deploy`, as `nixcmd /deploy.md` finds
+    // it (a file `deploy.md.md` would be listed as `deploy.md`).
+    let name = name.strip_suffix(".md").unwrap_or(name);
     if !crate::attrs::is_valid_id(name) {
         return Err(
             Failure::usage(format!("`{name}` is not a valid command name"))

@@ -176,12 +176,8 @@ fn code_position(file: &SourceFile, block: &Block, line: usize, col: usize) -> P
     }
     let text = file.line_text(file_line);
     // Where the code after its leading blanks starts in the file line (0-based, characters).
-    let start = match text.strip_suffix(content) {
-        Some(prefix) => prefix.chars().count(),
-        None => text
-            .find(code_line)
-            .map_or(lead, |at| text[..at].chars().count() + lead),
-    };
+    let at = file.code_start(file_line, code_line) - file.line_start(file_line);
+    let start = text.get(..at).map_or(lead, |prefix| prefix.chars().count());
     Position {
         line: file_line,
         col: (start + col).saturating_sub(lead).max(1),

@@ -189,7 +189,7 @@ fn caret_columns(text: &str, col: usize, width: usize) -> (usize, usize) {
 }
 
 /// A source line as it can be shown at a terminal: a tab becomes a space and other control
-/// characters their visible Unicode pictures (`␀`, C1 controls U+FFFD), one character each
+/// characters their visible Unicode pictures (`␀`, C1 and bidirectional controls U+FFFD), one character each
 /// so carets stay aligned.
 fn printable(line: &str) -> String {
     line.chars()
@@ -199,6 +199,7 @@ fn printable(line: &str) -> String {
             '\u{7f}' => '\u{2421}',
             // C1 controls (U+009B is CSI in some terminals): one visible character.
             '\u{80}'..='\u{9f}' => '\u{fffd}',
+            c if crate::terminal_text::is_bidi_control(c) => '\u{fffd}',
             c => c,
         })
         .collect()

@@ -252,15 +252,18 @@ impl SearchPath {
     /// Finds a command by name, with "did you mean" when it does not exist.
     pub fn find(&self, name: &str) -> Result<Found, Failure> {
         let raw = name;
-        let name = name.strip_prefix('/').unwrap_or(name);
-        let name = name.strip_suffix(".md").unwrap_or(name);
+        let given = name.strip_prefix('/').unwrap_or(name);
+        let name = given.strip_suffix(".md").unwrap_or(given);
         if name.is_empty() {
             return Err(Failure::usage("no command name").with_hint(
                 "name one, e.g. `nixcmd /flake-update`; `nixcmd list` shows every command",
             ));
         }
         let (winners, _) = self.resolve()?;
-        if let Some(f) = winners.iter().find(|f| f.name == name) {
+        // The name as given first: `notes.md.md` is listed as `notes.md`, which must find it.
+        if let Some(f) = (winners.iter().find(|f| f.name == given))
+            .or_else(|| winners.iter().find(|f| f.name == name))
+        {
             return Ok(f.clone());
         }
         if let Some(failure) = path_failure(raw) {

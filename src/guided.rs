@@ -330,12 +330,15 @@ fn strip_comment(line: &str) -> &str {
     }
 }
 
-/// Maps a range in a code line to a byte span in the file, allowing for list indentation.
+/// Maps a byte range in a code line to a byte span in the file, allowing for the container
+/// prefix (list indentation, `> `) and for tabs that became spaces in the code (see
+/// [`SourceFile::code_start`]). A range that starts in the line's leading blanks starts at
+/// its first non-blank character: a finding about a whole line points at its text.
 fn locate(file: &SourceFile, line_no: usize, code_line: &str, range: Range<usize>) -> Range<usize> {
-    let start = file.line_start(line_no);
-    let file_line = file.line_text(line_no);
-    let shift = file_line.find(code_line).unwrap_or(0);
-    start + shift + range.start..start + shift + range.end
+    let lead = code_line.len() - code_line.trim_start().len();
+    let start = file.code_start(line_no, code_line);
+    let at = |i: usize| start + i.saturating_sub(lead);
+    at(range.start)..at(range.end.max(range.start))
 }
 
 #[cfg(test)]

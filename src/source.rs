@@ -121,6 +121,26 @@ impl SourceFile {
     pub fn line_count(&self) -> usize {
         self.line_starts().len()
     }
+
+    /// The byte offset in the file where a block's `code_line`, found on file `line`, has its
+    /// first non-blank character.
+    ///
+    /// A block's code is its file lines without their container prefix (a list item's
+    /// indentation, `> `), so the code after a line's leading blanks is the end of its file
+    /// line; the blanks themselves may differ, because a tab that the list item's
+    /// indentation splits becomes spaces in the code, and then the code line is not a
+    /// substring of the file line. A blank code line has no such end to match: it is looked
+    /// for as it is.
+    pub fn code_start(&self, line: usize, code_line: &str) -> usize {
+        let text = self.line_text(line);
+        let content = code_line.trim_start();
+        let lead = code_line.len() - content.len();
+        let at = match text.strip_suffix(content) {
+            Some(prefix) if !content.is_empty() => prefix.len(),
+            _ => text.find(code_line).map_or(lead, |at| at + lead),
+        };
+        self.line_start(line) + at.min(text.len())
+    }
 }
 
 #[cfg(test)]

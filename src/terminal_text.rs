@@ -91,7 +91,8 @@ fn cleaned(text: &str, keep_sgr: bool) -> String {
 /// reaches the terminal: an escape sequence in a description or a heading would otherwise
 /// clear the operator's screen, retitle the window or write the clipboard (OSC 52) when
 /// they only list their commands. Line breaks and tabs are kept; C1 controls (U+0080 to
-/// U+009F, `U+009B` is CSI) become U+FFFD. Borrowed when there is nothing to replace.
+/// U+009F, `U+009B` is CSI) and bidirectional controls ([`is_bidi_control`]) become U+FFFD.
+/// Borrowed when there is nothing to replace.
 pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
     let control = |c: char| {
         (c.is_control() && c != '\n' && c != '\t').then(|| match c {
@@ -100,6 +101,7 @@ pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
             _ => '\u{fffd}',
         })
     };
+    let control = |c: char| control(c).or_else(|| is_bidi_control(c).then_some('\u{fffd}'));
     if !maybe_control(text.as_bytes()) || !text.chars().any(|c| control(c).is_some()) {
         return std::borrow::Cow::Borrowed(text);
     }
@@ -107,7 +109,8 @@ pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Whether `bytes` may hold a control character other than a line break or a tab: C0
-/// controls and DEL are single bytes, C1 controls start with 0xC2. Eight bytes at a time
+/// controls and DEL are single bytes, C1 controls start with 0xC2, the bidirectional
+/// controls are E2 80 AA to E2 80 AE and E2 81 A6 to E2 81 A9. Eight bytes at a time
 /// (`list` defuses every cell of a thousand rows, `show` megabytes of text): a word whose
 /// bytes are all printable ASCII (0x20 to 0x7E) is passed at once, any other is looked at
 /// byte by byte.
@@ -122,11 +125,34 @@ fn maybe_control(bytes: &[u8]) -> bool {
         let flagged =
             (x.wrapping_sub(0x2020_2020_2020_2020) | x.wrapping_add(0x0101_0101_0101_0101) | x)
                 & 0x8080_8080_8080_8080;
-        if flagged != 0 && word.iter().any(odd) {
-            return true;
+        if flagged != 0 && word.iter().any(|b| odd(b) || *b == 0xe2) {
+            return odd_from(bytes, word.as_ptr() as usize - bytes.as_ptr() as usize);
         }
     }
-    rest.iter().any(odd)
+    rest.iter().any(|b| odd(b) || *b == 0xe2) && odd_from(bytes, words.len() * 8)
+}
+
+/// [`maybe_control`] byte by byte from `start`, for the text after a word that may hold one:
+/// 0xE2 starts many characters (`…`, `—`, `→`), only a few of them bidirectional controls.
+#[cold]
+fn odd_from(bytes: &[u8], start: usize) -> bool {
+    (start..bytes.len()).any(|i| match bytes[i] {
+        b @ ..0x20 => b != b'\n' && b != b'\t',
+        0x7f | 0xc2 => true,
+        0xe2 => matches!(
+            (bytes.get(i + 1), bytes.get(i + 2)),
+            (Some(0x80), Some(0xaa..=0xae)) | (Some(0x81), Some(0xa6..=0xa9))
+        ),
+        _ => false,
+    })
+}
+
+/// Whether `c` is a bidirectional embedding, override or isolate (U+202A to U+202E, U+2066
+/// to U+2069): invisible, it reorders the text after it at the terminal, so that a line
+/// reads as something it is not ("Trojan Source", CVE-2021-42574). Right-to-left letters
+/// need none of them.
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// Display columns of `text` (wide characters count two, combining marks none).
@@ -168,6 +194,19 @@ mod tests {
         );
         assert_eq!(visible("a\tb\nc é 日本 \u{a0}"), "a\tb\nc é 日本 \u{a0}");
         assert!(matches!(visible("plain\n"), std::borrow::Cow::Borrowed(_)));
+        // A bidirectional control is found wherever its three bytes fall across words.
+        for (at, c) in
+            (0..12).flat_map(|at| ["\u{202a}", "\u{202e}", "\u{2066}", "\u{2069}"].map(|c| (at, c)))
+        {
+            let text = format!("{}{c}…—{}", "a".repeat(at), "b".repeat(12 - at));
+            assert!(maybe_control(text.as_bytes()), "{at} {c:?}");
+            assert!(!maybe_control(text.replace(c, "\u{2029}").as_bytes()));
+        }
+        // Bidirectional controls go; other characters of U+2000 to U+2FFF stay.
+        assert_eq!(
+            visible("a\u{202e}b\u{2066}c\u{2069} — \u{200f}x → \u{2028}"),
+            "a\u{fffd}b\u{fffd}c\u{fffd} — \u{200f}x → \u{2028}"
+        );
         // The word-at-a-time test agrees with a byte-by-byte one for every byte anywhere
         // in a word, between any neighbours.
         for b in 0..=255u8 {

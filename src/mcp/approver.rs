@@ -9,6 +9,7 @@
 
 use crate::mcp::run_handle::RunHandle;
 use crate::run::approve::{Answer, Approver, GateRequest};
+use crate::terminal_text::visible;
 use rmcp::model::{ElicitRequestParams, ElicitationAction, ElicitationSchema};
 use rmcp::{Peer, RoleServer};
 use std::io::Read;
@@ -173,12 +174,17 @@ impl McpApprover {
     }
 
     fn start_elicitation(&self, peer: Peer<RoleServer>, gate: &GateRequest, token: &str) {
+        // The person decides on what this shows: the runbook's control and bidirectional
+        // characters are shown rather than passed to the client's screen (they can reorder
+        // or hide what the code says), and the fence is longer than any run of backticks in
+        // the code, which would otherwise close it early and turn the rest into Markdown.
+        let code = visible(gate.code.trim_end());
+        let fence = "`".repeat(longest_backtick_run(&code).max(2) + 1);
         let message = format!(
-            "{}\n\nnixcmd run {} wants to run step `{}`:\n\n```bash\n{}\n```\n\nApprove only if this should run now (default: no).",
-            gate.message,
+            "{}\n\nnixcmd run {} wants to run step `{}`:\n\n{fence}bash\n{code}\n{fence}\n\nApprove only if this should run now (default: no).",
+            visible(&gate.message),
             gate.run_id,
             gate.step_id,
-            gate.code.trim_end()
         );
         let schema = ElicitationSchema::builder()
             .required_bool_with("approve", |b| {
@@ -349,6 +355,11 @@ pub(crate) fn new_token() -> String {
         bytes = (nanos ^ (addr << 64) ^ u128::from(std::process::id())).to_le_bytes();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The length of the longest run of backticks in `text`.
+fn longest_backtick_run(text: &str) -> usize {
+    text.split(|c| c != '`').map(str::len).max().unwrap_or(0)
 }
 
 #[cfg(test)]

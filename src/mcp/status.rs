@@ -9,6 +9,8 @@ use std::collections::VecDeque;
 
 /// At most this many bytes of output in a status's `log_tail`.
 pub const LOG_TAIL_BYTES: usize = 4096;
+/// The most text one page of `run_logs` holds (it holds at least one line).
+pub const LOG_PAGE_BYTES: usize = 64 * 1024;
 /// Output lines kept in memory per run; older ones are in the run folder's logs.
 const LOG_LINES_KEPT: usize = 50_000;
 
@@ -423,7 +425,7 @@ impl Snapshot {
     }
 
     /// A page of output: `offset`/`limit` count lines among those selected; without an
-    /// offset, the last `limit` lines.
+    /// offset, the last `limit` lines. Fewer when they hold more than `LOG_PAGE_BYTES`.
     pub fn logs(
         &self,
         run_id: &str,
@@ -441,15 +443,27 @@ impl Snapshot {
         // counted exactly when no step filter is given.
         let base = if step_id.is_none() { dropped } else { 0 };
         let total = base + selected.len() as u64;
-        let offset = offset
-            .unwrap_or_else(|| total.saturating_sub(limit))
-            .max(base);
+        // A page holds at most `LOG_PAGE_BYTES` of text, and at least one line: a step's
+        // long lines would otherwise make an answer of megabytes, which a client refuses.
+        let fits = |i: usize, size: &mut usize, l: &LogLine| {
+            *size += l.text.len();
+            i == 0 || *size <= LOG_PAGE_BYTES
+        };
+        let offset = match offset {
+            Some(offset) => offset.max(base),
+            None => {
+                let mut size = 0;
+                let n = (selected.iter().rev().take(limit as usize).enumerate())
+                    .take_while(|(i, l)| fits(*i, &mut size, l))
+                    .count();
+                total - n as u64
+            }
+        };
         let start = (offset - base) as usize;
-        let lines: Vec<LogLine> = selected
-            .iter()
-            .skip(start)
-            .take(limit as usize)
-            .map(|l| (*l).clone())
+        let mut size = 0;
+        let lines: Vec<LogLine> = (selected.iter().skip(start).take(limit as usize).enumerate())
+            .take_while(|(i, l)| fits(*i, &mut size, l))
+            .map(|(_, l)| (*l).clone())
             .collect();
         let end = offset + lines.len() as u64;
         LogsOut {
@@ -507,6 +521,42 @@ mod tests {
         assert_eq!(only_b.total_lines, 5);
         let texts: Vec<&str> = only_b.lines.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(texts, ["line 3", "line 5"]);
+    }
+
+    /// A page holds at most `LOG_PAGE_BYTES` of text, and at least one line: 200 long lines
+    /// made one answer of 20 MB, more than an MCP client takes (Claude Code refuses a tool
+    /// result of more than 25,000 tokens), so the output could not be read at all.
+    #[test]
+    fn a_page_of_long_lines_stops_at_its_byte_budget() {
+        let mut s = Snapshot::default();
+        let long = |i: usize| format!("{i:0>5}{}", "x".repeat(LOG_PAGE_BYTES / 4 - 5));
+        for i in 0..10 {
+            output(&mut s, "a", &long(i));
+        }
+        output(&mut s, "a", &"y".repeat(LOG_PAGE_BYTES * 2));
+        output(&mut s, "a", "last");
+        let texts = |page: &LogsOut| -> Vec<String> {
+            page.lines
+                .iter()
+                .map(|l| l.text.chars().take(5).collect())
+                .collect()
+        };
+        // From an offset: as many lines as fit, and where to go on.
+        let page = s.logs("r", None, Some(2), 200);
+        assert_eq!(texts(&page), ["00002", "00003", "00004", "00005"]);
+        assert_eq!((page.offset, page.next_offset), (2, Some(6)));
+        // The tail: the last lines that fit, from a later offset; nothing follows.
+        let tail = s.logs("r", None, None, 200);
+        assert_eq!((tail.offset, tail.next_offset), (11, None));
+        assert_eq!(tail.lines[0].text, "last");
+        let before = s.logs("r", None, Some(10), 200);
+        assert_eq!((before.offset, before.next_offset), (10, Some(11)));
+        assert_eq!(before.lines.len(), 1, "one line even when it is larger");
+        let tail = s.logs("r", None, Some(6), 200);
+        assert_eq!(texts(&tail), ["00006", "00007", "00008", "00009"]);
+        assert_eq!(tail.next_offset, Some(10));
+        // Short lines: `limit` decides, as before.
+        assert_eq!(s.logs("r", None, Some(0), 3).next_offset, Some(3));
     }
 
     #[test]

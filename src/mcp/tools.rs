@@ -81,7 +81,7 @@ pub struct RunLogsInput {
     /// The first line to return (0-based); default: the last `limit` lines.
     #[serde(default)]
     pub offset: Option<u64>,
-    /// Lines per page (default 200, at most 2000).
+    /// Lines per page (default 200, at most 2000); fewer when they hold more than 64 KiB.
     #[serde(default)]
     pub limit: Option<u32>,
 }

@@ -79,10 +79,7 @@ pub fn bind(cmd: &Command, values: &[String], set: &[String]) -> Result<BoundArg
         return Err(Failure::usage(format!(
             "too many arguments for `{}`: {}",
             cmd.name,
-            rest.iter()
-                .map(|v| format!("`{v}`"))
-                .collect::<Vec<_>>()
-                .join(" ")
+            quoted(rest)
         ))
         .with_hint(usage_hint(cmd, cmd.args.len())));
     }
@@ -141,16 +138,13 @@ fn reads_undeclared(cmd: &Command) -> bool {
 }
 
 fn undeclared(cmd: &Command, values: &[String]) -> Failure {
-    let given = values
-        .iter()
-        .map(|v| format!("`{v}`"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let given = quoted(values);
     let fans_out = cmd.blocks().any(|b| b.attrs.hosts.is_some());
     let hint = match fans_out {
         true => format!(
             "it would ignore them; to run it on some hosts only, use --hosts (e.g. `nixcmd /{} --hosts {}`)",
-            cmd.name, values[0]
+            cmd.name,
+            cut(&values[0]).0
         ),
         false => format!(
             "it would ignore them; `nixcmd show {}` shows what it does",
@@ -169,8 +163,10 @@ fn validate(cmd: &Command, spec: &ArgSpec, value: &str) -> Result<(), Failure> {
         let re = regex::Regex::new(p).map_err(|e| Failure::usage(e.to_string()))?;
         if !re.is_match(value) {
             return Err(Failure::usage(format!(
-                "argument `{}` of `{}` does not match `{p}`: {value:?}",
-                spec.name, cmd.name
+                "argument `{}` of `{}` does not match `{p}`: {}",
+                spec.name,
+                cmd.name,
+                debug_cut(value)
             ))
             .with_hint(
                 spec.help
@@ -181,13 +177,62 @@ fn validate(cmd: &Command, spec: &ArgSpec, value: &str) -> Result<(), Failure> {
     }
     if !spec.choices.is_empty() && !spec.choices.iter().any(|c| c == value) {
         return Err(Failure::usage(format!(
-            "argument `{}` of `{}` must be one of {}, not {value:?}",
+            "argument `{}` of `{}` must be one of {}, not {}",
             spec.name,
             cmd.name,
-            spec.choices.join(", ")
+            spec.choices.join(", "),
+            debug_cut(value)
         )));
     }
     Ok(())
+}
+
+/// Values as a refusal quotes them: at most eight, each [`cut`]. Through MCP a client can
+/// send any number of values of any size, and the refusal must stay readable.
+fn quoted(values: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut out: Vec<String> = values
+        .iter()
+        .take(SHOWN)
+        .map(|v| match cut(v) {
+            (shown, None) => format!("`{shown}`"),
+            (shown, Some(more)) => format!("`{shown}` {more}"),
+        })
+        .collect();
+    if values.len() > SHOWN {
+        out.push(format!("… and {} more", values.len() - SHOWN));
+    }
+    out.join(" ")
+}
+
+/// The first 80 characters of `value` (79 and `…` when longer), and then its size.
+fn cut(value: &str) -> (String, Option<String>) {
+    const MAX: usize = 80;
+    match value.char_indices().nth(MAX) {
+        None => (value.to_string(), None),
+        Some(_) => {
+            let end = value
+                .char_indices()
+                .nth(MAX - 1)
+                .map_or(value.len(), |(i, _)| i);
+            (
+                format!("{}…", &value[..end]),
+                Some(format!("({} bytes)", value.len())),
+            )
+        }
+    }
+}
+
+/// `value` quoted as Rust shows strings (escapes visible), [`cut`] when long.
+fn debug_cut(value: &str) -> String {
+    match cut(value) {
+        (_, None) => format!("{value:?}"),
+        (shown, Some(more)) => {
+            let end = shown.len() - '…'.len_utf8();
+            let quoted = format!("{:?}", &shown[..end]);
+            format!("{}…\" {more}", &quoted[..quoted.len() - 1])
+        }
+    }
 }
 
 fn usage_hint(cmd: &Command, _at: usize) -> String {
@@ -250,6 +295,38 @@ mod tests {
         // An undeclared NAME=VALUE is an ordinary positional value.
         let e = env_of(&["fast", "x=1"]).unwrap_err();
         assert!(e.contains("does not match"), "{e}");
+    }
+
+    /// The MCP `run` tool takes any number of values of any size: a refusal quotes at most
+    /// eight, each cut to 80 characters (100,000 values made an error of 400 KB).
+    #[test]
+    fn refusals_quote_a_bounded_part_of_the_values() {
+        let quick = "---\ndescription: d\nnixcmd:\n  args:\n    name: { pattern: \"^[a-z0-9]+$\" }\n---\n## Steps\n```bash\ntrue\n```\n";
+        let many: Vec<String> = (0..100).map(|i| format!("v{i}")).collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        let e = bind_to(quick, &many).unwrap_err();
+        assert_eq!(
+            e.message,
+            "too many arguments for `c`: `v1` `v2` `v3` `v4` `v5` `v6` `v7` `v8` … and 91 more"
+        );
+        let long = format!("{}X", "x".repeat(1_000_000));
+        let e = bind_to(quick, &[&long]).unwrap_err();
+        assert_eq!(
+            e.message,
+            format!(
+                "argument `name` of `c` does not match `^[a-z0-9]+$`: \"{}…\" (1000001 bytes)",
+                "x".repeat(79)
+            )
+        );
+        let none = "---\ndescription: d\nnixcmd: {}\n---\n## Steps\n```bash\ntrue\n```\n";
+        let e = bind_to(none, &[&long, "b"]).unwrap_err();
+        assert_eq!(
+            e.message,
+            format!(
+                "`c` takes no arguments, and none of its blocks reads them: `{}…` (1000001 bytes) `b`",
+                "x".repeat(79)
+            )
+        );
     }
 
     fn bind_to(md: &str, values: &[&str]) -> Result<Vec<(String, String)>, Failure> {

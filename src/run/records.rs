@@ -814,7 +814,24 @@ fn lock_path(command: &str) -> PathBuf {
 /// The per-command lock: held (flock) for the life of the process, so a crash releases it.
 /// The file names the holder's run id and pid for the refusal message.
 pub struct Lock {
-    _file: File,
+    file: File,
+    /// The length of the holder's line, blanked when the lock is released.
+    line_len: usize,
+}
+
+impl Drop for Lock {
+    /// Blanks the holder's line before the lock goes with the file: the next holder writes
+    /// its own line only after it took the lock, and a run refused in between read this
+    /// finished run's line as the holder's (two MCP `run` calls at once). Same length, so
+    /// nothing is truncated (see `acquire`).
+    fn drop(&mut self) {
+        use std::os::unix::fs::FileExt;
+        let mut blank = vec![b' '; self.line_len];
+        if let Some(last) = blank.last_mut() {
+            *last = b'\n';
+        }
+        let _ = self.file.write_all_at(&blank, 0);
+    }
 }
 
 pub enum LockError {
@@ -827,7 +844,10 @@ pub enum LockError {
 
 impl Lock {
     pub fn acquire(command: &str, run_id: &str) -> Result<Lock, LockError> {
-        let path = lock_path(command);
+        Self::acquire_at(lock_path(command), run_id)
+    }
+
+    fn acquire_at(path: PathBuf, run_id: &str) -> Result<Lock, LockError> {
         if let Some(dir) = path.parent() {
             mkdir_private(dir).map_err(|e| LockError::Io(dir.to_path_buf(), e))?;
         }
@@ -842,10 +862,22 @@ impl Lock {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(&path)
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string();
+                // A blank line: the holder has just taken the lock and not yet named itself
+                // (or a crash left it so); it is given a moment.
+                let mut holder = String::new();
+                for _ in 0..20 {
+                    holder = std::fs::read_to_string(&path)
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string();
+                    if !holder.is_empty() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                if holder.is_empty() {
+                    holder = "a run that has not named itself yet".to_string();
+                }
                 return Err(LockError::Held { holder });
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(path, e)),
@@ -855,7 +887,10 @@ impl Lock {
         let line = format!("{run_id} (pid {})\n", std::process::id());
         crate::records_io::overwrite_in_place(&file, line.as_bytes())
             .map_err(|e| LockError::Io(path, e))?;
-        Ok(Lock { _file: file })
+        Ok(Lock {
+            file,
+            line_len: line.len(),
+        })
     }
 }
 
@@ -906,6 +941,44 @@ impl History {
 
 #[cfg(test)]
 mod tests {
+    /// A run refused while the lock's new holder has not written its line yet is not told
+    /// that the previous, finished run holds it.
+    #[test]
+    fn a_released_lock_does_not_name_its_old_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locks/quick.lock");
+        let first = super::Lock::acquire_at(path.clone(), "quick-1")
+            .ok()
+            .unwrap();
+        let line = format!("quick-1 (pid {})\n", std::process::id());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), line);
+        drop(first);
+        let blank = format!("{}\n", " ".repeat(line.len() - 1));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), blank);
+        // A new holder between taking the lock and writing its line.
+        let taken = std::fs::File::open(&path).unwrap();
+        taken.try_lock().unwrap();
+        match super::Lock::acquire_at(path.clone(), "quick-2") {
+            Err(super::LockError::Held { holder }) => {
+                assert_eq!(holder, "a run that has not named itself yet")
+            }
+            _ => panic!("the lock is held"),
+        }
+        drop(taken);
+        let second = super::Lock::acquire_at(path.clone(), "quick-3")
+            .ok()
+            .unwrap();
+        let line = format!("quick-3 (pid {})\n", std::process::id());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), line);
+        let held = std::fs::File::open(&path).unwrap();
+        assert!(held.try_lock().is_err());
+        match super::Lock::acquire_at(path, "quick-4") {
+            Err(super::LockError::Held { holder }) => assert_eq!(format!("{holder}\n"), line),
+            _ => panic!("the lock is held"),
+        }
+        drop(second);
+    }
+
     #[test]
     fn a_torn_last_event_is_ended_before_new_events_are_appended() {
         use std::io::Write;

@@ -228,3 +228,41 @@ fn control_characters_in_a_runbook_are_shown_not_obeyed() {
         );
     }
 }
+
+/// Bidirectional controls (U+202A–U+202E, U+2066–U+2069: "Trojan Source") reorder what a
+/// terminal shows: a description or a line of code could read differently from what it
+/// is. `list`, `show` and `check` show each as U+FFFD, one character, as they do C1 controls.
+#[test]
+fn bidi_controls_in_a_runbook_are_shown_not_obeyed() {
+    let text = "---\ndescription: \"safe \u{202e}lla-yolped\u{202c} end\"\nnixcmd: {}\n---\n# T\n\nAbout \u{2067}it\u{2069}.\n\n## Steps\n### Clean \u{202d}up\n```bash {idd=\u{202a}x\u{2066}}\necho hi\n```\n";
+    let test = || Test::new().programs(&["bash"]).runbook("bidi.md", text);
+    let list = test().args(["list"]).run();
+    list.assert_status(0);
+    assert!(
+        list.stdout.contains("safe \u{fffd}lla-yolped\u{fffd} end"),
+        "{}",
+        list.stdout
+    );
+    let show = test().args(["show", "bidi"]).run();
+    show.assert_status(0);
+    assert!(
+        show.stdout
+            .starts_with("bidi — safe \u{fffd}lla-yolped\u{fffd} end\n")
+            && show.stdout.contains("About \u{fffd}it\u{fffd}."),
+        "{}",
+        show.stdout
+    );
+    let check = test().args(["check", "bidi"]).run();
+    check.assert_status(1);
+    assert!(
+        check
+            .stdout
+            .contains("\n11 | ```bash {idd=\u{fffd}x\u{fffd}}\n   |          ^^^^^^^\n"),
+        "{}",
+        check.stdout
+    );
+    let bidi = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    for out in [&list, &show, &check] {
+        assert!(!out.stdout.contains(bidi), "{:?}", out.stdout);
+    }
+}

@@ -233,3 +233,58 @@ fn shellcheck_findings_are_mapped_to_file_lines() {
         .run();
     assert_output_snapshot!(out);
 }
+
+/// A guided file's findings point at their text when a list item's code is indented with
+/// tabs: the parser turns a tab that the item's indentation splits into spaces, so the code
+/// line is not a substring of the file line. A commented-out command is pointed at its `#`,
+/// not at the blanks before it.
+#[test]
+fn guided_findings_point_at_their_text_after_tabs() {
+    let out = Test::new()
+        .programs(&["bash"])
+        .file(
+            "project/g.md",
+            "---\ndescription: g\n---\n## Steps\n- Restart:\n  ```bash\n\t\techo <host> SERVICE_NAME $1\n\t# sudo nixos-rebuild boot\n    # Or restart it\n  ```\n",
+        )
+        .args(["check", "g.md", "--format", "json"])
+        .run();
+    out.assert_status(0);
+    let found: Vec<(String, u64, u64)> = out.stdout_json()["files"][0]["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["code"] != "bash-syntax" && d["code"] != "shellcheck")
+        .map(|d| {
+            let s = |k: &str| d[k].as_str().unwrap().to_string();
+            let n = |k: &str| d[k].as_u64().unwrap();
+            (s("code"), n("line"), n("col"))
+        })
+        .collect();
+    let wanted = [
+        ("placeholder", 7, 8),
+        ("placeholder", 7, 15),
+        ("arguments", 7, 28),
+        ("commented-alternative", 8, 2),
+        ("alternative", 9, 5),
+    ];
+    let wanted: Vec<_> = wanted
+        .iter()
+        .map(|&(c, l, col)| (c.to_string(), l, col))
+        .collect();
+    assert_eq!(found, wanted, "{}", out.stdout);
+    let text = Test::new()
+        .programs(&["bash"])
+        .file(
+            "project/g.md",
+            "---\ndescription: g\n---\n## Steps\n- Restart:\n  ```bash\n\t\techo <host>\n  ```\n",
+        )
+        .args(["check", "g.md"])
+        .run();
+    // The tabs are shown as one space each: the carets sit under `<host>`.
+    assert!(
+        text.stdout
+            .contains("7 |   echo <host>\n  |        ^^^^^^\n"),
+        "{}",
+        text.stdout
+    );
+}

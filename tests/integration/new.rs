@@ -137,3 +137,23 @@ fn completions_for_an_unknown_shell_is_a_usage_error() {
     out.assert_status(2);
     assert_eq!(out.stdout, "");
 }
+
+/// `new deploy.md` means the command `deploy`, as `nixcmd /deploy.md` and `show deploy.md`
+/// do: it used to write `deploy.md.md`, a command listed as `deploy.md` that no name reached.
+#[test]
+fn new_takes_a_file_name_for_the_command_name() {
+    let out = Test::new().args(["new", "deploy.md"]).run();
+    out.assert_status(0);
+    assert_eq!(
+        out.filter(&out.stdout),
+        "wrote [TEMP]/project/.nixcmd/commands/deploy.md\nnext: edit it, then `nixcmd check [TEMP]/project/.nixcmd/commands/deploy.md` and `nixcmd /deploy --dry-run`\n"
+    );
+    let commands = out.root.path().join("project/.nixcmd/commands");
+    let names: Vec<_> = std::fs::read_dir(&commands)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["deploy.md"]);
+    let text = std::fs::read_to_string(commands.join("deploy.md")).unwrap();
+    assert!(text.contains("\n# deploy\n"), "{text}");
+}

@@ -235,3 +235,35 @@ fn arguments_without_help_leave_no_trailing_spaces() {
         out.stdout
     );
 }
+
+/// A command file `notes.md.md` is listed as `notes.md`, and that name finds it: a trailing
+/// `.md` is stripped only when the name as given names no command.
+#[test]
+fn a_name_ending_in_md_finds_the_command_list_shows() {
+    let text = "---\ndescription: Notes\nnixcmd:\n---\n## Steps\n```bash\ntrue\n```\n";
+    let test = || {
+        Test::new()
+            .runbook("notes.md.md", text)
+            .runbook("deploy.md", text)
+    };
+    let list = test().args(["list", "--format", "json"]).run();
+    list.assert_status(0);
+    let names: Vec<_> = list.stdout_json()["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["source"]["kind"] == "project")
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["deploy", "notes.md"]);
+    for (asked, found) in [
+        ("notes.md", "notes.md"),
+        ("/notes.md", "notes.md"),
+        ("notes.md.md", "notes.md"),
+        ("deploy.md", "deploy"),
+    ] {
+        let out = test().args(["show", asked, "--format", "json"]).run();
+        out.assert_status(0);
+        assert_eq!(out.stdout_json()["name"], found, "{asked}");
+    }
+}

@@ -141,3 +141,27 @@ async def test_confirm_deny_refuses_every_gate(env):
     assert st["status"] == "aborted"
     assert not (env.project / "pushed.txt").exists()
     assert (env.project / "undone.txt").exists()
+
+
+async def test_the_question_shows_the_code_as_it_is(env):
+    """The code the person approves is fenced with more backticks than any run in it (a
+    ``` line in the code closed the fence early and the rest read as Markdown), and its
+    control and bidirectional characters are shown, not passed to the client's screen."""
+    (env.commands / "tricky.md").write_text(
+        "---\ndescription: Tricky code\nnixcmd: {}\n---\n## Steps\n"
+        '````bash {id=push confirm="Push \u202enow\u202c?" irreversible}\n'
+        "cat <<'EOF'\n```\n<!-- hidden -->\nEOF\n"
+        "echo \"\u202e gnp.txt\" \"\x1b]0;t\x07\"\n````\n"
+    )
+    seen: list = []
+    async with session(env, elicitation=answering("decline", seen=seen)) as s:
+        st = await call(s, "run", {"command": "tricky"})
+    assert st["status"] == "aborted"
+    assert len(seen) == 1
+    message = seen[0].message
+    assert message.startswith("Push \ufffdnow\ufffd?\n\n"), message
+    assert (
+        "`push`:\n\n````bash\ncat <<'EOF'\n```\n<!-- hidden -->\nEOF\n"
+        "echo \"\ufffd gnp.txt\" \"\u241b]0;t\u2407\"\n````\n\n" in message
+    ), message
+    assert not any(c in message for c in "\u202e\u202c\x1b\x07"), message

@@ -330,3 +330,27 @@ async def test_run_status_shows_what_a_step_is_still_printing(env):
     assert st["status"] == "succeeded"
     assert st["live_output"] is None
     assert st["log_tail"] == "[build] first\n[build] phase one... done"
+
+
+async def test_a_second_run_at_once_is_refused_naming_the_run_in_progress(env):
+    """Two `run` calls of one command at once: one runs, the other is refused with the run
+    that holds the lock. The refusal named the command's previous, finished run: it read the
+    lock file before the new holder had written its line."""
+    async with session(env) as s:
+        first = await call(s, "run", {"command": "slow", "wait_seconds": 0})
+        await follow(s, first)
+        results: list = []
+
+        async def start():
+            results.append(await s.call_tool("run", {"command": "slow", "wait_seconds": 0}))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(4):
+                tg.start_soon(start)
+        started = [r.structured_content["run_id"] for r in results if not r.is_error]
+        refused = [" ".join(c.text for c in r.content) for r in results if r.is_error]
+        assert len(started) == 1 and len(refused) == 3, results
+        for text in refused:
+            assert first["run_id"] not in text, text
+            assert text.startswith(f"another run of `slow` is in progress: {started[0]} (pid "), text
+        await call(s, "run_cancel", {"run_id": started[0]})
