@@ -244,7 +244,11 @@ fn new(cx: &Context, name: &str, dir: Option<PathBuf>, force: bool) -> Result<Ex
                 .with_hint("use letters, digits, `-`, `_` and `.`, e.g. `rotate-keys`"),
         );
     }
-    let dir = dir.unwrap_or_else(|| discovery::project_root(&cx.cwd).join(".nixcmd/commands"));
+    // The folder the user pointed nixcmd at (`--commands-dir`, `NIXCMD_COMMANDS_DIR`) is
+    // where they keep commands: a new one goes there, first on the search path.
+    let dir = dir
+        .or_else(|| cx.search.commands_dir().map(std::path::Path::to_path_buf))
+        .unwrap_or_else(|| discovery::project_root(&cx.cwd).join(".nixcmd/commands"));
     let path = dir.join(format!("{name}.md"));
     if path.exists() && !force {
         return Err(Failure::usage(format!("{} already exists", path.display()))
@@ -261,8 +265,14 @@ fn new(cx: &Context, name: &str, dir: Option<PathBuf>, force: bool) -> Result<Ex
         matches!((a, b), (Ok(a), Ok(b)) if a == b)
     };
     let found = cx.search.find(name).ok().and_then(|f| f.path);
+    // Found through `--commands-dir`, `/NAME` works only with that option again: the path
+    // works as it is.
+    let through_option = cx
+        .search
+        .commands_dir()
+        .is_some_and(|d| path.starts_with(d));
     let try_it = match found {
-        Some(found) if same(&found) => format!("nixcmd /{name} --dry-run"),
+        Some(found) if same(&found) && !through_option => format!("nixcmd /{name} --dry-run"),
         _ => format!("nixcmd run {} --dry-run", path.display()),
     };
     cx.out.print(&format!(

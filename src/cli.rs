@@ -140,7 +140,7 @@ pub enum Cmd {
     /// Write a new annotated command file.
     New {
         name: String,
-        /// Folder to write into (default: .nixcmd/commands).
+        /// Folder to write into (default: --commands-dir if given, else .nixcmd/commands).
         #[arg(long)]
         dir: Option<PathBuf>,
         /// Overwrite an existing file.

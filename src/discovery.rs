@@ -82,6 +82,14 @@ impl SearchPath {
         SearchPath { dirs }
     }
 
+    /// The folder `--commands-dir` (or `NIXCMD_COMMANDS_DIR`) named, first on the path.
+    pub fn commands_dir(&self) -> Option<&Path> {
+        self.dirs
+            .first()
+            .filter(|(_, origin)| matches!(origin(String::new()), Origin::CommandsDir { .. }))
+            .map(|(dir, _)| dir.as_path())
+    }
+
     /// Every command file on the path, in search order (shadowed ones included).
     pub fn all(&self) -> Result<Vec<Found>, Failure> {
         let mut found = Vec::new();

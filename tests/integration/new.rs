@@ -157,3 +157,37 @@ fn new_takes_a_file_name_for_the_command_name() {
     let text = std::fs::read_to_string(commands.join("deploy.md")).unwrap();
     assert!(text.contains("\n# deploy\n"), "{text}");
 }
+
+/// `--commands-dir` (or `NIXCMD_COMMANDS_DIR`) names where the user keeps commands: a new
+/// one is written there, and the "next:" line runs it by path (`/NAME` would need the option
+/// again).
+#[test]
+fn new_writes_into_the_commands_dir_the_user_named() {
+    let out = Test::new()
+        .args(["--commands-dir", "mine", "new", "rotate-keys"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        out.filter(&out.stdout),
+        "wrote mine/rotate-keys.md\nnext: edit it, then `nixcmd check mine/rotate-keys.md` and `nixcmd run mine/rotate-keys.md --dry-run`\n"
+    );
+    assert!(
+        out.root
+            .path()
+            .join("project/mine/rotate-keys.md")
+            .is_file()
+    );
+    assert!(!out.root.path().join("project/.nixcmd").exists());
+    let by_env = Test::new()
+        .env("NIXCMD_COMMANDS_DIR", "env-dir")
+        .args(["new", "rotate-keys"])
+        .run();
+    by_env.assert_status(0);
+    assert!(
+        by_env
+            .root
+            .path()
+            .join("project/env-dir/rotate-keys.md")
+            .is_file()
+    );
+}
