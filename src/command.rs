@@ -316,8 +316,11 @@ impl Command {
             .chain(&mut self.rollback);
         for b in all {
             let gated = matches!(b.phase, Phase::Prerequisite | Phase::Step);
+            // Rollback and `always` blocks never ask: they undo or clean up after a run that
+            // may have no one left to answer (`check` says so of a `confirm` on them).
+            let may_ask = b.phase != Phase::Rollback && !b.attrs.always;
             b.effective = Effective {
-                asks: b.runnable && (b.attrs.confirm.is_some() || (guided && gated)),
+                asks: b.runnable && may_ask && (b.attrs.confirm.is_some() || (guided && gated)),
                 readonly: b.runnable && b.is_readonly(),
                 critical: b.runnable
                     && b.phase != Phase::Rollback

@@ -965,9 +965,50 @@ fn structural_rules(
                 );
             }
         }
+        if block.runnable
+            && let Some((index, line)) = block
+                .code
+                .lines()
+                .enumerate()
+                .find(|(_, l)| is_prompt_line(l))
+        {
+            let start = file.code_start(block.code_line + index, line);
+            diagnostics.push(
+                Diagnostic::warning(
+                    "shell-prompt",
+                    "this line starts with a shell prompt `$ `: bash would run `$` as a command",
+                )
+                .at(file, start..start + 1)
+                .with_hint(
+                    "a transcript (commands with their output) is shown, not run: remove the \
+                     prompts (and the output lines), or mark the block `norun`",
+                ),
+            );
+        }
+        let undoes = block.phase == Phase::Rollback || block.attrs.always;
+        if block.runnable && block.attrs.confirm.is_some() && undoes {
+            let what = if block.phase == Phase::Rollback {
+                "a rollback block"
+            } else {
+                "an `always` block"
+            };
+            diagnostics.push(
+                Diagnostic::warning(
+                    "confirm-not-asked",
+                    format!("`{}` is {what}: its `confirm` is never asked", block.id),
+                )
+                .at(file, attr_span(file, block, "confirm"))
+                .with_hint(
+                    "rollback and `always` blocks run without a question: they undo or clean up \
+                     after a run that may have no one left to answer; remove `confirm`, or move \
+                     the work into a step",
+                ),
+            );
+        }
         if annotated
             && block.runnable
             && block.attrs.confirm.is_some()
+            && !undoes
             && block.attrs.rollback.is_none()
             && !block.attrs.irreversible
         {
@@ -986,6 +1027,14 @@ fn structural_rules(
             );
         }
     }
+}
+
+/// A line of a transcript: `$ command`, as documentation writes a shell session. No shell
+/// line starts so (a command named `$`), so the block was copied from a terminal.
+fn is_prompt_line(line: &str) -> bool {
+    let rest = line.trim_start();
+    rest.strip_prefix("$ ")
+        .is_some_and(|command| !command.trim().is_empty())
 }
 
 /// Whether a condition's variable is one the file can expect: a documented nixcmd variable,
@@ -1011,7 +1060,25 @@ fn attr_span(file: &SourceFile, block: &Block, key: &str) -> Range<usize> {
     let line = file.line_text(block.line);
     match line.find(&format!("{key}=")).or_else(|| line.find(key)) {
         Some(i) => {
-            let len = line[i..].find([' ', '}']).unwrap_or(line.len() - i);
+            let rest = &line[i..];
+            // A quoted value (`confirm="Switch the host now?"`) is underlined whole.
+            let value = rest.find('=').map(|eq| eq + 1);
+            let quoted = value.and_then(|v| {
+                let quote = rest[v..]
+                    .chars()
+                    .next()
+                    .filter(|c| *c == '"' || *c == '\'')?;
+                let body = &rest[v + 1..];
+                let mut escaped = false;
+                body.char_indices()
+                    .find(|&(_, c)| {
+                        let closes = c == quote && !escaped;
+                        escaped = c == '\\' && !escaped;
+                        closes
+                    })
+                    .map(|(end, _)| v + 1 + end + 1)
+            });
+            let len = quoted.unwrap_or_else(|| rest.find([' ', '}']).unwrap_or(rest.len()));
             start + i..start + i + len
         }
         None => start..start + line.len().max(1),

@@ -35,6 +35,8 @@ struct FenceFacts<'a> {
     runnable: bool,
     explicit_id: Option<Cow<'a, str>>,
     confirm: bool,
+    /// An `always` block never asks (see `Command::settle_gates`).
+    always: bool,
     rollback: Option<Cow<'a, str>>,
     hosts_arg: Option<Cow<'a, str>>,
     /// The attribute parser's and validator's errors.
@@ -107,7 +109,8 @@ pub fn row_with(file: &SourceFile, named: impl FnOnce() -> (String, Origin)) -> 
                 if !fenced {
                     continue;
                 }
-                let fence = quick_fence(info).unwrap_or_else(|| parsed_fence(info));
+                let fence = quick_fence(info)
+                    .unwrap_or_else(|| parsed_fence(info, phase == Phase::Rollback));
                 errors += fence.errors;
                 blocks.push(BlockFacts {
                     phase,
@@ -141,7 +144,12 @@ pub fn row_with(file: &SourceFile, named: impl FnOnce() -> (String, Origin)) -> 
     let guided = mode == Mode::Guided;
     let confirm_steps = blocks
         .iter()
-        .filter(|b| b.phase == Phase::Step && b.fence.runnable && (b.fence.confirm || guided))
+        .filter(|b| {
+            b.phase == Phase::Step
+                && b.fence.runnable
+                && !b.fence.always
+                && (b.fence.confirm || guided)
+        })
         .count();
     // `no-runnable-step` is an error only in an annotated file (`missing-description`
     // cannot occur: there is a description).
@@ -175,18 +183,21 @@ pub fn row_with(file: &SourceFile, named: impl FnOnce() -> (String, Origin)) -> 
     })
 }
 
-/// A fence's facts by the attribute parser and validator: every info string.
-fn parsed_fence(info: &str) -> FenceFacts<'_> {
+/// A fence's facts by the attribute parser and validator: every info string. `rollback`:
+/// the fence is in the Rollback section (where, as on `always` blocks, conditions are errors).
+fn parsed_fence(info: &str, rollback: bool) -> FenceFacts<'_> {
     let parsed = attrs::parse_info(info);
     let validated = attrs::validate(&parsed.attrs);
+    let misplaced = attrs::misplaced_conditions(&parsed.attrs, &validated.attrs, rollback).len();
     let a = validated.attrs;
     FenceFacts {
         runnable: SHELL_LANGUAGES.contains(&parsed.language.as_str()) && !a.norun,
         explicit_id: validated.id.map(|(id, _)| Cow::Owned(id)),
         confirm: a.confirm.is_some(),
+        always: a.always,
         hosts_arg: a.hosts_arg().map(|h| Cow::Owned(h.to_string())),
         rollback: a.rollback.map(Cow::Owned),
-        errors: parsed.errors.len() + validated.errors.len(),
+        errors: parsed.errors.len() + validated.errors.len() + misplaced,
     }
 }
 
@@ -207,6 +218,7 @@ fn quick_fence(info: &str) -> Option<FenceFacts<'_>> {
         runnable: SHELL_LANGUAGES.contains(&&info[..lang_end]),
         explicit_id: None,
         confirm: false,
+        always: false,
         rollback: None,
         hosts_arg: None,
         errors: 0,
@@ -281,7 +293,10 @@ fn quick_fence(info: &str) -> Option<FenceFacts<'_>> {
                 (4, true)
             }
             "readonly" => (8, flag()),
-            "always" => (16, flag()),
+            "always" => {
+                facts.always = value != Some("false");
+                (16, flag())
+            }
             "irreversible" => (32, flag()),
             "norun" => {
                 norun = value != Some("false");
@@ -497,6 +512,8 @@ mod tests {
         ("```bash\n", "```bash {rollback=restore hosts=arg:hosts}\n"),
         ("```", "~~~"),
         ("confirm", "norun"),
+        ("confirm=", "always confirm="),
+        ("confirm=", "always=false confirm="),
         ("### ", "## "),
         ("## ", "### "),
         ("## Rollback", "## Steps"),
@@ -612,7 +629,7 @@ mod tests {
         let mut quick = 0;
         for info in &infos {
             if let Some(facts) = quick_fence(info) {
-                assert_eq!(facts, parsed_fence(info), "{info:?}");
+                assert_eq!(facts, parsed_fence(info, false), "{info:?}");
                 quick += 1;
             }
         }
@@ -697,6 +714,7 @@ mod tests {
             runnable: true,
             explicit_id: id.map(Cow::Borrowed),
             confirm: false,
+            always: false,
             rollback: None,
             hosts_arg: None,
             errors: 0,

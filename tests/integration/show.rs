@@ -267,3 +267,38 @@ fn a_name_ending_in_md_finds_the_command_list_shows() {
         assert_eq!(out.stdout_json()["name"], found, "{asked}");
     }
 }
+
+/// A `confirm` on a rollback or `always` block is never asked (they run after a run that may
+/// have no one to answer): `effective.asks` says so, and `list` does not count them.
+#[test]
+fn rollback_and_always_blocks_never_ask() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/runbooks/invalid/confirm-not-asked.md"),
+    )
+    .unwrap();
+    let out = Test::new()
+        .runbook("asks.md", &text)
+        .args(["show", "asks", "--format", "json"])
+        .run();
+    out.assert_status(0);
+    let json = out.stdout_json();
+    let asks = |block: &serde_json::Value| {
+        (
+            block["id"].as_str().unwrap().to_string(),
+            block["effective"]["asks"].as_bool().unwrap(),
+        )
+    };
+    let steps: Vec<_> = json["steps"].as_array().unwrap().iter().map(asks).collect();
+    assert_eq!(
+        steps,
+        [("switch".to_string(), true), ("unlock".to_string(), false)]
+    );
+    let rollback: Vec<_> = json["rollback"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(asks)
+        .collect();
+    assert_eq!(rollback, [("restore".to_string(), false)]);
+}
