@@ -55,13 +55,16 @@ impl Approver for TerminalApprover {
             p.yellow(&p.bold("confirm:")),
             p.bold(&gate.step_id)
         );
+        // The runbook's code and question are shown, never obeyed: an escape sequence or a
+        // bidirectional control in them could hide or reorder what the person approves.
+        let visible = crate::terminal_text::visible;
         for line in gate.code.lines().take(12) {
-            prompt.push_str(&format!("  {} {line}\n", p.dim("│")));
+            prompt.push_str(&format!("  {} {}\n", p.dim("│"), visible(line)));
         }
         if gate.code.lines().count() > 12 {
             prompt.push_str(&format!("  {} …\n", p.dim("│")));
         }
-        prompt.push_str(&format!("{} [y/N] ", gate.message));
+        prompt.push_str(&format!("{} [y/N] ", visible(&gate.message)));
         self.out.eprint(&prompt);
         let ready = wait_for_input(&self.cancel);
         // The terminal hung up while the prompt waited: its end of file is nobody's "no".

@@ -408,15 +408,21 @@ impl Sink for TextRenderer {
                                 display(Duration::from_millis(item.timeout_ms))
                             ));
                         }
+                        // Gates and notes quote the runbook (a `confirm` question): shown,
+                        // never obeyed by the terminal.
                         s.push_str(&format!(
-                            "  {:<12} {} [{}]: {state}{note}\n",
+                            "  {:<12} {} [{}]: {state}{}\n",
                             item.phase,
                             item.step_id,
-                            gates.join(", ")
+                            terminal_text::visible(&gates.join(", ")),
+                            terminal_text::visible(&note)
                         ));
                     }
                     for m in manual_checks {
-                        s.push_str(&format!("  manual check: [ ] {m}\n"));
+                        s.push_str(&format!(
+                            "  manual check: [ ] {}\n",
+                            terminal_text::visible(m)
+                        ));
                     }
                     self.put(&s);
                 }
@@ -546,8 +552,9 @@ impl Sink for TextRenderer {
                 ..
             } => {
                 self.line(&format!(
-                    "{} step {step_id} needs confirmation: {message}\n  approve and continue with: {resume}",
-                    p.yellow("paused:")
+                    "{} step {step_id} needs confirmation: {}\n  approve and continue with: {resume}",
+                    p.yellow("paused:"),
+                    terminal_text::visible(message)
                 ));
             }
             EventKind::RunFinished {
@@ -599,7 +606,7 @@ impl Sink for TextRenderer {
                         p.bold("manual checks (do these by hand):")
                     ));
                     for m in manual_checks {
-                        s.push_str(&format!("  [ ] {m}\n"));
+                        s.push_str(&format!("  [ ] {}\n", terminal_text::visible(m)));
                     }
                 }
                 if let Some(step) = failed_step
@@ -617,10 +624,16 @@ impl Sink for TextRenderer {
                         s.push_str(&format!("  │ {}\n", self.shown(l)));
                     }
                 }
+                // The runbook's own text (manual checks above, troubleshooting, what is left
+                // by hand): shown, never obeyed by the terminal.
                 if let Some(t) = troubleshooting {
-                    s.push_str(&format!("\n{} {}\n", p.bold("troubleshooting:"), t.title));
+                    s.push_str(&format!(
+                        "\n{} {}\n",
+                        p.bold("troubleshooting:"),
+                        terminal_text::visible(&t.title)
+                    ));
                     for l in t.text.lines() {
-                        s.push_str(&format!("  {l}\n"));
+                        s.push_str(&format!("  {}\n", terminal_text::visible(l)));
                     }
                 }
                 if !left_to_do.is_empty() {
@@ -631,8 +644,9 @@ impl Sink for TextRenderer {
                     for l in left_to_do {
                         for (i, line) in l.lines().enumerate() {
                             s.push_str(&format!(
-                                "  {}{line}\n",
-                                if i == 0 { "- " } else { "    " }
+                                "  {}{}\n",
+                                if i == 0 { "- " } else { "    " },
+                                terminal_text::visible(line)
                             ));
                         }
                     }

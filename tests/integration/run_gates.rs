@@ -1212,3 +1212,52 @@ fn a_command_with_nothing_to_run_is_refused() {
     );
     assert!(run_dirs(out.root.path()).is_empty());
 }
+
+/// The question and code a person approves are shown, never obeyed by the terminal: an
+/// escape sequence (here: clear the screen) or a bidirectional control in the runbook could
+/// hide or reorder what is approved. The prompt, the pause line and the dry-run plan show
+/// their pictures.
+#[test]
+fn a_gate_shows_the_runbooks_control_characters_instead_of_obeying_them() {
+    const TRICKY: &str = "---\ndescription: d\nnixcmd: {}\n---\n## Steps\n### Wipe\n```bash {id=wipe confirm=\"Keep \u{1b}[2Jdata \u{202e}?\" irreversible}\necho 'safe \u{1b}[8m rm -rf /'\n```\n\n## Success Criteria\n- [ ] the \u{1b}]52;c;Zm9v\u{7} clipboard is untouched\n";
+    let at_terminal = run_with_tty(
+        Test::new()
+            .runbook("tricky.md", TRICKY)
+            .args(["run", "tricky"]),
+        b"n\n",
+    );
+    at_terminal.assert_status(3);
+    let prompt = &at_terminal.stderr;
+    assert!(prompt.contains("│ echo 'safe ␛[8m rm -rf /'\n"), "{prompt}");
+    assert!(prompt.contains("Keep ␛[2Jdata �? [y/N] "), "{prompt}");
+    let paused = Test::new()
+        .runbook("tricky.md", TRICKY)
+        .env("CI", "true")
+        .args(["run", "tricky"])
+        .run();
+    paused.assert_status(3);
+    assert!(
+        paused
+            .stdout
+            .contains("needs confirmation: Keep ␛[2Jdata �?\n"),
+        "{}",
+        paused.stdout
+    );
+    let plan = Test::new()
+        .runbook("tricky.md", TRICKY)
+        .args(["run", "tricky", "--dry-run"])
+        .run();
+    plan.assert_status(0);
+    assert!(plan.stdout.contains("Keep ␛[2Jdata �?"), "{}", plan.stdout);
+    assert!(
+        plan.stdout
+            .contains("manual check: [ ] the ␛]52;c;Zm9v␇ clipboard is untouched\n"),
+        "{}",
+        plan.stdout
+    );
+    for out in [&at_terminal, &paused, &plan] {
+        for text in [&out.stdout, &out.stderr] {
+            assert!(!text.contains(['\u{1b}', '\u{202e}', '\u{7}']), "{text:?}");
+        }
+    }
+}
