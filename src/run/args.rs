@@ -13,6 +13,9 @@ pub struct BoundArgs {
     pub raw: Vec<String>,
 }
 
+/// The longest `NAME=value` string (with its NUL) Linux passes to a program: 32 pages.
+const MAX_ENV_STRING: usize = 32 * 4096;
+
 pub fn bind(cmd: &Command, values: &[String], set: &[String]) -> Result<BoundArgs, Failure> {
     let mut env = Vec::new();
     // `NAME=VALUE` with NAME a declared argument binds by name; the other values fill the
@@ -121,6 +124,22 @@ pub fn bind(cmd: &Command, values: &[String], set: &[String]) -> Result<BoundArg
             );
         }
         env.push((key.to_string(), value.to_string()));
+    }
+    // Every value reaches the blocks as an environment variable, and Linux refuses to start a
+    // program with one longer than 128 KiB (MAX_ARG_STRLEN): every block would fail with
+    // "Argument list too long". Say so now, before anything runs.
+    if let Some((key, value)) = env
+        .iter()
+        .find(|(k, v)| k.len() + v.len() + 2 > MAX_ENV_STRING)
+    {
+        return Err(Failure::usage(format!(
+            "`{key}` would be {} bytes: Linux passes at most 128 KiB per environment variable, \
+             which is how values reach the blocks",
+            key.len() + value.len() + 2
+        ))
+        .with_hint(
+            "pass a large value through a file: give its path, and read the file in the block",
+        ));
     }
     Ok(BoundArgs {
         env,

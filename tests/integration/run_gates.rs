@@ -661,6 +661,37 @@ fn argument_values_are_never_executed() {
     }
 }
 
+/// Values reach blocks as environment variables, which Linux caps at 128 KiB each
+/// (`NAME=value` and its NUL): the longest one runs, one byte more is refused before anything
+/// runs (every block would fail with "Argument list too long").
+#[test]
+fn an_argument_too_long_for_the_environment_is_refused_before_anything_runs() {
+    let longest = "x".repeat(128 * 1024 - "NIXCMD_ARG_NAME=".len() - 1);
+    let out = Test::new()
+        .runbook("echo.md", ARGS)
+        .args(["run", "echo", &longest])
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        project_file(out.root.path(), "got").len(),
+        3 * (longest.len() + 1)
+    );
+    let too_long = format!("{longest}x");
+    let out = Test::new()
+        .runbook("echo.md", ARGS)
+        .args(["run", "echo", &too_long])
+        .run();
+    out.assert_status(2);
+    assert_eq!(
+        out.stderr,
+        "error: `NIXCMD_ARG_NAME` would be 131073 bytes: Linux passes at most 128 KiB per \
+         environment variable, which is how values reach the blocks\n  \
+         hint: pass a large value through a file: give its path, and read the file in the block\n"
+    );
+    assert!(run_dirs(out.root.path()).is_empty());
+    assert!(!out.root.path().join("project/got").exists());
+}
+
 #[test]
 fn a_pattern_rejects_an_argument_with_exit_2() {
     let out = Test::new()
