@@ -11,8 +11,9 @@ pub struct Parsed {
     pub vars: Vec<(String, String)>,
     /// Lines that set nothing, and why.
     pub problems: Vec<Problem>,
-    /// Values of `NAME<<DELIMITER` blocks not closed (yet): not exported, but a secret's
-    /// lines are redacted all the same (a step may print them before it writes the end).
+    /// Values not exported but redacted all the same if their name is a secret's: those of
+    /// `NAME<<DELIMITER` blocks not closed (yet) (a step may print them before it writes the
+    /// end), and those of nixcmd's own names (see [`is_nixcmd_own`]).
     pub unterminated: Vec<(String, String)>,
 }
 
@@ -51,6 +52,18 @@ fn name(raw: &[u8]) -> Option<&str> {
     valid.then_some(k)
 }
 
+/// A name nixcmd sets for every block itself (`NIXCMD_ENV`, `NIXCMD_ARG_*`, `ARGUMENTS`, …).
+/// An export of one would win over nixcmd's value in later blocks: `NIXCMD_ENV` pointing where
+/// nixcmd never reads (later exports lost, their secrets unredacted), an argument's value past
+/// its `pattern`. It sets nothing and is warned about, as `--set` refuses it.
+pub fn is_nixcmd_own(name: &str) -> bool {
+    name.starts_with("NIXCMD_") || name == "ARGUMENTS"
+}
+
+fn own(k: &str) -> String {
+    format!("`{k}` is set by nixcmd itself: not set")
+}
+
 const NOT_A_NAME: &str = "the text before `=` is not a variable name (letters, digits and `_`, not starting with a \
      digit): ignored";
 
@@ -79,6 +92,13 @@ pub fn parse(bytes: &[u8]) -> Parsed {
                     continue;
                 };
                 match std::str::from_utf8(&line[eq + 1..]) {
+                    Ok(v) if is_nixcmd_own(k) => {
+                        out.problems.push(Problem {
+                            line: at,
+                            what: own(k),
+                        });
+                        out.unterminated.push((k.to_string(), v.to_string()));
+                    }
                     Ok(v) => out.vars.push((k.to_string(), v.to_string())),
                     Err(_) => out.problems.push(Problem {
                         line: at,
@@ -127,6 +147,13 @@ pub fn parse(bytes: &[u8]) -> Parsed {
                 };
                 let value = String::from_utf8(value);
                 match (closed, value) {
+                    (true, Ok(v)) if is_nixcmd_own(k) => {
+                        out.problems.push(Problem {
+                            line: at,
+                            what: own(k),
+                        });
+                        out.unterminated.push((k.to_string(), v));
+                    }
                     (true, Ok(v)) => out.vars.push((k.to_string(), v)),
                     (true, Err(_)) => out.problems.push(Problem {
                         line: at,
@@ -168,6 +195,28 @@ mod tests {
 
     fn problems(p: &Parsed) -> Vec<String> {
         p.problems.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn nixcmds_own_names_set_nothing_but_are_still_redacted() {
+        let p = parse(b"NIXCMD_ENV=/x\nA=1\nNIXCMD_ARG_X<<E\nv\nE\nARGUMENTS=z\nNIXCMDX=ok\n");
+        assert_eq!(p.vars, pairs(&[("A", "1"), ("NIXCMDX", "ok")]));
+        assert_eq!(
+            p.unterminated,
+            pairs(&[
+                ("NIXCMD_ENV", "/x"),
+                ("NIXCMD_ARG_X", "v"),
+                ("ARGUMENTS", "z")
+            ])
+        );
+        assert_eq!(
+            problems(&p),
+            [
+                "$NIXCMD_ENV line 1: `NIXCMD_ENV` is set by nixcmd itself: not set",
+                "$NIXCMD_ENV line 3: `NIXCMD_ARG_X` is set by nixcmd itself: not set",
+                "$NIXCMD_ENV line 6: `ARGUMENTS` is set by nixcmd itself: not set",
+            ]
+        );
     }
 
     #[test]

@@ -122,13 +122,14 @@ pub fn wrapper(w: &Wrapper) -> String {
     printf '{mark}secret %s %s\n' "$1" "$v" >&2
   }}
   __nixcmd_env() {{
-    local __l __n=0 __k __v __d= __at=0 __first __name __eq
+    local __l __n=0 __k __v __d= __at=0 __first __name __eq __own
     while IFS= read -r __l || [[ -n $__l ]]; do
       __n=$((__n + 1))
       __l=${{__l%$'\r'}}
       if [[ -n $__d ]]; then
         if [[ $__l == "$__d" ]]; then
-          [[ -n $__name && $1 == export ]] && export "$__name=$__v"
+          [[ -n $__name && $1 == export && -z $__own ]] && export "$__name=$__v"
+          [[ -n $__name && $1 == check && -n $__own ]] && __nixcmd_warn "$__at: \`$__name\` is set by nixcmd itself: not set"
           [[ -n $__name ]] && __nixcmd_secret "$__name" "$__v"
           __d=
         elif [[ -n $__first ]]; then
@@ -148,11 +149,14 @@ pub fn wrapper(w: &Wrapper) -> String {
         continue
       fi
       __k=${{__k#"${{__k%%[![:space:]]*}}"}} __k=${{__k%"${{__k##*[![:space:]]}}"}} __k=${{__k#export }}
-      __name=
+      __name= __own=
       [[ $__k =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] && __name=$__k
+      # nixcmd's own names set nothing (`is_nixcmd_own` in src/run/env_file.rs).
+      [[ $__name == NIXCMD_* || $__name == ARGUMENTS ]] && __own=1
       if [[ -n $__eq ]]; then
         if [[ -n $__name ]]; then
-          [[ $1 == export ]] && export "$__name=$__v"
+          [[ $1 == export && -z $__own ]] && export "$__name=$__v"
+          [[ $1 == check && -n $__own ]] && __nixcmd_warn "$__n: \`$__name\` is set by nixcmd itself: not set"
           __nixcmd_secret "$__name" "$__v"
         else
           [[ $1 == check ]] && __nixcmd_warn "$__n: the text before \`=\` is not a variable name (letters, digits and \`_\`, not starting with a digit): ignored"

@@ -1083,6 +1083,49 @@ printf '\nOPEN<<END\nx\n' >> "$NIXCMD_ENV"
     );
 }
 
+/// On a host as on this machine, an export of one of nixcmd's own names sets nothing and is
+/// a warning: `NIXCMD_ENV` pointed elsewhere would lose every later export on that host.
+#[test]
+fn a_hosts_exports_of_nixcmds_own_names_set_nothing() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let steps = r#"### export
+```bash {id=export hosts=all}
+printf 'NIXCMD_ENV=/tmp/elsewhere\nARGUMENTS=evil\nOK=1\n' >> "$NIXCMD_ENV"
+```
+### use
+```bash {id=use hosts=all}
+echo 'LATER=yes' >> "$NIXCMD_ENV"
+```
+### last
+```bash {id=last hosts=all}
+printf '[%s]\n' "${NIXCMD_ENV##*/}" "$ARGUMENTS" "$OK" "$LATER" > "$NIXCMD_ARG_MARKS/values"
+```
+"#;
+    let out = run(
+        project(&fleet, "", &runbook(steps, "")),
+        &["--format", "json"],
+    );
+    out.assert_status(0);
+    // `ARGUMENTS` keeps the run's arguments (the marks folder these tests pass).
+    let marks_dir = out.root.path().join("marks");
+    assert_eq!(
+        marks(&out)["values"],
+        format!("[env]\n[{}]\n[1]\n[yes]\n", marks_dir.display())
+    );
+    let warnings: Vec<String> = events(&out.stdout)
+        .into_iter()
+        .filter(|e| e["type"] == "warning")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "step `export` on h1: $NIXCMD_ENV line 1: `NIXCMD_ENV` is set by nixcmd itself: not set",
+            "step `export` on h1: $NIXCMD_ENV line 2: `ARGUMENTS` is set by nixcmd itself: not set",
+        ]
+    );
+}
+
 /// A progress line a host's step redraws with `\r` is its last output at once (here in the
 /// heartbeat), through ssh as on this machine; its log keeps the line whole.
 #[test]

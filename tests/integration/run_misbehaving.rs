@@ -601,3 +601,61 @@ echo "again keyline-two-4712"
     );
     assert!(!out.stdout.contains("keyline"), "{}", out.stdout);
 }
+
+/// An export of one of nixcmd's own names through `$NIXCMD_ENV` sets nothing and is a
+/// warning, as `--set` refuses them: `NIXCMD_ENV` pointed elsewhere lost every later export
+/// (and left their secrets unredacted), and `NIXCMD_ARG_*`/`ARGUMENTS` replaced arguments past
+/// their declaration. A secret-named one is still redacted.
+#[test]
+fn exports_of_nixcmds_own_names_set_nothing_and_are_warned_about() {
+    let out = Test::new()
+        .runbook(
+            "own.md",
+            r#"---
+description: Exports of nixcmd's own names
+nixcmd: {}
+---
+# Own
+
+## Steps
+### Export
+```bash {id=export}
+printf 'NIXCMD_ENV=/tmp/elsewhere\nARGUMENTS=evil\nNIXCMD_TOKEN<<E\nown-secret-value\nE\nOK=1\n' >> "$NIXCMD_ENV"
+```
+### Use
+```bash {id=use}
+echo 'LATER=yes' >> "$NIXCMD_ENV"
+printf '[%s]\n' "${NIXCMD_ENV##*/}" "$ARGUMENTS" "${NIXCMD_TOKEN-unset}" "$OK" own-secret-value
+```
+### Last
+```bash {id=last}
+echo "$LATER"
+```
+"#,
+        )
+        .args(["run", "own"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        log(out.root.path(), "use"),
+        "── use attempt 1/1 at [TIMESTAMP] ──\n[env]\n[]\n[unset]\n[1]\n[[REDACTED]]\n"
+    );
+    assert_eq!(
+        log(out.root.path(), "last"),
+        "── last attempt 1/1 at [TIMESTAMP] ──\nyes\n"
+    );
+    let text = std::fs::read_to_string(only_run(out.root.path()).join("events.ndjson")).unwrap();
+    let warnings: Vec<Value> = events(&text)
+        .into_iter()
+        .filter(|e| e["type"] == "warning")
+        .map(|e| e["message"].clone())
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "step `export`: $NIXCMD_ENV line 1: `NIXCMD_ENV` is set by nixcmd itself: not set",
+            "step `export`: $NIXCMD_ENV line 2: `ARGUMENTS` is set by nixcmd itself: not set",
+            "step `export`: $NIXCMD_ENV line 3: `NIXCMD_TOKEN` is set by nixcmd itself: not set",
+        ]
+    );
+}
