@@ -402,6 +402,11 @@ fn check_selection(
 
 fn lock(name: &str, run_id: &str) -> Result<Lock, Failure> {
     Lock::acquire(name, run_id).map_err(|e| match e {
+        // The holder is this very run: another `resume` of it is under way.
+        LockError::Held { holder } if holder.split_whitespace().next() == Some(run_id) => {
+            Failure::usage(format!("run {run_id} is being resumed already: {holder}"))
+                .with_hint(format!("follow it with `nixcmd log {run_id} --follow`"))
+        }
         LockError::Held { holder } => {
             Failure::usage(format!("another run of `{name}` is in progress: {holder}"))
                 .with_hint("wait for it to finish, or look at it with `nixcmd runs`")
@@ -630,7 +635,17 @@ pub fn prepare_resume(
             "the command `{}` changed since run {} started; resuming could run steps that were never planned",
             state.command, state.run_id
         ))
-        .with_hint(format!("review the change, then `nixcmd resume {} --force` to resume anyway", state.run_id)));
+        .with_hint({
+            // A run paused at a gate needs its answer too, or resuming pauses it again.
+            let approve = match (&state.status, state.current_step.as_deref()) {
+                (RunStatus::AwaitingConfirmation, Some(step)) => format!(" --approve {step}"),
+                _ => String::new(),
+            };
+            format!(
+                "review the change, then `nixcmd resume {} --force{approve}` to resume anyway",
+                state.run_id
+            )
+        }));
     }
     refuse_missing_dir(&state)?;
     let lock = if state.dry_run {

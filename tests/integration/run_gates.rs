@@ -266,7 +266,7 @@ fn resume_force_runs_and_records_the_steps_of_the_changed_file() {
         format!(
             "error: the command `gated` changed since run {id} started; resuming could run \
              steps that were never planned\n  hint: review the change, then `nixcmd resume \
-             {id} --force` to resume anyway\n"
+             {id} --force --approve push` to resume anyway\n"
         )
     );
     assert_eq!(project_file(&root, "trace"), "prepare\n");

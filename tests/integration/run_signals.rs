@@ -922,3 +922,39 @@ fn a_run_without_readers_or_folders_keeps_its_step_until_stopped_then_stops_it()
     assert!(!alive(&shell), "its step is stopped");
     assert_eq!(processes(&marker(root.path())), Vec::<String>::new());
 }
+
+/// A second `resume` of a run that is being resumed names it as such, not as "another run".
+#[test]
+fn a_second_resume_of_the_same_run_says_it_is_being_resumed() {
+    let runbook = WAIT_FOR_GO.replace("{id=wait}", "{id=wait confirm=\"Wait?\" irreversible}");
+    let paused = Test::new()
+        .runbook("wait.md", &runbook)
+        .env("CI", "true")
+        .args(["run", "wait"])
+        .run();
+    paused.assert_status(3);
+    let id = run_id(&only_run(paused.root.path()));
+    let first = Spawned::start(paused.then().args(["resume", &id, "--approve", "wait"]));
+    let root = first.root().to_path_buf();
+    wait_until("the resumed step", Duration::from_secs(30), || {
+        project_file(&root, "trace") == "waiting\n"
+    });
+    let second = Test::sharing_state(&root)
+        .args(["resume", &id, "--approve", "wait"])
+        .run();
+    second.assert_status(2);
+    assert_eq!(
+        second.normalized().replace(&id, "[RUN]"),
+        format!(
+            "----- stderr -----\n\
+             error: run [RUN] is being resumed already: [RUN] (pid {})\n  \
+             hint: follow it with `nixcmd log [RUN] --follow`\n\
+             [exit status: 2]\n",
+            first.pid()
+        )
+    );
+    std::fs::write(root.join("project/go"), "").expect("let the resumed run finish");
+    let out = first.wait();
+    out.assert_status(0);
+    assert_eq!(project_file(&root, "trace"), "waiting\ndone\n");
+}
