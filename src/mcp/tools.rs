@@ -347,6 +347,10 @@ impl NixcmdServer {
         if run.status().is_terminal() {
             return Ok(Json(run.report()));
         }
+        // One request only, however often it is called: a run that is rolling back (or
+        // running its `always` blocks) holds it back and finishes them, and no second
+        // request stops them at once. That "second Ctrl-C" is a person's call at the
+        // terminal; a model repeating run_cancel must not leave a machine half restored.
         if run.cancel.level() == 0 {
             run.cancel.request();
         }

@@ -11,6 +11,7 @@ use crate::process::Cancel;
 use crate::run::approve::{Answer, Approver, GateRequest};
 use crate::run::records::{Approval, History, Progress, RunDir, State, StepProgress};
 use crate::run::redact::Redactor;
+use crate::run::shield::Finishing;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -196,6 +197,8 @@ pub struct Engine<'a> {
     /// The `$NIXCMD_ENV` problems already warned about, with their host (`None`: this
     /// machine): the file is read after every step, and each bad line is told once.
     pub(super) env_warned: std::collections::HashSet<(Option<String>, String)>,
+    /// Set while rollback or `always` blocks run (see [`crate::run::shield`]).
+    pub(super) finishing: Option<crate::run::shield::Finishing>,
 }
 
 impl<'a> Engine<'a> {
@@ -278,6 +281,7 @@ impl<'a> Engine<'a> {
             records_error: None,
             hangup_noted: false,
             env_warned: Default::default(),
+            finishing: None,
         }
     }
 
@@ -939,18 +943,20 @@ impl<'a> Engine<'a> {
             reason,
             blocks: order.iter().map(|b| b.id.clone()).collect(),
         });
-        let mut left = Vec::new();
-        for block in order {
-            if self.cancel.level() >= 2 {
-                left.push(format!("{} (not run: stopped at once)", block.id));
-                continue;
+        self.shielded(Finishing::RollingBack, |engine| {
+            let mut left = Vec::new();
+            for block in order {
+                if engine.cancel.level() >= 2 {
+                    left.push(format!("{} (not run: stopped at once)", block.id));
+                    continue;
+                }
+                let result = engine.run_block(block, false);
+                if result.status.is_failure() {
+                    left.push(block.id.clone());
+                }
             }
-            let result = self.run_block(block, false);
-            if result.status.is_failure() {
-                left.push(block.id.clone());
-            }
-        }
-        left
+            left
+        })
     }
 
     /// `always` blocks (from any section) run at the end whatever happened. On success a
@@ -961,18 +967,23 @@ impl<'a> Engine<'a> {
             .blocks()
             .filter(|b| b.attrs.always && b.runnable)
             .collect();
-        let mut left = Vec::new();
-        for block in blocks {
-            if self.opts.dry_run && !block.is_readonly() {
-                self.mark_skipped(block, "dry run: not readonly");
-                continue;
-            }
-            let result = self.run_block(block, !after_failure);
-            if result.status.is_failure() {
-                left.push(block.id.clone());
-            }
+        if blocks.is_empty() {
+            return Vec::new();
         }
-        left
+        self.shielded(Finishing::Always, |engine| {
+            let mut left = Vec::new();
+            for block in blocks {
+                if engine.opts.dry_run && !block.is_readonly() {
+                    engine.mark_skipped(block, "dry run: not readonly");
+                    continue;
+                }
+                let result = engine.run_block(block, !after_failure);
+                if result.status.is_failure() {
+                    left.push(block.id.clone());
+                }
+            }
+            left
+        })
     }
 
     fn finish(
