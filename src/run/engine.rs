@@ -32,6 +32,9 @@ pub struct Options {
     pub approve: Vec<String>,
     /// The channel recorded for `--yes`/`--approve` approvals.
     pub approve_channel: String,
+    /// `nixcmd resume --decline`: the gate of this block, which the run is paused at, is
+    /// declined before anything runs.
+    pub decline: Option<String>,
     pub only: Vec<String>,
     pub skip: Vec<String>,
     pub from: Option<String>,
@@ -440,12 +443,15 @@ impl<'a> Engine<'a> {
             .iter()
             .any(|s| s.attempts > 0 && s.phase != "prerequisite");
 
+        // Nothing runs before a declined gate, prerequisites included.
+        let declined = self.decline_paused_gate();
+
         // Prerequisites: one failure stops the run; nothing changed, nothing to roll back.
         let prereqs: Vec<&Block> = self
             .cmd
             .prerequisites
             .iter()
-            .filter(|b| b.runnable)
+            .filter(|b| b.runnable && declined.is_none())
             .collect();
         for block in prereqs {
             if self.done(&block.id) {
@@ -482,11 +488,22 @@ impl<'a> Engine<'a> {
         if failed.is_some() {
             return self.finish(status, failed, Vec::new(), manual);
         }
+        // Then as after a "no" at its prompt: at a prerequisite the run ends there; at a step,
+        // what ran is rolled back and the `always` blocks run.
+        if let Some((id, prerequisite)) = declined {
+            status = RunStatus::Declined;
+            failed = Some((id, Vec::new()));
+            if prerequisite {
+                return self.finish(status, failed, Vec::new(), manual);
+            }
+        }
 
         // A resumed run that had failed and was rolling back when its nixcmd died: the
         // failure stands (running the step again could pass over a half-undone machine), and
         // its rollback runs again, whole, since which of its blocks ended is not recorded.
-        if let Some((id, step_status)) = self.failed_earlier() {
+        if failed.is_none()
+            && let Some((id, step_status)) = self.failed_earlier()
+        {
             status = match step_status {
                 StepStatus::Interrupted => RunStatus::Interrupted,
                 StepStatus::Declined => RunStatus::Declined,
@@ -788,7 +805,12 @@ impl<'a> Engine<'a> {
             self.record_approval(&block.id, self.opts.approve_channel.clone(), None);
             return GateResult::Go;
         }
-        if self.state.approvals.iter().any(|a| a.step_id == block.id) {
+        if self
+            .state
+            .approvals
+            .iter()
+            .any(|a| a.step_id == block.id && !a.declined)
+        {
             return GateResult::Go;
         }
         let message = block
@@ -814,22 +836,49 @@ impl<'a> Engine<'a> {
                 } else {
                     (StepStatus::Declined, "declined at the confirmation")
                 };
-                if let Some(p) = self.progress.get_mut(&block.id) {
-                    p.status = status;
-                }
-                self.emit(EventKind::StepFinished {
-                    step_id: block.id.clone(),
-                    host: None,
-                    status,
-                    exit_code: None,
-                    duration_ms: 0,
-                    attempts: 0,
-                    reason: Some(reason.into()),
-                });
+                self.mark_declined(&block.id, status, reason);
                 GateResult::Declined
             }
             Answer::Unavailable => GateResult::Pause,
         }
+    }
+
+    /// Records a gate's "no" (or Ctrl-C at its prompt) as the end of its block.
+    fn mark_declined(&mut self, id: &str, status: StepStatus, reason: &str) {
+        if let Some(p) = self.progress.get_mut(id) {
+            p.status = status;
+        }
+        self.emit(EventKind::StepFinished {
+            step_id: id.to_string(),
+            host: None,
+            status,
+            exit_code: None,
+            duration_ms: 0,
+            attempts: 0,
+            reason: Some(reason.into()),
+        });
+    }
+
+    /// `nixcmd resume --decline`: the gate the run is paused at is answered "no" before
+    /// anything runs, as at its prompt; the decision is recorded with the approvals.
+    /// Returns the block and whether it is a prerequisite.
+    fn decline_paused_gate(&mut self) -> Option<(String, bool)> {
+        let id = self.opts.decline.clone()?;
+        self.state.approvals.push(Approval {
+            step_id: id.clone(),
+            channel: "cli".into(),
+            client: None,
+            declined: true,
+            at: now(),
+        });
+        self.save();
+        self.mark_declined(
+            &id,
+            StepStatus::Declined,
+            "declined with `nixcmd resume --decline`",
+        );
+        let prerequisite = self.cmd.prerequisites.iter().any(|b| b.id == id);
+        Some((id, prerequisite))
     }
 
     /// A gate answered "no", or left by Ctrl-C at its prompt.
@@ -849,6 +898,7 @@ impl<'a> Engine<'a> {
             step_id: step.to_string(),
             channel,
             client,
+            declined: false,
             at: now(),
         });
         self.save();
