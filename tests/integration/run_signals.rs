@@ -950,3 +950,55 @@ fn a_second_ctrl_c_during_rollback_stops_it_at_once() {
     );
     insta::assert_snapshot!(normalized(&out));
 }
+
+/// After the steps succeeded, an `always` block (leaving maintenance mode) is not stopped
+/// by a first Ctrl-C either; the run still succeeded.
+#[test]
+fn a_first_ctrl_c_during_an_always_block_lets_it_finish() {
+    const HELD_ALWAYS: &str = "warning: running the `always` blocks: Ctrl-C again to stop at \
+                               once (they are left unfinished)";
+    let run = Spawned::start(
+        Test::new()
+            .runbook(
+                "maintenance.md",
+                r#"---
+description: Works in maintenance mode
+nixcmd: {}
+---
+# Maintenance
+
+## Steps
+### Work
+```bash {id=work}
+echo work >> trace
+```
+### Leave maintenance
+```bash {id=leave always}
+trap 'echo INT >> signals' INT
+echo leave >> trace
+while [ ! -e go ]; do sleep 0.02; done
+echo left >> trace
+```
+"#,
+            )
+            .args(["run", "maintenance"]),
+    );
+    let root = run.root().to_path_buf();
+    wait_until("the always block", Duration::from_secs(30), || {
+        project_file(&root, "trace") == "work\nleave\n"
+    });
+    run.signal(libc::SIGINT);
+    wait_until(
+        "the notice of the held Ctrl-C",
+        Duration::from_secs(30),
+        || run.stdout_so_far().contains(HELD_ALWAYS) || run.stderr_so_far().contains(HELD_ALWAYS),
+    );
+    std::fs::write(root.join("project/go"), "").expect("write go");
+    let out = run.wait();
+    out.assert_status(0);
+    assert_eq!(project_file(&root, "trace"), "work\nleave\nleft\n");
+    assert_eq!(project_file(&root, "signals"), "");
+    let dir = only_run(&root);
+    assert_eq!(read_json(&dir.join("state.json"))["status"], "succeeded");
+    assert_eq!(normalized(&out).matches(HELD_ALWAYS).count(), 1);
+}
