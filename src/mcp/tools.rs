@@ -340,7 +340,7 @@ impl NixcmdServer {
         if run.external && !run.status().is_terminal() {
             return Err(refuse(format!(
                 "run {} was started outside this server; stop it where it runs (Ctrl-C), \
-                 or roll a paused run back with `nixcmd resume {}` and declining",
+                 or roll a paused run back with `nixcmd resume {} --decline`",
                 run.run_id, run.run_id
             )));
         }
