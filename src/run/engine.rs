@@ -201,7 +201,7 @@ pub struct Engine<'a> {
     /// machine): the file is read after every step, and each bad line is told once.
     pub(super) env_warned: std::collections::HashSet<(Option<String>, String)>,
     /// Set while rollback or `always` blocks run (see [`crate::run::shield`]).
-    pub(super) finishing: Option<crate::run::shield::Finishing>,
+    pub(super) finishing: Option<Finishing>,
 }
 
 impl<'a> Engine<'a> {
