@@ -229,6 +229,10 @@ pub struct ResumeArgs {
     /// Resume even though the command file changed since the run started.
     #[arg(long)]
     pub force: bool,
+    /// Decline the confirmation the run is paused at, as answering "no" would: nothing past
+    /// it runs, what ran is rolled back, `always` blocks run.
+    #[arg(long, conflicts_with_all = ["yes", "approve"])]
+    pub decline: bool,
 }
 
 /// Rewrites `nixcmd [globals] /NAME args…` into `nixcmd [globals] run NAME args…`.

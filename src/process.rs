@@ -115,25 +115,63 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Cancellation requests: 0 none, 1 stop and roll back (first Ctrl-C), 2 stop at once.
+///
+/// A clone shares the requests. [`Cancel::shielded`] makes the view that rollback and
+/// `always` blocks run with: in it a first request is held back (level 0), since stopping a
+/// block that restores the machine would leave it half restored; only "stop at once" (2)
+/// gets through.
 #[derive(Debug, Clone, Default)]
-pub struct Cancel(pub Arc<AtomicUsize>);
+pub struct Cancel {
+    shared: Arc<Requests>,
+    shielded: bool,
+}
+
+#[derive(Debug, Default)]
+struct Requests {
+    count: AtomicUsize,
+    /// The held-back request was told about (see [`Cancel::take_held`]): once per run.
+    held_told: std::sync::atomic::AtomicBool,
+    /// Requests come from signals (Ctrl-C, SIGTERM): a person can press again.
+    by_signal: std::sync::atomic::AtomicBool,
+}
 
 impl Cancel {
     pub fn level(&self) -> usize {
-        self.0.load(Ordering::SeqCst)
+        let n = self.shared.count.load(Ordering::SeqCst);
+        if self.shielded && n < 2 { 0 } else { n }
     }
     pub fn request(&self) {
-        self.0.fetch_add(1, Ordering::SeqCst);
+        self.shared.count.fetch_add(1, Ordering::SeqCst);
+    }
+    /// The view a rollback or `always` block runs with (see [`Cancel`]).
+    pub fn shielded(&self) -> Cancel {
+        Cancel {
+            shared: self.shared.clone(),
+            shielded: true,
+        }
+    }
+    /// True once per run, in a shielded view, when a request is being held back: the time to
+    /// say that it was (and, for a person, that a second one stops at once).
+    pub fn take_held(&self) -> bool {
+        self.shielded
+            && self.shared.count.load(Ordering::SeqCst) == 1
+            && !self.shared.held_told.swap(true, Ordering::SeqCst)
+    }
+    /// Whether the requests come from signals ([`Cancel::install_signal_handlers`]), so that
+    /// a person can send a second one; the MCP server's requests do not.
+    pub fn by_signal(&self) -> bool {
+        self.shared.by_signal.load(Ordering::SeqCst)
     }
     /// Makes SIGINT and SIGTERM to nixcmd count as cancellation requests, SIGQUIT as two
     /// (stop at once), and SIGHUP mark the terminal as gone (see [`hung_up`]).
     pub fn install_signal_handlers(&self) -> std::io::Result<()> {
+        self.shared.by_signal.store(true, Ordering::SeqCst);
         for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            let counter = self.0.clone();
+            let shared = self.shared.clone();
             // SAFETY: the handler only performs an atomic increment, which is async-signal-safe.
             unsafe {
                 signal_hook::low_level::register(sig, move || {
-                    counter.fetch_add(1, Ordering::SeqCst);
+                    shared.count.fetch_add(1, Ordering::SeqCst);
                 })?;
             }
         }
@@ -142,12 +180,12 @@ impl Cancel {
         // second Ctrl-C does (the step's group is killed, no rollback). Already ignored (a
         // background job of a script): left so, as SIGHUP below.
         if !ignored(libc::SIGQUIT) {
-            let counter = self.0.clone();
+            let shared = self.shared.clone();
             // SAFETY: the handler only performs an atomic increment, which is
             // async-signal-safe.
             unsafe {
                 signal_hook::low_level::register(signal_hook::consts::SIGQUIT, move || {
-                    counter.fetch_add(2, Ordering::SeqCst);
+                    shared.count.fetch_add(2, Ordering::SeqCst);
                 })?;
             }
         }
@@ -704,6 +742,9 @@ pub enum Observed<'a> {
     /// The wrapper of a remote step reports a problem (a `$NIXCMD_ENV` line that sets
     /// nothing on the host).
     Warning(&'a str),
+    /// A request to stop (a first Ctrl-C) came while a rollback or `always` block runs, and
+    /// is held back (see [`Cancel::shielded`]): told once per run, for the run to say so.
+    Held,
     /// Every complete line of one read has been passed on: what was gathered for them can
     /// be written now, in one call instead of one per line.
     ReadDone,
@@ -792,6 +833,8 @@ pub fn run_group_observed(
             if ended.is_some() {
                 let immediate = matches!(ended, Some(Ended::Cancelled(l)) if l >= 2);
                 terminate_group(pgid, spec.grace, immediate, &escalate);
+            } else if cancel.take_held() {
+                observe(Observed::Held);
             }
         }
         // The main process is gone but a background process keeps the pipes open: stop the
@@ -1615,6 +1658,22 @@ mod tests {
 
     /// Processes carrying a run's step token are found, with their step and command line;
     /// a run whose id only begins the same is not confused with it.
+    #[test]
+    fn a_shielded_view_holds_back_a_first_request_only() {
+        let cancel = Cancel::default();
+        let shielded = cancel.shielded();
+        assert_eq!((cancel.level(), shielded.level()), (0, 0));
+        assert!(!shielded.take_held(), "nothing to hold back yet");
+        cancel.request();
+        assert_eq!((cancel.level(), shielded.level()), (1, 0));
+        assert!(!cancel.take_held(), "only a shielded view holds back");
+        assert!(shielded.take_held());
+        assert!(!shielded.clone().take_held(), "told once, in any view");
+        cancel.request();
+        assert_eq!((cancel.level(), shielded.level()), (2, 2));
+        assert!(!cancel.by_signal(), "no signal handler was installed");
+    }
+
     #[test]
     fn left_behind_finds_the_processes_of_one_run() {
         let mut child = std::process::Command::new("sleep")

@@ -268,7 +268,8 @@ impl Registry {
     }
 
     /// Cancels every active run and waits for the threads (rollbacks) to end: the client is
-    /// gone, as when a terminal closes.
+    /// gone, as when a terminal closes. A run already rolling back holds the request back
+    /// and finishes its rollback (see [`crate::run::shield`]).
     pub fn shutdown(&self) {
         for run in self.runs.lock().unwrap_or_else(|e| e.into_inner()).values() {
             if run.is_active() && run.cancel.level() == 0 {

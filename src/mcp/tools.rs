@@ -340,13 +340,17 @@ impl NixcmdServer {
         if run.external && !run.status().is_terminal() {
             return Err(refuse(format!(
                 "run {} was started outside this server; stop it where it runs (Ctrl-C), \
-                 or roll a paused run back with `nixcmd resume {}` and declining",
+                 or roll a paused run back with `nixcmd resume {} --decline`",
                 run.run_id, run.run_id
             )));
         }
         if run.status().is_terminal() {
             return Ok(Json(run.report()));
         }
+        // One request only, however often it is called: a run that is rolling back (or
+        // running its `always` blocks) holds it back and finishes them, and no second
+        // request stops them at once. That "second Ctrl-C" is a person's call at the
+        // terminal; a model repeating run_cancel must not leave a machine half restored.
         if run.cancel.level() == 0 {
             run.cancel.request();
         }

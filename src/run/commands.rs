@@ -141,6 +141,7 @@ pub fn prepare_new(
         yes: false,
         approve: Vec::new(),
         approve_channel: "flag".into(),
+        decline: None,
         only: req.only,
         skip: req.skip,
         from: req.from,
@@ -475,13 +476,47 @@ pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
     let heartbeat = crate::run::heartbeat::from_env()?;
     let (path, state) = records::find_run(&args.run).map_err(Failure::usage)?;
     refuse_ended(&state)?;
+    let decline = match args.decline {
+        true => Some(paused_gate(&state)?),
+        false => None,
+    };
     let loaded = load_for_resume(cx, &state)?;
     refuse_invalid(&loaded)?;
     let cmd = &loaded.command;
     check_approvals(cmd, &args.gates.approve)?;
     let nested = resolver_for(&resume_search(cx, &state));
-    let prepared = prepare_resume(cmd, state, &path, args.force, nested)?;
+    let mut prepared = prepare_resume(cmd, state, &path, args.force, nested)?;
+    if let Some(id) = decline {
+        // A changed file (`--force`) may have lost the gate: declining nothing would run on.
+        if !cmd.blocks().any(|b| b.id == id && b.effective.asks) {
+            return Err(Failure::usage(format!(
+                "--decline: step `{id}` of run {} no longer asks for confirmation in `{}`",
+                prepared.state.run_id, cmd.name
+            )));
+        }
+        prepared.opts.decline = Some(id);
+    }
     launch(cx, cmd, prepared, &args.gates, heartbeat)
+}
+
+/// `resume --decline` answers the gate a run is paused at: the step it waits before. A run
+/// that is not paused there has nothing to decline (a running or interrupted run, a failed
+/// one whose hosts can be retried).
+fn paused_gate(state: &State) -> Result<String, Failure> {
+    let step = match (state.status, &state.current_step) {
+        (RunStatus::AwaitingConfirmation, Some(step)) => return Ok(step.clone()),
+        (RunStatus::AwaitingConfirmation, None) => "awaiting confirmation".to_string(),
+        (status, _) => status.label().to_string(),
+    };
+    Err(Failure::usage(format!(
+        "run {} is not paused at a confirmation ({step}); nothing to decline",
+        state.run_id
+    ))
+    .with_hint(format!(
+        "`nixcmd resume {}` continues it; `--decline` is for a run that ended with exit 3 \
+         (paused for confirmation)",
+        state.run_id
+    )))
 }
 
 /// The command a run is resumed with. The file it started from comes first when it is
@@ -682,6 +717,7 @@ pub fn prepare_resume(
         yes: false,
         approve: Vec::new(),
         approve_channel: "resume".into(),
+        decline: None,
         only: state.only.clone(),
         skip: state.skip.clone(),
         from: state.from.clone(),

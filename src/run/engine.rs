@@ -11,6 +11,7 @@ use crate::process::Cancel;
 use crate::run::approve::{Answer, Approver, GateRequest};
 use crate::run::records::{Approval, History, Progress, RunDir, State, StepProgress};
 use crate::run::redact::Redactor;
+use crate::run::shield::Finishing;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -31,6 +32,9 @@ pub struct Options {
     pub approve: Vec<String>,
     /// The channel recorded for `--yes`/`--approve` approvals.
     pub approve_channel: String,
+    /// `nixcmd resume --decline`: the gate of this block, which the run is paused at, is
+    /// declined before anything runs.
+    pub decline: Option<String>,
     pub only: Vec<String>,
     pub skip: Vec<String>,
     pub from: Option<String>,
@@ -196,6 +200,8 @@ pub struct Engine<'a> {
     /// The `$NIXCMD_ENV` problems already warned about, with their host (`None`: this
     /// machine): the file is read after every step, and each bad line is told once.
     pub(super) env_warned: std::collections::HashSet<(Option<String>, String)>,
+    /// Set while rollback or `always` blocks run (see [`crate::run::shield`]).
+    pub(super) finishing: Option<Finishing>,
 }
 
 impl<'a> Engine<'a> {
@@ -278,6 +284,7 @@ impl<'a> Engine<'a> {
             records_error: None,
             hangup_noted: false,
             env_warned: Default::default(),
+            finishing: None,
         }
     }
 
@@ -438,12 +445,15 @@ impl<'a> Engine<'a> {
             .iter()
             .any(|s| s.attempts > 0 && s.phase != "prerequisite");
 
+        // Nothing runs before a declined gate, prerequisites included.
+        let declined = self.decline_paused_gate();
+
         // Prerequisites: one failure stops the run; nothing changed, nothing to roll back.
         let prereqs: Vec<&Block> = self
             .cmd
             .prerequisites
             .iter()
-            .filter(|b| b.runnable)
+            .filter(|b| b.runnable && declined.is_none())
             .collect();
         for block in prereqs {
             if self.done(&block.id) {
@@ -480,11 +490,22 @@ impl<'a> Engine<'a> {
         if failed.is_some() {
             return self.finish(status, failed, Vec::new(), manual);
         }
+        // Then as after a "no" at its prompt: at a prerequisite the run ends there; at a step,
+        // what ran is rolled back and the `always` blocks run.
+        if let Some((id, prerequisite)) = declined {
+            status = RunStatus::Declined;
+            failed = Some((id, Vec::new()));
+            if prerequisite {
+                return self.finish(status, failed, Vec::new(), manual);
+            }
+        }
 
         // A resumed run that had failed and was rolling back when its nixcmd died: the
         // failure stands (running the step again could pass over a half-undone machine), and
         // its rollback runs again, whole, since which of its blocks ended is not recorded.
-        if let Some((id, step_status)) = self.failed_earlier() {
+        if failed.is_none()
+            && let Some((id, step_status)) = self.failed_earlier()
+        {
             status = match step_status {
                 StepStatus::Interrupted => RunStatus::Interrupted,
                 StepStatus::Declined => RunStatus::Declined,
@@ -787,7 +808,12 @@ impl<'a> Engine<'a> {
             self.record_approval(&block.id, self.opts.approve_channel.clone(), None);
             return GateResult::Go;
         }
-        if self.state.approvals.iter().any(|a| a.step_id == block.id) {
+        if self
+            .state
+            .approvals
+            .iter()
+            .any(|a| a.step_id == block.id && !a.declined)
+        {
             return GateResult::Go;
         }
         let message = block
@@ -813,22 +839,49 @@ impl<'a> Engine<'a> {
                 } else {
                     (StepStatus::Declined, "declined at the confirmation")
                 };
-                if let Some(p) = self.progress.get_mut(&block.id) {
-                    p.status = status;
-                }
-                self.emit(EventKind::StepFinished {
-                    step_id: block.id.clone(),
-                    host: None,
-                    status,
-                    exit_code: None,
-                    duration_ms: 0,
-                    attempts: 0,
-                    reason: Some(reason.into()),
-                });
+                self.mark_declined(&block.id, status, reason);
                 GateResult::Declined
             }
             Answer::Unavailable => GateResult::Pause,
         }
+    }
+
+    /// Records a gate's "no" (or Ctrl-C at its prompt) as the end of its block.
+    fn mark_declined(&mut self, id: &str, status: StepStatus, reason: &str) {
+        if let Some(p) = self.progress.get_mut(id) {
+            p.status = status;
+        }
+        self.emit(EventKind::StepFinished {
+            step_id: id.to_string(),
+            host: None,
+            status,
+            exit_code: None,
+            duration_ms: 0,
+            attempts: 0,
+            reason: Some(reason.into()),
+        });
+    }
+
+    /// `nixcmd resume --decline`: the gate the run is paused at is answered "no" before
+    /// anything runs, as at its prompt; the decision is recorded with the approvals.
+    /// Returns the block and whether it is a prerequisite.
+    fn decline_paused_gate(&mut self) -> Option<(String, bool)> {
+        let id = self.opts.decline.clone()?;
+        self.state.approvals.push(Approval {
+            step_id: id.clone(),
+            channel: "cli".into(),
+            client: None,
+            declined: true,
+            at: now(),
+        });
+        self.save();
+        self.mark_declined(
+            &id,
+            StepStatus::Declined,
+            "declined with `nixcmd resume --decline`",
+        );
+        let prerequisite = self.cmd.prerequisites.iter().any(|b| b.id == id);
+        Some((id, prerequisite))
     }
 
     /// A gate answered "no", or left by Ctrl-C at its prompt.
@@ -848,6 +901,7 @@ impl<'a> Engine<'a> {
             step_id: step.to_string(),
             channel,
             client,
+            declined: false,
             at: now(),
         });
         self.save();
@@ -942,18 +996,20 @@ impl<'a> Engine<'a> {
             reason,
             blocks: order.iter().map(|b| b.id.clone()).collect(),
         });
-        let mut left = Vec::new();
-        for block in order {
-            if self.cancel.level() >= 2 {
-                left.push(format!("{} (not run: stopped at once)", block.id));
-                continue;
+        self.shielded(Finishing::RollingBack, |engine| {
+            let mut left = Vec::new();
+            for block in order {
+                if engine.cancel.level() >= 2 {
+                    left.push(format!("{} (not run: stopped at once)", block.id));
+                    continue;
+                }
+                let result = engine.run_block(block, false);
+                if result.status.is_failure() {
+                    left.push(block.id.clone());
+                }
             }
-            let result = self.run_block(block, false);
-            if result.status.is_failure() {
-                left.push(block.id.clone());
-            }
-        }
-        left
+            left
+        })
     }
 
     /// `always` blocks (from any section) run at the end whatever happened. On success a
@@ -964,18 +1020,23 @@ impl<'a> Engine<'a> {
             .blocks()
             .filter(|b| b.attrs.always && b.runnable)
             .collect();
-        let mut left = Vec::new();
-        for block in blocks {
-            if self.opts.dry_run && !block.is_readonly() {
-                self.mark_skipped(block, "dry run: not readonly");
-                continue;
-            }
-            let result = self.run_block(block, !after_failure);
-            if result.status.is_failure() {
-                left.push(block.id.clone());
-            }
+        if blocks.is_empty() {
+            return Vec::new();
         }
-        left
+        self.shielded(Finishing::Always, |engine| {
+            let mut left = Vec::new();
+            for block in blocks {
+                if engine.opts.dry_run && !block.is_readonly() {
+                    engine.mark_skipped(block, "dry run: not readonly");
+                    continue;
+                }
+                let result = engine.run_block(block, !after_failure);
+                if result.status.is_failure() {
+                    left.push(block.id.clone());
+                }
+            }
+            left
+        })
     }
 
     fn finish(

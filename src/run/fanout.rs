@@ -16,6 +16,7 @@ use crate::run::engine::{
 use crate::run::fleet::{FailedHost, HostCompensation, selector_from_arg};
 use crate::run::jobs::{self, Job, Lines, Policy, Report, Runner};
 use crate::run::records::HostProgress;
+use crate::run::shield::Finishing;
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::time::Instant;
@@ -579,6 +580,7 @@ impl Engine<'_> {
             Report::Warning(_, problem) => {
                 self.env_problem(&[&block.id], Some(host), problem.clone())
             }
+            Report::Held(_) => self.say_held(Some(&block.id)),
             // Redacted from then on, from every host's output and this machine's: a host's
             // secret may be printed anywhere.
             Report::Secret(_, name, value) => {
@@ -676,34 +678,36 @@ impl Engine<'_> {
             ),
             blocks: blocks.iter().map(|b| b.id.clone()).collect(),
         });
-        for block in blocks {
-            let names: Vec<String> = self
-                .state
-                .fleet
-                .compensations
-                .iter()
-                .rev()
-                .filter(|c| c.rollback == block.id && hosts.contains(&c.host))
-                .map(|c| c.host.clone())
-                .collect();
-            let before: Vec<String> = names.clone();
-            let parallel = self
-                .cmd
-                .blocks()
-                .find(|b| b.attrs.rollback.as_deref() == Some(block.id.as_str()))
-                .and_then(|b| b.attrs.parallel);
-            let result = self.roll_back_on(&block, &before, parallel, false);
-            if result.status.is_failure() {
-                let failed = std::mem::take(&mut self.fleet.last_failed);
-                for h in failed {
-                    self.fleet.left.push(format!(
-                        "{} on host {h}: run by hand there:\n{}",
-                        block.id,
-                        block.code.trim_end()
-                    ));
+        self.shielded(Finishing::RollingBack, |engine| {
+            for block in blocks {
+                let names: Vec<String> = engine
+                    .state
+                    .fleet
+                    .compensations
+                    .iter()
+                    .rev()
+                    .filter(|c| c.rollback == block.id && hosts.contains(&c.host))
+                    .map(|c| c.host.clone())
+                    .collect();
+                let before: Vec<String> = names.clone();
+                let parallel = engine
+                    .cmd
+                    .blocks()
+                    .find(|b| b.attrs.rollback.as_deref() == Some(block.id.as_str()))
+                    .and_then(|b| b.attrs.parallel);
+                let result = engine.roll_back_on(&block, &before, parallel, false);
+                if result.status.is_failure() {
+                    let failed = std::mem::take(&mut engine.fleet.last_failed);
+                    for h in failed {
+                        engine.fleet.left.push(format!(
+                            "{} on host {h}: run by hand there:\n{}",
+                            block.id,
+                            block.code.trim_end()
+                        ));
+                    }
                 }
             }
-        }
+        });
     }
 }
 

@@ -224,6 +224,10 @@ impl<'a> Engine<'a> {
                 self.env_problem(&[&block.id], None, problem.clone());
                 None
             }
+            Report::Held(_) => {
+                self.say_held(Some(&block.id));
+                None
+            }
             // Reported by hosts only.
             Report::Secret(..) => None,
             Report::Retrying(_, attempt, why) => {

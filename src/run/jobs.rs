@@ -70,6 +70,9 @@ pub enum Report {
     Warning(usize, String),
     /// A secret exported on the host (see [`remote::Seen::Secret`]): name, value.
     Secret(usize, String, String),
+    /// A request to stop is held back while a rollback or `always` block runs (see
+    /// [`Observed::Held`]).
+    Held(usize),
     /// An attempt failed and another follows: why.
     Retrying(usize, u32, String),
     Done(usize, JobResult),
@@ -189,6 +192,7 @@ pub fn run(
             | Report::Progress(i, _, _)
             | Report::Warning(i, _)
             | Report::Secret(i, _, _)
+            | Report::Held(i)
             | Report::Retrying(i, _, _)
             | Report::Done(i, _) => *i,
         };
@@ -251,6 +255,9 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::SyncSender<Report>)
             Observed::Warning(problem) => {
                 send_lines(tx, index, &mut lines);
                 let _ = tx.send(Report::Warning(index, problem.to_string()));
+            }
+            Observed::Held => {
+                let _ = tx.send(Report::Held(index));
             }
             Observed::Spawned => {}
         };

@@ -20,5 +20,6 @@ pub mod records;
 pub mod redact;
 pub mod remote;
 pub mod render;
+pub mod shield;
 pub mod step;
 pub mod troubleshoot;

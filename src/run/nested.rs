@@ -194,6 +194,7 @@ impl Engine<'_> {
             yes: self.opts.yes,
             approve: Vec::new(),
             approve_channel: self.opts.approve_channel.clone(),
+            decline: None,
             only: Vec::new(),
             skip: Vec::new(),
             from: None,

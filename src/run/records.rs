@@ -35,10 +35,15 @@ pub fn mkdir_private(path: &Path) -> std::io::Result<()> {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Approval {
     pub step_id: String,
-    /// `flag` (--yes/--approve), `terminal`, `resume`, `mcp-elicitation`, `mcp-confirm-gate`.
+    /// `flag` (--yes/--approve), `terminal`, `resume`, `mcp-elicitation`, `mcp-confirm-gate`;
+    /// for a decline, `cli` (`nixcmd resume --decline`).
     pub channel: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
+    /// The gate was declined, not approved (written only when true: older records and
+    /// approvals stay as they were).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub declined: bool,
     pub at: String,
 }
 

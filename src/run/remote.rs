@@ -491,6 +491,8 @@ pub fn run_ssh(
                     let _ = tx.send(());
                 }
                 hard_deadline = Some(Instant::now() + grace * 3 + Duration::from_secs(5));
+            } else if ended.is_none() && cancel.take_held() {
+                observe(Seen::Out(Observed::Held));
             }
             if hard_deadline.is_some_and(|t| Instant::now() >= t) {
                 // The host did not answer the stop: drop the connection (its watcher sees

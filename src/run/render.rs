@@ -551,10 +551,13 @@ impl Sink for TextRenderer {
                 resume,
                 ..
             } => {
+                // The other way out, for whoever decides not to go on (in CI, nobody can
+                // answer "no" at a prompt): the rollback and `always` blocks still run.
                 self.line(&format!(
-                    "{} step {step_id} needs confirmation: {}\n  approve and continue with: {resume}",
+                    "{} step {step_id} needs confirmation: {}\n  approve and continue with: {resume}\n  or decline and roll back with: nixcmd resume {} --decline",
                     p.yellow("paused:"),
-                    terminal_text::visible(message)
+                    terminal_text::visible(message),
+                    event.run_id
                 ));
             }
             EventKind::RunFinished {

@@ -183,6 +183,7 @@ impl Engine<'_> {
             // the way. A `kill -9` in that window leaves the step recorded as not started,
             // and resume runs it, as it would a step that was running.
             let extra_secrets = self.extra_secrets();
+            let held_notice = self.held_notice();
             let mut record_start = {
                 let run = &self.run;
                 let progress = &self.progress;
@@ -248,6 +249,10 @@ impl Engine<'_> {
                 Observed::Progress(_, text) => em.progress(step_id, None, text),
                 // Only the remote wrapper reports problems.
                 Observed::Warning(_) => {}
+                Observed::Held => em.emit(EventKind::Warning {
+                    step_id: Some(step_id.clone()),
+                    message: held_notice.to_string(),
+                }),
                 Observed::ReadDone => {
                     in_read = false;
                     if let Some(log) = log.as_mut()

@@ -1645,3 +1645,54 @@ echo done
         .expect("the host's log");
     assert!(log.ends_with(" ──\nBuilding system... done\n"), "{log:?}");
 }
+
+/// A compensation running on a host is not stopped by a first Ctrl-C either (the stop goes
+/// through the wrapper, `remote.rs`); the held Ctrl-C is said once.
+#[test]
+fn a_first_ctrl_c_lets_a_host_compensation_finish() {
+    use crate::run_support::{Spawned, wait_until};
+    let Some(fleet) = Fleet::start(1) else { return };
+    let steps = r#"### change
+```bash {id=change hosts=all rollback=restore}
+touch "$NIXCMD_ARG_MARKS/changed-$NIXCMD_HOST"
+```
+### verify
+```bash {id=verify}
+exit 1
+```
+"#;
+    let rollback = r#"### restore
+```bash
+m=$NIXCMD_ARG_MARKS
+trap 'echo INT >> "$m/signals"' INT
+trap 'echo TERM >> "$m/signals"' TERM
+touch "$m/restoring-$NIXCMD_HOST"
+while [ ! -e "$m/go" ]; do sleep 0.02; done
+touch "$m/restored-$NIXCMD_HOST"
+```
+"#;
+    let t = project(&fleet, "", &runbook(steps, rollback));
+    let marks_dir = t.root().join("marks");
+    let run = Spawned::start(t.args(["run", "fan", &marks_dir.display().to_string()]));
+    wait_until("the host compensation", Duration::from_secs(60), || {
+        marks_dir.join("restoring-h1").exists()
+    });
+    run.signal(libc::SIGINT);
+    let held = "warning: rolling back: Ctrl-C again to stop at once (the rollback is left \
+                unfinished)";
+    wait_until(
+        "the notice of the held Ctrl-C",
+        Duration::from_secs(30),
+        || run.stdout_so_far().contains(held),
+    );
+    std::fs::write(marks_dir.join("go"), "").expect("write go");
+    let out = run.wait();
+    out.assert_status(1);
+    let m = marks(&out);
+    assert_eq!(
+        m.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["changed-h1", "go", "restored-h1", "restoring-h1"],
+        "no signals reached the host's compensation"
+    );
+    assert_eq!(out.stdout.matches(held).count(), 1, "{}", out.stdout);
+}

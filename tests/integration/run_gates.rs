@@ -240,6 +240,138 @@ fn confirm_without_a_terminal_pauses_and_resume_approve_finishes() {
     insta::assert_snapshot!(normalized(&out));
 }
 
+/// `GATED` with an unbound rollback block and an `always` block (a lock to release).
+fn gated_with_cleanup() -> String {
+    GATED.replace(
+        "### After",
+        "### Unlock\n```bash {id=unlock always}\necho unlock >> trace\n```\n### After",
+    ) + "### notify\n```bash\necho notify >> trace\n```\n"
+}
+
+/// A run paused at a gate in CI could only be resumed: its rollback and `always` blocks
+/// never ran when nobody meant to go on. `--decline` answers the gate "no", as at a prompt.
+#[test]
+fn resume_decline_rolls_back_and_ends_declined() {
+    let out = Test::new()
+        .runbook("gated.md", &gated_with_cleanup())
+        .args(["run", "gated"])
+        .run();
+    out.assert_status(3);
+    let root = out.root.path().to_path_buf();
+    assert_eq!(project_file(&root, "trace"), "prepare\n");
+    let run = only_run(&root);
+    let id = run_id(&run);
+    assert!(
+        out.stdout.contains(&format!(
+            "  or decline and roll back with: nixcmd resume {id} --decline\n"
+        )),
+        "{}",
+        out.stdout
+    );
+
+    let out = out.then().args(["resume", &id, "--decline"]).run();
+    out.assert_status(3);
+    // Compensations newest first, unbound rollback blocks, then `always` blocks; nothing of
+    // the gated step or after it.
+    assert_eq!(
+        project_file(&root, "trace"),
+        "prepare\nunprepare\nnotify\nunlock\n"
+    );
+    let state = read_json(&run.join("state.json"));
+    assert_eq!(state["status"], "declined");
+    assert_eq!(state["exit_code"], 3);
+    let approvals = state["approvals"].as_array().expect("approvals");
+    assert_eq!(approvals.len(), 1, "{approvals:?}");
+    assert_eq!(approvals[0]["step_id"], "push");
+    assert_eq!(approvals[0]["channel"], "cli");
+    assert_eq!(approvals[0]["declined"], true);
+    assert_eq!(
+        statuses(&run),
+        [
+            ("prepare", "succeeded"),
+            ("push", "declined"),
+            ("unlock", "succeeded"),
+            ("after", "pending"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    insta::assert_snapshot!(normalized(&out));
+
+    let out = out.then().args(["runs"]).run();
+    out.assert_status(0);
+    let row = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(&id))
+        .expect("the run's row");
+    assert!(row.contains(" declined "), "{row}");
+
+    // It ended: nothing is left to decline or resume.
+    let out = out.then().args(["resume", &id, "--decline"]).run();
+    out.assert_status(2);
+    assert_eq!(
+        out.stderr.replace(&id, "[RUN]"),
+        "error: run [RUN] already ended (declined); nothing to resume\n  \
+         hint: start a new run with `nixcmd /gated`\n"
+    );
+    assert_eq!(
+        project_file(&root, "trace"),
+        "prepare\nunprepare\nnotify\nunlock\n"
+    );
+}
+
+/// `--decline` with `--approve` or `--yes` is a contradiction; with a run that is not paused
+/// at a gate there is nothing to decline: both are refused and nothing runs.
+#[test]
+fn resume_decline_is_refused_with_an_approval_or_without_a_paused_gate() {
+    let mut out = Test::new()
+        .runbook("gated.md", GATED)
+        .args(["run", "gated"])
+        .run();
+    out.assert_status(3);
+    let root = out.root.path().to_path_buf();
+    let id = run_id(&only_run(&root));
+    for flag in [["--approve", "push"].as_slice(), ["--yes"].as_slice()] {
+        out = out
+            .then()
+            .args(["resume", &id, "--decline"])
+            .args(flag)
+            .run();
+        out.assert_status(2);
+        assert!(
+            out.stderr.contains("cannot be used with"),
+            "{flag:?}: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(project_file(&root, "trace"), "prepare\n");
+
+    let running = Spawned::start(
+        Test::new()
+            .runbook("wait.md", crate::run_support::WAIT_FOR_GO)
+            .args(["run", "wait"]),
+    );
+    let wroot = running.root().to_path_buf();
+    wait_until("the waiting step", Duration::from_secs(30), || {
+        project_file(&wroot, "trace") == "waiting\n"
+    });
+    let waiting = run_id(&only_run(&wroot));
+    let refused = Test::sharing_state(&wroot)
+        .args(["resume", &waiting, "--decline"])
+        .run();
+    refused.assert_status(2);
+    assert_eq!(
+        refused.stderr.replace(&waiting, "[RUN]"),
+        "error: run [RUN] is not paused at a confirmation (running); nothing to decline\n  \
+         hint: `nixcmd resume [RUN]` continues it; `--decline` is for a run that ended with \
+         exit 3 (paused for confirmation)\n"
+    );
+    std::fs::write(wroot.join("project/go"), "").expect("let the run finish");
+    let finished = running.wait();
+    finished.assert_status(0);
+    assert_eq!(project_file(&wroot, "trace"), "waiting\ndone\n");
+}
+
 /// A paused run whose command changed is refused; `--force` resumes it. A step added by the
 /// change ran but was never recorded (progress.json kept the steps of the run's start), so
 /// a `kill -9` after it would run it again on resume, and `runs` and `stats` missed it.

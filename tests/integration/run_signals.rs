@@ -958,3 +958,169 @@ fn a_second_resume_of_the_same_run_says_it_is_being_resumed() {
     out.assert_status(0);
     assert_eq!(project_file(&root, "trace"), "waiting\ndone\n");
 }
+
+/// A step fails after a change; its compensation waits for `go` and notes any SIGINT or
+/// SIGTERM it gets (it does not die of them), an unbound rollback block and an `always`
+/// block follow.
+const RESTORING: &str = r#"---
+description: Switches, fails to verify, restores
+nixcmd: {}
+---
+# Restoring
+
+## Steps
+### Switch
+```bash {id=switch rollback=restore}
+echo switch >> trace
+```
+### Verify
+```bash {id=verify}
+echo verify >> trace
+exit 1
+```
+### Unlock
+```bash {id=unlock always}
+echo unlock >> trace
+```
+
+## Rollback
+### restore
+```bash
+trap 'echo INT >> signals' INT
+trap 'echo TERM >> signals' TERM
+echo restore >> trace
+while [ ! -e go ]; do sleep 0.02; done
+echo restored >> trace
+```
+### cleanup
+```bash
+echo cleanup >> trace
+```
+"#;
+
+const HELD: &str =
+    "warning: rolling back: Ctrl-C again to stop at once (the rollback is left unfinished)";
+
+/// The `RESTORING` run, in its compensation, after a first Ctrl-C was pressed there and told
+/// about.
+fn ctrl_c_during_restore() -> (Spawned, std::path::PathBuf) {
+    let run = Spawned::start(
+        Test::new()
+            .runbook("restoring.md", RESTORING)
+            .args(["run", "restoring"]),
+    );
+    let root = run.root().to_path_buf();
+    wait_until("the compensation", Duration::from_secs(30), || {
+        project_file(&root, "trace") == "switch\nverify\nrestore\n"
+    });
+    run.signal(libc::SIGINT);
+    wait_until(
+        "the notice of the held Ctrl-C",
+        Duration::from_secs(30),
+        || run.stdout_so_far().contains(HELD) || run.stderr_so_far().contains(HELD),
+    );
+    (run, root)
+}
+
+/// A Ctrl-C while nixcmd restores the previous state interrupted the block doing it, half
+/// done (the worst outcome). The first one is held back and said; the rollback ends whole.
+#[test]
+fn a_first_ctrl_c_during_rollback_lets_the_running_compensation_finish() {
+    let (run, root) = ctrl_c_during_restore();
+    std::fs::write(root.join("project/go"), "").expect("write go");
+    let out = run.wait();
+    out.assert_status(1);
+    assert_eq!(
+        project_file(&root, "trace"),
+        "switch\nverify\nrestore\nrestored\ncleanup\nunlock\n"
+    );
+    assert!(
+        !root.join("project/signals").exists(),
+        "the compensation got {:?}",
+        project_file(&root, "signals")
+    );
+    assert_eq!(processes(&marker(&root)), Vec::<String>::new());
+    let dir = only_run(&root);
+    assert_eq!(read_json(&dir.join("state.json"))["status"], "failed");
+    let text = normalized(&out);
+    assert_eq!(text.matches(HELD).count(), 1, "{text}");
+    insta::assert_snapshot!(text);
+}
+
+/// After the held one, a second Ctrl-C stops the rollback at once, as it does any step, and
+/// the run lists what is left to do by hand.
+#[test]
+fn a_second_ctrl_c_during_rollback_stops_it_at_once() {
+    let (run, root) = ctrl_c_during_restore();
+    let second = Instant::now();
+    run.signal(libc::SIGINT);
+    let out = run.wait();
+    out.assert_status(5);
+    // The compensation ignores SIGINT and SIGTERM: only a SIGKILL ends it this early.
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "the second Ctrl-C did not stop at once: {:?}",
+        second.elapsed()
+    );
+    assert_eq!(project_file(&root, "trace"), "switch\nverify\nrestore\n");
+    assert_eq!(project_file(&root, "signals"), "");
+    assert_eq!(processes(&marker(&root)), Vec::<String>::new());
+    let dir = only_run(&root);
+    assert_eq!(
+        read_json(&dir.join("state.json"))["status"],
+        "rollback_incomplete"
+    );
+    insta::assert_snapshot!(normalized(&out));
+}
+
+/// After the steps succeeded, an `always` block (leaving maintenance mode) is not stopped
+/// by a first Ctrl-C either; the run still succeeded.
+#[test]
+fn a_first_ctrl_c_during_an_always_block_lets_it_finish() {
+    const HELD_ALWAYS: &str = "warning: running the `always` blocks: Ctrl-C again to stop at \
+                               once (they are left unfinished)";
+    let run = Spawned::start(
+        Test::new()
+            .runbook(
+                "maintenance.md",
+                r#"---
+description: Works in maintenance mode
+nixcmd: {}
+---
+# Maintenance
+
+## Steps
+### Work
+```bash {id=work}
+echo work >> trace
+```
+### Leave maintenance
+```bash {id=leave always}
+trap 'echo INT >> signals' INT
+echo leave >> trace
+while [ ! -e go ]; do sleep 0.02; done
+echo left >> trace
+```
+"#,
+            )
+            .args(["run", "maintenance"]),
+    );
+    let root = run.root().to_path_buf();
+    wait_until("the always block", Duration::from_secs(30), || {
+        project_file(&root, "trace") == "work\nleave\n"
+    });
+    run.signal(libc::SIGINT);
+    wait_until(
+        "the notice of the held Ctrl-C",
+        Duration::from_secs(30),
+        || run.stdout_so_far().contains(HELD_ALWAYS) || run.stderr_so_far().contains(HELD_ALWAYS),
+    );
+    std::fs::write(root.join("project/go"), "").expect("write go");
+    let out = run.wait();
+    out.assert_status(0);
+    assert_eq!(project_file(&root, "trace"), "work\nleave\nleft\n");
+    assert_eq!(project_file(&root, "signals"), "");
+    let dir = only_run(&root);
+    assert_eq!(read_json(&dir.join("state.json"))["status"], "succeeded");
+    assert_eq!(normalized(&out).matches(HELD_ALWAYS).count(), 1);
+}

@@ -146,6 +146,70 @@ async def test_cancel_stops_and_rolls_back(env):
     assert env.state_json(st["run_id"])["status"] == "interrupted"
 
 
+RESTORING = """---
+description: A failed step whose compensation waits for a go
+nixcmd: {}
+---
+# Restoring
+
+## Steps
+```bash {id=switch rollback=restore}
+echo switch >> trace
+```
+```bash {id=verify}
+exit 1
+```
+
+## Rollback
+### restore
+```bash
+trap 'echo INT >> signals' INT
+trap 'echo TERM >> signals' TERM
+echo restore >> trace
+while [ ! -e go ]; do sleep 0.02; done
+echo restored >> trace
+```
+"""
+
+HELD = (
+    "asked to stop while rolling back: the rollback goes on to its end "
+    "(stopped halfway, it would leave the machine half restored)"
+)
+
+
+async def test_cancel_during_a_rollback_lets_it_finish(env):
+    """run_cancel on a run that is rolling back does not interrupt the block restoring the
+    machine; a second run_cancel does not either (no person is there to mean "at once")."""
+    (env.commands / "restoring.md").write_text(RESTORING)
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "restoring", "wait_seconds": 0})
+        rid = st["run_id"]
+        events = env.state / "nixcmd" / "runs" / rid / "events.ndjson"
+        trace = env.project / "trace"
+        with anyio.fail_after(20):
+            while not trace.exists() or trace.read_text() != "switch\nrestore\n":
+                await anyio.sleep(0.02)
+
+        async def go_once_told():
+            with anyio.fail_after(20):
+                while HELD not in events.read_text():
+                    await anyio.sleep(0.02)
+            (env.project / "go").write_text("")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(go_once_told)
+            st = await call(s, "run_cancel", {"run_id": rid})
+        assert st["status"] == "failed"
+        assert st["exit_code"] == 1
+        assert {x["id"]: x["status"] for x in st["steps"]}["restore"] == "succeeded"
+        assert st["warnings"] == [HELD]
+        again = await call(s, "run_cancel", {"run_id": rid})
+        assert again["status"] == "failed"
+    assert trace.read_text() == "switch\nrestore\nrestored\n"
+    assert not (env.project / "signals").exists()
+    assert env.state_json(rid)["status"] == "failed"
+
+
 async def test_closing_the_client_cancels_running_runs(env):
     """The client going away is a Ctrl-C: running runs stop and roll back before the server exits."""
     async with session(env) as s:
