@@ -600,11 +600,11 @@ impl<'a> Engine<'a> {
         // Host failures that stopped the run were rolled back host by host (run::fanout);
         // the hosts that succeeded stay as they are, so `resume` can retry the failed ones.
         let mut left = std::mem::take(&mut self.fleet.left);
-        if failed.is_some()
+        let rolling_back = failed.is_some()
             && !self.opts.dry_run
             && self.cancel.level() < 2
-            && !self.fleet.stop_without_rollback
-        {
+            && !self.fleet.stop_without_rollback;
+        if rolling_back {
             left.extend(self.rollback(
                 &failed.as_ref().map(|f| f.0.clone()).unwrap_or_default(),
                 status,
@@ -612,6 +612,11 @@ impl<'a> Engine<'a> {
         }
         if anything_started && self.cancel.level() < 2 {
             left.extend(self.always_blocks(failed.is_some()));
+        } else if anything_started && !self.opts.dry_run {
+            // A rollback cut short lists its own blocks as left by hand.
+            let skipped_rollback =
+                failed.is_some() && !rolling_back && !self.fleet.stop_without_rollback;
+            self.note_not_undone(skipped_rollback);
         }
         if !left.is_empty() {
             status = RunStatus::RollbackIncomplete;
@@ -962,6 +967,16 @@ impl<'a> Engine<'a> {
     /// Rollback after a failure: compensations of started steps newest first, then the
     /// unbound rollback blocks in file order. Returns the blocks that failed.
     fn rollback(&mut self, failed_step: &str, status: RunStatus) -> Vec<String> {
+        let order = self.rollback_order();
+        if order.is_empty() {
+            return Vec::new();
+        }
+        self.rollback_blocks(order, failed_step, status)
+    }
+
+    /// The rollback a failure runs: compensations of started steps newest first, then the
+    /// unbound rollback blocks in file order (runnable ones only).
+    fn rollback_order(&self) -> Vec<&'a Block> {
         let bound: Vec<&str> = self
             .cmd
             .blocks()
@@ -980,10 +995,15 @@ impl<'a> Engine<'a> {
                 order.push(b);
             }
         }
-        let order: Vec<&Block> = order.into_iter().filter(|b| b.runnable).collect();
-        if order.is_empty() {
-            return Vec::new();
-        }
+        order.into_iter().filter(|b| b.runnable).collect()
+    }
+
+    fn rollback_blocks(
+        &mut self,
+        order: Vec<&'a Block>,
+        failed_step: &str,
+        status: RunStatus,
+    ) -> Vec<String> {
         let reason = match status {
             RunStatus::Interrupted => "interrupted".to_string(),
             RunStatus::Declined => format!("confirmation of `{failed_step}` declined"),
@@ -1010,6 +1030,41 @@ impl<'a> Engine<'a> {
             }
             left
         })
+    }
+
+    /// Stopped at once (a second Ctrl-C, Ctrl-\\): the person chose not to wait for the
+    /// rollback and the `always` blocks, but must know what they leave as it is, in the
+    /// run's words (a warning in the summary and the records).
+    fn note_not_undone(&mut self, failed: bool) {
+        let mut skipped: Vec<String> = Vec::new();
+        if failed {
+            skipped.extend(self.rollback_order().iter().map(|b| format!("`{}`", b.id)));
+        }
+        let always: Vec<String> = self
+            .cmd
+            .blocks()
+            .filter(|b| b.attrs.always && b.runnable)
+            .map(|b| format!("`{}`", b.id))
+            .collect();
+        let mut parts = Vec::new();
+        if !skipped.is_empty() {
+            parts.push(format!("not rolled back: {}", skipped.join(", ")));
+        }
+        if !always.is_empty() {
+            parts.push(format!("`always` blocks not run: {}", always.join(", ")));
+        }
+        if parts.is_empty() {
+            return;
+        }
+        let message = format!(
+            "stopped at once: {}; check the machine by hand",
+            parts.join("; ")
+        );
+        self.warnings.push(message.clone());
+        self.emit(EventKind::Warning {
+            step_id: None,
+            message,
+        });
     }
 
     /// `always` blocks (from any section) run at the end whatever happened. On success a

@@ -178,6 +178,15 @@ fn a_second_ctrl_c_stops_at_once_without_rollback() {
     );
     assert_eq!(processes(&marker(&root)), Vec::<String>::new());
     assert_eq!(project_file(&root, "trace"), "first\nlong\n");
+    // What it leaves undone is said, in the summary and the records.
+    let warning = "stopped at once: not rolled back: `undo-first`; check the machine by hand";
+    assert!(
+        out.stdout.contains(&format!("  - {warning}\n")),
+        "{}",
+        out.stdout
+    );
+    let events = std::fs::read_to_string(only_run(&root).join("events.ndjson")).unwrap();
+    assert!(events.contains(&format!("\"message\":\"{}\"", warning)));
 }
 
 /// Ctrl-\ (SIGQUIT), pressed when Ctrl-C seems not to work, used to kill nixcmd with a core
