@@ -112,7 +112,7 @@ pub fn bind(cmd: &Command, values: &[String], set: &[String]) -> Result<BoundArg
         // Later in a block's environment than nixcmd's own variables, a `--set` of one of
         // them would win: an argument's value past its `pattern`, `$NIXCMD_ENV` pointing
         // where nixcmd never reads (exports lost, their secrets unredacted).
-        if key.starts_with("NIXCMD_") || key == "ARGUMENTS" {
+        if crate::run::env_file::is_nixcmd_own(key) {
             return Err(
                 Failure::usage(format!("--set {key}: nixcmd sets {key} itself")).with_hint(
                     format!(

@@ -1041,9 +1041,8 @@ impl<'a> Engine<'a> {
             skipped.extend(self.rollback_order().iter().map(|b| format!("`{}`", b.id)));
         }
         let always: Vec<String> = self
-            .cmd
-            .blocks()
-            .filter(|b| b.attrs.always && b.runnable)
+            .always_list()
+            .iter()
             .map(|b| format!("`{}`", b.id))
             .collect();
         let mut parts = Vec::new();
@@ -1067,14 +1066,18 @@ impl<'a> Engine<'a> {
         });
     }
 
-    /// `always` blocks (from any section) run at the end whatever happened. On success a
-    /// failing one is a warning; after a failure it is left for a person.
-    fn always_blocks(&mut self, after_failure: bool) -> Vec<String> {
-        let blocks: Vec<&Block> = self
-            .cmd
+    /// The runnable `always` blocks, from any section, in file order.
+    fn always_list(&self) -> Vec<&'a Block> {
+        self.cmd
             .blocks()
             .filter(|b| b.attrs.always && b.runnable)
-            .collect();
+            .collect()
+    }
+
+    /// `always` blocks run at the end whatever happened. On success a failing one is a
+    /// warning; after a failure it is left for a person.
+    fn always_blocks(&mut self, after_failure: bool) -> Vec<String> {
+        let blocks = self.always_list();
         if blocks.is_empty() {
             return Vec::new();
         }

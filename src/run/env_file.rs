@@ -55,7 +55,8 @@ fn name(raw: &[u8]) -> Option<&str> {
 /// A name nixcmd sets for every block itself (`NIXCMD_ENV`, `NIXCMD_ARG_*`, `ARGUMENTS`, …).
 /// An export of one would win over nixcmd's value in later blocks: `NIXCMD_ENV` pointing where
 /// nixcmd never reads (later exports lost, their secrets unredacted), an argument's value past
-/// its `pattern`. It sets nothing and is warned about, as `--set` refuses it.
+/// its `pattern`. It sets nothing and is warned about; `--set` refuses it by this same rule
+/// (`args::bind`), and the ssh wrapper applies it on hosts (`remote.rs`).
 pub fn is_nixcmd_own(name: &str) -> bool {
     name.starts_with("NIXCMD_") || name == "ARGUMENTS"
 }

@@ -161,21 +161,28 @@ fn start_long_deaf_step() -> (Spawned, std::path::PathBuf) {
     (run, root)
 }
 
+/// Sends `signal` to a nixcmd whose step ignores SIGINT and SIGTERM, and waits for it: it
+/// must end within 3 s, before the gentle stop would have reached SIGKILL (4 s).
+fn stopped_at_once(run: Spawned, signal: i32, what: &str) -> crate::support::Output {
+    let sent = Instant::now();
+    run.signal(signal);
+    let out = run.wait();
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "{what} did not stop at once: {:?}",
+        sent.elapsed()
+    );
+    out
+}
+
 #[test]
 fn a_second_ctrl_c_stops_at_once_without_rollback() {
     let (run, root) = start_long_deaf_step();
     run.signal(libc::SIGINT);
     std::thread::sleep(Duration::from_millis(300));
-    let second = Instant::now();
-    run.signal(libc::SIGINT);
-    let out = run.wait();
-    out.assert_status(130);
     // Without the second Ctrl-C the step would get SIGTERM after 2 s and SIGKILL after 4 s.
-    assert!(
-        second.elapsed() < Duration::from_secs(3),
-        "the second Ctrl-C did not stop at once: {:?}",
-        second.elapsed()
-    );
+    let out = stopped_at_once(run, libc::SIGINT, "the second Ctrl-C");
+    out.assert_status(130);
     assert_eq!(processes(&marker(&root)), Vec::<String>::new());
     assert_eq!(project_file(&root, "trace"), "first\nlong\n");
     // What it leaves undone is said, in the summary and the records.
@@ -194,15 +201,8 @@ fn a_second_ctrl_c_stops_at_once_without_rollback() {
 #[test]
 fn ctrl_backslash_stops_at_once_without_rollback() {
     let (run, root) = start_long_deaf_step();
-    let quit = Instant::now();
-    run.signal(libc::SIGQUIT);
-    let out = run.wait();
+    let out = stopped_at_once(run, libc::SIGQUIT, "Ctrl-\\");
     out.assert_status(130);
-    assert!(
-        quit.elapsed() < Duration::from_secs(3),
-        "Ctrl-\\ did not stop at once: {:?}",
-        quit.elapsed()
-    );
     assert_eq!(processes(&marker(&root)), Vec::<String>::new());
     assert_eq!(project_file(&root, "trace"), "first\nlong\n");
     let dir = only_run(&root);
@@ -1061,16 +1061,9 @@ fn a_first_ctrl_c_during_rollback_lets_the_running_compensation_finish() {
 #[test]
 fn a_second_ctrl_c_during_rollback_stops_it_at_once() {
     let (run, root) = ctrl_c_during_restore();
-    let second = Instant::now();
-    run.signal(libc::SIGINT);
-    let out = run.wait();
-    out.assert_status(5);
     // The compensation ignores SIGINT and SIGTERM: only a SIGKILL ends it this early.
-    assert!(
-        second.elapsed() < Duration::from_secs(3),
-        "the second Ctrl-C did not stop at once: {:?}",
-        second.elapsed()
-    );
+    let out = stopped_at_once(run, libc::SIGINT, "the second Ctrl-C");
+    out.assert_status(5);
     assert_eq!(project_file(&root, "trace"), "switch\nverify\nrestore\n");
     assert_eq!(project_file(&root, "signals"), "");
     assert_eq!(processes(&marker(&root)), Vec::<String>::new());
