@@ -92,61 +92,118 @@ impl SearchPath {
 
     /// Every command file on the path, in search order (shadowed ones included).
     pub fn all(&self) -> Result<Vec<Found>, Failure> {
+        // Each folder's files, in the order of the path.
+        let mut folders: Vec<Vec<Found>> = Vec::new();
+        let mut last = usize::MAX;
+        self.each_found(crate::dir_listing::WHOLE, |folder, found| {
+            if folder != last {
+                last = folder;
+                folders.push(Vec::new());
+            }
+            if let Some(here) = folders.last_mut() {
+                here.push(found);
+            }
+        })?;
         let mut found = Vec::new();
-        for (dir, origin) in &self.dirs {
+        for here in folders {
+            let here = sorted_by_name(here);
+            if found.is_empty() {
+                // The usual case, one folder with files: no copy of its entries.
+                found = here;
+            } else {
+                found.extend(here);
+            }
+        }
+        found.reserve_exact(BUILTINS.len());
+        found.extend(builtins());
+        Ok(found)
+    }
+
+    /// Calls `sink` with every command file of the path's folders, with the position of its
+    /// folder on the path, in the order each folder lists them (not sorted), as soon as the
+    /// folder's listing gives them: `list` reads the first files of a large folder while the
+    /// rest is listed. The folders are listed `chunk` bytes of entries at a time
+    /// ([`crate::dir_listing::entries`]). The built-ins are not included ([`builtins`]).
+    pub fn each_found(&self, chunk: usize, sink: impl FnMut(usize, Found)) -> Result<(), Failure> {
+        self.each_found_in(&self.open_folders(), chunk, sink)
+    }
+
+    /// The path's folders, open (or why not), in its order: for [`each_found_in`], and for
+    /// threads that must have them in a file table of their own (see `list`).
+    ///
+    /// [`each_found_in`]: Self::each_found_in
+    pub fn open_folders(&self) -> Vec<std::io::Result<Arc<OwnedFd>>> {
+        self.dirs
+            .iter()
+            .map(|(dir, _)| crate::dir_listing::open_folder(dir).map(Arc::new))
+            .collect()
+    }
+
+    /// [`each_found`](Self::each_found) with the folders of [`open_folders`](Self::open_folders).
+    pub fn each_found_in(
+        &self,
+        folders: &[std::io::Result<Arc<OwnedFd>>],
+        chunk: usize,
+        mut sink: impl FnMut(usize, Found),
+    ) -> Result<(), Failure> {
+        for (position, ((dir, origin), folder)) in self.dirs.iter().zip(folders).enumerate() {
             // The folder's path once, as bytes: each entry's path is it plus the name.
             let dir_bytes = dir.as_os_str().as_bytes();
             let sep = usize::from(!dir_bytes.is_empty() && !dir_bytes.ends_with(b"/"));
             let dir_is_utf8 = dir.to_str().is_some();
             let claude = matches!(origin(String::new()), Origin::Claude { .. });
-            let mut here: Vec<Found> = Vec::new();
-            let listed = crate::dir_listing::for_each(dir, |file_name, kind| {
-                let Some(name) = file_name.strip_suffix(b".md") else {
-                    return;
-                };
-                let Ok(name) = std::str::from_utf8(name) else {
-                    return;
-                };
-                if name.starts_with('.') || name.is_empty() || kind == Kind::Dir {
-                    return;
-                }
-                // `dir.join(file_name)`, without `Path::join`'s component walk.
-                let mut bytes = Vec::with_capacity(dir_bytes.len() + sep + file_name.len());
-                bytes.extend_from_slice(dir_bytes);
-                bytes.extend_from_slice(&b"/"[..sep]);
-                bytes.extend_from_slice(file_name);
-                // Shown as is when it is UTF-8 (the folder is, and so is the name).
-                let shown = match dir_is_utf8 {
-                    true => String::from_utf8(bytes.clone()).ok(),
-                    false => None,
-                };
-                let path = PathBuf::from(std::ffi::OsString::from_vec(bytes));
-                // Only a symlink (or an untyped entry) needs a `stat` to tell whether it
-                // points at a folder: a thousand files, a thousand system calls saved.
-                if kind == Kind::Other && path.is_dir() {
-                    return;
-                }
-                // `nixcmd claude export` writes thin wrappers into .claude/commands; they
-                // call the runbook and must not shadow it.
-                if claude && crate::claude_export::is_wrapper(&path) {
-                    return;
-                }
-                let shown = shown.unwrap_or_else(|| path.display().to_string());
-                here.push(Found {
-                    name: name.to_string(),
-                    origin: origin(shown),
-                    path: Some(path),
-                    regular: kind == Kind::File,
-                    dir: None,
-                });
-            });
-            match listed {
-                Ok(folder) => {
-                    let folder = Arc::new(folder);
-                    for f in &mut here {
-                        f.dir = Some(Arc::clone(&folder));
+            let listed = match folder {
+                Ok(folder) => crate::dir_listing::entries(folder, chunk, |file_name, kind| {
+                    let Some(name) = file_name.strip_suffix(b".md") else {
+                        return;
+                    };
+                    let Ok(name) = std::str::from_utf8(name) else {
+                        return;
+                    };
+                    if name.starts_with('.') || name.is_empty() || kind == Kind::Dir {
+                        return;
                     }
-                }
+                    // `dir.join(file_name)`, without `Path::join`'s component walk.
+                    let mut bytes = Vec::with_capacity(dir_bytes.len() + sep + file_name.len());
+                    bytes.extend_from_slice(dir_bytes);
+                    bytes.extend_from_slice(&b"/"[..sep]);
+                    bytes.extend_from_slice(file_name);
+                    // Shown as is when it is UTF-8 (the folder is, and so is the name).
+                    let shown = match dir_is_utf8 {
+                        true => String::from_utf8(bytes.clone()).ok(),
+                        false => None,
+                    };
+                    let path = PathBuf::from(std::ffi::OsString::from_vec(bytes));
+                    // Only a symlink (or an untyped entry) needs a `stat` to tell whether it
+                    // points at a folder: a thousand files, a thousand system calls saved.
+                    if kind == Kind::Other && path.is_dir() {
+                        return;
+                    }
+                    // `nixcmd claude export` writes thin wrappers into .claude/commands; they
+                    // call the runbook and must not shadow it.
+                    if claude && crate::claude_export::is_wrapper(&path) {
+                        return;
+                    }
+                    let shown = shown.unwrap_or_else(|| path.display().to_string());
+                    sink(
+                        position,
+                        Found {
+                            name: name.to_string(),
+                            origin: origin(shown),
+                            path: Some(path),
+                            regular: kind == Kind::File,
+                            dir: Some(Arc::clone(folder)),
+                        },
+                    );
+                }),
+                // The error as it was (it is reported once, here).
+                Err(e) => Err(match e.raw_os_error() {
+                    Some(code) => std::io::Error::from_raw_os_error(code),
+                    None => std::io::Error::new(e.kind(), e.to_string()),
+                }),
+            };
+            match listed {
+                Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 // Not skipped: a runbook in it could shadow one found later, and `run` would
                 // start another runbook than the one meant (README, "Decisions").
@@ -170,42 +227,8 @@ impl SearchPath {
                     )));
                 }
             }
-            // Names in one folder are unique (file names are): an in-place sort, no scratch
-            // copy of the entries.
-            // Sorted as (first eight bytes as one integer, position) pairs: most comparisons
-            // are settled by the integers, without a call to `memcmp`, and only 16-byte keys
-            // move. The order is the names' byte order all the same.
-            let mut keys: Vec<(u64, u32)> = here
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (name_prefix(&f.name), i as u32))
-                .collect();
-            keys.sort_unstable_by(|a, b| {
-                a.0.cmp(&b.0)
-                    .then_with(|| here[a.1 as usize].name.cmp(&here[b.1 as usize].name))
-            });
-            // `Option<Found>` has the size of `Found`: this reuses the vector.
-            let mut slots: Vec<Option<Found>> = here.into_iter().map(Some).collect();
-            let here: Vec<Found> = keys
-                .iter()
-                .map(|&(_, i)| slots[i as usize].take().expect("each position taken once"))
-                .collect();
-            if found.is_empty() {
-                // The usual case, one folder with files: no copy of its entries.
-                found = here;
-            } else {
-                found.extend(here);
-            }
         }
-        found.reserve_exact(BUILTINS.len());
-        found.extend(BUILTINS.iter().map(|(name, _)| Found {
-            name: (*name).to_string(),
-            origin: Origin::Builtin,
-            path: None,
-            regular: false,
-            dir: None,
-        }));
-        Ok(found)
+        Ok(())
     }
 
     /// Whether a folder of the path holds more than a block of entries (a few hundred
@@ -386,8 +409,38 @@ pub fn load_path_with(
     }
 }
 
-/// `path.display().to_string()`, without the lossy conversion's scan for the (common)
-/// UTF-8 path: `list` shows a thousand of them.
+/// The built-ins as search results, last on the path.
+pub fn builtins() -> impl Iterator<Item = Found> {
+    BUILTINS.iter().map(|(name, _)| Found {
+        name: (*name).to_string(),
+        origin: Origin::Builtin,
+        path: None,
+        regular: false,
+        dir: None,
+    })
+}
+
+/// One folder's files in name order. Names in one folder are unique (file names are): no
+/// stable sort needed. Sorted as (first eight bytes as one integer, position) pairs: most
+/// comparisons are settled by the integers, without a call to `memcmp`, and only 16-byte
+/// keys move. The order is the names' byte order all the same.
+fn sorted_by_name(here: Vec<Found>) -> Vec<Found> {
+    let mut keys: Vec<(u64, u32)> = here
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (name_prefix(&f.name), i as u32))
+        .collect();
+    keys.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| here[a.1 as usize].name.cmp(&here[b.1 as usize].name))
+    });
+    // `Option<Found>` has the size of `Found`: this reuses the vector.
+    let mut slots: Vec<Option<Found>> = here.into_iter().map(Some).collect();
+    keys.iter()
+        .map(|&(_, i)| slots[i as usize].take().expect("each position taken once"))
+        .collect()
+}
+
 /// The first eight bytes of a name, zero-padded, as a big-endian integer: integers compare as
 /// the bytes do, and a name (no NUL bytes) that is a prefix of another sorts first either way.
 fn name_prefix(name: &str) -> u64 {
@@ -401,6 +454,8 @@ fn name_prefix(name: &str) -> u64 {
     }
 }
 
+/// `path.display().to_string()`, without the lossy conversion's scan for the (common)
+/// UTF-8 path: `list` shows a thousand of them.
 fn shown(path: &Path) -> String {
     match path.to_str() {
         Some(s) => s.to_string(),

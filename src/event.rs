@@ -405,11 +405,16 @@ mod local_time_tests {
 
     #[test]
     fn local_time_matches_jiff() {
-        // Compared a few times in case the second turns between the two calls.
+        // Compared a few times in case the second turns between the two calls. `time(2)`
+        // reads the kernel's coarse clock, up to a tick (a few ms) behind jiff's: right
+        // after a second turns the two differ for that long, so the tries are 20 ms apart.
         let same = (0..5).any(|_| {
             let ours = super::local_time(c"%Y%m%d-%H%M%S");
             let jiff = jiff::Zoned::now().strftime("%Y%m%d-%H%M%S").to_string();
-            ours == jiff
+            ours == jiff || {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                false
+            }
         });
         assert!(same);
     }

@@ -51,7 +51,7 @@ fn listing_and_found(search: &SearchPath) -> Result<(Listing, Vec<Found>), Failu
         // (not still waking an idle core, which takes a millisecond or two on a VM) when its
         // files are ready to read.
         0 => search.resolve()?,
-        helpers => return listing_with_early_helpers(search, helpers),
+        helpers => return listing_streamed(search, helpers),
     };
     let commands = rows(&mut winners);
     Ok((listing_of(commands, shadowed), winners))
@@ -83,45 +83,176 @@ fn helpers_for(search: &SearchPath) -> usize {
         - 1
 }
 
-fn listing_with_early_helpers(
-    search: &SearchPath,
-    helpers: usize,
-) -> Result<(Listing, Vec<Found>), Failure> {
-    let mut winners: Vec<Found> = Vec::new();
-    let mut slots: Vec<Option<Row>> = Vec::new();
-    let queue = Queue::default();
-    let resolved = std::thread::scope(|scope| {
-        // However this thread leaves the scope (a panic included), the helpers stop waiting:
-        // the scope joins them.
-        let _release = Release(&queue);
+/// A large folder's listing: its files are read (by `helpers` threads and this one) while it
+/// is still being listed, a few hundred entries at a time; the search's order and its
+/// shadowing are applied to the rows afterwards. Every file on the path is read, the
+/// shadowed ones too (there are rarely any; a listing of the search first, then the
+/// reading, kept one core idle for the first tenth of a thousand-file `list`).
+fn listing_streamed(search: &SearchPath, helpers: usize) -> Result<(Listing, Vec<Found>), Failure> {
+    let stream = Stream::default();
+    // Opened before the reading threads start, so that the copies of the file table they
+    // make ([`own_file_table`]) hold them; closed after the threads end, by this thread, so
+    // that its own table's copies are not left open (a long-lived MCP server lists often).
+    let folders = search.open_folders();
+    let (listed, mut rows) = std::thread::scope(|scope| {
+        // However this thread leaves the scope (a panic included), the helpers stop waiting
+        // for more: the scope joins them.
+        let _release = Finished(&stream);
         let handles: Vec<_> = (0..helpers)
             .map(|_| {
                 scope.spawn(|| {
                     own_file_table();
-                    if queue.wait() {
-                        queue.take_all();
-                    }
+                    stream.read_all()
                 })
             })
             .collect();
-        let resolved = search.resolve().map(|(found, shadowed)| {
-            winners = found;
-            slots.resize_with(winners.len(), || None);
-            queue.post(Some(batches(&mut winners, &mut slots)));
-            queue.take_all();
-            shadowed
-        });
-        if resolved.is_err() {
-            queue.post(None);
-        }
+        let mut batch: Vec<Listed> = Vec::with_capacity(BATCH);
+        let listed =
+            search.each_found_in(&folders, crate::dir_listing::STREAMED, |folder, found| {
+                batch.push((folder, found));
+                if batch.len() == BATCH {
+                    stream.push(&mut batch);
+                }
+            });
+        stream.push(&mut batch);
+        stream.finish();
+        // This thread reads too, then takes the helpers' rows.
+        let mut rows = stream.read_all();
         for h in handles {
-            h.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            rows.extend(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
         }
-        resolved
+        (listed, rows)
     });
-    let shadowed = resolved?;
-    let commands = filled(slots);
-    Ok((listing_of(commands, shadowed), winners))
+    drop(folders);
+    listed?;
+    // The built-ins are last on the path (their rows are ready-made, nothing to read).
+    let folders = search.dirs.len();
+    rows.extend(discovery::builtins().map(|mut f| (folders, row(&mut f))));
+    Ok((in_search_order(rows), Vec::new()))
+}
+
+/// A file found on the path, with the position of its folder on it.
+type Listed = (usize, Found);
+
+/// The listing of rows read in any order, each with the position of its folder on the path:
+/// the first of each name (in name order) is listed, later ones are shadowed by it and
+/// reported in search order, as [`SearchPath::resolve`] decides.
+fn in_search_order(rows: Vec<(usize, Row)>) -> Listing {
+    // (name, folder) is unique (names in one folder are) and orders rows as the search
+    // does; positions are sorted, not rows.
+    let mut order: Vec<u32> = (0..rows.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| {
+        let (fa, ra) = &rows[a as usize];
+        let (fb, rb) = &rows[b as usize];
+        ra.name.cmp(&rb.name).then(fa.cmp(fb))
+    });
+    let mut winners: Vec<u32> = Vec::with_capacity(order.len());
+    // (folder of the shadowed row, its position, the winner's position)
+    let mut losers: Vec<(usize, u32, u32)> = Vec::new();
+    for &i in &order {
+        match winners.last() {
+            Some(&w) if rows[w as usize].1.name == rows[i as usize].1.name => {
+                losers.push((rows[i as usize].0, i, w))
+            }
+            _ => winners.push(i),
+        }
+    }
+    // Search order: by folder, then by name (`order` is by name already).
+    losers.sort_by_key(|&(folder, _, _)| folder);
+    let shadowed_by: Vec<Origin> = losers
+        .iter()
+        .map(|&(_, _, w)| rows[w as usize].1.source.clone())
+        .collect();
+    // `Option<Row>` has the size of `Row`: this reuses the vector.
+    let mut slots: Vec<Option<Row>> = rows.into_iter().map(|(_, r)| Some(r)).collect();
+    let mut take = |i: u32| slots[i as usize].take().expect("each position taken once");
+    let commands = winners.into_iter().map(&mut take).collect();
+    let shadowed = losers
+        .into_iter()
+        .zip(shadowed_by)
+        .map(|((_, i, _), by)| {
+            let r = take(i);
+            Shadowed {
+                name: r.name,
+                source: r.source,
+                shadowed_by: by,
+            }
+        })
+        .collect();
+    Listing { commands, shadowed }
+}
+
+/// Where a streamed listing ([`listing_streamed`]) leaves the files it finds, a few at a
+/// time, for the threads that read them.
+#[derive(Default)]
+struct Stream {
+    pending: Mutex<std::collections::VecDeque<Listed>>,
+    /// Set once the listing ended: what is pending then is all there will be.
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl Stream {
+    fn push(&self, batch: &mut Vec<Listed>) {
+        if !batch.is_empty() {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(batch.drain(..));
+        }
+    }
+
+    fn finish(&self) {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Reads files as they come until the listing ended and none are left: the rows, each
+    /// with its folder's position. Waits for more awake for a while (a sleeping thread's
+    /// core may take longer to wake than the next entries take to list), yielding to any
+    /// thread that wants the core, then in short naps.
+    fn read_all(&self) -> Vec<(usize, Row)> {
+        use std::sync::atomic::Ordering;
+        let mut rows = Vec::new();
+        let mut mine: Vec<Listed> = Vec::with_capacity(BATCH);
+        let spin_until = std::time::Instant::now() + std::time::Duration::from_millis(5);
+        let mut spins = 0u32;
+        loop {
+            // Read before taking: whatever was pushed before the listing ended is taken by
+            // this or another thread's take.
+            let done = self.done.load(Ordering::Acquire);
+            {
+                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let n = pending.len().min(BATCH);
+                mine.extend(pending.drain(..n));
+            }
+            if mine.is_empty() {
+                if done {
+                    return rows;
+                }
+                spins = spins.wrapping_add(1);
+                if std::time::Instant::now() >= spin_until {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                } else if spins.is_multiple_of(256) {
+                    // Started on the listing thread's own core, this thread must let it run.
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+            for (folder, mut found) in mine.drain(..) {
+                rows.push((folder, row(&mut found)));
+            }
+        }
+    }
+}
+
+/// Ends a streamed listing when dropped.
+struct Finished<'s>(&'s Stream);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
 }
 
 /// Reads every command, spread over the machine's cores: listing a folder of a thousand
@@ -167,8 +298,10 @@ fn rows(found: &mut [Found]) -> Vec<Row> {
 /// table take its lock for every `open` and `close`, and every use of the folder's
 /// descriptor (each `openat` relative to it) counts a reference on it, one cache line for
 /// both cores; a table with one user skips both. What the thread opens stays its own, which
-/// is all a reading thread needs: the descriptors it was given (the folder's) are in the
-/// copy. Where the call is refused (a seccomp filter), the table stays shared, as before.
+/// is all a reading thread needs; the folders it reads from must have been opened before it
+/// started (a descriptor opened later by another thread is not in the copy). The copies of
+/// the process's other descriptors are closed when the thread ends, a few milliseconds
+/// later. Where the call is refused (a seccomp filter), the table stays shared, as before.
 fn own_file_table() {
     // SAFETY: `unshare(CLONE_FILES)` only replaces this thread's table with a copy; the
     // descriptors it holds stay valid in both tables.
@@ -196,17 +329,6 @@ fn batches<'a>(found: &'a mut [Found], slots: &'a mut [Option<Row>]) -> Batches<
     found.chunks_mut(BATCH).zip(slots.chunks_mut(BATCH))
 }
 
-/// Ends every wait on the queue when dropped.
-struct Release<'q, 'a>(&'q Queue<'a>);
-
-impl Drop for Release<'_, '_> {
-    fn drop(&mut self) {
-        self.0
-            .posted
-            .store(true, std::sync::atomic::Ordering::Release);
-    }
-}
-
 /// Where the threads of a listing take their files from. Threads take the next few files
 /// (and the slots for their rows) rather than fixed halves: a started thread is ready a
 /// fraction of a millisecond after the main thread, which would otherwise finish its half
@@ -215,43 +337,11 @@ impl Drop for Release<'_, '_> {
 #[derive(Default)]
 struct Queue<'a> {
     batches: Mutex<Option<Batches<'a>>>,
-    /// Set once `batches` holds the files, or when there will be none.
-    posted: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> Queue<'a> {
     fn post(&self, batches: Option<Batches<'a>>) {
         *self.batches.lock().unwrap_or_else(|e| e.into_inner()) = batches;
-        self.posted
-            .store(true, std::sync::atomic::Ordering::Release);
-    }
-
-    /// Waits for [`post`](Self::post), awake for a while (a sleeping thread's core may take
-    /// longer to wake than the search takes), yielding to any thread that wants the core,
-    /// then asleep in short naps. False when there are no files.
-    fn wait(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        let spin_until = std::time::Instant::now() + std::time::Duration::from_millis(5);
-        let mut spins = 0u32;
-        while !self.posted.load(Ordering::Acquire) {
-            if std::time::Instant::now() < spin_until {
-                spins = spins.wrapping_add(1);
-                // Not only a spin: started on the searching thread's own core, this thread
-                // must let it run (every ten microseconds or so; yielding on every turn
-                // made the wait itself slower).
-                if spins.is_multiple_of(256) {
-                    std::thread::yield_now();
-                } else {
-                    std::hint::spin_loop();
-                }
-            } else {
-                std::thread::sleep(std::time::Duration::from_micros(200));
-            }
-        }
-        self.batches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
     }
 
     /// Reads files until none are left.
@@ -708,6 +798,60 @@ pub(crate) mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(rows(&few), rows(&early)[..5]);
+    }
+
+    /// A large folder is read while it is listed, every file on the path: the rows and the
+    /// shadowed files are those of the search's own resolution (first of each name, in name
+    /// order; the shadowed ones in search order, each with the origin that shadows it),
+    /// built-ins shadowed by a file included.
+    #[test]
+    fn a_streamed_listing_shadows_as_the_search_does() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let cwd = tempfile::tempdir().expect("temp dir");
+        let project = cwd.path().join(".nixcmd/commands");
+        std::fs::create_dir_all(&project).expect("mkdir");
+        let text = |d: &str| format!("---\ndescription: {d}\n---\n## Steps\n```bash\necho\n```\n");
+        for i in 0..400 {
+            let name = format!("c{i:03}.md");
+            std::fs::write(dir.path().join(&name), text(&format!("large {i}"))).expect("write");
+            // Every tenth name again in the project's folder, later on the path.
+            if i % 10 == 0 {
+                std::fs::write(project.join(&name), text(&format!("project {i}"))).expect("write");
+            }
+        }
+        std::fs::write(project.join("only-here.md"), text("project only")).expect("write");
+        std::fs::write(dir.path().join("flake-update.md"), text("mine")).expect("write");
+        let search = SearchPath::new(Some(dir.path()), cwd.path());
+        assert!(
+            search.looks_large() && helpers_for(&search) > 0
+                || std::thread::available_parallelism().unwrap().get() == 1
+        );
+        let streamed = serde_json::to_value(listing(&search).expect("listing")).expect("json");
+        let (mut winners, shadowed) = search.resolve().expect("resolve");
+        let expected =
+            serde_json::to_value(listing_of(winners.iter_mut().map(row).collect(), shadowed))
+                .expect("json");
+        assert_eq!(streamed, expected);
+        let shadowed = streamed["shadowed"].as_array().expect("shadowed");
+        // 40 project files and the built-in `flake-update`, in search order.
+        assert_eq!(shadowed.len(), 41);
+        assert_eq!(shadowed[0]["name"], "c000");
+        assert_eq!(shadowed[39]["name"], "c390");
+        assert_eq!(shadowed[40]["name"], "flake-update");
+        assert_eq!(shadowed[40]["source"]["kind"], "builtin");
+        let rows = streamed["commands"].as_array().expect("rows");
+        let c010 = rows.iter().find(|r| r["name"] == "c010").expect("c010");
+        assert_eq!(c010["description"], "large 10");
+        assert!(rows.iter().any(|r| r["name"] == "only-here"));
+        // Neither folder is left open (an MCP server lists for as long as it runs).
+        drop(winners);
+        let open: Vec<_> = std::fs::read_dir("/proc/self/fd")
+            .expect("fds")
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .filter(|p| p.as_path() == dir.path() || p.as_path() == project.as_path())
+            .collect();
+        assert_eq!(open, Vec::<std::path::PathBuf>::new());
     }
 
     /// The row of a file's summary with and without the line scan, and whether the scan
