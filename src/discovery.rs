@@ -443,7 +443,7 @@ fn sorted_by_name(here: Vec<Found>) -> Vec<Found> {
 
 /// The first eight bytes of a name, zero-padded, as a big-endian integer: integers compare as
 /// the bytes do, and a name (no NUL bytes) that is a prefix of another sorts first either way.
-fn name_prefix(name: &str) -> u64 {
+pub(crate) fn name_prefix(name: &str) -> u64 {
     let bytes = name.as_bytes();
     match bytes.first_chunk::<8>() {
         Some(first) => u64::from_be_bytes(*first),

@@ -139,13 +139,22 @@ type Listed = (usize, Found);
 /// reported in search order, as [`SearchPath::resolve`] decides.
 fn in_search_order(rows: Vec<(usize, Row)>) -> Listing {
     // (name, folder) is unique (names in one folder are) and orders rows as the search
-    // does; positions are sorted, not rows.
-    let mut order: Vec<u32> = (0..rows.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| {
-        let (fa, ra) = &rows[a as usize];
-        let (fb, rb) = &rows[b as usize];
-        ra.name.cmp(&rb.name).then(fa.cmp(fb))
+    // does. Sorted as (first eight bytes of the name as one integer, position) pairs: most
+    // comparisons are settled by the integers, without reaching into the rows (a quarter
+    // of a millisecond for a thousand rows when every comparison did).
+    let mut keys: Vec<(u64, u32)> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (_, r))| (discovery::name_prefix(&r.name), i as u32))
+        .collect();
+    keys.sort_unstable_by(|&(ka, a), &(kb, b)| {
+        ka.cmp(&kb).then_with(|| {
+            let (fa, ra) = &rows[a as usize];
+            let (fb, rb) = &rows[b as usize];
+            ra.name.cmp(&rb.name).then(fa.cmp(fb))
+        })
     });
+    let order: Vec<u32> = keys.into_iter().map(|(_, i)| i).collect();
     let mut winners: Vec<u32> = Vec::with_capacity(order.len());
     // (folder of the shadowed row, its position, the winner's position)
     let mut losers: Vec<(usize, u32, u32)> = Vec::new();
