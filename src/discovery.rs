@@ -11,8 +11,9 @@ use crate::exit::{Exit, Failure};
 use crate::parser;
 use crate::source::SourceFile;
 use std::io::Read as _;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd as _, OwnedFd};
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -466,8 +467,25 @@ fn shown(path: &Path) -> String {
 /// Reads at most [`parser::MAX_FILE_BYTES`] + 1 bytes, with errors for people.
 fn read_limited(path: &Path) -> Result<Vec<u8>, Diagnostic> {
     // Opened first and asked for its metadata through the handle: one path lookup, not two.
-    let file = std::fs::File::open(path).map_err(|e| io_diagnostic(path, &e))?;
+    // Without waiting: opening a named pipe for reading otherwise blocks until something
+    // opens it for writing, and a `.md` pipe in a commands folder hung `list` for good.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| io_diagnostic(path, &e))?;
     let meta = file.metadata().map_err(|e| io_diagnostic(path, &e))?;
+    if !meta.is_file() {
+        // A pipe is read as usual from here: to its end, which a pipe nobody writes to has
+        // at once (`nixcmd check <(…)` still waits for the command's text).
+        // SAFETY: F_GETFL/F_SETFL only read and change the flags of a descriptor we own.
+        unsafe {
+            let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+            if flags >= 0 {
+                libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            }
+        }
+    }
     if meta.is_dir() {
         return Err(Diagnostic::fatal(
             "file",

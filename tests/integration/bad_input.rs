@@ -266,3 +266,58 @@ fn bidi_controls_in_a_runbook_are_shown_not_obeyed() {
         assert!(!out.stdout.contains(bidi), "{:?}", out.stdout);
     }
 }
+
+/// A named pipe with a command's name, in the search path or given to `check`, is read as
+/// what it holds now: a pipe nobody writes to is an empty file, not a wait for a writer
+/// (`list` and `check` used to hang on it for good).
+#[test]
+fn a_named_pipe_is_read_without_waiting_for_a_writer() {
+    let t = Test::new().dir("project/.nixcmd/commands");
+    let pipe = t.project().join(".nixcmd/commands/pipe.md");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let out = t
+        .timeout(Duration::from_secs(20))
+        .args(["list", "--format", "json"])
+        .run();
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let listing: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    let row = listing["commands"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r["name"] == "pipe")
+        .expect("the pipe is listed");
+    assert_eq!(
+        (row["steps"].as_u64(), row["mode"].as_str()),
+        (Some(0), Some("guided"))
+    );
+
+    let t = Test::new().dir("project");
+    let pipe = t.project().join("pipe.md");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .expect("mkfifo")
+            .success()
+    );
+    let out = t
+        .timeout(Duration::from_secs(20))
+        .args(["check", "pipe.md"])
+        .run();
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .ends_with("checked 1 file: 0 errors, 2 warnings, 0 notes\n")
+            || out
+                .stdout
+                .ends_with("checked 1 file: 0 errors, 2 warnings, 0 notes\n"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
