@@ -11,7 +11,12 @@
 #   NIXCMD_BIN=PATH     benchmark this binary instead of building the release artifact
 #                       (`cargo static-release` on x86_64, else `cargo build --release`)
 #   BENCH_WORK=DIR      where inputs and results go (default bench/work, git-ignored)
-#   BENCH_RUNS=N        hyperfine --runs N (default: hyperfine's own choice, at least 10)
+#   BENCH_RUNS=N        runs of each command in all (default: hyperfine's own choice, at least
+#                       10, in each round)
+#   BENCH_ROUNDS=K      rounds of each group (default 5): the commands of a group take turns,
+#                       K rounds of N/K runs each, and a ratio is the median of the ratios of
+#                       the rounds. On a shared VM one command's runs all taken in one stretch,
+#                       then the other's, measured the neighbours' load as much as the tools.
 #
 # Prints a summary table (medians, ratios, targets) and writes it to $BENCH_WORK/results/summary.md
 # for BENCHMARKS.md; the raw hyperfine JSON is next to it.
@@ -119,9 +124,17 @@ bench() {
   for spec in "$@"; do
     args+=(-n "${spec%%=*}" "${spec#*=}")
   done
+  local rounds=${BENCH_ROUNDS:-5} k
   local -a runs=()
-  [[ -n ${BENCH_RUNS:-} ]] && runs=(--runs "$BENCH_RUNS")
-  hyperfine -N --warmup 3 "${runs[@]}" --style basic --export-json "$results/$name.json" "${args[@]}"
+  if [[ -n ${BENCH_RUNS:-} ]]; then
+    local per=$(((BENCH_RUNS + rounds - 1) / rounds))
+    ((per >= 3)) || per=3
+    runs=(--runs "$per")
+  fi
+  for ((k = 1; k <= rounds; k++)); do
+    echo "-- round $k of $rounds"
+    hyperfine -N --warmup 3 "${runs[@]}" --style basic --export-json "$results/$name.r$k.json" "${args[@]}"
+  done
 }
 
 # Peak resident memory in kB over 5 runs (GNU time's "Maximum resident set size").
@@ -244,17 +257,29 @@ done
 # --- summary ---------------------------------------------------------------------------------
 say "summary"
 python3 - "$results" "$nixcmd" "$peers" <<'PY'
-import datetime, json, os, platform, subprocess, sys
+import datetime, glob, json, os, platform, statistics, subprocess, sys
 
 results, nixcmd, peers = sys.argv[1], sys.argv[2], sys.argv[3]
 
 
+class Rounds(dict):
+    """Each command's median over the rounds (the dict), and the rounds' own medians."""
+
+    def __init__(self, rounds):
+        cmds = [c for r in rounds for c in r]
+        super().__init__(
+            (c, statistics.median(r[c] for r in rounds if c in r)) for c in dict.fromkeys(cmds)
+        )
+        self.rounds = rounds
+
+
 def load(name):
-    path = os.path.join(results, name + ".json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return {r["command"]: r["median"] for r in json.load(f)["results"]}
+    paths = sorted(glob.glob(os.path.join(results, name + ".r*.json")))
+    rounds = []
+    for path in paths:
+        with open(path) as f:
+            rounds.append({r["command"]: r["median"] for r in json.load(f)["results"]})
+    return Rounds(rounds) if rounds else {}
 
 
 rss = {}
@@ -273,8 +298,14 @@ def compare(group, med, cmd, ref, limit):
     if ref not in med:
         rows.append((group, cmd, med[cmd], ref, None, f"<= {limit}x", "n/a"))
         return
-    ratio = med[cmd] / med[ref]
-    rows.append((group, cmd, med[cmd], ref, ratio, f"<= {limit}x", "PASS" if ratio <= limit else "FAIL"))
+    # The median of the rounds' ratios: each round's two medians were taken minutes apart at
+    # most, so a change in the VM's load between rounds moves both.
+    ratios = [r[cmd] / r[ref] for r in med.rounds if cmd in r and ref in r]
+    ratio = statistics.median(ratios)
+    passed = sum(x <= limit for x in ratios)
+    spread = f" (rounds {min(ratios):.2f}-{max(ratios):.2f}x, {passed} of {len(ratios)} within)"
+    verdict = ("PASS" if ratio <= limit else "FAIL") + spread
+    rows.append((group, cmd, med[cmd], ref, ratio, f"<= {limit}x", verdict))
 
 
 def plain(group, med):
@@ -305,8 +336,13 @@ overhead = None
 if m:
     plain("run", m)
     compare("run", m, "nixcmd run (50 steps)", "just (50 lines)", 1.0)
-    if "nixcmd run (50 steps)" in m and "bash -c loop (50 lines)" in m:
-        overhead = (m["nixcmd run (50 steps)"] - m["bash -c loop (50 lines)"]) / 50
+    per_round = [
+        (r["nixcmd run (50 steps)"] - r["bash -c loop (50 lines)"]) / 50
+        for r in m.rounds
+        if "nixcmd run (50 steps)" in r and "bash -c loop (50 lines)" in r
+    ]
+    if per_round:
+        overhead = statistics.median(per_round)
 
 
 def ms(x):
