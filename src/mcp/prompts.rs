@@ -12,6 +12,32 @@ use rmcp::model::{
 
 pub const RESOURCE_PREFIX: &str = "nixcmd://commands/";
 
+/// Bytes of a name written as they are in a resource URI: RFC 3986's unreserved characters
+/// (letters, digits, `-`, `.`, `_`, `~`); every other byte is percent-encoded, so a name with
+/// a space, `#` (which would start a fragment), `%` or a non-ASCII letter gives a URI that
+/// names it.
+const ENCODED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The resource URI of the command `name`.
+pub fn resource_uri(name: &str) -> String {
+    format!(
+        "{RESOURCE_PREFIX}{}",
+        percent_encoding::utf8_percent_encode(name, ENCODED)
+    )
+}
+
+/// The command name a resource URI names: percent-decoded. A URI whose decoding is not UTF-8
+/// names the text as it is (no command file has such a name).
+fn name_in(rest: &str) -> std::borrow::Cow<'_, str> {
+    percent_encoding::percent_decode_str(rest)
+        .decode_utf8()
+        .unwrap_or(std::borrow::Cow::Borrowed(rest))
+}
+
 pub fn prompts(listing: &Listing) -> Vec<Prompt> {
     listing
         .commands
@@ -79,7 +105,7 @@ pub fn resources(listing: &Listing) -> Vec<Resource> {
         .commands
         .iter()
         .map(|r| {
-            let mut res = Resource::new(format!("{RESOURCE_PREFIX}{}", r.name), r.name.clone())
+            let mut res = Resource::new(resource_uri(&r.name), r.name.clone())
                 .with_mime_type("text/markdown");
             if !r.description.is_empty() {
                 res = res.with_description(r.description.clone());
@@ -90,14 +116,14 @@ pub fn resources(listing: &Listing) -> Vec<Resource> {
 }
 
 pub fn read(search: &SearchPath, uri: &str) -> Result<ReadResourceResult, ErrorData> {
-    let Some(name) = uri.strip_prefix(RESOURCE_PREFIX) else {
+    let Some(name) = uri.strip_prefix(RESOURCE_PREFIX).map(name_in) else {
         return Err(ErrorData::resource_not_found(
             format!("unknown resource {uri}: command files are {RESOURCE_PREFIX}NAME"),
             None,
         ));
     };
     let found = search
-        .find(name)
+        .find(&name)
         .map_err(|f| ErrorData::resource_not_found(crate::mcp::registry::failure_text(&f), None))?;
     let loaded = discovery::load(&found).map_err(|u| {
         ErrorData::resource_not_found(
@@ -108,4 +134,29 @@ pub fn read(search: &SearchPath, uri: &str) -> Result<ReadResourceResult, ErrorD
     Ok(ReadResourceResult::new(vec![
         ResourceContents::text(loaded.file.text.clone(), uri).with_mime_type("text/markdown"),
     ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_uris_name_any_command_and_read_back() {
+        assert_eq!(
+            resource_uri("flake-update"),
+            "nixcmd://commands/flake-update"
+        );
+        assert_eq!(resource_uri("a_b.c~d"), "nixcmd://commands/a_b.c~d");
+        let odd = "deploy now #2 100% été/x?";
+        let uri = resource_uri(odd);
+        assert_eq!(
+            uri,
+            "nixcmd://commands/deploy%20now%20%232%20100%25%20%C3%A9t%C3%A9%2Fx%3F"
+        );
+        let rest = uri.strip_prefix(RESOURCE_PREFIX).expect("prefix");
+        assert_eq!(name_in(rest), odd);
+        // Names sent unencoded by a client read as they are.
+        assert_eq!(name_in("gated"), "gated");
+        assert_eq!(name_in("%ff"), "%ff");
+    }
 }

@@ -174,3 +174,21 @@ async def test_conditions_appear_in_describe_and_plan(env):
         assert steps["push"]["when"] == "CHANGED"
         assert steps["push"]["unless"] == "FORCE_PUSH"
         assert steps["decide"]["when"] is None
+
+
+async def test_resource_uris_are_valid_for_any_file_name(env):
+    """A command's resource URI percent-encodes its name (a file name may hold spaces, `%`,
+    `#` or non-ASCII letters), and reading it back finds that command."""
+    odd = "deploy now #2 100% été"
+    text = "---\ndescription: An odd name\n---\n## Steps\n```bash\necho hi\n```\n"
+    (env.commands / f"{odd}.md").write_text(text)
+    async with session(env) as s:
+        resources = {str(r.uri): r for r in (await s.list_resources()).resources}
+        uri = "nixcmd://commands/deploy%20now%20%232%20100%25%20%C3%A9t%C3%A9"
+        assert uri in resources, sorted(resources)
+        assert resources[uri].name == odd
+        read = await s.read_resource(uri)
+        assert read.contents[0].text == text
+        # The plain names still read as before.
+        read = await s.read_resource("nixcmd://commands/gated")
+        assert read.contents[0].text == (env.commands / "gated.md").read_text()
