@@ -84,7 +84,7 @@ fn helpers_for(search: &SearchPath) -> usize {
 }
 
 /// A large folder's listing: its files are read (by `helpers` threads and this one) while it
-/// is still being listed, a few hundred entries at a time; the search's order and its
+/// is still being listed, about 125 entries at a time; the search's order and its
 /// shadowing are applied to the rows afterwards. Every file on the path is read, the
 /// shadowed ones too (there are rarely any; a listing of the search first, then the
 /// reading, kept one core idle for the first tenth of a thousand-file `list`).
@@ -172,7 +172,8 @@ fn in_search_order(rows: Vec<(usize, Row)>) -> Listing {
         .iter()
         .map(|&(_, _, w)| rows[w as usize].1.source.clone())
         .collect();
-    // `Option<Row>` has the size of `Row`: this reuses the vector.
+    // Each row moves twice (into its slot, then into place): rows are not swapped around by
+    // the sort, which would move each of them many times.
     let mut slots: Vec<Option<Row>> = rows.into_iter().map(|(_, r)| Some(r)).collect();
     let mut take = |i: u32| slots[i as usize].take().expect("each position taken once");
     let commands = winners.into_iter().map(&mut take).collect();
