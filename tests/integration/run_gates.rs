@@ -3,8 +3,8 @@
 //! then asserts the exit code, the trace and the whole output.
 
 use crate::run_support::{
-    Spawned, events, normalized, only_run, project_file, read_json, run_dirs, run_id, run_with_tty,
-    statuses, wait_until,
+    Spawned, events, normalized, only_run, paused, project_file, read_json, run_dirs, run_id,
+    run_with_tty, statuses, wait_until,
 };
 use crate::support::Test;
 use std::time::Duration;
@@ -198,15 +198,13 @@ echo unprepare >> trace
 
 #[test]
 fn confirm_without_a_terminal_pauses_and_resume_approve_finishes() {
-    let out = Test::new()
-        .runbook("gated.md", GATED)
-        .args(["run", "gated", "--format", "json"])
-        .run();
-    out.assert_status(3);
-    let root = out.root.path().to_path_buf();
+    let (out, root, id) = paused(
+        Test::new()
+            .runbook("gated.md", GATED)
+            .args(["run", "gated", "--format", "json"]),
+    );
     assert_eq!(project_file(&root, "trace"), "prepare\n");
     let run = only_run(&root);
-    let id = run_id(&run);
     let resume = format!("nixcmd resume {id} --approve push");
     let stream = events(&out.stdout);
     let last = stream.last().expect("events");
@@ -324,13 +322,11 @@ fn resume_decline_rolls_back_and_ends_declined() {
 /// at a gate there is nothing to decline: both are refused and nothing runs.
 #[test]
 fn resume_decline_is_refused_with_an_approval_or_without_a_paused_gate() {
-    let mut out = Test::new()
-        .runbook("gated.md", GATED)
-        .args(["run", "gated"])
-        .run();
-    out.assert_status(3);
-    let root = out.root.path().to_path_buf();
-    let id = run_id(&only_run(&root));
+    let (mut out, root, id) = paused(
+        Test::new()
+            .runbook("gated.md", GATED)
+            .args(["run", "gated"]),
+    );
     for flag in [["--approve", "push"].as_slice(), ["--yes"].as_slice()] {
         out = out
             .then()
@@ -377,14 +373,12 @@ fn resume_decline_is_refused_with_an_approval_or_without_a_paused_gate() {
 /// a `kill -9` after it would run it again on resume, and `runs` and `stats` missed it.
 #[test]
 fn resume_force_runs_and_records_the_steps_of_the_changed_file() {
-    let out = Test::new()
-        .runbook("gated.md", GATED)
-        .args(["run", "gated"])
-        .run();
-    out.assert_status(3);
-    let root = out.root.path().to_path_buf();
+    let (out, root, id) = paused(
+        Test::new()
+            .runbook("gated.md", GATED)
+            .args(["run", "gated"]),
+    );
     let run = only_run(&root);
-    let id = run_id(&run);
     let changed = GATED.replace(
         "### After",
         "### Tag\n```bash {id=tag}\necho tag >> trace\n```\n### After",
@@ -951,18 +945,16 @@ fn a_dir_that_is_missing_or_a_file_is_named_as_such() {
 /// (exit 5). It is refused before anything runs and stays resumable.
 #[test]
 fn resume_refuses_a_run_whose_folder_is_gone() {
-    let out = Test::new()
-        .runbook("gated.md", GATED)
-        .dir("work")
-        .args(["run", "gated", "--dir", "../work"])
-        .run();
-    out.assert_status(3);
-    let root = out.root.path().to_path_buf();
+    let (out, root, id) = paused(
+        Test::new()
+            .runbook("gated.md", GATED)
+            .dir("work")
+            .args(["run", "gated", "--dir", "../work"]),
+    );
     assert_eq!(
         std::fs::read_to_string(root.join("work/trace")).unwrap_or_default(),
         "prepare\n"
     );
-    let id = run_id(&only_run(&root));
     std::fs::remove_dir_all(root.join("work")).expect("remove the folder");
 
     let out = out.then().args(["resume", &id, "--approve", "push"]).run();

@@ -3,7 +3,7 @@
 //! anything in the runs folder that is not a run folder, the target of a symlink).
 
 use crate::run_support::{
-    LIMIT, Spawned, WAIT_FOR_GO, only_run, project_file, run_dirs, run_id, wait_until,
+    LIMIT, Spawned, WAIT_FOR_GO, only_run, paused, project_file, run_dirs, run_id, wait_until,
 };
 use crate::support::Test;
 use serde_json::{Value, json};
@@ -299,13 +299,11 @@ echo push >> trace
 
 #[test]
 fn a_run_paused_at_a_gate_is_skipped_and_can_still_be_resumed() {
-    let out = Test::new()
-        .runbook("gated.md", GATED)
-        .args(["run", "gated"])
-        .run();
-    out.assert_status(3);
-    let root = out.root.path().to_path_buf();
-    let id = run_id(&only_run(&root));
+    let (out, root, id) = paused(
+        Test::new()
+            .runbook("gated.md", GATED)
+            .args(["run", "gated"]),
+    );
     let out = out.then().args(["runs", "--prune", "--keep", "0"]).run();
     out.assert_status(0);
     assert_eq!(

@@ -1026,7 +1026,7 @@ fn ctrl_c_during_restore() -> (Spawned, std::path::PathBuf) {
     wait_until(
         "the notice of the held Ctrl-C",
         Duration::from_secs(30),
-        || run.stdout_so_far().contains(HELD) || run.stderr_so_far().contains(HELD),
+        || run.printed(HELD),
     );
     (run, root)
 }
@@ -1115,7 +1115,7 @@ echo left >> trace
     wait_until(
         "the notice of the held Ctrl-C",
         Duration::from_secs(30),
-        || run.stdout_so_far().contains(HELD_ALWAYS) || run.stderr_so_far().contains(HELD_ALWAYS),
+        || run.printed(HELD_ALWAYS),
     );
     std::fs::write(root.join("project/go"), "").expect("write go");
     let out = run.wait();

@@ -186,6 +186,12 @@ impl Spawned {
         so_far(self.stderr.as_ref())
     }
 
+    /// Whether nixcmd has printed `text` so far, on stdout or stderr (a notice's stream
+    /// depends on the output mode).
+    pub fn printed(&self, text: &str) -> bool {
+        self.stdout_so_far().contains(text) || self.stderr_so_far().contains(text)
+    }
+
     /// Sends a signal to nixcmd itself (not to its steps' process groups).
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child, which has not been reaped yet.
@@ -407,6 +413,16 @@ pub fn run_dirs(root: &Path) -> Vec<PathBuf> {
     };
     dirs.sort_by_cached_key(|p| started(p));
     dirs
+}
+
+/// Runs `test` (a `run` without a terminal) to its pause at a confirmation: the output (exit 3
+/// asserted), the temporary root and the one run's id.
+pub fn paused(test: Test) -> (Output, PathBuf, String) {
+    let out = test.run();
+    out.assert_status(3);
+    let root = out.root.path().to_path_buf();
+    let id = run_id(&only_run(&root));
+    (out, root, id)
 }
 
 /// The one run a test made.
