@@ -321,6 +321,7 @@ pub fn spawn_group(
     )?;
     // The child's ends are the child's now: closing ours lets end of file reach the reader.
     drop((stdin_child, stdout_child, stderr_child));
+    close_deferred();
     Ok(GroupChild {
         pid,
         stdin: stdin_ours.map(std::fs::File::from),
@@ -478,6 +479,29 @@ fn child_env(
     ptrs.extend(ours.map(|(_, c)| ptr(c)));
     ptrs.push(std::ptr::null_mut());
     Ok((set.into_iter().map(|(_, c)| c).collect(), ptrs))
+}
+
+/// Descriptors a finished step no longer needs (its pipes at end of file, its pidfd), closed
+/// after the next spawn instead of between the two steps: closing a pipe frees its buffers and
+/// its inode, the costliest calls left on the way from one step's exit to the next one's start.
+static CLOSE_LATER: std::sync::Mutex<Vec<std::os::fd::OwnedFd>> = std::sync::Mutex::new(Vec::new());
+
+fn close_later(fd: std::os::fd::OwnedFd) {
+    CLOSE_LATER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(fd);
+}
+
+/// Closes what [`close_later`] kept: after every spawn, and when a run ends (no descriptor of
+/// a finished step stays open in a long-lived process such as the MCP server).
+pub fn close_deferred() {
+    let kept = std::mem::take(
+        &mut *CLOSE_LATER
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    drop(kept);
 }
 
 /// A pipe (read end, write end), both close-on-exec and above the standard descriptors (if
@@ -921,6 +945,9 @@ pub fn run_group_observed(
     if exit.is_none() {
         exit = child.wait().ok();
     }
+    if let Some(fd) = pidfd {
+        close_later(fd);
+    }
     terminate_group(pgid, spec.grace, false, &escalate);
     sweep_leftovers(spec.token, since, spec.grace);
     if let Some(e) = ended {
@@ -1125,8 +1152,8 @@ impl Pipe {
             self.carriage = false;
             self.unshown_since = None;
         }
-        if eof {
-            self.file = None;
+        if eof && let Some(file) = self.file.take() {
+            close_later(file.into());
         }
     }
 
@@ -1927,6 +1954,55 @@ mod tests {
             timeout,
             grace: Duration::from_millis(200),
             token,
+        }
+    }
+
+    /// The descriptors of this process that point at `target` (a `readlink` of /proc/self/fd).
+    fn own_fds_to(target: &str) -> Vec<String> {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.to_string_lossy() == target))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// A finished step's pipes are closed after the next spawn (off the way from one step to
+    /// the next), and by `close_deferred` when no spawn follows: none stays open for good.
+    #[test]
+    fn a_finished_groups_pipes_are_closed_by_the_next_spawn_or_close_deferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = vec![
+            "-c".to_string(),
+            "readlink /proc/self/fd/1; readlink /proc/self/fd/2 >&2".to_string(),
+        ];
+        let run = |token: &str| {
+            let mut out = Vec::new();
+            let spec = bash_spec(&args, dir.path(), Duration::from_secs(20), token);
+            let ended = run_group(&spec, &Cancel::default(), &mut |_, l| {
+                out.push(l.to_string())
+            });
+            assert_eq!(ended.unwrap(), Ended::Exited(0), "{out:?}");
+            assert_eq!(out.len(), 2, "{out:?}");
+            assert!(out.iter().all(|p| p.starts_with("pipe:[")), "{out:?}");
+            out
+        };
+        let first = run("unit-test-close-1");
+        let second = run("unit-test-close-2");
+        for pipe in &first {
+            assert_eq!(
+                own_fds_to(pipe),
+                Vec::<String>::new(),
+                "{pipe} of the first run"
+            );
+        }
+        close_deferred();
+        for pipe in &second {
+            assert_eq!(
+                own_fds_to(pipe),
+                Vec::<String>::new(),
+                "{pipe} of the last run"
+            );
         }
     }
 

@@ -93,6 +93,11 @@ impl Emitter<'_> {
         }
     }
 
+    /// Whether event lines are being gathered (see [`Emitter::hold`]).
+    pub(super) fn holding(&self) -> bool {
+        self.held.is_some()
+    }
+
     /// Says, once, that a file of the run's output records cannot be written (a full disk, a
     /// file size limit). The run goes on, since what `resume` needs is in `state.json` and
     /// `progress.json` (their failures stop the run, see `Engine::note_records`), but output
@@ -202,6 +207,11 @@ pub struct Engine<'a> {
     pub(super) env_warned: std::collections::HashSet<(Option<String>, String)>,
     /// Set while rollback or `always` blocks run (see [`crate::run::shield`]).
     pub(super) finishing: Option<Finishing>,
+    /// The step that comes after the one about to run, when nothing but that one's failure
+    /// can keep it from running: its script is written while the one before runs.
+    pub(super) up_next: Option<&'a Block>,
+    /// The step whose script was written ahead (see `up_next`) and has not run yet.
+    pub(super) prewritten: Option<String>,
 }
 
 impl<'a> Engine<'a> {
@@ -285,6 +295,8 @@ impl<'a> Engine<'a> {
             hangup_noted: false,
             env_warned: Default::default(),
             finishing: None,
+            up_next: None,
+            prewritten: None,
         }
     }
 
@@ -522,10 +534,11 @@ impl<'a> Engine<'a> {
             .chain(&self.cmd.success_criteria.checks)
             .filter(|b| b.runnable && !b.attrs.always && failed.is_none())
             .collect();
-        for block in main {
+        for (i, &block) in main.iter().enumerate() {
             if self.done(&block.id) {
                 continue;
             }
+            self.up_next = main.get(i + 1).copied().filter(|b| self.sure_to_follow(b));
             if let Some(reason) = self.skip_reason(block) {
                 self.mark_skipped(block, &reason);
                 continue;
@@ -597,6 +610,11 @@ impl<'a> Engine<'a> {
             }
         }
 
+        self.up_next = None;
+        self.drop_unused_script();
+        // The end of the last step that ran, if it waited for a next start that did not come.
+        self.em.release();
+
         // Host failures that stopped the run were rolled back host by host (run::fanout);
         // the hosts that succeeded stay as they are, so `resume` can retry the failed ones.
         let mut left = std::mem::take(&mut self.fleet.left);
@@ -622,6 +640,31 @@ impl<'a> Engine<'a> {
             status = RunStatus::RollbackIncomplete;
         }
         self.finish(status, failed, left, manual)
+    }
+
+    /// Whether `next`, coming right after the step about to run, will run as a plain shell
+    /// step unless that step fails: not done, not skipped by an option, no condition, no gate,
+    /// not part of a group, a fan-out or a nested command. Its script is then written while
+    /// the step before it runs, instead of between the two (creating a file was the costliest
+    /// call there).
+    fn sure_to_follow(&self, next: &Block) -> bool {
+        !self.done(&next.id)
+            && self.skip_reason(next).is_none()
+            && next.attrs.when.is_none()
+            && next.attrs.unless.is_none()
+            && !next.effective.asks
+            && next.attrs.group.is_none()
+            && self.effective_selector(&next.attrs).is_none()
+            && crate::run::nested::plan(next, self.opts.resolve.as_ref())
+                == crate::run::nested::Plan::Shell
+    }
+
+    /// Removes a script written ahead for a step that did not run (the step before it failed
+    /// or was interrupted): `scripts/` holds the scripts that ran.
+    pub(super) fn drop_unused_script(&mut self) {
+        if let Some(id) = self.prewritten.take() {
+            let _ = std::fs::remove_file(self.run.script_path(&id));
+        }
     }
 
     /// In a resumed run, the step or check an earlier session recorded as failed, and how:
@@ -914,6 +957,7 @@ impl<'a> Engine<'a> {
 
     /// Stops before a gate nobody can answer: saved, exit 3, resumable.
     fn pause(mut self, block: &Block) -> Outcome {
+        crate::process::close_deferred();
         self.note_hangup();
         self.note_lost();
         let resume = format!("nixcmd resume {} --approve {}", self.state.run_id, block.id);
@@ -1104,6 +1148,7 @@ impl<'a> Engine<'a> {
         left: Vec<String>,
         manual: Vec<String>,
     ) -> Outcome {
+        crate::process::close_deferred();
         self.note_hangup();
         self.note_lost();
         let exit = status.exit();

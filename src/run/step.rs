@@ -126,7 +126,24 @@ impl Engine<'_> {
         let backoff = block.attrs.backoff.unwrap_or(DEFAULT_BACKOFF);
         let script = self.run.script_path(&block.id);
         let log_path = self.run.log_path(&block.id);
-        let _ = self.run.write_script(&script, block.code.as_bytes());
+        if self.prewritten.as_deref() == Some(block.id.as_str()) {
+            self.prewritten = None;
+        } else {
+            self.drop_unused_script();
+            let _ = self.run.write_script(&script, block.code.as_bytes());
+        }
+        // Written while this step runs (see `Engine::up_next`): the next step's script.
+        let mut ahead = self.up_next.take().map(|next| {
+            (
+                next.id.clone(),
+                self.run.script_path(&next.id),
+                next.code.as_bytes(),
+            )
+        });
+        let mut written_ahead = None;
+        // The step before ended with its script for this one written: its end's event and
+        // line were gathered, to go out with this one's start once bash is on its way.
+        let mut handed_over = self.em.holding();
         // Opened with the first attempt's start record, while bash starts up: creating a file
         // is among the costliest calls between two steps, and nothing is written before.
         let mut log: Option<crate::records_io::LogFile> = None;
@@ -213,6 +230,7 @@ impl Engine<'_> {
             let mut env_watch =
                 EnvWatch::new(self.run.env_file(), self.run.env_len(), extra_secrets);
             let folder = self.run.folder();
+            let run = &self.run;
             // The lines of one read of the pipes go to the log and to events.ndjson in one
             // write each (a step printing a million lines made two million writes), and the
             // `$NIXCMD_ENV` file is looked at once per read: whatever the step exported
@@ -221,7 +239,18 @@ impl Engine<'_> {
             let mut in_read = false;
             let tail = &mut tail;
             let mut observe = |seen: Observed| match seen {
-                Observed::Spawned => record_start(em, &mut log, &mut started),
+                Observed::Spawned => {
+                    record_start(em, &mut log, &mut started);
+                    if handed_over {
+                        handed_over = false;
+                        em.release();
+                    }
+                    if let Some((id, path, code)) = ahead.take()
+                        && run.write_script(&path, code).is_ok()
+                    {
+                        written_ahead = Some(id);
+                    }
+                }
                 Observed::Line(stream, line) => {
                     if !in_read {
                         in_read = true;
@@ -265,6 +294,9 @@ impl Engine<'_> {
                 }
             };
             let ended = process::run_group_observed(&spec, &self.cancel, &mut observe);
+            if written_ahead.is_some() {
+                self.prewritten = written_ahead.take();
+            }
             // Every read ends with `ReadDone`; were one not to, nothing gathered stays unwritten.
             if let Some(log) = log.as_mut()
                 && !log_lines.is_empty()
@@ -302,6 +334,13 @@ impl Engine<'_> {
             self.em.record_failed(&log_path, &e);
         }
         let ended = last.unwrap_or(Ended::Cancelled(self.cancel.level()));
+        // The next step's script is written and this one succeeded: only a Ctrl-C can keep
+        // the next from starting now. This step's end (progress.json) is recorded before it
+        // starts, as resume needs; its event and its line wait for the next start and go out
+        // with it, after the spawn instead of before (see `Engine::up_next`).
+        if ended == Ended::Exited(0) && self.prewritten.is_some() {
+            self.em.hold();
+        }
         let (status, exit_code, reason) = match ended {
             Ended::Exited(0) => (StepStatus::Succeeded, Some(0), None),
             Ended::Exited(_) | Ended::Killed(_) => (

@@ -1177,3 +1177,72 @@ fn progress_json_says_why_each_skipped_step_did_not_run() {
     let entry = skipped_entry("one", "step", "dry run: not readonly");
     assert!(text.contains(&entry), "{entry}\nnot in:\n{text}");
 }
+
+const THREE: &str = r#"---
+description: Three steps; the second fails when a file says so
+nixcmd: {}
+---
+# Three
+
+## Steps
+### Build
+```bash {id=build}
+echo "building"
+```
+### Check
+```bash {id=check}
+echo "checking"
+test ! -e fail
+```
+### Publish
+```bash {id=publish}
+echo "publishing"
+```
+"#;
+
+/// `scripts/` in a run folder, as `name: content` lines sorted by name.
+fn scripts(run: &Path) -> String {
+    let mut names: Vec<String> = std::fs::read_dir(run.join("scripts"))
+        .expect("scripts folder")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|n| {
+            let code = std::fs::read_to_string(run.join("scripts").join(n)).expect("script");
+            format!("{n}: {code:?}")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A step's script is written while the step before it runs; `scripts/` still holds exactly
+/// the scripts that ran: none for a step that a failure kept from running.
+#[test]
+fn scripts_holds_the_scripts_that_ran() {
+    let out = Test::new()
+        .runbook("three.md", THREE)
+        .args(["run", "three"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        scripts(&only_run(out.root.path())),
+        "build.sh: \"echo \\\"building\\\"\\n\"\n\
+         check.sh: \"echo \\\"checking\\\"\\ntest ! -e fail\\n\"\n\
+         publish.sh: \"echo \\\"publishing\\\"\\n\""
+    );
+
+    let out = Test::new()
+        .runbook("three.md", THREE)
+        .file("project/fail", "")
+        .args(["run", "three"])
+        .run();
+    out.assert_status(1);
+    assert_eq!(
+        scripts(&only_run(out.root.path())),
+        "build.sh: \"echo \\\"building\\\"\\n\"\n\
+         check.sh: \"echo \\\"checking\\\"\\ntest ! -e fail\\n\""
+    );
+}
