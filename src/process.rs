@@ -273,10 +273,12 @@ pub enum Ended {
 /// Starts `program` in a new process group with stdout and stderr piped (and stdin piped or
 /// `/dev/null`). Every step process — local shell or `ssh` client — starts here.
 ///
-/// Through `posix_spawn` (a vfork: nothing of nixcmd's memory is copied), with the working
-/// directory set by `posix_spawn_file_actions_addchdir_np` (glibc 2.29, musl 1.1.24). The
-/// standard library's `Command` looks that function up at run time, which fails in the
-/// statically linked release binary, and then forks instead: page tables copied per step.
+/// Through a vfork (nothing of nixcmd's memory is copied): our own ([`crate::vfork`]) for a
+/// program given or found as a path, `posix_spawnp` for a bare name nobody found (its search
+/// and error are the reference), with the working directory set by
+/// `posix_spawn_file_actions_addchdir_np` there (glibc 2.29, musl 1.1.24). The standard
+/// library's `Command` looks that function up at run time, which fails in the statically
+/// linked release binary, and then forks instead: page tables copied per step.
 /// The child is set up as `Command` would: the inherited environment with `env` on top
 /// (sorted by name), an empty signal mask, SIGPIPE back to its default (Rust ignores it),
 /// every other descriptor closed on exec; a missing program or directory is the error the
@@ -622,6 +624,11 @@ fn posix_spawn(
     };
     let mut argv_p: Vec<*mut libc::c_char> = argv.iter().map(|a| a.as_ptr().cast_mut()).collect();
     argv_p.push(std::ptr::null_mut());
+    // A path (every program found on PATH is resolved to one): started by our own vfork; a
+    // bare name nobody found goes to posix_spawnp, whose search and error are the reference.
+    if program.to_bytes().contains(&b'/') {
+        return crate::vfork::spawn(program, &argv_p, envp, cwd, stdio);
+    }
     let mut actions = std::mem::MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
     let mut attr = std::mem::MaybeUninit::<libc::posix_spawnattr_t>::uninit();
     // SAFETY: the file actions and attributes are initialised before use and destroyed on
@@ -2211,21 +2218,15 @@ mod tests {
         assert_eq!(out[2], "given path");
         // Nothing blocked; SIGPIPE, which Rust ignores in nixcmd itself, not ignored; what
         // whoever started us ignores (`nohup`: SIGHUP; a background job of a script: SIGINT
-        // and SIGQUIT) stays ignored, as exec keeps it. (glibc's posix_spawn leaves its two
-        // internal real-time signals ignored, as it did under `Command`.) SIGTTIN and SIGTTOU
-        // are ignored too: a step reading the terminal fails instead of stopping.
+        // and SIGQUIT) stays ignored, as exec keeps it; nothing else is (glibc's two internal
+        // real-time signals, which its posix_spawn ignored, are at their default, as nixcmd
+        // has them). SIGTTIN and SIGTTOU are ignored too: a step reading the terminal fails
+        // instead of stopping.
         assert_eq!(out[3], "SigBlk:\t0000000000000000");
         let mask = |line: &str| u64::from_str_radix(line.trim_start_matches("SigIgn:\t"), 16);
-        let ours = before;
-        let glibc = 0x1_8000_0000;
         let sigpipe = 1 << (libc::SIGPIPE - 1);
         let ignored = mask(&out[4]).unwrap();
-        assert_eq!(
-            ignored & !glibc,
-            (ours & !glibc & !sigpipe) | terminal,
-            "{}",
-            out[4]
-        );
+        assert_eq!(ignored, (before & !sigpipe) | terminal, "{}", out[4]);
     }
 
     /// The entries a `child_env` array points to.
@@ -2288,6 +2289,18 @@ mod tests {
             .err()
             .unwrap();
         assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        // A path: the exec's own error, from the child (see `vfork`).
+        let missing = dir.path().join("no-such-program");
+        let err = spawn_group(missing.to_str().unwrap(), &[], None, &[], false)
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        let not_executable = dir.path().join("data");
+        std::fs::write(&not_executable, "x").unwrap();
+        let err = spawn_group(not_executable.to_str().unwrap(), &[], None, &[], false)
+            .err()
+            .unwrap();
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
         // Piped stdin reaches the child.
         let args = vec!["-c".to_string(), "cat".to_string()];
         let mut child = spawn_group("bash", &args, None, &[], true).unwrap();
