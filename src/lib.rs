@@ -40,4 +40,4 @@ pub mod source;
 pub mod suggest;
 pub mod summary;
 pub mod terminal_text;
-mod vfork;
+pub(crate) mod vfork;

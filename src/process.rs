@@ -199,6 +199,7 @@ impl Cancel {
                 })?;
             }
         }
+        crate::vfork::handlers_changed();
         Ok(())
     }
 }
@@ -488,7 +489,9 @@ fn child_env(
 /// its inode, the costliest calls left on the way from one step's exit to the next one's start.
 static CLOSE_LATER: std::sync::Mutex<Vec<std::os::fd::OwnedFd>> = std::sync::Mutex::new(Vec::new());
 
-fn close_later(fd: std::os::fd::OwnedFd) {
+/// Closes `fd` after the next spawn (or at [`close_deferred`]): for what a finished step
+/// leaves (its log too), whose closing need not delay the next step.
+pub fn close_later(fd: std::os::fd::OwnedFd) {
     CLOSE_LATER
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -937,12 +940,20 @@ pub fn run_group_observed(
             let ready = fds[slot].revents != 0;
             slot += 1;
             if ready {
-                pipe.read(&mut |stream, line| observe(Observed::Line(stream, line)));
-                if let Some(segment) = pipe.progress() {
-                    observe(Observed::Progress(
-                        pipe.stream,
-                        &String::from_utf8_lossy(segment),
-                    ));
+                // Every writer is gone (the step exited): what is left in the pipe is read
+                // to its end now, without another poll for the end of file.
+                let hung_up = fds[slot - 1].revents & libc::POLLHUP != 0;
+                loop {
+                    pipe.read(&mut |stream, line| observe(Observed::Line(stream, line)));
+                    if let Some(segment) = pipe.progress() {
+                        observe(Observed::Progress(
+                            pipe.stream,
+                            &String::from_utf8_lossy(segment),
+                        ));
+                    }
+                    if !hung_up || pipe.file.is_none() {
+                        break;
+                    }
                 }
                 observe(Observed::ReadDone);
             }

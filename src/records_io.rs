@@ -545,6 +545,11 @@ impl LogFile {
         self.error.take()
     }
 
+    /// The file, for whoever closes it (its errors were taken or are dropped with it).
+    pub fn into_file(self) -> std::fs::File {
+        self.file
+    }
+
     fn keep<T>(&mut self, result: std::io::Result<T>) -> std::io::Result<T> {
         if let Err(e) = &result
             && self.error.is_none()

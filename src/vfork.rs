@@ -27,6 +27,9 @@ struct Setup {
     /// NULL: stay in nixcmd's directory.
     cwd: *const libc::c_char,
     stdio: [RawFd; 3],
+    /// The signals nixcmd has a handler for (bit `n - 1` for signal `n`): set back to their
+    /// default in the child.
+    caught: u64,
     /// Written by the child when a set-up call or `execve` fails: its errno.
     error: libc::c_int,
 }
@@ -45,12 +48,8 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     // was prepared before the clone.
     unsafe {
         let setup = &mut *arg.cast::<Setup>();
-        let mut query: libc::sigaction = std::mem::zeroed();
         let mut set: libc::sigaction = std::mem::zeroed();
         for sig in 1..NSIG {
-            if GLIBC_INTERNAL.contains(&sig) {
-                continue;
-            }
             let disposition = if sig == libc::SIGPIPE {
                 // Rust ignores SIGPIPE in nixcmd; a shell gets it back at its default.
                 libc::SIG_DFL
@@ -58,14 +57,10 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 // A step reading the terminal fails at once instead of stopping (see
                 // `process::spawn_group`).
                 libc::SIG_IGN
-            } else {
-                if libc::sigaction(sig, std::ptr::null(), &mut query) != 0 {
-                    continue;
-                }
-                if query.sa_sigaction == libc::SIG_DFL || query.sa_sigaction == libc::SIG_IGN {
-                    continue;
-                }
+            } else if setup.caught & (1 << (sig - 1)) != 0 {
                 libc::SIG_DFL
+            } else {
+                continue;
             };
             set.sa_sigaction = disposition;
             libc::sigaction(sig, &set, std::ptr::null_mut());
@@ -115,13 +110,54 @@ struct Stack {
     len: usize,
 }
 
-// SAFETY: the mapping is only used under `STACK`'s lock.
+// SAFETY: the mapping is only used under `KEPT`'s lock.
 unsafe impl Send for Stack {}
 
 const STACK_LEN: usize = 64 * 1024;
 const GUARD: usize = 4096;
 
-static STACK: std::sync::Mutex<Option<Stack>> = std::sync::Mutex::new(None);
+/// What spawns keep from one to the next, under one lock (spawns take turns).
+struct Kept {
+    stack: Option<Stack>,
+    /// The signals with a handler, looked up (64 `sigaction` calls) at the first spawn and
+    /// again after [`handlers_changed`]: glibc's child looks them all up at every spawn.
+    caught: Option<u64>,
+}
+
+static KEPT: std::sync::Mutex<Kept> = std::sync::Mutex::new(Kept {
+    stack: None,
+    caught: None,
+});
+
+/// To be called after nixcmd gives a signal a handler: the next spawn looks them up again.
+/// (Were one missed, a child would keep that handler only until its exec, with every signal
+/// blocked until just before it.)
+pub fn handlers_changed() {
+    KEPT.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .caught = None;
+}
+
+/// The signals that have a handler now, as a bit set (bit `n - 1` for signal `n`).
+fn look_up_caught() -> u64 {
+    let mut caught = 0u64;
+    for sig in 1..NSIG {
+        if GLIBC_INTERNAL.contains(&sig) {
+            continue;
+        }
+        // SAFETY: a query only (no new disposition), into a local.
+        let handled = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction != libc::SIG_DFL
+                && old.sa_sigaction != libc::SIG_IGN
+        };
+        if handled {
+            caught |= 1 << (sig - 1);
+        }
+    }
+    caught
+}
 
 fn map_stack() -> std::io::Result<Stack> {
     let len = STACK_LEN + GUARD;
@@ -161,13 +197,14 @@ pub fn spawn(
 ) -> std::io::Result<i32> {
     debug_assert!(argv.last().is_some_and(|p| p.is_null()));
     debug_assert!(envp.last().is_some_and(|p| p.is_null()));
-    let mut stack = STACK
+    let mut kept = KEPT
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if stack.is_none() {
-        *stack = Some(map_stack()?);
+    if kept.stack.is_none() {
+        kept.stack = Some(map_stack()?);
     }
-    let Some(stack) = stack.as_ref() else {
+    let caught = *kept.caught.get_or_insert_with(look_up_caught);
+    let Some(stack) = kept.stack.as_ref() else {
         unreachable!("mapped above")
     };
     let mut setup = Setup {
@@ -176,6 +213,7 @@ pub fn spawn(
         envp: envp.as_ptr(),
         cwd: cwd.map_or(std::ptr::null(), CStr::as_ptr),
         stdio,
+        caught,
         error: 0,
     };
     // SAFETY: the stack is ours alone while the lock is held, and 16-byte aligned at its top;
@@ -215,5 +253,38 @@ pub fn spawn(
             return Err(std::io::Error::from_raw_os_error(error));
         }
         Ok(pid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handler given after the first spawn is known to the next one (its child sets it back
+    /// to the default before unblocking signals).
+    #[test]
+    fn a_handler_given_later_is_looked_up_again() {
+        let bit = 1u64 << (libc::SIGUSR2 - 1);
+        let program = c"/bin/true";
+        let argv = [program.as_ptr().cast_mut(), std::ptr::null_mut()];
+        let envp = [std::ptr::null_mut()];
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&null);
+        let spawn_and_reap = || {
+            let pid = spawn(program, &argv, &envp, None, [fd, fd, fd]).unwrap();
+            let mut status = 0;
+            // SAFETY: waiting for our own child.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert_eq!(status, 0);
+        };
+        spawn_and_reap();
+        assert_eq!(look_up_caught() & bit, 0, "SIGUSR2 has no handler yet");
+        // SAFETY: the handler does nothing.
+        unsafe { signal_hook::low_level::register(libc::SIGUSR2, || {}).unwrap() };
+        handlers_changed();
+        spawn_and_reap();
+        // `None` only if another test gave a handler meanwhile.
+        let kept = KEPT.lock().unwrap().caught;
+        assert!(kept.is_none_or(|c| c & bit == bit), "{kept:?}");
     }
 }

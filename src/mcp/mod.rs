@@ -89,5 +89,6 @@ fn end_on_sigterm() -> std::io::Result<Arc<std::sync::atomic::AtomicBool>> {
             signal_hook::flag::register(sig, dropped.clone())?;
         }
     }
+    crate::vfork::handlers_changed();
     Ok(terminated)
 }

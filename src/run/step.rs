@@ -333,6 +333,9 @@ impl Engine<'_> {
         if let Some(e) = log.as_mut().and_then(|l| l.take_error()) {
             self.em.record_failed(&log_path, &e);
         }
+        if let Some(log) = log.take() {
+            process::close_later(log.into_file().into());
+        }
         let ended = last.unwrap_or(Ended::Cancelled(self.cancel.level()));
         // The next step's script is written and this one succeeded: only a Ctrl-C can keep
         // the next from starting now. This step's end (progress.json) is recorded before it
