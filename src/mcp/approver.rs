@@ -18,6 +18,8 @@ use std::time::Duration;
 
 pub const CHANNEL_ELICITATION: &str = "mcp-elicitation";
 pub const CHANNEL_CONFIRM_GATE: &str = "mcp-confirm-gate";
+/// A gate refused by the server's gate policy (`deny`), nobody asked.
+pub const CHANNEL_POLICY: &str = "mcp-policy";
 
 /// How gates are answered (`nixcmd mcp --confirm`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +34,7 @@ pub enum GatePolicy {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reply {
     Approve { channel: &'static str },
-    Decline,
+    Decline { channel: &'static str },
 }
 
 /// The gate a run waits at.
@@ -169,7 +171,7 @@ impl McpApprover {
     fn to_answer(&self, reply: Reply) -> Answer {
         match reply {
             Reply::Approve { channel } => self.approve(channel),
-            Reply::Decline => Answer::Decline,
+            Reply::Decline { channel } => Answer::declined(channel, self.client.clone()),
         }
     }
 
@@ -225,10 +227,14 @@ impl McpApprover {
                                 channel: CHANNEL_ELICITATION,
                             }
                         } else {
-                            Reply::Decline
+                            Reply::Decline {
+                                channel: CHANNEL_ELICITATION,
+                            }
                         })
                     }
-                    ElicitationAction::Decline => Some(Reply::Decline),
+                    ElicitationAction::Decline => Some(Reply::Decline {
+                        channel: CHANNEL_ELICITATION,
+                    }),
                     // Cancelled or dismissed: no answer, the run stays waiting.
                     _ => None,
                 },
@@ -247,10 +253,11 @@ impl McpApprover {
 impl Approver for McpApprover {
     fn ask(&mut self, gate: &GateRequest) -> Answer {
         if self.policy == GatePolicy::Deny {
-            return Answer::Decline;
+            return Answer::declined(CHANNEL_POLICY, self.client.clone());
         }
         if self.run.cancel.level() > 0 {
-            return Answer::Decline;
+            // Stopping: the engine records an interruption, not a "no".
+            return Answer::declined(CHANNEL_CONFIRM_GATE, self.client.clone());
         }
         // Gates of nested runs (guided files calling other commands) cannot pause the parent
         // run: they wait for an answer instead.
@@ -304,7 +311,10 @@ impl Approver for McpApprover {
             }
             if self.run.cancel.level() > 0 {
                 slot.pending = None;
-                break Some(Reply::Decline);
+                // Stopping: the engine records an interruption, not a "no".
+                break Some(Reply::Decline {
+                    channel: CHANNEL_CONFIRM_GATE,
+                });
             }
             if slot.elicitation_gave_up {
                 slot.elicitation_gave_up = false;
@@ -366,6 +376,10 @@ fn longest_backtick_run(text: &str) -> usize {
 mod tests {
     use super::*;
 
+    const DECLINE: Reply = Reply::Decline {
+        channel: CHANNEL_CONFIRM_GATE,
+    };
+
     #[test]
     fn a_gate_is_answered_only_with_its_token() {
         let gates = GateBox::default();
@@ -373,14 +387,14 @@ mod tests {
             gate_id: "push".into(),
             token: "t1".into(),
         });
-        assert!(gates.answer("push", "nope", Reply::Decline).is_err());
-        assert!(gates.answer("other", "t1", Reply::Decline).is_err());
+        assert!(gates.answer("push", "nope", DECLINE).is_err());
+        assert!(gates.answer("other", "t1", DECLINE).is_err());
         assert_eq!(
-            gates.answer("push", "t1", Reply::Decline),
+            gates.answer("push", "t1", DECLINE),
             Ok(Delivery::NeedsResume)
         );
         // Used up.
-        assert!(gates.answer("push", "t1", Reply::Decline).is_err());
+        assert!(gates.answer("push", "t1", DECLINE).is_err());
     }
 
     #[test]

@@ -398,7 +398,9 @@ impl NixcmdServer {
                 channel: CHANNEL_CONFIRM_GATE,
             }
         } else {
-            Reply::Decline
+            Reply::Decline {
+                channel: CHANNEL_CONFIRM_GATE,
+            }
         };
         self.registry.idle(&run).await;
         let delivery = run

@@ -21,9 +21,23 @@ pub enum Answer {
         channel: String,
         client: Option<String>,
     },
-    Decline,
+    /// "No" (recorded with the approvals, with its channel and client), or the wait for an
+    /// answer cut short by a request to stop (then the run is interrupted: nothing recorded).
+    Decline {
+        channel: String,
+        client: Option<String>,
+    },
     /// Nobody can answer now: pause the run before the step.
     Unavailable,
+}
+
+impl Answer {
+    pub fn declined(channel: &str, client: Option<String>) -> Self {
+        Answer::Decline {
+            channel: channel.to_string(),
+            client,
+        }
+    }
 }
 
 pub trait Approver: Send {
@@ -73,21 +87,21 @@ impl Approver for TerminalApprover {
         }
         if !ready {
             self.out.eprint("\n");
-            return Answer::Decline;
+            return Answer::declined("terminal", None);
         }
         let mut answer = String::new();
         match std::io::stdin().lock().read_line(&mut answer) {
             Ok(0) | Err(_) if crate::process::hung_up() => Answer::Unavailable,
             Ok(0) | Err(_) => {
                 self.out.eprint("\n");
-                Answer::Decline
+                Answer::declined("terminal", None)
             }
             Ok(_) => match answer.trim().to_ascii_lowercase().as_str() {
                 "y" | "yes" => Answer::Approve {
                     channel: "terminal".into(),
                     client: None,
                 },
-                _ => Answer::Decline,
+                _ => Answer::declined("terminal", None),
             },
         }
     }

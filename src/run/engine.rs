@@ -880,11 +880,19 @@ impl<'a> Engine<'a> {
                 self.record_approval(&block.id, channel, client);
                 GateResult::Go
             }
-            Answer::Decline => {
+            Answer::Decline { channel, client } => {
                 // Ctrl-C at the prompt ends it too: that is an interruption, not a "no".
                 let (status, reason) = if self.cancel.level() > 0 {
                     (StepStatus::Interrupted, "interrupted at the confirmation")
                 } else {
+                    // Who said no, and where, is kept as an approval is.
+                    self.state.approvals.push(Approval {
+                        step_id: block.id.clone(),
+                        channel,
+                        client,
+                        declined: true,
+                        at: now(),
+                    });
                     (StepStatus::Declined, "declined at the confirmation")
                 };
                 self.mark_declined(&block.id, status, reason);
@@ -942,7 +950,12 @@ impl<'a> Engine<'a> {
     }
 
     fn record_approval(&mut self, step: &str, channel: String, client: Option<String>) {
-        if self.state.approvals.iter().any(|a| a.step_id == step) {
+        if self
+            .state
+            .approvals
+            .iter()
+            .any(|a| a.step_id == step && !a.declined)
+        {
             return;
         }
         self.state.approvals.push(Approval {

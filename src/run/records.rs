@@ -36,7 +36,8 @@ pub fn mkdir_private(path: &Path) -> std::io::Result<()> {
 pub struct Approval {
     pub step_id: String,
     /// `flag` (--yes/--approve), `terminal`, `resume`, `mcp-elicitation`, `mcp-confirm-gate`;
-    /// for a decline, `cli` (`nixcmd resume --decline`).
+    /// for a decline also `cli` (`nixcmd resume --decline`) and `mcp-policy` (the server's
+    /// `--confirm=deny`).
     pub channel: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,

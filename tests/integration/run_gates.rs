@@ -578,7 +578,14 @@ fn declined_prompt_at_a_terminal_exits_3_and_rolls_back() {
         "prepare\nunprepare\n"
     );
     let run = only_run(out.root.path());
-    assert_eq!(read_json(&run.join("state.json"))["status"], "declined");
+    let state = read_json(&run.join("state.json"));
+    assert_eq!(state["status"], "declined");
+    // The "no" is kept with the approvals, as a "yes" would be.
+    let approvals = state["approvals"].as_array().expect("approvals");
+    assert_eq!(approvals.len(), 1, "{approvals:?}");
+    assert_eq!(approvals[0]["step_id"], "push");
+    assert_eq!(approvals[0]["channel"], "terminal");
+    assert_eq!(approvals[0]["declined"], true);
     insta::assert_snapshot!(normalized(&out));
 }
 
@@ -602,7 +609,10 @@ fn ctrl_c_at_a_confirmation_prompt_interrupts_and_rolls_back() {
         "prepare\nunprepare\n"
     );
     let run = only_run(out.root.path());
-    assert_eq!(read_json(&run.join("state.json"))["status"], "interrupted");
+    let state = read_json(&run.join("state.json"));
+    assert_eq!(state["status"], "interrupted");
+    // Ctrl-C is nobody's "no": nothing recorded.
+    assert_eq!(state["approvals"], serde_json::json!([]));
     insta::assert_snapshot!(normalized(&out));
 }
 

@@ -38,6 +38,13 @@ async def test_elicitation_accept_continues(env):
     ]
 
 
+def declines(env, st):
+    """The run's recorded "no"s: (step, channel, client); every approval must be one."""
+    approvals = env.state_json(st["run_id"])["approvals"]
+    assert all(a.get("declined") is True for a in approvals), approvals
+    return [(a["step_id"], a["channel"], a.get("client")) for a in approvals]
+
+
 async def test_elicitation_decline_aborts_and_rolls_back(env):
     async with session(env, elicitation=answering("decline")) as s:
         st = await call(s, "run", {"command": "gated"})
@@ -47,7 +54,7 @@ async def test_elicitation_decline_aborts_and_rolls_back(env):
     assert not (env.project / "prepared.txt").exists()
     assert (env.project / "undone.txt").exists()
     assert {x["id"]: x["status"] for x in st["steps"]}["push"] == "declined"
-    assert env.state_json(st["run_id"])["approvals"] == []
+    assert declines(env, st) == [("push", "mcp-elicitation", "pytest-client 1.0")]
 
 
 async def test_elicitation_no_is_a_decline(env):
@@ -55,6 +62,7 @@ async def test_elicitation_no_is_a_decline(env):
         st = await call(s, "run", {"command": "gated"})
     assert st["status"] == "aborted"
     assert not (env.project / "pushed.txt").exists()
+    assert declines(env, st) == [("push", "mcp-elicitation", "pytest-client 1.0")]
 
 
 async def test_no_answer_leaves_the_run_waiting(env):
@@ -123,6 +131,7 @@ async def test_confirm_gate_decline_aborts(env):
     assert st["status"] == "aborted"
     assert not (env.project / "pushed.txt").exists()
     assert (env.project / "undone.txt").exists()
+    assert declines(env, st) == [("push", "mcp-confirm-gate", "pytest-client 1.0")]
 
 
 async def test_cancel_while_awaiting_confirmation_rolls_back(env):
@@ -133,6 +142,8 @@ async def test_cancel_while_awaiting_confirmation_rolls_back(env):
     assert st["status"] == "cancelled"
     assert not (env.project / "pushed.txt").exists()
     assert (env.project / "undone.txt").exists()
+    # A stop is nobody's "no": nothing recorded.
+    assert env.state_json(st["run_id"])["approvals"] == []
 
 
 async def test_confirm_deny_refuses_every_gate(env):
@@ -141,6 +152,7 @@ async def test_confirm_deny_refuses_every_gate(env):
     assert st["status"] == "aborted"
     assert not (env.project / "pushed.txt").exists()
     assert (env.project / "undone.txt").exists()
+    assert declines(env, st) == [("push", "mcp-policy", "pytest-client 1.0")]
 
 
 async def test_the_question_shows_the_code_as_it_is(env):
