@@ -53,10 +53,21 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
     // A run's exit code says what happened to the machine, and stays so when only its
     // output was lost; every other command's output is its result.
     let runs = matches!(cli.command, Cmd::Run(_) | Cmd::Resume(_));
+    let event_stream = match &cli.command {
+        Cmd::Run(a) => a.gates.format == crate::cli::TextOrJsonRun::Json,
+        Cmd::Resume(a) => a.gates.format == crate::cli::TextOrJsonRun::Json,
+        _ => false,
+    };
     let code = match dispatch(&cx, cli.command) {
         Ok(exit) => exit.code(),
         Err(failure) => {
             report(&cx.out, &failure);
+            // A run that never started has no events: whoever reads the stream (Claude Code,
+            // a script) gets one line that says why, instead of nothing at all. A run that
+            // started ends with its own `run_finished` and never comes here.
+            if event_stream {
+                report_json(&cx.out, &failure);
+            }
             failure.exit.code()
         }
     };
@@ -94,6 +105,20 @@ pub fn report(out: &Output, failure: &Failure) {
         s.push_str(&format!("  {} {h}\n", p.cyan("hint:")));
     }
     out.eprint(&s);
+}
+
+/// A failure before a run started, for `--format json`: one JSON line on stdout,
+/// `{"type": "error", "exit_code", "message", "hint"?}` (no `seq` or `run_id`: there is no run).
+fn report_json(out: &Output, failure: &Failure) {
+    let mut line = serde_json::json!({
+        "type": "error",
+        "exit_code": failure.exit.code(),
+        "message": failure.message.strip_prefix("error: ").unwrap_or(&failure.message),
+    });
+    if let Some(hint) = &failure.hint {
+        line["hint"] = hint.clone().into();
+    }
+    out.print(&format!("{line}\n"));
 }
 
 fn dispatch(cx: &Context, cmd: Cmd) -> Result<Exit, Failure> {

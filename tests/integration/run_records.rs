@@ -1246,3 +1246,67 @@ fn scripts_holds_the_scripts_that_ran() {
          check.sh: \"echo \\\"checking\\\"\\ntest ! -e fail\\n\""
     );
 }
+
+/// A run that cannot start (unknown command, a bad argument, an unknown run to resume) gives
+/// a `--format json` reader one line on stdout that says why; the person reads stderr as
+/// ever, and without `--format json` stdout stays empty.
+#[test]
+fn a_run_that_cannot_start_says_why_on_the_json_stream() {
+    const PICKY: &str = r#"---
+description: Takes a host
+nixcmd:
+  args:
+    host: {required: true, pattern: "^[a-z]+$"}
+---
+# Picky
+
+## Steps
+### Show
+```bash {id=show}
+echo "$NIXCMD_ARG_HOST"
+```
+"#;
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["run", "nosuch", "--format", "json"],
+            r#"{"type":"error","exit_code":2,"message":"unknown command `nosuch`","hint":"`nixcmd list` shows every command"}"#,
+        ),
+        (
+            &["run", "picky", "host=x;y", "--format", "json"],
+            r#"{"type":"error","exit_code":2,"message":"argument `host` of `picky` does not match `^[a-z]+$`: \"x;y\"","hint":"check the value"}"#,
+        ),
+        (
+            &["resume", "picky-20260101-000000-abcd", "--format", "json"],
+            "",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = Test::new().runbook("picky.md", PICKY).args(args).run();
+        out.assert_status(2);
+        let line = out.stdout.trim_end();
+        if expected.is_empty() {
+            // Whatever `resume` says, it is one error line with the exit code.
+            let v: serde_json::Value = serde_json::from_str(line).expect("one JSON line");
+            assert_eq!(v["type"], "error", "{line}");
+            assert_eq!(v["exit_code"], 2, "{line}");
+            assert!(
+                out.stderr.contains(v["message"].as_str().expect("message")),
+                "{}",
+                out.stderr
+            );
+        } else {
+            assert_eq!(line, expected);
+        }
+        assert_eq!(out.stdout.lines().count(), 1, "{}", out.stdout);
+        assert!(out.stderr.starts_with("error: "), "{}", out.stderr);
+        // Without --format json, nothing on stdout.
+        let text_args: Vec<&str> = args
+            .iter()
+            .copied()
+            .filter(|a| *a != "--format" && *a != "json")
+            .collect();
+        let out = Test::new().runbook("picky.md", PICKY).args(text_args).run();
+        out.assert_status(2);
+        assert_eq!(out.stdout, "");
+    }
+}
