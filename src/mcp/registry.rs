@@ -215,7 +215,7 @@ impl Registry {
                 state,
                 progress,
                 opts,
-                lock,
+                mut lock,
             } = prepared;
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 let sink = RegistrySink::new(run.clone());
@@ -231,6 +231,12 @@ impl Registry {
                 );
                 engine.execute()
             }));
+            // Paused for `confirm_gate`: no other run of the command starts meanwhile.
+            if let (Ok(o), Some(lock)) = (&outcome, lock.as_mut())
+                && o.status == crate::event::RunStatus::AwaitingConfirmation
+            {
+                lock.leave_paused();
+            }
             drop(lock);
             run.active.store(false, Ordering::SeqCst);
             run.update(|s| {

@@ -68,9 +68,9 @@ fn launch(
         state,
         progress,
         opts,
-        lock: _lock,
+        mut lock,
     } = prepared;
-    execute(
+    let (exit, status) = execute(
         cx,
         cmd,
         opts,
@@ -80,7 +80,13 @@ fn launch(
         gates.format,
         gates.verbose,
         heartbeat,
-    )
+    )?;
+    if status == RunStatus::AwaitingConfirmation
+        && let Some(lock) = lock.as_mut()
+    {
+        lock.leave_paused();
+    }
+    Ok(exit)
 }
 
 /// What the engine needs to start or continue a run, prepared the same way for the CLI and
@@ -170,7 +176,7 @@ fn execute(
     format: TextOrJsonRun,
     verbose: bool,
     heartbeat: Option<Duration>,
-) -> Result<Exit, Failure> {
+) -> Result<(Exit, RunStatus), Failure> {
     let cancel = Cancel::default();
     let _ = cancel.install_signal_handlers();
     let sudo = if opts.dry_run {
@@ -215,7 +221,7 @@ fn execute(
     if let Some(flag) = sudo {
         flag.store(true, Ordering::SeqCst);
     }
-    Ok(outcome.exit)
+    Ok((outcome.exit, outcome.status))
 }
 
 /// The run records cannot be written: where, why, and what to do about it.
@@ -412,6 +418,17 @@ fn lock(name: &str, run_id: &str) -> Result<Lock, Failure> {
             Failure::usage(format!("another run of `{name}` is in progress: {holder}"))
                 .with_hint("wait for it to finish, or look at it with `nixcmd runs`")
         }
+        LockError::Paused {
+            run_id: other,
+            step,
+        } => Failure::usage(format!(
+            "run {other} of `{name}` is paused at step `{step}`, waiting for a confirmation: \
+             what it did so far is not finished or undone"
+        ))
+        .with_hint(format!(
+            "finish it with `nixcmd resume {other} --approve {step}`, or end it with `nixcmd \
+             resume {other} --decline` (what it did is rolled back); then run again"
+        )),
         LockError::Io(path, e) => records_failure("take the run lock", &path, &e),
     })
 }

@@ -184,6 +184,11 @@ impl Engine<'_> {
             LockError::Held { holder } => {
                 format!("another run of `{}` is in progress: {holder}", cmd.name)
             }
+            LockError::Paused { run_id, step } => format!(
+                "run {run_id} of `{}` is paused at step `{step}`: resume it (`--approve` or \
+                 `--decline`) first",
+                cmd.name
+            ),
             LockError::Io(path, e) => format!("{}: {e}", path.display()),
         })?;
         let run = RunDir::create(&run_id).map_err(|e| e.to_string())?;

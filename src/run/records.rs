@@ -823,7 +823,13 @@ pub struct Lock {
     file: File,
     /// The length of the holder's line, blanked when the lock is released.
     line_len: usize,
+    run_id: String,
+    /// Set by [`Lock::leave_paused`]: released with the run named as paused, not blanked.
+    paused: bool,
 }
+
+/// The line a paused run leaves in its command's lock file (see [`Lock::leave_paused`]).
+const PAUSED: &str = " paused";
 
 impl Drop for Lock {
     /// Blanks the holder's line before the lock goes with the file: the next holder writes
@@ -832,6 +838,11 @@ impl Drop for Lock {
     /// nothing is truncated (see `acquire`).
     fn drop(&mut self) {
         use std::os::unix::fs::FileExt;
+        if self.paused {
+            let line = format!("{}{PAUSED}\n", self.run_id);
+            let _ = crate::records_io::overwrite_in_place(&self.file, line.as_bytes());
+            return;
+        }
         let mut blank = vec![b' '; self.line_len];
         if let Some(last) = blank.last_mut() {
             *last = b'\n';
@@ -843,6 +854,12 @@ impl Drop for Lock {
 pub enum LockError {
     Held {
         holder: String,
+    },
+    /// Another run of the command stopped at a confirmation and has not been finished or
+    /// declined: its id and the step it waits at.
+    Paused {
+        run_id: String,
+        step: String,
     },
     /// The lock file (or its folder) and what went wrong with it.
     Io(PathBuf, std::io::Error),
@@ -888,6 +905,9 @@ impl Lock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(path, e)),
         }
+        if let Some(paused) = paused_other(&file, run_id) {
+            return Err(paused);
+        }
         // Over the old holder's line, not truncated first: truncating a file to zero and
         // writing it again makes ext4 flush it, milliseconds per run.
         let line = format!("{run_id} (pid {})\n", std::process::id());
@@ -896,8 +916,37 @@ impl Lock {
         Ok(Lock {
             file,
             line_len: line.len(),
+            run_id: run_id.to_string(),
+            paused: false,
         })
     }
+
+    /// The run stops at a confirmation nobody could answer: when the lock is released, the
+    /// file names it as paused, and no other run of the command starts until it is resumed
+    /// (approved or declined). Its steps so far changed the machine and its rollback has not
+    /// run: another run in between would work on a half-changed machine, and resuming this
+    /// one afterwards on whatever that run left.
+    pub fn leave_paused(&mut self) {
+        self.paused = true;
+    }
+}
+
+/// The run (not `run_id`) that the lock file names as paused, when its `state.json` still
+/// says it waits for a confirmation; a run resumed since, pruned, or unreadable does not hold
+/// anything back.
+fn paused_other(file: &File, run_id: &str) -> Option<LockError> {
+    use std::io::Read as _;
+    let mut line = String::new();
+    let _ = file.take(4096).read_to_string(&mut line);
+    let other = line.trim().strip_suffix(PAUSED)?;
+    if other == run_id || other.is_empty() || other.contains(['/', ' ']) {
+        return None;
+    }
+    let state = read_state(&runs_dir().join(other)).ok()?;
+    (state.status == crate::event::RunStatus::AwaitingConfirmation).then(|| LockError::Paused {
+        run_id: other.to_string(),
+        step: state.current_step.unwrap_or_default(),
+    })
 }
 
 /// Step durations of past successful attempts, per command: the ETA is the median of the

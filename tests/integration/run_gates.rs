@@ -1426,3 +1426,52 @@ fn a_gate_shows_the_runbooks_control_characters_instead_of_obeying_them() {
         }
     }
 }
+
+/// A run paused at a gate has changed the machine and not rolled back: no other run of the
+/// command starts until it is resumed (approved or declined). Dry runs change nothing and
+/// still may; once the paused run has ended, runs start again.
+#[test]
+fn a_paused_run_keeps_other_runs_of_its_command_from_starting() {
+    for end in ["--approve", "--decline"] {
+        let (out, root, id) = paused(
+            Test::new()
+                .runbook("gated.md", GATED)
+                .args(["run", "gated"]),
+        );
+        let refused = out.then().args(["run", "gated"]).run();
+        refused.assert_status(2);
+        assert_eq!(refused.stdout, "");
+        assert_eq!(
+            refused.stderr,
+            format!(
+                "error: run {id} of `gated` is paused at step `push`, waiting for a confirmation: \
+                 what it did so far is not finished or undone\n  hint: finish it with `nixcmd \
+                 resume {id} --approve push`, or end it with `nixcmd resume {id} --decline` \
+                 (what it did is rolled back); then run again\n"
+            )
+        );
+        // Nothing ran and no run folder was made by the refused run.
+        assert_eq!(project_file(&root, "trace"), "prepare\n");
+        assert_eq!(run_dirs(&root).len(), 1);
+
+        let dry = refused.then().args(["run", "gated", "--dry-run"]).run();
+        dry.assert_status(0);
+
+        let args: Vec<&str> = match end {
+            "--approve" => vec!["resume", &id, "--approve", "push"],
+            _ => vec!["resume", &id, "--decline"],
+        };
+        let resumed = dry.then().args(args).run();
+        resumed.assert_status(if end == "--approve" { 0 } else { 3 });
+
+        // Ended: the next run starts (and pauses at the gate in its turn).
+        let next = resumed.then().args(["run", "gated"]).run();
+        next.assert_status(3);
+        let expected = if end == "--approve" {
+            "prepare\npush\nafter\nprepare\n"
+        } else {
+            "prepare\nunprepare\nprepare\n"
+        };
+        assert_eq!(project_file(&root, "trace"), expected);
+    }
+}

@@ -177,3 +177,22 @@ async def test_the_question_shows_the_code_as_it_is(env):
         "echo \"\ufffd gnp.txt\" \"\u241b]0;t\u2407\"\n````\n\n" in message
     ), message
     assert not any(c in message for c in "\u202e\u202c\x1b\x07"), message
+
+
+async def test_a_paused_run_keeps_other_runs_of_its_command_from_starting(env):
+    """A run waiting for `confirm_gate` has changed the machine: another run of the same
+    command is refused (naming it) until the gate is answered; then runs start again."""
+    async with session(env) as s:
+        first = await call(s, "run", {"command": "gated"})
+        assert first["status"] == "awaiting_confirmation"
+        message = await call_error(s, "run", {"command": "gated"})
+        assert f"run {first['run_id']} of `gated` is paused at step `push`" in message, message
+        st = await call(
+            s,
+            "confirm_gate",
+            {"run_id": first["run_id"], "gate_id": "push", "token": first["gate"]["token"], "approve": True},
+        )
+        assert st["status"] == "succeeded"
+        again = await call(s, "run", {"command": "gated"})
+        assert again["status"] == "awaiting_confirmation"
+        assert again["run_id"] != first["run_id"]
