@@ -112,6 +112,11 @@ impl Frontmatter<'_> {
     /// The byte offset of a key (`key:` in YAML, `key =` or `[key]` in TOML) inside the
     /// frontmatter, searching from `from`: used to point diagnostics at settings.
     pub fn key_offset(&self, file: &SourceFile, key: &str, from: usize) -> Option<usize> {
+        // An empty key (YAML gives one for `{ &anchor: x }`) is found everywhere without the
+        // search moving on: it names no place.
+        if key.is_empty() {
+            return None;
+        }
         let text = &file.text[self.content.clone()];
         let mut pos = from.saturating_sub(self.content.start).min(text.len());
         while let Some(found) = text[pos..].find(key) {
@@ -319,6 +324,25 @@ mod tests {
         assert_eq!(&y.text[fy.body_start..], "# T\n");
         assert_eq!(y.position(fy.key_offset(&y, "timeout", 0).unwrap()).line, 4);
         assert_eq!(t.position(ft.key_offset(&t, "nixcmd", 0).unwrap()).line, 3);
+    }
+
+    /// Found by the fuzzer: `{ &anchor: true }` gives an empty key, and looking for it never
+    /// moved on (`check` hung). It names no place.
+    #[test]
+    fn an_empty_key_has_no_offset() {
+        let f = SourceFile::new(
+            "a.md",
+            "---
+nixcmd:
+  args:
+    extra: { &ariadic: true }
+---
+# A
+",
+        );
+        let fm = parse(&f).unwrap();
+        assert_eq!(fm.key_offset(&f, "", 0), None);
+        assert_eq!(fm.key_offset(&f, "", 20), None);
     }
 
     #[test]
