@@ -212,6 +212,10 @@ pub struct Engine<'a> {
     pub(super) up_next: Option<&'a Block>,
     /// The step whose script was written ahead (see `up_next`) and has not run yet.
     pub(super) prewritten: Option<String>,
+    /// The step recorded as started in the same progress.json write as the end of the step
+    /// before it (see [`Engine::pre_start`]), with its entry as it was before: put back if the
+    /// step does not start after all.
+    pub(super) pre_started: Option<crate::run::records::StepProgress>,
 }
 
 impl<'a> Engine<'a> {
@@ -297,6 +301,7 @@ impl<'a> Engine<'a> {
             finishing: None,
             up_next: None,
             prewritten: None,
+            pre_started: None,
         }
     }
 
@@ -611,6 +616,7 @@ impl<'a> Engine<'a> {
         }
 
         self.up_next = None;
+        self.undo_pre_start();
         self.drop_unused_script();
         // The end of the last step that ran, if it waited for a next start that did not come.
         self.em.release();
@@ -657,6 +663,32 @@ impl<'a> Engine<'a> {
             && self.effective_selector(&next.attrs).is_none()
             && crate::run::nested::plan(next, self.opts.resolve.as_ref())
                 == crate::run::nested::Plan::Shell
+    }
+
+    /// Records `next` as started (running, first attempt) in the in-memory progress, so that
+    /// the write that records the end of the step before it records its start too: one
+    /// progress.json write between two steps instead of two. Called only when `next`'s script
+    /// was written ahead and the step before succeeded, so only a Ctrl-C (or records that
+    /// cannot be written) can keep it from starting; [`Engine::undo_pre_start`] then puts its
+    /// entry back. A `kill -9` after the write leaves it recorded as running, and resume
+    /// runs it again, as for any step that was running.
+    pub(super) fn pre_start(&mut self, next: &str) {
+        if let Some(p) = self.progress.get_mut(next) {
+            self.pre_started = Some(p.clone());
+            p.status = StepStatus::Running;
+            p.attempts = 1;
+            p.started.get_or_insert_with(crate::event::now);
+        }
+    }
+
+    /// Puts back the progress entry of a step recorded as started by [`Engine::pre_start`]
+    /// that did not start. Written with the run's end.
+    pub(super) fn undo_pre_start(&mut self) {
+        if let Some(before) = self.pre_started.take()
+            && let Some(p) = self.progress.get_mut(&before.id)
+        {
+            *p = before;
+        }
     }
 
     /// Removes a script written ahead for a step that did not run (the step before it failed
@@ -971,6 +1003,7 @@ impl<'a> Engine<'a> {
     /// Stops before a gate nobody can answer: saved, exit 3, resumable.
     fn pause(mut self, block: &Block) -> Outcome {
         crate::process::close_deferred();
+        self.undo_pre_start();
         self.note_hangup();
         self.note_lost();
         let resume = format!("nixcmd resume {} --approve {}", self.state.run_id, block.id);

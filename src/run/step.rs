@@ -144,6 +144,15 @@ impl Engine<'_> {
         // The step before ended with its script for this one written: its end's event and
         // line were gathered, to go out with this one's start once bash is on its way.
         let mut handed_over = self.em.holding();
+        // Recorded as started with the end of the step before (see `Engine::pre_start`): the
+        // first attempt's start needs no progress.json write of its own.
+        let mut start_recorded = self
+            .pre_started
+            .as_ref()
+            .is_some_and(|p| p.id == block.id);
+        if start_recorded {
+            self.pre_started = None;
+        }
         // Opened with the first attempt's start record, while bash starts up: creating a file
         // is among the costliest calls between two steps, and nothing is written before.
         let mut log: Option<crate::records_io::LogFile> = None;
@@ -206,6 +215,7 @@ impl Engine<'_> {
                 let progress = &self.progress;
                 let state = &mut self.state;
                 let log_path = &log_path;
+                let progress_written = std::mem::take(&mut start_recorded);
                 move |em: &mut Emitter,
                       log: &mut Option<crate::records_io::LogFile>,
                       started: &mut Option<EventKind>| {
@@ -216,7 +226,9 @@ impl Engine<'_> {
                             Err(e) => em.record_failed(log_path, &e),
                         }
                     }
-                    let _ = run.write_progress(progress);
+                    if !progress_written {
+                        let _ = run.write_progress(progress);
+                    }
                     state.updated = now();
                     let _ = run.write_state(state);
                     em.emit(event);
@@ -341,8 +353,11 @@ impl Engine<'_> {
         // the next from starting now. This step's end (progress.json) is recorded before it
         // starts, as resume needs; its event and its line wait for the next start and go out
         // with it, after the spawn instead of before (see `Engine::up_next`).
-        if ended == Ended::Exited(0) && self.prewritten.is_some() {
+        if ended == Ended::Exited(0)
+            && let Some(next) = self.prewritten.clone()
+        {
             self.em.hold();
+            self.pre_start(&next);
         }
         let (status, exit_code, reason) = match ended {
             Ended::Exited(0) => (StepStatus::Succeeded, Some(0), None),

@@ -1305,3 +1305,100 @@ echo "$NIXCMD_ARG_HOST"
         assert_eq!(out.stdout, "");
     }
 }
+
+const FOUR_STEPS: &str = r#"---
+description: Four plain steps; the third keeps the progress it sees at its start
+nixcmd: {}
+---
+# Four
+
+## Steps
+### One
+```bash {id=one}
+echo one
+```
+### Two
+```bash {id=two}
+echo two
+```
+### Three
+```bash {id=three}
+cp "$NIXCMD_STATE/../progress.json" "$NIXCMD_STATE/seen.json"
+```
+### Four
+```bash {id=four}
+echo four
+```
+"#;
+
+/// Between two plain steps, progress.json is written once: the end of the one and the start
+/// of the next in the same write, before the next is spawned (so the step sees itself
+/// recorded as running). Counted with strace: a write is one successful rename or swap onto
+/// `progress.json`.
+#[test]
+fn one_progress_write_between_two_steps_records_both_the_end_and_the_next_start() {
+    let Some(strace) = crate::support::which("strace") else {
+        if crate::support::skip("strace is not installed (apt-get install strace)") {
+            return;
+        }
+        unreachable!("skip() fails the test under NIXCMD_TEST_REQUIRE_ALL=1");
+    };
+    let (cmd, root) = Test::new()
+        .runbook("four.md", FOUR_STEPS)
+        .args(["run", "four"])
+        .into_command();
+    let trace = root.path().join("renames.strace");
+    let mut traced = std::process::Command::new(strace);
+    traced
+        .args(["-f", "-qq", "-e", "trace=rename,renameat,renameat2", "-o"])
+        .arg(&trace)
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .current_dir(cmd.get_current_dir().expect("a working directory"))
+        .stdin(std::process::Stdio::null());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => traced.env(k, v),
+            None => traced.env_remove(k),
+        };
+    }
+    let out = traced.output().expect("run strace");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let renames = std::fs::read_to_string(&trace).expect("the trace");
+    let progress_writes = renames
+        .lines()
+        .filter(|l| l.contains("progress.json\"") && l.trim_end().ends_with("= 0"))
+        .count();
+    // The run's start, the first step's start, one per boundary between the four steps
+    // (three), the last step's end, the run's end.
+    assert_eq!(progress_writes, 7, "{renames}");
+
+    let run = only_run(root.path());
+    let seen = read_json(&run.join("state/seen.json"));
+    let steps: Vec<(String, String, u64)> = seen["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap_or_default().to_string(),
+                s["status"].as_str().unwrap_or_default().to_string(),
+                s["attempts"].as_u64().unwrap_or(99),
+            )
+        })
+        .collect();
+    let expected = [
+        ("one", "succeeded", 1),
+        ("two", "succeeded", 1),
+        ("three", "running", 1),
+        ("four", "pending", 0),
+    ]
+    .map(|(id, status, n)| (id.to_string(), status.to_string(), n));
+    assert_eq!(steps, expected);
+    assert!(seen["steps"][2]["started"].is_string(), "{seen}");
+}
