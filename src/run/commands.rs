@@ -500,7 +500,16 @@ pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
     let loaded = load_for_resume(cx, &state)?;
     refuse_invalid(&loaded)?;
     let cmd = &loaded.command;
-    check_approvals(cmd, &args.gates.approve)?;
+    // A run paused with its nested run: `--approve` names the nested run's gate, which is
+    // passed on to it (run::nested), not a step of this command.
+    let own: Vec<String> = args
+        .gates
+        .approve
+        .iter()
+        .filter(|a| state.nested_wait.as_ref().is_none_or(|w| &w.gate != *a))
+        .cloned()
+        .collect();
+    check_approvals(cmd, &own)?;
     let nested = resolver_for(&resume_search(cx, &state));
     let mut prepared = prepare_resume(cmd, state, &path, args.force, nested)?;
     if let Some(id) = decline {

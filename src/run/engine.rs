@@ -601,6 +601,14 @@ impl<'a> Engine<'a> {
             let lenient = self.opts.dry_run && block.phase == Phase::Check;
             let result = self.run_block(block, lenient);
             match result.status {
+                // A nested run stopped at a gate nobody could answer (run::nested).
+                StepStatus::AwaitingConfirmation => return self.pause_for_nested(block),
+                // A nested run's gate was answered "no".
+                StepStatus::Declined => {
+                    status = self.declined_status();
+                    failed = Some((block.id.clone(), result.tail));
+                    break;
+                }
                 StepStatus::Interrupted => {
                     status = RunStatus::Interrupted;
                     failed = Some((block.id.clone(), result.tail));
@@ -955,6 +963,16 @@ impl<'a> Engine<'a> {
     /// Returns the block and whether it is a prerequisite.
     fn decline_paused_gate(&mut self) -> Option<(String, bool)> {
         let id = self.opts.decline.clone()?;
+        // The gate is a nested run's: the "no" is passed on to it when its block comes
+        // (run::nested), and its rollback runs before this run's.
+        if self
+            .state
+            .nested_wait
+            .as_ref()
+            .is_some_and(|w| w.step_id == id)
+        {
+            return None;
+        }
         self.state.approvals.push(Approval {
             step_id: id.clone(),
             channel: "cli".into(),
@@ -1001,17 +1019,45 @@ impl<'a> Engine<'a> {
     }
 
     /// Stops before a gate nobody can answer: saved, exit 3, resumable.
-    fn pause(mut self, block: &Block) -> Outcome {
-        crate::process::close_deferred();
-        self.undo_pre_start();
-        self.note_hangup();
-        self.note_lost();
+    fn pause(self, block: &Block) -> Outcome {
         let resume = format!("nixcmd resume {} --approve {}", self.state.run_id, block.id);
         let message = block
             .attrs
             .confirm
             .clone()
             .unwrap_or_else(|| format!("Run step `{}` of a guided file?", block.id));
+        self.pause_at(block, block.id.clone(), message, resume)
+    }
+
+    /// Stops because a nested run that `block` started stopped at a gate nobody could answer
+    /// (see [`State::nested_wait`]): the gate named is the nested run's, and so is the
+    /// answer `resume` passes on to it.
+    fn pause_for_nested(self, block: &Block) -> Outcome {
+        let Some(wait) = self.state.nested_wait.clone() else {
+            return self.pause(block);
+        };
+        let resume = format!(
+            "nixcmd resume {} --approve {}",
+            self.state.run_id, wait.gate
+        );
+        let message = format!(
+            "/{} (run {}) asks: {}",
+            wait.command, wait.run_id, wait.message
+        );
+        self.pause_at(block, wait.gate, message, resume)
+    }
+
+    fn pause_at(
+        mut self,
+        block: &Block,
+        gate_id: String,
+        message: String,
+        resume: String,
+    ) -> Outcome {
+        crate::process::close_deferred();
+        self.undo_pre_start();
+        self.note_hangup();
+        self.note_lost();
         if let Some(p) = self.progress.get_mut(&block.id) {
             p.status = StepStatus::AwaitingConfirmation;
         }
@@ -1021,7 +1067,7 @@ impl<'a> Engine<'a> {
         self.save();
         self.emit(EventKind::Gate {
             step_id: block.id.clone(),
-            gate_id: block.id.clone(),
+            gate_id,
             message,
             code: block.code.clone(),
             resume: resume.clone(),

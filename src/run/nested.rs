@@ -3,10 +3,10 @@
 //! parent run as output lines of the parent step.
 
 use crate::command::{Block, Command};
-use crate::event::{Event, EventKind, Sink, StepStatus, now};
+use crate::event::{Event, EventKind, RunStatus, Sink, StepStatus, now};
 use crate::exit::Exit;
 use crate::run::engine::{BlockResult, Engine, Options, Outcome, step_started};
-use crate::run::records::RunDir;
+use crate::run::records::{NestedWait, RunDir};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,6 +64,8 @@ pub enum Forwarded {
     /// The newest state of a line a nested step is still printing (see [`Sink::progress`]):
     /// the parent's live line and heartbeat show it as they show the nested run's lines.
     Progress(String),
+    /// The nested run stopped at this gate (its step id and question), nobody could answer.
+    Gate { gate_id: String, message: String },
 }
 
 /// Passes a nested run's events to the parent as output lines of the parent step.
@@ -89,8 +91,20 @@ impl<F: FnMut(Forwarded) + Send> Sink for Forward<F> {
             EventKind::Output { step_id, line, .. } => format!("[/{n}] {step_id} │ {line}"),
             EventKind::Warning { message, .. } => format!("[/{n}] warning: {message}"),
             EventKind::Gate {
-                message, resume, ..
-            } => format!("[/{n}] paused: {message} ({resume})"),
+                gate_id,
+                message,
+                resume,
+                ..
+            } => {
+                (self.push)(Forwarded::Line(format!(
+                    "[/{n}] paused: {message} ({resume})"
+                )));
+                (self.push)(Forwarded::Gate {
+                    gate_id: gate_id.clone(),
+                    message: message.clone(),
+                });
+                return;
+            }
             EventKind::RollbackStarted { reason, .. } => format!("[/{n}] rolling back: {reason}"),
             EventKind::RunFinished {
                 status, exit_code, ..
@@ -103,8 +117,17 @@ impl<F: FnMut(Forwarded) + Send> Sink for Forward<F> {
     }
 }
 
+/// How a nested run ended, with the gate it stopped at when it paused (its id and question).
+struct NestedEnd {
+    outcome: Outcome,
+    gate: Option<(String, String)>,
+}
+
 impl Engine<'_> {
-    /// Runs the slash commands of a guided block as nested runs, one after the other.
+    /// Runs the slash commands of a guided block as nested runs, one after the other. A
+    /// nested run that stops at a gate nobody can answer pauses this run too (the block ends
+    /// `AwaitingConfirmation`, see [`crate::run::records::State::nested_wait`]); resumed, the
+    /// block goes on from that nested run, resumed where it stopped.
     pub(super) fn run_nested(
         &mut self,
         block: &Block,
@@ -112,6 +135,11 @@ impl Engine<'_> {
         lenient: bool,
     ) -> BlockResult {
         let started_at = Instant::now();
+        let waiting = self
+            .state
+            .nested_wait
+            .take()
+            .filter(|w| w.step_id == block.id);
         self.emit(step_started(block, 1, None, None));
         if let Some(p) = self.progress.get_mut(&block.id) {
             p.status = StepStatus::Running;
@@ -122,21 +150,59 @@ impl Engine<'_> {
         let mut tail = Vec::new();
         let mut status = StepStatus::Succeeded;
         let mut reason = None;
-        for (name, args) in list {
+        for (i, (name, args)) in list.iter().enumerate() {
+            let resumed = match &waiting {
+                Some(w) if i < w.line => {
+                    tail.push(format!("/{name}: succeeded before the pause"));
+                    continue;
+                }
+                Some(w) if i == w.line => Some(w),
+                _ => None,
+            };
             let Some(cmd) = self.opts.resolve.as_ref().and_then(|r| r(name)) else {
                 status = StepStatus::NotRunnable;
                 reason = Some(format!("`/{name}` is not a command nixcmd can find"));
                 break;
             };
-            match self.nested_run(block, &cmd, args) {
-                Ok(o) if o.exit == Exit::Success => {
-                    tail.push(format!("/{name}: succeeded (run {})", o.run_id))
+            let ended = match resumed {
+                Some(w) => self.resume_nested(block, &cmd, w),
+                None => self.nested_run(block, &cmd, args),
+            };
+            match ended {
+                Ok(e) if e.outcome.exit == Exit::Success => {
+                    tail.push(format!("/{name}: succeeded (run {})", e.outcome.run_id))
                 }
-                Ok(o) => {
-                    status = if o.exit == Exit::Interrupted {
-                        StepStatus::Interrupted
-                    } else {
-                        StepStatus::Failed
+                // Rollback and `always` blocks do not pause: there the nested run's pause
+                // ends the block as failed, as any block that cannot finish.
+                Ok(NestedEnd {
+                    outcome,
+                    gate: Some((gate, message)),
+                }) if outcome.status == RunStatus::AwaitingConfirmation
+                    && self.finishing.is_none() =>
+                {
+                    tail.push(format!(
+                        "/{name}: paused at `{gate}` (run {})",
+                        outcome.run_id
+                    ));
+                    self.state.nested_wait = Some(NestedWait {
+                        step_id: block.id.clone(),
+                        line: i,
+                        command: name.clone(),
+                        run_id: outcome.run_id,
+                        gate,
+                        message,
+                    });
+                    return BlockResult {
+                        status: StepStatus::AwaitingConfirmation,
+                        tail,
+                    };
+                }
+                Ok(e) => {
+                    let o = e.outcome;
+                    status = match o.status {
+                        RunStatus::Declined => StepStatus::Declined,
+                        _ if o.exit == Exit::Interrupted => StepStatus::Interrupted,
+                        _ => StepStatus::Failed,
                     };
                     reason = Some(format!(
                         "nested run /{name} ended {} (exit {}, run {})",
@@ -176,21 +242,11 @@ impl Engine<'_> {
         block: &Block,
         cmd: &Command,
         args: &[String],
-    ) -> Result<Outcome, String> {
-        use crate::run::records::{Lock, LockError, State, new_run_id};
+    ) -> Result<NestedEnd, String> {
+        use crate::run::records::{Lock, State, new_run_id};
         let bound = crate::run::args::bind(cmd, args, &[]).map_err(|f| f.message)?;
         let run_id = new_run_id(&cmd.name);
-        let _lock = Lock::acquire(&cmd.name, &run_id).map_err(|e| match e {
-            LockError::Held { holder } => {
-                format!("another run of `{}` is in progress: {holder}", cmd.name)
-            }
-            LockError::Paused { run_id, step } => format!(
-                "run {run_id} of `{}` is paused at step `{step}`: resume it (`--approve` or \
-                 `--decline`) first",
-                cmd.name
-            ),
-            LockError::Io(path, e) => format!("{}: {e}", path.display()),
-        })?;
+        let lock = Lock::acquire(&cmd.name, &run_id).map_err(|e| lock_refusal(cmd, e))?;
         let run = RunDir::create(&run_id).map_err(|e| e.to_string())?;
         let state = State::new(&run_id, cmd, args, &[], &self.opts.dir, self.opts.dry_run);
         let opts = Options {
@@ -208,6 +264,70 @@ impl Engine<'_> {
             secrets: self.opts.secrets.clone(),
             resolve: self.opts.resolve.clone(),
         };
+        Ok(self.nested_engine(block, cmd, opts, run, state, None, Some(lock)))
+    }
+
+    /// Resumes the nested run this run paused with, passing on the answer `resume` was given
+    /// for its gate (`--approve GATE`, or `--decline`). A nested run that was resumed by hand
+    /// in between and succeeded counts as done; one that ended otherwise ends the block.
+    fn resume_nested(
+        &mut self,
+        block: &Block,
+        cmd: &Command,
+        wait: &NestedWait,
+    ) -> Result<NestedEnd, String> {
+        let (path, state) = crate::run::records::find_run(&wait.run_id)?;
+        if state.status == RunStatus::Succeeded {
+            return Ok(NestedEnd {
+                outcome: Outcome {
+                    status: RunStatus::Succeeded,
+                    exit: Exit::Success,
+                    run_id: wait.run_id.clone(),
+                },
+                gate: None,
+            });
+        }
+        let resolve = self
+            .opts
+            .resolve
+            .clone()
+            .ok_or("nested commands cannot be looked up here")?;
+        let mut prepared = crate::run::commands::prepare_resume(cmd, state, &path, false, resolve)
+            .map_err(|f| match f.hint {
+                Some(hint) => format!("{} ({hint})", f.message),
+                None => f.message,
+            })?;
+        prepared.opts.yes = self.opts.yes;
+        prepared.opts.approve = self.opts.approve.clone();
+        prepared.opts.approve_channel = self.opts.approve_channel.clone();
+        if self.opts.decline.as_deref() == Some(wait.step_id.as_str()) {
+            prepared.opts.decline = Some(wait.gate.clone());
+        }
+        Ok(self.nested_engine(
+            block,
+            cmd,
+            prepared.opts,
+            prepared.run,
+            prepared.state,
+            prepared.progress,
+            prepared.lock,
+        ))
+    }
+
+    /// Runs a nested engine to its end with this run's approver and cancel, its events told
+    /// as output lines of `block`. A nested run that pauses leaves its lock saying so, as a
+    /// paused top-level run does: no other run of that command starts in between.
+    #[allow(clippy::too_many_arguments)]
+    fn nested_engine(
+        &mut self,
+        block: &Block,
+        cmd: &Command,
+        opts: Options,
+        run: RunDir,
+        state: crate::run::records::State,
+        progress: Option<crate::run::records::Progress>,
+        mut lock: Option<crate::run::records::Lock>,
+    ) -> NestedEnd {
         let Engine {
             em,
             approver,
@@ -215,6 +335,7 @@ impl Engine<'_> {
             ..
         } = self;
         let step_id = block.id.clone();
+        let mut gate = None;
         let forward = Forward {
             name: cmd.name.clone(),
             push: |forwarded| match forwarded {
@@ -225,6 +346,7 @@ impl Engine<'_> {
                     line,
                 }),
                 Forwarded::Progress(text) => em.progress(&step_id, None, &text),
+                Forwarded::Gate { gate_id, message } => gate = Some((gate_id, message)),
             },
         };
         let nested = Engine::new(
@@ -232,11 +354,33 @@ impl Engine<'_> {
             opts,
             run,
             state,
-            None,
+            progress,
             vec![Box::new(forward)],
             &mut **approver,
             cancel.clone(),
         );
-        Ok(nested.execute())
+        let outcome = nested.execute();
+        if outcome.status == RunStatus::AwaitingConfirmation
+            && let Some(lock) = lock.as_mut()
+        {
+            lock.leave_paused();
+        }
+        drop(lock);
+        NestedEnd { outcome, gate }
+    }
+}
+
+fn lock_refusal(cmd: &Command, e: crate::run::records::LockError) -> String {
+    use crate::run::records::LockError;
+    match e {
+        LockError::Held { holder } => {
+            format!("another run of `{}` is in progress: {holder}", cmd.name)
+        }
+        LockError::Paused { run_id, step } => format!(
+            "run {run_id} of `{}` is paused at step `{step}`: resume it (`--approve` or \
+             `--decline`) first",
+            cmd.name
+        ),
+        LockError::Io(path, e) => format!("{}: {e}", path.display()),
     }
 }

@@ -91,6 +91,26 @@ pub struct State {
     /// compensations and the hosts that left the run (see `run::fanout`).
     #[serde(default)]
     pub fleet: crate::run::fleet::FleetState,
+    /// The nested run this run waits for: a `/command` line of a guided block started it, it
+    /// stopped at a confirmation nobody could answer, and this run paused with it. `resume`
+    /// answers that gate (`--approve GATE` or `--decline`) and resumes the nested run where
+    /// it stopped, instead of starting the command again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nested_wait: Option<NestedWait>,
+}
+
+/// Where a nested run paused (see [`State::nested_wait`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NestedWait {
+    /// The block of this run whose `/command` line started the nested run.
+    pub step_id: String,
+    /// Which of the block's `/command` lines (from 0); the ones before it succeeded.
+    pub line: usize,
+    pub command: String,
+    pub run_id: String,
+    /// The nested run's step that asks, and its question.
+    pub gate: String,
+    pub message: String,
 }
 
 impl State {
@@ -138,6 +158,7 @@ impl State {
             from: None,
             exit_code: None,
             fleet: Default::default(),
+            nested_wait: None,
         }
     }
 }

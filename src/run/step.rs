@@ -146,10 +146,7 @@ impl Engine<'_> {
         let mut handed_over = self.em.holding();
         // Recorded as started with the end of the step before (see `Engine::pre_start`): the
         // first attempt's start needs no progress.json write of its own.
-        let mut start_recorded = self
-            .pre_started
-            .as_ref()
-            .is_some_and(|p| p.id == block.id);
+        let mut start_recorded = self.pre_started.as_ref().is_some_and(|p| p.id == block.id);
         if start_recorded {
             self.pre_started = None;
         }

@@ -1475,3 +1475,199 @@ fn a_paused_run_keeps_other_runs_of_its_command_from_starting() {
         assert_eq!(project_file(&root, "trace"), expected);
     }
 }
+
+const OUTER: &str = "---\ndescription: outer\n---\n# Outer\n## Steps\n### Call inner\n```bash\n/inner\n```\n### After\n```bash\necho after >> trace\n```\n";
+
+const INNER: &str = r#"---
+description: inner
+nixcmd: {}
+---
+# Inner
+## Steps
+### Prepare
+```bash {id=prepare rollback=unprepare}
+echo prepare >> trace
+```
+### Push
+```bash {id=push confirm="Push now?"}
+echo push >> trace
+```
+## Rollback
+### unprepare
+```bash {id=unprepare}
+echo unprepare >> trace
+```
+"#;
+
+/// The run of `/inner` that a guided block starts, and the parent run, by command.
+fn outer_and_inner(root: &std::path::Path) -> (String, String) {
+    let ids: Vec<String> = run_dirs(root).iter().map(|d| run_id(d)).collect();
+    let find = |prefix: &str| {
+        ids.iter()
+            .find(|i| i.starts_with(prefix))
+            .unwrap_or_else(|| panic!("a run of {prefix} in {ids:?}"))
+            .clone()
+    };
+    (find("outer-"), find("inner-"))
+}
+
+/// Without a terminal, a nested run's gate cannot be asked: the nested run pauses, and the
+/// parent pauses with it (it used to fail and roll back, leaving the nested run paused).
+/// `resume PARENT --approve GATE` resumes the nested run where it stopped (its first step
+/// does not run again), then the parent goes on.
+#[test]
+fn a_nested_run_paused_at_a_gate_pauses_its_parent_and_resume_approves_it() {
+    let out = Test::new()
+        .file("project/ops/outer.md", OUTER)
+        .file("project/ops/inner.md", INNER)
+        .args([
+            "--commands-dir",
+            "ops",
+            "run",
+            "outer",
+            "--approve",
+            "call-inner",
+            "--format",
+            "json",
+        ])
+        .run();
+    out.assert_status(3);
+    let root = out.root.path().to_path_buf();
+    let (outer, inner) = outer_and_inner(&root);
+    let stream = events(&out.stdout);
+    let gate = stream
+        .iter()
+        .find(|e| e["type"] == "gate")
+        .expect("a gate event");
+    assert_eq!(gate["step_id"], "call-inner");
+    assert_eq!(gate["gate_id"], "push");
+    assert_eq!(
+        gate["message"],
+        format!("/inner (run {inner}) asks: Push now?").as_str()
+    );
+    let resume = format!("nixcmd resume {outer} --approve push");
+    assert_eq!(gate["resume"], resume.as_str());
+    let last = stream.last().expect("events");
+    assert_eq!(
+        (&last["type"], &last["status"], &last["exit_code"]),
+        (
+            &"run_finished".into(),
+            &"awaiting_confirmation".into(),
+            &3.into()
+        )
+    );
+    assert_eq!(project_file(&root, "trace"), "prepare\n");
+    let dir = |id: &str| {
+        run_dirs(&root)
+            .into_iter()
+            .find(|d| run_id(d) == id)
+            .unwrap()
+    };
+    let state = read_json(&dir(&outer).join("state.json"));
+    assert_eq!(state["status"], "awaiting_confirmation");
+    assert_eq!(
+        state["nested_wait"],
+        serde_json::json!({"step_id": "call-inner", "line": 0, "command": "inner",
+            "run_id": inner, "gate": "push", "message": "Push now?"})
+    );
+    assert_eq!(
+        read_json(&dir(&inner).join("state.json"))["status"],
+        "awaiting_confirmation"
+    );
+    // The paused nested run holds its command, as a paused run started by hand does.
+    let again = out
+        .then()
+        .args(["--commands-dir", "ops", "run", "inner"])
+        .run();
+    again.assert_status(2);
+    assert!(
+        again.stderr.starts_with(&format!(
+            "error: run {inner} of `inner` is paused at step `push`"
+        )),
+        "{}",
+        again.stderr
+    );
+
+    // `--approve push` names the nested gate, not a step of `outer`, and is accepted.
+    let resumed = again
+        .then()
+        .args([
+            "--commands-dir",
+            "ops",
+            "resume",
+            &outer,
+            "--approve",
+            "push",
+            "--approve",
+            "after",
+        ])
+        .run();
+    resumed.assert_status(0);
+    assert_eq!(project_file(&root, "trace"), "prepare\npush\nafter\n");
+    assert_eq!(
+        statuses(&dir(&inner)),
+        [("prepare", "succeeded"), ("push", "succeeded")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let state = read_json(&dir(&outer).join("state.json"));
+    assert_eq!(state["status"], "succeeded");
+    assert!(state.get("nested_wait").is_none(), "{state}");
+    // No third run: the nested run was resumed, not started again.
+    assert_eq!(run_dirs(&root).len(), 2);
+}
+
+/// `resume PARENT --decline` answers the nested run's gate "no": the nested run rolls back,
+/// then the parent ends declined (exit 3), and neither holds its command any longer.
+#[test]
+fn declining_a_nested_runs_gate_rolls_it_back_and_ends_the_parent_declined() {
+    let out = Test::new()
+        .file("project/ops/outer.md", OUTER)
+        .file("project/ops/inner.md", INNER)
+        .args([
+            "--commands-dir",
+            "ops",
+            "run",
+            "outer",
+            "--approve",
+            "call-inner",
+        ])
+        .run();
+    out.assert_status(3);
+    let root = out.root.path().to_path_buf();
+    let (outer, inner) = outer_and_inner(&root);
+    let declined = out
+        .then()
+        .args(["--commands-dir", "ops", "resume", &outer, "--decline"])
+        .run();
+    declined.assert_status(3);
+    assert_eq!(project_file(&root, "trace"), "prepare\nunprepare\n");
+    let dir = |id: &str| {
+        run_dirs(&root)
+            .into_iter()
+            .find(|d| run_id(d) == id)
+            .unwrap()
+    };
+    let inner_state = read_json(&dir(&inner).join("state.json"));
+    assert_eq!(inner_state["status"], "declined");
+    assert_eq!(inner_state["approvals"][0]["step_id"], "push");
+    assert_eq!(inner_state["approvals"][0]["declined"], true);
+    assert_eq!(
+        read_json(&dir(&outer).join("state.json"))["status"],
+        "declined"
+    );
+    assert_eq!(
+        statuses(&dir(&outer)),
+        [("call-inner", "declined"), ("after", "pending")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    // Nothing holds `inner` now: a new run starts (and pauses at its own gate).
+    let fresh = declined
+        .then()
+        .args(["--commands-dir", "ops", "run", "inner"])
+        .run();
+    fresh.assert_status(3);
+    assert_eq!(
+        project_file(&root, "trace"),
+        "prepare\nunprepare\nprepare\n"
+    );
+}
