@@ -1111,7 +1111,8 @@ impl<'a> Engine<'a> {
     }
 
     /// The rollback a failure runs: compensations of started steps newest first, then the
-    /// unbound rollback blocks in file order (runnable ones only).
+    /// unbound rollback blocks in file order (runnable ones only, less those that already
+    /// finished in this run: see [`State::rolled_back`]).
     fn rollback_order(&self) -> Vec<&'a Block> {
         let bound: Vec<&str> = self
             .cmd
@@ -1131,7 +1132,10 @@ impl<'a> Engine<'a> {
                 order.push(b);
             }
         }
-        order.into_iter().filter(|b| b.runnable).collect()
+        order
+            .into_iter()
+            .filter(|b| b.runnable && !self.state.rolled_back.contains(&b.id))
+            .collect()
     }
 
     fn rollback_blocks(
@@ -1162,6 +1166,9 @@ impl<'a> Engine<'a> {
                 let result = engine.run_block(block, false);
                 if result.status.is_failure() {
                     left.push(block.id.clone());
+                } else if !engine.opts.dry_run {
+                    engine.state.rolled_back.push(block.id.clone());
+                    engine.save();
                 }
             }
             left

@@ -97,6 +97,11 @@ pub struct State {
     /// it stopped, instead of starting the command again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nested_wait: Option<NestedWait>,
+    /// Rollback blocks that finished successfully, in the order they ran. A rollback cut
+    /// short (`kill -9`) and resumed runs only the others: undoing a step twice can do harm
+    /// (a second "switch to the previous generation" goes back one generation too far).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rolled_back: Vec<String>,
 }
 
 /// Where a nested run paused (see [`State::nested_wait`]).
@@ -159,6 +164,7 @@ impl State {
             exit_code: None,
             fleet: Default::default(),
             nested_wait: None,
+            rolled_back: Vec::new(),
         }
     }
 }

@@ -1126,3 +1126,87 @@ echo left >> trace
     assert_eq!(read_json(&dir.join("state.json"))["status"], "succeeded");
     assert_eq!(normalized(&out).matches(HELD_ALWAYS).count(), 1);
 }
+
+const TWO_UNDONE: &str = r#"---
+description: Two steps with compensations; the third fails
+nixcmd: {}
+---
+# Two undone
+
+## Steps
+### One
+```bash {id=one rollback=undo-one}
+echo one >> trace
+```
+### Two
+```bash {id=two rollback=undo-two}
+echo two >> trace
+```
+### Three
+```bash {id=three}
+echo three >> trace
+exit 1
+```
+
+## Rollback
+### undo-one
+```bash
+echo undo-one >> trace
+while [ ! -e go ]; do sleep 0.02; done
+echo undone-one >> trace
+```
+### undo-two
+```bash
+echo undo-two >> trace
+```
+"#;
+
+/// A rollback cut short by `kill -9` and resumed runs only the rollback blocks that had not
+/// finished: `undo-two` finished before the kill and does not run twice (undoing twice can go
+/// one generation too far); `undo-one`, cut short, runs again.
+#[test]
+fn a_resumed_rollback_does_not_run_finished_rollback_blocks_again() {
+    let run = Spawned::start(
+        Test::new()
+            .runbook("undone.md", TWO_UNDONE)
+            .args(["run", "undone"]),
+    );
+    let root = run.root().to_path_buf();
+    wait_until("the second rollback block", Duration::from_secs(30), || {
+        project_file(&root, "trace") == "one\ntwo\nthree\nundo-two\nundo-one\n"
+    });
+    run.signal(libc::SIGKILL);
+    let out = run.wait();
+    std::fs::write(root.join("project/go"), "").expect("write go");
+    wait_until(
+        "the orphaned rollback block",
+        Duration::from_secs(10),
+        || processes(&format!("{}/state/", root.display())).is_empty(),
+    );
+    let dir = only_run(&root);
+    let state = read_json(&dir.join("state.json"));
+    assert_eq!(state["rolled_back"], serde_json::json!(["undo-two"]));
+    let out = out
+        .then()
+        .args(["resume", &run_id(&dir), "--format", "json"])
+        .run();
+    out.assert_status(1);
+    assert_eq!(
+        project_file(&root, "trace"),
+        "one\ntwo\nthree\nundo-two\nundo-one\nundone-one\nundo-one\nundone-one\n"
+    );
+    assert_eq!(
+        crate::run_support::event_outline(&crate::run_support::events(&out.stdout)),
+        "run_started\n\
+         rollback_started reason=step `three` failed blocks=[\"undo-one\"]\n\
+         step_started step_id=undo-one attempt=1\n\
+         step_finished step_id=undo-one status=succeeded exit_code=0\n\
+         run_finished status=failed exit_code=1\n"
+    );
+    let state = read_json(&dir.join("state.json"));
+    assert_eq!(state["status"], "failed");
+    assert_eq!(
+        state["rolled_back"],
+        serde_json::json!(["undo-two", "undo-one"])
+    );
+}
