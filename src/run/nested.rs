@@ -5,8 +5,10 @@
 use crate::command::{Block, Command};
 use crate::event::{Event, EventKind, RunStatus, Sink, StepStatus, now};
 use crate::exit::Exit;
+use crate::records_io::LogFile;
 use crate::run::engine::{BlockResult, Engine, Options, Outcome, step_started};
 use crate::run::records::{NestedWait, RunDir};
+use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -147,6 +149,19 @@ impl Engine<'_> {
             p.started.get_or_insert_with(now);
         }
         self.save();
+        // The lines the nested runs tell (their events as the parent's output) are this
+        // block's log, as a shell block's output is its log.
+        let log_path = self.run.log_path(&block.id);
+        let mut log = match self.run.open_log(&log_path) {
+            Ok(f) => Some(LogFile::new(f)),
+            Err(e) => {
+                self.em.record_failed(&log_path, &e);
+                None
+            }
+        };
+        if let Some(log) = log.as_mut() {
+            let _ = writeln!(log, "── {} attempt 1/1 at {} ──", block.id, now());
+        }
         let mut tail = Vec::new();
         let mut status = StepStatus::Succeeded;
         let mut reason = None;
@@ -165,8 +180,8 @@ impl Engine<'_> {
                 break;
             };
             let ended = match resumed {
-                Some(w) => self.resume_nested(block, &cmd, w),
-                None => self.nested_run(block, &cmd, args),
+                Some(w) => self.resume_nested(block, &cmd, w, &mut log),
+                None => self.nested_run(block, &cmd, args, &mut log),
             };
             match ended {
                 Ok(e) if e.outcome.exit == Exit::Success => {
@@ -184,6 +199,7 @@ impl Engine<'_> {
                         "/{name}: paused at `{gate}` (run {})",
                         outcome.run_id
                     ));
+                    self.close_nested_log(&log_path, log);
                     self.state.nested_wait = Some(NestedWait {
                         step_id: block.id.clone(),
                         line: i,
@@ -221,7 +237,11 @@ impl Engine<'_> {
         }
         if let Some(r) = &reason {
             tail.push(r.clone());
+            if let Some(log) = log.as_mut() {
+                let _ = writeln!(log, "{r}");
+            }
         }
+        self.close_nested_log(&log_path, log);
         let status = self.finish_block(
             block,
             status,
@@ -242,6 +262,7 @@ impl Engine<'_> {
         block: &Block,
         cmd: &Command,
         args: &[String],
+        log: &mut Option<LogFile>,
     ) -> Result<NestedEnd, String> {
         use crate::run::records::{Lock, State, new_run_id};
         let bound = crate::run::args::bind(cmd, args, &[]).map_err(|f| f.message)?;
@@ -264,7 +285,7 @@ impl Engine<'_> {
             secrets: self.opts.secrets.clone(),
             resolve: self.opts.resolve.clone(),
         };
-        Ok(self.nested_engine(block, cmd, opts, run, state, None, Some(lock)))
+        Ok(self.nested_engine(block, cmd, opts, run, state, None, Some(lock), log))
     }
 
     /// Resumes the nested run this run paused with, passing on the answer `resume` was given
@@ -275,6 +296,7 @@ impl Engine<'_> {
         block: &Block,
         cmd: &Command,
         wait: &NestedWait,
+        log: &mut Option<LogFile>,
     ) -> Result<NestedEnd, String> {
         let (path, state) = crate::run::records::find_run(&wait.run_id)?;
         if state.status == RunStatus::Succeeded {
@@ -311,6 +333,7 @@ impl Engine<'_> {
             prepared.state,
             prepared.progress,
             prepared.lock,
+            log,
         ))
     }
 
@@ -327,6 +350,7 @@ impl Engine<'_> {
         state: crate::run::records::State,
         progress: Option<crate::run::records::Progress>,
         mut lock: Option<crate::run::records::Lock>,
+        log: &mut Option<LogFile>,
     ) -> NestedEnd {
         let Engine {
             em,
@@ -339,12 +363,17 @@ impl Engine<'_> {
         let forward = Forward {
             name: cmd.name.clone(),
             push: |forwarded| match forwarded {
-                Forwarded::Line(line) => em.emit(EventKind::Output {
-                    step_id: step_id.clone(),
-                    host: None,
-                    stream: "stdout".into(),
-                    line,
-                }),
+                Forwarded::Line(line) => {
+                    if let Some(log) = log.as_mut() {
+                        let _ = writeln!(log, "{line}");
+                    }
+                    em.emit(EventKind::Output {
+                        step_id: step_id.clone(),
+                        host: None,
+                        stream: "stdout".into(),
+                        line,
+                    })
+                }
                 Forwarded::Progress(text) => em.progress(&step_id, None, &text),
                 Forwarded::Gate { gate_id, message } => gate = Some((gate_id, message)),
             },
@@ -367,6 +396,17 @@ impl Engine<'_> {
         }
         drop(lock);
         NestedEnd { outcome, gate }
+    }
+}
+
+impl Engine<'_> {
+    /// Closes a nested block's log, saying once if a write to it failed.
+    fn close_nested_log(&mut self, path: &std::path::Path, log: Option<LogFile>) {
+        if let Some(mut log) = log
+            && let Some(e) = log.take_error()
+        {
+            self.em.record_failed(path, &e);
+        }
     }
 }
 

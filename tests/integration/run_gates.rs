@@ -1614,6 +1614,26 @@ fn a_nested_run_paused_at_a_gate_pauses_its_parent_and_resume_approves_it() {
     assert!(state.get("nested_wait").is_none(), "{state}");
     // No third run: the nested run was resumed, not started again.
     assert_eq!(run_dirs(&root).len(), 2);
+    // The block's log holds what the nested run told, both times (a header each).
+    let log = std::fs::read_to_string(dir(&outer).join("logs/call-inner.log")).expect("log");
+    let headers = log
+        .lines()
+        .filter(|l| l.starts_with("── call-inner attempt 1/1 at "))
+        .count();
+    assert_eq!(headers, 2, "{log}");
+    let told: Vec<&str> = log.lines().filter(|l| !l.starts_with("── ")).collect();
+    assert_eq!(
+        told,
+        [
+            format!("[/inner] started as run {inner}"),
+            "[/inner] prepare: ok".to_string(),
+            format!("[/inner] paused: Push now? (nixcmd resume {inner} --approve push)"),
+            "[/inner] awaiting confirmation (exit 3)".to_string(),
+            format!("[/inner] started as run {inner}"),
+            "[/inner] push: ok".to_string(),
+            "[/inner] succeeded (exit 0)".to_string(),
+        ]
+    );
 }
 
 /// `resume PARENT --decline` answers the nested run's gate "no": the nested run rolls back,
