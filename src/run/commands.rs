@@ -698,7 +698,7 @@ pub fn prepare_resume(
         ))
         .with_hint({
             // A run paused at a gate needs its answer too, or resuming pauses it again.
-            let approve = match (&state.status, state.current_step.as_deref()) {
+            let approve = match (&state.status, state.gate_to_approve()) {
                 (RunStatus::AwaitingConfirmation, Some(step)) => format!(" --approve {step}"),
                 _ => String::new(),
             };

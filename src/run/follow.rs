@@ -179,8 +179,7 @@ fn ending(state: &State, path: &Path) -> String {
         format!(" {}", crate::run::commands::killed_note(id, &pids))
     } else if state.status == RunStatus::AwaitingConfirmation {
         let approve = state
-            .current_step
-            .as_deref()
+            .gate_to_approve()
             .map(|s| format!(" --approve {s}"))
             .unwrap_or_default();
         format!(" (`nixcmd resume {id}{approve}` continues it)")

@@ -119,6 +119,15 @@ pub struct NestedWait {
 }
 
 impl State {
+    /// What `resume --approve` names to go on from a run paused at a confirmation: the gate
+    /// of the nested run it waits for, or else its current step.
+    pub fn gate_to_approve(&self) -> Option<&str> {
+        self.nested_wait
+            .as_ref()
+            .map(|w| w.gate.as_str())
+            .or(self.current_step.as_deref())
+    }
+
     /// A fresh state for a new run.
     pub fn new(
         run_id: &str,
@@ -972,7 +981,7 @@ fn paused_other(file: &File, run_id: &str) -> Option<LockError> {
     let state = read_state(&runs_dir().join(other)).ok()?;
     (state.status == crate::event::RunStatus::AwaitingConfirmation).then(|| LockError::Paused {
         run_id: other.to_string(),
-        step: state.current_step.unwrap_or_default(),
+        step: state.gate_to_approve().unwrap_or_default().to_string(),
     })
 }
 

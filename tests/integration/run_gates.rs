@@ -1588,6 +1588,21 @@ fn a_nested_run_paused_at_a_gate_pauses_its_parent_and_resume_approves_it() {
         again.stderr
     );
 
+    // So does the parent, and the way out it names is the nested gate's answer.
+    let again = again
+        .then()
+        .args(["--commands-dir", "ops", "run", "outer"])
+        .run();
+    again.assert_status(2);
+    assert!(
+        again.stderr.contains(&format!(
+            "finish it with `nixcmd resume {outer} --approve push`, or end it with \
+             `nixcmd resume {outer} --decline`"
+        )),
+        "{}",
+        again.stderr
+    );
+
     // `--approve push` names the nested gate, not a step of `outer`, and is accepted.
     let resumed = again
         .then()
