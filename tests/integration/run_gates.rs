@@ -1499,24 +1499,9 @@ echo unprepare >> trace
 ```
 "#;
 
-/// The run of `/inner` that a guided block starts, and the parent run, by command.
-fn outer_and_inner(root: &std::path::Path) -> (String, String) {
-    let ids: Vec<String> = run_dirs(root).iter().map(|d| run_id(d)).collect();
-    let find = |prefix: &str| {
-        ids.iter()
-            .find(|i| i.starts_with(prefix))
-            .unwrap_or_else(|| panic!("a run of {prefix} in {ids:?}"))
-            .clone()
-    };
-    (find("outer-"), find("inner-"))
-}
-
-/// Without a terminal, a nested run's gate cannot be asked: the nested run pauses, and the
-/// parent pauses with it (it used to fail and roll back, leaving the nested run paused).
-/// `resume PARENT --approve GATE` resumes the nested run where it stopped (its first step
-/// does not run again), then the parent goes on.
-#[test]
-fn a_nested_run_paused_at_a_gate_pauses_its_parent_and_resume_approves_it() {
+/// `outer`, started with its own block approved and no terminal, paused with the run of
+/// `/inner` it started: the output, and the two run ids (outer's, inner's).
+fn paused_outer(extra: &[&str]) -> (crate::support::Output, String, String) {
     let out = Test::new()
         .file("project/ops/outer.md", OUTER)
         .file("project/ops/inner.md", INNER)
@@ -1527,13 +1512,32 @@ fn a_nested_run_paused_at_a_gate_pauses_its_parent_and_resume_approves_it() {
             "outer",
             "--approve",
             "call-inner",
-            "--format",
-            "json",
         ])
+        .args(extra)
         .run();
     out.assert_status(3);
+    let ids: Vec<String> = run_dirs(out.root.path())
+        .iter()
+        .map(|d| run_id(d))
+        .collect();
+    let find = |prefix: &str| {
+        ids.iter()
+            .find(|i| i.starts_with(prefix))
+            .unwrap_or_else(|| panic!("a run of {prefix} in {ids:?}"))
+            .clone()
+    };
+    let (outer, inner) = (find("outer-"), find("inner-"));
+    (out, outer, inner)
+}
+
+/// Without a terminal, a nested run's gate cannot be asked: the nested run pauses, and the
+/// parent pauses with it (it used to fail and roll back, leaving the nested run paused).
+/// `resume PARENT --approve GATE` resumes the nested run where it stopped (its first step
+/// does not run again), then the parent goes on.
+#[test]
+fn a_nested_run_paused_at_a_gate_pauses_its_parent_and_resume_approves_it() {
+    let (out, outer, inner) = paused_outer(&["--format", "json"]);
     let root = out.root.path().to_path_buf();
-    let (outer, inner) = outer_and_inner(&root);
     let stream = events(&out.stdout);
     let gate = stream
         .iter()
@@ -1655,21 +1659,8 @@ fn a_nested_run_paused_at_a_gate_pauses_its_parent_and_resume_approves_it() {
 /// then the parent ends declined (exit 3), and neither holds its command any longer.
 #[test]
 fn declining_a_nested_runs_gate_rolls_it_back_and_ends_the_parent_declined() {
-    let out = Test::new()
-        .file("project/ops/outer.md", OUTER)
-        .file("project/ops/inner.md", INNER)
-        .args([
-            "--commands-dir",
-            "ops",
-            "run",
-            "outer",
-            "--approve",
-            "call-inner",
-        ])
-        .run();
-    out.assert_status(3);
+    let (out, outer, inner) = paused_outer(&[]);
     let root = out.root.path().to_path_buf();
-    let (outer, inner) = outer_and_inner(&root);
     let declined = out
         .then()
         .args(["--commands-dir", "ops", "resume", &outer, "--decline"])

@@ -388,6 +388,25 @@ echo restored >> trace
 ```
 "#;
 
+/// Kills nixcmd with `kill -9` once the trace reads `trace` (a rollback block waiting for the
+/// `go` file), lets the orphaned block end, and returns the killed run's output.
+fn kill_in_rollback(run: Spawned, trace: &str) -> crate::support::Output {
+    let root = run.root().to_path_buf();
+    wait_until("the rollback", Duration::from_secs(30), || {
+        project_file(&root, "trace") == trace
+    });
+    run.signal(libc::SIGKILL);
+    let out = run.wait();
+    // The orphaned rollback block ends once it may.
+    std::fs::write(root.join("project/go"), "").expect("write go");
+    wait_until(
+        "the orphaned rollback block",
+        Duration::from_secs(10),
+        || processes(&format!("{}/state/", root.display())).is_empty(),
+    );
+    out
+}
+
 /// A run whose nixcmd was killed while it rolled back a failed step: `resume` ran the failed
 /// step again and, when it passed this time, went on and reported success, on a machine
 /// whose `switch` had been undone. The run had failed; resume finishes its rollback.
@@ -399,18 +418,7 @@ fn resume_after_a_kill_during_rollback_finishes_the_rollback() {
             .args(["run", "switch"]),
     );
     let root = run.root().to_path_buf();
-    wait_until("the rollback", Duration::from_secs(30), || {
-        project_file(&root, "trace") == "switch\nverify\nrestore\n"
-    });
-    run.signal(libc::SIGKILL);
-    let out = run.wait();
-    // The orphaned rollback block ends once it may.
-    std::fs::write(root.join("project/go"), "").expect("write go");
-    wait_until(
-        "the orphaned rollback block",
-        Duration::from_secs(10),
-        || processes(&format!("{}/state/", root.display())).is_empty(),
-    );
+    let out = kill_in_rollback(run, "switch\nverify\nrestore\n");
     let dir = only_run(&root);
     assert_eq!(read_json(&dir.join("state.json"))["status"], "running");
     let out = out
@@ -1172,17 +1180,7 @@ fn a_resumed_rollback_does_not_run_finished_rollback_blocks_again() {
             .args(["run", "undone"]),
     );
     let root = run.root().to_path_buf();
-    wait_until("the second rollback block", Duration::from_secs(30), || {
-        project_file(&root, "trace") == "one\ntwo\nthree\nundo-two\nundo-one\n"
-    });
-    run.signal(libc::SIGKILL);
-    let out = run.wait();
-    std::fs::write(root.join("project/go"), "").expect("write go");
-    wait_until(
-        "the orphaned rollback block",
-        Duration::from_secs(10),
-        || processes(&format!("{}/state/", root.display())).is_empty(),
-    );
+    let out = kill_in_rollback(run, "one\ntwo\nthree\nundo-two\nundo-one\n");
     let dir = only_run(&root);
     let state = read_json(&dir.join("state.json"));
     assert_eq!(state["rolled_back"], serde_json::json!(["undo-two"]));
