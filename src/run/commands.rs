@@ -155,6 +155,7 @@ pub fn prepare_new(
         grace: GRACE,
         secrets: config_secrets(&state),
         resolve: Some(resolve),
+        notices: Lock::notices(lock.as_ref(), &cmd.name),
     };
     Ok(Prepared {
         run,
@@ -751,6 +752,7 @@ pub fn prepare_resume(
         grace: GRACE,
         secrets: config_secrets(&state),
         resolve: Some(resolve),
+        notices: Lock::notices(lock.as_ref(), &cmd.name),
     };
     Ok(Prepared {
         run,

@@ -46,6 +46,8 @@ pub struct Options {
     pub secrets: Vec<String>,
     /// Looks up commands for nested runs (`/other-command` lines of guided files).
     pub resolve: Option<crate::run::nested::Resolver>,
+    /// Warnings given as the run starts (the run of the command before was cut short).
+    pub notices: Vec<String>,
 }
 
 /// What a finished (or paused) run reports.
@@ -448,6 +450,13 @@ impl<'a> Engine<'a> {
             manual_checks: manual.clone(),
             run_dir: self.run.path.display().to_string(),
         });
+        for notice in std::mem::take(&mut self.opts.notices) {
+            self.warnings.push(notice.clone());
+            self.emit(EventKind::Warning {
+                step_id: None,
+                message: notice,
+            });
+        }
 
         // Before the first block: the hosts of the run, for the blocks on this machine.
         self.write_hosts_file();

@@ -862,6 +862,35 @@ pub struct Lock {
     run_id: String,
     /// Set by [`Lock::leave_paused`]: released with the run named as paused, not blanked.
     paused: bool,
+    /// The run of the command before this one, when it was cut short (see [`CutShort`]).
+    pub cut_short: Option<CutShort>,
+}
+
+/// A run whose nixcmd died (`kill -9`, a crash, the machine going down) while it held the
+/// command's lock: its line was never blanked, and its `state.json` still says running. It
+/// neither finished nor rolled back; the next run of the command says so before it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CutShort {
+    pub run_id: String,
+    /// The step it was at, as recorded.
+    pub step: Option<String>,
+}
+
+impl CutShort {
+    /// The warning the next run gives.
+    pub fn notice(&self, command: &str) -> String {
+        let at = self
+            .step
+            .as_deref()
+            .map(|s| format!(" at step `{s}`"))
+            .unwrap_or_default();
+        format!(
+            "the run before this one, {} of `{command}`, was cut short{at} (its nixcmd is gone): \
+             it neither finished nor rolled back, and this run starts from the first step; \
+             check what it left (`nixcmd log {}`)",
+            self.run_id, self.run_id
+        )
+    }
 }
 
 /// The line a paused run leaves in its command's lock file (see [`Lock::leave_paused`]).
@@ -941,9 +970,16 @@ impl Lock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(LockError::Io(path, e)),
         }
-        if let Some(paused) = paused_other(&file, run_id) {
+        let holder = {
+            use std::io::Read as _;
+            let mut line = String::new();
+            let _ = (&file).take(4096).read_to_string(&mut line);
+            line
+        };
+        if let Some(paused) = paused_other(&holder, run_id) {
             return Err(paused);
         }
+        let cut_short = cut_short(&holder, run_id);
         // Over the old holder's line, not truncated first: truncating a file to zero and
         // writing it again makes ext4 flush it, milliseconds per run.
         let line = format!("{run_id} (pid {})\n", std::process::id());
@@ -954,6 +990,7 @@ impl Lock {
             line_len: line.len(),
             run_id: run_id.to_string(),
             paused: false,
+            cut_short,
         })
     }
 
@@ -962,6 +999,15 @@ impl Lock {
     /// (approved or declined). Its steps so far changed the machine and its rollback has not
     /// run: another run in between would work on a half-changed machine, and resuming this
     /// one afterwards on whatever that run left.
+    /// The warnings the run holding this lock gives as it starts: that the run before it
+    /// was cut short, if it was.
+    pub fn notices(lock: Option<&Lock>, command: &str) -> Vec<String> {
+        lock.and_then(|l| l.cut_short.as_ref())
+            .map(|c| c.notice(command))
+            .into_iter()
+            .collect()
+    }
+
     pub fn leave_paused(&mut self) {
         self.paused = true;
     }
@@ -970,10 +1016,7 @@ impl Lock {
 /// The run (not `run_id`) that the lock file names as paused, when its `state.json` still
 /// says it waits for a confirmation; a run resumed since, pruned, or unreadable does not hold
 /// anything back.
-fn paused_other(file: &File, run_id: &str) -> Option<LockError> {
-    use std::io::Read as _;
-    let mut line = String::new();
-    let _ = file.take(4096).read_to_string(&mut line);
+fn paused_other(line: &str, run_id: &str) -> Option<LockError> {
     let other = line.trim().strip_suffix(PAUSED)?;
     if other == run_id || other.is_empty() || other.contains(['/', ' ']) {
         return None;
@@ -982,6 +1025,21 @@ fn paused_other(file: &File, run_id: &str) -> Option<LockError> {
     (state.status == crate::event::RunStatus::AwaitingConfirmation).then(|| LockError::Paused {
         run_id: other.to_string(),
         step: state.gate_to_approve().unwrap_or_default().to_string(),
+    })
+}
+
+/// The holder's line left by a run that did not release the lock (`RUN (pid N)`: a released
+/// lock's line is blank, a paused run's says so), when that run is another one and its
+/// records still say running. Read only on that rare path: a clean release costs nothing.
+fn cut_short(line: &str, run_id: &str) -> Option<CutShort> {
+    let (other, rest) = line.trim().split_once(' ')?;
+    if other == run_id || !rest.starts_with("(pid ") || other.contains('/') {
+        return None;
+    }
+    let state = read_state(&runs_dir().join(other)).ok()?;
+    (state.status == crate::event::RunStatus::Running).then(|| CutShort {
+        run_id: other.to_string(),
+        step: state.current_step,
     })
 }
 

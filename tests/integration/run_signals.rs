@@ -1208,3 +1208,54 @@ fn a_resumed_rollback_does_not_run_finished_rollback_blocks_again() {
         serde_json::json!(["undo-two", "undo-one"])
     );
 }
+
+/// A run whose nixcmd was killed neither finished nor rolled back. The next run of the command
+/// still starts (nothing asks for that run's answer), but says so first, once: a warning in
+/// the stream and the summary naming the run and the step it was at.
+#[test]
+fn the_run_after_one_that_was_cut_short_says_so_once() {
+    let run = Spawned::start(
+        Test::new()
+            .runbook("wait.md", WAIT_FOR_GO)
+            .args(["run", "wait"]),
+    );
+    let root = run.root().to_path_buf();
+    let _left = KillLeftBehindOnPanic(root.clone());
+    wait_until("the step", Duration::from_secs(30), || {
+        project_file(&root, "trace") == "waiting\n"
+    });
+    let killed = run_id(&only_run(&root));
+    run.signal(libc::SIGKILL);
+    let out = run.wait();
+    std::fs::write(root.join("project/go"), "").expect("let the orphaned step end");
+    wait_until("the orphaned step", Duration::from_secs(10), || {
+        processes(&marker(&root)).is_empty()
+    });
+
+    let next = out.then().args(["run", "wait", "--format", "json"]).run();
+    next.assert_status(0);
+    let expected = format!(
+        "the run before this one, {killed} of `wait`, was cut short at step `wait` (its nixcmd \
+         is gone): it neither finished nor rolled back, and this run starts from the first \
+         step; check what it left (`nixcmd log {killed}`)"
+    );
+    let stream = crate::run_support::events(&next.stdout);
+    let warnings: Vec<&serde_json::Value> =
+        stream.iter().filter(|e| e["type"] == "warning").collect();
+    assert_eq!(warnings.len(), 1, "{}", next.stdout);
+    assert_eq!(warnings[0]["message"], expected.as_str());
+    assert!(warnings[0].get("step_id").is_none_or(|s| s.is_null()));
+    let last = stream.last().expect("events");
+    assert_eq!(last["warnings"], serde_json::json!([expected]));
+
+    // Told once: the run after that one has nothing to say.
+    let third = next.then().args(["run", "wait", "--format", "json"]).run();
+    third.assert_status(0);
+    assert!(
+        crate::run_support::events(&third.stdout)
+            .iter()
+            .all(|e| e["type"] != "warning"),
+        "{}",
+        third.stdout
+    );
+}
