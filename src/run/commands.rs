@@ -846,6 +846,12 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
             .clone()
             .or_else(|| r.errors.first().cloned())
             .unwrap_or_default();
+        // Paused with a nested run: the gate `--approve` names is that run's.
+        if let Some(w) = &r.nested_wait
+            && r.status == RunStatus::AwaitingConfirmation
+        {
+            step = format!("{step} (/{} {} waits at {})", w.command, w.run_id, w.gate);
+        }
         if gone(r) {
             let pids = left.get(r.run_id.as_str()).map_or(&[][..], Vec::as_slice);
             step = format!("{step} {}", killed_note(&r.run_id, pids))

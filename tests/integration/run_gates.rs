@@ -1592,8 +1592,21 @@ fn a_nested_run_paused_at_a_gate_pauses_its_parent_and_resume_approves_it() {
         again.stderr
     );
 
+    // `runs` says what the parent waits for.
+    let listed = again.then().args(["runs"]).run();
+    listed.assert_status(0);
+    let line = listed
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&outer))
+        .expect("the parent in `runs`")
+        .to_string();
+    assert!(
+        line.ends_with(&format!("call-inner (/inner {inner} waits at push)")),
+        "{line}"
+    );
     // So does the parent, and the way out it names is the nested gate's answer.
-    let again = again
+    let again = listed
         .then()
         .args(["--commands-dir", "ops", "run", "outer"])
         .run();
