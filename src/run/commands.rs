@@ -507,7 +507,12 @@ pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
         .gates
         .approve
         .iter()
-        .filter(|a| state.nested_wait.as_ref().is_none_or(|w| &w.gate != *a))
+        .filter(|a| {
+            state
+                .nested_wait
+                .as_ref()
+                .is_none_or(|w| w.gate.as_deref() != Some(a.as_str()))
+        })
         .cloned()
         .collect();
     check_approvals(cmd, &own)?;
@@ -848,9 +853,10 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
             .unwrap_or_default();
         // Paused with a nested run: the gate `--approve` names is that run's.
         if let Some(w) = &r.nested_wait
+            && let Some(gate) = &w.gate
             && r.status == RunStatus::AwaitingConfirmation
         {
-            step = format!("{step} (/{} {} waits at {})", w.command, w.run_id, w.gate);
+            step = format!("{step} (/{} {} waits at {gate})", w.command, w.run_id);
         }
         if gone(r) {
             let pids = left.get(r.run_id.as_str()).map_or(&[][..], Vec::as_slice);

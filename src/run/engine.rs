@@ -1042,18 +1042,22 @@ impl<'a> Engine<'a> {
     /// (see [`State::nested_wait`]): the gate named is the nested run's, and so is the
     /// answer `resume` passes on to it.
     fn pause_for_nested(self, block: &Block) -> Outcome {
-        let Some(wait) = self.state.nested_wait.clone() else {
+        let Some((wait, gate)) = self
+            .state
+            .nested_wait
+            .clone()
+            .and_then(|w| w.gate.clone().map(|g| (w, g)))
+        else {
             return self.pause(block);
         };
-        let resume = format!(
-            "nixcmd resume {} --approve {}",
-            self.state.run_id, wait.gate
-        );
+        let resume = format!("nixcmd resume {} --approve {gate}", self.state.run_id);
         let message = format!(
             "/{} (run {}) asks: {}",
-            wait.command, wait.run_id, wait.message
+            wait.command,
+            wait.run_id,
+            wait.message.as_deref().unwrap_or_default()
         );
-        self.pause_at(block, wait.gate, message, resume)
+        self.pause_at(block, gate, message, resume)
     }
 
     fn pause_at(

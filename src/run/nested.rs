@@ -137,11 +137,17 @@ impl Engine<'_> {
         lenient: bool,
     ) -> BlockResult {
         let started_at = Instant::now();
+        // The nested run this block was in when this run paused or its nixcmd died: it goes
+        // on from there. Kept in the records until a nested run ends, and replaced by each
+        // one that starts, so a `kill -9` at any moment leaves the one to resume.
         let waiting = self
             .state
             .nested_wait
-            .take()
+            .clone()
             .filter(|w| w.step_id == block.id);
+        if waiting.is_none() {
+            self.state.nested_wait = None;
+        }
         self.emit(step_started(block, 1, None, None));
         if let Some(p) = self.progress.get_mut(&block.id) {
             p.status = StepStatus::Running;
@@ -180,9 +186,23 @@ impl Engine<'_> {
                 break;
             };
             let ended = match resumed {
-                Some(w) => self.resume_nested(block, &cmd, w, &mut log),
-                None => self.nested_run(block, &cmd, args, &mut log),
+                Some(w) => {
+                    // Its gate is being answered now.
+                    if let Some(current) = self.state.nested_wait.as_mut() {
+                        current.gate = None;
+                        current.message = None;
+                    }
+                    self.save();
+                    self.resume_nested(block, &cmd, w, &mut log)
+                }
+                None => self.nested_run(block, i, &cmd, args, &mut log),
             };
+            let paused = matches!(&ended, Ok(e) if e.outcome.status == RunStatus::AwaitingConfirmation
+                && e.gate.is_some()
+                && self.finishing.is_none());
+            if !paused {
+                self.state.nested_wait = None;
+            }
             match ended {
                 Ok(e) if e.outcome.exit == Exit::Success => {
                     tail.push(format!("/{name}: succeeded (run {})", e.outcome.run_id))
@@ -192,9 +212,7 @@ impl Engine<'_> {
                 Ok(NestedEnd {
                     outcome,
                     gate: Some((gate, message)),
-                }) if outcome.status == RunStatus::AwaitingConfirmation
-                    && self.finishing.is_none() =>
-                {
+                }) if paused => {
                     tail.push(format!(
                         "/{name}: paused at `{gate}` (run {})",
                         outcome.run_id
@@ -205,8 +223,8 @@ impl Engine<'_> {
                         line: i,
                         command: name.clone(),
                         run_id: outcome.run_id,
-                        gate,
-                        message,
+                        gate: Some(gate),
+                        message: Some(message),
                     });
                     return BlockResult {
                         status: StepStatus::AwaitingConfirmation,
@@ -260,6 +278,7 @@ impl Engine<'_> {
     fn nested_run(
         &mut self,
         block: &Block,
+        line: usize,
         cmd: &Command,
         args: &[String],
         log: &mut Option<LogFile>,
@@ -270,6 +289,16 @@ impl Engine<'_> {
         let lock = Lock::acquire(&cmd.name, &run_id).map_err(|e| lock_refusal(cmd, e))?;
         let run = RunDir::create(&run_id).map_err(|e| e.to_string())?;
         let state = State::new(&run_id, cmd, args, &[], &self.opts.dir, self.opts.dry_run);
+        // Recorded before it starts: a resume after this run's nixcmd died goes on with it.
+        self.state.nested_wait = Some(NestedWait {
+            step_id: block.id.clone(),
+            line,
+            command: cmd.name.clone(),
+            run_id: run_id.clone(),
+            gate: None,
+            message: None,
+        });
+        self.save();
         let opts = Options {
             dir: self.opts.dir.clone(),
             dry_run: self.opts.dry_run,
@@ -324,7 +353,7 @@ impl Engine<'_> {
         prepared.opts.approve = self.opts.approve.clone();
         prepared.opts.approve_channel = self.opts.approve_channel.clone();
         if self.opts.decline.as_deref() == Some(wait.step_id.as_str()) {
-            prepared.opts.decline = Some(wait.gate.clone());
+            prepared.opts.decline = wait.gate.clone();
         }
         Ok(self.nested_engine(
             block,

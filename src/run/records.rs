@@ -91,10 +91,12 @@ pub struct State {
     /// compensations and the hosts that left the run (see `run::fanout`).
     #[serde(default)]
     pub fleet: crate::run::fleet::FleetState,
-    /// The nested run this run waits for: a `/command` line of a guided block started it, it
-    /// stopped at a confirmation nobody could answer, and this run paused with it. `resume`
-    /// answers that gate (`--approve GATE` or `--decline`) and resumes the nested run where
-    /// it stopped, instead of starting the command again.
+    /// The nested run this run is in: a `/command` line of a guided block started it, and it
+    /// has not ended. Recorded when it starts, so that a `resume` after this run's nixcmd
+    /// died resumes that nested run instead of starting the command again (its finished
+    /// steps would run twice); with its gate when it stopped at a confirmation nobody could
+    /// answer and this run paused with it: `resume` passes the answer (`--approve GATE` or
+    /// `--decline`) on to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nested_wait: Option<NestedWait>,
     /// Rollback blocks that finished successfully, in the order they ran. A rollback cut
@@ -104,7 +106,7 @@ pub struct State {
     pub rolled_back: Vec<String>,
 }
 
-/// Where a nested run paused (see [`State::nested_wait`]).
+/// A nested run that has not ended (see [`State::nested_wait`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NestedWait {
     /// The block of this run whose `/command` line started the nested run.
@@ -113,9 +115,11 @@ pub struct NestedWait {
     pub line: usize,
     pub command: String,
     pub run_id: String,
-    /// The nested run's step that asks, and its question.
-    pub gate: String,
-    pub message: String,
+    /// When it paused: the nested run's step that asks, and its question.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl State {
@@ -124,7 +128,7 @@ impl State {
     pub fn gate_to_approve(&self) -> Option<&str> {
         self.nested_wait
             .as_ref()
-            .map(|w| w.gate.as_str())
+            .and_then(|w| w.gate.as_deref())
             .or(self.current_step.as_deref())
     }
 

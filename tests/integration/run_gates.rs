@@ -1710,3 +1710,100 @@ fn declining_a_nested_runs_gate_rolls_it_back_and_ends_the_parent_declined() {
         "prepare\nunprepare\nprepare\n"
     );
 }
+
+const INNER_WAITING: &str = r#"---
+description: inner, with a step that waits
+nixcmd: {}
+---
+# Inner
+## Steps
+### Prepare
+```bash {id=prepare}
+echo prepare >> trace
+```
+### Wait
+```bash {id=wait}
+echo waiting >> trace
+while [ ! -e go ]; do sleep 0.02; done
+echo done >> trace
+```
+"#;
+
+/// The parent's nixcmd dies (`kill -9`) while its nested run is in a step. `resume PARENT`
+/// goes on with that nested run (recorded as the parent's `nested_wait` when it started): its
+/// interrupted step runs again, its finished one does not, and no new run of it starts.
+#[test]
+fn resuming_a_parent_killed_inside_a_nested_run_resumes_that_nested_run() {
+    let run = Spawned::start(
+        Test::new()
+            .file("project/ops/outer.md", OUTER)
+            .file("project/ops/inner.md", INNER_WAITING)
+            .args([
+                "--commands-dir",
+                "ops",
+                "run",
+                "outer",
+                "--approve",
+                "call-inner",
+            ]),
+    );
+    let root = run.root().to_path_buf();
+    let _left = crate::run_support::KillLeftBehindOnPanic(root.clone());
+    crate::run_support::wait_until("the nested step", Duration::from_secs(30), || {
+        project_file(&root, "trace") == "prepare\nwaiting\n"
+    });
+    run.signal(libc::SIGKILL);
+    let out = run.wait();
+    std::fs::write(root.join("project/go"), "").expect("let the orphaned step end");
+    crate::run_support::wait_until("the orphaned step", Duration::from_secs(10), || {
+        project_file(&root, "trace") == "prepare\nwaiting\ndone\n"
+            && crate::run_support::processes(&format!("{}/state/", root.display())).is_empty()
+    });
+    let ids: Vec<String> = run_dirs(&root).iter().map(|d| run_id(d)).collect();
+    let outer = ids
+        .iter()
+        .find(|i| i.starts_with("outer-"))
+        .expect("outer")
+        .clone();
+    let inner = ids
+        .iter()
+        .find(|i| i.starts_with("inner-"))
+        .expect("inner")
+        .clone();
+    let dir = |id: &str| {
+        run_dirs(&root)
+            .into_iter()
+            .find(|d| run_id(d) == id)
+            .unwrap()
+    };
+    assert_eq!(
+        read_json(&dir(&outer).join("state.json"))["nested_wait"],
+        serde_json::json!({"step_id": "call-inner", "line": 0, "command": "inner",
+            "run_id": inner})
+    );
+    let resumed = out
+        .then()
+        .args([
+            "--commands-dir",
+            "ops",
+            "resume",
+            &outer,
+            "--approve",
+            "after",
+        ])
+        .run();
+    resumed.assert_status(0);
+    assert_eq!(
+        project_file(&root, "trace"),
+        "prepare\nwaiting\ndone\nwaiting\ndone\nafter\n"
+    );
+    assert_eq!(run_dirs(&root).len(), 2, "no new run of inner");
+    assert_eq!(
+        statuses(&dir(&inner)),
+        [("prepare", "succeeded"), ("wait", "succeeded")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let state = read_json(&dir(&outer).join("state.json"));
+    assert_eq!(state["status"], "succeeded");
+    assert!(state.get("nested_wait").is_none(), "{state}");
+}
