@@ -721,6 +721,11 @@ pub fn prepare_resume(
         Some(lock(&state.command, &state.run_id)?)
     };
     refuse_left_behind(&state.run_id)?;
+    // The nested run it goes on with, too: resuming it beside its own orphaned step would
+    // run that step twice at once.
+    if let Some(nested) = &state.nested_wait {
+        refuse_left_behind(&nested.run_id)?;
+    }
     let run = RunDir::open(&state.run_id)
         .map_err(|e| Failure::usage(format!("cannot open {}: {e}", path.display())))?;
     let mut progress =

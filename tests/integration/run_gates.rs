@@ -1754,11 +1754,6 @@ fn resuming_a_parent_killed_inside_a_nested_run_resumes_that_nested_run() {
     });
     run.signal(libc::SIGKILL);
     let out = run.wait();
-    std::fs::write(root.join("project/go"), "").expect("let the orphaned step end");
-    crate::run_support::wait_until("the orphaned step", Duration::from_secs(10), || {
-        project_file(&root, "trace") == "prepare\nwaiting\ndone\n"
-            && crate::run_support::processes(&format!("{}/state/", root.display())).is_empty()
-    });
     let ids: Vec<String> = run_dirs(&root).iter().map(|d| run_id(d)).collect();
     let outer = ids
         .iter()
@@ -1770,6 +1765,25 @@ fn resuming_a_parent_killed_inside_a_nested_run_resumes_that_nested_run() {
         .find(|i| i.starts_with("inner-"))
         .expect("inner")
         .clone();
+    // While the nested run's step still runs, orphaned: refused, naming that run.
+    let refused = out
+        .then()
+        .args(["--commands-dir", "ops", "resume", &outer])
+        .run();
+    refused.assert_status(2);
+    assert!(
+        refused.stderr.starts_with(&format!(
+            "error: run {inner} still has processes of step `wait` running"
+        )),
+        "{}",
+        refused.stderr
+    );
+    std::fs::write(root.join("project/go"), "").expect("let the orphaned step end");
+    crate::run_support::wait_until("the orphaned step", Duration::from_secs(10), || {
+        project_file(&root, "trace") == "prepare\nwaiting\ndone\n"
+            && crate::run_support::processes(&format!("{}/state/", root.display())).is_empty()
+    });
+    let out = refused;
     let dir = |id: &str| {
         run_dirs(&root)
             .into_iter()
