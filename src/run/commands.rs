@@ -155,7 +155,7 @@ pub fn prepare_new(
         grace: GRACE,
         secrets: config_secrets(&state),
         resolve: Some(resolve),
-        notices: Lock::notices(lock.as_ref(), &cmd.name),
+        notices: Lock::notices(lock.as_ref(), &cmd.name, false),
     };
     Ok(Prepared {
         run,
@@ -762,7 +762,7 @@ pub fn prepare_resume(
         grace: GRACE,
         secrets: config_secrets(&state),
         resolve: Some(resolve),
-        notices: Lock::notices(lock.as_ref(), &cmd.name),
+        notices: Lock::notices(lock.as_ref(), &cmd.name, true),
     };
     Ok(Prepared {
         run,

@@ -313,7 +313,7 @@ impl Engine<'_> {
             grace: self.opts.grace,
             secrets: self.opts.secrets.clone(),
             resolve: self.opts.resolve.clone(),
-            notices: Lock::notices(Some(&lock), &cmd.name),
+            notices: Lock::notices(Some(&lock), &cmd.name, false),
         };
         Ok(self.nested_engine(block, cmd, opts, run, state, None, Some(lock), log))
     }

@@ -881,17 +881,22 @@ pub struct CutShort {
 }
 
 impl CutShort {
-    /// The warning the next run gives.
-    pub fn notice(&self, command: &str) -> String {
+    /// The warning the next run gives: a new one starts from the first step, a resumed one
+    /// (an older run cut short too) goes on from where it stopped.
+    pub fn notice(&self, command: &str, resuming: bool) -> String {
         let at = self
             .step
             .as_deref()
             .map(|s| format!(" at step `{s}`"))
             .unwrap_or_default();
+        let this = if resuming {
+            "this run goes on from where it stopped"
+        } else {
+            "this run starts from the first step"
+        };
         format!(
             "the run before this one, {} of `{command}`, was cut short{at} (its nixcmd is gone): \
-             it neither finished nor rolled back, and this run starts from the first step; \
-             check what it left (`nixcmd log {}`)",
+             it neither finished nor rolled back, and {this}; check what it left (`nixcmd log {}`)",
             self.run_id, self.run_id
         )
     }
@@ -1005,9 +1010,9 @@ impl Lock {
     /// one afterwards on whatever that run left.
     /// The warnings the run holding this lock gives as it starts: that the run before it
     /// was cut short, if it was.
-    pub fn notices(lock: Option<&Lock>, command: &str) -> Vec<String> {
+    pub fn notices(lock: Option<&Lock>, command: &str, resuming: bool) -> Vec<String> {
         lock.and_then(|l| l.cut_short.as_ref())
-            .map(|c| c.notice(command))
+            .map(|c| c.notice(command, resuming))
             .into_iter()
             .collect()
     }

@@ -1516,18 +1516,23 @@ fn paused_outer(extra: &[&str]) -> (crate::support::Output, String, String) {
         .args(extra)
         .run();
     out.assert_status(3);
-    let ids: Vec<String> = run_dirs(out.root.path())
-        .iter()
-        .map(|d| run_id(d))
-        .collect();
-    let find = |prefix: &str| {
-        ids.iter()
-            .find(|i| i.starts_with(prefix))
-            .unwrap_or_else(|| panic!("a run of {prefix} in {ids:?}"))
-            .clone()
-    };
-    let (outer, inner) = (find("outer-"), find("inner-"));
-    (out, outer, inner)
+    let root = out.root.path().to_path_buf();
+    (out, run_of(&root, "outer"), run_of(&root, "inner"))
+}
+
+/// The id of the one run of `command` under `root`.
+fn run_of(root: &std::path::Path, command: &str) -> String {
+    let ids: Vec<String> = run_dirs(root).iter().map(|d| run_id(d)).collect();
+    let mut of = ids.iter().filter(|i| i.starts_with(&format!("{command}-")));
+    match (of.next(), of.next()) {
+        (Some(id), None) => id.clone(),
+        _ => panic!("expected one run of {command}: {ids:?}"),
+    }
+}
+
+/// The folder of run `id` under `root`.
+fn run_dir(root: &std::path::Path, id: &str) -> std::path::PathBuf {
+    root.join("state/nixcmd/runs").join(id)
 }
 
 /// Without a terminal, a nested run's gate cannot be asked: the nested run pauses, and the
@@ -1561,12 +1566,7 @@ fn a_nested_run_paused_at_a_gate_pauses_its_parent_and_resume_approves_it() {
         )
     );
     assert_eq!(project_file(&root, "trace"), "prepare\n");
-    let dir = |id: &str| {
-        run_dirs(&root)
-            .into_iter()
-            .find(|d| run_id(d) == id)
-            .unwrap()
-    };
+    let dir = |id: &str| run_dir(&root, id);
     let state = read_json(&dir(&outer).join("state.json"));
     assert_eq!(state["status"], "awaiting_confirmation");
     assert_eq!(
@@ -1680,12 +1680,7 @@ fn declining_a_nested_runs_gate_rolls_it_back_and_ends_the_parent_declined() {
         .run();
     declined.assert_status(3);
     assert_eq!(project_file(&root, "trace"), "prepare\nunprepare\n");
-    let dir = |id: &str| {
-        run_dirs(&root)
-            .into_iter()
-            .find(|d| run_id(d) == id)
-            .unwrap()
-    };
+    let dir = |id: &str| run_dir(&root, id);
     let inner_state = read_json(&dir(&inner).join("state.json"));
     assert_eq!(inner_state["status"], "declined");
     assert_eq!(inner_state["approvals"][0]["step_id"], "push");
@@ -1754,17 +1749,7 @@ fn resuming_a_parent_killed_inside_a_nested_run_resumes_that_nested_run() {
     });
     run.signal(libc::SIGKILL);
     let out = run.wait();
-    let ids: Vec<String> = run_dirs(&root).iter().map(|d| run_id(d)).collect();
-    let outer = ids
-        .iter()
-        .find(|i| i.starts_with("outer-"))
-        .expect("outer")
-        .clone();
-    let inner = ids
-        .iter()
-        .find(|i| i.starts_with("inner-"))
-        .expect("inner")
-        .clone();
+    let (outer, inner) = (run_of(&root, "outer"), run_of(&root, "inner"));
     // While the nested run's step still runs, orphaned: refused, naming that run.
     let refused = out
         .then()
@@ -1784,12 +1769,7 @@ fn resuming_a_parent_killed_inside_a_nested_run_resumes_that_nested_run() {
             && crate::run_support::processes(&format!("{}/state/", root.display())).is_empty()
     });
     let out = refused;
-    let dir = |id: &str| {
-        run_dirs(&root)
-            .into_iter()
-            .find(|d| run_id(d) == id)
-            .unwrap()
-    };
+    let dir = |id: &str| run_dir(&root, id);
     assert_eq!(
         read_json(&dir(&outer).join("state.json"))["nested_wait"],
         serde_json::json!({"step_id": "call-inner", "line": 0, "command": "inner",

@@ -1258,4 +1258,43 @@ fn the_run_after_one_that_was_cut_short_says_so_once() {
         "{}",
         third.stdout
     );
+
+    // The first run, never finished, is resumed after a fourth one was cut short in turn:
+    // the warning names that one, and says this run goes on (it does not start over).
+    std::fs::remove_file(root.join("project/go")).expect("remove go");
+    let fourth = Spawned::start(third.then().args(["run", "wait"]));
+    wait_until("the fourth run's step", Duration::from_secs(30), || {
+        project_file(&root, "trace").matches("waiting").count() == 4
+    });
+    // Ids made in the same second do not sort by time: the fourth is the other one running.
+    let fourth_id = run_dirs(&root)
+        .into_iter()
+        .filter(|d| read_json(&d.join("state.json"))["status"] == "running")
+        .map(|d| run_id(&d))
+        .find(|id| *id != killed)
+        .expect("the fourth run");
+    fourth.signal(libc::SIGKILL);
+    let out = fourth.wait();
+    std::fs::write(root.join("project/go"), "").expect("let the orphaned step end");
+    wait_until("the orphaned step", Duration::from_secs(10), || {
+        processes(&marker(&root)).is_empty()
+    });
+    let resumed = out
+        .then()
+        .args(["resume", &killed, "--format", "json"])
+        .run();
+    resumed.assert_status(0);
+    let warnings: Vec<String> = crate::run_support::events(&resumed.stdout)
+        .iter()
+        .filter(|e| e["type"] == "warning")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        warnings,
+        [format!(
+            "the run before this one, {fourth_id} of `wait`, was cut short at step `wait` (its \
+             nixcmd is gone): it neither finished nor rolled back, and this run goes on from \
+             where it stopped; check what it left (`nixcmd log {fourth_id}`)"
+        )]
+    );
 }
