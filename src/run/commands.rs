@@ -156,6 +156,7 @@ pub fn prepare_new(
         secrets: config_secrets(&state),
         resolve: Some(resolve),
         notices: Lock::notices(lock.as_ref(), &cmd.name, false),
+        force: false,
     };
     Ok(Prepared {
         run,
@@ -686,6 +687,43 @@ fn refuse_missing_dir(state: &State) -> Result<(), Failure> {
     .with_hint("bring the folder back (a checkout, a mount), then resume again"))
 }
 
+/// A run that goes on with a nested run (paused with it, or cut short inside it) resumes that
+/// run too, so a change to the nested command's file is refused here, before anything runs,
+/// as a change to the run's own file is; else the nested resume refuses in the middle of the
+/// block and the parent fails and rolls back.
+fn refuse_changed_nested(
+    state: &State,
+    resolve: &crate::run::nested::Resolver,
+) -> Result<(), Failure> {
+    let Some(wait) = &state.nested_wait else {
+        return Ok(());
+    };
+    let Ok((_, nested)) = records::find_run(&wait.run_id) else {
+        // Gone (pruned by hand): the block reports it when it gets there.
+        return Ok(());
+    };
+    let changed = match resolve(&wait.command) {
+        Some(cmd) => cmd.hash != nested.command_hash,
+        None => false,
+    };
+    if !changed || nested.status == RunStatus::Succeeded {
+        return Ok(());
+    }
+    let approve = match (&state.status, state.gate_to_approve()) {
+        (RunStatus::AwaitingConfirmation, Some(step)) => format!(" --approve {step}"),
+        _ => String::new(),
+    };
+    Err(Failure::usage(format!(
+        "the command `{}` changed since run {} started, which run {} goes on with; resuming \
+         could run steps that were never planned",
+        wait.command, wait.run_id, state.run_id
+    ))
+    .with_hint(format!(
+        "review the change, then `nixcmd resume {} --force{approve}` to resume anyway",
+        state.run_id
+    )))
+}
+
 /// Reopens a paused or interrupted run: refuses one that ended, or whose command changed
 /// (unless `force`); takes the lock; the interrupted step runs again and a paused gate is
 /// asked again.
@@ -713,6 +751,9 @@ pub fn prepare_resume(
                 state.run_id
             )
         }));
+    }
+    if !force {
+        refuse_changed_nested(&state, &resolve)?;
     }
     refuse_missing_dir(&state)?;
     let lock = if state.dry_run {
@@ -763,6 +804,7 @@ pub fn prepare_resume(
         secrets: config_secrets(&state),
         resolve: Some(resolve),
         notices: Lock::notices(lock.as_ref(), &cmd.name, true),
+        force,
     };
     Ok(Prepared {
         run,

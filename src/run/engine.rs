@@ -48,6 +48,9 @@ pub struct Options {
     pub resolve: Option<crate::run::nested::Resolver>,
     /// Warnings given as the run starts (the run of the command before was cut short).
     pub notices: Vec<String>,
+    /// `nixcmd resume --force`: passed on to the nested run this run goes on with, whose
+    /// command may have changed too.
+    pub force: bool,
 }
 
 /// What a finished (or paused) run reports.

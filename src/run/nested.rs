@@ -314,6 +314,7 @@ impl Engine<'_> {
             secrets: self.opts.secrets.clone(),
             resolve: self.opts.resolve.clone(),
             notices: Lock::notices(Some(&lock), &cmd.name, false),
+            force: false,
         };
         Ok(self.nested_engine(block, cmd, opts, run, state, None, Some(lock), log))
     }
@@ -344,11 +345,12 @@ impl Engine<'_> {
             .resolve
             .clone()
             .ok_or("nested commands cannot be looked up here")?;
-        let mut prepared = crate::run::commands::prepare_resume(cmd, state, &path, false, resolve)
-            .map_err(|f| match f.hint {
-                Some(hint) => format!("{} ({hint})", f.message),
-                None => f.message,
-            })?;
+        let mut prepared =
+            crate::run::commands::prepare_resume(cmd, state, &path, self.opts.force, resolve)
+                .map_err(|f| match f.hint {
+                    Some(hint) => format!("{} ({hint})", f.message),
+                    None => f.message,
+                })?;
         prepared.opts.yes = self.opts.yes;
         prepared.opts.approve = self.opts.approve.clone();
         prepared.opts.approve_channel = self.opts.approve_channel.clone();

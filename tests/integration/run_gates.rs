@@ -1706,6 +1706,68 @@ fn declining_a_nested_runs_gate_rolls_it_back_and_ends_the_parent_declined() {
     );
 }
 
+/// The nested command's file changed while the parent waited with it. `resume PARENT` is
+/// refused as for a changed file of its own: nothing runs, both runs stay paused (it used to
+/// start the nested resume, which refused, and the parent failed and rolled back). With
+/// `--force` the nested run goes on with the changed file.
+#[test]
+fn a_changed_nested_command_refuses_the_parents_resume_unless_forced() {
+    let (out, outer, inner) = paused_outer(&[]);
+    let root = out.root.path().to_path_buf();
+    let changed = INNER.replace("echo push >> trace", "echo push-v2 >> trace");
+    std::fs::write(root.join("project/ops/inner.md"), changed).expect("change inner.md");
+    let refused = out
+        .then()
+        .args([
+            "--commands-dir",
+            "ops",
+            "resume",
+            &outer,
+            "--approve",
+            "push",
+        ])
+        .run();
+    refused.assert_status(2);
+    assert_eq!(
+        refused.stderr,
+        format!(
+            "error: the command `inner` changed since run {inner} started, which run {outer} \
+             goes on with; resuming could run steps that were never planned\n  hint: review \
+             the change, then `nixcmd resume {outer} --force --approve push` to resume anyway\n"
+        )
+    );
+    assert_eq!(project_file(&root, "trace"), "prepare\n");
+    let dir = |id: &str| run_dir(&root, id);
+    for id in [&outer, &inner] {
+        assert_eq!(
+            read_json(&dir(id).join("state.json"))["status"],
+            "awaiting_confirmation"
+        );
+    }
+
+    let forced = refused
+        .then()
+        .args([
+            "--commands-dir",
+            "ops",
+            "resume",
+            &outer,
+            "--force",
+            "--approve",
+            "push",
+            "--approve",
+            "after",
+        ])
+        .run();
+    forced.assert_status(0);
+    assert_eq!(project_file(&root, "trace"), "prepare\npush-v2\nafter\n");
+    assert_eq!(
+        read_json(&dir(&inner).join("state.json"))["status"],
+        "succeeded"
+    );
+    assert_eq!(run_dirs(&root).len(), 2);
+}
+
 const INNER_WAITING: &str = r#"---
 description: inner, with a step that waits
 nixcmd: {}
