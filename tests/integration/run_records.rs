@@ -1347,21 +1347,14 @@ fn one_progress_write_between_two_steps_records_both_the_end_and_the_next_start(
         .args(["run", "four"])
         .into_command();
     let trace = root.path().join("renames.strace");
-    let mut traced = std::process::Command::new(strace);
-    traced
-        .args(["-f", "-qq", "-e", "trace=rename,renameat,renameat2", "-o"])
-        .arg(&trace)
-        .arg(cmd.get_program())
-        .args(cmd.get_args())
-        .current_dir(cmd.get_current_dir().expect("a working directory"))
-        .stdin(std::process::Stdio::null());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => traced.env(k, v),
-            None => traced.env_remove(k),
-        };
-    }
-    let out = traced.output().expect("run strace");
+    let out = under_strace(
+        &strace,
+        &cmd,
+        &["-e", "trace=rename,renameat,renameat2"],
+        &trace,
+    )
+    .output()
+    .expect("run strace");
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -1400,4 +1393,163 @@ fn one_progress_write_between_two_steps_records_both_the_end_and_the_next_start(
     .map(|(id, status, n)| (id.to_string(), status.to_string(), n));
     assert_eq!(steps, expected);
     assert!(seen["steps"][2]["started"].is_string(), "{seen}");
+}
+
+/// `cmd` run under `strace -f -qq OPTIONS -o TRACE`, with its arguments, folder and
+/// environment, and no standard input.
+fn under_strace(
+    strace: &Path,
+    cmd: &std::process::Command,
+    options: &[&str],
+    trace: &Path,
+) -> std::process::Command {
+    let mut traced = std::process::Command::new(strace);
+    traced
+        .args(["-f", "-qq"])
+        .args(options)
+        .arg("-o")
+        .arg(trace)
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .current_dir(cmd.get_current_dir().expect("a working directory"))
+        .stdin(std::process::Stdio::null());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => traced.env(k, v),
+            None => traced.env_remove(k),
+        };
+    }
+    traced
+}
+
+/// A Ctrl-C between two steps, after the write that records the end of the one and the start
+/// of the next (see the test above) and before the next is spawned: the next did not start,
+/// so it is put back to pending with no attempt (the run ends interrupted, its records must
+/// not show a step running that never ran). The window
+/// is microseconds wide; strace holds nixcmd in it (`inject=renameat2:delay_exit`, on the
+/// rename of that write, found by counting renames in a run without the delay) while the
+/// test presses Ctrl-C.
+#[test]
+fn a_ctrl_c_between_two_steps_puts_the_next_step_back_to_pending() {
+    let Some(strace) = crate::support::which("strace") else {
+        // Fails the test instead under NIXCMD_TEST_REQUIRE_ALL=1.
+        crate::support::skip("strace is not installed (apt-get install strace)");
+        return;
+    };
+    // Which renameat2 of nixcmd is the write after step one ends: the first onto
+    // progress.json after the first child exited.
+    let (probe, probe_root) = Test::new()
+        .runbook("four.md", FOUR_STEPS)
+        .args(["run", "four"])
+        .into_command();
+    let probe_trace = probe_root.path().join("probe.strace");
+    let out = under_strace(
+        &strace,
+        &probe,
+        &["-e", "trace=renameat2", "-e", "signal=SIGCHLD"],
+        &probe_trace,
+    )
+    .output()
+    .expect("run strace");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = std::fs::read_to_string(&probe_trace).expect("the trace");
+    let mut renames = 0;
+    let mut child_exited = false;
+    let mut nth = None;
+    for line in lines.lines() {
+        if line.contains("SIGCHLD") {
+            child_exited = true;
+        } else if line.contains("renameat2(") {
+            renames += 1;
+            if child_exited && line.contains("\"progress.json\"") {
+                nth = Some(renames);
+                break;
+            }
+        }
+    }
+    let nth = nth.unwrap_or_else(|| panic!("no progress write after a step ended:\n{lines}"));
+
+    let (cmd, root) = Test::new()
+        .runbook("four.md", FOUR_STEPS)
+        .args(["run", "four"])
+        .into_command();
+    let inject = format!("inject=renameat2:delay_exit=5000000:when={nth}");
+    let child = under_strace(
+        &strace,
+        &cmd,
+        &["-e", "trace=renameat2", "-e", &inject],
+        &root.path().join("run.strace"),
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("start strace");
+    // Held in the window: progress.json already says `two` is running, and it is not.
+    let progress_says = |id: &str| -> Option<String> {
+        let run = run_dirs(root.path()).into_iter().next()?;
+        let progress: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("progress.json")).ok()?).ok()?;
+        progress["steps"]
+            .as_array()?
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["status"].as_str().unwrap_or_default().to_string())
+    };
+    crate::run_support::wait_until(
+        "step two recorded as started",
+        std::time::Duration::from_secs(30),
+        || progress_says("two").as_deref() == Some("running"),
+    );
+    let run = only_run(root.path());
+    assert!(!run.join("logs/two.log").exists(), "step two was spawned");
+    // nixcmd is strace's child.
+    let children =
+        std::fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id()))
+            .expect("strace's children");
+    let nixcmd: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("nixcmd")
+        .parse()
+        .expect("a pid");
+    // SAFETY: kill(2) with a pid of our own test's process tree and a signal number.
+    assert_eq!(unsafe { libc::kill(nixcmd, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().expect("wait for strace");
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let progress = read_json(&run.join("progress.json"));
+    let steps: Vec<(String, String, u64, bool)> = progress["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap_or_default().to_string(),
+                s["status"].as_str().unwrap_or_default().to_string(),
+                s["attempts"].as_u64().unwrap_or(99),
+                s["started"].is_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("one", "succeeded", 1, true),
+        ("two", "pending", 0, false),
+        ("three", "pending", 0, false),
+        ("four", "pending", 0, false),
+    ]
+    .map(|(id, status, n, started)| (id.to_string(), status.to_string(), n, started));
+    assert_eq!(steps, expected);
+    assert_eq!(read_json(&run.join("state.json"))["status"], "interrupted");
+    assert!(!run.join("logs/two.log").exists());
+    assert!(!run.join("scripts/two.sh").exists());
 }
