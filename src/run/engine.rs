@@ -577,7 +577,9 @@ impl<'a> Engine<'a> {
             // Consecutive `group=NAME` steps run together (run::group).
             if let Some(flow) = self.group_hook(block) {
                 use crate::run::group::Flow;
-                anything_started = true;
+                // Its gates are asked before any member starts: a pause or a "no" started
+                // nothing.
+                anything_started |= matches!(flow, Flow::Done | Flow::Failed(..));
                 match flow {
                     Flow::Pause(b) => return self.pause(b),
                     Flow::Declined(id) => {
@@ -644,7 +646,11 @@ impl<'a> Engine<'a> {
         // Host failures that stopped the run were rolled back host by host (run::fanout);
         // the hosts that succeeded stay as they are, so `resume` can retry the failed ones.
         let mut left = std::mem::take(&mut self.fleet.left);
+        // Nothing started (a "no" or a Ctrl-C at the first gate): nothing to undo. The
+        // unbound rollback blocks (a switch to the previous generation) would change a
+        // machine the run never touched.
         let rolling_back = failed.is_some()
+            && anything_started
             && !self.opts.dry_run
             && self.cancel.level() < 2
             && !self.fleet.stop_without_rollback;

@@ -318,6 +318,62 @@ fn resume_decline_rolls_back_and_ends_declined() {
     );
 }
 
+const GATED_FIRST: &str = r#"---
+description: the first step asks
+nixcmd: {}
+---
+# Switch
+## Steps
+### Switch
+```bash {id=switch confirm="Switch?"}
+echo switch >> trace
+```
+### Clean up
+```bash {id=cleanup always}
+echo cleanup >> trace
+```
+## Rollback
+### Previous generation
+```bash {id=previous-generation}
+echo previous-generation >> trace
+```
+"#;
+
+/// A "no" at the first gate, before anything ran: nothing to roll back. The unbound rollback
+/// blocks (a switch to the previous generation) used to run, changing a machine the run had
+/// not touched.
+#[test]
+fn declining_the_first_gate_rolls_nothing_back() {
+    let (out, root, id) = paused(
+        Test::new()
+            .runbook("switch.md", GATED_FIRST)
+            .args(["run", "switch"]),
+    );
+    let out = out
+        .then()
+        .args(["resume", &id, "--decline", "--format", "json"])
+        .run();
+    out.assert_status(3);
+    assert_eq!(project_file(&root, "trace"), "");
+    let stream = events(&out.stdout);
+    assert!(
+        !stream.iter().any(|e| e["type"] == "rollback_started"),
+        "{}",
+        out.stdout
+    );
+    let last = stream.last().expect("events");
+    assert_eq!(
+        (&last["status"], &last["exit_code"]),
+        (&"declined".into(), &3.into())
+    );
+    assert_eq!(last["left_to_do"], serde_json::json!([]));
+    assert_eq!(
+        statuses(&only_run(&root)),
+        [("switch", "declined"), ("cleanup", "pending")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+}
+
 /// `--decline` with `--approve` or `--yes` is a contradiction; with a run that is not paused
 /// at a gate there is nothing to decline: both are refused and nothing runs.
 #[test]
