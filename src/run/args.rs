@@ -13,9 +13,6 @@ pub struct BoundArgs {
     pub raw: Vec<String>,
 }
 
-/// The longest `NAME=value` string (with its NUL) Linux passes to a program: 32 pages.
-const MAX_ENV_STRING: usize = 32 * 4096;
-
 pub fn bind(cmd: &Command, values: &[String], set: &[String]) -> Result<BoundArgs, Failure> {
     let mut env = Vec::new();
     // `NAME=VALUE` with NAME a declared argument binds by name; the other values fill the
@@ -130,7 +127,7 @@ pub fn bind(cmd: &Command, values: &[String], set: &[String]) -> Result<BoundArg
     // "Argument list too long". Say so now, before anything runs.
     if let Some((key, value)) = env
         .iter()
-        .find(|(k, v)| k.len() + v.len() + 2 > MAX_ENV_STRING)
+        .find(|(k, v)| crate::run::env_file::too_long(k, v))
     {
         return Err(Failure::usage(format!(
             "`{key}` would be {} bytes: Linux passes at most 128 KiB per environment variable, \

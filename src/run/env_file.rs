@@ -13,7 +13,8 @@ pub struct Parsed {
     pub problems: Vec<Problem>,
     /// Values not exported but redacted all the same if their name is a secret's: those of
     /// `NAME<<DELIMITER` blocks not closed (yet) (a step may print them before it writes the
-    /// end), and those of nixcmd's own names (see [`is_nixcmd_own`]).
+    /// end), those of nixcmd's own names (see [`is_nixcmd_own`]) and those too long to pass
+    /// (see [`too_long`]).
     pub unterminated: Vec<(String, String)>,
 }
 
@@ -45,7 +46,11 @@ pub fn read(path: &std::path::Path) -> Parsed {
 /// prefix allowed), if it is a shell variable name.
 fn name(raw: &[u8]) -> Option<&str> {
     let raw = std::str::from_utf8(raw).ok()?.trim();
-    let k = raw.strip_prefix("export ").unwrap_or(raw);
+    // `export` and any blanks after it (`export  NAME=`, `export<TAB>NAME=`), as bash takes it.
+    let k = match raw.strip_prefix("export") {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_whitespace()) => rest.trim_start(),
+        _ => raw,
+    };
     let valid = !k.is_empty()
         && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_')
         && !k.starts_with(|c: char| c.is_ascii_digit());
@@ -59,6 +64,25 @@ fn name(raw: &[u8]) -> Option<&str> {
 /// (`args::bind`), and the ssh wrapper applies it on hosts (`remote.rs`).
 pub fn is_nixcmd_own(name: &str) -> bool {
     name.starts_with("NIXCMD_") || name == "ARGUMENTS"
+}
+
+/// The longest `NAME=VALUE` string Linux passes to a program (MAX_ARG_STRLEN, 32 pages).
+/// One longer makes every later block fail to start ("Argument list too long"), rollback
+/// and `always` blocks included: such an export sets nothing, and `--set` refuses such a
+/// value (`args::bind`).
+pub const MAX_ENV_STRING: usize = 32 * 4096;
+
+/// Whether `NAME=VALUE` (and its terminating NUL) is too long to reach a program.
+pub fn too_long(k: &str, v: &str) -> bool {
+    k.len() + v.len() + 2 > MAX_ENV_STRING
+}
+
+fn too_long_problem(k: &str, v: &str) -> String {
+    format!(
+        "`{k}` would be {} bytes, and Linux passes at most 128 KiB per environment variable: \
+         not set (write a large value to a file and export its path)",
+        k.len() + v.len() + 2
+    )
 }
 
 fn own(k: &str) -> String {
@@ -97,6 +121,13 @@ pub fn parse(bytes: &[u8]) -> Parsed {
                         out.problems.push(Problem {
                             line: at,
                             what: own(k),
+                        });
+                        out.unterminated.push((k.to_string(), v.to_string()));
+                    }
+                    Ok(v) if too_long(k, v) => {
+                        out.problems.push(Problem {
+                            line: at,
+                            what: too_long_problem(k, v),
                         });
                         out.unterminated.push((k.to_string(), v.to_string()));
                     }
@@ -152,6 +183,13 @@ pub fn parse(bytes: &[u8]) -> Parsed {
                         out.problems.push(Problem {
                             line: at,
                             what: own(k),
+                        });
+                        out.unterminated.push((k.to_string(), v));
+                    }
+                    (true, Ok(v)) if too_long(k, &v) => {
+                        out.problems.push(Problem {
+                            line: at,
+                            what: too_long_problem(k, &v),
                         });
                         out.unterminated.push((k.to_string(), v));
                     }
@@ -300,6 +338,46 @@ mod tests {
             got.unterminated,
             pairs(&[("OPEN_KEY", "secret line\nmore")])
         );
+    }
+
+    /// `export` with any blanks after it, as bash takes it; `exportFOO` is a name of its own.
+    #[test]
+    fn export_takes_any_blanks_after_it() {
+        let p = parse(b"export  D=v4\nexport\tE=v5\n export F<<X\nv6\nX\nexportG=v7\n");
+        assert_eq!(
+            p.vars,
+            pairs(&[("D", "v4"), ("E", "v5"), ("F", "v6"), ("exportG", "v7")])
+        );
+        assert_eq!(problems(&p), Vec::<String>::new());
+    }
+
+    /// A value Linux would not pass to a program sets nothing (every later block would fail
+    /// to start, rollback included), named in a problem, and is still redacted if secret.
+    #[test]
+    fn an_export_too_long_for_linux_sets_nothing() {
+        let big = "x".repeat(MAX_ENV_STRING);
+        let fits = "y".repeat(MAX_ENV_STRING - "FITS".len() - 2);
+        let text = format!("BIG={big}\nFITS={fits}\nBIG_KEY<<EOF\n{big}\nEOF\nAFTER=1\n");
+        let p = parse(text.as_bytes());
+        assert_eq!(p.vars, pairs(&[("FITS", &fits), ("AFTER", "1")]));
+        let bytes = MAX_ENV_STRING + 5;
+        let key_bytes = MAX_ENV_STRING + 9;
+        assert_eq!(
+            problems(&p),
+            [
+                format!(
+                    "$NIXCMD_ENV line 1: `BIG` would be {bytes} bytes, and Linux passes at most \
+                     128 KiB per environment variable: not set (write a large value to a file \
+                     and export its path)"
+                ),
+                format!(
+                    "$NIXCMD_ENV line 3: `BIG_KEY` would be {key_bytes} bytes, and Linux passes \
+                     at most 128 KiB per environment variable: not set (write a large value to \
+                     a file and export its path)"
+                ),
+            ]
+        );
+        assert_eq!(p.unterminated, pairs(&[("BIG", &big), ("BIG_KEY", &big)]));
     }
 
     #[test]

@@ -121,14 +121,28 @@ pub fn wrapper(w: &Wrapper) -> String {
     done
     printf '{mark}secret %s %s\n' "$1" "$v" >&2
   }}
+  # Whether NAME=VALUE is short enough for Linux to pass to a program (`too_long` in
+  # src/run/env_file.rs); else it is not exported, and `check` says so.
+  __nixcmd_fits() {{
+    local LC_ALL=C
+    __nixcmd_len=$(( ${{#1}} + ${{#2}} + 2 ))
+    (( __nixcmd_len <= {max_env} ))
+  }}
+  __nixcmd_too_long() {{
+    __nixcmd_warn "$1: \`$2\` would be $__nixcmd_len bytes, and Linux passes at most 128 KiB per environment variable: not set (write a large value to a file and export its path)"
+  }}
   __nixcmd_env() {{
-    local __l __n=0 __k __v __d= __at=0 __first __name __eq __own
+    local __l __n=0 __k __v __d= __at=0 __first __name __eq __own __nixcmd_len
     while IFS= read -r __l || [[ -n $__l ]]; do
       __n=$((__n + 1))
       __l=${{__l%$'\r'}}
       if [[ -n $__d ]]; then
         if [[ $__l == "$__d" ]]; then
-          [[ -n $__name && $1 == export && -z $__own ]] && export "$__name=$__v"
+          if [[ -n $__name && -z $__own ]] && ! __nixcmd_fits "$__name" "$__v"; then
+            [[ $1 == check ]] && __nixcmd_too_long "$__at" "$__name"
+          else
+            [[ -n $__name && $1 == export && -z $__own ]] && export "$__name=$__v"
+          fi
           [[ -n $__name && $1 == check && -n $__own ]] && __nixcmd_warn "$__at: \`$__name\` is set by nixcmd itself: not set"
           [[ -n $__name ]] && __nixcmd_secret "$__name" "$__v"
           __d=
@@ -148,13 +162,18 @@ pub fn wrapper(w: &Wrapper) -> String {
         [[ $1 == check && $__l == *[![:space:]]* ]] && __nixcmd_warn "$__n: neither \`NAME=VALUE\` nor \`NAME<<DELIMITER\`: ignored"
         continue
       fi
-      __k=${{__k#"${{__k%%[![:space:]]*}}"}} __k=${{__k%"${{__k##*[![:space:]]}}"}} __k=${{__k#export }}
+      __k=${{__k#"${{__k%%[![:space:]]*}}"}} __k=${{__k%"${{__k##*[![:space:]]}}"}}
+      # `export` and any blanks after it, as bash takes it.
+      [[ $__k =~ ^export[[:space:]]+(.*)$ ]] && __k=${{BASH_REMATCH[1]}}
       __name= __own=
       [[ $__k =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] && __name=$__k
       # nixcmd's own names set nothing (`is_nixcmd_own` in src/run/env_file.rs).
       [[ $__name == NIXCMD_* || $__name == ARGUMENTS ]] && __own=1
       if [[ -n $__eq ]]; then
-        if [[ -n $__name ]]; then
+        if [[ -n $__name && -z $__own ]] && ! __nixcmd_fits "$__name" "$__v"; then
+          [[ $1 == check ]] && __nixcmd_too_long "$__n" "$__name"
+          __nixcmd_secret "$__name" "$__v"
+        elif [[ -n $__name ]]; then
           [[ $1 == export && -z $__own ]] && export "$__name=$__v"
           [[ $1 == check && -n $__own ]] && __nixcmd_warn "$__n: \`$__name\` is set by nixcmd itself: not set"
           __nixcmd_secret "$__name" "$__v"
@@ -279,6 +298,7 @@ __nixcmd_main
         mark = format!("{}{} ", MARK.replace('\u{1e}', "\\036"), w.key),
         secret_names = secret_name_pattern(w.secrets),
         chunk = CHUNK_CHARS,
+        max_env = crate::run::env_file::MAX_ENV_STRING,
         run = quote(w.state_key),
         script = quote(w.script),
     )
@@ -805,13 +825,89 @@ mod tests {
         assert_eq!(wire.remote_exit, Some(3));
     }
 
+    /// The wrapper of `script`, run by bash here as on a host whose state is under `state`:
+    /// its key, stdout and stderr, once it exited 0.
+    fn run_wrapper(
+        state: &std::path::Path,
+        script: &str,
+        secrets: &[&str],
+    ) -> (String, String, String) {
+        use std::io::Read;
+        let key = new_key();
+        let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+        let text = wrapper(&Wrapper {
+            script,
+            env: &[],
+            token: "remote-unit-test",
+            key: &key,
+            secrets: &secrets,
+            state_key: "r/h",
+            timeout: Duration::from_secs(30),
+            grace: Duration::from_secs(1),
+        });
+        let mut child = std::process::Command::new("bash")
+            .arg("-s")
+            .env("XDG_STATE_HOME", state)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Kept open while the step runs: its end stops the step.
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut out = String::new();
+            stdout.read_to_string(&mut out).unwrap();
+            out
+        });
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success(), "{err}");
+        (key, reader.join().unwrap(), err)
+    }
+
+    /// On a host as here (`env_file::parse`): `export` takes any blanks after it, and an
+    /// export too long for Linux to pass sets nothing and is warned about, naming it: later
+    /// blocks on that host still start.
+    #[test]
+    fn the_wrapper_exports_as_nixcmd_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = "x".repeat(crate::run::env_file::MAX_ENV_STRING);
+        let script =
+            format!("printf 'export  D=v4\\nexport\\tE=v5\\nBIG=%s\\n' {big} >>\"$NIXCMD_ENV\"");
+        let (key, _, err) = run_wrapper(dir.path(), &script, &[]);
+        let mark = format!("{MARK}{key} ");
+        let warnings: Vec<&str> = err
+            .lines()
+            .filter_map(|l| l.strip_prefix(&mark)?.strip_prefix("warn "))
+            .collect();
+        let bytes = crate::run::env_file::MAX_ENV_STRING + 5;
+        assert_eq!(
+            warnings,
+            [format!(
+                "$NIXCMD_ENV line 3: `BIG` would be {bytes} bytes, and Linux passes at most 128 \
+                 KiB per environment variable: not set (write a large value to a file and \
+                 export its path)"
+            )]
+        );
+        let (_, out, _) = run_wrapper(dir.path(), "big=${BIG-}; echo \"$D $E ${#big}\"", &[]);
+        assert_eq!(out, "v4 v5 0\n");
+    }
+
     /// The wrapper, run by bash here as on a host, tells the secret exports of `$NIXCMD_ENV`
     /// before the step starts and after it ended, each value whole whatever it holds (a value
     /// longer than a line, backslashes, carriage returns, lines, one not ended yet); other
     /// exports it does not tell.
     #[test]
     fn the_wrapper_tells_the_secret_exports_of_the_env_file() {
-        use std::io::Read;
         let dir = tempfile::tempdir().unwrap();
         let env_dir = dir.path().join("nixcmd/runs/r/h");
         std::fs::create_dir_all(&env_dir).unwrap();
@@ -828,37 +924,7 @@ mod tests {
             quote(&long),
             quote(lines)
         );
-        let key = new_key();
-        let secrets = vec!["MY_VAR".to_string()];
-        let text = wrapper(&Wrapper {
-            script: &script,
-            env: &[],
-            token: "remote-unit-test",
-            key: &key,
-            secrets: &secrets,
-            state_key: "r/h",
-            timeout: Duration::from_secs(30),
-            grace: Duration::from_secs(1),
-        });
-        let mut child = std::process::Command::new("bash")
-            .arg("-s")
-            .env("XDG_STATE_HOME", dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Kept open while the step runs: its end stops the step.
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(text.as_bytes()).unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        drop(stdin);
-        assert!(child.wait().unwrap().success());
+        let (key, _, err) = run_wrapper(dir.path(), &script, &["MY_VAR"]);
         let mark = format!("{MARK}{key} ");
         let mut parts = SecretParts::default();
         let mut told: Vec<String> = Vec::new();

@@ -351,6 +351,57 @@ printf '[%s]\n' "$GOOD" "$QUOTED" "${NAME-unset}"
     );
 }
 
+/// An export too long for Linux to pass to a program (over 128 KiB) sets nothing, with a
+/// warning naming it: it used to make every later block fail to start ("Argument list too
+/// long"), the rollback and `always` blocks too.
+#[test]
+fn an_export_too_long_to_pass_sets_nothing_and_later_blocks_still_start() {
+    let out = Test::new()
+        .runbook(
+            "big.md",
+            r#"---
+description: A large export
+nixcmd: {}
+---
+# Big
+
+## Steps
+### Export
+```bash {id=export}
+echo "BIG=$(head -c 200000 /dev/zero | tr '\0' x)" >> "$NIXCMD_ENV"
+echo "SMALL=ok" >> "$NIXCMD_ENV"
+```
+### Use
+```bash {id=use}
+printf '[%s]\n' "${BIG-unset}" "$SMALL"
+```
+### Clean up
+```bash {id=cleanup always}
+echo cleaned >> trace
+```
+"#,
+        )
+        .args(["run", "big", "--format", "json"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(
+        log(out.root.path(), "use"),
+        "── use attempt 1/1 at [TIMESTAMP] ──\n[unset]\n[ok]\n"
+    );
+    assert_eq!(project_file(out.root.path(), "trace"), "cleaned\n");
+    let warnings: Vec<String> = events(&out.stdout)
+        .iter()
+        .filter(|e| e["type"] == "warning")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        warnings,
+        ["step `export`: $NIXCMD_ENV line 1: `BIG` would be 200005 bytes, and Linux passes at \
+          most 128 KiB per environment variable: not set (write a large value to a file and \
+          export its path)"]
+    );
+}
+
 /// A process that left the step's group and dropped its token (`setsid env -i …`, a daemon
 /// that clears its environment) is still the step's: stopped when the step ends, after a
 /// success as after a failure, even when it ignores SIGTERM.
