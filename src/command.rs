@@ -184,20 +184,17 @@ pub struct Block {
 /// A block's gates as a run applies them.
 #[derive(Debug, Clone, Copy, Serialize, Default, PartialEq, Eq)]
 pub struct Effective {
-    /// Asks before running: `confirm`, or a prerequisite or step of a guided file.
+    /// Asks before running: `confirm`, or any block of a guided file but rollback and
+    /// `always` blocks.
     pub asks: bool,
-    /// Executes in a dry run: `readonly`, or a prerequisite or success criterion.
+    /// Executes in a dry run: `readonly`, or a prerequisite or success criterion of an
+    /// annotated file.
     pub readonly: bool,
     /// A failure stops the run: a prerequisite, step or criterion without `on-fail=continue`.
     pub critical: bool,
 }
 
 impl Block {
-    /// Whether the block may run during `--dry-run`.
-    pub fn is_readonly(&self) -> bool {
-        self.attrs.readonly || matches!(self.phase, Phase::Prerequisite | Phase::Check)
-    }
-
     /// A display name: the title when there is one, else the id.
     pub fn display_name(&self) -> &str {
         self.title.as_deref().unwrap_or(&self.id)
@@ -315,13 +312,16 @@ impl Command {
             .chain(&mut self.success_criteria.checks)
             .chain(&mut self.rollback);
         for b in all {
-            let gated = matches!(b.phase, Phase::Prerequisite | Phase::Step);
             // Rollback and `always` blocks never ask: they undo or clean up after a run that
             // may have no one left to answer (`check` says so of a `confirm` on them).
             let may_ask = b.phase != Phase::Rollback && !b.attrs.always;
+            // A guided file's blocks are not known to be read-only, whatever their section
+            // (`Verify: touch …` happens): each asks, and a dry run runs none unless marked.
+            let readonly = b.attrs.readonly
+                || (!guided && matches!(b.phase, Phase::Prerequisite | Phase::Check));
             b.effective = Effective {
-                asks: b.runnable && may_ask && (b.attrs.confirm.is_some() || (guided && gated)),
-                readonly: b.runnable && b.is_readonly(),
+                asks: b.runnable && may_ask && (b.attrs.confirm.is_some() || guided),
+                readonly: b.runnable && readonly,
                 critical: b.runnable
                     && b.phase != Phase::Rollback
                     && !b.attrs.always

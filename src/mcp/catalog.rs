@@ -188,7 +188,7 @@ fn block_out(cmd: &Command, b: &Block) -> BlockOut {
         runnable: b.runnable,
         gates: crate::show::gates(b),
         confirm,
-        readonly: b.is_readonly(),
+        readonly: b.effective.readonly,
         line: b.line,
         when: b.attrs.when.clone(),
         unless: b.attrs.unless.clone(),

@@ -406,6 +406,35 @@ fn check_selection(
             );
         }
     }
+    // An `always` block runs at the end of every run that started: accepting `--skip` of
+    // one and running it anyway said one thing and did another.
+    if let Some(b) = (cmd.steps.iter().chain(&cmd.success_criteria.checks))
+        .find(|b| b.attrs.always && skip.contains(&b.id))
+    {
+        return Err(Failure::usage(format!(
+            "--skip {}: `{}` is an `always` block, which runs at the end of every run and is \
+             never skipped",
+            b.id, b.id
+        ))
+        .with_hint("leave it out of --skip; to change what it does, edit the command"));
+    }
+    let selection = crate::run::selection::Selection { only, skip, from };
+    let runs = |b: &&crate::command::Block| {
+        b.runnable && !b.attrs.always && selection.skips(cmd, b).is_none()
+    };
+    if selection.is_given()
+        && !(cmd.steps.iter().chain(&cmd.success_criteria.checks)).any(|b| runs(&b))
+    {
+        return Err(Failure::usage(format!(
+            "--only, --skip and --from together leave no step or success criterion of `{}` \
+             to run",
+            cmd.name
+        ))
+        .with_hint(
+            "each leaves steps out: `--only` all but those it names, `--from` those before \
+             it, `--skip` those it names; `nixcmd show NAME` lists the steps in order",
+        ));
+    }
     Ok(())
 }
 
@@ -517,6 +546,10 @@ pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
         .cloned()
         .collect();
     check_approvals(cmd, &own)?;
+    if decline.is_some() && cmd.hash != state.command_hash && !args.force {
+        // Not `--force --approve GATE`: that would run the step being declined.
+        return Err(refuse_changed(&state, " --decline"));
+    }
     let nested = resolver_for(&resume_search(cx, &state));
     let mut prepared = prepare_resume(cmd, state, &path, args.force, nested)?;
     if let Some(id) = decline {
@@ -687,6 +720,20 @@ fn refuse_missing_dir(state: &State) -> Result<(), Failure> {
     .with_hint("bring the folder back (a checkout, a mount), then resume again"))
 }
 
+/// The refusal to resume a run whose command file changed; `answer` is what the hint adds to
+/// `--force` (` --approve GATE`, ` --decline`, or nothing).
+fn refuse_changed(state: &State, answer: &str) -> Failure {
+    Failure::usage(format!(
+        "the command `{}` changed since run {} started; resuming could run steps that were \
+         never planned",
+        state.command, state.run_id
+    ))
+    .with_hint(format!(
+        "review the change, then `nixcmd resume {} --force{answer}` to resume anyway",
+        state.run_id
+    ))
+}
+
 /// A run that goes on with a nested run (paused with it, or cut short inside it) resumes that
 /// run too, so a change to the nested command's file is refused here, before anything runs,
 /// as a change to the run's own file is; else the nested resume refuses in the middle of the
@@ -736,21 +783,12 @@ pub fn prepare_resume(
 ) -> Result<Prepared, Failure> {
     refuse_ended(&state)?;
     if cmd.hash != state.command_hash && !force {
-        return Err(Failure::usage(format!(
-            "the command `{}` changed since run {} started; resuming could run steps that were never planned",
-            state.command, state.run_id
-        ))
-        .with_hint({
-            // A run paused at a gate needs its answer too, or resuming pauses it again.
-            let approve = match (&state.status, state.gate_to_approve()) {
-                (RunStatus::AwaitingConfirmation, Some(step)) => format!(" --approve {step}"),
-                _ => String::new(),
-            };
-            format!(
-                "review the change, then `nixcmd resume {} --force{approve}` to resume anyway",
-                state.run_id
-            )
-        }));
+        // A run paused at a gate needs its answer too, or resuming pauses it again.
+        let approve = match (&state.status, state.gate_to_approve()) {
+            (RunStatus::AwaitingConfirmation, Some(step)) => format!(" --approve {step}"),
+            _ => String::new(),
+        };
+        return Err(refuse_changed(&state, &approve));
     }
     if !force {
         refuse_changed_nested(&state, &resolve)?;
@@ -850,7 +888,7 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
         let listed: Vec<serde_json::Value> = runs
             .iter()
             .map(|s| {
-                let mut v = serde_json::to_value(s).unwrap_or_default();
+                let mut v = s.listed();
                 if s.status == RunStatus::Running
                     && let Some(o) = v.as_object_mut()
                 {

@@ -230,7 +230,7 @@ impl<'a> Engine<'a> {
         cmd: &'a Command,
         opts: Options,
         run: RunDir,
-        state: State,
+        mut state: State,
         progress: Option<Progress>,
         sinks: Vec<Box<dyn Sink + 'a>>,
         approver: &'a mut dyn Approver,
@@ -265,6 +265,16 @@ impl<'a> Engine<'a> {
                 &extra,
             );
         }
+        // Which values given to the run are secrets, for the listings of the run.
+        let secret = |v: &str| !v.is_empty() && redactor.redact(v) != v;
+        state.secret_args = (state.args.iter().enumerate())
+            .filter(|(_, a)| secret(a))
+            .map(|(i, _)| i)
+            .collect();
+        state.secret_set = (state.set.iter().enumerate())
+            .filter(|(_, kv)| kv.split_once('=').is_some_and(|(_, v)| secret(v)))
+            .map(|(i, _)| i)
+            .collect();
         let history = History::load(&cmd.name);
         let (events, events_error) = match run.events_file() {
             Ok(f) => (Some(f), None),
@@ -492,6 +502,12 @@ impl<'a> Engine<'a> {
                 status = RunStatus::Failed;
                 failed = Some(stop);
                 break;
+            }
+            // A guided file's prerequisite is not known to be read-only: a dry run skips it
+            // (no option skips an annotated file's prerequisites).
+            if self.opts.dry_run && !block.effective.readonly {
+                self.mark_skipped(block, "dry run: not readonly");
+                continue;
             }
             if self.skip_by_condition(block) {
                 continue;
@@ -755,23 +771,15 @@ impl<'a> Engine<'a> {
     /// Why a step is not run in this invocation, if it is not.
     pub(super) fn skip_reason(&self, block: &Block) -> Option<String> {
         let o = &self.opts;
-        if !o.only.is_empty() && block.phase == Phase::Step && !o.only.contains(&block.id) {
-            return Some("not in --only".into());
+        let selection = crate::run::selection::Selection {
+            only: &o.only,
+            skip: &o.skip,
+            from: o.from.as_deref(),
+        };
+        if let Some(reason) = selection.skips(self.cmd, block) {
+            return Some(reason);
         }
-        if o.skip.contains(&block.id) {
-            return Some("--skip".into());
-        }
-        if let Some(from) = &o.from
-            && block.phase == Phase::Step
-        {
-            let pos = |id: &str| self.cmd.steps.iter().position(|b| b.id == id);
-            if let (Some(me), Some(start)) = (pos(&block.id), pos(from))
-                && me < start
-            {
-                return Some(format!("before --from {from}"));
-            }
-        }
-        if o.dry_run && !block.is_readonly() {
+        if o.dry_run && !block.effective.readonly {
             return Some("dry run: not readonly".into());
         }
         None
@@ -854,6 +862,9 @@ impl<'a> Engine<'a> {
                     false => format!("not run: the run failed at `{id}`"),
                 };
                 (false, Some(note))
+            } else if b.phase == Phase::Prerequisite && self.opts.dry_run && !b.effective.readonly {
+                // A guided file's: not known to be read-only.
+                (false, Some("dry run: not readonly".into()))
             } else if b.phase == Phase::Prerequisite {
                 let conditional = b.attrs.when.is_some() || b.attrs.unless.is_some();
                 (
@@ -1249,7 +1260,7 @@ impl<'a> Engine<'a> {
         self.shielded(Finishing::Always, |engine| {
             let mut left = Vec::new();
             for block in blocks {
-                if engine.opts.dry_run && !block.is_readonly() {
+                if engine.opts.dry_run && !block.effective.readonly {
                     engine.mark_skipped(block, "dry run: not readonly");
                     continue;
                 }

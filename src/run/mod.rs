@@ -20,6 +20,7 @@ pub mod records;
 pub mod redact;
 pub mod remote;
 pub mod render;
+pub mod selection;
 pub mod shield;
 pub mod step;
 pub mod troubleshoot;

@@ -104,7 +104,47 @@ pub struct State {
     /// (a second "switch to the previous generation" goes back one generation too far).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rolled_back: Vec<String>,
+    /// Positions in `args` and in `set` of the values that are secrets (a `TOKEN` argument,
+    /// a `--set DEPLOY_KEY=…`): `state.json` keeps them for `resume`, every listing shows
+    /// them redacted (see [`State::listed`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_args: Vec<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_set: Vec<usize>,
 }
+
+impl State {
+    /// The run as `runs --format json` lists it: its secret arguments and `--set` values
+    /// redacted. A record written before the positions were kept redacts the `--set` values
+    /// whose names mark a secret.
+    pub fn listed(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        let args: Vec<String> = (self.args.iter().enumerate())
+            .map(|(i, a)| match self.secret_args.contains(&i) {
+                true => REDACTED.to_string(),
+                false => a.clone(),
+            })
+            .collect();
+        let set: Vec<String> = (self.set.iter().enumerate())
+            .map(|(i, kv)| {
+                let (k, _) = kv.split_once('=').unwrap_or((kv, ""));
+                let secret =
+                    self.secret_set.contains(&i) || crate::run::redact::is_secret_name(k, &[]);
+                match secret {
+                    true => format!("{k}={REDACTED}"),
+                    false => kv.clone(),
+                }
+            })
+            .collect();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("args".into(), args.into());
+            o.insert("set".into(), set.into());
+        }
+        v
+    }
+}
+
+const REDACTED: &str = "[REDACTED]";
 
 /// A nested run that has not ended (see [`State::nested_wait`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -178,6 +218,8 @@ impl State {
             fleet: Default::default(),
             nested_wait: None,
             rolled_back: Vec::new(),
+            secret_args: Vec::new(),
+            secret_set: Vec::new(),
         }
     }
 }

@@ -452,6 +452,18 @@ fn resume_force_runs_and_records_the_steps_of_the_changed_file() {
         )
     );
     assert_eq!(project_file(&root, "trace"), "prepare\n");
+    // Declining, the hint says `--force --decline`: `--force --approve push` would run the
+    // step being declined.
+    let out = out.then().args(["resume", &id, "--decline"]).run();
+    out.assert_status(2);
+    assert!(
+        out.stderr.ends_with(&format!(
+            "hint: review the change, then `nixcmd resume {id} --force --decline` to resume \
+             anyway\n"
+        )),
+        "{}",
+        out.stderr
+    );
 
     let out = out
         .then()
@@ -739,6 +751,73 @@ echo collect >> trace
     assert_eq!(
         last["resume"],
         format!("nixcmd resume {id} --approve look").as_str()
+    );
+}
+
+const GUIDED_CHECKS: &str = r#"---
+description: A guided file with checks
+---
+# Build the VM
+
+## Prerequisites
+```bash
+echo prerequisite >> trace
+```
+
+## Steps
+```bash
+echo build >> trace
+```
+
+## Success Criteria
+```bash
+echo criterion >> trace
+```
+"#;
+
+/// A guided file's blocks are not known to be read-only, prerequisites and success criteria
+/// included: its dry run executes none of them (they ran, unasked), and in a run its success
+/// criteria ask first as its other blocks do (they ran without a question).
+#[test]
+fn a_guided_files_checks_neither_run_in_a_dry_run_nor_run_unasked() {
+    let out = Test::new()
+        .claude_command("vm.md", GUIDED_CHECKS)
+        .args(["run", "vm", "--dry-run", "--format", "json"])
+        .run();
+    out.assert_status(0);
+    assert!(
+        !out.root.path().join("project/trace").exists(),
+        "{}",
+        project_file(out.root.path(), "trace")
+    );
+    let run_started = &events(&out.stdout)[0];
+    let plan: Vec<(String, bool, String)> = run_started["plan"]
+        .as_array()
+        .expect("plan")
+        .iter()
+        .map(|b| {
+            (
+                b["step_id"].as_str().unwrap_or_default().to_string(),
+                b["will_run"].as_bool().unwrap_or(true),
+                b["gates"].to_string(),
+            )
+        })
+        .collect();
+    let asks = r#"["confirm (guided file)"]"#.to_string();
+    assert_eq!(
+        plan,
+        ["prereq-1", "step-1", "check-1"].map(|id| (id.to_string(), false, asks.clone()))
+    );
+
+    // Approved one by one, the success criterion asks too.
+    let out = out
+        .then()
+        .args(["run", "vm", "--approve", "prereq-1", "--approve", "step-1"])
+        .run();
+    out.assert_status(3);
+    assert_eq!(
+        project_file(out.root.path(), "trace"),
+        "prerequisite\nbuild\n"
     );
 }
 
@@ -1283,6 +1362,57 @@ fn only_skip_and_from_select_steps_and_prerequisites_still_run() {
     );
     let (status, trace, _) = select(&["--from", "deploy"]);
     assert_eq!((status, trace.as_str()), (0, "ready\ndeploy\nnotify\n"));
+}
+
+/// `--from` a success criterion skips every step and the criteria before it (it was accepted
+/// and ignored: the steps ran, a gate among them paused the run). `--skip` of an `always`
+/// block is refused (it was accepted and the block ran all the same), and so is a selection
+/// that leaves nothing to run (it ran nothing and exited 0).
+#[test]
+fn from_a_success_criterion_skips_the_steps_and_selections_that_say_nothing_are_refused() {
+    let book = SELECT.to_string()
+        + "### Clean\n```bash {id=clean always}\necho clean >> trace\n```\n\
+           ## Success Criteria\n```bash {id=healthy}\necho healthy >> trace\n```\n\
+           ```bash {id=final}\necho final >> trace\n```\n";
+    let run = |args: &[&str]| {
+        let out = Test::new()
+            .runbook("select.md", &book)
+            .args(["run", "select"])
+            .args(args)
+            .run();
+        let trace = project_file(out.root.path(), "trace");
+        (out.status, trace, out.stderr)
+    };
+    let (status, trace, _) = run(&["--from", "final"]);
+    assert_eq!((status, trace.as_str()), (0, "ready\nfinal\nclean\n"));
+    let (status, trace, _) = run(&["--from", "healthy", "--skip", "final"]);
+    assert_eq!((status, trace.as_str()), (0, "ready\nhealthy\nclean\n"));
+
+    let (status, trace, stderr) = run(&["--skip", "clean"]);
+    assert_eq!((status, trace.as_str()), (2, ""));
+    assert_eq!(
+        stderr,
+        "error: --skip clean: `clean` is an `always` block, which runs at the end of every run \
+         and is never skipped\n  hint: leave it out of --skip; to change what it does, edit \
+         the command\n"
+    );
+    for args in [
+        ["--from", "final", "--skip", "final"].as_slice(),
+        [
+            "--only", "build", "--skip", "build", "--skip", "healthy", "--skip", "final",
+        ]
+        .as_slice(),
+    ] {
+        let (status, trace, stderr) = run(args);
+        assert_eq!((status, trace.as_str()), (2, ""), "{args:?}");
+        assert!(
+            stderr.starts_with(
+                "error: --only, --skip and --from together leave no step or success criterion \
+                 of `select` to run\n"
+            ),
+            "{stderr}"
+        );
+    }
 }
 
 #[test]

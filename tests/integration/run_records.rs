@@ -1553,3 +1553,56 @@ fn a_ctrl_c_between_two_steps_puts_the_next_step_back_to_pending() {
     assert!(!run.join("logs/two.log").exists());
     assert!(!run.join("scripts/two.sh").exists());
 }
+
+/// `runs --format json` lists a run's arguments and `--set` values: the secret ones (an
+/// argument whose name marks a secret, a `--set` of such a name) redacted, as in events and
+/// logs; `state.json` keeps them, for `resume`.
+#[test]
+fn runs_as_json_redacts_secret_arguments_and_set_values() {
+    let runbook = r#"---
+description: Takes a token
+nixcmd:
+  args:
+    api_token:
+      required: true
+    host: {}
+---
+# Token
+
+## Steps
+### Use
+```bash {id=use}
+echo "using $NIXCMD_ARG_HOST with ${DEPLOY_TOKEN:-none} and ${PLAIN:-none}"
+```
+"#;
+    let out = Test::new()
+        .runbook("token.md", runbook)
+        .args([
+            "run",
+            "token",
+            "tok-abcdef-9999",
+            "web1",
+            "--set",
+            "DEPLOY_TOKEN=setsecret777",
+            "--set",
+            "PLAIN=visible",
+        ])
+        .run();
+    out.assert_status(0);
+    let state = read_json(&only_run(out.root.path()).join("state.json"));
+    assert_eq!(
+        state["args"],
+        serde_json::json!(["tok-abcdef-9999", "web1"])
+    );
+    let listed = out.then().args(["runs", "--format", "json"]).run();
+    listed.assert_status(0);
+    let runs: serde_json::Value = serde_json::from_str(&listed.stdout).expect("JSON");
+    assert_eq!(runs[0]["args"], serde_json::json!(["[REDACTED]", "web1"]));
+    assert_eq!(
+        runs[0]["set"],
+        serde_json::json!(["DEPLOY_TOKEN=[REDACTED]", "PLAIN=visible"])
+    );
+    for secret in ["tok-abcdef-9999", "setsecret777"] {
+        assert!(!listed.stdout.contains(secret), "{}", listed.stdout);
+    }
+}
