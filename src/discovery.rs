@@ -281,8 +281,21 @@ impl SearchPath {
         Ok((winners, shadowed))
     }
 
-    /// Finds a command by name, with "did you mean" when it does not exist.
+    /// Finds a command by name, with "did you mean" when it does not exist; a name that was
+    /// clearly meant as a path (`./x.md`, `docs/x`) that is not a command gets what is wrong
+    /// with that path instead.
     pub fn find(&self, name: &str) -> Result<Found, Failure> {
+        self.find_command(name, true)
+    }
+
+    /// [`SearchPath::find`] for a caller that may only name commands (the MCP tools): a name
+    /// is never looked at as a path. Saying what is wrong with a path would tell a model
+    /// which files exist anywhere the server can see.
+    pub fn find_by_name(&self, name: &str) -> Result<Found, Failure> {
+        self.find_command(name, false)
+    }
+
+    fn find_command(&self, name: &str, paths: bool) -> Result<Found, Failure> {
         let raw = name;
         let given = name.strip_prefix('/').unwrap_or(name);
         let name = given.strip_suffix(".md").unwrap_or(given);
@@ -298,7 +311,7 @@ impl SearchPath {
         {
             return Ok(f.clone());
         }
-        if let Some(failure) = path_failure(raw) {
+        if let Some(failure) = paths.then(|| path_failure(raw)).flatten() {
             return Err(failure);
         }
         let mut failure = Failure::usage(format!("unknown command `{name}`"));

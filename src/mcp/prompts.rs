@@ -67,7 +67,7 @@ pub fn prompt(
     args: Option<&str>,
 ) -> Result<GetPromptResult, ErrorData> {
     let found = search
-        .find(name)
+        .find_by_name(name)
         .map_err(|f| ErrorData::invalid_params(crate::mcp::registry::failure_text(&f), None))?;
     let loaded = discovery::load(&found).map_err(|u| {
         ErrorData::invalid_params(
@@ -123,7 +123,7 @@ pub fn read(search: &SearchPath, uri: &str) -> Result<ReadResourceResult, ErrorD
         ));
     };
     let found = search
-        .find(&name)
+        .find_by_name(&name)
         .map_err(|f| ErrorData::resource_not_found(crate::mcp::registry::failure_text(&f), None))?;
     let loaded = discovery::load(&found).map_err(|u| {
         ErrorData::resource_not_found(

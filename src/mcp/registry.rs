@@ -123,7 +123,10 @@ impl Registry {
 
     /// Loads a valid command by name.
     fn load(&self, name: &str) -> Result<crate::command::Command, String> {
-        let found = self.search.find(name).map_err(|f| failure_text(&f))?;
+        let found = self
+            .search
+            .find_by_name(name)
+            .map_err(|f| failure_text(&f))?;
         let loaded = discovery::load(&found)
             .map_err(|u| failure_text(&discovery::unreadable_failure(&u)))?;
         commands::refuse_invalid(&loaded).map_err(|f| failure_text(&f))?;
@@ -275,8 +278,9 @@ impl Registry {
 
     /// Cancels every active run and waits for the threads (rollbacks) to end: the client is
     /// gone, as when a terminal closes. A run already rolling back holds the request back
-    /// and finishes its rollback (see [`crate::run::shield`]).
-    pub fn shutdown(&self) {
+    /// and finishes its rollback (see [`crate::run::shield`]) — unless `stop_at_once` turns
+    /// true meanwhile (the client sent SIGTERM: it will not wait).
+    pub fn shutdown(&self, stop_at_once: &dyn Fn() -> bool) {
         for run in self.runs.lock().unwrap_or_else(|e| e.into_inner()).values() {
             if run.is_active() && run.cancel.level() == 0 {
                 run.cancel.request();
@@ -285,6 +289,21 @@ impl Registry {
         }
         let threads: Vec<_> =
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut stopped = false;
+        while !threads.iter().all(|t| t.is_finished()) {
+            if !stopped && stop_at_once() {
+                // As a second Ctrl-C: the running blocks (rollback included) are stopped and
+                // what is left is recorded, before the client's SIGKILL.
+                stopped = true;
+                for run in self.runs.lock().unwrap_or_else(|e| e.into_inner()).values() {
+                    while run.is_active() && run.cancel.level() < 2 {
+                        run.cancel.request();
+                    }
+                    run.gates.wake();
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         for t in threads {
             let _ = t.join();
         }

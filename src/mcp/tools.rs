@@ -179,7 +179,7 @@ impl NixcmdServer {
             .blocking(move |reg| {
                 let found = reg
                     .search()
-                    .find(&input.command)
+                    .find_by_name(&input.command)
                     .map_err(|f| registry::failure_text(&f))?;
                 crate::discovery::load(&found)
                     .map_err(|u| registry::failure_text(&crate::discovery::unreadable_failure(&u)))
@@ -211,7 +211,7 @@ impl NixcmdServer {
                 let run = reg.start(&input.command, input.args, true, None)?;
                 let found = reg
                     .search()
-                    .find(&name)
+                    .find_by_name(&name)
                     .map_err(|f| registry::failure_text(&f))?;
                 let loaded = crate::discovery::load(&found).map_err(|u| {
                     registry::failure_text(&crate::discovery::unreadable_failure(&u))

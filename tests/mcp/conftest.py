@@ -143,6 +143,33 @@ RUNBOOKS: dict[str, str] = {
         echo restored > restored.txt
         ```
         """,
+    # A runbook whose rollback takes long (as `nixos-rebuild switch --rollback` does).
+    "slow-rollback": """
+        ---
+        description: Starts, waits; its rollback takes a long time
+        nixcmd: {}
+        ---
+        # Slow rollback
+
+        ## Steps
+        ### Start
+        ```bash {id=start rollback=restore}
+        touch started.txt
+        ```
+        ### Wait
+        ```bash {id=wait}
+        echo waiting
+        sleep 60
+        ```
+
+        ## Rollback
+        ### restore
+        ```bash
+        touch restoring.txt
+        sleep 60
+        echo restored > restored.txt
+        ```
+        """,
     # A runbook that fails.
     "failing": """
         ---

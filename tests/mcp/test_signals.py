@@ -1,5 +1,5 @@
 """Signals to the server: Ctrl-C at the client's terminal reaches the server too (it shares the
-client's process group), so SIGINT and SIGHUP must not kill it; SIGTERM ends it as the client
+client's process group), so SIGINT, SIGHUP and SIGQUIT (Ctrl-\\) must not kill it; SIGTERM ends it as the client
 closing the connection does, with running runs stopped and rolled back first."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def test_sigint_and_sighup_do_not_end_the_server_and_sigterm_rolls_back(env):
         server.initialize()
         st = server.tool("run", {"command": "cancellable", "wait_seconds": 0})
         st = wait_for_step(server, st, "wait")
-        for sig in (signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
             os.kill(server.proc.pid, sig)
             time.sleep(0.3)
             assert server.proc.poll() is None, f"the server ended at {sig.name}"
@@ -90,5 +90,45 @@ def test_sigint_and_sighup_do_not_end_the_server_and_sigterm_rolls_back(env):
     assert (env.project / "restored.txt").read_text() == "restored\n"
     assert env.state_json(st["run_id"])["status"] == "interrupted"
     # Nothing of the run's step is left running.
+    left = subprocess.run(["pgrep", "-f", str(env.state)], capture_output=True, text=True)
+    assert left.stdout == "", left.stdout
+
+
+def test_sigterm_during_the_shutdown_rollback_stops_it_at_once_and_records_it(env):
+    """A client that goes away closes stdin, then sends SIGTERM and, two seconds later,
+    SIGKILL (the MCP SDKs' way). A rollback longer than that was cut by the SIGKILL: the run
+    stayed `running` for good and the rollback's processes ran on, unwatched. SIGTERM while
+    the server rolls back on its way out stops at once, as a second Ctrl-C does: the block's
+    processes are stopped, and the run ends `rollback_incomplete` with what is left by hand."""
+    server = RawServer(env)
+    try:
+        server.initialize()
+        st = server.tool("run", {"command": "slow-rollback", "wait_seconds": 0})
+        run_id = st["run_id"]
+        wait_for_step(server, st, "wait")
+        server.proc.stdin.close()
+        deadline = time.monotonic() + 20
+        while not (env.project / "restoring.txt").exists():
+            assert time.monotonic() < deadline, "the rollback did not start"
+            time.sleep(0.05)
+        os.kill(server.proc.pid, signal.SIGTERM)
+        sent = time.monotonic()
+        assert server.proc.wait(timeout=30) == 0
+        assert time.monotonic() - sent < 2, "the server did not stop at once"
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
+    state = env.state_json(run_id)
+    assert (state["status"], state["exit_code"]) == ("rollback_incomplete", 5), state
+    assert not (env.project / "restored.txt").exists()
+    events = [
+        json.loads(line)
+        for line in (env.state / "nixcmd" / "runs" / run_id / "events.ndjson").read_text().splitlines()
+    ]
+    assert events[-1]["type"] == "run_finished", events[-1]
+    assert events[-1]["left_to_do"] == [
+        "restore: run by hand:\ntouch restoring.txt\nsleep 60\necho restored > restored.txt"
+    ], events[-1]
     left = subprocess.run(["pgrep", "-f", str(env.state)], capture_output=True, text=True)
     assert left.stdout == "", left.stdout

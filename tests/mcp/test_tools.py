@@ -87,6 +87,14 @@ async def test_unknown_command_and_bad_arguments_are_tool_errors(env):
         assert "unknown command `quik`" in msg and "did you mean `quick`" in msg
         msg = await call_error(s, "run", {"command": "nope"})
         assert "unknown command `nope`" in msg
+        # A name is never looked at as a path: whether a file exists there is not told.
+        (env.project / "secret-plan.md").write_text("x")
+        up = "../" * 12
+        for name in (up + "etc/passwd", up + "etc/no-such-file", up + "etc/", "secret-plan.md", "nope.md"):
+            for tool in ("describe_command", "run", "plan"):
+                msg = await call_error(s, tool, {"command": name})
+                shown = name.removesuffix(".md")
+                assert msg.startswith(f"unknown command `{shown}`"), (tool, name, msg)
         # The runbook's own argument rules.
         msg = await call_error(s, "run", {"command": "quick", "args": ["NOT-LOWER"]})
         assert "NOT-LOWER" in msg
