@@ -682,7 +682,7 @@ impl<'a> Engine<'a> {
             // A rollback cut short lists its own blocks as left by hand.
             let skipped_rollback =
                 failed.is_some() && !rolling_back && !self.fleet.stop_without_rollback;
-            self.note_not_undone(skipped_rollback);
+            left.extend(self.note_not_undone(skipped_rollback));
         }
         if !left.is_empty() {
             status = RunStatus::RollbackIncomplete;
@@ -1210,17 +1210,23 @@ impl<'a> Engine<'a> {
 
     /// Stopped at once (a second Ctrl-C, Ctrl-\\): the person chose not to wait for the
     /// rollback and the `always` blocks, but must know what they leave as it is, in the
-    /// run's words (a warning in the summary and the records).
-    fn note_not_undone(&mut self, failed: bool) {
+    /// run's words (a warning in the summary and the records). Returns them as left to do by
+    /// hand: the run then ends "rollback incomplete" (exit 5), as one stopped at once during
+    /// its rollback does, not "interrupted" with nothing listed.
+    fn note_not_undone(&mut self, failed: bool) -> Vec<String> {
+        let mut left = Vec::new();
         let mut skipped: Vec<String> = Vec::new();
         if failed {
-            skipped.extend(self.rollback_order().iter().map(|b| format!("`{}`", b.id)));
+            for b in self.rollback_order() {
+                skipped.push(format!("`{}`", b.id));
+                left.push(format!("{} (not run: stopped at once)", b.id));
+            }
         }
-        let always: Vec<String> = self
-            .always_list()
-            .iter()
-            .map(|b| format!("`{}`", b.id))
-            .collect();
+        let mut always: Vec<String> = Vec::new();
+        for b in self.always_list() {
+            always.push(format!("`{}`", b.id));
+            left.push(format!("{} (`always` block, not run: stopped at once)", b.id));
+        }
         let mut parts = Vec::new();
         if !skipped.is_empty() {
             parts.push(format!("not rolled back: {}", skipped.join(", ")));
@@ -1229,7 +1235,7 @@ impl<'a> Engine<'a> {
             parts.push(format!("`always` blocks not run: {}", always.join(", ")));
         }
         if parts.is_empty() {
-            return;
+            return left;
         }
         let message = format!(
             "stopped at once: {}; check the machine by hand",
@@ -1240,6 +1246,7 @@ impl<'a> Engine<'a> {
             step_id: None,
             message,
         });
+        left
     }
 
     /// The runnable `always` blocks, from any section, in file order.
