@@ -363,9 +363,16 @@ static ID_BYTE: [bool; 256] = {
 
 pub fn validate(raw: &[RawAttr<'_>]) -> Validated {
     let mut v = Validated::default();
+    // A fence has a handful of attributes, scanned in place; a set only for a fence line of
+    // thousands (a generated or hostile file), where the scan would be quadratic.
+    let mut seen: Option<std::collections::HashSet<&str>> =
+        (raw.len() > 32).then(std::collections::HashSet::new);
     for (i, attr) in raw.iter().enumerate() {
-        // The attributes before this one, scanned in place: a fence has a handful.
-        if raw[..i].iter().any(|a| a.key == attr.key) {
+        let repeated = match seen.as_mut() {
+            Some(seen) => !seen.insert(&attr.key),
+            None => raw[..i].iter().any(|a| a.key == attr.key),
+        };
+        if repeated {
             v.errors.push(AttrError {
                 code: "malformed-attribute",
                 message: format!("attribute `{}` is given twice", attr.key),

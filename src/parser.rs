@@ -188,6 +188,9 @@ pub fn parse_at(
     })
 }
 
+/// Attribute problems told per fence; the rest are counted in one more diagnostic.
+const MAX_ATTR_ERRORS: usize = 20;
+
 /// [`parse_at`]; hashes the text itself at `Depth::Full`.
 fn parse_body(
     file: &SourceFile,
@@ -442,18 +445,34 @@ fn walk<'a>(
                     &validated.attrs,
                     phase == Phase::Rollback,
                 );
-                for e in parsed
-                    .errors
-                    .iter()
+                let errors: Vec<&attrs::AttrError> = (parsed.errors.iter())
                     .chain(&validated.errors)
                     .chain(&misplaced)
-                {
+                    .collect();
+                for e in errors.iter().take(MAX_ATTR_ERRORS) {
                     let span = info_offset + e.span.start..info_offset + e.span.end;
                     let mut d = Diagnostic::error(e.code, e.message.clone()).at(file, span);
                     if let Some(h) = &e.hint {
                         d = d.with_hint(h.clone());
                     }
                     diagnostics.push(d);
+                }
+                if let Some(first_untold) = errors.get(MAX_ATTR_ERRORS) {
+                    // Each diagnostic shows the (long) line: thousands of them on one line
+                    // took minutes to locate and print, and told nothing more.
+                    let span =
+                        info_offset + first_untold.span.start..info_offset + first_untold.span.end;
+                    diagnostics.push(
+                        Diagnostic::error(
+                            "malformed-attribute",
+                            format!(
+                                "{} more problems in this fence's attributes, not shown",
+                                errors.len() - MAX_ATTR_ERRORS
+                            ),
+                        )
+                        .at(file, span)
+                        .with_hint("fix those above, then check again"),
+                    );
                 }
                 let explicit_id = validated
                     .id
@@ -1109,6 +1128,48 @@ mod tests {
             .filter(|d| d.code == "unclosed-fence")
             .map(|d| (d.position.unwrap().line, d.message))
             .collect()
+    }
+
+    /// A fence line of thousands of bad attributes gets twenty diagnostics and a count of the
+    /// rest (each diagnostic shows the line: all of them took minutes); repeated keys are
+    /// still found among many attributes.
+    #[test]
+    fn a_fence_line_of_many_bad_attributes_is_told_in_twenty_diagnostics_and_a_count() {
+        let attrs: Vec<String> = (0..5000).map(|i| format!("a{i}=b")).collect();
+        let text = format!(
+            "---\ndescription: x\nnixcmd: {{}}\n---\n## Steps\n```bash {{{}}}\necho\n```\n",
+            attrs.join(" ")
+        );
+        let file = SourceFile::new("t.md", &text);
+        let found: Vec<(&str, String)> = (parse(&file, "t", Origin::Builtin).diagnostics.iter())
+            .map(|d| (d.code, d.message.clone()))
+            .collect();
+        assert_eq!(found.len(), 21, "{found:?}");
+        assert_eq!(
+            found[0],
+            ("unknown-attribute", "unknown attribute `a0`".into())
+        );
+        assert_eq!(
+            found[20],
+            (
+                "malformed-attribute",
+                "4980 more problems in this fence's attributes, not shown".into()
+            )
+        );
+        let many: Vec<String> = (0..40).map(|i| format!("a{i}=b")).collect();
+        let text = format!(
+            "---\ndescription: x\nnixcmd: {{}}\n---\n## Steps\n```bash {{id=x id=y {}}}\necho\n```\n",
+            many.join(" ")
+        );
+        let file = SourceFile::new("t.md", &text);
+        let cmd = parse(&file, "t", Origin::Builtin);
+        assert!(
+            cmd.diagnostics
+                .iter()
+                .any(|d| d.message == "attribute `id` is given twice"),
+            "{:?}",
+            cmd.diagnostics
+        );
     }
 
     /// A closing line left outside the list item or quote is named; a fence the file ends

@@ -1225,7 +1225,10 @@ impl<'a> Engine<'a> {
         let mut always: Vec<String> = Vec::new();
         for b in self.always_list() {
             always.push(format!("`{}`", b.id));
-            left.push(format!("{} (`always` block, not run: stopped at once)", b.id));
+            left.push(format!(
+                "{} (`always` block, not run: stopped at once)",
+                b.id
+            ));
         }
         let mut parts = Vec::new();
         if !skipped.is_empty() {
