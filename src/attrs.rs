@@ -369,7 +369,7 @@ pub fn validate(raw: &[RawAttr<'_>]) -> Validated {
         (raw.len() > 32).then(std::collections::HashSet::new);
     for (i, attr) in raw.iter().enumerate() {
         let repeated = match seen.as_mut() {
-            Some(seen) => !seen.insert(&attr.key),
+            Some(seen) => !seen.insert(attr.key),
             None => raw[..i].iter().any(|a| a.key == attr.key),
         };
         if repeated {
