@@ -43,7 +43,12 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> i32 {
             return Exit::Usage.code();
         }
     };
-    let search = SearchPath::new(cli.commands_dir.as_deref(), &cwd);
+    let commands_dir = cli.commands_dir.clone().or_else(|| {
+        std::env::var_os("NIXCMD_COMMANDS_DIR")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    let search = SearchPath::new(commands_dir.as_deref(), &cwd);
     let cx = Context {
         out,
         cwd,

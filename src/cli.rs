@@ -14,8 +14,10 @@ use std::path::PathBuf;
     after_help = "Run a command with `nixcmd /NAME [ARGS…]` (the same as `nixcmd run NAME`).\nExit codes: 0 ok, 1 failed (rolled back), 2 usage/invalid runbook, 3 confirmation needed, 4 prerequisites not met, 5 rollback incomplete, 130 interrupted."
 )]
 pub struct Cli {
-    /// Look for commands in DIR first.
-    #[arg(long, global = true, value_name = "DIR", env = "NIXCMD_COMMANDS_DIR")]
+    /// Look for commands in DIR first [env: NIXCMD_COMMANDS_DIR=]
+    // The variable is read by `app::main`, not by clap: clap refused an empty one ("a value
+    // is required for '--commands-dir'", an option nobody typed); empty means unset there.
+    #[arg(long, global = true, value_name = "DIR")]
     pub commands_dir: Option<PathBuf>,
     /// When to use colors.
     #[arg(long, global = true, value_name = "WHEN", default_value = "auto")]

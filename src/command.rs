@@ -67,15 +67,12 @@ pub struct ArgSpec {
     pub required: bool,
     pub variadic: bool,
     /// Given only as `NAME=VALUE`, never by position.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub named: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    // Every key always (null or empty when not declared): the README lists them as the
+    // contract, and a consumer should not need to guess which are optional.
     pub pattern: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub choices: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub help: Option<String>,
 }
 
@@ -161,8 +158,7 @@ pub enum Phase {
 pub struct Block {
     pub id: String,
     pub phase: Phase,
-    /// The `###` heading that names it, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `###` heading that names it, if any (`null` in JSON: every block has the key).
     pub title: Option<String>,
     pub language: String,
     pub code: String,
@@ -257,7 +253,7 @@ pub struct Settings {
 #[derive(Debug, Clone, Serialize)]
 pub struct Command {
     pub name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The `#` heading (`null` in JSON when there is none).
     pub title: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,

@@ -333,17 +333,20 @@ fn working_dir(cx: &Context, dir: Option<&std::path::Path>) -> Result<PathBuf, F
     };
     match std::fs::metadata(&dir) {
         Ok(m) if m.is_dir() => Ok(dir),
-        Ok(_) => Err(Failure::usage(format!(
-            "--dir {}: not a folder",
-            dir.display()
-        ))),
+        Ok(_) => Err(
+            Failure::usage(format!("--dir {}: not a folder", dir.display())).with_hint(DIR_HINT),
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Failure::usage(format!(
             "--dir {}: no such folder",
             dir.display()
-        ))),
-        Err(e) => Err(Failure::usage(format!("--dir {}: {e}", dir.display()))),
+        ))
+        .with_hint(DIR_HINT)),
+        Err(e) => Err(Failure::usage(format!("--dir {}: {e}", dir.display())).with_hint(DIR_HINT)),
     }
 }
+
+const DIR_HINT: &str = "`--dir` is the folder the blocks run in (the checkout of your flake, usually): \
+     give one that exists, or leave it out to run here";
 
 /// `--approve` must name a block that asks for confirmation: a mistyped id would otherwise
 /// approve nothing, and the run would stop at the gate it was meant to pass.

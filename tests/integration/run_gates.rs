@@ -1068,7 +1068,10 @@ fn a_dir_that_is_missing_or_a_file_is_named_as_such() {
         (out.status, out.stderr.clone()),
         (
             2,
-            format!("error: --dir {}: not a folder\n", file.display())
+            format!(
+                "error: --dir {}: not a folder\n  hint: {DIR_HINT}\n",
+                file.display()
+            )
         )
     );
     let out = out
@@ -1079,10 +1082,21 @@ fn a_dir_that_is_missing_or_a_file_is_named_as_such() {
         (out.status, out.filter(&out.stderr)),
         (
             2,
-            "error: --dir [TEMP]/project/gone: no such folder\n".to_string()
+            format!("error: --dir [TEMP]/project/gone: no such folder\n  hint: {DIR_HINT}\n")
         )
     );
+    // An empty NIXCMD_COMMANDS_DIR is unset (clap refused it, naming `--commands-dir`).
+    let listed = out
+        .then()
+        .env("NIXCMD_COMMANDS_DIR", "")
+        .args(["list"])
+        .run();
+    listed.assert_status(0);
+    assert!(listed.stdout.contains("deploy-all"), "{}", listed.stdout);
 }
+
+const DIR_HINT: &str = "`--dir` is the folder the blocks run in (the checkout of your flake, \
+                        usually): give one that exists, or leave it out to run here";
 
 /// A paused run whose working folder is gone (a checkout removed, a disk not mounted):
 /// `resume` started the approved step anyway, which failed as "cannot start bash: No such
