@@ -43,7 +43,10 @@ pub fn decode(name: &str, bytes: &[u8]) -> Result<SourceFile, Diagnostic> {
     }
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     match std::str::from_utf8(bytes) {
-        Ok(text) => Ok(SourceFile::new(name, text)),
+        Ok(text) => match cr_only(text) {
+            Some(cr) => Err(cr_only_finding(name, text, cr)),
+            None => Ok(SourceFile::new(name, text)),
+        },
         Err(e) => {
             let good = &bytes[..e.valid_up_to()];
             let file = SourceFile::new(name, String::from_utf8_lossy(good).into_owned());
@@ -67,6 +70,10 @@ pub fn decode_owned(name: &str, bytes: Vec<u8>) -> Result<SourceFile, (Diagnosti
             if text.starts_with('\u{feff}') {
                 text.drain(..3);
             }
+            if let Some(cr) = cr_only(&text) {
+                let finding = cr_only_finding(name, &text, cr);
+                return Err((finding, text.into_bytes()));
+            }
             Ok(SourceFile::new(name, text))
         }
         Err(e) => {
@@ -74,6 +81,28 @@ pub fn decode_owned(name: &str, bytes: Vec<u8>) -> Result<SourceFile, (Diagnosti
             decode(name, &bytes).map_err(|d| (d, bytes))
         }
     }
+}
+
+/// Where the first line ends in a file whose lines end in a CR alone (classic Mac OS): no
+/// `\n` at all, and text after a `\r`. Read as it is, the whole file is one line (no
+/// frontmatter, no sections, a fence "never closed"): one clear finding instead.
+fn cr_only(text: &str) -> Option<usize> {
+    if memchr::memchr(b'\n', text.as_bytes()).is_some() {
+        return None;
+    }
+    let cr = memchr::memchr(b'\r', text.as_bytes())?;
+    (cr + 1 < text.len()).then_some(cr)
+}
+
+fn cr_only_finding(name: &str, text: &str, cr: usize) -> Diagnostic {
+    let file = SourceFile::new(name, text[..cr].to_string());
+    Diagnostic::fatal(
+        "file",
+        "the file's lines end in a carriage return alone (old Mac line endings): it reads as \
+         one line",
+    )
+    .at_position(file.position(cr), 1)
+    .with_hint("convert its line endings to `\\n`, e.g. `sed -i 's/\\r/\\n/g' FILE`")
 }
 
 /// The finding for a file of `len` bytes, more than [`MAX_FILE_BYTES`].
@@ -1128,6 +1157,33 @@ mod tests {
             .filter(|d| d.code == "unclosed-fence")
             .map(|d| (d.position.unwrap().line, d.message))
             .collect()
+    }
+
+    /// A file whose lines end in CR alone is one finding at its first line end, not "no
+    /// description", "no runnable step" and a fence "never closed" pointing at one that is.
+    #[test]
+    fn a_file_of_cr_only_line_endings_is_one_clear_finding() {
+        let text = "---\rdescription: cr\rnixcmd: {}\r---\r## Steps\r```bash\recho\r```\r";
+        for found in [
+            decode("cr.md", text.as_bytes()).err(),
+            decode_owned("cr.md", text.as_bytes().to_vec())
+                .err()
+                .map(|(d, _)| d),
+        ] {
+            let d = found.expect("a finding");
+            assert_eq!(d.code, "file");
+            assert!(d.message.contains("carriage return alone"), "{}", d.message);
+            let at = d.position.expect("a position");
+            assert_eq!((at.line, at.col), (1, 4));
+        }
+        // CRLF files, and a one-line file ending in CR, are read.
+        for ok in ["---\r\ndescription: x\r\n---\r\n", "# Title\r"] {
+            assert!(decode("ok.md", ok.as_bytes()).is_ok(), "{ok:?}");
+            assert!(
+                decode_owned("ok.md", ok.as_bytes().to_vec()).is_ok(),
+                "{ok:?}"
+            );
+        }
     }
 
     /// A fence line of thousands of bad attributes gets twenty diagnostics and a count of the
