@@ -132,6 +132,7 @@ impl Frontmatter<'_> {
                 || after.starts_with('=')
                 || after.starts_with('.')
                 || after.starts_with('\n')
+                || after.starts_with("\r\n")
                 || after.is_empty();
             if key_start && key_end {
                 return Some(self.content.start + at);

@@ -41,15 +41,22 @@ impl Ctx<'_> {
         })
     }
 
-    /// A diagnostic pointing at `key` (searched after the keys of `path`), or at the
-    /// frontmatter start.
+    /// A diagnostic pointing at `key` (searched after the keys of `path`); at the last key
+    /// of `path` that was found when `key` is not written as it reads (a quoted name with
+    /// escapes, `"a\tb"`, an empty name); else at the frontmatter start.
     fn at_key(&self, d: Diagnostic, key: &str, path: &[&str]) -> Diagnostic {
-        match self.fm.key_offset(self.file, key, self.after(path)) {
+        let after = self.after(path);
+        match self.fm.key_offset(self.file, key, after) {
             Some(off) => d.at(self.file, off..off + key.len()),
-            None => d.at(
-                self.file,
-                self.fm.content.start.saturating_sub(4)..self.fm.content.start,
-            ),
+            None => match path.last() {
+                Some(parent) if after > self.fm.content.start => {
+                    d.at(self.file, after..after + parent.len())
+                }
+                _ => d.at(
+                    self.file,
+                    self.fm.content.start.saturating_sub(4)..self.fm.content.start,
+                ),
+            },
         }
     }
 
@@ -415,6 +422,37 @@ mod tests {
         assert_eq!(found[1].0, "unknown key `requird` in argument `host`");
         assert_eq!(found[1].1, 6);
         let _ = file;
+    }
+
+    /// The positions of `text`'s diagnostics: (message, line, column).
+    fn positions(text: &str) -> Vec<(String, usize, usize)> {
+        let (_, i) = read(text);
+        (i.diagnostics.iter())
+            .map(|d| {
+                let at = d.position.expect("a position");
+                (d.message.clone(), at.line, at.col)
+            })
+            .collect()
+    }
+
+    /// CRLF TOML frontmatter with a `[nixcmd.*]` sub-table pointed at the `+++` line (the
+    /// CR after `[nixcmd]` hid the table's end); a name that is not written as it reads
+    /// (escapes, empty) pointed at the frontmatter's first line, not at `args`.
+    #[test]
+    fn crlf_tables_and_escaped_names_are_located() {
+        let toml = "+++\ndescription = \"x\"\n[nixcmd]\ntimeout = \"5x\"\n[nixcmd.args.a]\n+++\n";
+        for text in [toml.to_string(), toml.replace('\n', "\r\n")] {
+            let found = positions(&text);
+            assert_eq!((found[0].1, found[0].2), (4, 1), "{text:?}: {found:?}");
+        }
+        let found = positions(
+            "---\ndescription: x\nnixcmd:\n  args:\n    \"a\\tb\": {}\n    \"\": {}\n---\n",
+        );
+        assert_eq!(
+            found.iter().map(|(_, l, c)| (*l, *c)).collect::<Vec<_>>(),
+            [(4, 3), (4, 3)],
+            "{found:?}"
+        );
     }
 
     #[test]
