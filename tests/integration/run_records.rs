@@ -1337,9 +1337,7 @@ echo four
 /// `progress.json`.
 #[test]
 fn one_progress_write_between_two_steps_records_both_the_end_and_the_next_start() {
-    let Some(strace) = crate::support::which("strace") else {
-        // Fails the test instead under NIXCMD_TEST_REQUIRE_ALL=1.
-        crate::support::skip("strace is not installed (apt-get install strace)");
+    let Some(strace) = strace() else {
         return;
     };
     let (cmd, root) = Test::new()
@@ -1395,6 +1393,16 @@ fn one_progress_write_between_two_steps_records_both_the_end_and_the_next_start(
     assert!(seen["steps"][2]["started"].is_string(), "{seen}");
 }
 
+/// strace, or `None` after saying why the test is skipped (a failure instead under
+/// NIXCMD_TEST_REQUIRE_ALL=1).
+fn strace() -> Option<std::path::PathBuf> {
+    let found = crate::support::which("strace");
+    if found.is_none() {
+        crate::support::skip("strace is not installed (apt-get install strace)");
+    }
+    found
+}
+
 /// `cmd` run under `strace -f -qq OPTIONS -o TRACE`, with its arguments, folder and
 /// environment, and no standard input.
 fn under_strace(
@@ -1431,9 +1439,7 @@ fn under_strace(
 /// test presses Ctrl-C.
 #[test]
 fn a_ctrl_c_between_two_steps_puts_the_next_step_back_to_pending() {
-    let Some(strace) = crate::support::which("strace") else {
-        // Fails the test instead under NIXCMD_TEST_REQUIRE_ALL=1.
-        crate::support::skip("strace is not installed (apt-get install strace)");
+    let Some(strace) = strace() else {
         return;
     };
     // Which renameat2 of nixcmd is the write after step one ends: the first onto
