@@ -121,8 +121,8 @@ impl Registry {
         ))
     }
 
-    /// Loads a valid command by name.
-    fn load(&self, name: &str) -> Result<crate::command::Command, String> {
+    /// Loads a valid command by name: what `run` accepts, or why it refuses.
+    pub fn load(&self, name: &str) -> Result<crate::command::Command, String> {
         let found = self.search.find(name).map_err(|f| failure_text(&f))?;
         let loaded = discovery::load(&found)
             .map_err(|u| failure_text(&discovery::unreadable_failure(&u)))?;

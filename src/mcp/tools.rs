@@ -153,11 +153,29 @@ impl NixcmdServer {
         )
     )]
     async fn list_commands(&self) -> Result<Json<ListOut>, CallToolResult> {
-        let listing = self
-            .blocking(|reg| crate::list::listing(reg.search()))
+        let listed = self
+            .blocking(|reg| {
+                let listing = crate::list::listing(reg.search())?;
+                let mut out = catalog::list(listing);
+                // The listing reads files only far enough to count; the few it cannot call
+                // runnable from that (errors, or no step) are checked as `run` checks them, so
+                // `runnable` says what `run` does, and `error` says why not.
+                for c in &mut out.commands {
+                    if c.error.is_none() && (!c.runnable || c.steps == 0) {
+                        match reg.load(&c.name) {
+                            Ok(_) => c.runnable = true,
+                            Err(why) => {
+                                c.runnable = false;
+                                c.error = Some(why);
+                            }
+                        }
+                    }
+                }
+                Ok::<_, crate::exit::Failure>(out)
+            })
             .await?
             .map_err(|f| refuse(registry::failure_text(&f)))?;
-        Ok(Json(catalog::list(listing)))
+        Ok(Json(listed))
     }
 
     /// One command as nixcmd understands it: overview, arguments, every block with its code
