@@ -98,16 +98,11 @@ impl Registry {
         if let Ok((path, state)) = records::find_run(run_id)
             && !runs.contains_key(&state.run_id)
         {
-            let events = std::fs::File::open(path.join("events.ndjson"))
-                .map(|f| Box::new(std::io::BufReader::new(f)) as Box<dyn std::io::BufRead>)
-                .unwrap_or_else(|_| Box::new(std::io::empty()));
-            let alive = records::run_process_alive(&state);
             return Ok(Arc::new(RunHandle::external(
                 &state.run_id,
                 &state.command,
                 state.dry_run,
-                events,
-                alive,
+                path,
             )));
         }
         let known: Vec<&str> = runs.keys().map(String::as_str).collect();

@@ -291,6 +291,12 @@ impl NixcmdServer {
     ) -> Result<Json<RunStatusOut>, CallToolResult> {
         let run = self.registry.get(&input.run_id).map_err(refuse)?;
         let wait = Duration::from_secs(u64::from(input.wait_seconds.unwrap_or(0).min(MAX_WAIT)));
+        if run.external {
+            // It runs in another process: its records tell how it goes on.
+            return Ok(Json(
+                wait::wait_records(&run, wait, &request, progress_of(&request)).await,
+            ));
+        }
         Ok(Json(self.follow(&run, wait, &request).await))
     }
 

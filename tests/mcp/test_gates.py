@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import session
-from helpers import assert_jsonrpc_only, call, call_error
+from helpers import assert_jsonrpc_only, call, call_error, cli
 from mcp import types
 
 pytestmark = pytest.mark.anyio
@@ -196,3 +196,24 @@ async def test_a_paused_run_keeps_other_runs_of_its_command_from_starting(env):
         again = await call(s, "run", {"command": "gated"})
         assert again["status"] == "awaiting_confirmation"
         assert again["run_id"] != first["run_id"]
+
+
+async def test_a_cli_run_paused_at_a_gate_says_how_the_user_goes_on(env):
+    """A run paused by `nixcmd run` (no terminal): `next` names the commands the user runs
+    (`nixcmd resume RUN --approve GATE`, `--decline`), since confirm_gate cannot answer it."""
+    p = cli(env, "run", "gated")
+    assert p.returncode == 3, p.stdout + p.stderr
+    [run_dir] = env.runs()
+    rid = run_dir.name
+    async with session(env) as s:
+        st = await call(s, "run_status", {"run_id": rid, "wait_seconds": 5})
+        assert st["status"] == "awaiting_confirmation"
+        assert st["gate"] is None
+        nxt = st["next"]
+        assert nxt.startswith("The run was started outside this server"), nxt
+        assert "step `push`" in nxt and '"Push to production?"' in nxt, nxt
+        assert f"`nixcmd resume {rid} --approve push` runs the step" in nxt, nxt
+        assert f"`nixcmd resume {rid} --decline` stops the run" in nxt, nxt
+        assert "confirm_gate cannot answer it" in nxt, nxt
+        msg = await call_error(s, "run_cancel", {"run_id": rid})
+        assert f"`nixcmd resume {rid} --decline`" in msg, msg
