@@ -27,6 +27,9 @@ pub struct RunHandle {
     /// Started outside this server (`nixcmd run`, another server): a read-only view folded
     /// from its `events.ndjson`; it cannot be cancelled or confirmed from here.
     pub external: bool,
+    /// A run of this server that another process took over (`nixcmd resume` from a
+    /// terminal): read from its records like an external run, as it goes on there.
+    pub taken_over: bool,
     /// Where an external run's records are, and how far they were read.
     records: Option<Mutex<Records>>,
 }
@@ -52,15 +55,23 @@ impl RunHandle {
             changed: watch::channel(0).0,
             active: AtomicBool::new(false),
             external: false,
+            taken_over: false,
             records: None,
         }
     }
 
-    /// A run recorded on disk by someone else, as its records in `dir` tell it now. See
-    /// [`RunHandle::refresh`].
-    pub(super) fn external(run_id: &str, command: &str, dry_run: bool, dir: PathBuf) -> RunHandle {
+    /// A run recorded on disk by someone else (or a run of this server that another process
+    /// took over: `taken_over`), as its records in `dir` tell it now. See [`RunHandle::refresh`].
+    pub(super) fn external(
+        run_id: &str,
+        command: &str,
+        dry_run: bool,
+        dir: PathBuf,
+        taken_over: bool,
+    ) -> RunHandle {
         let mut run = RunHandle::new(run_id, command, dry_run);
         run.external = true;
+        run.taken_over = taken_over;
         run.records = Some(Mutex::new(Records {
             dir,
             read: 0,
@@ -296,7 +307,11 @@ fn next_step(run: &RunHandle, s: &Snapshot, status: McpStatus) -> String {
 /// follow it, not stop it or answer its gates.
 fn next_step_outside(run: &RunHandle, s: &Snapshot, status: McpStatus) -> String {
     let id = &run.run_id;
-    let outside = "The run was started outside this server (`nixcmd run` in a terminal, CI or another server)";
+    let outside = if run.taken_over {
+        "The run was taken over outside this server (`nixcmd resume` from a terminal)"
+    } else {
+        "The run was started outside this server (`nixcmd run` in a terminal, CI or another server)"
+    };
     match status {
         McpStatus::Running => format!(
             "{outside} and goes on there: call run_status {{\"run_id\": \"{id}\", \"wait_seconds\": 50}} to follow it. Only the user can stop it, where it runs (Ctrl-C there); run_cancel cannot."
@@ -321,6 +336,10 @@ fn next_step_outside(run: &RunHandle, s: &Snapshot, status: McpStatus) -> String
                 "{outside} and is paused before step `{step}`, which needs the user's confirmation{question}. Only the user can answer it, from a terminal: `{approve}` runs the step; `nixcmd resume {id} --decline` stops the run and rolls back what ran. confirm_gate cannot answer it. Show the user the question and the step's code (describe_command); never approve on the user's behalf."
             )
         }
+        _ if run.taken_over => format!(
+            "The run was finished outside this server (`nixcmd resume` from a terminal). {}",
+            next_step_here(run, s, status)
+        ),
         _ => next_step_here(run, s, status),
     }
 }

@@ -363,9 +363,15 @@ impl NixcmdServer {
         let run = self.registry.get(&input.run_id).map_err(refuse)?;
         if run.external && !run.status().is_terminal() {
             return Err(refuse(format!(
-                "run {} was started outside this server; stop it where it runs (Ctrl-C), \
+                "run {} was {} outside this server; stop it where it runs (Ctrl-C), \
                  or roll a paused run back with `nixcmd resume {} --decline`",
-                run.run_id, run.run_id
+                run.run_id,
+                if run.taken_over {
+                    "taken over (`nixcmd resume` from a terminal)"
+                } else {
+                    "started"
+                },
+                run.run_id
             )));
         }
         if run.status().is_terminal() {
@@ -410,6 +416,20 @@ impl NixcmdServer {
         request: RequestContext<RoleServer>,
     ) -> Result<Json<RunStatusOut>, CallToolResult> {
         let run = self.registry.get(&input.run_id).map_err(refuse)?;
+        if run.taken_over {
+            let status = serde_json::to_value(run.status())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            return Err(refuse(format!(
+                "run {id} was taken over outside this server (`nixcmd resume {id}` from a \
+                 terminal) and is `{status}` now: this server's gate and token for it no \
+                 longer count. Its gates are answered where it runs (`nixcmd resume {id} \
+                 --approve STEP` or `--decline`, by the person); run_status tells where it \
+                 stands.",
+                id = run.run_id
+            )));
+        }
         if run.external {
             return Err(refuse(format!(
                 "run {} was started outside this server: its gates are answered where it \

@@ -198,6 +198,56 @@ async def test_a_paused_run_keeps_other_runs_of_its_command_from_starting(env):
         assert again["run_id"] != first["run_id"]
 
 
+async def test_a_run_finished_from_a_terminal_is_reported_as_its_records_say(env):
+    """A run paused in the server, then approved (or declined) from a terminal with `nixcmd
+    resume`: run_status said `awaiting_confirmation` with the old gate and token, and `next`
+    told the model to ask the user again. It reports what the records say now, and
+    confirm_gate refuses the old token, saying why."""
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "gated"})
+        assert st["status"] == "awaiting_confirmation"
+        rid, gate = st["run_id"], st["gate"]
+        p = cli(env, "resume", rid, "--approve", "push")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert env.state_json(rid)["status"] == "succeeded"
+        now = await call(s, "run_status", {"run_id": rid, "wait_seconds": 5})
+        assert now["status"] == "succeeded"
+        assert now["exit_code"] == 0
+        assert now["gate"] is None
+        assert {x["id"]: x["status"] for x in now["steps"]}["push"] == "succeeded"
+        assert now["next"].startswith("The run was finished outside this server (`nixcmd resume`"), now["next"]
+        assert "confirm_gate" not in now["next"], now["next"]
+        msg = await call_error(
+            s, "confirm_gate", {"run_id": rid, "gate_id": "push", "token": gate["token"], "approve": False}
+        )
+        assert f"run {rid} was taken over outside this server" in msg, msg
+        assert "is `succeeded` now" in msg, msg
+        assert (await call(s, "run_cancel", {"run_id": rid}))["status"] == "succeeded"
+        assert (env.project / "pushed.txt").exists()
+        assert not (env.project / "undone.txt").exists()
+
+        # Declined from the terminal: aborted, rolled back.
+        st = await call(s, "run", {"command": "gated"})
+        assert st["status"] == "awaiting_confirmation"
+        rid, gate = st["run_id"], st["gate"]
+        p = cli(env, "resume", rid, "--decline")
+        assert p.returncode == 3, p.stdout + p.stderr
+        assert env.state_json(rid)["status"] == "declined"
+        now = await call(s, "run_status", {"run_id": rid})
+        assert now["status"] == "aborted"
+        assert now["gate"] is None
+        msg = await call_error(
+            s, "confirm_gate", {"run_id": rid, "gate_id": "push", "token": gate["token"], "approve": True}
+        )
+        assert "was taken over outside this server" in msg and "is `aborted` now" in msg, msg
+        # A new run of the command is not held back by the run declined elsewhere.
+        again = await call(s, "run", {"command": "gated"})
+        assert again["status"] == "awaiting_confirmation"
+        await call(s, "run_cancel", {"run_id": again["run_id"]})
+    assert (env.project / "undone.txt").exists()
+    assert [a["channel"] for a in env.state_json(rid)["approvals"]] == ["cli"]
+
+
 async def test_a_cli_run_paused_at_a_gate_says_how_the_user_goes_on(env):
     """A run paused by `nixcmd run` (no terminal): `next` names the commands the user runs
     (`nixcmd resume RUN --approve GATE`, `--decline`), since confirm_gate cannot answer it."""
