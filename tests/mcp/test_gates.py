@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 from conftest import session
 from helpers import assert_jsonrpc_only, call, call_error, cli
@@ -267,3 +268,44 @@ async def test_a_cli_run_paused_at_a_gate_says_how_the_user_goes_on(env):
         assert "confirm_gate cannot answer it" in nxt, nxt
         msg = await call_error(s, "run_cancel", {"run_id": rid})
         assert f"`nixcmd resume {rid} --decline`" in msg, msg
+
+
+async def test_an_elicitation_settled_another_way_is_withdrawn(env):
+    """A gate being asked through elicitation and settled another way (confirm_gate,
+    run_cancel): the server cancels its elicitation request (`notifications/cancelled`), so
+    the client closes the question; it stayed open, and the user's later answer was lost."""
+    asked: list = []
+    withdrawn: list = []
+
+    async def ask_and_wait(context, params: types.ElicitRequestParams):
+        asked.append(params)
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            withdrawn.append(params)
+            raise
+
+    async with session(env, elicitation=ask_and_wait) as s:
+        for n, how in enumerate(("confirm_gate", "run_cancel"), start=1):
+            st = await call(s, "run", {"command": "gated", "wait_seconds": 0})
+            with anyio.fail_after(30):
+                while len(asked) < n:
+                    await anyio.sleep(0.02)
+            st = await call(s, "run_status", {"run_id": st["run_id"]})
+            gate = st["gate"]
+            assert gate["waiting_for"] == "elicitation", st
+            if how == "confirm_gate":
+                st = await call(
+                    s,
+                    "confirm_gate",
+                    {"run_id": st["run_id"], "gate_id": "push", "token": gate["token"], "approve": True},
+                )
+                assert st["status"] == "succeeded", st
+            else:
+                st = await call(s, "run_cancel", {"run_id": st["run_id"]})
+                assert st["status"] == "cancelled", st
+            with anyio.fail_after(10):
+                while len(withdrawn) < n:
+                    await anyio.sleep(0.02)
+            assert withdrawn[-1] is asked[-1]
+    assert (env.project / "pushed.txt").exists()
