@@ -10,7 +10,11 @@
 use crate::mcp::run_handle::RunHandle;
 use crate::run::approve::{Answer, Approver, GateRequest};
 use crate::terminal_text::visible;
-use rmcp::model::{ElicitRequestParams, ElicitationAction, ElicitationSchema};
+use rmcp::model::{
+    CancelledNotificationParam, ClientResult, ElicitRequest, ElicitRequestParams,
+    ElicitationAction, ElicitationSchema, RequestId, ServerRequest,
+};
+use rmcp::service::{PeerRequestOptions, ServiceError};
 use rmcp::{Peer, RoleServer};
 use std::io::Read;
 use std::sync::{Arc, Condvar, Mutex};
@@ -56,6 +60,16 @@ struct Slot {
     elicitation_gave_up: bool,
     /// An answer given while the run was paused, for the gate asked again on resume.
     preset: Option<(String, Reply)>,
+    /// The elicitation asking the pending gate, while it has not been answered.
+    asked: Option<Asked>,
+}
+
+/// An elicitation in flight: the token of the gate it asks, and once it was sent, the
+/// request to withdraw (`notifications/cancelled`) when the gate is settled another way.
+#[derive(Debug)]
+struct Asked {
+    token: String,
+    request: Option<(Peer<RoleServer>, RequestId)>,
 }
 
 /// The mailbox between the tools (`confirm_gate`, `run_cancel`, elicitation results) and the
@@ -116,10 +130,19 @@ impl GateBox {
         }
     }
 
-    /// An elicitation result for the gate with this token (ignored if the gate moved on).
+    /// An elicitation result for the gate with this token. An answer that comes after the
+    /// gate was settled another way (`confirm_gate`, `run_cancel`) is ignored, and said so.
     fn elicited(&self, token: &str, reply: Option<Reply>) {
         let mut slot = self.lock();
+        if slot.asked.as_ref().is_some_and(|a| a.token == token) {
+            slot.asked = None;
+        }
         if slot.pending.as_ref().is_none_or(|p| p.token != token) {
+            if reply.is_some() {
+                crate::output::eprint_quietly(
+                    "nixcmd mcp: an answer through elicitation came after its gate was settled another way; ignored\n",
+                );
+            }
             return;
         }
         match reply {
@@ -130,6 +153,25 @@ impl GateBox {
             None => slot.elicitation_gave_up = true,
         }
         self.cv.notify_all();
+    }
+
+    /// The elicitation for the gate with this token went out as request `id`: it can be
+    /// withdrawn from now on. False when the gate was settled meanwhile: withdraw it now.
+    fn elicitation_sent(&self, token: &str, peer: Peer<RoleServer>, id: RequestId) -> bool {
+        let mut slot = self.lock();
+        match slot.asked.as_mut() {
+            Some(a) if a.token == token => {
+                a.request = Some((peer, id));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The elicitation still in flight for the gate that was just settled, taken to be
+    /// withdrawn.
+    fn unanswered_elicitation(&self) -> Option<(Peer<RoleServer>, RequestId)> {
+        self.lock().asked.take().and_then(|a| a.request)
     }
 
     /// Wakes a waiting engine so it sees a cancellation.
@@ -148,6 +190,9 @@ impl GateBox {
         slot.pending.is_some() && !slot.waiting
     }
 }
+
+/// Why an elicitation is withdrawn, for the client.
+const SETTLED: &str = "the confirmation was settled another way (confirm_gate or run_cancel)";
 
 /// The approver of one engine segment (a run, or a resume of it).
 pub struct McpApprover {
@@ -212,8 +257,36 @@ impl McpApprover {
         };
         let run = self.run.clone();
         let token = token.to_string();
+        self.run.gates.lock().asked = Some(Asked {
+            token: token.clone(),
+            request: None,
+        });
         self.rt.spawn(async move {
-            let reply = match peer.create_elicitation(params).await {
+            let request = ServerRequest::ElicitRequest(ElicitRequest::new(params));
+            let sent = peer
+                .send_cancellable_request(request, PeerRequestOptions::no_options())
+                .await;
+            let answer = match sent {
+                Ok(handle) => {
+                    if !run
+                        .gates
+                        .elicitation_sent(&token, peer.clone(), handle.id.clone())
+                    {
+                        // Settled while it was being sent: the user is not to answer it.
+                        let _ = handle.cancel(Some(SETTLED.to_string())).await;
+                        return;
+                    }
+                    match handle.await_response().await {
+                        Ok(ClientResult::ElicitResult(result)) => Ok(result),
+                        Ok(_) => Err(ServiceError::UnexpectedResponse),
+                        Err(e) => Err(e),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            let reply = match answer {
+                // Withdrawn by this server (the gate was settled another way): nothing to do.
+                Err(ServiceError::Cancelled { .. }) => return,
                 Ok(result) => match result.action {
                     ElicitationAction::Accept => {
                         let yes = result
@@ -246,6 +319,26 @@ impl McpApprover {
                 }
             };
             run.gates.elicited(&token, reply);
+        });
+    }
+}
+
+impl McpApprover {
+    /// Sends `notifications/cancelled` for the elicitation still asking the gate just
+    /// settled (MCP: a request no longer wanted is cancelled), waiting a moment for it to go
+    /// out, so the client hears of it before the answer of the call that settled the gate.
+    /// Its answer, should it come anyway, is dropped.
+    fn withdraw_elicitation(&self) {
+        let Some((peer, id)) = self.run.gates.unanswered_elicitation() else {
+            return;
+        };
+        let reason = Some(SETTLED.to_string());
+        let _ = self.rt.block_on(async move {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                peer.notify_cancelled(CancelledNotificationParam::new(Some(id), reason)),
+            )
+            .await
         });
     }
 }
@@ -338,6 +431,8 @@ impl Approver for McpApprover {
         slot.waiting = false;
         slot.asking = false;
         drop(slot);
+        // Settled another way while the user was being asked: the client closes its dialog.
+        self.withdraw_elicitation();
         match reply {
             Some(reply) => {
                 self.run.clear_gate();

@@ -54,8 +54,10 @@ pub struct CommandSummary {
     pub steps: usize,
     /// Steps that need the user's confirmation.
     pub confirm_steps: usize,
-    /// False when the file has errors: it cannot run (see `error`, or describe_command).
+    /// False when `run` would refuse the file (it has errors, or nothing to run): see
+    /// `error`, or describe_command.
     pub runnable: bool,
+    /// Why the file cannot run, as `run` would say it; null when it can.
     pub error: Option<String>,
 }
 
@@ -77,7 +79,7 @@ pub fn list(listing: crate::list::Listing) -> ListOut {
             .commands
             .into_iter()
             .map(|r| CommandSummary {
-                runnable: r.errors == 0,
+                runnable: r.errors == 0 && r.error.is_none(),
                 name: r.name,
                 description: r.description,
                 argument_hint: r.argument_hint,

@@ -45,6 +45,23 @@ impl Caller {
     }
 }
 
+/// The records of a run of this server when another process has taken it over since (a
+/// paused run resumed from a terminal, approved or declined): its `state.json` names
+/// another process, or its command's lock is held for it by another one (a `resume` that
+/// has not written its state yet). Not while this server runs it.
+fn taken_over(run: &RunHandle) -> Option<PathBuf> {
+    if run.is_active() {
+        return None;
+    }
+    let dir = records::runs_dir().join(&run.run_id);
+    let state = records::read_state(&dir).ok()?;
+    let me = std::process::id();
+    let ours = format!("(pid {me})");
+    let elsewhere = state.pid != me
+        || records::lock_held_for(&state).is_some_and(|holder| !holder.ends_with(&ours));
+    elsewhere.then_some(dir)
+}
+
 /// Every run this server started.
 pub struct Registry {
     runs: Mutex<BTreeMap<String, Arc<RunHandle>>>,
@@ -89,25 +106,30 @@ impl Registry {
     }
 
     /// A run of this server, or else a run recorded in the state folder (started by
-    /// `nixcmd run` or another server), read afresh from its records on every call.
+    /// `nixcmd run` or another server), read afresh from its records on every call. A run of
+    /// this server that another process took over (`nixcmd resume` from a terminal) is read
+    /// from its records too: what this server last saw of it is stale.
     pub fn get(&self, run_id: &str) -> Result<Arc<RunHandle>, String> {
         let runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(r) = runs.get(run_id) {
-            return Ok(r.clone());
+            let r = r.clone();
+            drop(runs);
+            if let Some(dir) = taken_over(&r) {
+                return Ok(Arc::new(RunHandle::external(
+                    &r.run_id, &r.command, r.dry_run, dir, true,
+                )));
+            }
+            return Ok(r);
         }
         if let Ok((path, state)) = records::find_run(run_id)
             && !runs.contains_key(&state.run_id)
         {
-            let events = std::fs::File::open(path.join("events.ndjson"))
-                .map(|f| Box::new(std::io::BufReader::new(f)) as Box<dyn std::io::BufRead>)
-                .unwrap_or_else(|_| Box::new(std::io::empty()));
-            let alive = records::run_process_alive(&state);
             return Ok(Arc::new(RunHandle::external(
                 &state.run_id,
                 &state.command,
                 state.dry_run,
-                events,
-                alive,
+                path,
+                false,
             )));
         }
         let known: Vec<&str> = runs.keys().map(String::as_str).collect();
@@ -121,8 +143,8 @@ impl Registry {
         ))
     }
 
-    /// Loads a valid command by name.
-    fn load(&self, name: &str) -> Result<crate::command::Command, String> {
+    /// Loads a valid command by name: what `run` accepts, or why it refuses.
+    pub fn load(&self, name: &str) -> Result<crate::command::Command, String> {
         let found = self
             .search
             .find_by_name(name)

@@ -7,6 +7,8 @@ use crate::mcp::approver::GateBox;
 use crate::mcp::status::{GateOut, McpStatus, RunStatusOut, Snapshot};
 use crate::process::Cancel;
 use crate::run::approve::GateRequest;
+use crate::run::records;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::watch;
@@ -25,6 +27,20 @@ pub struct RunHandle {
     /// Started outside this server (`nixcmd run`, another server): a read-only view folded
     /// from its `events.ndjson`; it cannot be cancelled or confirmed from here.
     pub external: bool,
+    /// A run of this server that another process took over (`nixcmd resume` from a
+    /// terminal): read from its records like an external run, as it goes on there.
+    pub taken_over: bool,
+    /// Where an external run's records are, and how far they were read.
+    records: Option<Mutex<Records>>,
+}
+
+/// The records an external run is read from.
+struct Records {
+    dir: PathBuf,
+    /// Bytes of `events.ndjson` folded in so far (whole lines).
+    read: u64,
+    /// From `state.json`: the gate `nixcmd resume RUN --approve` names.
+    gate_to_approve: Option<String>,
 }
 
 impl RunHandle {
@@ -39,32 +55,74 @@ impl RunHandle {
             changed: watch::channel(0).0,
             active: AtomicBool::new(false),
             external: false,
+            taken_over: false,
+            records: None,
         }
     }
 
-    /// A run recorded on disk by someone else, as its event log tells it. `alive`: its process
-    /// is still there; a run left `running` by a process that is gone stopped for good.
+    /// A run recorded on disk by someone else (or a run of this server that another process
+    /// took over: `taken_over`), as its records in `dir` tell it now. See [`RunHandle::refresh`].
     pub(super) fn external(
         run_id: &str,
         command: &str,
         dry_run: bool,
-        events: impl std::io::BufRead,
-        alive: bool,
+        dir: PathBuf,
+        taken_over: bool,
     ) -> RunHandle {
         let mut run = RunHandle::new(run_id, command, dry_run);
         run.external = true;
-        let snap = run.snap.get_mut().unwrap_or_else(|e| e.into_inner());
-        // Read a line at a time: a chatty run's events are hundreds of megabytes, and the
-        // snapshot keeps only the last lines of output. A torn last line (the writer was
-        // killed mid-append) is skipped, like any line that is not an event.
-        for event in events
-            .split(b'\n')
-            .map_while(Result::ok)
-            .filter_map(|l| serde_json::from_slice::<Event>(&l).ok())
-        {
-            snap.apply(event);
+        run.taken_over = taken_over;
+        run.records = Some(Mutex::new(Records {
+            dir,
+            read: 0,
+            gate_to_approve: None,
+        }));
+        run.refresh();
+        run
+    }
+
+    /// Reads what the records of an external run added since the last reading: the events
+    /// appended to `events.ndjson` (whole lines only: one being written is read next time),
+    /// and whether its process is still there; a run left `running` by a process that is
+    /// gone stopped for good.
+    pub(super) fn refresh(&self) {
+        let Some(records) = &self.records else {
+            return;
+        };
+        let mut rec = records.lock().unwrap_or_else(|e| e.into_inner());
+        // Whether it lives, before its events: a run that ends in between then reads as
+        // ended, not as one whose process is gone.
+        let state = records::read_state(&rec.dir).ok();
+        let alive = state.as_ref().is_some_and(records::run_process_alive);
+        if let Some(state) = &state {
+            rec.gate_to_approve = state.gate_to_approve().map(str::to_string);
         }
+        let mut snap = self.snap();
+        if let Ok(file) = std::fs::File::open(rec.dir.join("events.ndjson")) {
+            use std::io::{BufRead, Seek};
+            let mut reader = std::io::BufReader::new(file);
+            // A line at a time: a chatty run's events are hundreds of megabytes, and the
+            // snapshot keeps only the last lines of output. A line that is not an event (a
+            // torn line, its writer killed mid-append) is skipped.
+            if reader.seek(std::io::SeekFrom::Start(rec.read)).is_ok() {
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match reader.read_until(b'\n', &mut line) {
+                        Ok(n) if n > 0 && line.last() == Some(&b'\n') => {
+                            rec.read += n as u64;
+                            if let Ok(event) = serde_json::from_slice::<Event>(&line) {
+                                snap.apply(event);
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        }
+        snap.crashed = None;
         if !alive && snap.engine_status == RunStatus::Running && snap.gate.is_none() {
+            let run_id = &self.run_id;
             let at = snap
                 .current_step
                 .as_deref()
@@ -84,7 +142,18 @@ impl RunHandle {
                 )
             });
         }
-        run
+        drop(snap);
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// What `nixcmd resume RUN --approve` names for an external run paused at a gate.
+    fn gate_to_approve(&self) -> Option<String> {
+        self.records.as_ref().and_then(|r| {
+            r.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .gate_to_approve
+                .clone()
+        })
     }
 
     fn snap(&self) -> std::sync::MutexGuard<'_, Snapshot> {
@@ -228,6 +297,55 @@ impl RunHandle {
 
 /// The "what now" line of a status, for the model.
 fn next_step(run: &RunHandle, s: &Snapshot, status: McpStatus) -> String {
+    if run.external {
+        return next_step_outside(run, s, status);
+    }
+    next_step_here(run, s, status)
+}
+
+/// The "what now" of a run that goes on (or went on) in another process: this server can
+/// follow it, not stop it or answer its gates.
+fn next_step_outside(run: &RunHandle, s: &Snapshot, status: McpStatus) -> String {
+    let id = &run.run_id;
+    let outside = if run.taken_over {
+        "The run was taken over outside this server (`nixcmd resume` from a terminal)"
+    } else {
+        "The run was started outside this server (`nixcmd run` in a terminal, CI or another server)"
+    };
+    match status {
+        McpStatus::Running => format!(
+            "{outside} and goes on there: call run_status {{\"run_id\": \"{id}\", \"wait_seconds\": 50}} to follow it. Only the user can stop it, where it runs (Ctrl-C there); run_cancel cannot."
+        ),
+        McpStatus::AwaitingConfirmation => {
+            let (step, question, approve) = match &s.paused_at {
+                Some(g) => (
+                    g.step_id.clone(),
+                    format!(": \"{}\"", g.message),
+                    g.resume.clone(),
+                ),
+                None => {
+                    let step = run
+                        .gate_to_approve()
+                        .or_else(|| s.current_step.clone())
+                        .unwrap_or_else(|| "STEP".to_string());
+                    let approve = format!("nixcmd resume {id} --approve {step}");
+                    (step, String::new(), approve)
+                }
+            };
+            format!(
+                "{outside} and is paused before step `{step}`, which needs the user's confirmation{question}. Only the user can answer it, from a terminal: `{approve}` runs the step; `nixcmd resume {id} --decline` stops the run and rolls back what ran. confirm_gate cannot answer it. Show the user the question and the step's code (describe_command); never approve on the user's behalf."
+            )
+        }
+        _ if run.taken_over => format!(
+            "The run was finished outside this server (`nixcmd resume` from a terminal). {}",
+            next_step_here(run, s, status)
+        ),
+        _ => next_step_here(run, s, status),
+    }
+}
+
+/// The "what now" of a run of this server (and of any run that ended).
+fn next_step_here(run: &RunHandle, s: &Snapshot, status: McpStatus) -> String {
     let id = &run.run_id;
     match status {
         McpStatus::Running => format!(

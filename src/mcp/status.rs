@@ -145,6 +145,16 @@ pub struct LogsOut {
     pub first_available: u64,
 }
 
+/// A gate a run paused at, from its `gate` event.
+#[derive(Debug, Clone)]
+pub struct PausedGate {
+    pub step_id: String,
+    pub message: String,
+    /// The command that continues the run once the gate is approved
+    /// (`nixcmd resume RUN --approve GATE`).
+    pub resume: String,
+}
+
 /// A run as folded from its events.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -163,6 +173,9 @@ pub struct Snapshot {
     pub run_dir: String,
     /// An error that kept the engine from finishing (it panicked).
     pub crashed: Option<String>,
+    /// The gate the run paused at, as its `gate` event tells it (until it runs again): what
+    /// a run this server cannot answer waits for, and the command that continues it.
+    pub paused_at: Option<PausedGate>,
     /// (step, text): the line a running step is still printing, until it ends.
     live_output: Option<(String, String)>,
     log: VecDeque<LogLine>,
@@ -186,6 +199,7 @@ impl Default for Snapshot {
             troubleshooting: None,
             run_dir: String::new(),
             crashed: None,
+            paused_at: None,
             live_output: None,
             log: VecDeque::new(),
             next_index: 0,
@@ -213,6 +227,7 @@ impl Snapshot {
             } => {
                 self.engine_status = RunStatus::Running;
                 self.exit_code = None;
+                self.paused_at = None;
                 self.total_steps = total_steps;
                 self.manual_checks = manual_checks;
                 self.run_dir = run_dir;
@@ -250,7 +265,17 @@ impl Snapshot {
                 self.line_ended(&step_id);
                 self.push_log(step_id, stream, line)
             }
-            EventKind::Gate { step_id, .. } => {
+            EventKind::Gate {
+                step_id,
+                message,
+                resume,
+                ..
+            } => {
+                self.paused_at = Some(PausedGate {
+                    step_id: step_id.clone(),
+                    message,
+                    resume,
+                });
                 self.current_step = Some(step_id.clone());
                 if let Some(step) = self.steps.iter_mut().find(|s| s.id == step_id) {
                     step.status = "awaiting_confirmation".into();
@@ -315,6 +340,7 @@ impl Snapshot {
                 if status != RunStatus::AwaitingConfirmation {
                     self.current_step = None;
                     self.gate = None;
+                    self.paused_at = None;
                 }
             }
         }

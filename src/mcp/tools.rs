@@ -153,11 +153,29 @@ impl NixcmdServer {
         )
     )]
     async fn list_commands(&self) -> Result<Json<ListOut>, CallToolResult> {
-        let listing = self
-            .blocking(|reg| crate::list::listing(reg.search()))
+        let listed = self
+            .blocking(|reg| {
+                let listing = crate::list::listing(reg.search())?;
+                let mut out = catalog::list(listing);
+                // The listing reads files only far enough to count; the few it cannot call
+                // runnable from that (errors, or no step) are checked as `run` checks them, so
+                // `runnable` says what `run` does, and `error` says why not.
+                for c in &mut out.commands {
+                    if c.error.is_none() && (!c.runnable || c.steps == 0) {
+                        match reg.load(&c.name) {
+                            Ok(_) => c.runnable = true,
+                            Err(why) => {
+                                c.runnable = false;
+                                c.error = Some(why);
+                            }
+                        }
+                    }
+                }
+                Ok::<_, crate::exit::Failure>(out)
+            })
             .await?
             .map_err(|f| refuse(registry::failure_text(&f)))?;
-        Ok(Json(catalog::list(listing)))
+        Ok(Json(listed))
     }
 
     /// One command as nixcmd understands it: overview, arguments, every block with its code
@@ -273,6 +291,12 @@ impl NixcmdServer {
     ) -> Result<Json<RunStatusOut>, CallToolResult> {
         let run = self.registry.get(&input.run_id).map_err(refuse)?;
         let wait = Duration::from_secs(u64::from(input.wait_seconds.unwrap_or(0).min(MAX_WAIT)));
+        if run.external {
+            // It runs in another process: its records tell how it goes on.
+            return Ok(Json(
+                wait::wait_records(&run, wait, &request, progress_of(&request)).await,
+            ));
+        }
         Ok(Json(self.follow(&run, wait, &request).await))
     }
 
@@ -339,9 +363,15 @@ impl NixcmdServer {
         let run = self.registry.get(&input.run_id).map_err(refuse)?;
         if run.external && !run.status().is_terminal() {
             return Err(refuse(format!(
-                "run {} was started outside this server; stop it where it runs (Ctrl-C), \
+                "run {} was {} outside this server; stop it where it runs (Ctrl-C), \
                  or roll a paused run back with `nixcmd resume {} --decline`",
-                run.run_id, run.run_id
+                run.run_id,
+                if run.taken_over {
+                    "taken over (`nixcmd resume` from a terminal)"
+                } else {
+                    "started"
+                },
+                run.run_id
             )));
         }
         if run.status().is_terminal() {
@@ -386,6 +416,20 @@ impl NixcmdServer {
         request: RequestContext<RoleServer>,
     ) -> Result<Json<RunStatusOut>, CallToolResult> {
         let run = self.registry.get(&input.run_id).map_err(refuse)?;
+        if run.taken_over {
+            let status = serde_json::to_value(run.status())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            return Err(refuse(format!(
+                "run {id} was taken over outside this server (`nixcmd resume {id}` from a \
+                 terminal) and is `{status}` now: this server's gate and token for it no \
+                 longer count. Its gates are answered where it runs (`nixcmd resume {id} \
+                 --approve STEP` or `--decline`, by the person); run_status tells where it \
+                 stands.",
+                id = run.run_id
+            )));
+        }
         if run.external {
             return Err(refuse(format!(
                 "run {} was started outside this server: its gates are answered where it \

@@ -3,10 +3,14 @@
 //! request carries a progress token. A cancelled request stops the wait, never the run.
 
 use crate::mcp::run_handle::RunHandle;
-use crate::mcp::status::RunStatusOut;
+use crate::mcp::status::{McpStatus, RunStatusOut};
 use rmcp::model::{ProgressNotificationParam, ProgressToken};
 use rmcp::{Peer, RoleServer};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How often the records of a run in another process are read while waiting for it.
+const RECORDS_POLL: Duration = Duration::from_millis(250);
 
 /// Sends progress notifications for one waiting request: at most one a second, only when
 /// the run moved on.
@@ -78,6 +82,38 @@ pub async fn wait(
             _ = tokio::time::sleep(step) => {}
             _ = request.ct.cancelled() => break,
         }
+    }
+    run.report()
+}
+
+/// [`wait`] for a run in another process (`nixcmd run` in a terminal, CI, another server, or
+/// a run of this server taken over by `nixcmd resume`): its records are read again every
+/// quarter second until it ends or pauses at a gate (which only the user answers, there),
+/// at most `wait`. A cancelled request stops the wait.
+pub async fn wait_records(
+    run: &Arc<RunHandle>,
+    wait: Duration,
+    request: &rmcp::service::RequestContext<RoleServer>,
+    mut progress: Option<Progress>,
+) -> RunStatusOut {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if run.status() != McpStatus::Running {
+            break;
+        }
+        if let Some(p) = progress.as_mut() {
+            p.tick(run).await;
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep((deadline - now).min(RECORDS_POLL)) => {}
+            _ = request.ct.cancelled() => break,
+        }
+        let reading = run.clone();
+        let _ = tokio::task::spawn_blocking(move || reading.refresh()).await;
     }
     run.report()
 }

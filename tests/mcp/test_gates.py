@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 from conftest import session
-from helpers import assert_jsonrpc_only, call, call_error
+from helpers import assert_jsonrpc_only, call, call_error, cli
 from mcp import types
 
 pytestmark = pytest.mark.anyio
@@ -196,3 +197,115 @@ async def test_a_paused_run_keeps_other_runs_of_its_command_from_starting(env):
         again = await call(s, "run", {"command": "gated"})
         assert again["status"] == "awaiting_confirmation"
         assert again["run_id"] != first["run_id"]
+
+
+async def test_a_run_finished_from_a_terminal_is_reported_as_its_records_say(env):
+    """A run paused in the server, then approved (or declined) from a terminal with `nixcmd
+    resume`: run_status said `awaiting_confirmation` with the old gate and token, and `next`
+    told the model to ask the user again. It reports what the records say now, and
+    confirm_gate refuses the old token, saying why."""
+    async with session(env) as s:
+        st = await call(s, "run", {"command": "gated"})
+        assert st["status"] == "awaiting_confirmation"
+        rid, gate = st["run_id"], st["gate"]
+        p = cli(env, "resume", rid, "--approve", "push")
+        assert p.returncode == 0, p.stdout + p.stderr
+        assert env.state_json(rid)["status"] == "succeeded"
+        now = await call(s, "run_status", {"run_id": rid, "wait_seconds": 5})
+        assert now["status"] == "succeeded"
+        assert now["exit_code"] == 0
+        assert now["gate"] is None
+        assert {x["id"]: x["status"] for x in now["steps"]}["push"] == "succeeded"
+        assert now["next"].startswith("The run was finished outside this server (`nixcmd resume`"), now["next"]
+        assert "confirm_gate" not in now["next"], now["next"]
+        msg = await call_error(
+            s, "confirm_gate", {"run_id": rid, "gate_id": "push", "token": gate["token"], "approve": False}
+        )
+        assert f"run {rid} was taken over outside this server" in msg, msg
+        assert "is `succeeded` now" in msg, msg
+        assert (await call(s, "run_cancel", {"run_id": rid}))["status"] == "succeeded"
+        assert (env.project / "pushed.txt").exists()
+        assert not (env.project / "undone.txt").exists()
+
+        # Declined from the terminal: aborted, rolled back.
+        st = await call(s, "run", {"command": "gated"})
+        assert st["status"] == "awaiting_confirmation"
+        rid, gate = st["run_id"], st["gate"]
+        p = cli(env, "resume", rid, "--decline")
+        assert p.returncode == 3, p.stdout + p.stderr
+        assert env.state_json(rid)["status"] == "declined"
+        now = await call(s, "run_status", {"run_id": rid})
+        assert now["status"] == "aborted"
+        assert now["gate"] is None
+        msg = await call_error(
+            s, "confirm_gate", {"run_id": rid, "gate_id": "push", "token": gate["token"], "approve": True}
+        )
+        assert "was taken over outside this server" in msg and "is `aborted` now" in msg, msg
+        # A new run of the command is not held back by the run declined elsewhere.
+        again = await call(s, "run", {"command": "gated"})
+        assert again["status"] == "awaiting_confirmation"
+        await call(s, "run_cancel", {"run_id": again["run_id"]})
+    assert (env.project / "undone.txt").exists()
+    assert [a["channel"] for a in env.state_json(rid)["approvals"]] == ["cli"]
+
+
+async def test_a_cli_run_paused_at_a_gate_says_how_the_user_goes_on(env):
+    """A run paused by `nixcmd run` (no terminal): `next` names the commands the user runs
+    (`nixcmd resume RUN --approve GATE`, `--decline`), since confirm_gate cannot answer it."""
+    p = cli(env, "run", "gated")
+    assert p.returncode == 3, p.stdout + p.stderr
+    [run_dir] = env.runs()
+    rid = run_dir.name
+    async with session(env) as s:
+        st = await call(s, "run_status", {"run_id": rid, "wait_seconds": 5})
+        assert st["status"] == "awaiting_confirmation"
+        assert st["gate"] is None
+        nxt = st["next"]
+        assert nxt.startswith("The run was started outside this server"), nxt
+        assert "step `push`" in nxt and '"Push to production?"' in nxt, nxt
+        assert f"`nixcmd resume {rid} --approve push` runs the step" in nxt, nxt
+        assert f"`nixcmd resume {rid} --decline` stops the run" in nxt, nxt
+        assert "confirm_gate cannot answer it" in nxt, nxt
+        msg = await call_error(s, "run_cancel", {"run_id": rid})
+        assert f"`nixcmd resume {rid} --decline`" in msg, msg
+
+
+async def test_an_elicitation_settled_another_way_is_withdrawn(env):
+    """A gate being asked through elicitation and settled another way (confirm_gate,
+    run_cancel): the server cancels its elicitation request (`notifications/cancelled`), so
+    the client closes the question; it stayed open, and the user's later answer was lost."""
+    asked: list = []
+    withdrawn: list = []
+
+    async def ask_and_wait(context, params: types.ElicitRequestParams):
+        asked.append(params)
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            withdrawn.append(params)
+            raise
+
+    async with session(env, elicitation=ask_and_wait) as s:
+        for n, how in enumerate(("confirm_gate", "run_cancel"), start=1):
+            st = await call(s, "run", {"command": "gated", "wait_seconds": 0})
+            with anyio.fail_after(30):
+                while len(asked) < n:
+                    await anyio.sleep(0.02)
+            st = await call(s, "run_status", {"run_id": st["run_id"]})
+            gate = st["gate"]
+            assert gate["waiting_for"] == "elicitation", st
+            if how == "confirm_gate":
+                st = await call(
+                    s,
+                    "confirm_gate",
+                    {"run_id": st["run_id"], "gate_id": "push", "token": gate["token"], "approve": True},
+                )
+                assert st["status"] == "succeeded", st
+            else:
+                st = await call(s, "run_cancel", {"run_id": st["run_id"]})
+                assert st["status"] == "cancelled", st
+            with anyio.fail_after(10):
+                while len(withdrawn) < n:
+                    await anyio.sleep(0.02)
+            assert withdrawn[-1] is asked[-1]
+    assert (env.project / "pushed.txt").exists()

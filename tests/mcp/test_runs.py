@@ -418,3 +418,52 @@ async def test_a_second_run_at_once_is_refused_naming_the_run_in_progress(env):
             assert first["run_id"] not in text, text
             assert text.startswith(f"another run of `slow` is in progress: {started[0]} (pid "), text
         await call(s, "run_cancel", {"run_id": started[0]})
+
+
+async def test_run_status_waits_for_a_run_started_outside_the_server(env):
+    """run_status of a run the server did not start answered at once, whatever
+    `wait_seconds`, and its `next` said that run_cancel stops it (run_cancel refuses such
+    runs). It reads the records until the run ends (or pauses), at most `wait_seconds`."""
+    import subprocess
+    import time
+
+    from conftest import BIN
+
+    (env.commands / "ticks.md").write_text(
+        "---\ndescription: Ticks\nnixcmd: {}\n---\n# Ticks\n\n## Steps\n"
+        "### Tick\n```bash {id=tick}\necho started > trace\n"
+        "for i in 1 2 3; do echo \"tick $i\"; sleep 1; done\n```\n"
+    )
+    proc = subprocess.Popen(
+        [str(BIN), "--commands-dir", str(env.commands), "run", "ticks"],
+        cwd=env.project,
+        env=env.vars,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (env.project / "trace").exists():
+            assert time.monotonic() < deadline, "the step never started"
+            time.sleep(0.02)
+        [run_dir] = env.runs()
+        rid = run_dir.name
+        async with session(env) as s:
+            st = await call(s, "run_status", {"run_id": rid})
+            assert st["status"] == "running"
+            nxt = st["next"]
+            assert nxt.startswith("The run was started outside this server"), nxt
+            assert "run_cancel cannot" in nxt and "run_cancel stops it" not in nxt, nxt
+            assert "goes on in the server" not in nxt, nxt
+            assert await call_error(s, "run_cancel", {"run_id": rid})
+            started = time.monotonic()
+            st = await call(s, "run_status", {"run_id": rid, "wait_seconds": 30})
+            waited = time.monotonic() - started
+            assert st["status"] == "succeeded", st
+            assert waited < 25, waited
+            assert "tick 3" in st["log_tail"]
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()

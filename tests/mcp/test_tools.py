@@ -121,6 +121,35 @@ async def test_a_command_with_nothing_to_run_is_a_tool_error(env):
     assert env.runs() == []
 
 
+async def test_runnable_in_the_listing_is_what_run_accepts(env):
+    """`runnable` agrees with `run`: a file `run` refuses (broken frontmatter, no shell block,
+    an empty file, an empty FIFO) is listed `runnable: false`, with `error` saying why."""
+    import os
+
+    (env.commands / "broken.md").write_text("---\nnixcmd: [\n---\n# x\n")
+    (env.commands / "empty.md").write_text("")
+    (env.commands / "noblocks.md").write_text(
+        "---\ndescription: prose only\nnixcmd: {}\n---\n# Prose\n\nNothing to run.\n"
+    )
+    os.mkfifo(env.commands / "fifo.md")
+    async with session(env) as s:
+        listing = await call(s, "list_commands", {})
+        by_name = {c["name"]: c for c in listing["commands"]}
+        for name in ("broken", "empty", "noblocks", "fifo"):
+            row = by_name[name]
+            refused = await call_error(s, "run", {"command": name})
+            assert row["runnable"] is False, (name, row)
+            assert row["error"], (name, row)
+            # The reason `run` gives.
+            assert row["error"].splitlines()[0] in refused, (name, row["error"], refused)
+        assert "frontmatter" in by_name["broken"]["error"]
+        assert "`empty` has nothing to run" in by_name["empty"]["error"]
+        assert "`fifo` has nothing to run" in by_name["fifo"]["error"]
+        assert "no runnable step" in by_name["noblocks"]["error"]
+        assert by_name["quick"]["runnable"] is True and by_name["quick"]["error"] is None
+    assert env.runs() == []
+
+
 async def test_each_command_is_a_prompt_and_a_resource(env):
     async with session(env) as s:
         prompts = {p.name: p for p in (await s.list_prompts()).prompts}
