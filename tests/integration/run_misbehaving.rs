@@ -396,9 +396,11 @@ echo cleaned >> trace
         .collect();
     assert_eq!(
         warnings,
-        ["step `export`: $NIXCMD_ENV line 1: `BIG` would be 200005 bytes, and Linux passes at \
+        [
+            "step `export`: $NIXCMD_ENV line 1: `BIG` would be 200005 bytes, and Linux passes at \
           most 128 KiB per environment variable: not set (write a large value to a file and \
-          export its path)"]
+          export its path)"
+        ]
     );
 }
 

@@ -240,6 +240,81 @@ echo "password: $DB_PASSWORD"
     assert!(!out.stderr.contains(PASSWORD), "{}", out.stderr);
 }
 
+/// A line over 64 KiB reaches nixcmd in pieces: a secret printed across the cut is still
+/// redacted whole, in the JSON stream, `--verbose`, `events.ndjson` and the logs, for a step
+/// on this machine, one of a fan-out (the host `local`) and one of a group; and the line
+/// itself is kept whole otherwise (nothing lost at the cut).
+#[test]
+fn a_secret_across_the_cut_of_an_over_long_line_is_redacted() {
+    const TOKEN: &str = "abcdefghijklmnop";
+    // 65 530 bytes, then the secret: the cut at 65 536 falls after its sixth byte; on
+    // stderr after its tenth.
+    let block = "head -c 65530 /dev/zero | tr '\\0' a; echo \"$MY_TOKEN tail\"\n\
+                 head -c 65526 /dev/zero | tr '\\0' b >&2; echo \"$MY_TOKEN end\" >&2";
+    let runbook = format!(
+        "---\ndescription: Long lines\nnixcmd: {{}}\n---\n## Steps\n\
+         ### Here\n```bash {{id=here}}\n{block}\n```\n\
+         ### Hosts\n```bash {{id=fan hosts=local}}\n{block}\n```\n\
+         ### One\n```bash {{id=g1 group=g}}\n{block}\n```\n\
+         ### Two\n```bash {{id=g2 group=g}}\ntrue\n```\n"
+    );
+    let out = Test::new()
+        .file("project/nixcmd.toml", "[hosts.local]\n")
+        .runbook("split.md", &runbook)
+        .env("MY_TOKEN", TOKEN)
+        .args(["run", "split", "--format", "json", "--verbose"])
+        .run();
+    out.assert_status(0);
+    let mut texts = vec![
+        ("stdout".to_string(), out.stdout.clone()),
+        ("stderr".to_string(), out.stderr.clone()),
+    ];
+    let run = only_run(out.root.path());
+    let mut files = Vec::new();
+    collect_files(&run.join("logs"), &mut files);
+    files.push(run.join("events.ndjson"));
+    assert!(files.len() >= 4, "{files:?}");
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read");
+        texts.push((file.display().to_string(), text));
+    }
+    for (name, text) in &texts {
+        // Not even its start or its end alone.
+        for part in [TOKEN, "abcdef", "ghijklmnop"] {
+            assert!(!text.contains(part), "{name} shows {part}");
+        }
+    }
+    for (name, text) in texts[2..]
+        .iter()
+        .filter(|(name, _)| !name.ends_with("g2.log"))
+    {
+        assert!(
+            text.contains("[REDACTED] tail") && text.contains("[REDACTED] end"),
+            "{name}"
+        );
+    }
+    // The pieces of each line hold all of it, the secret redacted.
+    let pieces = |step: &str, stream: &str| -> String {
+        events(&out.stdout)
+            .into_iter()
+            .filter(|e| e["type"] == "output" && e["step_id"] == step && e["stream"] == stream)
+            .map(|e| e["line"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for step in ["here", "fan", "g1"] {
+        assert_eq!(
+            pieces(step, "stdout"),
+            format!("{}[REDACTED] tail", "a".repeat(65530)),
+            "{step}"
+        );
+        assert_eq!(
+            pieces(step, "stderr"),
+            format!("{}[REDACTED] end", "b".repeat(65526)),
+            "{step}"
+        );
+    }
+}
+
 fn collect_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read folder").flatten() {
         let path = entry.path();
