@@ -182,6 +182,75 @@ fn secrets_named_in_nixcmd_toml_are_redacted() {
 /// that step: a resumed run (paused at a gate, then `resume --approve`) read the file again
 /// for its steps' environment but not for its redactor, and printed the password of an
 /// earlier step in the log, the events and the output of every step after the pause.
+/// A config file that cannot be read or parsed refuses the run before anything runs (exit 2,
+/// `path:line:col`, a hint): its `secrets` list would otherwise be dropped and their values
+/// printed in clear. `--config FILE`, the project's `nixcmd.toml`, a missing `--config`
+/// file, and a resume of a run whose config broke since.
+#[test]
+fn a_config_file_that_cannot_be_parsed_refuses_the_run() {
+    const VALUE: &str = "hunter22";
+    const BAD: &str = "secrets = [\"FOO\"]\n[hosts.web1\n";
+    let runbook = "---\ndescription: Prints a config secret\nnixcmd: {}\n---\n## Steps\n\
+                   ### Show\n```bash {id=show readonly}\necho \"val=$FOO\"\n```\n\
+                   ### Ask\n```bash {id=ask confirm=\"Go on?\"}\necho \"again=$FOO\"\n```\n";
+    let refused = |out: &crate::support::Output, path: &str| {
+        out.assert_status(2);
+        assert!(!out.stdout.contains(VALUE), "{}", out.stdout);
+        assert!(!out.stderr.contains(VALUE), "{}", out.stderr);
+        assert!(!out.stdout.contains("val="), "nothing ran: {}", out.stdout);
+        assert!(out.stderr.contains(path), "{}", out.stderr);
+        assert!(out.stderr.contains("hint: fix"), "{}", out.stderr);
+    };
+    for (file, args) in [
+        ("project/bad.toml", vec!["--config", "bad.toml"]),
+        ("project/nixcmd.toml", vec![]),
+    ] {
+        let mut all = args.clone();
+        all.extend(["run", "s", "--dry-run", "--verbose"]);
+        let out = Test::new()
+            .file(file, BAD)
+            .runbook("s.md", runbook)
+            .env("FOO", VALUE)
+            .args(all)
+            .run();
+        let name = file.rsplit('/').next().unwrap();
+        refused(&out, &format!("{name}:2:"));
+        assert!(out.stderr.contains("invalid TOML"), "{}", out.stderr);
+        assert!(run_dirs(out.root.path()).is_empty(), "no run folder");
+    }
+    let out = Test::new()
+        .runbook("s.md", runbook)
+        .env("FOO", VALUE)
+        .args([
+            "--config",
+            "missing.toml",
+            "run",
+            "s",
+            "--dry-run",
+            "--verbose",
+        ])
+        .run();
+    refused(&out, "missing.toml");
+    // A run paused at its gate, then its config broke: resume refuses too.
+    let out = Test::new()
+        .file("project/nixcmd.toml", "secrets = [\"FOO\"]\n")
+        .runbook("s.md", runbook)
+        .env("FOO", VALUE)
+        .args(["run", "s", "--verbose"])
+        .run();
+    out.assert_status(3);
+    assert!(out.stdout.contains("val=[REDACTED]"), "{}", out.stdout);
+    let id = run_id(&only_run(out.root.path()));
+    let next = out.then();
+    std::fs::write(next.project().join("nixcmd.toml"), BAD).unwrap();
+    let out = next
+        .env("FOO", VALUE)
+        .args(["resume", &id, "--approve", "ask", "--verbose"])
+        .run();
+    refused(&out, "nixcmd.toml:2:");
+    assert!(!out.stdout.contains("again="), "{}", out.stdout);
+}
+
 #[test]
 fn a_secret_exported_before_a_pause_stays_redacted_after_resume() {
     const PASSWORD: &str = "pw-Rk7wQ3zT9yH2";
