@@ -100,7 +100,9 @@ pub fn wrapper(w: &Wrapper) -> String {
   umask 077
   local __nixcmd_tok={tok} __nixcmd_d __nixcmd_state __nixcmd_seen= pid po pe rc w n
   printf '{mark}started\n' >&2
-  __nixcmd_state="${{XDG_STATE_HOME:-${{HOME:-/tmp}}/.local/state}}/nixcmd/runs/"{run}
+  # A relative XDG_STATE_HOME is ignored, as the XDG Base Directory spec says.
+  case ${{XDG_STATE_HOME-}} in /*) __nixcmd_state=$XDG_STATE_HOME ;; *) __nixcmd_state=${{HOME:-/tmp}}/.local/state ;; esac
+  __nixcmd_state="$__nixcmd_state/nixcmd/runs/"{run}
   mkdir -p "$__nixcmd_state/state" && : >>"$__nixcmd_state/env" || __nixcmd_state=$(mktemp -d "${{TMPDIR:-/tmp}}/nixcmd-state.XXXXXXXX")
   mkdir -p "$__nixcmd_state/state"; : >>"$__nixcmd_state/env"
   __nixcmd_d=$(mktemp -d "${{TMPDIR:-/tmp}}/nixcmd.XXXXXXXX") || {{ echo "nixcmd: cannot create a temporary folder on $(hostname)" >&2; exit 125; }}

@@ -251,6 +251,48 @@ fn a_config_file_that_cannot_be_parsed_refuses_the_run() {
     assert!(!out.stdout.contains("again="), "{}", out.stdout);
 }
 
+/// A relative `XDG_STATE_HOME` (or `XDG_CONFIG_HOME`) is ignored, as the XDG Base Directory
+/// spec says: the run is recorded under `~/.local/state` and its steps start (they failed,
+/// their scripts named relative to nixcmd's folder while they ran in `--dir`).
+#[test]
+fn a_relative_xdg_state_home_is_ignored() {
+    let out = Test::new()
+        .runbook(
+            "x.md",
+            "---\ndescription: Two steps\nnixcmd: {}\n---\n## Steps\n### A\n```bash {id=a}\n\
+             echo \"state in $NIXCMD_STATE\"\n```\n### B\n```bash {id=b}\necho b-ran\n```\n",
+        )
+        .dir("project/work/rel")
+        .env("XDG_STATE_HOME", "relst")
+        .env("XDG_CONFIG_HOME", "relcfg")
+        .args(["run", "x", "--dir", "work/rel", "--verbose"])
+        .run();
+    out.assert_status(0);
+    assert!(out.stdout.contains("b-ran"), "{}", out.stdout);
+    let home_state = out.root.path().join("home/.local/state/nixcmd/runs");
+    let runs: Vec<_> = std::fs::read_dir(&home_state)
+        .expect("runs under ~/.local/state")
+        .collect();
+    assert_eq!(runs.len(), 1);
+    assert!(
+        out.stdout
+            .contains(&format!("state in {}", home_state.display())),
+        "{}",
+        out.stdout
+    );
+    for relative in ["project/relst", "project/work/rel/relst", "project/relcfg"] {
+        assert!(!out.root.path().join(relative).exists(), "{relative}");
+    }
+    // `runs` finds it the same way.
+    let out = out
+        .then()
+        .env("XDG_STATE_HOME", "relst")
+        .args(["runs"])
+        .run();
+    out.assert_status(0);
+    assert!(out.stdout.contains("succeeded"), "{}", out.stdout);
+}
+
 #[test]
 fn a_secret_exported_before_a_pause_stays_redacted_after_resume() {
     const PASSWORD: &str = "pw-Rk7wQ3zT9yH2";
