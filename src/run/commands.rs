@@ -788,6 +788,31 @@ pub fn prepare_resume(
     }
     refuse_missing_dir(&state)?;
     let secrets = config_secrets(&state)?;
+    let read_progress = || {
+        records::read_progress(path).map_err(|e| {
+            // As an unreadable state.json is told (see `records::find_run`): which file, why,
+            // and what can still be done.
+            let file = path.join("progress.json");
+            Failure::usage(format!(
+                "the records of run `{}` cannot be read ({}: {e}): which steps ran is unknown, \
+             so nothing was run; its logs are in {}",
+                state.run_id,
+                file.display(),
+                path.join("logs").display()
+            ))
+            .with_hint(format!(
+                "`nixcmd log {}` shows what it printed; put back a readable {} to resume it, or \
+             move its folder {} away to start over with `nixcmd run {}`",
+                state.run_id,
+                file.display(),
+                path.display(),
+                state.command
+            ))
+        })
+    };
+    // Looked at before the lock is taken too: a refusal leaves a paused run's lock line as
+    // it was (a lock taken and released says the command is free).
+    read_progress()?;
     let lock = if state.dry_run {
         None
     } else {
@@ -801,8 +826,7 @@ pub fn prepare_resume(
     }
     let run = RunDir::open(&state.run_id)
         .map_err(|e| Failure::usage(format!("cannot open {}: {e}", path.display())))?;
-    let mut progress =
-        records::read_progress(path).map_err(|e| Failure::usage(format!("progress.json: {e}")))?;
+    let mut progress = read_progress()?;
     for step in &mut progress.steps {
         // The interrupted step runs again; a paused gate is asked again.
         if matches!(

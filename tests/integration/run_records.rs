@@ -293,6 +293,53 @@ fn a_relative_xdg_state_home_is_ignored() {
     assert!(out.stdout.contains("succeeded"), "{}", out.stdout);
 }
 
+/// A truncated `progress.json` (a disk that filled, a copy cut short) is told as a broken
+/// `state.json` is: `resume` names the run and the file's full path, says nothing ran and
+/// what can be done; `log` and `runs` still show the run.
+#[test]
+fn a_truncated_progress_json_is_explained() {
+    let out = Test::new()
+        .runbook(
+            "p.md",
+            "---\ndescription: Paused\nnixcmd: {}\n---\n## Steps\n### A\n```bash {id=a}\n\
+             echo a-ran\n```\n### B\n```bash {id=b confirm=\"Go?\"}\necho b-ran\n```\n",
+        )
+        .args(["run", "p"])
+        .run();
+    out.assert_status(3);
+    let run = only_run(out.root.path());
+    let id = run_id(&run);
+    let file = run.join("progress.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, &text[..text.len() / 2]).unwrap();
+    let out = out.then().args(["resume", &id, "--approve", "b"]).run();
+    out.assert_status(2);
+    assert!(!out.stdout.contains("b-ran"), "{}", out.stdout);
+    let err = &out.stderr;
+    assert!(err.contains(&format!("run `{id}`")), "{err}");
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert!(err.contains("nothing was run"), "{err}");
+    assert!(err.contains(&format!("hint: `nixcmd log {id}`")), "{err}");
+    assert!(
+        err.contains(&format!("move its folder {} away", run.display())),
+        "{err}"
+    );
+    let out = out.then().args(["log", &id]).run();
+    out.assert_status(0);
+    assert!(out.stdout.contains("a-ran"), "{}", out.stdout);
+    let out = out.then().args(["runs"]).run();
+    out.assert_status(0);
+    assert!(out.stdout.contains(&id), "{}", out.stdout);
+    // The refused resume left the paused run holding the command, as it was; with its
+    // folder moved away, the command starts afresh, as the hint says.
+    let out = out.then().args(["run", "p"]).run();
+    out.assert_status(2);
+    assert!(out.stderr.contains(&id), "{}", out.stderr);
+    std::fs::rename(&run, out.root.path().join("moved")).unwrap();
+    let out = out.then().args(["run", "p"]).run();
+    out.assert_status(3);
+}
+
 #[test]
 fn a_secret_exported_before_a_pause_stays_redacted_after_resume() {
     const PASSWORD: &str = "pw-Rk7wQ3zT9yH2";
