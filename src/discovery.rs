@@ -58,10 +58,26 @@ pub fn project_root(cwd: &Path) -> PathBuf {
 
 /// `$XDG_CONFIG_HOME`, else `~/.config`.
 pub fn config_home() -> Option<PathBuf> {
-    std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
+    xdg_home("XDG_CONFIG_HOME", ".config")
+}
+
+/// An XDG base directory: `$VAR` when it is an absolute path, else `$HOME/DEFAULT` (`None`
+/// without a `HOME`). The XDG Base Directory spec has a relative path ignored, as an empty
+/// one is: taken as it was, `XDG_STATE_HOME=relst` put every run's scripts at a path that
+/// only meant something in nixcmd's own working folder, and every step failed to start.
+pub fn xdg_home(var: &str, default: &str) -> Option<PathBuf> {
+    xdg_home_of(std::env::var_os(var), std::env::var_os("HOME"), default)
+}
+
+fn xdg_home_of(
+    value: Option<std::ffi::OsString>,
+    home: Option<std::ffi::OsString>,
+    default: &str,
+) -> Option<PathBuf> {
+    value
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .filter(|p| p.is_absolute())
+        .or_else(|| home.map(|h| PathBuf::from(h).join(default)))
 }
 
 impl SearchPath {
@@ -644,6 +660,28 @@ pub fn unreadable_failure(u: &Unreadable) -> Failure {
 
 #[cfg(test)]
 mod tests {
+    /// A relative or empty `XDG_*_HOME` is ignored, as the XDG Base Directory spec says.
+    #[test]
+    fn a_relative_or_empty_xdg_home_is_ignored() {
+        use std::path::Path;
+        let of = |value: Option<&str>, home: Option<&str>| {
+            super::xdg_home_of(value.map(Into::into), home.map(Into::into), ".local/state")
+        };
+        let home = Some("/home/u");
+        assert_eq!(
+            of(Some("/var/st"), home).as_deref(),
+            Some(Path::new("/var/st"))
+        );
+        for ignored in [None, Some(""), Some("relst"), Some("./st"), Some("../st")] {
+            assert_eq!(
+                of(ignored, home).as_deref(),
+                Some(Path::new("/home/u/.local/state")),
+                "{ignored:?}"
+            );
+        }
+        assert_eq!(of(Some("relst"), None), None);
+    }
+
     use super::*;
 
     #[test]

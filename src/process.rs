@@ -697,8 +697,9 @@ fn posix_spawn(
 
 /// Reads the child's stdout and stderr on two threads, one read at a time as
 /// [`run_group_observed`] does, sending `lines(stream, text)` with the complete lines of each
-/// read, each ended by a newline (lines longer than 64 KiB are split; the unterminated rest at
-/// end of file is a line too), `progress(stream, text)` as [`Observed::Progress`] says, and
+/// read, each ended by a newline (the unterminated rest at end of file is a line too), `cut(stream,
+/// piece)` with each piece of a line longer than 64 KiB but its last (see [`Observed::Cut`]),
+/// `progress(stream, text)` as [`Observed::Progress`] says, and
 /// `eof()` when a pipe closes. One message per read, not per
 /// line: whoever receives them can write what one read brought in one go. One string, not one
 /// per line: a message's memory is its text. A bounded channel makes the readers wait for the
@@ -707,6 +708,7 @@ pub fn read_lines<M: Send + 'static>(
     child: &mut GroupChild,
     tx: &mpsc::SyncSender<M>,
     lines: fn(Stream, String) -> M,
+    cut: fn(Stream, String) -> M,
     progress: fn(Stream, String) -> M,
     eof: fn() -> M,
 ) {
@@ -731,7 +733,16 @@ pub fn read_lines<M: Send + 'static>(
                     let _ = tx.send(progress(stream, String::from_utf8_lossy(text).into()));
                 }
                 let mut batch = String::new();
-                pipe.read(&mut |_, line| {
+                pipe.read(&mut |_, line, is_cut| {
+                    if is_cut {
+                        // Alone, after the whole lines before it: the receiver must know
+                        // where a line was cut (see [`Observed::Cut`]).
+                        if !batch.is_empty() {
+                            let _ = tx.send(lines(stream, std::mem::take(&mut batch)));
+                        }
+                        let _ = tx.send(cut(stream, line.to_string()));
+                        return;
+                    }
                     batch.push_str(line);
                     batch.push('\n');
                 });
@@ -756,7 +767,7 @@ pub fn run_group(
     on_line: &mut dyn FnMut(Stream, &str),
 ) -> std::io::Result<Ended> {
     run_group_observed(spec, cancel, &mut |seen| {
-        if let Observed::Line(stream, line) = seen {
+        if let Observed::Line(stream, line) | Observed::Cut(stream, line) = seen {
             on_line(stream, line)
         }
     })
@@ -768,6 +779,11 @@ pub enum Observed<'a> {
     /// process starts up, instead of delaying its start.
     Spawned,
     Line(Stream, &'a str),
+    /// A piece of a line longer than 64 KiB, cut there (at a character's end): the line goes
+    /// on in the next `Cut` or `Line` of the same stream, which always comes (at end of file
+    /// too). Whoever redacts must not show the end of a piece that could start a secret the
+    /// next piece completes (see [`crate::run::redact::Straddles`]).
+    Cut(Stream, &'a str),
     /// The newest `\r`-separated segment of a line not ended yet (a progress bar redrawing
     /// itself), after the read that redrew it; or the start of a line left unfinished while
     /// the pipe stayed quiet for [`QUIET`] (a prompt, `Building system... `), once per read
@@ -944,7 +960,13 @@ pub fn run_group_observed(
                 // to its end now, without another poll for the end of file.
                 let hung_up = fds[slot - 1].revents & libc::POLLHUP != 0;
                 loop {
-                    pipe.read(&mut |stream, line| observe(Observed::Line(stream, line)));
+                    pipe.read(&mut |stream, line, cut| {
+                        observe(if cut {
+                            Observed::Cut(stream, line)
+                        } else {
+                            Observed::Line(stream, line)
+                        })
+                    });
                     if let Some(segment) = pipe.progress() {
                         observe(Observed::Progress(
                             pipe.stream,
@@ -1120,9 +1142,10 @@ impl Pipe {
         }
     }
 
-    /// One read (poll said it will not block): passes on every complete line; at end of file
-    /// (or a read error) the unterminated rest too, and the pipe is closed.
-    fn read(&mut self, on_line: &mut dyn FnMut(Stream, &str)) {
+    /// One read (poll said it will not block): passes on every complete line (`on_line(stream,
+    /// line, cut)`, `cut` for a piece of an over-long line, see [`Observed::Cut`]); at end of
+    /// file (or a read error) the unterminated rest too, and the pipe is closed.
+    fn read(&mut self, on_line: &mut dyn FnMut(Stream, &str, bool)) {
         let Some(file) = self.file.as_mut() else {
             return;
         };
@@ -1150,8 +1173,8 @@ impl Pipe {
         };
         let stream = self.stream;
         let (read_from, read_len) = (before, self.pending.len());
-        split_lines(&mut self.pending, eof, &mut |line| {
-            on_line(stream, &String::from_utf8_lossy(line))
+        split_lines(&mut self.pending, eof, &mut |line, cut| {
+            on_line(stream, &String::from_utf8_lossy(line), cut)
         });
         // Ordinary line output ends its reads with its lines: nothing is left, nothing to do.
         self.redrawn = false;
@@ -1202,23 +1225,28 @@ impl Pipe {
 
 /// Takes the complete lines off the front of `pending` (all of it at end of file): a line ends
 /// at a newline or after [`MAX_LINE`] bytes (fewer when a character would be cut there);
-/// trailing newlines and carriage returns are cut.
-fn split_lines(pending: &mut Vec<u8>, eof: bool, emit: &mut dyn FnMut(&[u8])) {
+/// trailing newlines and carriage returns are cut. `emit(line, cut)`: `cut` when the line
+/// goes on in the next one emitted (a piece of an over-long line, see [`Observed::Cut`]); the
+/// last piece of a line, at end of file too, is never cut.
+fn split_lines(pending: &mut Vec<u8>, eof: bool, emit: &mut dyn FnMut(&[u8], bool)) {
     let mut start = 0;
     while start < pending.len() {
         let rest = &pending[start..];
         let window = &rest[..rest.len().min(MAX_LINE)];
-        let len = match memchr::memchr(b'\n', window) {
-            Some(i) => i + 1,
-            None if rest.len() >= MAX_LINE => whole_chars(window),
-            None if eof => rest.len(),
+        let (len, cut) = match memchr::memchr(b'\n', window) {
+            Some(i) => (i + 1, false),
+            None if rest.len() >= MAX_LINE => {
+                let len = whole_chars(window);
+                (len, !(eof && len == rest.len()))
+            }
+            None if eof => (rest.len(), false),
             None => break,
         };
         let mut line = &rest[..len];
         while let [head @ .., b'\n' | b'\r'] = line {
             line = head;
         }
-        emit(line);
+        emit(line, cut);
         start += len;
     }
     pending.drain(..start);
@@ -1693,12 +1721,42 @@ mod tests {
     use std::io::Read;
 
     fn split(input: &[u8], eof: bool) -> (Vec<String>, Vec<u8>) {
+        let (lines, rest) = split_marked(input, eof);
+        (lines.into_iter().map(|(l, _)| l).collect(), rest)
+    }
+
+    /// [`split`], each line with whether it was cut (goes on in the next one).
+    fn split_marked(input: &[u8], eof: bool) -> (Vec<(String, bool)>, Vec<u8>) {
         let mut pending = input.to_vec();
         let mut lines = Vec::new();
-        split_lines(&mut pending, eof, &mut |l| {
-            lines.push(String::from_utf8_lossy(l).into_owned())
+        split_lines(&mut pending, eof, &mut |l, cut| {
+            lines.push((String::from_utf8_lossy(l).into_owned(), cut))
         });
         (lines, pending)
+    }
+
+    /// The pieces of an over-long line are marked as cut, all but its last one; at end of
+    /// file the rest is a last piece even when it is exactly as long as a piece can be.
+    #[test]
+    fn the_pieces_of_a_cut_line_say_so_but_its_last() {
+        let marks = |input: &[u8], eof: bool| -> Vec<(usize, bool)> {
+            let (lines, _) = split_marked(input, eof);
+            lines.into_iter().map(|(l, cut)| (l.len(), cut)).collect()
+        };
+        let mut long = vec![b'x'; 2 * MAX_LINE + 5];
+        long.extend_from_slice(b"\nshort\n");
+        assert_eq!(
+            marks(&long, false),
+            [(MAX_LINE, true), (MAX_LINE, true), (5, false), (5, false)]
+        );
+        // Still being written: the rest waits, its pieces so far are cut.
+        assert_eq!(marks(&long[..MAX_LINE + 3], false), [(MAX_LINE, true)]);
+        assert_eq!(
+            marks(&long[..MAX_LINE + 3], true),
+            [(MAX_LINE, true), (3, false)]
+        );
+        assert_eq!(marks(&long[..MAX_LINE], true), [(MAX_LINE, false)]);
+        assert_eq!(marks(&long[..MAX_LINE], false), [(MAX_LINE, true)]);
     }
 
     /// Processes carrying a run's step token are found, with their step and command line;
@@ -1813,7 +1871,7 @@ mod tests {
         let step = |pipe: &mut Pipe, w: &mut std::fs::File, bytes: &[u8]| {
             w.write_all(bytes).unwrap();
             let mut lines = Vec::new();
-            pipe.read(&mut |_, l| lines.push(l.to_string()));
+            pipe.read(&mut |_, l, _| lines.push(l.to_string()));
             (
                 lines,
                 pipe.progress()
@@ -1868,7 +1926,7 @@ mod tests {
         let mut read = |pipe: &mut Pipe, bytes: &[u8]| {
             w.write_all(bytes).unwrap();
             let mut lines = Vec::new();
-            pipe.read(&mut |_, l| lines.push(l.to_string()));
+            pipe.read(&mut |_, l, _| lines.push(l.to_string()));
             lines
         };
         let partial = |pipe: &mut Pipe, after: Duration| {
@@ -2060,7 +2118,9 @@ mod tests {
         ];
         let mut child = spawn_group("bash", &args, None, &[], false).unwrap();
         let (tx, rx) = mpsc::sync_channel::<Msg>(2);
-        read_lines(&mut child, &tx, Msg::Lines, Msg::Progress, || Msg::Eof);
+        read_lines(&mut child, &tx, Msg::Lines, Msg::Cut, Msg::Progress, || {
+            Msg::Eof
+        });
         drop(tx);
         let (mut out, mut err, mut batches, mut eofs) = (Vec::new(), Vec::new(), 0, 0);
         for msg in rx {
@@ -2077,6 +2137,7 @@ mod tests {
                 }
                 // A read that ended inside a line, and a pause of `seq` on a loaded machine.
                 Msg::Progress(..) => {}
+                Msg::Cut(..) => panic!("no line is over 64 KiB"),
                 Msg::Eof => eofs += 1,
             }
         }
@@ -2095,6 +2156,7 @@ mod tests {
     #[derive(Debug, PartialEq)]
     enum Msg {
         Lines(Stream, String),
+        Cut(Stream, String),
         Progress(Stream, String),
         Eof,
     }
@@ -2114,7 +2176,9 @@ mod tests {
         ];
         let mut child = spawn_group("bash", &args, None, &[], false).unwrap();
         let (tx, rx) = mpsc::sync_channel::<Msg>(2);
-        read_lines(&mut child, &tx, Msg::Lines, Msg::Progress, || Msg::Eof);
+        read_lines(&mut child, &tx, Msg::Lines, Msg::Cut, Msg::Progress, || {
+            Msg::Eof
+        });
         drop(tx);
         let limit = Duration::from_secs(60);
         let mut seen = Vec::new();

@@ -166,12 +166,19 @@ fn empty(path: Option<&Path>) -> Inventory {
 }
 
 /// The `secrets` names of the config file that applies to `dir` (none without a file). Reads
-/// only the file: never asks the flake for hosts.
-pub fn config_secrets(explicit: Option<&Path>, dir: &Path) -> Vec<String> {
-    match config_path(explicit, dir) {
-        Some(path) if path.is_file() => from_config_file(&path).secrets,
-        _ => Vec::new(),
+/// only the file: never asks the flake for hosts. A file that cannot be read or has errors
+/// (invalid TOML, a wrong type), or a `--config` file that does not exist, is the invalid
+/// [`Inventory`] with its diagnostics: its `secrets` cannot be known, and a run that went on
+/// without them would print their values in clear.
+pub fn config_secrets(explicit: Option<&Path>, dir: &Path) -> Result<Vec<String>, Box<Inventory>> {
+    let inv = match config_path(explicit, dir) {
+        Some(path) if explicit.is_some() || path.is_file() => from_config_file(&path),
+        _ => return Ok(Vec::new()),
+    };
+    if inv.has_errors() {
+        return Err(Box::new(inv));
     }
+    Ok(inv.secrets)
 }
 
 /// `nix eval --no-write-lock-file --json .#nixosConfigurations --apply builtins.attrNames`

@@ -185,6 +185,7 @@ impl Registry {
             only: Vec::new(),
             skip: Vec::new(),
             from: None,
+            config: self.config.clone(),
         };
         let mut prepared =
             commands::prepare_new(&cmd, request, commands::resolver_for(&self.search))

@@ -37,6 +37,7 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
         only: args.only.clone(),
         skip: args.skip.clone(),
         from: args.from.clone(),
+        config: None,
     };
     let fleet = crate::run::fleet::from_cli(
         cx,
@@ -46,9 +47,12 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
         &args.args,
         &args.set,
     )?;
+    let request = NewRun {
+        config: fleet.config.as_ref().map(PathBuf::from),
+        ..request
+    };
     let mut prepared = prepare_new(cmd, request, resolver(cx))?;
     prepared.state.fleet = fleet;
-    prepared.opts.secrets = config_secrets(&prepared.state);
     launch(cx, cmd, prepared, &args.gates, heartbeat)
 }
 
@@ -111,10 +115,13 @@ pub struct NewRun {
     pub only: Vec<String>,
     pub skip: Vec<String>,
     pub from: Option<String>,
+    /// `--config FILE`, for the `secrets` it names (default: the project's `nixcmd.toml`,
+    /// else the user's config).
+    pub config: Option<PathBuf>,
 }
 
-/// Validates arguments and step selection, takes the lock (not for dry runs) and creates the
-/// run folder.
+/// Validates arguments, step selection and the config file, takes the lock (not for dry
+/// runs) and creates the run folder.
 pub fn prepare_new(
     cmd: &Command,
     req: NewRun,
@@ -122,6 +129,7 @@ pub fn prepare_new(
 ) -> Result<Prepared, Failure> {
     let bound = crate::run::args::bind(cmd, &req.args, &req.set)?;
     check_selection(cmd, &req.only, &req.skip, req.from.as_deref())?;
+    let secrets = config_secrets_at(req.config.as_deref(), &req.dir)?;
     let run_id = records::new_run_id(&cmd.name);
     // Dry runs change nothing, so they may overlap a real run.
     let lock = if req.dry_run {
@@ -153,7 +161,7 @@ pub fn prepare_new(
         from: req.from,
         env: bound.env,
         grace: GRACE,
-        secrets: config_secrets(&state),
+        secrets,
         resolve: Some(resolve),
         notices: Lock::notices(lock.as_ref(), &cmd.name, false),
         force: false,
@@ -243,9 +251,32 @@ fn records_failure(action: &str, path: &std::path::Path, e: &std::io::Error) -> 
 }
 
 /// `secrets` named in the config file (`nixcmd.toml`) of the run.
-pub fn config_secrets(state: &State) -> Vec<String> {
+pub fn config_secrets(state: &State) -> Result<Vec<String>, Failure> {
     let explicit = state.fleet.config.as_ref().map(PathBuf::from);
-    crate::hosts::inventory::config_secrets(explicit.as_deref(), std::path::Path::new(&state.dir))
+    config_secrets_at(explicit.as_deref(), std::path::Path::new(&state.dir))
+}
+
+/// `secrets` named in the config file that applies to a run in `dir` (`--config FILE`, else
+/// the project's `nixcmd.toml`, else the user's): a file that cannot be read or parsed
+/// refuses the run (exit 2, its problems at `path:line:col`), since the values of the
+/// secrets it names would be printed and recorded in clear.
+pub fn config_secrets_at(
+    explicit: Option<&std::path::Path>,
+    dir: &std::path::Path,
+) -> Result<Vec<String>, Failure> {
+    crate::hosts::inventory::config_secrets(explicit, dir).map_err(|inv| {
+        let path = inv.path.clone().unwrap_or_default();
+        let problems = inv.render_diagnostics();
+        Failure::usage(format!(
+            "the config file {path} cannot be used, so the secrets it names are unknown; \
+             nothing was run:\n{}",
+            problems.trim_end()
+        ))
+        .with_hint(format!(
+            "fix {path} (`nixcmd hosts` shows what nixcmd reads of it), or name another \
+             with --config FILE"
+        ))
+    })
 }
 
 /// Nested runs look commands up on the same search path as the parent run.
@@ -797,6 +828,32 @@ pub fn prepare_resume(
         refuse_changed_nested(&state, &resolve)?;
     }
     refuse_missing_dir(&state)?;
+    let secrets = config_secrets(&state)?;
+    let read_progress = || {
+        records::read_progress(path).map_err(|e| {
+            // As an unreadable state.json is told (see `records::find_run`): which file, why,
+            // and what can still be done.
+            let file = path.join("progress.json");
+            Failure::usage(format!(
+                "the records of run `{}` cannot be read ({}: {e}): which steps ran is unknown, \
+             so nothing was run; its logs are in {}",
+                state.run_id,
+                file.display(),
+                path.join("logs").display()
+            ))
+            .with_hint(format!(
+                "`nixcmd log {}` shows what it printed; put back a readable {} to resume it, or \
+             move its folder {} away to start over with `nixcmd run {}`",
+                state.run_id,
+                file.display(),
+                path.display(),
+                state.command
+            ))
+        })
+    };
+    // Looked at before the lock is taken too: a refusal leaves a paused run's lock line as
+    // it was (a lock taken and released says the command is free).
+    read_progress()?;
     let lock = if state.dry_run {
         None
     } else {
@@ -810,8 +867,7 @@ pub fn prepare_resume(
     }
     let run = RunDir::open(&state.run_id)
         .map_err(|e| Failure::usage(format!("cannot open {}: {e}", path.display())))?;
-    let mut progress =
-        records::read_progress(path).map_err(|e| Failure::usage(format!("progress.json: {e}")))?;
+    let mut progress = read_progress()?;
     for step in &mut progress.steps {
         // The interrupted step runs again; a paused gate is asked again.
         if matches!(
@@ -842,7 +898,7 @@ pub fn prepare_resume(
         from: state.from.clone(),
         env: bound.env,
         grace: GRACE,
-        secrets: config_secrets(&state),
+        secrets,
         resolve: Some(resolve),
         notices: Lock::notices(lock.as_ref(), &cmd.name, true),
         force,

@@ -86,9 +86,40 @@ pub(super) struct Emitter<'a> {
     /// log) first failed: given once, and listed again in the run's end.
     pub(super) lost: Option<String>,
     events_path: std::path::PathBuf,
+    /// The ends of pieces of over-long lines held back, lest a secret across a cut show.
+    straddles: crate::run::redact::Straddles,
 }
 
 impl Emitter<'_> {
+    /// An output line or piece of one (`cut`, see [`crate::process::Observed::Cut`]) of a
+    /// step, redacted: what to record and show of it, if anything.
+    pub(super) fn output_text(
+        &mut self,
+        step_id: &str,
+        host: Option<&str>,
+        stream: crate::process::Stream,
+        line: &str,
+        cut: bool,
+    ) -> Option<String> {
+        self.straddles
+            .piece(&self.redactor, step_id, host, stream, line, cut)
+    }
+
+    /// [`Emitter::progress`] of the newest part of a step's line on `stream`: a secret begun
+    /// in a piece held back (see [`Emitter::output_text`]) does not show by its end.
+    pub(super) fn stream_progress(
+        &mut self,
+        step_id: &str,
+        host: Option<&str>,
+        stream: crate::process::Stream,
+        text: &str,
+    ) {
+        let text = self
+            .straddles
+            .progress(&self.redactor, step_id, host, stream, text);
+        self.progress(step_id, host, &text);
+    }
+
     /// From now on event lines are gathered instead of written one by one (the sinks still
     /// see each event at once, and are flushed at the release). A crash loses at most what
     /// was gathered, never part of a line: [`Emitter::release`] writes whole lines.
@@ -295,6 +326,7 @@ impl<'a> Engine<'a> {
             spare: Vec::new(),
             lost: None,
             events_path: run.path.join("events.ndjson"),
+            straddles: Default::default(),
         };
         Engine {
             cmd,

@@ -576,7 +576,10 @@ impl Engine<'_> {
                 logs.get_mut(host),
                 tails.entry(host.to_string()).or_default(),
             ),
-            Report::Progress(_, _, text) => self.em.progress(&block.id, Some(host), text),
+            Report::Progress(_, stream, text) => {
+                self.em
+                    .stream_progress(&block.id, Some(host), *stream, text)
+            }
             Report::Warning(_, problem) => {
                 self.env_problem(&[&block.id], Some(host), problem.clone())
             }
@@ -729,8 +732,10 @@ pub(super) fn record_lines(
     }
     // Only lines that can end up among the last TAIL_LINES are copied for the tail.
     let keep_from = lines.len().saturating_sub(TAIL_LINES);
-    for (i, (stream, line)) in lines.iter().enumerate() {
-        let line = em.redactor.redact(line);
+    for (i, (stream, line, cut)) in lines.pieces().enumerate() {
+        let Some(line) = em.output_text(step_id, host, stream, line, cut) else {
+            continue;
+        };
         if log.is_some() {
             text.extend_from_slice(line.as_bytes());
             text.push(b'\n');

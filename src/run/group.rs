@@ -216,8 +216,8 @@ impl<'a> Engine<'a> {
                 );
                 None
             }
-            Report::Progress(_, _, text) => {
-                self.em.progress(&block.id, None, text);
+            Report::Progress(_, stream, text) => {
+                self.em.stream_progress(&block.id, None, *stream, text);
                 None
             }
             Report::Warning(_, problem) => {

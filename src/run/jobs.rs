@@ -86,14 +86,31 @@ const REPORTS_IN_FLIGHT: usize = 32;
 #[derive(Debug, Default)]
 pub struct Lines {
     text: String,
-    /// Each line's stream and where it ends in `text`.
-    ends: Vec<(Stream, usize)>,
+    /// Each line's stream, where it ends in `text`, and whether it is a piece of a line
+    /// cut for length (see [`Observed::Cut`]).
+    ends: Vec<(Stream, usize, bool)>,
 }
 
 impl Lines {
     pub fn push(&mut self, stream: Stream, line: &str) {
         self.text.push_str(line);
-        self.ends.push((stream, self.text.len()));
+        self.ends.push((stream, self.text.len(), false));
+    }
+
+    /// A piece of an over-long line: the line goes on in the next one of its stream.
+    pub fn push_cut(&mut self, stream: Stream, piece: &str) {
+        self.text.push_str(piece);
+        self.ends.push((stream, self.text.len(), true));
+    }
+
+    /// [`Lines::iter`], each with whether it is a piece of a line cut for length.
+    pub fn pieces(&self) -> impl Iterator<Item = (Stream, &str, bool)> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(stream, end, cut)| {
+            let line = &self.text[start..end];
+            start = end;
+            (stream, line, cut)
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -110,12 +127,7 @@ impl Lines {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Stream, &str)> {
-        let mut start = 0;
-        self.ends.iter().map(move |&(stream, end)| {
-            let line = &self.text[start..end];
-            start = end;
-            (stream, line)
-        })
+        self.pieces().map(|(stream, line, _)| (stream, line))
     }
 }
 
@@ -246,6 +258,7 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::SyncSender<Report>)
         let mut lines = Lines::default();
         let mut observe = |seen: Observed| match seen {
             Observed::Line(stream, line) => lines.push(stream, line),
+            Observed::Cut(stream, piece) => lines.push_cut(stream, piece),
             Observed::ReadDone => send_lines(tx, index, &mut lines),
             Observed::Progress(stream, text) => {
                 // After the lines of its read, which came before it.

@@ -10,12 +10,10 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// `$XDG_STATE_HOME/nixcmd`, else `~/.local/state/nixcmd`.
+/// `$XDG_STATE_HOME/nixcmd`, else `~/.local/state/nixcmd` (a relative `XDG_STATE_HOME` is
+/// ignored, see [`crate::discovery::xdg_home`]).
 pub fn state_root() -> PathBuf {
-    std::env::var_os("XDG_STATE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+    crate::discovery::xdg_home("XDG_STATE_HOME", ".local/state")
         .unwrap_or_else(|| PathBuf::from("/tmp"))
         .join("nixcmd")
 }

@@ -89,10 +89,18 @@ impl Redactor {
     /// line printed so far): a start of a secret at its end is cut off too.
     pub fn redact_progress(&self, text: &str) -> String {
         let mut out = self.redact(text);
-        let mut cut = out.len();
-        let bytes = out.as_bytes();
+        out.truncate(self.unfinished_secret_at(&out));
+        out
+    }
+
+    /// Where the longest end of `text` that begins a secret (and is shorter than it) starts:
+    /// `text.len()` when none does. Always a character boundary (a secret's first byte starts
+    /// a character), at most the longest secret's length − 1 bytes from the end.
+    fn unfinished_secret_at(&self, text: &str) -> usize {
+        let bytes = text.as_bytes();
+        let mut cut = bytes.len();
         for v in &self.values {
-            // Where the longest start of `v` that `out` ends with begins (shorter than `v`,
+            // Where the longest start of `v` that `text` ends with begins (shorter than `v`,
             // which `redact` replaced).
             let from = bytes.len().saturating_sub(v.len() - 1);
             let start = (from..bytes.len())
@@ -101,8 +109,7 @@ impl Redactor {
                 cut = cut.min(i);
             }
         }
-        out.truncate(cut);
-        out
+        cut
     }
 
     /// [`Redactor::redact`] of one serialized JSON value (an event line): a secret is replaced
@@ -122,6 +129,105 @@ impl Redactor {
 
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
+    }
+}
+
+/// The ends of pieces of over-long lines held back (see [`crate::process::Observed::Cut`]): a
+/// line longer than 64 KiB reaches nixcmd in pieces, and a secret printed across a cut would
+/// be redacted in neither piece. A piece's end that could begin a secret (at most the longest
+/// secret's length − 1 bytes) is held back and put before the next piece of its line, per
+/// step, host and stream.
+#[derive(Debug, Default)]
+pub struct Straddles {
+    held: Vec<(Straddle, String)>,
+}
+
+/// Whose line a held end belongs to: a step, its host on fan-out, a stream.
+#[derive(Debug, PartialEq)]
+struct Straddle {
+    step_id: String,
+    host: Option<String>,
+    stream: crate::process::Stream,
+}
+
+impl Straddles {
+    /// `piece` of a line (`cut`: the line goes on in the next piece of the same step, host and
+    /// stream; else it ends the line), redacted, after what an earlier piece held back; a cut
+    /// piece without its end that could begin a secret. `None` when nothing is left to show
+    /// (a piece that is all the start of a secret, which only a secret over 64 KiB allows).
+    pub fn piece(
+        &mut self,
+        redactor: &Redactor,
+        step_id: &str,
+        host: Option<&str>,
+        stream: crate::process::Stream,
+        piece: &str,
+        cut: bool,
+    ) -> Option<String> {
+        let at = self.find(step_id, host, stream);
+        // Nothing held (the rule) and nothing to hold: the line as ever.
+        if at.is_none() && !cut {
+            return Some(redactor.redact(piece));
+        }
+        let text = match at {
+            Some(i) => {
+                let (_, mut held) = self.held.swap_remove(i);
+                held.push_str(piece);
+                redactor.redact_owned(held)
+            }
+            None => redactor.redact(piece),
+        };
+        if !cut {
+            return Some(text);
+        }
+        let mut text = text;
+        let rest = text.split_off(redactor.unfinished_secret_at(&text));
+        if !rest.is_empty() {
+            let key = Straddle {
+                step_id: step_id.to_string(),
+                host: host.map(str::to_string),
+                stream,
+            };
+            self.held.push((key, rest));
+        }
+        (!text.is_empty()).then_some(text)
+    }
+
+    /// The newest part of a line being printed (see [`Redactor::redact_progress`]), after what
+    /// a piece of that line held back: a secret whose start was held back is not shown by
+    /// its end either. As it came when nothing is held.
+    pub fn progress(
+        &self,
+        redactor: &Redactor,
+        step_id: &str,
+        host: Option<&str>,
+        stream: crate::process::Stream,
+        text: &str,
+    ) -> String {
+        let Some(i) = self.find(step_id, host, stream) else {
+            return text.to_string();
+        };
+        let held = &self.held[i].1;
+        let joined = redactor.redact_progress(&format!("{held}{text}"));
+        // A newest segment after a `\r` does not go on from the held end: not shown with it.
+        match joined.strip_prefix(held.as_str()) {
+            Some(rest) => rest.to_string(),
+            None => joined,
+        }
+    }
+
+    fn find(
+        &self,
+        step_id: &str,
+        host: Option<&str>,
+        stream: crate::process::Stream,
+    ) -> Option<usize> {
+        if self.held.is_empty() {
+            return None;
+        }
+        self.held.iter().position(|(k, _)| {
+            k.stream == stream && k.step_id == step_id && k.host.as_deref() == host
+        })
     }
 }
 
@@ -252,6 +358,64 @@ mod tests {
         );
         assert!(r.is_empty());
         assert_eq!(r.redact("false True none NULL"), "false True none NULL");
+    }
+
+    /// A secret printed across the cut of an over-long line is redacted whole, from the
+    /// line's pieces and from the live display; what could begin a secret but does not is
+    /// shown with the next piece, and nothing is held for another stream, step or host.
+    #[test]
+    fn a_secret_across_the_cut_of_a_long_line_is_redacted() {
+        use crate::process::Stream::{Stderr, Stdout};
+        let mut r = Redactor::default();
+        r.add([("MY_TOKEN", "abcdefghijklmnop"), ("K_KEY", "é-pw-é")], &[]);
+        let mut s = Straddles::default();
+        let mut piece = |step: &str, host: Option<&str>, stream, text: &str, cut| {
+            s.piece(&r, step, host, stream, text, cut)
+        };
+        assert_eq!(
+            piece("a", None, Stdout, "xxxabcdef", true).as_deref(),
+            Some("xxx")
+        );
+        // Another stream, step or host goes on as ever.
+        assert_eq!(
+            piece("a", None, Stderr, "abc", false).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            piece("b", None, Stdout, "abc", false).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            piece("a", Some("h"), Stdout, "abc", false).as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            piece("a", None, Stdout, "ghijklmnop tail", false).as_deref(),
+            Some("[REDACTED] tail")
+        );
+        // Several pieces; a start of a secret that turns out not to be one is shown.
+        assert_eq!(
+            piece("a", None, Stdout, "yyabc", true).as_deref(),
+            Some("yy")
+        );
+        assert_eq!(
+            piece("a", None, Stdout, "dexyz", true).as_deref(),
+            Some("abcdexyz")
+        );
+        assert_eq!(piece("a", None, Stdout, "é-p", true), None);
+        assert_eq!(
+            piece("a", None, Stdout, "w-é end", false).as_deref(),
+            Some("[REDACTED] end")
+        );
+        // The live display of the line's next part hides the secret's end too.
+        s.piece(&r, "a", None, Stdout, "zzabcdefgh", true);
+        assert_eq!(
+            s.progress(&r, "a", None, Stdout, "ijklmnop and"),
+            "[REDACTED] and"
+        );
+        assert_eq!(s.progress(&r, "a", None, Stdout, "ijk"), "");
+        assert_eq!(s.progress(&r, "a", None, Stdout, "other"), "other");
+        assert_eq!(s.progress(&r, "a", None, Stderr, "ijklmnop"), "ijklmnop");
     }
 
     #[test]

@@ -100,7 +100,9 @@ pub fn wrapper(w: &Wrapper) -> String {
   umask 077
   local __nixcmd_tok={tok} __nixcmd_d __nixcmd_state __nixcmd_seen= pid po pe rc w n
   printf '{mark}started\n' >&2
-  __nixcmd_state="${{XDG_STATE_HOME:-${{HOME:-/tmp}}/.local/state}}/nixcmd/runs/"{run}
+  # A relative XDG_STATE_HOME is ignored, as the XDG Base Directory spec says.
+  case ${{XDG_STATE_HOME-}} in /*) __nixcmd_state=$XDG_STATE_HOME ;; *) __nixcmd_state=${{HOME:-/tmp}}/.local/state ;; esac
+  __nixcmd_state="$__nixcmd_state/nixcmd/runs/"{run}
   mkdir -p "$__nixcmd_state/state" && : >>"$__nixcmd_state/env" || __nixcmd_state=$(mktemp -d "${{TMPDIR:-/tmp}}/nixcmd-state.XXXXXXXX")
   mkdir -p "$__nixcmd_state/state"; : >>"$__nixcmd_state/env"
   __nixcmd_d=$(mktemp -d "${{TMPDIR:-/tmp}}/nixcmd.XXXXXXXX") || {{ echo "nixcmd: cannot create a temporary folder on $(hostname)" >&2; exit 125; }}
@@ -411,6 +413,8 @@ pub enum RemoteEnded {
 enum Msg {
     /// The lines of one read of one pipe, each ended by a newline.
     Lines(Stream, String),
+    /// A piece of an over-long line (see [`Observed::Cut`]).
+    Cut(Stream, String),
     /// The newest segment of a progress line (see [`Observed::Progress`]).
     Progress(Stream, String),
     Eof,
@@ -462,7 +466,9 @@ pub fn run_ssh(
             }
         });
     }
-    crate::process::read_lines(&mut child, &tx, Msg::Lines, Msg::Progress, || Msg::Eof);
+    crate::process::read_lines(&mut child, &tx, Msg::Lines, Msg::Cut, Msg::Progress, || {
+        Msg::Eof
+    });
     {
         let tx = tx.clone();
         std::thread::spawn(move || {
@@ -534,6 +540,12 @@ pub fn run_ssh(
         match rx.recv_timeout(wait) {
             Ok(Msg::Lines(stream, lines)) => {
                 wire.lines(stream, &lines, observe);
+                if heard_at.is_some() {
+                    heard_at = Some(Instant::now());
+                }
+            }
+            Ok(Msg::Cut(stream, piece)) => {
+                wire.cut(stream, &piece, observe);
                 if heard_at.is_some() {
                     heard_at = Some(Instant::now());
                 }
@@ -634,6 +646,26 @@ impl Wire {
         }
         for line in lines.split_terminator('\n') {
             self.line(stream, line, observe);
+        }
+        observe(Seen::Out(Observed::ReadDone));
+    }
+
+    /// A piece of an over-long line of the step's output: passed on as one (see
+    /// [`Observed::Cut`]), so that a secret across the cut is redacted. Before the wrapper
+    /// is ready, or holding a wrapper's line, it is taken as a line as before.
+    fn cut(&mut self, stream: Stream, piece: &str, observe: &mut dyn FnMut(Seen)) {
+        if (stream == Stream::Stdout && !self.ready) || piece.contains(&self.mark) {
+            let mut line = piece.to_string();
+            line.push('\n');
+            return self.lines(stream, &line, observe);
+        }
+        let carry = &mut self.carry[slot(stream)];
+        if carry.is_empty() {
+            observe(Seen::Out(Observed::Cut(stream, piece)));
+        } else {
+            carry.push_str(piece);
+            let whole = std::mem::take(carry);
+            observe(Seen::Out(Observed::Cut(stream, &whole)));
         }
         observe(Seen::Out(Observed::ReadDone));
     }
@@ -823,6 +855,42 @@ mod tests {
             ]
         );
         assert_eq!(wire.remote_exit, Some(3));
+    }
+
+    /// A piece of an over-long line of a host's step is passed on as one (its redaction
+    /// holds back a secret's start for the next piece), after a line start a wrapper's line
+    /// interrupted; before the wrapper is ready it is a line, as it was.
+    #[test]
+    fn the_wire_passes_the_pieces_of_a_cut_line_on_as_such() {
+        let mark = format!("{MARK}{} ", "k".repeat(32));
+        let mut wire = Wire::new(mark.clone());
+        let mut seen: Vec<String> = Vec::new();
+        let mut observe = |s: Seen| match s {
+            Seen::Out(Observed::Line(stream, l)) => seen.push(format!("{}: {l}", stream.name())),
+            Seen::Out(Observed::Cut(stream, l)) => seen.push(format!("{} cut: {l}", stream.name())),
+            _ => {}
+        };
+        let out = Stream::Stdout;
+        wire.cut(out, "early", &mut observe);
+        wire.lines(Stream::Stderr, &format!("{mark}ready\n"), &mut observe);
+        wire.lines(out, &format!("start {mark}exit 0\n"), &mut observe);
+        wire.cut(out, "piece1", &mut observe);
+        wire.cut(Stream::Stderr, "e1", &mut observe);
+        wire.cut(out, "piece2", &mut observe);
+        wire.lines(out, "end\n", &mut observe);
+        wire.lines(Stream::Stderr, "e2\n", &mut observe);
+        wire.finish(&mut observe);
+        assert_eq!(
+            seen,
+            [
+                "stdout: early",
+                "stdout cut: start piece1",
+                "stderr cut: e1",
+                "stdout cut: piece2",
+                "stdout: end",
+                "stderr: e2",
+            ]
+        );
     }
 
     /// The wrapper of `script`, run by bash here as on a host whose state is under `state`:

@@ -260,13 +260,16 @@ impl Engine<'_> {
                         written_ahead = Some(id);
                     }
                 }
-                Observed::Line(stream, line) => {
+                Observed::Line(stream, line) | Observed::Cut(stream, line) => {
                     if !in_read {
                         in_read = true;
                         env_watch.refresh(&mut em.redactor, folder);
                         em.hold();
                     }
-                    let line = em.redactor.redact(line);
+                    let cut = matches!(seen, Observed::Cut(..));
+                    let Some(line) = em.output_text(step_id, None, stream, line, cut) else {
+                        return;
+                    };
                     if log.is_some() {
                         log_lines.extend_from_slice(line.as_bytes());
                         log_lines.push(b'\n');
@@ -284,7 +287,7 @@ impl Engine<'_> {
                     }
                     tail.push_back(line);
                 }
-                Observed::Progress(_, text) => em.progress(step_id, None, text),
+                Observed::Progress(stream, text) => em.stream_progress(step_id, None, stream, text),
                 // Only the remote wrapper reports problems.
                 Observed::Warning(_) => {}
                 Observed::Held => em.emit(EventKind::Warning {

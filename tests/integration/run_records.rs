@@ -182,6 +182,164 @@ fn secrets_named_in_nixcmd_toml_are_redacted() {
 /// that step: a resumed run (paused at a gate, then `resume --approve`) read the file again
 /// for its steps' environment but not for its redactor, and printed the password of an
 /// earlier step in the log, the events and the output of every step after the pause.
+/// A config file that cannot be read or parsed refuses the run before anything runs (exit 2,
+/// `path:line:col`, a hint): its `secrets` list would otherwise be dropped and their values
+/// printed in clear. `--config FILE`, the project's `nixcmd.toml`, a missing `--config`
+/// file, and a resume of a run whose config broke since.
+#[test]
+fn a_config_file_that_cannot_be_parsed_refuses_the_run() {
+    const VALUE: &str = "hunter22";
+    const BAD: &str = "secrets = [\"FOO\"]\n[hosts.web1\n";
+    let runbook = "---\ndescription: Prints a config secret\nnixcmd: {}\n---\n## Steps\n\
+                   ### Show\n```bash {id=show readonly}\necho \"val=$FOO\"\n```\n\
+                   ### Ask\n```bash {id=ask confirm=\"Go on?\"}\necho \"again=$FOO\"\n```\n";
+    let refused = |out: &crate::support::Output, path: &str| {
+        out.assert_status(2);
+        assert!(!out.stdout.contains(VALUE), "{}", out.stdout);
+        assert!(!out.stderr.contains(VALUE), "{}", out.stderr);
+        assert!(!out.stdout.contains("val="), "nothing ran: {}", out.stdout);
+        assert!(out.stderr.contains(path), "{}", out.stderr);
+        assert!(out.stderr.contains("hint: fix"), "{}", out.stderr);
+    };
+    for (file, args) in [
+        ("project/bad.toml", vec!["--config", "bad.toml"]),
+        ("project/nixcmd.toml", vec![]),
+    ] {
+        let mut all = args.clone();
+        all.extend(["run", "s", "--dry-run", "--verbose"]);
+        let out = Test::new()
+            .file(file, BAD)
+            .runbook("s.md", runbook)
+            .env("FOO", VALUE)
+            .args(all)
+            .run();
+        let name = file.rsplit('/').next().unwrap();
+        refused(&out, &format!("{name}:2:"));
+        assert!(out.stderr.contains("invalid TOML"), "{}", out.stderr);
+        assert!(run_dirs(out.root.path()).is_empty(), "no run folder");
+    }
+    let out = Test::new()
+        .runbook("s.md", runbook)
+        .env("FOO", VALUE)
+        .args([
+            "--config",
+            "missing.toml",
+            "run",
+            "s",
+            "--dry-run",
+            "--verbose",
+        ])
+        .run();
+    refused(&out, "missing.toml");
+    // A run paused at its gate, then its config broke: resume refuses too.
+    let out = Test::new()
+        .file("project/nixcmd.toml", "secrets = [\"FOO\"]\n")
+        .runbook("s.md", runbook)
+        .env("FOO", VALUE)
+        .args(["run", "s", "--verbose"])
+        .run();
+    out.assert_status(3);
+    assert!(out.stdout.contains("val=[REDACTED]"), "{}", out.stdout);
+    let id = run_id(&only_run(out.root.path()));
+    let next = out.then();
+    std::fs::write(next.project().join("nixcmd.toml"), BAD).unwrap();
+    let out = next
+        .env("FOO", VALUE)
+        .args(["resume", &id, "--approve", "ask", "--verbose"])
+        .run();
+    refused(&out, "nixcmd.toml:2:");
+    assert!(!out.stdout.contains("again="), "{}", out.stdout);
+}
+
+/// A relative `XDG_STATE_HOME` (or `XDG_CONFIG_HOME`) is ignored, as the XDG Base Directory
+/// spec says: the run is recorded under `~/.local/state` and its steps start (they failed,
+/// their scripts named relative to nixcmd's folder while they ran in `--dir`).
+#[test]
+fn a_relative_xdg_state_home_is_ignored() {
+    let out = Test::new()
+        .runbook(
+            "x.md",
+            "---\ndescription: Two steps\nnixcmd: {}\n---\n## Steps\n### A\n```bash {id=a}\n\
+             echo \"state in $NIXCMD_STATE\"\n```\n### B\n```bash {id=b}\necho b-ran\n```\n",
+        )
+        .dir("project/work/rel")
+        .env("XDG_STATE_HOME", "relst")
+        .env("XDG_CONFIG_HOME", "relcfg")
+        .args(["run", "x", "--dir", "work/rel", "--verbose"])
+        .run();
+    out.assert_status(0);
+    assert!(out.stdout.contains("b-ran"), "{}", out.stdout);
+    let home_state = out.root.path().join("home/.local/state/nixcmd/runs");
+    let runs: Vec<_> = std::fs::read_dir(&home_state)
+        .expect("runs under ~/.local/state")
+        .collect();
+    assert_eq!(runs.len(), 1);
+    assert!(
+        out.stdout
+            .contains(&format!("state in {}", home_state.display())),
+        "{}",
+        out.stdout
+    );
+    for relative in ["project/relst", "project/work/rel/relst", "project/relcfg"] {
+        assert!(!out.root.path().join(relative).exists(), "{relative}");
+    }
+    // `runs` finds it the same way.
+    let out = out
+        .then()
+        .env("XDG_STATE_HOME", "relst")
+        .args(["runs"])
+        .run();
+    out.assert_status(0);
+    assert!(out.stdout.contains("succeeded"), "{}", out.stdout);
+}
+
+/// A truncated `progress.json` (a disk that filled, a copy cut short) is told as a broken
+/// `state.json` is: `resume` names the run and the file's full path, says nothing ran and
+/// what can be done; `log` and `runs` still show the run.
+#[test]
+fn a_truncated_progress_json_is_explained() {
+    let out = Test::new()
+        .runbook(
+            "p.md",
+            "---\ndescription: Paused\nnixcmd: {}\n---\n## Steps\n### A\n```bash {id=a}\n\
+             echo a-ran\n```\n### B\n```bash {id=b confirm=\"Go?\"}\necho b-ran\n```\n",
+        )
+        .args(["run", "p"])
+        .run();
+    out.assert_status(3);
+    let run = only_run(out.root.path());
+    let id = run_id(&run);
+    let file = run.join("progress.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, &text[..text.len() / 2]).unwrap();
+    let out = out.then().args(["resume", &id, "--approve", "b"]).run();
+    out.assert_status(2);
+    assert!(!out.stdout.contains("b-ran"), "{}", out.stdout);
+    let err = &out.stderr;
+    assert!(err.contains(&format!("run `{id}`")), "{err}");
+    assert!(err.contains(&file.display().to_string()), "{err}");
+    assert!(err.contains("nothing was run"), "{err}");
+    assert!(err.contains(&format!("hint: `nixcmd log {id}`")), "{err}");
+    assert!(
+        err.contains(&format!("move its folder {} away", run.display())),
+        "{err}"
+    );
+    let out = out.then().args(["log", &id]).run();
+    out.assert_status(0);
+    assert!(out.stdout.contains("a-ran"), "{}", out.stdout);
+    let out = out.then().args(["runs"]).run();
+    out.assert_status(0);
+    assert!(out.stdout.contains(&id), "{}", out.stdout);
+    // The refused resume left the paused run holding the command, as it was; with its
+    // folder moved away, the command starts afresh, as the hint says.
+    let out = out.then().args(["run", "p"]).run();
+    out.assert_status(2);
+    assert!(out.stderr.contains(&id), "{}", out.stderr);
+    std::fs::rename(&run, out.root.path().join("moved")).unwrap();
+    let out = out.then().args(["run", "p"]).run();
+    out.assert_status(3);
+}
+
 #[test]
 fn a_secret_exported_before_a_pause_stays_redacted_after_resume() {
     const PASSWORD: &str = "pw-Rk7wQ3zT9yH2";
@@ -238,6 +396,81 @@ echo "password: $DB_PASSWORD"
     let events_file = std::fs::read_to_string(run.join("events.ndjson")).expect("events");
     assert!(!events_file.contains(PASSWORD), "{events_file}");
     assert!(!out.stderr.contains(PASSWORD), "{}", out.stderr);
+}
+
+/// A line over 64 KiB reaches nixcmd in pieces: a secret printed across the cut is still
+/// redacted whole, in the JSON stream, `--verbose`, `events.ndjson` and the logs, for a step
+/// on this machine, one of a fan-out (the host `local`) and one of a group; and the line
+/// itself is kept whole otherwise (nothing lost at the cut).
+#[test]
+fn a_secret_across_the_cut_of_an_over_long_line_is_redacted() {
+    const TOKEN: &str = "abcdefghijklmnop";
+    // 65 530 bytes, then the secret: the cut at 65 536 falls after its sixth byte; on
+    // stderr after its tenth.
+    let block = "head -c 65530 /dev/zero | tr '\\0' a; echo \"$MY_TOKEN tail\"\n\
+                 head -c 65526 /dev/zero | tr '\\0' b >&2; echo \"$MY_TOKEN end\" >&2";
+    let runbook = format!(
+        "---\ndescription: Long lines\nnixcmd: {{}}\n---\n## Steps\n\
+         ### Here\n```bash {{id=here}}\n{block}\n```\n\
+         ### Hosts\n```bash {{id=fan hosts=local}}\n{block}\n```\n\
+         ### One\n```bash {{id=g1 group=g}}\n{block}\n```\n\
+         ### Two\n```bash {{id=g2 group=g}}\ntrue\n```\n"
+    );
+    let out = Test::new()
+        .file("project/nixcmd.toml", "[hosts.local]\n")
+        .runbook("split.md", &runbook)
+        .env("MY_TOKEN", TOKEN)
+        .args(["run", "split", "--format", "json", "--verbose"])
+        .run();
+    out.assert_status(0);
+    let mut texts = vec![
+        ("stdout".to_string(), out.stdout.clone()),
+        ("stderr".to_string(), out.stderr.clone()),
+    ];
+    let run = only_run(out.root.path());
+    let mut files = Vec::new();
+    collect_files(&run.join("logs"), &mut files);
+    files.push(run.join("events.ndjson"));
+    assert!(files.len() >= 4, "{files:?}");
+    for file in files {
+        let text = std::fs::read_to_string(&file).expect("read");
+        texts.push((file.display().to_string(), text));
+    }
+    for (name, text) in &texts {
+        // Not even its start or its end alone.
+        for part in [TOKEN, "abcdef", "ghijklmnop"] {
+            assert!(!text.contains(part), "{name} shows {part}");
+        }
+    }
+    for (name, text) in texts[2..]
+        .iter()
+        .filter(|(name, _)| !name.ends_with("g2.log"))
+    {
+        assert!(
+            text.contains("[REDACTED] tail") && text.contains("[REDACTED] end"),
+            "{name}"
+        );
+    }
+    // The pieces of each line hold all of it, the secret redacted.
+    let pieces = |step: &str, stream: &str| -> String {
+        events(&out.stdout)
+            .into_iter()
+            .filter(|e| e["type"] == "output" && e["step_id"] == step && e["stream"] == stream)
+            .map(|e| e["line"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for step in ["here", "fan", "g1"] {
+        assert_eq!(
+            pieces(step, "stdout"),
+            format!("{}[REDACTED] tail", "a".repeat(65530)),
+            "{step}"
+        );
+        assert_eq!(
+            pieces(step, "stderr"),
+            format!("{}[REDACTED] end", "b".repeat(65526)),
+            "{step}"
+        );
+    }
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
