@@ -1241,8 +1241,16 @@ fn the_run_after_one_that_was_cut_short_says_so_once() {
     );
     let root = run.root().to_path_buf();
     let _left = KillLeftBehindOnPanic(root.clone());
+    // The step may print before nixcmd records it as the current step (that write goes on
+    // while bash starts): killed before it, the warning would name no step.
+    let in_wait = |dir: &std::path::Path| {
+        std::fs::read_to_string(dir.join("state.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .is_some_and(|s| s["status"] == "running" && s["current_step"] == "wait")
+    };
     wait_until("the step", Duration::from_secs(30), || {
-        project_file(&root, "trace") == "waiting\n"
+        project_file(&root, "trace") == "waiting\n" && in_wait(&only_run(&root))
     });
     let killed = run_id(&only_run(&root));
     run.signal(libc::SIGKILL);
@@ -1285,6 +1293,10 @@ fn the_run_after_one_that_was_cut_short_says_so_once() {
     let fourth = Spawned::start(third.then().args(["run", "wait"]));
     wait_until("the fourth run's step", Duration::from_secs(30), || {
         project_file(&root, "trace").matches("waiting").count() == 4
+            && run_dirs(&root)
+                .iter()
+                .filter(|d| run_id(d) != killed)
+                .any(|d| in_wait(d))
     });
     // Ids made in the same second do not sort by time: the fourth is the other one running.
     let fourth_id = run_dirs(&root)
