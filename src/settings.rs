@@ -148,6 +148,7 @@ fn nixcmd_settings(cx: &mut Ctx, map: &Mapping) {
                 Node::Map(args) => {
                     for (name, spec) in args.iter() {
                         if let Some(arg) = arg_spec(cx, name, spec) {
+                            same_variable(cx, &arg);
                             cx.out.args.push(arg);
                         }
                     }
@@ -336,6 +337,26 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Node) -> Option<ArgSpec> {
     Some(arg)
 }
 
+/// Names that differ only in case or in `-`/`_`/`.` give one environment variable: one
+/// value would silently replace the other. An error at the second declaration.
+fn same_variable(cx: &mut Ctx, arg: &ArgSpec) {
+    let Some(first) = cx.out.args.iter().find(|a| a.env == arg.env) else {
+        return;
+    };
+    let d = Diagnostic::error(
+        "argument",
+        format!(
+            "arguments `{}` and `{}` both reach the blocks as ${}: one value would be lost",
+            first.name, arg.name, arg.env
+        ),
+    )
+    .with_hint(
+        "rename one of them: names are upper-cased and `-` becomes `_` in the variable's name",
+    );
+    let name = arg.name.clone();
+    cx.push(d, &name, ARGS_AT);
+}
+
 /// Only the last positional argument may be variadic, and required ones may not follow
 /// optional ones. Named arguments (`named: true`, given as NAME=VALUE) take no position.
 fn check_arg_order(cx: &mut Ctx) {
@@ -415,6 +436,35 @@ mod tests {
         assert_eq!(found[1].0, "unknown key `requird` in argument `host`");
         assert_eq!(found[1].1, 6);
         let _ = file;
+    }
+
+    /// Two names that give one environment variable: one value would be lost.
+    #[test]
+    fn names_sharing_a_variable_are_refused_at_the_second() {
+        for (second, a, b, var) in [
+            ("a_b", "a-b", "a_b", "NIXCMD_ARG_A_B"),
+            ("AB", "ab", "AB", "NIXCMD_ARG_AB"),
+        ] {
+            let text = format!(
+                "---\ndescription: d\nnixcmd:\n  args:\n    {a}: {{ pattern: \"^x$\" }}\n    other: {{}}\n    {b}: {{}}\n---\n"
+            );
+            let (_, i) = read(&text);
+            let found: Vec<_> = i
+                .diagnostics
+                .iter()
+                .map(|d| (d.severity, d.message.clone(), d.position.unwrap()))
+                .collect();
+            assert_eq!(found.len(), 1, "{found:?}");
+            let (severity, message, at) = &found[0];
+            assert_eq!(*severity, crate::diagnostic::Severity::Error);
+            assert_eq!((at.line, at.col), (7, 5), "{message}");
+            assert!(
+                message.contains(&format!("`{a}`"))
+                    && message.contains(&format!("`{b}`"))
+                    && message.contains(var),
+                "{second}: {message}"
+            );
+        }
     }
 
     #[test]
