@@ -288,3 +288,26 @@ fn guided_findings_point_at_their_text_after_tabs() {
         text.stdout
     );
 }
+
+/// `--format github` messages quote the file (an attribute, a placeholder): their control
+/// characters are shown as pictures, as in the text format. A raw ESC in a CI log is still
+/// read by the terminal that shows it.
+#[test]
+fn github_format_shows_control_characters_as_pictures() {
+    let out = Test::new()
+        .programs(&["bash"])
+        .file(
+            "project/ctl.md",
+            "---\ndescription: d\nnixcmd:\n---\n## Steps\n```bash {id=a bogus\x1b[2J=1}\ntrue\n```\n",
+        )
+        .args(["check", "--format", "github", "ctl.md"])
+        .run();
+    out.assert_status(1);
+    let raw: Vec<char> = out
+        .stdout
+        .chars()
+        .filter(|&c| c.is_control() && c != '\n')
+        .collect();
+    assert_eq!(raw, [], "{}", out.stdout);
+    assert!(out.stdout.contains("␛[2J"), "{}", out.stdout);
+}
