@@ -43,16 +43,23 @@ pub fn targets(
     }
     for path in paths {
         if path.is_dir() {
-            let mut files = Vec::new();
-            collect_markdown(path, &mut files, 0);
-            files.sort();
-            if files.is_empty() {
+            let mut found = Vec::new();
+            collect_markdown(path, &mut found, &mut Vec::new());
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            if found.is_empty() {
                 out.push(Target::Missing(
                     path.clone(),
                     format!("{} holds no `.md` command files", path.display()),
                 ));
             }
-            out.extend(files.into_iter().map(Target::Path));
+            out.extend(
+                found
+                    .into_iter()
+                    .map(|(path, unreadable)| match unreadable {
+                        Some(why) => Target::Missing(path, why),
+                        None => Target::Path(path),
+                    }),
+            );
         } else if path.exists() {
             out.push(Target::Path(path.clone()));
         } else if let Some(name) = path
@@ -77,21 +84,57 @@ pub enum Target {
     Missing(PathBuf, String),
 }
 
-/// Recursively lists `*.md` files, skipping hidden folders; bounded depth against symlink loops.
-fn collect_markdown(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
-    if depth > 16 {
-        return;
-    }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+/// Recursively lists the `*.md` entries under `dir`, skipping hidden folders, each with
+/// `Some(why)` when it is a folder that cannot be read. A `.md` entry that is not a folder is
+/// listed whatever it is — a dangling or looping symlink, a FIFO — and loading it reports
+/// what is wrong, as `check` without paths does. Symlinks are never followed into folders
+/// (`ln -s . self.md` walked the same folder again at every level), and a folder already
+/// walked (`visited`: device and inode, a bind mount of a parent) is not walked again.
+fn collect_markdown(
+    dir: &Path,
+    out: &mut Vec<(PathBuf, Option<String>)>,
+    visited: &mut Vec<(u64, u64)>,
+) {
+    use std::os::unix::fs::MetadataExt as _;
+    let entries = std::fs::metadata(dir).and_then(|meta| {
+        let id = (meta.dev(), meta.ino());
+        if visited.contains(&id) {
+            return Ok(None);
+        }
+        visited.push(id);
+        std::fs::read_dir(dir).map(Some)
+    });
+    let entries = match entries {
+        Ok(Some(entries)) => entries,
+        Ok(None) => return,
+        Err(e) => {
+            let what = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                std::io::ErrorKind::NotFound => "no such folder".to_string(),
+                _ => e.to_string(),
+            };
+            out.push((
+                dir.to_path_buf(),
+                Some(format!("cannot read {}: {what}", dir.display())),
+            ));
+            return;
+        }
     };
     for entry in entries.filter_map(Result::ok) {
         let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if path.is_dir() && !hidden {
-            collect_markdown(&path, out, depth + 1);
-        } else if path.extension().is_some_and(|e| e == "md") && path.is_file() {
-            out.push(path);
+        if kind.is_dir() {
+            if !hidden {
+                collect_markdown(&path, out, visited);
+            }
+        } else if path.extension().is_some_and(|e| e == "md")
+            // A symlink to a folder is no command file, and is not walked.
+            && !(kind.is_symlink() && path.is_dir())
+        {
+            out.push((path, None));
         }
     }
 }

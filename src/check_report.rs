@@ -2,6 +2,7 @@
 
 use crate::check::{FileReport, is_failure};
 use crate::diagnostic::Severity;
+use crate::terminal_text::visible;
 use serde_json::json;
 use std::fmt::Write as _;
 
@@ -94,7 +95,7 @@ pub fn github(reports: &[FileReport], strict: bool) -> String {
             } else {
                 "notice"
             };
-            let mut props = format!("file={}", escape_property(&r.name));
+            let mut props = format!("file={}", escape_property(&visible(&r.name)));
             if let Some(p) = d.position {
                 let _ = write!(props, ",line={},col={}", p.line, p.col);
             }
@@ -107,7 +108,9 @@ pub fn github(reports: &[FileReport], strict: bool) -> String {
             if let Some(h) = &d.hint {
                 message.push_str(&format!("\nhint: {h}"));
             }
-            let _ = writeln!(s, "::{level} {props}::{}", escape_data(&message));
+            // The message quotes the file: its control characters as pictures, as in the
+            // text format (a raw ESC in a CI log is read by the terminal that shows it).
+            let _ = writeln!(s, "::{level} {props}::{}", escape_data(&visible(&message)));
         }
     }
     s

@@ -255,7 +255,11 @@ fn parse_yaml<'a>(file: &SourceFile, source: &'a str, base: usize) -> Result<Nod
     if let Some(node) = crate::simple_yaml::read(source) {
         return Ok(node);
     }
-    let value = serde_yaml_ng::from_str::<Value>(source).map_err(|e| {
+    let dups = Duplicates::default();
+    let value = strict_yaml(source, &dups).map_err(|e| {
+        if let Some((path, key)) = dups.found.take() {
+            return duplicate_key(file, source, base, &e, path, key);
+        }
         let message = e.to_string();
         let message = message
             .split(" at line ")
@@ -273,6 +277,257 @@ fn parse_yaml<'a>(file: &SourceFile, source: &'a str, base: usize) -> Result<Nod
         }
     })?;
     Ok(Node::from(value))
+}
+
+/// serde_yaml_ng's value of `source`, as `serde_yaml_ng::from_str::<Value>` gives it, but a
+/// key given twice in one mapping is an error (whose location is that key) where
+/// serde_json's value lets the last one win: a second `args:` silently replaced the first,
+/// `pattern` and all. The duplicate is recorded in `dups`.
+fn strict_yaml(source: &str, dups: &Duplicates) -> Result<Value, serde_yaml_ng::Error> {
+    use serde::de::DeserializeSeed as _;
+    Strict {
+        dups,
+        path: &Link::Root,
+    }
+    .deserialize(serde_yaml_ng::Deserializer::from_str(source))
+}
+
+/// The error for a key given twice: at the second, naming the line of the first (found by
+/// reading the YAML again, stopping at the first occurrence of that key in that mapping).
+fn duplicate_key(
+    file: &SourceFile,
+    source: &str,
+    base: usize,
+    second: &serde_yaml_ng::Error,
+    path: Vec<Segment>,
+    key: String,
+) -> Diagnostic {
+    let again = Duplicates {
+        target: Some((path, key.clone())),
+        ..Duplicates::default()
+    };
+    let first = strict_yaml(source, &again)
+        .err()
+        .and_then(|e| e.location())
+        .map(|loc| relative(file, base, loc.line(), loc.column()).line);
+    let shown = crate::terminal_text::visible(&key);
+    let message = match first {
+        Some(line) => {
+            format!("the YAML frontmatter sets `{shown}` twice: it is already set on line {line}")
+        }
+        None => format!("the YAML frontmatter sets `{shown}` twice"),
+    };
+    let d = Diagnostic::fatal("frontmatter", message).with_hint(format!(
+        "keep one `{shown}:` (merge what the two hold): YAML readers keep only the last, and \
+         what the earlier one says would be lost"
+    ));
+    match second.location() {
+        Some(loc) => d.at_position(
+            relative(file, base, loc.line(), loc.column()),
+            key.chars().count(),
+        ),
+        None => d.at(file, base..base + 1),
+    }
+}
+
+/// What [`strict_yaml`] looks for and found.
+#[derive(Default)]
+struct Duplicates {
+    /// The first key found a second time in its mapping: the mapping's path and the key.
+    found: std::cell::RefCell<Option<(Vec<Segment>, String)>>,
+    /// When set, no duplicate is looked for: the first occurrence of this key in the mapping
+    /// at this path is an error (its location is the key's).
+    target: Option<(Vec<Segment>, String)>,
+}
+
+/// A step from the top of the frontmatter to a value.
+#[derive(Debug, Clone, PartialEq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// The path to the value being read, borrowed up the stack: made into a vector only for the
+/// duplicate found (and on the error's second reading).
+enum Link<'a> {
+    Root,
+    Key(&'a Link<'a>, &'a str),
+    Index(&'a Link<'a>, usize),
+}
+
+impl Link<'_> {
+    fn to_vec(&self) -> Vec<Segment> {
+        let mut out = Vec::new();
+        let mut at = self;
+        loop {
+            match at {
+                Link::Root => break,
+                Link::Key(up, k) => {
+                    out.push(Segment::Key(k.to_string()));
+                    at = up;
+                }
+                Link::Index(up, i) => {
+                    out.push(Segment::Index(*i));
+                    at = up;
+                }
+            }
+        }
+        out.reverse();
+        out
+    }
+}
+
+/// A value read as serde_json's `Value` reads it, with mappings read by [`Keys`].
+struct Strict<'a> {
+    dups: &'a Duplicates,
+    path: &'a Link<'a>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Strict<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_i128<E: serde::de::Error>(self, v: i128) -> Result<Value, E> {
+        use serde::Deserialize as _;
+        Value::deserialize(serde::de::IntoDeserializer::<E>::into_deserializer(v))
+    }
+
+    fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Value, E> {
+        use serde::Deserialize as _;
+        Value::deserialize(serde::de::IntoDeserializer::<E>::into_deserializer(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, d)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            let path = Link::Index(self.path, items.len());
+            let item = Strict {
+                dups: self.dups,
+                path: &path,
+            };
+            match seq.next_element_seed(item)? {
+                Some(v) => items.push(v),
+                None => return Ok(Value::Array(items)),
+            }
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key_seed(Keys {
+            dups: self.dups,
+            path: self.path,
+            seen: &out,
+        })? {
+            let path = Link::Key(self.path, &key);
+            let value = map.next_value_seed(Strict {
+                dups: self.dups,
+                path: &path,
+            })?;
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// A mapping's key, read as serde_json's `Value` reads keys; an error when the mapping has
+/// it already (or, on the second reading, when it is the key looked for).
+struct Keys<'a> {
+    dups: &'a Duplicates,
+    path: &'a Link<'a>,
+    seen: &'a Map<String, Value>,
+}
+
+impl Keys<'_> {
+    fn check<E: serde::de::Error>(self, key: &str) -> Result<(), E> {
+        let stop = match &self.dups.target {
+            Some((path, target)) => target == key && *path == self.path.to_vec(),
+            None => {
+                let again = self.seen.contains_key(key);
+                if again {
+                    *self.dups.found.borrow_mut() = Some((self.path.to_vec(), key.to_string()));
+                }
+                again
+            }
+        };
+        match stop {
+            true => Err(E::custom(format!("duplicate key `{key}`"))),
+            false => Ok(()),
+        }
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Keys<'_> {
+    type Value = String;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Keys<'_> {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        self.check(v)?;
+        Ok(v.to_string())
+    }
+
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+        self.check(&v)?;
+        Ok(v)
+    }
 }
 
 fn parse_toml(file: &SourceFile, source: &str, base: usize) -> Result<Node<'static>, Diagnostic> {
@@ -379,6 +634,56 @@ nixcmd:
         assert_eq!(d.position.unwrap().line, 2);
         let f = SourceFile::new("c.md", "---\na: [1,\n---\n");
         assert_eq!(parse(&f).unwrap_err().position.unwrap().line, 3);
+    }
+
+    /// A key given twice in a mapping is refused at the second, naming the first's line:
+    /// the YAML parser let the last one win, and an `args` declaration (with its `pattern`)
+    /// vanished.
+    #[test]
+    fn duplicate_yaml_keys_are_refused_at_the_second() {
+        for (text, line, col, first) in [
+            (
+                "---\ndescription: d\nnixcmd:\n  args:\n    host: { pattern: \"^a$\" }\n  args:\n    host: {}\n---\n",
+                6,
+                3,
+                4,
+            ),
+            (
+                "---\nnixcmd:\n  timeout: 5m\ndescription: d\nnixcmd:\n  timeout: 9m\n---\n",
+                5,
+                1,
+                2,
+            ),
+            (
+                "---\nnixcmd:\n  args:\n    host: {required: true, required: false}\n---\n",
+                4,
+                28,
+                4,
+            ),
+            (
+                "---\nl:\n  - {a: 1}\n  - {b: 1,\n     \"b\": 2}\n---\n",
+                5,
+                6,
+                4,
+            ),
+        ] {
+            let f = SourceFile::new("a.md", text);
+            let d = parse(&f).expect_err(text);
+            assert_eq!(d.severity, crate::diagnostic::Severity::Fatal, "{text:?}");
+            let at = d.position.expect("a position");
+            assert_eq!((at.line, at.col), (line, col), "{text:?}: {}", d.message);
+            assert!(
+                d.message.contains(&format!("line {first}")),
+                "{text:?}: {}",
+                d.message
+            );
+        }
+        // The same key in two mappings is no duplicate.
+        let f = SourceFile::new(
+            "a.md",
+            "---\nnixcmd:\n  args:\n    a: {required: true}\n    b: {required: true}\n---\n",
+        );
+        assert!(parse(&f).is_ok());
     }
 
     #[test]

@@ -155,6 +155,7 @@ fn nixcmd_settings(cx: &mut Ctx, map: &Mapping) {
                 Node::Map(args) => {
                     for (name, spec) in args.iter() {
                         if let Some(arg) = arg_spec(cx, name, spec) {
+                            same_variable(cx, &arg);
                             cx.out.args.push(arg);
                         }
                     }
@@ -247,7 +248,18 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Node) -> Option<ArgSpec> {
             ("named", Node::Bool(b)) => arg.named = *b,
             ("help", Node::Text(s)) => arg.help = Some(s.to_string()),
             ("pattern", Node::Text(p)) => match regex_syntax::Parser::new().parse(p) {
-                Ok(_) => arg.pattern = Some(p.to_string()),
+                Ok(hir) => match compiles(p, &hir) {
+                    Ok(()) => arg.pattern = Some(p.to_string()),
+                    Err(why) => cx.push(
+                        Diagnostic::error("argument", format!("`{name}.pattern` {why}")).with_hint(
+                            "write a smaller pattern: fewer or smaller repetition counts \
+                                 (`{1000}`), or ASCII classes (`[0-9A-Za-z_]`) in place of \
+                                 Unicode ones (`\\w`)",
+                        ),
+                        key,
+                        name_at,
+                    ),
+                },
                 Err(e) => {
                     let first = e
                         .to_string()
@@ -327,9 +339,32 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Node) -> Option<ArgSpec> {
             AT,
         );
     }
-    if let (Some(p), Some(d)) = (&arg.pattern, &arg.default)
+    // The values `run` takes from the default: each word of a variadic one, else the whole.
+    let defaults: Vec<&str> = match (&arg.default, arg.variadic) {
+        (Some(d), true) => d.split_whitespace().collect(),
+        (Some(d), false) => vec![d.as_str()],
+        (None, _) => Vec::new(),
+    };
+    if let Some(outside) = defaults
+        .iter()
+        .find(|d| !arg.choices.is_empty() && !arg.choices.iter().any(|c| c == *d))
+    {
+        let d = Diagnostic::error(
+            "argument",
+            format!(
+                "the default of `{name}`, `{outside}`, is not one of its choices ({})",
+                arg.choices.join(", ")
+            ),
+        )
+        .with_hint("make the default one of the choices, or add it to them: `run` refuses it");
+        match map.get("default") {
+            Some(_) => cx.push(d, "default", name_at),
+            None => cx.push(d, name, AT),
+        }
+    }
+    if let Some(p) = &arg.pattern
         && let Ok(re) = regex::Regex::new(p)
-        && !d.split_whitespace().all(|part| re.is_match(part))
+        && !defaults.iter().all(|part| re.is_match(part))
     {
         cx.push(
             Diagnostic::error(
@@ -341,6 +376,67 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Node) -> Option<ArgSpec> {
         );
     }
     Some(arg)
+}
+
+/// Names that differ only in case or in `-`/`_`/`.` give one environment variable: one
+/// value would silently replace the other. An error at the second declaration.
+fn same_variable(cx: &mut Ctx, arg: &ArgSpec) {
+    let Some(first) = cx.out.args.iter().find(|a| a.env == arg.env) else {
+        return;
+    };
+    let d = Diagnostic::error(
+        "argument",
+        format!(
+            "arguments `{}` and `{}` both reach the blocks as ${}: one value would be lost",
+            first.name, arg.name, arg.env
+        ),
+    )
+    .with_hint(
+        "rename one of them: names are upper-cased and `-` becomes `_` in the variable's name",
+    );
+    let name = arg.name.clone();
+    cx.push(d, &name, ARGS_AT);
+}
+
+/// Whether `pattern` (parsed as `hir`) compiles as `run` compiles it (`regex::Regex::new`):
+/// within the engine's size limit (`(a{1000}){1000}` is not), else why not. Compiling costs
+/// more than reading the file (`list` reads a thousand), so only a pattern whose parsed size
+/// could come near the limit is compiled.
+fn compiles(pattern: &str, hir: &regex_syntax::hir::Hir) -> Result<(), String> {
+    // A compiled unit of the weight below takes well under a kilobyte; the limit is 10 MiB.
+    const SURELY_SMALL: u64 = 2_000;
+    if weight(hir) <= SURELY_SMALL {
+        return Ok(());
+    }
+    match regex::Regex::new(pattern) {
+        Ok(_) => Ok(()),
+        Err(regex::Error::CompiledTooBig(limit)) => Err(format!(
+            "is too large: compiled, it exceeds the regular expression engine's limit of {} MiB",
+            limit / (1024 * 1024)
+        )),
+        Err(e) => Err(format!("cannot be used: {e}")),
+    }
+}
+
+/// A bound on how large `hir` compiles, in units of a byte or a class range: repetitions
+/// multiply, everything else adds up.
+fn weight(hir: &regex_syntax::hir::Hir) -> u64 {
+    use regex_syntax::hir::{Class, HirKind};
+    match hir.kind() {
+        HirKind::Empty | HirKind::Look(_) => 1,
+        HirKind::Literal(l) => l.0.len() as u64,
+        // A Unicode range becomes up to four bytes of UTF-8.
+        HirKind::Class(Class::Unicode(c)) => 4 * c.ranges().len() as u64,
+        HirKind::Class(Class::Bytes(c)) => c.ranges().len() as u64,
+        HirKind::Repetition(r) => {
+            let times = u64::from(r.max.unwrap_or(r.min).max(r.min)) + 1;
+            weight(&r.sub).saturating_mul(times)
+        }
+        HirKind::Capture(c) => weight(&c.sub).saturating_add(1),
+        HirKind::Concat(parts) | HirKind::Alternation(parts) => parts
+            .iter()
+            .fold(1u64, |sum, p| sum.saturating_add(weight(p))),
+    }
 }
 
 /// Only the last positional argument may be variadic, and required ones may not follow
@@ -452,6 +548,78 @@ mod tests {
             found.iter().map(|(_, l, c)| (*l, *c)).collect::<Vec<_>>(),
             [(4, 3), (4, 3)],
             "{found:?}"
+        );
+    }
+
+    /// Two names that give one environment variable: one value would be lost.
+    #[test]
+    fn names_sharing_a_variable_are_refused_at_the_second() {
+        for (second, a, b, var) in [
+            ("a_b", "a-b", "a_b", "NIXCMD_ARG_A_B"),
+            ("AB", "ab", "AB", "NIXCMD_ARG_AB"),
+        ] {
+            let text = format!(
+                "---\ndescription: d\nnixcmd:\n  args:\n    {a}: {{ pattern: \"^x$\" }}\n    other: {{}}\n    {b}: {{}}\n---\n"
+            );
+            let (_, i) = read(&text);
+            let found: Vec<_> = i
+                .diagnostics
+                .iter()
+                .map(|d| (d.severity, d.message.clone(), d.position.unwrap()))
+                .collect();
+            assert_eq!(found.len(), 1, "{found:?}");
+            let (severity, message, at) = &found[0];
+            assert_eq!(*severity, crate::diagnostic::Severity::Error);
+            assert_eq!((at.line, at.col), (7, 5), "{message}");
+            assert!(
+                message.contains(&format!("`{a}`"))
+                    && message.contains(&format!("`{b}`"))
+                    && message.contains(var),
+                "{second}: {message}"
+            );
+        }
+    }
+
+    /// What `run` would refuse is refused by `check`, where the declaration is: a default
+    /// outside the choices, and a pattern too large for the regex engine.
+    #[test]
+    fn defaults_outside_choices_and_oversized_patterns_are_errors() {
+        let errors = |args: &str| {
+            let (_, i) = read(&format!(
+                "---\ndescription: d\nnixcmd:\n  args:\n{args}---\n"
+            ));
+            i.diagnostics
+                .iter()
+                .map(|d| {
+                    assert_eq!(d.severity, crate::diagnostic::Severity::Error, "{d:?}");
+                    let at = d.position.unwrap();
+                    (d.message.clone(), at.line, at.col)
+                })
+                .collect::<Vec<_>>()
+        };
+        let found = errors("    mode:\n      choices: [fast, slow]\n      default: medium\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].0.contains("`medium`"), "{found:?}");
+        assert_eq!((found[0].1, found[0].2), (7, 7));
+        let found = errors("    m: { variadic: true, choices: [a, b], default: [a, c] }\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].0.contains("`c`"), "{found:?}");
+        assert!(errors("    m: { variadic: true, choices: [a, b], default: [a, b] }\n").is_empty());
+        assert!(errors("    m: { choices: [a, b], default: b }\n").is_empty());
+
+        let found = errors("    x:\n      pattern: \"(a{1000}){1000}\"\n");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].0.contains("too large"), "{found:?}");
+        assert_eq!((found[0].1, found[0].2), (6, 7));
+        // Heavy enough to be compiled, and within the limit.
+        let pattern = r"^[a-z0-9]{1,63}(\\.[a-z0-9]{1,63}){0,10}$";
+        let hir = regex_syntax::Parser::new()
+            .parse(&pattern.replace(r"\\", r"\"))
+            .unwrap();
+        assert!(weight(&hir) > 2_000);
+        assert_eq!(
+            errors(&format!("    x: {{ pattern: \"{pattern}\" }}\n")),
+            []
         );
     }
 

@@ -169,7 +169,7 @@ pub fn text(loaded: &Loaded, p: Palette) -> String {
             .map(|b| b.id.as_str())
             .collect();
         if !users.is_empty() {
-            let _ = writeln!(s, "    {} compensates {}", r.id, users.join(", "));
+            let _ = writeln!(s, "    {} compensates {}", v(&r.id), v(&users.join(", ")));
         }
     }
     let unbound = c
@@ -234,7 +234,8 @@ fn section(s: &mut String, p: Palette, title: &str, blocks: &[Block]) {
         }
         let g = gates(b);
         if !g.is_empty() {
-            let _ = write!(s, "  [{}]", g.join(", "));
+            // Attribute values (a confirm question, hosts, a group) are the file's text too.
+            let _ = write!(s, "  [{}]", v(&g.join(", ")));
         }
         s.push_str("  ");
         if p.enabled {

@@ -288,3 +288,102 @@ fn guided_findings_point_at_their_text_after_tabs() {
         text.stdout
     );
 }
+
+/// `--format github` messages quote the file (an attribute, a placeholder): their control
+/// characters are shown as pictures, as in the text format. A raw ESC in a CI log is still
+/// read by the terminal that shows it.
+#[test]
+fn github_format_shows_control_characters_as_pictures() {
+    let out = Test::new()
+        .programs(&["bash"])
+        .file(
+            "project/ctl.md",
+            "---\ndescription: d\nnixcmd:\n---\n## Steps\n```bash {id=a bogus\x1b[2J=1}\ntrue\n```\n",
+        )
+        .args(["check", "--format", "github", "ctl.md"])
+        .run();
+    out.assert_status(1);
+    let raw: Vec<char> = out
+        .stdout
+        .chars()
+        .filter(|&c| c.is_control() && c != '\n')
+        .collect();
+    assert_eq!(raw, [], "{}", out.stdout);
+    assert!(out.stdout.contains("␛[2J"), "{}", out.stdout);
+}
+
+/// `check DIR` reports the `.md` entries it cannot read (a dangling symlink, a symlink loop)
+/// as `check` without paths does, instead of skipping them, reads a FIFO as that does, and
+/// never follows a symlink into a folder: `ln -s . self.md` made it check the same file 17
+/// times (and a second such link made the walk exponential).
+#[test]
+fn a_folder_reports_unreadable_entries_and_follows_no_symlinked_folder() {
+    let test = Test::new()
+        .programs(&["bash"])
+        .file("project/d/ok.md", CLEAN)
+        .file("project/d/sub/deeper.md", CLEAN);
+    let d = test.project().join("d");
+    std::os::unix::fs::symlink("nowhere.md", d.join("dangling.md")).unwrap();
+    std::os::unix::fs::symlink("loop.md", d.join("loop.md")).unwrap();
+    std::os::unix::fs::symlink(".", d.join("self.md")).unwrap();
+    std::os::unix::fs::symlink(".", d.join("selfdir")).unwrap();
+    std::os::unix::fs::symlink("..", d.join("sub/up")).unwrap();
+    let fifo =
+        std::ffi::CString::new(d.join("pipe.md").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path that outlives the call.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let out = test.args(["check", "d"]).run();
+    out.assert_status(2);
+    assert!(
+        out.stdout
+            .contains("cannot read d/dangling.md: no such file"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("cannot read d/loop.md: "),
+        "{}",
+        out.stdout
+    );
+    // ok, dangling, loop, pipe, sub/deeper: each once.
+    assert!(out.stdout.contains("checked 5 files"), "{}", out.stdout);
+}
+
+/// A folder `check` cannot read says so, instead of "holds no .md command files".
+#[test]
+fn a_folder_it_cannot_read_says_permission_denied() {
+    let Some((setpriv, dir)) = crate::support::as_nobody("to check as another user") else {
+        return;
+    };
+    use std::os::unix::fs::PermissionsExt;
+    let closed = dir.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    std::fs::write(closed.join("a.md"), CLEAN).unwrap();
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir_all(open.join("inner")).unwrap();
+    std::fs::write(open.join("a.md"), CLEAN).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(open.join("a.md"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(open.join("inner"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    for (folder, denied) in [("closed", "closed"), ("open", "open/inner")] {
+        let out = std::process::Command::new(&setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_nixcmd"))
+            .args(["check", folder])
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .env("HOME", dir.path())
+            .env_remove("NIXCMD_COMMANDS_DIR")
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(2), "{folder}: {stdout}");
+        assert!(
+            stdout.contains(&format!("cannot read {denied}: permission denied")),
+            "{folder}: {stdout}"
+        );
+        assert!(!stdout.contains("holds no"), "{folder}: {stdout}");
+    }
+}

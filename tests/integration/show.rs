@@ -302,3 +302,31 @@ fn rollback_and_always_blocks_never_ask() {
         .collect();
     assert_eq!(rollback, [("restore".to_string(), false)]);
 }
+
+/// Attribute values are the file's text too: `show` prints their control characters as
+/// pictures and bidi controls as `�`, as it does titles. Raw, an OSC 52 in a confirm question
+/// wrote the clipboard and `ESC [2J` cleared the screen of whoever looked at the command.
+#[test]
+fn control_characters_in_attribute_values_are_shown_as_pictures() {
+    let file = "---\ndescription: d\nnixcmd:\n---\n## Steps\n\
+        ```bash {id=a confirm=\"Go? \x1b]52;c;cHduZWQ=\x07\x1b[2J \u{202e}\" irreversible}\ntrue\n```\n\
+        ```bash {id=b hosts=\"w\x1b[1m\" group=\"g\x1b[2J\" rollback=\"r\x1bx\"}\ntrue\n```\n\
+        ## Rollback\n```bash {id=r}\ntrue\n```\n";
+    let out = Test::new()
+        .file("project/ctl.md", file)
+        .args(["show", "ctl.md"])
+        .run();
+    let raw: Vec<char> = out
+        .stdout
+        .chars()
+        .filter(|&c| (c.is_control() && c != '\n') || c == '\u{202e}')
+        .collect();
+    assert_eq!(raw, [], "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("confirm \"Go? ␛]52;c;cHduZWQ=␇␛[2J �\""),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("hosts w␛[1m"), "{}", out.stdout);
+}
