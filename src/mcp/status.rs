@@ -18,9 +18,10 @@ const LOG_LINES_KEPT: usize = 50_000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum McpStatus {
-    /// Steps are executing (or a gate is being asked of the user through elicitation).
+    /// Steps are executing.
     Running,
-    /// Stopped before a `confirm` step: only the user can let it go on (see `gate`).
+    /// Stopped before a `confirm` step: only the user can let it go on (see `gate`), asked
+    /// in the client now (`gate.waiting_for` = `elicitation`) or through `confirm_gate`.
     AwaitingConfirmation,
     Succeeded,
     /// A step or check failed (rollback ran), or prerequisites were not met.

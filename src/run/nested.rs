@@ -396,6 +396,10 @@ impl Engine<'_> {
             name: cmd.name.clone(),
             push: |forwarded| match forwarded {
                 Forwarded::Line(line) => {
+                    // Redacted with this run's secrets too (its exports, its settings): the
+                    // nested run redacts only those it knows. The events are redacted as
+                    // they are emitted; the log line was written as it came.
+                    let line = em.redactor.redact_owned(line);
                     if let Some(log) = log.as_mut() {
                         let _ = writeln!(log, "{line}");
                     }

@@ -1968,6 +1968,40 @@ fn a_changed_nested_command_refuses_the_parents_resume_unless_forced() {
     assert_eq!(run_dirs(&root).len(), 2);
 }
 
+/// A nested block's log holds what its nested run told, redacted with the parent's secrets
+/// too: a value the parent exported as a secret, printed by the nested run (which does not
+/// know it is one), reached the parent's log in clear (its events were redacted).
+#[test]
+fn a_nested_blocks_log_is_redacted_with_the_parents_secrets() {
+    let outer = "---\ndescription: outer\n---\n# Outer\n## Steps\n### Export\n```bash\n\
+                 echo \"API_TOKEN=sekrit-1234\" >> \"$NIXCMD_ENV\"\n```\n### Call inner\n\
+                 ```bash\n/inner\n```\n";
+    let inner = "---\ndescription: inner\nnixcmd: {}\n---\n# Inner\n## Steps\n### Show\n\
+                 ```bash {id=show}\necho \"read: $(cat token.txt)\"\n```\n";
+    let out = Test::new()
+        .file("project/ops/outer.md", outer)
+        .file("project/ops/inner.md", inner)
+        .file("project/token.txt", "sekrit-1234\n")
+        .args([
+            "--commands-dir",
+            "ops",
+            "run",
+            "outer",
+            "--yes",
+            "--verbose",
+        ])
+        .run();
+    out.assert_status(0);
+    let root = out.root.path().to_path_buf();
+    let log = std::fs::read_to_string(
+        run_dir(&root, &run_of(&root, "outer")).join("logs/call-inner.log"),
+    )
+    .expect("the nested block's log");
+    assert!(!log.contains("sekrit-1234"), "{log}");
+    assert!(log.contains("read: [REDACTED]"), "{log}");
+    assert!(!out.stdout.contains("sekrit-1234"), "{}", out.stdout);
+}
+
 const INNER_WAITING: &str = r#"---
 description: inner, with a step that waits
 nixcmd: {}
