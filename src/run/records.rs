@@ -230,7 +230,19 @@ pub fn new_run_id(name: &str) -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     let salt = (nanos ^ std::process::id().wrapping_mul(2_654_435_761)) & 0xffff;
-    format!("{name}-{stamp}-{salt:04x}")
+    free_id(&runs_dir(), name, &stamp, salt)
+}
+
+/// The first id from `salt` on whose folder does not exist yet. Sixteen bits of salt in one
+/// second collided in a loop of quick runs (2 in 400): the second run wrote into the first
+/// one's folder. Runs of one command are serialized by its lock, so looking is enough for
+/// them; [`RunDir::create`] refuses an existing folder for the rest.
+fn free_id(runs: &Path, name: &str, stamp: &str, salt: u32) -> String {
+    let id = |salt: u32| format!("{name}-{stamp}-{:04x}", salt & 0xffff);
+    (0..0x10000)
+        .map(|n| id(salt.wrapping_add(n)))
+        .find(|id| std::fs::symlink_metadata(runs.join(id)).is_err())
+        .unwrap_or_else(|| id(salt))
 }
 
 /// One entry of `progress.json`.
@@ -449,8 +461,16 @@ impl EnvFile {
 
 impl RunDir {
     pub fn create(run_id: &str) -> std::io::Result<RunDir> {
-        let path = runs_dir().join(run_id);
-        mkdir_private(&path)?;
+        RunDir::create_at(runs_dir().join(run_id))
+    }
+
+    /// A new run folder at `path`: an existing one is an error, never shared (two runs'
+    /// records in one folder lose the first one's state).
+    fn create_at(path: PathBuf) -> std::io::Result<RunDir> {
+        if let Some(parent) = path.parent() {
+            mkdir_private(parent)?;
+        }
+        std::fs::DirBuilder::new().mode(0o700).create(&path)?;
         for sub in ["logs", "scripts", "state"] {
             mkdir_private(&path.join(sub))?;
         }
@@ -881,7 +901,7 @@ pub fn find_run(id: &str) -> Result<(PathBuf, State), String> {
                 .take(SHOWN)
                 .map(|(_, s)| s.run_id.as_str())
                 .collect();
-            let more = format!("and {} more", n - SHOWN);
+            let more = format!("and {} more", n.saturating_sub(SHOWN));
             if n > SHOWN {
                 ids.push(&more);
             }
@@ -1305,6 +1325,28 @@ mod tests {
         assert!(!flock_on_inode(locks, 42), "a POSIX lock is not ours");
         assert!(!flock_on_inode(locks, 43), "a waiter does not hold it");
         assert!(!flock_on_inode(locks, 577704));
+    }
+
+    /// A run id whose folder exists is not given again, and a folder is never created twice:
+    /// two quick runs with the same id shared one folder.
+    #[test]
+    fn run_ids_and_folders_are_never_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        assert_eq!(
+            free_id(&runs, "ok", "20261130-010203", 0xfffe),
+            "ok-20261130-010203-fffe"
+        );
+        std::fs::create_dir_all(runs.join("ok-20261130-010203-fffe")).unwrap();
+        std::fs::create_dir_all(runs.join("ok-20261130-010203-ffff")).unwrap();
+        assert_eq!(
+            free_id(&runs, "ok", "20261130-010203", 0xfffe),
+            "ok-20261130-010203-0000"
+        );
+        let path = runs.join("ok-20261130-010203-0000");
+        assert!(RunDir::create_at(path.clone()).is_ok());
+        let again = RunDir::create_at(path).err().expect("refused");
+        assert_eq!(again.kind(), std::io::ErrorKind::AlreadyExists);
     }
 
     #[test]

@@ -1845,3 +1845,42 @@ echo "using $NIXCMD_ARG_HOST with ${DEPLOY_TOKEN:-none} and ${PLAIN:-none}"
         assert!(!listed.stdout.contains(secret), "{}", listed.stdout);
     }
 }
+
+/// A run id prefix that matches two to four runs panicked (`log`, `resume`: exit 101, an
+/// overflow in counting the runs not shown); it is a usage error naming them.
+#[test]
+fn a_prefix_of_several_runs_names_them() {
+    let mut out = Test::new()
+        .runbook("four.md", FOUR_STEPS)
+        .args(["run", "four"])
+        .run();
+    out.assert_status(0);
+    for _ in 0..2 {
+        out = out.then().args(["run", "four"]).run();
+        out.assert_status(0);
+    }
+    let mut ids: Vec<String> = run_dirs(out.root.path())
+        .iter()
+        .map(|d| run_id(d))
+        .collect();
+    ids.sort();
+    assert_eq!(ids.len(), 3);
+    for args in [["log", "four"], ["resume", "four"]] {
+        let refused = out.then().args(args).run();
+        refused.assert_status(2);
+        let first = refused
+            .stderr
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            first.starts_with("error: `four` matches 3 runs (")
+                && first.ends_with("); give more of the id")
+                && ids.iter().all(|id| first.contains(id.as_str())),
+            "{}",
+            refused.stderr
+        );
+        out = refused;
+    }
+}
