@@ -280,7 +280,8 @@ fn new(cx: &Context, name: &str, dir: Option<PathBuf>, force: bool) -> Result<Ex
         .or_else(|| cx.search.commands_dir().map(std::path::Path::to_path_buf))
         .unwrap_or_else(|| discovery::project_root(&cx.cwd).join(".nixcmd/commands"));
     let path = dir.join(format!("{name}.md"));
-    if path.exists() && !force {
+    // A dangling symlink is something the user put there too (`exists` follows links).
+    if std::fs::symlink_metadata(&path).is_ok() && !force {
         return Err(Failure::usage(format!("{} already exists", path.display()))
             .with_hint("pick another name, or pass --force to overwrite it"));
     }

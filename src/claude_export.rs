@@ -78,6 +78,24 @@ At the end, report the status, each step's result, warnings and the manual check
     s
 }
 
+/// Where `path` leads when it is a symlink (followed to its end, dangling or not; a loop
+/// leaves `path` itself, and the write then fails on it as on any unwritable file).
+fn link_target(path: &Path) -> PathBuf {
+    let mut at = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::read_link(&at) {
+            Ok(target) => {
+                at = match at.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            Err(_) => return at,
+        }
+    }
+    path.to_path_buf()
+}
+
 /// The `.mcp.json` entry of the nixcmd server.
 pub fn server_entry() -> Value {
     json!({"command": "nixcmd", "args": ["mcp"]})
@@ -234,7 +252,9 @@ pub fn run(cx: &Context, dir: &Path) -> Result<Exit, Failure> {
         changed += 1;
         report.push_str(&format!("{what} {}\n", path.display()));
     }
-    let mcp_path = root.join(".mcp.json");
+    // A symlinked `.mcp.json` (kept in a dotfiles repository) is updated where it points: the
+    // link was replaced by a copy, and the real file never got the entry.
+    let mcp_path = link_target(&root.join(".mcp.json"));
     let existing = match std::fs::read_to_string(&mcp_path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -217,6 +217,10 @@ pub fn parse_at(
     })
 }
 
+/// The longest command name a run can be recorded under: a file name is at most 255 bytes,
+/// and a run id adds `-YYYYmmdd-HHMMSS-xxxx` (21 bytes) to the name.
+pub const MAX_NAME_BYTES: usize = 255 - 21;
+
 /// Attribute problems told per fence; the rest are counted in one more diagnostic.
 const MAX_ATTR_ERRORS: usize = 20;
 
@@ -904,6 +908,21 @@ fn structural_rules(
 ) {
     let annotated = cmd.mode == Mode::Annotated;
     let by_mode = |s: Severity| if annotated { s } else { Severity::Warning };
+    // A run's folder is `NAME-YYYYmmdd-HHMMSS-xxxx`, one file name: past 255 bytes every run
+    // failed with "File name too long" and a hint about permissions.
+    if cmd.name.len() > MAX_NAME_BYTES {
+        diagnostics.push(
+            Diagnostic::error(
+                "name-too-long",
+                format!(
+                    "the command's name (its file name) is {} bytes; a run's records are named \
+                     after it, and file systems allow {MAX_NAME_BYTES} bytes for it",
+                    cmd.name.len()
+                ),
+            )
+            .with_hint("rename the file to a shorter name"),
+        );
+    }
     if cmd.description.is_none() && frontmatter_read {
         let d = Diagnostic::new(
             by_mode(Severity::Error),
@@ -1184,6 +1203,21 @@ mod tests {
                 "{ok:?}"
             );
         }
+    }
+
+    /// A name too long to name a run's folder is an error (every run failed with "File name
+    /// too long"); the longest that fits is not.
+    #[test]
+    fn a_name_too_long_for_a_run_folder_is_an_error() {
+        let text = "---\ndescription: x\nnixcmd: {}\n---\n## Steps\n```bash\necho\n```\n";
+        let file = SourceFile::new("t.md", text);
+        let codes = |name: &str| -> Vec<&'static str> {
+            (parse(&file, name, Origin::Builtin).diagnostics.iter())
+                .map(|d| d.code)
+                .collect()
+        };
+        assert_eq!(codes(&"n".repeat(MAX_NAME_BYTES + 1)), ["name-too-long"]);
+        assert!(codes(&"n".repeat(MAX_NAME_BYTES)).is_empty());
     }
 
     /// A fence line of thousands of bad attributes gets twenty diagnostics and a count of the

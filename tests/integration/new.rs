@@ -50,6 +50,25 @@ fn new_refuses_to_overwrite() {
     assert_eq!(kept.unwrap(), "mine\n");
 }
 
+/// A dangling symlink where the new file would go is the user's too: it was replaced by the
+/// skeleton (`exists` follows the link and said there was nothing).
+#[test]
+fn new_refuses_to_replace_a_dangling_symlink() {
+    let test = Test::new();
+    let dir = test.project().join(".nixcmd/commands");
+    std::fs::create_dir_all(&dir).expect("commands folder");
+    std::os::unix::fs::symlink("../elsewhere/deploy.md", dir.join("deploy.md")).expect("link");
+    let out = test.args(["new", "deploy"]).run();
+    out.assert_status(2);
+    assert!(
+        out.stderr.starts_with("error: ") && out.stderr.contains("deploy.md already exists"),
+        "{}",
+        out.stderr
+    );
+    let link = std::fs::symlink_metadata(dir.join("deploy.md")).expect("still there");
+    assert!(link.file_type().is_symlink());
+}
+
 #[test]
 fn new_force_overwrites_and_dir_chooses_the_folder() {
     let out = Test::new()

@@ -97,3 +97,28 @@ def test_a_claude_command_that_hides_a_runbook_is_named_and_left_alone(env):
         f"note: flake-update: not exported, {own} is a Claude Code command of the same name "
         "and hides nixcmd's (built-in)\n"
     ) in p.stdout
+
+
+def test_a_symlinked_mcp_json_is_updated_where_it_points(env, tmp_path):
+    """A `.mcp.json` kept elsewhere (a dotfiles repository) and linked into the project: the
+    entry goes into that file and the link stays (it was replaced by a copy). A dangling link
+    gets its file created where it points."""
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir()
+    real = dotfiles / "mcp.json"
+    real.write_text(json.dumps({"mcpServers": {"other": {"command": "other-server"}}}))
+    link = env.project / ".mcp.json"
+    link.symlink_to(real)
+    p = export(env)
+    assert p.returncode == 0, p.stderr
+    assert link.is_symlink()
+    servers = json.loads(real.read_text())["mcpServers"]
+    assert set(servers) == {"other", "nixcmd"}, servers
+
+    link.unlink()
+    gone = dotfiles / "new-mcp.json"
+    link.symlink_to(gone)
+    p = export(env)
+    assert p.returncode == 0, p.stderr
+    assert link.is_symlink()
+    assert set(json.loads(gone.read_text())["mcpServers"]) == {"nixcmd"}
