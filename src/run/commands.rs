@@ -1020,8 +1020,11 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
 }
 
 pub fn log(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failure> {
-    let (run_path, _) = records::find_run(run).map_err(Failure::usage)?;
+    let (run_path, state) = records::find_run(run).map_err(Failure::usage)?;
+    // Messages name the run, not what it was called by (`last`, a prefix).
+    let run = state.run_id.as_str();
     let logs = run_path.join("logs");
+    refuse_unreadable_logs(&logs)?;
     let present = present_logs(&run_path);
     // Logs are streamed, not read whole: a chatty step's log can be gigabytes.
     let copy = |file: &mut std::fs::File, path: &std::path::Path| {
@@ -1061,6 +1064,26 @@ pub fn log(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failure>
         }
     }
     Ok(Exit::Success)
+}
+
+/// A `logs` folder that cannot be read: said, with why, rather than "no log" or nothing at
+/// all (it was printed as an empty run). A missing one is a run with no logs yet.
+pub fn refuse_unreadable_logs(logs: &std::path::Path) -> Result<(), Failure> {
+    match std::fs::read_dir(logs) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            let why = match e.kind() {
+                std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+                _ => e.to_string(),
+            };
+            Err(
+                Failure::usage(format!("cannot read {}: {why}", logs.display())).with_hint(
+                    "run nixcmd as the user who ran the command, or give that user read access \
+                     to the run folder",
+                ),
+            )
+        }
+        _ => Ok(()),
+    }
 }
 
 /// What to do about a run whose nixcmd was killed, `(…)`: resume it, or first wait for the

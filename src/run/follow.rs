@@ -35,14 +35,18 @@ pub fn follow(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failu
     // Ctrl-C ends the following, not the run (which is another process): exit 130.
     let _ = cancel.install_signal_handlers();
     let mut alive = look(&path, &mut state);
-    let present = present_logs(&path);
     let logs = path.join("logs");
+    crate::run::commands::refuse_unreadable_logs(&logs)?;
+    let present = present_logs(&path);
     let mut follower = Follower::new(cx, &logs, step);
+    // A step of a paused run that has not run yet (its gate's, or a later one): the run says
+    // how it goes on, as when following the whole run.
+    let paused = state.status == RunStatus::AwaitingConfirmation;
     if let Some(step) = step
         && !present.iter().any(|n| selected(n, step))
-        && !(alive && known_step(&path, step))
+        && !((alive || paused) && known_step(&path, step))
     {
-        return Err(no_log(&path, run, step, &present));
+        return Err(no_log(&path, &state.run_id, step, &present));
     }
     let mut stdout = std::io::stdout().lock();
     let mut out = Headed::new(&mut stdout);

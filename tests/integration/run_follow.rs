@@ -275,6 +275,53 @@ fn follow_of_a_run_that_pauses_at_a_gate_ends_with_the_resume_command() {
     );
 }
 
+/// `log -f RUN STEP` of a paused run's gated step (or a later one) said "no log for step"
+/// (exit 2): it ends as following the whole run does, with how the run goes on. A `logs`
+/// folder that cannot be read is said, where `log` printed nothing (exit 0) and `log RUN
+/// STEP` said "no log" with an empty list.
+#[test]
+fn following_a_step_of_a_paused_run_and_unreadable_logs_are_told() {
+    let out = Test::new()
+        .runbook(
+            "gated.md",
+            &GATED.replace("while [ ! -e go ]; do sleep 0.02; done\n", ""),
+        )
+        .args(["run", "gated"])
+        .run();
+    out.assert_status(3);
+    let root = out.root.path().to_path_buf();
+    for step in ["push", "build"] {
+        let followed = finished(&root, &["log", "-f", "last", step]);
+        followed.assert_status(0);
+        let text = stdout(&followed, &root);
+        assert!(
+            text.ends_with(
+                "run gated-[ID]: awaiting confirmation (`nixcmd resume gated-[ID] --approve push` \
+                 continues it)\n"
+            ),
+            "{step}: {text}"
+        );
+    }
+    let logs = only_run(&root).join("logs");
+    std::fs::remove_dir_all(&logs).expect("remove logs");
+    std::fs::write(&logs, "").expect("a file where the folder was");
+    for args in [
+        &["log", "last"][..],
+        &["log", "last", "build"],
+        &["log", "-f", "last"],
+    ] {
+        let refused = finished(&root, args);
+        refused.assert_status(2);
+        assert!(
+            refused
+                .stderr
+                .starts_with(&format!("error: cannot read {}: ", logs.display())),
+            "{args:?}: {}",
+            refused.stderr
+        );
+    }
+}
+
 #[test]
 fn follow_of_a_run_whose_nixcmd_was_killed_ends_and_says_so() {
     let (run, follow, root, _) = start_following(
