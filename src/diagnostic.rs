@@ -123,7 +123,12 @@ impl Diagnostic {
             self.code,
             visible(&self.message)
         );
-        let _ = writeln!(out, "  --> {}", visible(&self.location(file_name)));
+        // No file to name (a finding about the flake of a folder with no config): no arrow
+        // pointing at nothing.
+        let location = self.location(file_name);
+        if !location.is_empty() {
+            let _ = writeln!(out, "  --> {}", visible(&location));
+        }
         if let (Some(file), Some(p)) = (file, self.position) {
             let (text, caret_col, width) = excerpt(file.line_text(p.line), p.col, self.width);
             let (pad, carets) = caret_columns(&text, caret_col, width);

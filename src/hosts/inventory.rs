@@ -181,6 +181,39 @@ pub fn config_secrets(explicit: Option<&Path>, dir: &Path) -> Result<Vec<String>
     Ok(inv.secrets)
 }
 
+/// What Nix's stderr says went wrong: its `error:` line with the position after it (`at
+/// FILE:LINE:COL`, the store copy of the flake named as the file in it), not the last line,
+/// which is a code excerpt (`2|   description = …`) when Nix shows one.
+fn nix_error(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
+    let Some(i) = lines.iter().position(|l| l.starts_with("error:")) else {
+        return lines
+            .iter()
+            .rev()
+            .find(|l| !l.is_empty())
+            .unwrap_or(&"")
+            .to_string();
+    };
+    let message = lines[i].trim_start_matches("error:").trim();
+    let at = lines[i + 1..]
+        .iter()
+        .find_map(|l| l.strip_prefix("at "))
+        .map(|at| {
+            let at = at.trim_end_matches(':');
+            match at
+                .strip_prefix("/nix/store/")
+                .and_then(|r| r.split_once("-source/"))
+            {
+                Some((hash, rest)) if hash.len() == 32 => rest.to_string(),
+                _ => at.to_string(),
+            }
+        });
+    match at {
+        Some(at) => format!("{message} (at {at})"),
+        None => message.to_string(),
+    }
+}
+
 /// `nix eval --no-write-lock-file --json .#nixosConfigurations --apply builtins.attrNames`
 /// in `dir`.
 fn flake_hosts(dir: &Path) -> Result<Vec<String>, String> {
@@ -208,10 +241,10 @@ fn flake_hosts(dir: &Path) -> Result<Vec<String>, String> {
         if out.stderr.contains("does not provide attribute") {
             return Ok(Vec::new());
         }
-        let last = out.stderr.trim().lines().last().unwrap_or("").to_string();
         return Err(format!(
-            "cannot read the flake's nixosConfigurations in {}: {last}",
-            dir.display()
+            "cannot read the flake's nixosConfigurations in {}: {}",
+            dir.display(),
+            nix_error(&out.stderr)
         ));
     }
     serde_json::from_str(out.stdout.trim())
@@ -454,5 +487,21 @@ pub fn parse_into(inv: &mut Inventory, file: &SourceFile) {
     }
     if !inv.hosts.is_empty() {
         inv.source = Source::Config;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nix's error line and its position, not the code excerpt that ends its message.
+    #[test]
+    fn a_nix_error_is_its_error_line_and_position() {
+        let stderr = "error: syntax error, unexpected ';'\n\n       at /nix/store/78zpky1q0s6xbr3nyqmwykhk2vlvbans-source/flake.nix:1:12:\n\n            1| { broken = ;\n             |            ^\n            2|   description = \"app\";\n";
+        assert_eq!(
+            nix_error(stderr),
+            "syntax error, unexpected ';' (at flake.nix:1:12)"
+        );
+        assert_eq!(nix_error("warning: x\nsomething odd\n"), "something odd");
     }
 }

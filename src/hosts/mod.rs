@@ -50,13 +50,24 @@ pub fn command(cx: &Context, format: TextOrJson) -> Result<Exit, Failure> {
             inv.path.as_deref().unwrap_or("")
         ),
         Source::None => {
-            cx.out.print(
-                "No hosts: no nixcmd.toml with [hosts.NAME] tables, and no flake with nixosConfigurations here.\n",
-            );
+            // The flake here could not be evaluated (warned about above): not "no flake",
+            // and not a listing that succeeded.
+            let unreadable = inv.diagnostics.iter().any(|d| d.code == "flake-hosts");
+            let flake = match unreadable {
+                true => "and the flake here could not be read (see above)",
+                false => "and no flake with nixosConfigurations here",
+            };
+            cx.out.print(&format!(
+                "No hosts: no nixcmd.toml with [hosts.NAME] tables, {flake}.\n"
+            ));
             cx.out.eprint(
                 "  hint: add to nixcmd.toml:\n    [hosts.web1]\n    target = \"root@10.0.0.5\"\n    tags = [\"web\"]\n",
             );
-            return Ok(Exit::Success);
+            return Ok(if unreadable {
+                Exit::Failed
+            } else {
+                Exit::Success
+            });
         }
     };
     let rows: Vec<[String; 4]> = inv

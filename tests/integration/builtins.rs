@@ -531,6 +531,65 @@ fn config_audit_reports_a_syntax_error_with_its_file_and_line() {
     );
 }
 
+/// An error in `flake.nix` itself is named relative to the flake, as other files' are: the
+/// flake's source path comes from `nix flake archive`, which fails then too, and the finding
+/// named `/nix/store/…-source/flake.nix`.
+#[test]
+fn config_audit_names_a_syntax_error_in_flake_nix_relative_to_the_flake() {
+    let Some((t, app)) = nix_fixture("clean") else {
+        return;
+    };
+    let flake = app.join("flake.nix");
+    let text = std::fs::read_to_string(&flake).expect("flake.nix");
+    std::fs::write(&flake, text.replacen('{', "{ broken = ;", 1)).expect("break flake.nix");
+    sh(t.root(), &app, "git", &["commit", "-qam", "break"]);
+    let out = run(t, "config-audit", &[], &app).run();
+    out.assert_status(1);
+    let report = step_log(&out, "report");
+    let finding = report
+        .iter()
+        .find(|l| l.starts_with("error   [flake-eval] "))
+        .unwrap_or_else(|| panic!("{report:?}"));
+    assert!(
+        finding.starts_with("error   [flake-eval] flake.nix:1:"),
+        "{finding}"
+    );
+    assert!(!finding.contains("/nix/store/"), "{finding}");
+
+    // `nixcmd hosts` there: Nix's error line (not its code excerpt), no arrow pointing at
+    // nothing, and not "no flake here" with exit 0.
+    let root = out.root.path().to_path_buf();
+    let rel = app
+        .strip_prefix(&root)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let hosts = out
+        .then()
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .timeout(Duration::from_secs(120))
+        .current_dir(&rel)
+        .args(["hosts"])
+        .run();
+    hosts.assert_status(1);
+    assert!(
+        hosts.stderr.starts_with(&format!(
+            "warning[flake-hosts]: cannot read the flake's nixosConfigurations in {}: syntax \
+             error, unexpected ';' (at flake.nix:1:",
+            app.display()
+        )),
+        "{}",
+        hosts.stderr
+    );
+    assert!(!hosts.stderr.contains("-->"), "{}", hosts.stderr);
+    assert_eq!(
+        hosts.stdout,
+        "No hosts: no nixcmd.toml with [hosts.NAME] tables, and the flake here could not be \
+         read (see above).\n"
+    );
+}
+
 #[test]
 fn config_audit_reports_a_stale_input_as_a_warning() {
     let Some((t, app)) = nix_fixture("stale") else {
