@@ -5,7 +5,7 @@
 #[rustfmt::skip]
 fn precomputed_builtin_row(name: &str, hash: u64) -> Option<Row> {
     let row = match (name, hash) {
-        ("config-audit", 0x832c0f0de58d4502) => Row {
+        ("config-audit", 0xc5b52dd84718a90e) => Row {
             name: "config-audit".into(),
             description: "Audit a NixOS flake (evaluation, Nix syntax, lint, input age and duplicates); read-only".into(),
             source: Origin::Builtin,
