@@ -816,6 +816,17 @@ pub fn prepare_resume(
     resolve: crate::run::nested::Resolver,
 ) -> Result<Prepared, Failure> {
     refuse_ended(&state)?;
+    // Rewriting a newer nixcmd's records would drop what this one does not know of them.
+    if state.version > records::RECORD_VERSION {
+        return Err(Failure::usage(format!(
+            "run {} was recorded by a newer nixcmd (records version {}; this one writes {}): \
+             resuming it here could lose what that version recorded",
+            state.run_id,
+            state.version,
+            records::RECORD_VERSION
+        ))
+        .with_hint("resume it with the nixcmd that started it (`nixcmd --version`)"));
+    }
     if cmd.hash != state.command_hash && !force {
         // A run paused at a gate needs its answer too, or resuming pauses it again.
         let approve = match (&state.status, state.gate_to_approve()) {

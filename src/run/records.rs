@@ -46,6 +46,10 @@ pub struct Approval {
     pub at: String,
 }
 
+/// The version of the records this nixcmd writes (`state.json`'s `version`). New fields
+/// with defaults keep it; a change an older nixcmd would misread raises it.
+pub const RECORD_VERSION: u32 = 1;
+
 /// `state.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
@@ -181,7 +185,7 @@ impl State {
     ) -> State {
         let total = total_steps(cmd);
         State {
-            version: 1,
+            version: RECORD_VERSION,
             run_id: run_id.to_string(),
             command: cmd.name.clone(),
             command_hash: cmd.hash.clone(),

@@ -486,6 +486,34 @@ fn resume_force_runs_and_records_the_steps_of_the_changed_file() {
     assert_eq!(state["status"], "succeeded");
 }
 
+/// A run recorded by a newer nixcmd (a higher records `version`) is not resumed here: this
+/// one would rewrite its records without what it does not know of them.
+#[test]
+fn a_run_recorded_by_a_newer_nixcmd_is_not_resumed() {
+    let (out, root, id) = paused(
+        Test::new()
+            .runbook("gated.md", GATED)
+            .args(["run", "gated"]),
+    );
+    let state_path = only_run(&root).join("state.json");
+    let mut state = read_json(&state_path);
+    state["version"] = 2.into();
+    state["from_the_future"] = "kept".into();
+    let text = serde_json::to_string_pretty(&state).unwrap();
+    std::fs::write(&state_path, &text).expect("write state.json");
+    let refused = out.then().args(["resume", &id, "--approve", "push"]).run();
+    refused.assert_status(2);
+    assert!(
+        refused.stderr.starts_with(&format!(
+            "error: run {id} was recorded by a newer nixcmd (records version 2; this one writes 1)"
+        )),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&state_path).unwrap(), text);
+    assert_eq!(project_file(&root, "trace"), "prepare\n");
+}
+
 /// A run started from a file by its path (`nixcmd run runbooks/gated.md`, as `nixcmd new
 /// --dir` suggests) printed a resume command that failed with "unknown command": resume
 /// looked the command up by name. It reads the file the run started from, from anywhere.
