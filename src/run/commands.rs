@@ -1063,6 +1063,12 @@ pub fn log(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failure>
             }
         }
         Some(step) => return Err(no_log(&run_path, run, step, &present)),
+        // Paused at its first gate, or ended before any step: said, instead of nothing.
+        None if present.is_empty() && state.status != RunStatus::Running => {
+            let ending = crate::run::follow::ending(&state, &run_path);
+            cx.out
+                .eprint(&format!("no step of run {run} has a log; {ending}\n"));
+        }
         None => {
             for n in &present {
                 let path = logs.join(format!("{n}.log"));

@@ -165,7 +165,7 @@ fn plan_ids(path: &Path) -> Vec<String> {
 }
 
 /// The last line: the run's status as `runs` shows it, and how to go on when it can.
-fn ending(state: &State, path: &Path) -> String {
+pub(crate) fn ending(state: &State, path: &Path) -> String {
     let id = &state.run_id;
     if !path.join("state.json").is_file() {
         // Removed while it was followed (by hand: `runs --prune` leaves runs in progress).

@@ -514,6 +514,27 @@ fn a_run_recorded_by_a_newer_nixcmd_is_not_resumed() {
     assert_eq!(project_file(&root, "trace"), "prepare\n");
 }
 
+/// `log RUN` of a run paused before any step ran printed nothing (exit 0): it says so, and
+/// how the run goes on.
+#[test]
+fn log_of_a_run_paused_before_any_step_says_so() {
+    let (out, _, id) = paused(
+        Test::new()
+            .runbook("switch.md", GATED_FIRST)
+            .args(["run", "switch"]),
+    );
+    let logged = out.then().args(["log", &id]).run();
+    logged.assert_status(0);
+    assert_eq!(logged.stdout, "");
+    assert_eq!(
+        logged.stderr,
+        format!(
+            "no step of run {id} has a log; run {id}: awaiting confirmation (`nixcmd resume \
+             {id} --approve switch` continues it)\n"
+        )
+    );
+}
+
 /// A run started from a file by its path (`nixcmd run runbooks/gated.md`, as `nixcmd new
 /// --dir` suggests) printed a resume command that failed with "unknown command": resume
 /// looked the command up by name. It reads the file the run started from, from anywhere.
