@@ -549,15 +549,6 @@ impl Engine<'_> {
                         now()
                     );
                 }
-                if let Some(comp) = register {
-                    let entry = HostCompensation {
-                        rollback: comp.to_string(),
-                        host: host.to_string(),
-                    };
-                    if !self.state.fleet.compensations.contains(&entry) {
-                        self.state.fleet.compensations.push(entry);
-                    }
-                }
                 if let Some(p) = self.progress.get_mut(&block.id)
                     && let Some(h) = p.hosts.iter_mut().find(|h| h.host == host)
                 {
@@ -567,6 +558,21 @@ impl Engine<'_> {
                 }
                 self.save();
                 self.emit(step_started(block, *attempt, Some(host), None));
+            }
+            // The step began on the host (the wrapper said `started`): from now on it may
+            // have changed something there, so its compensation is due there. A host ssh
+            // never reached (refused, hanging at connect, cut short by Ctrl-C) gets none.
+            Report::Began(_) => {
+                if let Some(comp) = register {
+                    let entry = HostCompensation {
+                        rollback: comp.to_string(),
+                        host: host.to_string(),
+                    };
+                    if !self.state.fleet.compensations.contains(&entry) {
+                        self.state.fleet.compensations.push(entry);
+                        self.save();
+                    }
+                }
             }
             Report::Lines(_, lines) => record_lines(
                 &mut self.em,

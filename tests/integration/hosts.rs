@@ -1696,3 +1696,96 @@ touch "$m/restored-$NIXCMD_HOST"
     );
     assert_eq!(out.stdout.matches(held).count(), 1, "{}", out.stdout);
 }
+
+/// A host that accepts connections but never says anything: ssh hangs at connect.
+fn silent_listener() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a silent listener")
+}
+
+/// A host nixcmd could not reach (connection refused, or hanging at connect) never started
+/// the step: nothing is rolled back there (README "Failure policy"), the run ends 1, not 5.
+#[test]
+fn an_unreachable_host_is_not_rolled_back() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let closed = free_port();
+    let silent = silent_listener();
+    let hung = silent.local_addr().expect("address").port();
+    let extra = format!(
+        "\n[hosts.gone]\ntarget = \"root@127.0.0.1\"\nport = {closed}\n\
+         \n[hosts.hung]\ntarget = \"root@127.0.0.1\"\nport = {hung}\n"
+    );
+    let steps = r#"### change
+```bash {id=change hosts=gone,hung,h1 parallel=3 rollback=undo}
+touch "$NIXCMD_ARG_MARKS/ran-$NIXCMD_HOST"
+```
+"#;
+    let rollback = "### undo\n```bash\ntouch \"$NIXCMD_ARG_MARKS/undo-$NIXCMD_HOST\"\n```\n";
+    let out = run(
+        project(&fleet, "", &runbook(steps, rollback)).file(
+            "project/nixcmd.toml",
+            fleet
+                .config(&extra)
+                .replace("connect_timeout = 5", "connect_timeout = 2"),
+        ),
+        &[],
+    );
+    out.assert_status(1);
+    assert!(
+        out.stdout.contains("cannot reach the host"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("rollback incomplete"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("run by hand"), "{}", out.stdout);
+    assert!(!out.stdout.contains("undo@gone"), "{}", out.stdout);
+    assert!(!out.stdout.contains("undo@hung"), "{}", out.stdout);
+    let m = marks(&out);
+    assert_eq!(names(&m, "ran-"), ["h1"]);
+    assert!(names(&m, "undo-").is_empty(), "{m:?}");
+    drop(silent);
+}
+
+/// Ctrl-C while a host hangs at connect: the run-wide rollback undoes the step only where it
+/// started (h1), not on the host it never reached.
+#[test]
+fn a_run_wide_rollback_skips_a_host_the_step_never_reached() {
+    use crate::run_support::{Spawned, wait_until};
+    let Some(fleet) = Fleet::start(1) else { return };
+    let silent = silent_listener();
+    let hung = silent.local_addr().expect("address").port();
+    let extra = format!("\n[hosts.hung]\ntarget = \"root@127.0.0.1\"\nport = {hung}\n");
+    let steps = r#"### change
+```bash {id=change hosts=h1,hung parallel=2 rollback=undo}
+touch "$NIXCMD_ARG_MARKS/ran-$NIXCMD_HOST"
+sleep 30
+```
+"#;
+    let rollback = "### undo\n```bash\ntouch \"$NIXCMD_ARG_MARKS/undo-$NIXCMD_HOST\"\n```\n";
+    let t = project(&fleet, &extra, &runbook(steps, rollback)).file(
+        "project/nixcmd.toml",
+        fleet
+            .config(&extra)
+            .replace("connect_timeout = 5", "connect_timeout = 30"),
+    );
+    let marks_dir = t.root().join("marks");
+    let run = Spawned::start(t.args(["run", "fan", &marks_dir.display().to_string()]));
+    wait_until("the step on h1", Duration::from_secs(60), || {
+        marks_dir.join("ran-h1").exists()
+    });
+    run.signal(libc::SIGINT);
+    let out = run.wait();
+    assert!(
+        !out.stdout.contains("rollback incomplete"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("run by hand"), "{}", out.stdout);
+    out.assert_status(130);
+    let m = marks(&out);
+    assert_eq!(names(&m, "undo-"), ["h1"], "{}", out.stdout);
+    drop(silent);
+}
