@@ -24,6 +24,11 @@ pub struct FleetState {
     /// Hosts that failed a step and left the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<FailedHost>,
+    /// The run stopped because hosts failed past `max-fail` (or a canary failed): the failed
+    /// hosts were rolled back on their own, nothing else was, and `resume` retries them —
+    /// also when a host's rollback failed (exit 5).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_by_hosts: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -130,9 +135,16 @@ pub fn check_host_args(
     Ok(())
 }
 
-/// Whether a failed run can be resumed: it stopped because hosts failed.
+/// Whether a run that ended failed (exit 1) or "rollback incomplete" (exit 5) can be
+/// resumed: it stopped because hosts failed, the failed hosts were rolled back on their own
+/// and nothing else was. Runs recorded before `stopped_by_hosts` existed: failed with failed
+/// hosts, as before.
 pub fn resumable(state: &State) -> bool {
-    !state.fleet.failed.is_empty()
+    use crate::event::RunStatus;
+    match state.status {
+        RunStatus::RollbackIncomplete => state.fleet.stopped_by_hosts,
+        _ => state.fleet.stopped_by_hosts || !state.fleet.failed.is_empty(),
+    }
 }
 
 /// Prepares a resumed run: failed and not-started hosts of unfinished steps run again.
@@ -144,6 +156,7 @@ pub fn reset_for_resume(state: &mut State, progress: &mut Progress) {
         .map(|s| s.id.clone())
         .collect();
     state.fleet.failed.retain(|f| done.contains(&f.step));
+    state.fleet.stopped_by_hosts = false;
     for step in &mut progress.steps {
         if step.hosts.is_empty() || step.status.is_done() {
             continue;

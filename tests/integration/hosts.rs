@@ -1789,3 +1789,52 @@ sleep 30
     assert_eq!(names(&m, "undo-"), ["h1"], "{}", out.stdout);
     drop(silent);
 }
+
+/// README "Failure policy": a run stopped by a host failure ends 5 when that host's rollback
+/// failed, and `nixcmd resume RUN` still finishes the job, on the failed host only.
+#[test]
+fn a_run_stopped_by_a_host_whose_rollback_failed_can_be_resumed() {
+    let Some(fleet) = Fleet::start(2) else { return };
+    let steps = r#"### change
+```bash {id=change hosts=all parallel=1 rollback=undo}
+m=$NIXCMD_ARG_MARKS
+echo x >>"$m/change-$NIXCMD_HOST"
+[ "$NIXCMD_HOST" != h2 ] || [ -e "$m/fixed" ]
+```
+### later
+```bash {id=later hosts=all}
+touch "$NIXCMD_ARG_MARKS/later-$NIXCMD_HOST"
+```
+"#;
+    let rollback = r#"### undo
+```bash
+[ -e "$NIXCMD_ARG_MARKS/fixed" ]
+```
+"#;
+    let out = run(project(&fleet, "", &runbook(steps, rollback)), &[]);
+    out.assert_status(5);
+    assert!(out.stdout.contains("undo on host h2"), "{}", out.stdout);
+    let run_id = only_run(out.root.path())
+        .file_name()
+        .expect("run id")
+        .to_string_lossy()
+        .into_owned();
+    let marks_dir = out.root.path().join("marks");
+    std::fs::write(marks_dir.join("fixed"), "").expect("fix h2");
+    let resumed = Command::new(crate::support::BIN)
+        .args(["resume", &run_id])
+        .current_dir(out.root.path().join("project"))
+        .env("HOME", out.root.path().join("home"))
+        .env("XDG_STATE_HOME", out.root.path().join("state"))
+        .env("XDG_CONFIG_HOME", out.root.path().join("config"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("resume");
+    let text = String::from_utf8_lossy(&resumed.stdout);
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert_eq!(resumed.status.code(), Some(0), "{text}{err}");
+    let m = marks(&out);
+    assert_eq!(m["change-h1"], "x\n", "h1 succeeded: not run again");
+    assert_eq!(m["change-h2"], "x\nx\n");
+    assert_eq!(names(&m, "later-"), ["h1", "h2"]);
+}
