@@ -77,7 +77,7 @@ pub fn from_cli(
             ));
         }
     }
-    check_host_args(cmd, values, set, || crate::hosts::load_for(cx, dir))?;
+    check_host_args(cmd, values, set, filter, || crate::hosts::load_for(cx, dir))?;
     Ok(FleetState {
         filter: filter.map(str::to_string),
         config,
@@ -105,10 +105,15 @@ pub(super) fn selector_from_arg(
 /// `hosts=arg:NAME` with hosts given: every one must be in the inventory before anything
 /// runs, as for `--hosts` (a typo must not turn into a half-run fleet check).
 /// `load` reads the inventory, only when some host is named.
+///
+/// With `filter` (`--hosts`), the fan-outs whose hosts are known now (host arguments given)
+/// must keep at least one host between them: a selection that leaves every fan-out of the
+/// run with no host is a usage error, not a run that does nothing and ends 0.
 pub fn check_host_args(
     cmd: &crate::command::Command,
     values: &[String],
     set: &[String],
+    filter: Option<&str>,
     load: impl FnOnce() -> Result<Inventory, crate::exit::Failure>,
 ) -> Result<(), crate::exit::Failure> {
     let mut names: Vec<&str> = cmd.blocks().filter_map(|b| b.attrs.hosts_arg()).collect();
@@ -126,11 +131,37 @@ pub fn check_host_args(
         return Ok(());
     }
     let inv = load()?;
-    for (name, selector) in given {
-        crate::hosts::selector::hosts_for(&selector, None, &inv).map_err(|e| {
+    let mut selected = 0;
+    for (name, selector) in &given {
+        let hosts = crate::hosts::selector::hosts_for(selector, None, &inv).map_err(|e| {
             crate::exit::Failure::usage(format!("argument `{name}` ({selector}): {e}"))
                 .with_hint("`nixcmd hosts` lists the inventory")
         })?;
+        if let Some(f) = filter {
+            let narrowed = crate::hosts::selector::hosts_for(selector, Some(f), &inv)
+                .map_err(|e| crate::exit::Failure::usage(format!("--hosts {f}: {e}")))?;
+            selected += narrowed.len();
+        } else {
+            selected += hosts.len();
+        }
+    }
+    // Literal selectors (`hosts=all`) are not checked here: they may select hosts.
+    let only_args = cmd
+        .blocks()
+        .all(|b| b.attrs.hosts.is_none() || b.attrs.hosts_arg().is_some());
+    if let Some(f) = filter
+        && selected == 0
+        && only_args
+    {
+        let args = given
+            .iter()
+            .map(|(n, sel)| format!("`{n}` ({sel})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(crate::exit::Failure::usage(format!(
+            "--hosts {f} names no host of this run: the fan-outs reach only {args}"
+        ))
+        .with_hint("name hosts among those, or leave --hosts out"));
     }
     Ok(())
 }

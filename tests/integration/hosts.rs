@@ -1838,3 +1838,38 @@ touch "$NIXCMD_ARG_MARKS/later-$NIXCMD_HOST"
     assert_eq!(m["change-h2"], "x\nx\n");
     assert_eq!(names(&m, "later-"), ["h1", "h2"]);
 }
+
+/// Hosts at ports where nothing listens: for checks made before anything runs.
+fn unreachable_inventory() -> String {
+    let mut s = String::from("[ssh]\nconnect_timeout = 2\n");
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        s.push_str(&format!(
+            "\n[hosts.{name}]\ntarget = \"root@127.0.0.1\"\nport = {}\ntags = [\"t{i}\"]\n",
+            free_port()
+        ));
+    }
+    s
+}
+
+/// `--hosts` narrowing every fan-out of the run to no host is a usage error before anything
+/// runs (README "Selecting hosts"), as is an empty entry.
+#[test]
+fn hosts_flag_that_leaves_no_host_is_a_usage_error() {
+    let rb = "---\ndescription: narrow\nnixcmd:\n  args:\n    hosts: { variadic: true }\n---\n# N\n\n## Steps\n### here\n```bash {id=here}\ntouch \"$MARKS/here\"\n```\n### there\n```bash {id=there hosts=arg:hosts}\ntrue\n```\n";
+    for sel in ["c", ","] {
+        let out = Test::new()
+            .file("project/nixcmd.toml", unreachable_inventory())
+            .dir("marks")
+            .env("MARKS", "[TEMP]/marks")
+            .runbook("narrow.md", rb)
+            .args(["run", "narrow", "a", "b", "--hosts", sel])
+            .run();
+        out.assert_status(2);
+        assert!(
+            out.stderr.contains(&format!("--hosts {sel}")),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.root.path().join("marks/here").exists(), "nothing ran");
+    }
+}
