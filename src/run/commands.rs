@@ -46,6 +46,7 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
         args.hosts.as_deref(),
         &args.args,
         &args.set,
+        args.dry_run,
     )?;
     let request = NewRun {
         config: fleet.config.as_ref().map(PathBuf::from),

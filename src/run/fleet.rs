@@ -53,6 +53,7 @@ pub fn from_cli(
     filter: Option<&str>,
     values: &[String],
     set: &[String],
+    dry_run: bool,
 ) -> Result<FleetState, crate::exit::Failure> {
     use crate::exit::Failure;
     let config = cx.config.as_ref().map(|p| {
@@ -77,7 +78,9 @@ pub fn from_cli(
             ));
         }
     }
-    check_host_args(cmd, values, set, filter, || crate::hosts::load_for(cx, dir))?;
+    check_host_args(cmd, values, set, filter, !dry_run, || {
+        crate::hosts::load_for(cx, dir)
+    })?;
     Ok(FleetState {
         filter: filter.map(str::to_string),
         config,
@@ -114,12 +117,27 @@ pub fn check_host_args(
     values: &[String],
     set: &[String],
     filter: Option<&str>,
+    check_literal: bool,
     load: impl FnOnce() -> Result<Inventory, crate::exit::Failure>,
 ) -> Result<(), crate::exit::Failure> {
     let mut names: Vec<&str> = cmd.blocks().filter_map(|b| b.attrs.hosts_arg()).collect();
     names.sort_unstable();
     names.dedup();
-    if names.is_empty() {
+    // Literal selectors (`hosts=@web`, `hosts=web1,db1`): malformed ones are refused
+    // whatever the inventory, unknown names and tags once it is read, before anything runs
+    // (found when the run reached the block, the steps before it had changed things).
+    let mut literal: Vec<&str> = cmd
+        .blocks()
+        .filter(|b| b.runnable && b.attrs.hosts_arg().is_none())
+        .filter_map(|b| b.attrs.hosts.as_deref())
+        .collect();
+    literal.sort_unstable();
+    literal.dedup();
+    for sel in &literal {
+        crate::hosts::selector::Selector::parse(sel)
+            .map_err(|e| crate::exit::Failure::usage(format!("hosts={sel}: {e}")))?;
+    }
+    if names.is_empty() && literal.is_empty() {
         return Ok(());
     }
     let bound = crate::run::args::bind(cmd, values, set)?;
@@ -127,11 +145,28 @@ pub fn check_host_args(
         .into_iter()
         .filter_map(|n| Some((n, selector_from_arg(cmd, &bound.env, n)?)))
         .collect();
-    if given.is_empty() {
+    if given.is_empty() && (literal.is_empty() || !check_literal) {
         return Ok(());
     }
     let inv = load()?;
+    // No inventory at all (a dry run in CI): the fan-out says so when it is reached.
+    let literal_checked = check_literal && !inv.hosts.is_empty();
     let mut selected = 0;
+    if literal_checked {
+        for sel in &literal {
+            crate::hosts::selector::hosts_for(sel, None, &inv).map_err(|e| {
+                crate::exit::Failure::usage(format!("hosts={sel}: {e}"))
+                    .with_hint("`nixcmd hosts` lists the inventory")
+            })?;
+            if let Some(f) = filter {
+                selected += crate::hosts::selector::hosts_for(sel, Some(f), &inv)
+                    .map_err(|e| crate::exit::Failure::usage(format!("--hosts {f}: {e}")))?
+                    .len();
+            } else {
+                selected += 1;
+            }
+        }
+    }
     for (name, selector) in &given {
         let hosts = crate::hosts::selector::hosts_for(selector, None, &inv).map_err(|e| {
             crate::exit::Failure::usage(format!("argument `{name}` ({selector}): {e}"))
@@ -145,10 +180,8 @@ pub fn check_host_args(
             selected += hosts.len();
         }
     }
-    // Literal selectors (`hosts=all`) are not checked here: they may select hosts.
-    let only_args = cmd
-        .blocks()
-        .all(|b| b.attrs.hosts.is_none() || b.attrs.hosts_arg().is_some());
+    // Literal selectors not resolved here may select hosts.
+    let only_args = literal_checked || literal.is_empty();
     if let Some(f) = filter
         && selected == 0
         && only_args
@@ -156,6 +189,7 @@ pub fn check_host_args(
         let args = given
             .iter()
             .map(|(n, sel)| format!("`{n}` ({sel})"))
+            .chain(literal.iter().map(|sel| format!("hosts={sel}")))
             .collect::<Vec<_>>()
             .join(", ");
         return Err(crate::exit::Failure::usage(format!(

@@ -1873,3 +1873,42 @@ fn hosts_flag_that_leaves_no_host_is_a_usage_error() {
         assert!(!out.root.path().join("marks/here").exists(), "nothing ran");
     }
 }
+
+/// A literal selector naming no host of the inventory (`hosts=web9`) or malformed
+/// (`hosts=@`) is refused before anything runs, not when the run reaches the block after
+/// earlier steps changed things; `check` reports the malformed one whatever the inventory.
+#[test]
+fn a_bad_literal_selector_is_refused_before_anything_runs() {
+    for (sel, why) in [
+        ("web9", "no host named `web9`"),
+        ("@", "`@` needs a tag name"),
+        ("@nosuchtag", "no host has the tag `nosuchtag`"),
+    ] {
+        let rb = format!(
+            "---\ndescription: late\n---\n# L\n\n## Steps\n### change\n```bash {{id=change}}\ntouch \"$MARKS/changed\"\n```\n### fan\n```bash {{id=fan hosts={sel}}}\ntrue\n```\n"
+        );
+        let out = Test::new()
+            .file("project/nixcmd.toml", unreachable_inventory())
+            .dir("marks")
+            .env("MARKS", "[TEMP]/marks")
+            .runbook("late.md", &rb)
+            .args(["run", "late", "--yes"])
+            .run();
+        out.assert_status(2);
+        assert!(out.stderr.contains(why), "{sel}: {}", out.stderr);
+        assert!(
+            !out.root.path().join("marks/changed").exists(),
+            "{sel}: nothing ran"
+        );
+    }
+    let out = Test::new()
+        .runbook("late.md", "---\ndescription: late\n---\n# L\n\n## Steps\n### fan\n```bash {id=fan hosts=@}\ntrue\n```\n")
+        .args(["check", ".nixcmd/commands/late.md"])
+        .run();
+    out.assert_status(1);
+    assert!(
+        out.stdout.contains("`@` needs a tag name"),
+        "{}",
+        out.stdout
+    );
+}
