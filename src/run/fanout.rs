@@ -709,11 +709,7 @@ impl Engine<'_> {
                 if result.status.is_failure() {
                     let failed = std::mem::take(&mut engine.fleet.last_failed);
                     for h in failed {
-                        engine.fleet.left.push(format!(
-                            "{} on host {h}: run by hand there:\n{}",
-                            block.id,
-                            block.code.trim_end()
-                        ));
+                        engine.fleet.left.push(left_on_host(&block, &h));
                     }
                 }
             }
@@ -764,6 +760,22 @@ pub(super) fn record_lines(
         let _ = log.write_all(&text);
     }
     em.release();
+}
+
+/// What is left to do by hand when compensation `block` failed on `host`.
+pub(super) fn left_on_host(block: &Block, host: &str) -> String {
+    format!(
+        "{} on host {host}: run by hand there:\n{}",
+        block.id,
+        block.code.trim_end()
+    )
+}
+
+impl Fleet {
+    /// The hosts that failed the last block run on hosts, cleared.
+    pub(super) fn take_last_failed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.last_failed)
+    }
 }
 
 /// How many failed hosts are tolerated before no new host starts.

@@ -1912,3 +1912,29 @@ fn a_bad_literal_selector_is_refused_before_anything_runs() {
         out.stdout
     );
 }
+
+/// A run-wide rollback whose host compensation fails on one host names that host in what
+/// is left to do, as a host's own rollback does.
+#[test]
+fn a_run_wide_rollback_names_the_host_its_compensation_failed_on() {
+    let Some(fleet) = Fleet::start(2) else { return };
+    let steps = r#"### change
+```bash {id=change hosts=all rollback=undo}
+true
+```
+### verify
+```bash {id=verify}
+exit 1
+```
+"#;
+    let rollback = "### undo\n```bash\n[ \"$NIXCMD_HOST\" != h2 ]\n```\n";
+    let out = run(project(&fleet, "", &runbook(steps, rollback)), &[]);
+    out.assert_status(5);
+    assert!(
+        out.stdout.contains("undo on host h2: run by hand there:"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("undo on host h1"), "{}", out.stdout);
+    assert!(!out.stdout.contains("undo: run by hand:"), "{}", out.stdout);
+}
