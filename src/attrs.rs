@@ -577,6 +577,12 @@ fn apply(attr: &RawAttr<'_>, v: &mut Validated) -> Result<(), AttrError> {
                     format!("`hosts={s}` has an empty entry"),
                     "write hosts=all, hosts=@tag or hosts=a,b",
                 ));
+            } else if s.split(',').any(|part| part.trim() == "@") {
+                // Malformed whatever the inventory: found by `check`, not by the run.
+                return Err(bad(
+                    format!("`hosts={s}`: `@` needs a tag name"),
+                    "write hosts=@tag, with the tag's name",
+                ));
             }
             a.hosts = Some(s.to_string());
         }

@@ -19,7 +19,7 @@ fn precomputed_builtin_row(name: &str, hash: u64) -> Option<Row> {
             errors: 0,
             error: None,
         },
-        ("deploy-all", 0x2c312df1a3fac6c3) => Row {
+        ("deploy-all", 0xe2978be296f5e7e8) => Row {
             name: "deploy-all".into(),
             description: "Build every host, then activate on the fleet canary-first with per-host rollback".into(),
             source: Origin::Builtin,

@@ -164,7 +164,7 @@ impl Registry {
         caller: Option<&Caller>,
     ) -> Result<Arc<RunHandle>, String> {
         let cmd = self.load(name)?;
-        crate::run::fleet::check_host_args(&cmd, &args, &[], || {
+        crate::run::fleet::check_host_args(&cmd, &args, &[], None, !dry_run, || {
             use crate::hosts::inventory;
             let path = inventory::config_path(self.config.as_deref(), &self.cwd);
             let inv = inventory::load(path.as_deref(), &self.cwd);

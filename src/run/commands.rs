@@ -46,6 +46,7 @@ pub fn run(cx: &Context, args: RunArgs) -> Result<Exit, Failure> {
         args.hosts.as_deref(),
         &args.args,
         &args.set,
+        args.dry_run,
     )?;
     let request = NewRun {
         config: fleet.config.as_ref().map(PathBuf::from),
@@ -685,7 +686,13 @@ fn refuse_ended(state: &State) -> Result<(), Failure> {
     match state.status {
         RunStatus::AwaitingConfirmation | RunStatus::Running => Ok(()),
         // Stopped by failed hosts: those hosts (and the ones that never started) run again.
-        RunStatus::Failed if crate::run::fleet::resumable(state) => Ok(()),
+        // Also when a failed host's own rollback failed (exit 5): what is left on it was
+        // printed; the hosts that succeeded and the local steps stay as they are.
+        RunStatus::Failed | RunStatus::RollbackIncomplete
+            if crate::run::fleet::resumable(state) =>
+        {
+            Ok(())
+        }
         other => Err(Failure::usage(format!(
             "run {} already ended ({}); nothing to resume",
             state.run_id,

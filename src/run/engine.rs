@@ -1228,8 +1228,16 @@ impl<'a> Engine<'a> {
                     left.push(format!("{} (not run: stopped at once)", block.id));
                     continue;
                 }
+                engine.fleet.take_last_failed();
                 let result = engine.run_block(block, false);
-                if result.status.is_failure() {
+                let hosts = engine.fleet.take_last_failed();
+                if result.status.is_failure() && !hosts.is_empty() {
+                    // A host compensation: what is left is on those hosts, named as a
+                    // host's own rollback names it (run::fanout).
+                    for h in hosts {
+                        left.push(crate::run::fanout::left_on_host(block, &h));
+                    }
+                } else if result.status.is_failure() {
                     left.push(block.id.clone());
                 } else if !engine.opts.dry_run {
                     engine.state.rolled_back.push(block.id.clone());

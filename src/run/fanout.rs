@@ -458,6 +458,7 @@ impl Engine<'_> {
             if stop {
                 if block.phase != Phase::Prerequisite {
                     self.fleet.stop_without_rollback = true;
+                    self.state.fleet.stopped_by_hosts = true;
                 }
                 let what = if outcome.canary_failed {
                     format!("canary failed on {}", list(&failed))
@@ -549,15 +550,6 @@ impl Engine<'_> {
                         now()
                     );
                 }
-                if let Some(comp) = register {
-                    let entry = HostCompensation {
-                        rollback: comp.to_string(),
-                        host: host.to_string(),
-                    };
-                    if !self.state.fleet.compensations.contains(&entry) {
-                        self.state.fleet.compensations.push(entry);
-                    }
-                }
                 if let Some(p) = self.progress.get_mut(&block.id)
                     && let Some(h) = p.hosts.iter_mut().find(|h| h.host == host)
                 {
@@ -567,6 +559,21 @@ impl Engine<'_> {
                 }
                 self.save();
                 self.emit(step_started(block, *attempt, Some(host), None));
+            }
+            // The step began on the host (the wrapper said `started`): from now on it may
+            // have changed something there, so its compensation is due there. A host ssh
+            // never reached (refused, hanging at connect, cut short by Ctrl-C) gets none.
+            Report::Began(_) => {
+                if let Some(comp) = register {
+                    let entry = HostCompensation {
+                        rollback: comp.to_string(),
+                        host: host.to_string(),
+                    };
+                    if !self.state.fleet.compensations.contains(&entry) {
+                        self.state.fleet.compensations.push(entry);
+                        self.save();
+                    }
+                }
             }
             Report::Lines(_, lines) => record_lines(
                 &mut self.em,
@@ -702,11 +709,7 @@ impl Engine<'_> {
                 if result.status.is_failure() {
                     let failed = std::mem::take(&mut engine.fleet.last_failed);
                     for h in failed {
-                        engine.fleet.left.push(format!(
-                            "{} on host {h}: run by hand there:\n{}",
-                            block.id,
-                            block.code.trim_end()
-                        ));
+                        engine.fleet.left.push(left_on_host(&block, &h));
                     }
                 }
             }
@@ -757,6 +760,22 @@ pub(super) fn record_lines(
         let _ = log.write_all(&text);
     }
     em.release();
+}
+
+/// What is left to do by hand when compensation `block` failed on `host`.
+pub(super) fn left_on_host(block: &Block, host: &str) -> String {
+    format!(
+        "{} on host {host}: run by hand there:\n{}",
+        block.id,
+        block.code.trim_end()
+    )
+}
+
+impl Fleet {
+    /// The hosts that failed the last block run on hosts, cleared.
+    pub(super) fn take_last_failed(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.last_failed)
+    }
 }
 
 /// How many failed hosts are tolerated before no new host starts.

@@ -24,6 +24,11 @@ pub struct FleetState {
     /// Hosts that failed a step and left the run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<FailedHost>,
+    /// The run stopped because hosts failed past `max-fail` (or a canary failed): the failed
+    /// hosts were rolled back on their own, nothing else was, and `resume` retries them —
+    /// also when a host's rollback failed (exit 5).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped_by_hosts: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -48,6 +53,7 @@ pub fn from_cli(
     filter: Option<&str>,
     values: &[String],
     set: &[String],
+    dry_run: bool,
 ) -> Result<FleetState, crate::exit::Failure> {
     use crate::exit::Failure;
     let config = cx.config.as_ref().map(|p| {
@@ -72,7 +78,9 @@ pub fn from_cli(
             ));
         }
     }
-    check_host_args(cmd, values, set, || crate::hosts::load_for(cx, dir))?;
+    check_host_args(cmd, values, set, filter, !dry_run, || {
+        crate::hosts::load_for(cx, dir)
+    })?;
     Ok(FleetState {
         filter: filter.map(str::to_string),
         config,
@@ -100,16 +108,36 @@ pub(super) fn selector_from_arg(
 /// `hosts=arg:NAME` with hosts given: every one must be in the inventory before anything
 /// runs, as for `--hosts` (a typo must not turn into a half-run fleet check).
 /// `load` reads the inventory, only when some host is named.
+///
+/// With `filter` (`--hosts`), the fan-outs whose hosts are known now (host arguments given)
+/// must keep at least one host between them: a selection that leaves every fan-out of the
+/// run with no host is a usage error, not a run that does nothing and ends 0.
 pub fn check_host_args(
     cmd: &crate::command::Command,
     values: &[String],
     set: &[String],
+    filter: Option<&str>,
+    check_literal: bool,
     load: impl FnOnce() -> Result<Inventory, crate::exit::Failure>,
 ) -> Result<(), crate::exit::Failure> {
     let mut names: Vec<&str> = cmd.blocks().filter_map(|b| b.attrs.hosts_arg()).collect();
     names.sort_unstable();
     names.dedup();
-    if names.is_empty() {
+    // Literal selectors (`hosts=@web`, `hosts=web1,db1`): malformed ones are refused
+    // whatever the inventory, unknown names and tags once it is read, before anything runs
+    // (found when the run reached the block, the steps before it had changed things).
+    let mut literal: Vec<&str> = cmd
+        .blocks()
+        .filter(|b| b.runnable && b.attrs.hosts_arg().is_none())
+        .filter_map(|b| b.attrs.hosts.as_deref())
+        .collect();
+    literal.sort_unstable();
+    literal.dedup();
+    for sel in &literal {
+        crate::hosts::selector::Selector::parse(sel)
+            .map_err(|e| crate::exit::Failure::usage(format!("hosts={sel}: {e}")))?;
+    }
+    if names.is_empty() && literal.is_empty() {
         return Ok(());
     }
     let bound = crate::run::args::bind(cmd, values, set)?;
@@ -117,22 +145,71 @@ pub fn check_host_args(
         .into_iter()
         .filter_map(|n| Some((n, selector_from_arg(cmd, &bound.env, n)?)))
         .collect();
-    if given.is_empty() {
+    if given.is_empty() && (literal.is_empty() || !check_literal) {
         return Ok(());
     }
     let inv = load()?;
-    for (name, selector) in given {
-        crate::hosts::selector::hosts_for(&selector, None, &inv).map_err(|e| {
+    // No inventory at all (a dry run in CI): the fan-out says so when it is reached.
+    let literal_checked = check_literal && !inv.hosts.is_empty();
+    let mut selected = 0;
+    if literal_checked {
+        for sel in &literal {
+            crate::hosts::selector::hosts_for(sel, None, &inv).map_err(|e| {
+                crate::exit::Failure::usage(format!("hosts={sel}: {e}"))
+                    .with_hint("`nixcmd hosts` lists the inventory")
+            })?;
+            if let Some(f) = filter {
+                selected += crate::hosts::selector::hosts_for(sel, Some(f), &inv)
+                    .map_err(|e| crate::exit::Failure::usage(format!("--hosts {f}: {e}")))?
+                    .len();
+            } else {
+                selected += 1;
+            }
+        }
+    }
+    for (name, selector) in &given {
+        let hosts = crate::hosts::selector::hosts_for(selector, None, &inv).map_err(|e| {
             crate::exit::Failure::usage(format!("argument `{name}` ({selector}): {e}"))
                 .with_hint("`nixcmd hosts` lists the inventory")
         })?;
+        if let Some(f) = filter {
+            let narrowed = crate::hosts::selector::hosts_for(selector, Some(f), &inv)
+                .map_err(|e| crate::exit::Failure::usage(format!("--hosts {f}: {e}")))?;
+            selected += narrowed.len();
+        } else {
+            selected += hosts.len();
+        }
+    }
+    // Literal selectors not resolved here may select hosts.
+    let only_args = literal_checked || literal.is_empty();
+    if let Some(f) = filter
+        && selected == 0
+        && only_args
+    {
+        let args = given
+            .iter()
+            .map(|(n, sel)| format!("`{n}` ({sel})"))
+            .chain(literal.iter().map(|sel| format!("hosts={sel}")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(crate::exit::Failure::usage(format!(
+            "--hosts {f} names no host of this run: the fan-outs reach only {args}"
+        ))
+        .with_hint("name hosts among those, or leave --hosts out"));
     }
     Ok(())
 }
 
-/// Whether a failed run can be resumed: it stopped because hosts failed.
+/// Whether a run that ended failed (exit 1) or "rollback incomplete" (exit 5) can be
+/// resumed: it stopped because hosts failed, the failed hosts were rolled back on their own
+/// and nothing else was. Runs recorded before `stopped_by_hosts` existed: failed with failed
+/// hosts, as before.
 pub fn resumable(state: &State) -> bool {
-    !state.fleet.failed.is_empty()
+    use crate::event::RunStatus;
+    match state.status {
+        RunStatus::RollbackIncomplete => state.fleet.stopped_by_hosts,
+        _ => state.fleet.stopped_by_hosts || !state.fleet.failed.is_empty(),
+    }
 }
 
 /// Prepares a resumed run: failed and not-started hosts of unfinished steps run again.
@@ -144,6 +221,7 @@ pub fn reset_for_resume(state: &mut State, progress: &mut Progress) {
         .map(|s| s.id.clone())
         .collect();
     state.fleet.failed.retain(|f| done.contains(&f.step));
+    state.fleet.stopped_by_hosts = false;
     for step in &mut progress.steps {
         if step.hosts.is_empty() || step.status.is_done() {
             continue;

@@ -187,7 +187,11 @@ pub(crate) fn ending(state: &State, path: &Path) -> String {
             .map(|s| format!(" --approve {s}"))
             .unwrap_or_default();
         format!(" (`nixcmd resume {id}{approve}` continues it)")
-    } else if state.status == RunStatus::Failed && crate::run::fleet::resumable(state) {
+    } else if matches!(
+        state.status,
+        RunStatus::Failed | RunStatus::RollbackIncomplete
+    ) && crate::run::fleet::resumable(state)
+    {
         format!(" (`nixcmd resume {id}` retries the failed hosts)")
     } else {
         String::new()

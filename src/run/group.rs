@@ -229,7 +229,7 @@ impl<'a> Engine<'a> {
                 None
             }
             // Reported by hosts only.
-            Report::Secret(..) => None,
+            Report::Secret(..) | Report::Began(_) => None,
             Report::Retrying(_, attempt, why) => {
                 if let Some(log) = log {
                     let _ = writeln!(log, "── attempt {attempt} {why} ──");

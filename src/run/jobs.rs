@@ -59,7 +59,12 @@ pub struct JobResult {
 /// What a worker tells the scheduler; `usize` is the job's index.
 #[derive(Debug)]
 pub enum Report {
+    /// An attempt is about to start (ssh is about to connect, for a host).
     Started(usize, u32),
+    /// The attempt began where it runs: at once on this machine, on a host once the wrapper
+    /// said `started` (ssh connected). A host ssh never reached never began the step: its
+    /// compensation is not due there.
+    Began(usize),
     /// The lines of one read of the job's output: the caller writes them in one go (a report
     /// per line made a write per line to the log and to `events.ndjson`).
     Lines(usize, Lines),
@@ -200,6 +205,7 @@ pub fn run(
         let Ok(report) = rx.recv() else { break };
         let index = match &report {
             Report::Started(i, _)
+            | Report::Began(i)
             | Report::Lines(i, _)
             | Report::Progress(i, _, _)
             | Report::Warning(i, _)
@@ -293,6 +299,7 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::SyncSender<Report>)
                     grace: job.grace,
                     token: &token,
                 };
+                let _ = tx.send(Report::Began(index));
                 match process::run_group_observed(&spec, cancel, &mut observe) {
                     Ok(Ended::Exited(c)) => Attempt::Exited(c),
                     Ok(Ended::Killed(sig)) => Attempt::Killed(sig),
@@ -321,6 +328,9 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::SyncSender<Report>)
                 });
                 let mut seen = |seen: remote::Seen| match seen {
                     remote::Seen::Out(o) => observe(o),
+                    remote::Seen::Began => {
+                        let _ = tx.send(Report::Began(index));
+                    }
                     remote::Seen::Secret(name, value) => {
                         // After the lines before it: they were printed before it was known.
                         observe(Observed::ReadDone);
@@ -477,6 +487,7 @@ mod tests {
                     seen.extend(lines.iter().map(|(s, l)| format!("{}:{l}", s.name())));
                 }
                 Report::Started(0, n) => seen.push(format!("started {n}")),
+                Report::Began(0) => {}
                 Report::Retrying(0, n, why) => seen.push(format!("retrying {n}: {why}")),
                 Report::Done(0, _) => done = true,
                 other => panic!("{other:?}"),

@@ -395,6 +395,9 @@ pub enum Seen<'a> {
     Out(Observed<'a>),
     /// An export of the host's `$NIXCMD_ENV` whose name marks it as a secret: name, value.
     Secret(&'a str, &'a str),
+    /// The wrapper's `started` line: ssh connected and the wrapper runs on the host, so the
+    /// attempt may have changed something there (what makes its compensation due).
+    Began,
 }
 
 /// How a remote attempt ended.
@@ -690,7 +693,10 @@ impl Wire {
         self.carry[slot(stream)].push_str(before);
         let (word, rest) = what.split_once(' ').unwrap_or((what, ""));
         match word {
-            "started" => self.started = true,
+            "started" if !self.started => {
+                self.started = true;
+                observe(Seen::Began);
+            }
             "ready" => {
                 self.ready = true;
                 self.release(observe);
@@ -822,7 +828,7 @@ mod tests {
         let mut observe = |s: Seen| match s {
             Seen::Out(Observed::Line(stream, l)) => seen.push(format!("{}: {l}", stream.name())),
             Seen::Out(Observed::Warning(w)) => seen.push(format!("warn: {w}")),
-            Seen::Out(_) => {}
+            Seen::Out(_) | Seen::Began => {}
             Seen::Secret(n, v) => seen.push(format!("secret {n}={v}")),
         };
         let (out, err) = (Stream::Stdout, Stream::Stderr);

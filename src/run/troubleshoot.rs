@@ -88,6 +88,32 @@ pub fn best<'e>(
 mod tests {
     use super::*;
 
+    /// deploy-all: a host that went down after the canary is not "the canary failed".
+    #[test]
+    fn an_unreachable_host_is_not_a_failed_canary() {
+        let entries = vec![
+            entry(
+                "The canary failed and nothing else was deployed",
+                "fix the configuration for that host (it is likely the host the change \
+                 touches first) and run again.",
+            ),
+            entry(
+                "Cannot reach the host: connection refused, or timed out",
+                "ssh could not connect, so the step never started on that host.",
+            ),
+        ];
+        let tail =
+            vec!["web2: cannot reach the host: Connection timed out during banner exchange".into()];
+        let e = best(
+            &entries,
+            "deploy-all",
+            "activate",
+            "Activate (canary first)",
+            &tail,
+        );
+        assert_eq!(e.map(|e| e.title.as_str()), Some(entries[1].title.as_str()));
+    }
+
     fn entry(title: &str, text: &str) -> Entry {
         Entry {
             title: title.into(),

@@ -1696,3 +1696,245 @@ touch "$m/restored-$NIXCMD_HOST"
     );
     assert_eq!(out.stdout.matches(held).count(), 1, "{}", out.stdout);
 }
+
+/// A host that accepts connections but never says anything: ssh hangs at connect.
+fn silent_listener() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a silent listener")
+}
+
+/// A host nixcmd could not reach (connection refused, or hanging at connect) never started
+/// the step: nothing is rolled back there (README "Failure policy"), the run ends 1, not 5.
+#[test]
+fn an_unreachable_host_is_not_rolled_back() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let closed = free_port();
+    let silent = silent_listener();
+    let hung = silent.local_addr().expect("address").port();
+    let extra = format!(
+        "\n[hosts.gone]\ntarget = \"root@127.0.0.1\"\nport = {closed}\n\
+         \n[hosts.hung]\ntarget = \"root@127.0.0.1\"\nport = {hung}\n"
+    );
+    let steps = r#"### change
+```bash {id=change hosts=gone,hung,h1 parallel=3 rollback=undo}
+touch "$NIXCMD_ARG_MARKS/ran-$NIXCMD_HOST"
+```
+"#;
+    let rollback = "### undo\n```bash\ntouch \"$NIXCMD_ARG_MARKS/undo-$NIXCMD_HOST\"\n```\n";
+    let out = run(
+        project(&fleet, "", &runbook(steps, rollback)).file(
+            "project/nixcmd.toml",
+            fleet
+                .config(&extra)
+                .replace("connect_timeout = 5", "connect_timeout = 2"),
+        ),
+        &[],
+    );
+    out.assert_status(1);
+    assert!(
+        out.stdout.contains("cannot reach the host"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout.contains("rollback incomplete"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("run by hand"), "{}", out.stdout);
+    assert!(!out.stdout.contains("undo@gone"), "{}", out.stdout);
+    assert!(!out.stdout.contains("undo@hung"), "{}", out.stdout);
+    let m = marks(&out);
+    assert_eq!(names(&m, "ran-"), ["h1"]);
+    assert!(names(&m, "undo-").is_empty(), "{m:?}");
+    drop(silent);
+}
+
+/// Ctrl-C while a host hangs at connect: the run-wide rollback undoes the step only where it
+/// started (h1), not on the host it never reached.
+#[test]
+fn a_run_wide_rollback_skips_a_host_the_step_never_reached() {
+    use crate::run_support::{Spawned, wait_until};
+    let Some(fleet) = Fleet::start(1) else { return };
+    let silent = silent_listener();
+    let hung = silent.local_addr().expect("address").port();
+    let extra = format!("\n[hosts.hung]\ntarget = \"root@127.0.0.1\"\nport = {hung}\n");
+    let steps = r#"### change
+```bash {id=change hosts=h1,hung parallel=2 rollback=undo}
+touch "$NIXCMD_ARG_MARKS/ran-$NIXCMD_HOST"
+sleep 30
+```
+"#;
+    let rollback = "### undo\n```bash\ntouch \"$NIXCMD_ARG_MARKS/undo-$NIXCMD_HOST\"\n```\n";
+    let t = project(&fleet, &extra, &runbook(steps, rollback)).file(
+        "project/nixcmd.toml",
+        fleet
+            .config(&extra)
+            .replace("connect_timeout = 5", "connect_timeout = 30"),
+    );
+    let marks_dir = t.root().join("marks");
+    let run = Spawned::start(t.args(["run", "fan", &marks_dir.display().to_string()]));
+    wait_until("the step on h1", Duration::from_secs(60), || {
+        marks_dir.join("ran-h1").exists()
+    });
+    run.signal(libc::SIGINT);
+    let out = run.wait();
+    assert!(
+        !out.stdout.contains("rollback incomplete"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("run by hand"), "{}", out.stdout);
+    out.assert_status(130);
+    let m = marks(&out);
+    assert_eq!(names(&m, "undo-"), ["h1"], "{}", out.stdout);
+    drop(silent);
+}
+
+/// README "Failure policy": a run stopped by a host failure ends 5 when that host's rollback
+/// failed, and `nixcmd resume RUN` still finishes the job, on the failed host only.
+#[test]
+fn a_run_stopped_by_a_host_whose_rollback_failed_can_be_resumed() {
+    let Some(fleet) = Fleet::start(2) else { return };
+    let steps = r#"### change
+```bash {id=change hosts=all parallel=1 rollback=undo}
+m=$NIXCMD_ARG_MARKS
+echo x >>"$m/change-$NIXCMD_HOST"
+[ "$NIXCMD_HOST" != h2 ] || [ -e "$m/fixed" ]
+```
+### later
+```bash {id=later hosts=all}
+touch "$NIXCMD_ARG_MARKS/later-$NIXCMD_HOST"
+```
+"#;
+    let rollback = r#"### undo
+```bash
+[ -e "$NIXCMD_ARG_MARKS/fixed" ]
+```
+"#;
+    let out = run(project(&fleet, "", &runbook(steps, rollback)), &[]);
+    out.assert_status(5);
+    assert!(out.stdout.contains("undo on host h2"), "{}", out.stdout);
+    let run_id = only_run(out.root.path())
+        .file_name()
+        .expect("run id")
+        .to_string_lossy()
+        .into_owned();
+    let marks_dir = out.root.path().join("marks");
+    std::fs::write(marks_dir.join("fixed"), "").expect("fix h2");
+    let resumed = Command::new(crate::support::BIN)
+        .args(["resume", &run_id])
+        .current_dir(out.root.path().join("project"))
+        .env("HOME", out.root.path().join("home"))
+        .env("XDG_STATE_HOME", out.root.path().join("state"))
+        .env("XDG_CONFIG_HOME", out.root.path().join("config"))
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("resume");
+    let text = String::from_utf8_lossy(&resumed.stdout);
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert_eq!(resumed.status.code(), Some(0), "{text}{err}");
+    let m = marks(&out);
+    assert_eq!(m["change-h1"], "x\n", "h1 succeeded: not run again");
+    assert_eq!(m["change-h2"], "x\nx\n");
+    assert_eq!(names(&m, "later-"), ["h1", "h2"]);
+}
+
+/// Hosts at ports where nothing listens: for checks made before anything runs.
+fn unreachable_inventory() -> String {
+    let mut s = String::from("[ssh]\nconnect_timeout = 2\n");
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        s.push_str(&format!(
+            "\n[hosts.{name}]\ntarget = \"root@127.0.0.1\"\nport = {}\ntags = [\"t{i}\"]\n",
+            free_port()
+        ));
+    }
+    s
+}
+
+/// `--hosts` narrowing every fan-out of the run to no host is a usage error before anything
+/// runs (README "Selecting hosts"), as is an empty entry.
+#[test]
+fn hosts_flag_that_leaves_no_host_is_a_usage_error() {
+    let rb = "---\ndescription: narrow\nnixcmd:\n  args:\n    hosts: { variadic: true }\n---\n# N\n\n## Steps\n### here\n```bash {id=here}\ntouch \"$MARKS/here\"\n```\n### there\n```bash {id=there hosts=arg:hosts}\ntrue\n```\n";
+    for sel in ["c", ","] {
+        let out = Test::new()
+            .file("project/nixcmd.toml", unreachable_inventory())
+            .dir("marks")
+            .env("MARKS", "[TEMP]/marks")
+            .runbook("narrow.md", rb)
+            .args(["run", "narrow", "a", "b", "--hosts", sel])
+            .run();
+        out.assert_status(2);
+        assert!(
+            out.stderr.contains(&format!("--hosts {sel}")),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.root.path().join("marks/here").exists(), "nothing ran");
+    }
+}
+
+/// A literal selector naming no host of the inventory (`hosts=web9`) or malformed
+/// (`hosts=@`) is refused before anything runs, not when the run reaches the block after
+/// earlier steps changed things; `check` reports the malformed one whatever the inventory.
+#[test]
+fn a_bad_literal_selector_is_refused_before_anything_runs() {
+    for (sel, why) in [
+        ("web9", "no host named `web9`"),
+        ("@", "`@` needs a tag name"),
+        ("@nosuchtag", "no host has the tag `nosuchtag`"),
+    ] {
+        let rb = format!(
+            "---\ndescription: late\n---\n# L\n\n## Steps\n### change\n```bash {{id=change}}\ntouch \"$MARKS/changed\"\n```\n### fan\n```bash {{id=fan hosts={sel}}}\ntrue\n```\n"
+        );
+        let out = Test::new()
+            .file("project/nixcmd.toml", unreachable_inventory())
+            .dir("marks")
+            .env("MARKS", "[TEMP]/marks")
+            .runbook("late.md", &rb)
+            .args(["run", "late", "--yes"])
+            .run();
+        out.assert_status(2);
+        assert!(out.stderr.contains(why), "{sel}: {}", out.stderr);
+        assert!(
+            !out.root.path().join("marks/changed").exists(),
+            "{sel}: nothing ran"
+        );
+    }
+    let out = Test::new()
+        .runbook("late.md", "---\ndescription: late\n---\n# L\n\n## Steps\n### fan\n```bash {id=fan hosts=@}\ntrue\n```\n")
+        .args(["check", ".nixcmd/commands/late.md"])
+        .run();
+    out.assert_status(1);
+    assert!(
+        out.stdout.contains("`@` needs a tag name"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A run-wide rollback whose host compensation fails on one host names that host in what
+/// is left to do, as a host's own rollback does.
+#[test]
+fn a_run_wide_rollback_names_the_host_its_compensation_failed_on() {
+    let Some(fleet) = Fleet::start(2) else { return };
+    let steps = r#"### change
+```bash {id=change hosts=all rollback=undo}
+true
+```
+### verify
+```bash {id=verify}
+exit 1
+```
+"#;
+    let rollback = "### undo\n```bash\n[ \"$NIXCMD_HOST\" != h2 ]\n```\n";
+    let out = run(project(&fleet, "", &runbook(steps, rollback)), &[]);
+    out.assert_status(5);
+    assert!(
+        out.stdout.contains("undo on host h2: run by hand there:"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("undo on host h1"), "{}", out.stdout);
+    assert!(!out.stdout.contains("undo: run by hand:"), "{}", out.stdout);
+}
