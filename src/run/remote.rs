@@ -909,10 +909,13 @@ mod tests {
         use std::io::Read;
         let key = new_key();
         let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
+        // A token of its own: the wrapper's last sweep stops every process carrying its token,
+        // and tests run at once (a shared token let one test's sweep kill another's step).
+        let token = format!("remote-unit-test-{key}");
         let text = wrapper(&Wrapper {
             script,
             env: &[],
-            token: "remote-unit-test",
+            token: &token,
             key: &key,
             secrets: &secrets,
             state_key: "r/h",
