@@ -284,13 +284,15 @@ fn following_a_step_of_a_paused_run_and_unreadable_logs_are_told() {
     let out = Test::new()
         .runbook(
             "gated.md",
-            &GATED.replace("while [ ! -e go ]; do sleep 0.02; done\n", ""),
+            &(GATED.replace("while [ ! -e go ]; do sleep 0.02; done\n", "")
+                + "### After\n```bash {id=after}\necho after\n```\n"),
         )
         .args(["run", "gated"])
         .run();
     out.assert_status(3);
     let root = out.root.path().to_path_buf();
-    for step in ["push", "build"] {
+    // The gated step, a later one, and one that ran (its log, then the same last line).
+    for step in ["push", "after", "build"] {
         let followed = finished(&root, &["log", "-f", "last", step]);
         followed.assert_status(0);
         let text = stdout(&followed, &root);

@@ -389,11 +389,7 @@ echo cleaned >> trace
         "── use attempt 1/1 at [TIMESTAMP] ──\n[unset]\n[ok]\n"
     );
     assert_eq!(project_file(out.root.path(), "trace"), "cleaned\n");
-    let warnings: Vec<String> = events(&out.stdout)
-        .iter()
-        .filter(|e| e["type"] == "warning")
-        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let warnings = crate::run_support::warning_messages(&out.stdout);
     assert_eq!(
         warnings,
         [

@@ -178,10 +178,6 @@ fn secrets_named_in_nixcmd_toml_are_redacted() {
     assert!(!log.stdout.contains(VALUE));
 }
 
-/// A secret a step exported through `$NIXCMD_ENV` stayed secret only in the nixcmd that ran
-/// that step: a resumed run (paused at a gate, then `resume --approve`) read the file again
-/// for its steps' environment but not for its redactor, and printed the password of an
-/// earlier step in the log, the events and the output of every step after the pause.
 /// A config file that cannot be read or parsed refuses the run before anything runs (exit 2,
 /// `path:line:col`, a hint): its `secrets` list would otherwise be dropped and their values
 /// printed in clear. `--config FILE`, the project's `nixcmd.toml`, a missing `--config`
@@ -280,7 +276,7 @@ fn a_relative_xdg_state_home_is_ignored() {
         "{}",
         out.stdout
     );
-    for relative in ["project/relst", "project/work/rel/relst", "project/relcfg"] {
+    for relative in ["project/relst", "project/work/rel/relst"] {
         assert!(!out.root.path().join(relative).exists(), "{relative}");
     }
     // `runs` finds it the same way.
@@ -291,6 +287,23 @@ fn a_relative_xdg_state_home_is_ignored() {
         .run();
     out.assert_status(0);
     assert!(out.stdout.contains("succeeded"), "{}", out.stdout);
+    // Nor are commands read from a relative `XDG_CONFIG_HOME`.
+    let next = out.then();
+    let user = next.project().join("relcfg/nixcmd/commands");
+    std::fs::create_dir_all(&user).unwrap();
+    std::fs::write(
+        user.join("only-relative.md"),
+        "---\ndescription: x\nnixcmd: {}\n---\n## Steps\n```bash\necho\n```\n",
+    )
+    .unwrap();
+    let listed = next.env("XDG_CONFIG_HOME", "relcfg").args(["list"]).run();
+    listed.assert_status(0);
+    assert!(listed.stdout.contains("flake-update"), "{}", listed.stdout);
+    assert!(
+        !listed.stdout.contains("only-relative"),
+        "{}",
+        listed.stdout
+    );
 }
 
 /// A truncated `progress.json` (a disk that filled, a copy cut short) is told as a broken
@@ -340,6 +353,10 @@ fn a_truncated_progress_json_is_explained() {
     out.assert_status(3);
 }
 
+/// A secret a step exported through `$NIXCMD_ENV` stayed secret only in the nixcmd that ran
+/// that step: a resumed run (paused at a gate, then `resume --approve`) read the file again
+/// for its steps' environment but not for its redactor, and printed the password of an
+/// earlier step in the log, the events and the output of every step after the pause.
 #[test]
 fn a_secret_exported_before_a_pause_stays_redacted_after_resume() {
     const PASSWORD: &str = "pw-Rk7wQ3zT9yH2";
@@ -1697,10 +1714,20 @@ fn a_ctrl_c_between_two_steps_puts_the_next_step_back_to_pending() {
         String::from_utf8_lossy(&out.stderr)
     );
     let lines = std::fs::read_to_string(&probe_trace).expect("the trace");
+    // `when=` counts the calls of each traced process: only nixcmd's own (the first pid of
+    // the trace; its steps' bash make no renames, but a count must not depend on that).
+    let nixcmd_pid = lines
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let mut renames = 0;
     let mut child_exited = false;
     let mut nth = None;
     for line in lines.lines() {
+        if line.split_whitespace().next() != Some(nixcmd_pid.as_str()) {
+            continue;
+        }
         if line.contains("SIGCHLD") {
             child_exited = true;
         } else if line.contains("renameat2(") {
@@ -1717,7 +1744,8 @@ fn a_ctrl_c_between_two_steps_puts_the_next_step_back_to_pending() {
         .runbook("four.md", FOUR_STEPS)
         .args(["run", "four"])
         .into_command();
-    let inject = format!("inject=renameat2:delay_exit=5000000:when={nth}");
+    // Held 10 s: time enough to see the window and press Ctrl-C on a loaded machine.
+    let inject = format!("inject=renameat2:delay_exit=10000000:when={nth}");
     let child = under_strace(
         &strace,
         &cmd,
@@ -1728,6 +1756,18 @@ fn a_ctrl_c_between_two_steps_puts_the_next_step_back_to_pending() {
     .stderr(std::process::Stdio::piped())
     .spawn()
     .expect("start strace");
+    // A failed assertion must not leave strace and nixcmd behind.
+    struct KillOnPanic(i32);
+    impl Drop for KillOnPanic {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                // SAFETY: kill(2) of our own strace child; nixcmd, detached from it, then ends
+                // with its run (nothing holds it any more).
+                unsafe { libc::kill(self.0, libc::SIGKILL) };
+            }
+        }
+    }
+    let _strace = KillOnPanic(child.id() as i32);
     // Held in the window: progress.json already says `two` is running, and it is not.
     let progress_says = |id: &str| -> Option<String> {
         let run = run_dirs(root.path()).into_iter().next()?;

@@ -1316,11 +1316,7 @@ fn the_run_after_one_that_was_cut_short_says_so_once() {
         .args(["resume", &killed, "--format", "json"])
         .run();
     resumed.assert_status(0);
-    let warnings: Vec<String> = crate::run_support::events(&resumed.stdout)
-        .iter()
-        .filter(|e| e["type"] == "warning")
-        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
-        .collect();
+    let warnings = crate::run_support::warning_messages(&resumed.stdout);
     assert_eq!(
         warnings,
         [format!(

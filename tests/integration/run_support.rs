@@ -474,6 +474,16 @@ pub fn events(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The messages of the `warning` events of an event stream (`--format json` or
+/// events.ndjson), in order.
+pub fn warning_messages(text: &str) -> Vec<String> {
+    events(text)
+        .iter()
+        .filter(|e| e["type"] == "warning")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 /// A compact, stable view of an event stream: one line per event with its type and the
 /// fields that say what happened (no times, ids or durations).
 pub fn event_outline(events: &[Value]) -> String {

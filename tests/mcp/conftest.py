@@ -143,33 +143,6 @@ RUNBOOKS: dict[str, str] = {
         echo restored > restored.txt
         ```
         """,
-    # A runbook whose rollback takes long (as `nixos-rebuild switch --rollback` does).
-    "slow-rollback": """
-        ---
-        description: Starts, waits; its rollback takes a long time
-        nixcmd: {}
-        ---
-        # Slow rollback
-
-        ## Steps
-        ### Start
-        ```bash {id=start rollback=restore}
-        touch started.txt
-        ```
-        ### Wait
-        ```bash {id=wait}
-        echo waiting
-        sleep 60
-        ```
-
-        ## Rollback
-        ### restore
-        ```bash
-        touch restoring.txt
-        sleep 60
-        echo restored > restored.txt
-        ```
-        """,
     # A runbook that fails.
     "failing": """
         ---
@@ -190,6 +163,11 @@ RUNBOOKS: dict[str, str] = {
         It is meant to fail.
         """,
 }
+# `cancellable` with a rollback that takes long (as `nixos-rebuild switch --rollback` does).
+RUNBOOKS["slow-rollback"] = RUNBOOKS["cancellable"].replace(
+    "echo restored > restored.txt", "touch restoring.txt\n        sleep 60\n        echo restored > restored.txt"
+)
+assert RUNBOOKS["slow-rollback"] != RUNBOOKS["cancellable"]
 
 
 @dataclass

@@ -26,6 +26,34 @@ def cli(env, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def cli_started(env, name: str, runbook: str) -> tuple[subprocess.Popen, str]:
+    """Writes `runbook` as command `name`, starts `nixcmd run NAME` in the background (no
+    terminal, output dropped) and waits until its first step wrote `trace` in the project.
+    Returns the process and the run id; the caller ends the process."""
+    import time
+
+    (env.commands / f"{name}.md").write_text(runbook)
+    proc = subprocess.Popen(
+        [str(BIN), "--commands-dir", str(env.commands), "run", name],
+        cwd=env.project,
+        env=env.vars,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not (env.project / "trace").exists():
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("the step never started")
+        time.sleep(0.02)
+    runs = env.runs()
+    if len(runs) != 1:
+        proc.kill()
+        raise AssertionError(f"expected one run, found {runs}")
+    return proc, runs[0].name
+
+
 async def tool_schemas(s: ClientSession) -> dict[str, Any]:
     return {t.name: t for t in (await s.list_tools()).tools}
 

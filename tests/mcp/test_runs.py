@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 from conftest import session
-from helpers import assert_jsonrpc_only, call, call_error, cli, follow
+from helpers import assert_jsonrpc_only, call, call_error, cli, cli_started, follow
 
 pytestmark = pytest.mark.anyio
 
@@ -266,34 +266,20 @@ async def test_a_cli_run_whose_process_was_killed_reads_as_stopped(env):
     import subprocess
     import time
 
-    from conftest import BIN
-
-    (env.commands / "hang.md").write_text(
+    proc, rid = cli_started(
+        env,
+        "hang",
         "---\ndescription: Waits for a go\nnixcmd: {}\n---\n# Hang\n\n## Steps\n"
         "### Wait\n```bash {id=wait}\necho waiting > trace\n"
-        "while [ ! -e go ]; do sleep 0.02; done\n```\n"
-    )
-    cli = subprocess.Popen(
-        [str(BIN), "--commands-dir", str(env.commands), "run", "hang"],
-        cwd=env.project,
-        env=env.vars,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        "while [ ! -e go ]; do sleep 0.02; done\n```\n",
     )
     try:
-        deadline = time.monotonic() + 30
-        while not (env.project / "trace").exists():
-            assert time.monotonic() < deadline, "the step never started"
-            time.sleep(0.02)
-        [run_dir] = env.runs()
-        rid = run_dir.name
         async with session(env) as s:
             st = await call(s, "run_status", {"run_id": rid, "wait_seconds": 0})
             assert st["status"] == "running"
             assert st["current_step"] == "wait"
-        os.kill(cli.pid, signal.SIGKILL)
-        cli.wait(timeout=10)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
         # The orphaned step still runs: `resume` would refuse, so `next` says to wait for it.
         async with session(env) as s:
             st = await call(s, "run_status", {"run_id": rid, "wait_seconds": 0})
@@ -309,8 +295,8 @@ async def test_a_cli_run_whose_process_was_killed_reads_as_stopped(env):
     finally:
         # The orphaned step ends once it may.
         (env.project / "go").write_text("")
-        if cli.poll() is None:
-            cli.kill()
+        if proc.poll() is None:
+            proc.kill()
     deadline = time.monotonic() + 30
     while subprocess.run(["pgrep", "-f", str(env.state)], capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "the orphaned step did not end"
@@ -424,31 +410,16 @@ async def test_run_status_waits_for_a_run_started_outside_the_server(env):
     """run_status of a run the server did not start answered at once, whatever
     `wait_seconds`, and its `next` said that run_cancel stops it (run_cancel refuses such
     runs). It reads the records until the run ends (or pauses), at most `wait_seconds`."""
-    import subprocess
     import time
 
-    from conftest import BIN
-
-    (env.commands / "ticks.md").write_text(
+    proc, rid = cli_started(
+        env,
+        "ticks",
         "---\ndescription: Ticks\nnixcmd: {}\n---\n# Ticks\n\n## Steps\n"
         "### Tick\n```bash {id=tick}\necho started > trace\n"
-        "for i in 1 2 3; do echo \"tick $i\"; sleep 1; done\n```\n"
-    )
-    proc = subprocess.Popen(
-        [str(BIN), "--commands-dir", str(env.commands), "run", "ticks"],
-        cwd=env.project,
-        env=env.vars,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        "for i in 1 2 3; do echo \"tick $i\"; sleep 1; done\n```\n",
     )
     try:
-        deadline = time.monotonic() + 30
-        while not (env.project / "trace").exists():
-            assert time.monotonic() < deadline, "the step never started"
-            time.sleep(0.02)
-        [run_dir] = env.runs()
-        rid = run_dir.name
         async with session(env) as s:
             st = await call(s, "run_status", {"run_id": rid})
             assert st["status"] == "running"
@@ -456,7 +427,10 @@ async def test_run_status_waits_for_a_run_started_outside_the_server(env):
             assert nxt.startswith("The run was started outside this server"), nxt
             assert "run_cancel cannot" in nxt and "run_cancel stops it" not in nxt, nxt
             assert "goes on in the server" not in nxt, nxt
-            assert await call_error(s, "run_cancel", {"run_id": rid})
+            msg = await call_error(s, "run_cancel", {"run_id": rid})
+            assert msg.startswith(
+                f"run {rid} was started outside this server; stop it where it runs (Ctrl-C)"
+            ), msg
             started = time.monotonic()
             st = await call(s, "run_status", {"run_id": rid, "wait_seconds": 30})
             waited = time.monotonic() - started
