@@ -781,7 +781,7 @@ pub enum Observed<'a> {
     Line(Stream, &'a str),
     /// A piece of a line longer than 64 KiB, cut there (at a character's end): the line goes
     /// on in the next `Cut` or `Line` of the same stream, which always comes (at end of file
-    /// too). Whoever redacts must not show the end of a piece that could start a secret the
+    /// an empty `Line`, when the cut fell at the very end: see `split_lines`). Whoever redacts must not show the end of a piece that could start a secret the
     /// next piece completes (see [`crate::run::redact::Straddles`]).
     Cut(Stream, &'a str),
     /// The newest `\r`-separated segment of a line not ended yet (a progress bar redrawing
@@ -1113,6 +1113,8 @@ struct Pipe {
     file: Option<std::fs::File>,
     /// Bytes of a line not yet ended.
     pending: Vec<u8>,
+    /// The last piece passed on was cut (see [`split_lines`]).
+    cut_open: bool,
     /// Whether `pending` holds a `\r`: a progress bar redrawing itself, whose newest state
     /// is shown at once instead of when its line ends (or reaches [`MAX_LINE`]), minutes
     /// later.
@@ -1136,6 +1138,7 @@ impl Pipe {
             stream,
             file,
             pending: Vec::new(),
+            cut_open: false,
             carriage: false,
             redrawn: false,
             unshown_since: None,
@@ -1173,9 +1176,12 @@ impl Pipe {
         };
         let stream = self.stream;
         let (read_from, read_len) = (before, self.pending.len());
-        split_lines(&mut self.pending, eof, &mut |line, cut| {
-            on_line(stream, &String::from_utf8_lossy(line), cut)
-        });
+        split_lines(
+            &mut self.pending,
+            eof,
+            &mut self.cut_open,
+            &mut |line, cut| on_line(stream, &String::from_utf8_lossy(line), cut),
+        );
         // Ordinary line output ends its reads with its lines: nothing is left, nothing to do.
         self.redrawn = false;
         if !self.pending.is_empty() {
@@ -1228,7 +1234,22 @@ impl Pipe {
 /// trailing newlines and carriage returns are cut. `emit(line, cut)`: `cut` when the line
 /// goes on in the next one emitted (a piece of an over-long line, see [`Observed::Cut`]); the
 /// last piece of a line, at end of file too, is never cut.
-fn split_lines(pending: &mut Vec<u8>, eof: bool, emit: &mut dyn FnMut(&[u8], bool)) {
+///
+/// `cut_open` says whether the last piece passed on was cut: when the end of file comes with
+/// nothing left after such a piece (a line of exactly 64 KiB, or a multiple, without a
+/// newline), an empty last piece ends it, so that whoever held the cut piece's end back
+/// passes it on.
+fn split_lines(
+    pending: &mut Vec<u8>,
+    eof: bool,
+    cut_open: &mut bool,
+    emit: &mut dyn FnMut(&[u8], bool),
+) {
+    if eof && pending.is_empty() && *cut_open {
+        *cut_open = false;
+        emit(b"", false);
+        return;
+    }
     let mut start = 0;
     while start < pending.len() {
         let rest = &pending[start..];
@@ -1247,6 +1268,7 @@ fn split_lines(pending: &mut Vec<u8>, eof: bool, emit: &mut dyn FnMut(&[u8], boo
             line = head;
         }
         emit(line, cut);
+        *cut_open = cut;
         start += len;
     }
     pending.drain(..start);
@@ -1729,7 +1751,7 @@ mod tests {
     fn split_marked(input: &[u8], eof: bool) -> (Vec<(String, bool)>, Vec<u8>) {
         let mut pending = input.to_vec();
         let mut lines = Vec::new();
-        split_lines(&mut pending, eof, &mut |l, cut| {
+        split_lines(&mut pending, eof, &mut false, &mut |l, cut| {
             lines.push((String::from_utf8_lossy(l).into_owned(), cut))
         });
         (lines, pending)
@@ -1757,6 +1779,21 @@ mod tests {
         );
         assert_eq!(marks(&long[..MAX_LINE], true), [(MAX_LINE, false)]);
         assert_eq!(marks(&long[..MAX_LINE], false), [(MAX_LINE, true)]);
+        // A piece cut at the end of one read, then the end of file with nothing after it: an
+        // empty last piece ends the line (whoever held the cut piece's end passes it on).
+        let mut pending = long[..MAX_LINE].to_vec();
+        let mut open = false;
+        let mut seen: Vec<(usize, bool)> = Vec::new();
+        split_lines(&mut pending, false, &mut open, &mut |l, cut| {
+            seen.push((l.len(), cut))
+        });
+        split_lines(&mut pending, true, &mut open, &mut |l, cut| {
+            seen.push((l.len(), cut))
+        });
+        split_lines(&mut pending, true, &mut open, &mut |l, cut| {
+            seen.push((l.len(), cut))
+        });
+        assert_eq!(seen, [(MAX_LINE, true), (0, false)]);
     }
 
     /// Processes carrying a run's step token are found, with their step and command line;

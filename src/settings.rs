@@ -363,6 +363,7 @@ fn arg_spec(cx: &mut Ctx, name: &str, spec: &Node) -> Option<ArgSpec> {
         }
     }
     if let Some(p) = &arg.pattern
+        && !defaults.is_empty()
         && let Ok(re) = regex::Regex::new(p)
         && !defaults.iter().all(|part| re.is_match(part))
     {

@@ -586,6 +586,9 @@ pub fn resume(cx: &Context, args: ResumeArgs) -> Result<Exit, Failure> {
         return Err(refuse_changed(&state, " --decline"));
     }
     let nested = resolver_for(&resume_search(cx, &state));
+    if decline.is_some() && !args.force {
+        refuse_changed_nested(&state, &nested, true)?;
+    }
     let mut prepared = prepare_resume(cmd, state, &path, args.force, nested)?;
     if let Some(id) = decline {
         // A changed file (`--force`) may have lost the gate: declining nothing would run on.
@@ -782,6 +785,7 @@ fn refuse_changed(state: &State, answer: &str) -> Failure {
 fn refuse_changed_nested(
     state: &State,
     resolve: &crate::run::nested::Resolver,
+    declining: bool,
 ) -> Result<(), Failure> {
     let Some(wait) = &state.nested_wait else {
         return Ok(());
@@ -797,7 +801,9 @@ fn refuse_changed_nested(
     if !changed || nested.status == RunStatus::Succeeded {
         return Ok(());
     }
+    // Declining, the hint must not say `--approve`: that would run the step being declined.
     let approve = match (&state.status, state.gate_to_approve()) {
+        _ if declining => " --decline".to_string(),
         (RunStatus::AwaitingConfirmation, Some(step)) => format!(" --approve {step}"),
         _ => String::new(),
     };
@@ -843,7 +849,7 @@ pub fn prepare_resume(
         return Err(refuse_changed(&state, &approve));
     }
     if !force {
-        refuse_changed_nested(&state, &resolve)?;
+        refuse_changed_nested(&state, &resolve, false)?;
     }
     refuse_missing_dir(&state)?;
     let secrets = config_secrets(&state)?;

@@ -177,7 +177,9 @@ impl Engine<'_> {
                     tail.push(format!("/{name}: succeeded before the pause"));
                     continue;
                 }
-                Some(w) if i == w.line => Some(w),
+                // The same line and the same command: after `resume --force` of a changed
+                // file, that line may call another command, which must start anew.
+                Some(w) if i == w.line && w.command == *name => Some(w),
                 _ => None,
             };
             let Some(cmd) = self.opts.resolve.as_ref().and_then(|r| r(name)) else {

@@ -1067,11 +1067,6 @@ impl Lock {
         })
     }
 
-    /// The run stops at a confirmation nobody could answer: when the lock is released, the
-    /// file names it as paused, and no other run of the command starts until it is resumed
-    /// (approved or declined). Its steps so far changed the machine and its rollback has not
-    /// run: another run in between would work on a half-changed machine, and resuming this
-    /// one afterwards on whatever that run left.
     /// The warnings the run holding this lock gives as it starts: that the run before it
     /// was cut short, if it was.
     pub fn notices(lock: Option<&Lock>, command: &str, resuming: bool) -> Vec<String> {
@@ -1081,6 +1076,11 @@ impl Lock {
             .collect()
     }
 
+    /// The run stops at a confirmation nobody could answer: when the lock is released, the
+    /// file names it as paused, and no other run of the command starts until it is resumed
+    /// (approved or declined). Its steps so far changed the machine and its rollback has not
+    /// run: another run in between would work on a half-changed machine, and resuming this
+    /// one afterwards on whatever that run left.
     pub fn leave_paused(&mut self) {
         self.paused = true;
     }

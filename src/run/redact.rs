@@ -173,6 +173,11 @@ impl Straddles {
             Some(i) => {
                 let (_, mut held) = self.held.swap_remove(i);
                 held.push_str(piece);
+                // The end of a cut line that adds nothing (the empty last piece at the end of
+                // file, see `process::split_lines`) makes no line of its own.
+                if held.is_empty() && !cut {
+                    return None;
+                }
                 redactor.redact_owned(held)
             }
             None => redactor.redact(piece),
@@ -182,14 +187,13 @@ impl Straddles {
         }
         let mut text = text;
         let rest = text.split_off(redactor.unfinished_secret_at(&text));
-        if !rest.is_empty() {
-            let key = Straddle {
-                step_id: step_id.to_string(),
-                host: host.map(str::to_string),
-                stream,
-            };
-            self.held.push((key, rest));
-        }
+        // Kept even when empty: the line is open, and its last piece must find it.
+        let key = Straddle {
+            step_id: step_id.to_string(),
+            host: host.map(str::to_string),
+            stream,
+        };
+        self.held.push((key, rest));
         (!text.is_empty()).then_some(text)
     }
 
@@ -393,6 +397,18 @@ mod tests {
             piece("a", None, Stdout, "ghijklmnop tail", false).as_deref(),
             Some("[REDACTED] tail")
         );
+        // The empty last piece at the end of file (a line ending at a cut): what was held is
+        // passed on, not lost; with nothing held it makes no line.
+        assert_eq!(
+            piece("e", None, Stdout, "xxxabc", true).as_deref(),
+            Some("xxx")
+        );
+        assert_eq!(piece("e", None, Stdout, "", false).as_deref(), Some("abc"));
+        assert_eq!(
+            piece("f", None, Stdout, "xxx", true).as_deref(),
+            Some("xxx")
+        );
+        assert_eq!(piece("f", None, Stdout, "", false), None);
         // Several pieces; a start of a secret that turns out not to be one is shown.
         assert_eq!(
             piece("a", None, Stdout, "yyabc", true).as_deref(),

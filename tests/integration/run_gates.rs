@@ -1986,6 +1986,20 @@ fn a_changed_nested_command_refuses_the_parents_resume_unless_forced() {
         )
     );
     assert_eq!(project_file(&root, "trace"), "prepare\n");
+    // Declining, the hint is `--force --decline`: `--approve push` would run the step.
+    let refused = refused
+        .then()
+        .args(["--commands-dir", "ops", "resume", &outer, "--decline"])
+        .run();
+    refused.assert_status(2);
+    assert!(
+        refused.stderr.ends_with(&format!(
+            "hint: review the change, then `nixcmd resume {outer} --force --decline` to resume \
+             anyway\n"
+        )),
+        "{}",
+        refused.stderr
+    );
     let dir = |id: &str| run_dir(&root, id);
     for id in [&outer, &inner] {
         assert_eq!(
