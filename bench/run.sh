@@ -190,6 +190,9 @@ for g in "${groups[@]}"; do
       specs=()
       if works "$nixcmd" --commands-dir "$w/steps50" run run50 --yes; then
         specs+=("nixcmd run (50 steps)=$nixcmd --commands-dir $w/steps50 run run50 --yes")
+        # Each bash started in its turn, as before the next step's bash started early (an
+        # `env` exec more, ~0.5 ms of the ~80).
+        specs+=("nixcmd run, no prestart=env NIXCMD_PRESTART=0 $nixcmd --commands-dir $w/steps50 run run50 --yes")
       fi
       specs+=("just (50 lines)=$peers/just --justfile $w/steps50/justfile --working-directory $w/steps50 run50")
       specs+=("bash -c loop (50 lines)=bash $w/steps50/loop.sh")
@@ -336,6 +339,8 @@ overhead = None
 if m:
     plain("run", m)
     compare("run", m, "nixcmd run (50 steps)", "just (50 lines)", 1.0)
+    compare("run", m, "nixcmd run, no prestart", "just (50 lines)", 1.0)
+    compare("run", m, "nixcmd run (50 steps)", "nixcmd run, no prestart", 1.0)
     per_round = [
         (r["nixcmd run (50 steps)"] - r["bash -c loop (50 lines)"]) / 50
         for r in m.rounds

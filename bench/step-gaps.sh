@@ -6,6 +6,8 @@
 #   exec->exit  bash's own lifetime
 # Medians and quartiles over 20 runs (980 step boundaries). Trace points make every fork and
 # exec slower: compare tools measured in the same session, not with hyperfine's numbers.
+# nixcmd runs with NIXCMD_PRESTART=0: a bash started ahead (during the step before) has no
+# exit->fork gap to measure; this measures the path of a step whose bash starts in its turn.
 #
 #   bench/step-gaps.sh [NIXCMD_BIN]      # nixcmd run vs just on bench/work/steps50
 set -euo pipefail
@@ -55,6 +57,6 @@ print("%-8s n=%d  exit->fork %s  fork->exec %s  exec->exit %s" % (label, len(g1)
 }
 
 for round in 1 2 3; do
-  gaps nixcmd env XDG_STATE_HOME="$state" "$bin" --commands-dir steps50 run run50 --yes
+  gaps nixcmd env NIXCMD_PRESTART=0 XDG_STATE_HOME="$state" "$bin" --commands-dir steps50 run run50 --yes
   gaps just "$here/.peers/bin/just" -f steps50/justfile run50
 done

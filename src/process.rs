@@ -107,6 +107,9 @@ pub fn on_path(program: &str) -> bool {
 // Step processes: each runs in its own process group with output streamed line by line,
 // a per-attempt timeout, cancellation, and a sweep that leaves no process behind.
 
+mod prestart;
+pub use prestart::{Prestarted, may_prestart, prestart};
+
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
@@ -819,20 +822,43 @@ pub fn run_group_observed(
     cancel: &Cancel,
     observe: &mut dyn FnMut(Observed),
 ) -> std::io::Result<Ended> {
+    run_group_from(spec, cancel, observe, None)
+}
+
+/// [`run_group_observed`] with the bash started ahead for it ([`prestart`]), when the caller
+/// has one that [`Prestarted::fits`] `spec`.
+pub fn run_group_from(
+    spec: &GroupSpec,
+    cancel: &Cancel,
+    observe: &mut dyn FnMut(Observed),
+    prestarted: Option<Prestarted>,
+) -> std::io::Result<Ended> {
     use std::os::unix::process::ExitStatusExt;
     ensure_subreaper();
     let cancel_at_start = cancel.level();
-    let mut env: Vec<(String, String)> = spec.env.to_vec();
-    env.push(("NIXCMD_STEP_TOKEN".into(), spec.token.into()));
-    let since = boot_ticks();
-    let mut child = spawn_group(
-        spec.program,
-        spec.args,
-        Some(spec.cwd),
-        &env,
-        spec.stdin.is_some(),
-    )
-    .map_err(|e| missing_cwd(e, spec.cwd))?;
+    // The read end of a bash started ahead's pipe: closed once the step has ended.
+    let mut source = None;
+    let (mut child, since) = match prestarted {
+        Some(waiting) => {
+            let (child, since, read_end) = waiting.start()?;
+            source = read_end;
+            (child, since)
+        }
+        None => {
+            let mut env: Vec<(String, String)> = spec.env.to_vec();
+            env.push(("NIXCMD_STEP_TOKEN".into(), spec.token.into()));
+            let since = boot_ticks();
+            let child = spawn_group(
+                spec.program,
+                spec.args,
+                Some(spec.cwd),
+                &env,
+                spec.stdin.is_some(),
+            )
+            .map_err(|e| missing_cwd(e, spec.cwd))?;
+            (child, since)
+        }
+    };
     let pgid = child.id() as i32;
     observe(Observed::Spawned);
     if let (Some(bytes), Some(mut pipe)) = (spec.stdin.clone(), child.stdin.take()) {
@@ -986,6 +1012,9 @@ pub fn run_group_observed(
         exit = child.wait().ok();
     }
     if let Some(fd) = pidfd {
+        close_later(fd);
+    }
+    if let Some(fd) = source {
         close_later(fd);
     }
     terminate_group(pgid, spec.grace, false, &escalate);
@@ -1610,6 +1639,13 @@ fn sweep_leftovers(token: &str, since: u64, grace: Duration) {
     if CHILDREN_LISTED.load(Ordering::Relaxed) && !has_children() {
         return;
     }
+    // A bash started ahead for the next step is a child too, and the only one after most
+    // steps then: one list of children says so.
+    if prestart::any_waiting()
+        && own_children().is_some_and(|kids| kids.iter().all(|p| prestart::is_waiting(*p)))
+    {
+        return;
+    }
     kill_by_token(token, grace);
     kill_adopted_since(since, grace);
 }
@@ -1633,7 +1669,9 @@ fn kill_by_token(token: &str, grace: Duration) {
         });
         candidates
             .into_iter()
-            .filter(|pid| *pid != me && carries_token(*pid, needle.as_bytes()))
+            .filter(|pid| {
+                *pid != me && !prestart::is_waiting(*pid) && carries_token(*pid, needle.as_bytes())
+            })
             .collect()
     };
     stop_found(&find, grace);
@@ -1731,6 +1769,7 @@ fn kill_adopted_since(since: u64, grace: Duration) {
         };
         text.split_whitespace()
             .filter_map(|p| p.parse::<i32>().ok())
+            .filter(|child| !prestart::is_waiting(*child))
             .filter(|child| start_ticks(*child).is_some_and(|t| t >= since))
             .collect()
     };

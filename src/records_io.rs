@@ -492,6 +492,114 @@ pub fn write_script_in(folder: Option<&Folder>, path: &Path, bytes: &[u8]) -> st
     }
 }
 
+/// A step's script made ready before its turn, for a bash started ahead
+/// (`process::prestart`): the script in a file beside its path (`held`), and at the path a
+/// symbolic link to `/proc/<nixcmd>/fd/<source>`, the read end of a pipe that the bash
+/// opens as its script and reads once nixcmd writes the script into `feed`.
+///
+/// A pipe reached through `/proc`, not a FIFO: opening a FIFO for reading waits for a writer,
+/// and a bash that opened it after nixcmd died (`kill -9` in the millisecond bash takes to
+/// start) would wait for good. Opening a pipe never waits; with nixcmd gone the link leads
+/// nowhere (the bash fails to open its script and exits, having run nothing), and a bash that
+/// opened it in time reads end of file once nixcmd's `feed` is closed.
+pub struct ScriptAhead {
+    pub held: std::path::PathBuf,
+    /// The pipe's write end, non-blocking.
+    pub feed: std::os::fd::OwnedFd,
+    /// The pipe's read end, which the link names: open until the step has ended (a bash that
+    /// read the link just before the script took its place opens it after).
+    pub source: std::os::fd::OwnedFd,
+}
+
+/// `.<name>.ahead` beside `path`: the same name whenever the step's script is made ready,
+/// so a file a killed run left there is reused, not piled up.
+fn ahead_name(path: &Path) -> std::path::PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.ahead"))
+}
+
+/// Makes [`ScriptAhead`] for `bytes` at `path` (relative to `folder` when in it). Whatever was
+/// at `path` (a script of an earlier attempt or session) is replaced by the link.
+pub fn script_ahead_in(
+    folder: Option<&Folder>,
+    path: &Path,
+    bytes: &[u8],
+) -> std::io::Result<ScriptAhead> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let held = ahead_name(path);
+    write_script_in(folder, &held, bytes)?;
+    let linked = (|| {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two new descriptors into `fds`.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both are fresh descriptors that nothing else owns.
+        let (source, feed) = unsafe {
+            (
+                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            )
+        };
+        // SAFETY: F_SETFL on a descriptor we own.
+        if unsafe { libc::fcntl(feed.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let target = std::ffi::CString::new(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            source.as_raw_fd()
+        ))
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let (fd, name) = at(folder, path)?;
+        // SAFETY: `name` and `target` are NUL-terminated strings alive for both calls.
+        unsafe {
+            if libc::unlinkat(fd, name.as_ptr(), 0) != 0
+                && std::io::Error::last_os_error().kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::symlinkat(target.as_ptr(), fd, name.as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok((feed, source))
+    })();
+    match linked {
+        Ok((feed, source)) => Ok(ScriptAhead { held, feed, source }),
+        Err(e) => {
+            let _ = std::fs::remove_file(&held);
+            Err(e)
+        }
+    }
+}
+
+/// Puts the script of [`script_ahead_in`] (at `held`) at `path`, in place of the link, which
+/// is left under the name `held` (the caller removes it). One swap: a rename over an existing
+/// file would make ext4 flush the script (see [`replace`]).
+pub fn place_script_in(folder: Option<&Folder>, held: &Path, path: &Path) -> std::io::Result<()> {
+    let (from_fd, from) = at(folder, held)?;
+    let (to_fd, to) = at(folder, path)?;
+    // SAFETY: both names are NUL-terminated paths alive for the call.
+    let swapped = unsafe {
+        libc::renameat2(
+            from_fd,
+            from.as_ptr(),
+            to_fd,
+            to.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        ) == 0
+    };
+    if swapped {
+        Ok(())
+    } else {
+        std::fs::rename(held, path)
+    }
+}
+
 /// Puts `tmp` in place of `path`, atomically. When `path` exists the two are swapped
 /// (`renameat2(RENAME_EXCHANGE)`) and the old content is left under the temporary name
 /// (`Ok(true)`): ext4 (`auto_da_alloc`) flushes a file's data to disk on a plain rename *over*

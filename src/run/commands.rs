@@ -709,7 +709,15 @@ fn refuse_ended(state: &State) -> Result<(), Failure> {
 /// and left them. Resuming would start the interrupted step again beside itself (two
 /// `nixos-rebuild switch` at once), and nothing would watch or stop the old one.
 fn refuse_left_behind(run_id: &str) -> Result<(), Failure> {
-    let left = process::left_behind(run_id);
+    let mut left = process::left_behind(run_id);
+    // Right after a `kill -9` the bash started ahead for the next step (process::prestart)
+    // may still be on its way out: it ends on its own within milliseconds, having run
+    // nothing. A step's process that really goes on is still there a second later.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while !left.is_empty() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        left = process::left_behind(run_id);
+    }
     if left.is_empty() {
         return Ok(());
     }

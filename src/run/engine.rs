@@ -246,8 +246,8 @@ pub struct Engine<'a> {
     /// The step that comes after the one about to run, when nothing but that one's failure
     /// can keep it from running: its script is written while the one before runs.
     pub(super) up_next: Option<&'a Block>,
-    /// The step whose script was written ahead (see `up_next`) and has not run yet.
-    pub(super) prewritten: Option<String>,
+    /// The step made ready ahead (see `up_next`) that has not run yet.
+    pub(super) ahead: Option<crate::run::step::Ahead>,
     /// The step recorded as started in the same progress.json write as the end of the step
     /// before it (see [`Engine::pre_start`]), with its entry as it was before: put back if the
     /// step does not start after all.
@@ -347,7 +347,7 @@ impl<'a> Engine<'a> {
             env_warned: Default::default(),
             finishing: None,
             up_next: None,
-            prewritten: None,
+            ahead: None,
             pre_started: None,
         }
     }
@@ -765,11 +765,16 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Removes a script written ahead for a step that did not run (the step before it failed
-    /// or was interrupted): `scripts/` holds the scripts that ran.
+    /// Undoes what was made ready for a step that did not run (the step before it failed or
+    /// was interrupted): its bash started ahead is killed (it ran nothing), its script
+    /// removed — `scripts/` holds the scripts that ran.
     pub(super) fn drop_unused_script(&mut self) {
-        if let Some(id) = self.prewritten.take() {
-            let _ = std::fs::remove_file(self.run.script_path(&id));
+        if let Some(ahead) = self.ahead.take() {
+            if let Some((bash, held)) = ahead.bash {
+                drop(bash);
+                let _ = std::fs::remove_file(held);
+            }
+            let _ = std::fs::remove_file(self.run.script_path(&ahead.id));
         }
     }
 
@@ -1121,6 +1126,7 @@ impl<'a> Engine<'a> {
     ) -> Outcome {
         crate::process::close_deferred();
         self.undo_pre_start();
+        self.drop_unused_script();
         self.note_hangup();
         self.note_lost();
         if let Some(p) = self.progress.get_mut(&block.id) {

@@ -528,6 +528,21 @@ impl RunDir {
         crate::records_io::write_script_in(self.folder(), path, bytes)
     }
 
+    /// A step's script made ready for a bash started ahead (see
+    /// [`crate::records_io::script_ahead_in`]).
+    pub fn script_ahead(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+    ) -> std::io::Result<crate::records_io::ScriptAhead> {
+        crate::records_io::script_ahead_in(self.folder(), path, bytes)
+    }
+
+    /// The script made ready by [`RunDir::script_ahead`], put at `path` in place of its link.
+    pub fn place_script(&self, held: &Path, path: &Path) -> std::io::Result<()> {
+        crate::records_io::place_script_in(self.folder(), held, path)
+    }
+
     /// A step's log at `path` ([`RunDir::log_path`]), created 0600 and opened to append: a
     /// retry or a resumed run adds to it, on a line of its own even when a killed run left
     /// the last one torn.

@@ -9,9 +9,11 @@ use crate::run::engine::{
     BlockResult, DEFAULT_BACKOFF, DEFAULT_TIMEOUT, Emitter, Engine, MAX_BACKOFF, TAIL_LINES,
     step_started,
 };
+use crate::run::records::RunDir;
 use crate::run::redact::EnvWatch;
 use std::collections::VecDeque;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 impl Engine<'_> {
@@ -126,13 +128,32 @@ impl Engine<'_> {
         let backoff = block.attrs.backoff.unwrap_or(DEFAULT_BACKOFF);
         let script = self.run.script_path(&block.id);
         let log_path = self.run.log_path(&block.id);
-        if self.prewritten.as_deref() == Some(block.id.as_str()) {
-            self.prewritten = None;
-        } else {
-            self.drop_unused_script();
-            let _ = self.run.write_script(&script, block.code.as_bytes());
+        // Made ready while the step before ran: its bash, waiting (the script file is put in
+        // place of the link to the pipe it reads, before it is given the script), or only its
+        // script.
+        let mut prestarted = None;
+        // The link's name once the script took its place: removed once bash has the script.
+        let mut link_left = None;
+        match self.ahead.take() {
+            Some(ahead) if ahead.id == block.id => {
+                if let Some((bash, held)) = ahead.bash {
+                    if self.run.place_script(&held, &script).is_ok() {
+                        prestarted = Some(bash);
+                        link_left = Some(held);
+                    } else {
+                        drop(bash);
+                        let _ = std::fs::remove_file(&held);
+                        let _ = self.run.write_script(&script, block.code.as_bytes());
+                    }
+                }
+            }
+            other => {
+                self.ahead = other;
+                self.drop_unused_script();
+                let _ = self.run.write_script(&script, block.code.as_bytes());
+            }
         }
-        // Written while this step runs (see `Engine::up_next`): the next step's script.
+        // Made ready while this step runs (see `Engine::up_next`): the next step.
         let mut ahead = self.up_next.take().map(|next| {
             (
                 next.id.clone(),
@@ -140,7 +161,8 @@ impl Engine<'_> {
                 next.code.as_bytes(),
             )
         });
-        let mut written_ahead = None;
+        let mut made_ahead = None;
+        let run_id = self.state.run_id.clone();
         // The step before ended with its script for this one written: its end's event and
         // line were gathered, to go out with this one's start once bash is on its way.
         let mut handed_over = self.em.holding();
@@ -176,14 +198,8 @@ impl Engine<'_> {
             }
             self.state.current_step = Some(block.id.clone());
             let env = self.step_env();
-            let args = vec![
-                "--noprofile".to_string(),
-                "--norc".to_string(),
-                "-Eeuo".to_string(),
-                "pipefail".to_string(),
-                script.display().to_string(),
-            ];
-            let token = format!("{}/{}/{attempt}", self.state.run_id, block.id);
+            let args = bash_args(&script);
+            let token = step_token(&self.state.run_id, &block.id, attempt);
             let spec = GroupSpec {
                 program: "bash",
                 args: &args,
@@ -240,6 +256,7 @@ impl Engine<'_> {
                 EnvWatch::new(self.run.env_file(), self.run.env_len(), extra_secrets);
             let folder = self.run.folder();
             let run = &self.run;
+            let run_id = &run_id;
             // The lines of one read of the pipes go to the log and to events.ndjson in one
             // write each (a step printing a million lines made two million writes), and the
             // `$NIXCMD_ENV` file is looked at once per read: whatever the step exported
@@ -254,10 +271,11 @@ impl Engine<'_> {
                         handed_over = false;
                         em.release();
                     }
-                    if let Some((id, path, code)) = ahead.take()
-                        && run.write_script(&path, code).is_ok()
-                    {
-                        written_ahead = Some(id);
+                    if let Some(link) = link_left.take() {
+                        let _ = std::fs::remove_file(link);
+                    }
+                    if let Some((id, path, code)) = ahead.take() {
+                        made_ahead = make_ready(run, &spec, run_id, id, &path, code);
                     }
                 }
                 Observed::Line(stream, line) | Observed::Cut(stream, line) => {
@@ -305,9 +323,14 @@ impl Engine<'_> {
                     em.release();
                 }
             };
-            let ended = process::run_group_observed(&spec, &self.cancel, &mut observe);
-            if written_ahead.is_some() {
-                self.prewritten = written_ahead.take();
+            // Only the first attempt: a bash started ahead is started for it. One that does not
+            // fit is killed here (dropped).
+            let waiting = prestarted
+                .take()
+                .and_then(|mut bash: process::Prestarted| bash.fits(&spec).then_some(bash));
+            let ended = process::run_group_from(&spec, &self.cancel, &mut observe, waiting);
+            if made_ahead.is_some() {
+                self.ahead = made_ahead.take();
             }
             // Every read ends with `ReadDone`; were one not to, nothing gathered stays unwritten.
             if let Some(log) = log.as_mut()
@@ -354,7 +377,7 @@ impl Engine<'_> {
         // starts, as resume needs; its event and its line wait for the next start and go out
         // with it, after the spawn instead of before (see `Engine::up_next`).
         if ended == Ended::Exited(0)
-            && let Some(next) = self.prewritten.clone()
+            && let Some(next) = self.ahead.as_ref().map(|a| a.id.clone())
         {
             self.em.hold();
             self.pre_start(&next);
@@ -442,6 +465,81 @@ impl Engine<'_> {
         }
         true
     }
+}
+
+/// The next step made ready while the one before runs (see `Engine::up_next`).
+pub(super) struct Ahead {
+    pub id: String,
+    /// Its bash started ahead, and the name its script waits under to be put in place of the
+    /// link to the pipe that bash reads; `None` when only its script was written.
+    pub bash: Option<(process::Prestarted, PathBuf)>,
+}
+
+/// How a step's shell is started: `bash --noprofile --norc -Eeuo pipefail SCRIPT`.
+fn bash_args(script: &Path) -> Vec<String> {
+    vec![
+        "--noprofile".to_string(),
+        "--norc".to_string(),
+        "-Eeuo".to_string(),
+        "pipefail".to_string(),
+        script.display().to_string(),
+    ]
+}
+
+/// The token of a step's attempt (see [`GroupSpec::token`]).
+fn step_token(run_id: &str, step: &str, attempt: u32) -> String {
+    format!("{run_id}/{step}/{attempt}")
+}
+
+/// Makes step `id` (script `code` at `path`) ready while the step of `spec` runs: its bash
+/// started ahead ([`process::prestart`]) with the same folder and environment (a step's
+/// environment is the one before's unless that one exports through `$NIXCMD_ENV`; checked
+/// when its turn comes), else only its script written. `None` when neither could be done:
+/// the script is written when its turn comes.
+fn make_ready(
+    run: &RunDir,
+    spec: &GroupSpec,
+    run_id: &str,
+    id: String,
+    path: &Path,
+    code: &[u8],
+) -> Option<Ahead> {
+    if process::may_prestart(spec.env) {
+        let args = bash_args(path);
+        let token = step_token(run_id, &id, 1);
+        let next = GroupSpec {
+            program: spec.program,
+            args: &args,
+            cwd: spec.cwd,
+            env: spec.env,
+            stdin: None,
+            timeout: spec.timeout,
+            grace: spec.grace,
+            token: &token,
+        };
+        if let Ok(ready) = run.script_ahead(path, code) {
+            let held = ready.held.clone();
+            match process::prestart(&next, ready, code) {
+                Ok(bash) => {
+                    return Some(Ahead {
+                        id,
+                        bash: Some((bash, held)),
+                    });
+                }
+                // The script takes the link's place (whose name is then removed).
+                Err(_) => {
+                    let placed = run.place_script(&held, path).is_ok();
+                    let _ = std::fs::remove_file(&held);
+                    if placed {
+                        return Some(Ahead { id, bash: None });
+                    }
+                }
+            }
+        }
+    }
+    run.write_script(path, code)
+        .is_ok()
+        .then_some(Ahead { id, bash: None })
 }
 
 fn describe(ended: Ended, timeout: Duration) -> String {

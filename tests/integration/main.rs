@@ -19,6 +19,7 @@ mod run_gates;
 mod run_heartbeat;
 mod run_misbehaving;
 mod run_partial_lines;
+mod run_prestart;
 mod run_prune;
 mod run_records;
 mod run_signals;
