@@ -44,7 +44,6 @@ pub struct Prestarted {
 }
 
 /// What a bash started now would be started with.
-#[derive(PartialEq, Eq)]
 struct Key {
     program: String,
     args: Vec<String>,
@@ -67,6 +66,19 @@ impl Key {
             env: spec.env.to_vec(),
             token: spec.token.to_string(),
         }
+    }
+}
+
+impl Key {
+    /// Whether `spec` is what this was made of ([`Key::of`]), compared in place: this runs
+    /// between two steps, where copying the environment to compare it would cost more.
+    fn fits(&self, spec: &GroupSpec) -> bool {
+        self.program == spec.program
+            && self.args == spec.args
+            && self.cwd == spec.cwd
+            && self.env == spec.env
+            && self.token == spec.token
+            && self.cwd_id == folder_id(spec.cwd)
     }
 }
 
@@ -157,7 +169,7 @@ impl Prestarted {
             .child
             .as_mut()
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
-        alive && self.key == Key::of(spec)
+        alive && self.key.fits(spec)
     }
 
     /// Gives bash its script: the process is the step's from here on. With the time it was
