@@ -154,7 +154,7 @@ fn ask_one(
     };
     let args = remote::ssh_args(host, connect_timeout);
     let problem = match remote::run_ssh(&args, wrapper, &key, timeout, grace, cancel, &mut seen) {
-        Ok(RemoteEnded::Exited(_)) => None,
+        Ok(RemoteEnded::Exited(_) | RemoteEnded::Killed(_)) => None,
         Ok(RemoteEnded::TimedOut) => Some(format!(
             "no answer within {}",
             crate::duration::display(timeout)

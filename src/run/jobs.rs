@@ -348,6 +348,7 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::SyncSender<Report>)
                 );
                 match ended {
                     Ok(RemoteEnded::Exited(c)) => Attempt::Exited(c),
+                    Ok(RemoteEnded::Killed(sig)) => Attempt::Killed(sig),
                     Ok(RemoteEnded::TimedOut) => Attempt::TimedOut,
                     Ok(RemoteEnded::Cancelled(_)) => Attempt::Cancelled,
                     Ok(RemoteEnded::Unreachable(d)) => {

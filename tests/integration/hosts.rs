@@ -1927,3 +1927,87 @@ exit 1
     assert!(!out.stdout.contains("undo on host h1"), "{}", out.stdout);
     assert!(!out.stdout.contains("undo: run by hand:"), "{}", out.stdout);
 }
+
+/// A host's step that a signal killed ends as one on this machine does: "killed by signal N
+/// (NAME)", its output only what it printed (none of the wrapper's job messages, `main: line
+/// N: PID Killed …`), in the terminal, its log, the events and the warning. A step that
+/// exited with 128+N is still an exit status.
+#[test]
+fn a_host_step_killed_by_a_signal_ends_as_a_local_one_does() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let steps = r#"### kill9
+```bash {id=kill9 hosts=all on-fail=continue}
+echo before; kill -9 $$
+```
+### term
+```bash {id=term hosts=all on-fail=continue}
+echo before; kill -TERM $$
+```
+### segv
+```bash {id=segv hosts=all on-fail=continue}
+echo before; sleep 0.3; kill -SEGV $$
+```
+### exit137
+```bash {id=exit137 hosts=all on-fail=continue}
+echo before; exit 137
+```
+"#;
+    let out = run(project(&fleet, "", &runbook(steps, "")), &["--verbose"]);
+    out.assert_status(0);
+    let run = only_run(out.root.path());
+    for step in ["kill9", "term", "segv", "exit137"] {
+        assert_eq!(
+            log_lines(&run, &format!("{step}@h1.log")),
+            ["before"],
+            "{step}"
+        );
+    }
+    let lines: Vec<String> = output_events(&run).into_iter().map(|(_, _, l)| l).collect();
+    assert_eq!(lines, ["before"; 4]);
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!text.contains("main: line"), "{text}");
+        assert!(!text.contains("NIXCMD_STEP_TOKEN"), "{text}");
+    }
+    let ended: Vec<String> = out
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let (what, why) = l.split_once(" — ")?;
+            let step = what.split_once("✗ ")?.1.split_once(' ')?.0;
+            Some(format!("{step}: {why}"))
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            "kill9@h1: killed by signal 9 (SIGKILL)",
+            "term@h1: killed by signal 15 (SIGTERM)",
+            "segv@h1: killed by signal 11 (SIGSEGV)",
+            "exit137@h1: exited with status 137 (128 + 9: SIGKILL)",
+        ],
+        "{}",
+        out.stdout
+    );
+    let progress = crate::run_support::read_json(&run.join("progress.json"));
+    let recorded: Vec<String> = progress["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            let h = &s["hosts"][0];
+            format!(
+                "{} {} {} {}",
+                s["id"], h["host"], h["exit_code"], h["reason"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            r#""kill9" "h1" 137 "killed by signal 9 (SIGKILL)""#,
+            r#""term" "h1" 143 "killed by signal 15 (SIGTERM)""#,
+            r#""segv" "h1" 139 "killed by signal 11 (SIGSEGV)""#,
+            r#""exit137" "h1" 137 "exited with status 137 (128 + 9: SIGKILL)""#,
+        ]
+    );
+}
