@@ -130,7 +130,7 @@ fn ask_one(
     cancel: &Cancel,
 ) -> Told {
     let key = remote::new_key();
-    let state_key = format!("{run_id}/{}", host.name);
+    let state_key = remote::state_key(run_id, &host.name);
     let token = format!("{run_id}/secrets@{}", host.name);
     // Long enough to connect and read a file; the host gives up on its own a little later.
     let timeout = Duration::from_secs(u64::from(connect_timeout.max(1)) + 30);

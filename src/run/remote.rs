@@ -64,6 +64,15 @@ fn valid_name(k: &str) -> bool {
         && !k.starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// The host's folder for one run under its `nixcmd/runs/`, `RUN_ID/hosts/HOST`: per run *and*
+/// inventory host (two inventory names for one machine, or loopback test hosts, must not
+/// share a `$NIXCMD_STATE`). In `hosts/`, a folder of its own: when the host is this machine
+/// and user with the same state folder, `RUN_ID/` is this run's own folder, whose `env`,
+/// `logs`, `scripts` and `state` a host of that name would have collided with.
+pub fn state_key(run_id: &str, host: &str) -> String {
+    format!("{run_id}/hosts/{host}")
+}
+
 /// What the wrapper needs to know.
 pub struct Wrapper<'a> {
     pub script: &'a str,
@@ -74,7 +83,7 @@ pub struct Wrapper<'a> {
     pub key: &'a str,
     /// The names listed in `nixcmd.secrets`: their exports are reported as secrets too.
     pub secrets: &'a [String],
-    /// The folder under the host's `nixcmd/runs/`: `RUN_ID/HOST`.
+    /// The folder under the host's `nixcmd/runs/`: see [`state_key`].
     pub state_key: &'a str,
     pub timeout: Duration,
     pub grace: Duration,
@@ -947,7 +956,7 @@ mod tests {
             token: &token,
             key: &key,
             secrets: &secrets,
-            state_key: "r/h",
+            state_key: &state_key("r", "h"),
             timeout: Duration::from_secs(30),
             grace: Duration::from_secs(1),
         });
@@ -1015,7 +1024,7 @@ mod tests {
     #[test]
     fn the_wrapper_tells_the_secret_exports_of_the_env_file() {
         let dir = tempfile::tempdir().unwrap();
-        let env_dir = dir.path().join("nixcmd/runs/r/h");
+        let env_dir = dir.path().join("nixcmd/runs/r/hosts/h");
         std::fs::create_dir_all(&env_dir).unwrap();
         std::fs::write(
             env_dir.join("env"),
