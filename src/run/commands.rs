@@ -265,6 +265,7 @@ pub fn config_secrets_at(
     explicit: Option<&std::path::Path>,
     dir: &std::path::Path,
 ) -> Result<Vec<String>, Failure> {
+    crate::hosts::refuse_missing_config(explicit, dir)?;
     crate::hosts::inventory::config_secrets(explicit, dir).map_err(|inv| {
         let path = inv.path.clone().unwrap_or_default();
         let problems = inv.render_diagnostics();

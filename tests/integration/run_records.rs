@@ -181,7 +181,8 @@ fn secrets_named_in_nixcmd_toml_are_redacted() {
 /// A config file that cannot be read or parsed refuses the run before anything runs (exit 2,
 /// `path:line:col`, a hint): its `secrets` list would otherwise be dropped and their values
 /// printed in clear. `--config FILE`, the project's `nixcmd.toml`, a missing `--config`
-/// file, and a resume of a run whose config broke since.
+/// file or a folder given as one (each with what to give instead), and a resume of a run
+/// whose config broke since.
 #[test]
 fn a_config_file_that_cannot_be_parsed_refuses_the_run() {
     const VALUE: &str = "hunter22";
@@ -214,19 +215,37 @@ fn a_config_file_that_cannot_be_parsed_refuses_the_run() {
         assert!(out.stderr.contains("invalid TOML"), "{}", out.stderr);
         assert!(run_dirs(out.root.path()).is_empty(), "no run folder");
     }
-    let out = Test::new()
-        .runbook("s.md", runbook)
-        .env("FOO", VALUE)
-        .args([
-            "--config",
+    for (config, problem, hint) in [
+        (
             "missing.toml",
-            "run",
-            "s",
-            "--dry-run",
-            "--verbose",
-        ])
-        .run();
-    refused(&out, "missing.toml");
+            "no such file",
+            "check the path; without --config, nixcmd reads `nixcmd.toml` at the project root, \
+             else `$XDG_CONFIG_HOME/nixcmd/config.toml`",
+        ),
+        (
+            "conf",
+            "is a folder, not a config file",
+            "--config takes the file itself, e.g. `--config [TEMP]/project/conf/nixcmd.toml`",
+        ),
+    ] {
+        for command in [&["run", "s", "--dry-run", "--verbose"][..], &["hosts"]] {
+            let out = Test::new()
+                .runbook("s.md", runbook)
+                .dir("project/conf")
+                .env("FOO", VALUE)
+                .args(["--config", config])
+                .args(command.iter().copied())
+                .run();
+            out.assert_status(2);
+            assert_eq!(out.stdout, "", "{command:?}");
+            assert_eq!(
+                out.filter(&out.stderr),
+                format!("error: --config [TEMP]/project/{config}: {problem}\n  hint: {hint}\n"),
+                "{command:?}"
+            );
+            assert!(run_dirs(out.root.path()).is_empty(), "no run folder");
+        }
+    }
     // A run paused at its gate, then its config broke: resume refuses too.
     let out = Test::new()
         .file("project/nixcmd.toml", "secrets = [\"FOO\"]\n")
