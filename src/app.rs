@@ -171,8 +171,8 @@ fn dispatch(cx: &Context, cmd: Cmd) -> Result<Exit, Failure> {
         Cmd::Hosts { format } => crate::hosts::command(cx, format),
         Cmd::Mcp { confirm } => crate::mcp::serve(cx, confirm),
         Cmd::Claude {
-            action: ClaudeCmd::Export { dir },
-        } => crate::claude_export::run(cx, &dir),
+            action: ClaudeCmd::Export { dir, force },
+        } => crate::claude_export::run(cx, &dir, force),
     }
 }
 

@@ -19,7 +19,7 @@ fn precomputed_builtin_row(name: &str, hash: u64) -> Option<Row> {
             errors: 0,
             error: None,
         },
-        ("deploy-all", 0xe2978be296f5e7e8) => Row {
+        ("deploy-all", 0x6b47003b31f30e82) => Row {
             name: "deploy-all".into(),
             description: "Build every host, then activate on the fleet canary-first with per-host rollback".into(),
             source: Origin::Builtin,

@@ -49,14 +49,18 @@ pub fn targets(
             if found.is_empty() {
                 out.push(Target::Missing(
                     path.clone(),
-                    format!("{} holds no `.md` command files", path.display()),
+                    Diagnostic::fatal(
+                        "file",
+                        format!("{} holds no `.md` command files", path.display()),
+                    )
+                    .with_hint("give `.md` command files, or the folders that hold them"),
                 ));
             }
             out.extend(
                 found
                     .into_iter()
                     .map(|(path, unreadable)| match unreadable {
-                        Some(why) => Target::Missing(path, why),
+                        Some(why) => Target::Missing(path, Diagnostic::fatal("file", why)),
                         None => Target::Path(path),
                     }),
             );
@@ -71,7 +75,11 @@ pub fn targets(
         } else {
             out.push(Target::Missing(
                 path.clone(),
-                format!("cannot read {}: no such file", path.display()),
+                Diagnostic::fatal(
+                    "file",
+                    format!("cannot read {}: no such file", path.display()),
+                )
+                .with_hint(discovery::NOT_FOUND_HINT),
             ));
         }
     }
@@ -81,7 +89,8 @@ pub fn targets(
 pub enum Target {
     Path(PathBuf),
     Found(discovery::Found),
-    Missing(PathBuf, String),
+    /// Nothing to load there: what is wrong, and what to do.
+    Missing(PathBuf, Diagnostic),
 }
 
 /// Recursively lists the `*.md` entries under `dir`, skipping hidden folders, each with
@@ -141,11 +150,11 @@ fn collect_markdown(
 
 pub fn check_target(target: &Target) -> FileReport {
     let loaded = match target {
-        Target::Missing(path, message) => {
+        Target::Missing(path, diagnostic) => {
             return FileReport {
                 name: path.display().to_string(),
                 file: None,
-                diagnostics: vec![Diagnostic::fatal("file", message.clone())],
+                diagnostics: vec![diagnostic.clone()],
             };
         }
         Target::Path(path) => discovery::load_path(

@@ -165,6 +165,9 @@ pub enum ClaudeCmd {
     Export {
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// Replace wrappers edited since nixcmd wrote them, too.
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -636,13 +636,21 @@ fn advise_huge_pages(buf: &mut Vec<u8>) {
     crate::huge_alloc::advise(buf.as_mut_ptr(), buf.capacity());
 }
 
+/// What to do about a command file given by a path that names nothing.
+pub const NOT_FOUND_HINT: &str =
+    "check the path, or give the command's name instead (`nixcmd list` shows them)";
+
 fn io_diagnostic(path: &Path, e: &std::io::Error) -> Diagnostic {
     let what = match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".to_string(),
         std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
         _ => e.to_string(),
     };
-    Diagnostic::fatal("file", format!("cannot read {}: {what}", path.display()))
+    let diagnostic = Diagnostic::fatal("file", format!("cannot read {}: {what}", path.display()));
+    match e.kind() {
+        std::io::ErrorKind::NotFound => diagnostic.with_hint(NOT_FOUND_HINT),
+        _ => diagnostic,
+    }
 }
 
 /// The name a file's command has: its stem.

@@ -197,6 +197,72 @@ pub fn open_in(
     }
 }
 
+/// Opens a record to read (`state.json`, `progress.json`, `events.ndjson`, a log, a lock),
+/// never blocking and never endless: a FIFO put in its place would make `open` wait for a
+/// writer and then a read wait forever, and a device (a symlink to `/dev/zero`) would never
+/// end. The open does not wait (`O_NONBLOCK`), and anything but a regular file (followed
+/// through symbolic links) is an error that says what it is, of kind `InvalidData`.
+pub fn open_record(path: &Path) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    ensure_file(&file)?;
+    // Reads of a regular file never wait anyway; cleared so that the file behaves as one
+    // opened plainly wherever it is passed on.
+    use std::os::fd::AsRawFd;
+    // SAFETY: fcntl on a descriptor this `File` owns, with flags it returned.
+    unsafe {
+        let flags = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+    Ok(file)
+}
+
+/// An error unless `file` is a regular file: a record opened to append (a log, the events)
+/// that is a FIFO would take writes until its buffer is full, then hold the run forever.
+pub fn ensure_file(file: &std::fs::File) -> std::io::Result<()> {
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        Ok(())
+    } else {
+        Err(not_a_file(kind))
+    }
+}
+
+/// The whole of a record read with [`open_record`].
+pub fn read_record(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = open_record(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// The error for a record that is not a regular file: what it is instead.
+pub fn not_a_file(kind: std::fs::FileType) -> std::io::Error {
+    use std::os::unix::fs::FileTypeExt;
+    let what = if kind.is_fifo() {
+        "a named pipe (FIFO)"
+    } else if kind.is_dir() {
+        "a folder"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "something else"
+    };
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("it is {what}, not a regular file"),
+    )
+}
+
 /// Ends a file opened to append (and to read) with a newline when it does not end with one:
 /// a killed run can leave a write cut short, and what a resumed run appends must start a
 /// line of its own rather than be glued to the torn one. Files that hold whole lines:

@@ -10,17 +10,44 @@ use crate::cli::TextOrJson;
 use crate::exit::{Exit, Failure};
 use inventory::{Inventory, Source};
 
+/// A `--config` (`explicit`, relative to `dir`) that names no file: missing, or a folder
+/// (`--config .`), with what to give instead, by its full path. Anything else wrong with the
+/// file is the inventory's to tell, at `path:line:col`.
+pub fn refuse_missing_config(
+    explicit: Option<&std::path::Path>,
+    dir: &std::path::Path,
+) -> Result<(), Failure> {
+    let Some(path) = inventory::config_path(explicit, dir) else {
+        return Ok(());
+    };
+    if explicit.is_none() {
+        return Ok(());
+    }
+    let (problem, hint) = match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_dir() => (
+            "is a folder, not a config file",
+            format!(
+                "--config takes the file itself, e.g. `--config {}`",
+                path.join("nixcmd.toml").display()
+            ),
+        ),
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+            "no such file",
+            "check the path; without --config, nixcmd reads `nixcmd.toml` at the project root, \
+             else `$XDG_CONFIG_HOME/nixcmd/config.toml`"
+                .to_string(),
+        ),
+        // Unreadable for another reason: the inventory says why.
+        Err(_) => return Ok(()),
+    };
+    Err(Failure::usage(format!("--config {}: {problem}", path.display())).with_hint(hint))
+}
+
 /// Loads the inventory the way a run in `cx.cwd` would, printing its warnings on stderr.
 pub fn load_for(cx: &Context, dir: &std::path::Path) -> Result<Inventory, Failure> {
+    refuse_missing_config(cx.config.as_deref(), dir)?;
     let path = inventory::config_path(cx.config.as_deref(), dir);
-    if let Some(p) = &cx.config
-        && !path.as_ref().is_some_and(|p| p.is_file())
-    {
-        return Err(Failure::usage(format!(
-            "--config {}: no such file",
-            p.display()
-        )));
-    }
     let inv = inventory::load(path.as_deref(), dir);
     if !inv.diagnostics.is_empty() {
         cx.out.eprint(&inv.render_diagnostics());

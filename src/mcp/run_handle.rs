@@ -98,7 +98,7 @@ impl RunHandle {
             rec.gate_to_approve = state.gate_to_approve().map(str::to_string);
         }
         let mut snap = self.snap();
-        if let Ok(file) = std::fs::File::open(rec.dir.join("events.ndjson")) {
+        if let Ok(file) = crate::records_io::open_record(&rec.dir.join("events.ndjson")) {
             use std::io::{BufRead, Seek};
             let mut reader = std::io::BufReader::new(file);
             // A line at a time: a chatty run's events are hundreds of megabytes, and the

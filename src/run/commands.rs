@@ -265,6 +265,7 @@ pub fn config_secrets_at(
     explicit: Option<&std::path::Path>,
     dir: &std::path::Path,
 ) -> Result<Vec<String>, Failure> {
+    crate::hosts::refuse_missing_config(explicit, dir)?;
     crate::hosts::inventory::config_secrets(explicit, dir).map_err(|inv| {
         let path = inv.path.clone().unwrap_or_default();
         let problems = inv.render_diagnostics();
@@ -948,8 +949,18 @@ pub fn runs(cx: &Context, format: TextOrJson, command: Option<&str>) -> Result<E
     let (runs, unreadable) = records::scan_runs();
     // On stderr, so that `--format json` stays a list of runs.
     for (path, why) in &unreadable {
+        // Nothing else names such a folder (`runs --prune` leaves it): what to do with it.
+        let next = if why == records::NO_STATE {
+            format!(
+                " (a run stopped before it recorded anything, or a folder put there by hand); \
+                 see what its logs hold ({}), then remove the folder",
+                path.join("logs").display()
+            )
+        } else {
+            String::new()
+        };
         cx.out.eprint(&format!(
-            "warning: {} is not listed: its {why}\n",
+            "warning: {} is not listed: its {why}{next}\n",
             path.display()
         ));
     }
@@ -1064,24 +1075,41 @@ pub fn log(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failure>
             .print_from(file)
             .map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
     };
+    // A log that cannot be read (a FIFO in its place) is said once the others are printed.
+    let mut unreadable: Option<Failure> = None;
+    let mut print_all = |names: &mut dyn Iterator<Item = &String>| -> Result<(), Failure> {
+        for n in names {
+            let path = logs.join(format!("{n}.log"));
+            let mut file = match crate::records_io::open_record(&path) {
+                Ok(file) => file,
+                // Removed since the listing.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    unreadable.get_or_insert(unreadable_log(&path, &e));
+                    continue;
+                }
+            };
+            cx.out.print(&log_header(cx, n));
+            copy(&mut file, &path)?;
+        }
+        Ok(())
+    };
     match step {
         Some(step) if present.iter().any(|n| n == step) => {
             let path = logs.join(format!("{step}.log"));
-            let mut file =
-                std::fs::File::open(&path).map_err(|_| no_log(&run_path, run, step, &present))?;
+            let mut file = crate::records_io::open_record(&path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    no_log(&run_path, run, step, &present)
+                } else {
+                    unreadable_log(&path, &e)
+                }
+            })?;
             copy(&mut file, &path)?;
         }
         // A fan-out step has a log per host (`<step>@<host>`) and none of its own: its hosts'
         // logs, each after its header.
         Some(step) if present.iter().any(|n| is_host_log_of(n, step)) => {
-            for n in present.iter().filter(|n| is_host_log_of(n, step)) {
-                let path = logs.join(format!("{n}.log"));
-                let Ok(mut file) = std::fs::File::open(&path) else {
-                    continue;
-                };
-                cx.out.print(&log_header(cx, n));
-                copy(&mut file, &path)?;
-            }
+            print_all(&mut present.iter().filter(|n| is_host_log_of(n, step)))?;
         }
         Some(step) => return Err(no_log(&run_path, run, step, &present)),
         // Paused at its first gate, or ended before any step: said, instead of nothing.
@@ -1090,18 +1118,21 @@ pub fn log(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failure>
             cx.out
                 .eprint(&format!("no step of run {run} has a log; {ending}\n"));
         }
-        None => {
-            for n in &present {
-                let path = logs.join(format!("{n}.log"));
-                let Ok(mut file) = std::fs::File::open(&path) else {
-                    continue;
-                };
-                cx.out.print(&log_header(cx, n));
-                copy(&mut file, &path)?;
-            }
-        }
+        None => print_all(&mut present.iter())?,
     }
-    Ok(Exit::Success)
+    match unreadable {
+        Some(failure) => Err(failure),
+        None => Ok(Exit::Success),
+    }
+}
+
+/// A step's log that exists but cannot be read as one (a FIFO or a folder in its place, no
+/// permission): which file, why, and what to do.
+pub fn unreadable_log(path: &std::path::Path, e: &std::io::Error) -> Failure {
+    Failure::usage(format!("cannot read {}: {e}", path.display())).with_hint(
+        "nixcmd writes each step's log as a plain file: move this one away to see the others, \
+         or read it as the user who ran the command",
+    )
 }
 
 /// A `logs` folder that cannot be read: said, with why, rather than "no log" or nothing at
@@ -1150,9 +1181,10 @@ pub fn present_logs(path: &std::path::Path) -> Vec<String> {
         .collect();
     extra.sort();
     names.extend(extra);
+    // Whatever is there, not only files: one that is not a log is said when it is read.
     names
         .into_iter()
-        .filter(|n| logs.join(format!("{n}.log")).is_file())
+        .filter(|n| logs.join(format!("{n}.log")).exists())
         .collect()
 }
 

@@ -97,10 +97,7 @@ pub fn follow(cx: &Context, run: &str, step: Option<&str>) -> Result<Exit, Failu
             crate::output::settle_stdout(Err(e));
             Ok(Exit::Success)
         }
-        Err(Error::Read(path, e)) => Err(Failure::usage(format!(
-            "cannot read {}: {e}",
-            path.display()
-        ))),
+        Err(Error::Read(path, e)) => Err(crate::run::commands::unreadable_log(&path, &e)),
     }
 }
 
@@ -143,7 +140,7 @@ fn known_step(path: &Path, step: &str) -> bool {
 /// start of `events.ndjson` and no further than its first line (at most 1 MiB of it).
 fn plan_ids(path: &Path) -> Vec<String> {
     use std::io::{BufRead, Read};
-    let Ok(file) = std::fs::File::open(path.join("events.ndjson")) else {
+    let Ok(file) = crate::records_io::open_record(&path.join("events.ndjson")) else {
         return Vec::new();
     };
     let mut line = Vec::new();
@@ -368,12 +365,20 @@ impl<'a> Follower<'a> {
         }
         let read = |path: &Path, e| Error::Read(path.to_path_buf(), e);
         let len = match std::fs::metadata(&tail.path) {
+            // A FIFO in its place would never end a read: said, not waited on.
+            Ok(meta) if !meta.is_file() => {
+                return Err(read(
+                    &tail.path,
+                    crate::records_io::not_a_file(meta.file_type()),
+                ));
+            }
             Ok(meta) => meta.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(read(&tail.path, e)),
         };
         if len > tail.printed {
-            let file = std::fs::File::open(&tail.path).map_err(|e| read(&tail.path, e))?;
+            let file =
+                crate::records_io::open_record(&tail.path).map_err(|e| read(&tail.path, e))?;
             let from = tail.printed;
             tail.printed = copy_lines(&file, from, len, all, &mut self.buf, out, stop).map_err(
                 |e| match e {

@@ -130,7 +130,7 @@ fn ask_one(
     cancel: &Cancel,
 ) -> Told {
     let key = remote::new_key();
-    let state_key = format!("{run_id}/{}", host.name);
+    let state_key = remote::state_key(run_id, &host.name);
     let token = format!("{run_id}/secrets@{}", host.name);
     // Long enough to connect and read a file; the host gives up on its own a little later.
     let timeout = Duration::from_secs(u64::from(connect_timeout.max(1)) + 30);
@@ -154,7 +154,7 @@ fn ask_one(
     };
     let args = remote::ssh_args(host, connect_timeout);
     let problem = match remote::run_ssh(&args, wrapper, &key, timeout, grace, cancel, &mut seen) {
-        Ok(RemoteEnded::Exited(_)) => None,
+        Ok(RemoteEnded::Exited(_) | RemoteEnded::Killed(_)) => None,
         Ok(RemoteEnded::TimedOut) => Some(format!(
             "no answer within {}",
             crate::duration::display(timeout)

@@ -309,12 +309,8 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::SyncSender<Report>)
                 }
             }
             Runner::Ssh { args, secrets } => {
-                // Per run *and* inventory host: two inventory names for one machine (or
-                // loopback test hosts) must not share a `$NIXCMD_STATE`.
-                let state_key = match &job.host {
-                    Some(h) => format!("{}/{h}", job.run_id),
-                    None => job.run_id.clone(),
-                };
+                // A job on a host always names it (`fanout.rs`).
+                let state_key = remote::state_key(&job.run_id, job.host.as_deref().unwrap_or("-"));
                 let key = remote::new_key();
                 let wrapper = remote::wrapper(&remote::Wrapper {
                     script: &job.code,
@@ -348,6 +344,7 @@ fn work(job: &Job, index: usize, cancel: &Cancel, tx: &mpsc::SyncSender<Report>)
                 );
                 match ended {
                     Ok(RemoteEnded::Exited(c)) => Attempt::Exited(c),
+                    Ok(RemoteEnded::Killed(sig)) => Attempt::Killed(sig),
                     Ok(RemoteEnded::TimedOut) => Attempt::TimedOut,
                     Ok(RemoteEnded::Cancelled(_)) => Attempt::Cancelled,
                     Ok(RemoteEnded::Unreachable(d)) => {

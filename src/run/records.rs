@@ -553,6 +553,7 @@ impl RunDir {
             libc::O_RDWR | libc::O_CREAT | libc::O_APPEND,
             0o600,
         )?;
+        crate::records_io::ensure_file(&file)?;
         crate::records_io::end_torn_line(&mut file)?;
         Ok(file)
     }
@@ -683,12 +684,12 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
 }
 
 pub fn read_state(dir: &Path) -> std::io::Result<State> {
-    let bytes = std::fs::read(dir.join("state.json"))?;
+    let bytes = crate::records_io::read_record(&dir.join("state.json"))?;
     serde_json::from_slice(&bytes).map_err(std::io::Error::other)
 }
 
 pub fn read_progress(dir: &Path) -> std::io::Result<Progress> {
-    match std::fs::read(dir.join("progress.json")) {
+    match crate::records_io::read_record(&dir.join("progress.json")) {
         Ok(bytes) => serde_json::from_slice(&bytes).map_err(std::io::Error::other),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Progress::default()),
         Err(e) => Err(e),
@@ -705,6 +706,7 @@ fn open_events(path: &Path) -> std::io::Result<File> {
         .read(true)
         .mode(0o600)
         .open(path)?;
+    crate::records_io::ensure_file(&file)?;
     crate::records_io::end_torn_line(&mut file)?;
     Ok(file)
 }
@@ -712,7 +714,7 @@ fn open_events(path: &Path) -> std::io::Result<File> {
 /// The highest `seq` in a run's `events.ndjson` (a resumed run continues the numbering).
 pub fn last_seq(dir: &Path) -> u64 {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut file) = std::fs::File::open(dir.join("events.ndjson")) else {
+    let Ok(mut file) = crate::records_io::open_record(&dir.join("events.ndjson")) else {
         return 0;
     };
     let len = file.metadata().map_or(0, |m| m.len());
@@ -810,7 +812,7 @@ fn pid_is_nixcmd(pid: u32) -> bool {
 /// at that instant). `None` when that cannot be known (no lock file, no /proc/locks).
 fn lock_held_by(path: &Path, run_id: &str) -> Option<bool> {
     use std::os::unix::fs::MetadataExt;
-    let file = File::open(path).ok()?;
+    let file = crate::records_io::open_record(path).ok()?;
     let inode = file.metadata().ok()?.ino();
     let mut holder = String::new();
     std::io::Read::read_to_string(&mut &file, &mut holder).ok()?;
@@ -843,12 +845,39 @@ pub fn all_runs() -> Vec<(PathBuf, State)> {
     scan_runs().0
 }
 
-/// Run folders whose `state.json` exists but cannot be read or parsed (a disk error, an edit
-/// by hand, a file system that lost its data after a power cut), with why. They are not
-/// listed as runs, but they must not vanish silently either: `runs` names them, and `log`
-/// or `resume` of one says what is wrong instead of "no run". A folder without `state.json`
-/// is a run killed before it recorded anything, and is not reported.
+/// Run folders whose `state.json` cannot be read or parsed (a disk error, an edit by hand, a
+/// file system that lost its data after a power cut, a FIFO in its place), with why, or that
+/// have none ([`NO_STATE`]: a run killed before it recorded anything, a folder put there by
+/// hand). They are not listed as runs, but they must not vanish silently either: `runs` names
+/// them, and `log` or `resume` of one says what is wrong instead of "no run".
 pub type Unreadable = Vec<(PathBuf, String)>;
+
+/// Why a folder without `state.json` is not a run (see [`Unreadable`]).
+pub const NO_STATE: &str = "state.json is missing";
+
+/// How long a run folder may be without `state.json` before it is named: a run being
+/// started creates its folder a moment before its first record.
+const STARTING: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether the folder at `path`, which has no `state.json`, is named by `runs`: a folder
+/// (not a stray file), older than [`STARTING`], that is not only a host's folders of a run
+/// started on another machine (`RUN_ID/hosts/HOST`, see `remote::state_key`), which have
+/// no records here.
+fn named_without_state(path: &Path) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    let old = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age >= STARTING);
+    let only_hosts = std::fs::read_dir(path).is_ok_and(|entries| {
+        let names: Vec<_> = entries.filter_map(|e| Some(e.ok()?.file_name())).collect();
+        names == ["hosts"]
+    });
+    meta.is_dir() && old && !only_hosts
+}
 
 /// The runs, newest first, and the run folders that cannot be read.
 pub fn scan_runs() -> (Vec<(PathBuf, State)>, Unreadable) {
@@ -864,7 +893,11 @@ pub fn scan_runs() -> (Vec<(PathBuf, State)>, Unreadable) {
         let path = entry.path();
         match read_state(&path) {
             Ok(state) => runs.push((path, state)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if named_without_state(&path) {
+                    unreadable.push((path, NO_STATE.to_string()));
+                }
+            }
             // A stray file among the run folders is not a run.
             Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {}
             Err(e) => unreadable.push((path, format!("state.json: {e}"))),
@@ -1144,7 +1177,7 @@ fn history_path(command: &str) -> PathBuf {
 
 impl History {
     pub fn load(command: &str) -> History {
-        std::fs::read(history_path(command))
+        crate::records_io::read_record(&history_path(command))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()

@@ -64,6 +64,15 @@ fn valid_name(k: &str) -> bool {
         && !k.starts_with(|c: char| c.is_ascii_digit())
 }
 
+/// The host's folder for one run under its `nixcmd/runs/`, `RUN_ID/hosts/HOST`: per run *and*
+/// inventory host (two inventory names for one machine, or loopback test hosts, must not
+/// share a `$NIXCMD_STATE`). In `hosts/`, a folder of its own: when the host is this machine
+/// and user with the same state folder, `RUN_ID/` is this run's own folder, whose `env`,
+/// `logs`, `scripts` and `state` a host of that name would have collided with.
+pub fn state_key(run_id: &str, host: &str) -> String {
+    format!("{run_id}/hosts/{host}")
+}
+
 /// What the wrapper needs to know.
 pub struct Wrapper<'a> {
     pub script: &'a str,
@@ -74,7 +83,7 @@ pub struct Wrapper<'a> {
     pub key: &'a str,
     /// The names listed in `nixcmd.secrets`: their exports are reported as secrets too.
     pub secrets: &'a [String],
-    /// The folder under the host's `nixcmd/runs/`: `RUN_ID/HOST`.
+    /// The folder under the host's `nixcmd/runs/`: see [`state_key`].
     pub state_key: &'a str,
     pub timeout: Duration,
     pub grace: Duration,
@@ -246,7 +255,7 @@ pub fn wrapper(w: &Wrapper) -> String {
       for ((i = 0; i < {ticks}; i++)); do __nixcmd_group "$1" || return 0; sleep 0.1; done
     done
   }}
-  mkfifo "$__nixcmd_d/out" "$__nixcmd_d/err" "$__nixcmd_d/nap" "$__nixcmd_d/wait" || {{ echo "nixcmd: cannot create a pipe on $(hostname)" >&2; exit 125; }}
+  mkfifo "$__nixcmd_d/out" "$__nixcmd_d/err" "$__nixcmd_d/nap" "$__nixcmd_d/wait" "$__nixcmd_d/tick" || {{ echo "nixcmd: cannot create a pipe on $(hostname)" >&2; exit 125; }}
   __nixcmd_pass out <"$__nixcmd_d/out" &
   po=$!
   __nixcmd_pass err <"$__nixcmd_d/err" >&2 &
@@ -264,8 +273,28 @@ pub fn wrapper(w: &Wrapper) -> String {
   ) &
   w=$!
   disown "$w"
+  # Waited for with builtins only, not with `wait`: bash's `wait` (or the next program it
+  # runs) reports a step that a signal killed as `main: line N: PID Killed …` on stderr,
+  # among the step's output, and its status is 128+N like that of a step that exited with
+  # it. `jobs -l` tells the two apart (a status of its own or the exit code) and marks the
+  # job as reported, so bash says nothing. The naps grow from 1 ms to 50 ms: a short step is
+  # not held up, a long one costs few wake-ups.
+  local nap=1 t
+  while kill -0 "$pid" 2>/dev/null; do
+    printf -v t '0.%03d' "$nap"
+    read -r -t "$t" _ <>"$__nixcmd_d/tick"
+    nap=$((nap * 2 > 50 ? 50 : nap * 2))
+  done
+  LC_ALL=C jobs -l >"$__nixcmd_d/jobs"
   wait "$pid"
   rc=$?
+  if ((rc > 128)); then
+    local j p st
+    while read -r j p st; do
+      [[ $p == "$pid" ]] || continue
+      [[ $st =~ (^|[^0-9])$rc([^0-9]|$) ]] || printf '{mark}signal %s\n' "$((rc - 128))" >&2
+    done <"$__nixcmd_d/jobs"
+  fi
   kill -KILL "$w" 2>/dev/null
   if __nixcmd_group "$pid"; then
     kill -TERM -- "-$pid" 2>/dev/null; sleep 0.2; kill -KILL -- "-$pid" 2>/dev/null
@@ -405,6 +434,8 @@ pub enum Seen<'a> {
 pub enum RemoteEnded {
     /// The step exited with this code on the host.
     Exited(i32),
+    /// A signal killed the step on the host (the wrapper tells it from an exit with 128+N).
+    Killed(i32),
     TimedOut,
     Cancelled(usize),
     /// ssh could not connect (or authenticate): the wrapper never started.
@@ -572,7 +603,10 @@ pub fn run_ssh(
         return Ok(e);
     }
     if let Some(code) = wire.remote_exit {
-        return Ok(RemoteEnded::Exited(code));
+        return Ok(match wire.remote_signal {
+            Some(sig) => RemoteEnded::Killed(sig),
+            None => RemoteEnded::Exited(code),
+        });
     }
     let status = exit.map(|s| s.code().unwrap_or(255)).unwrap_or(255);
     let detail = wire
@@ -597,6 +631,8 @@ struct Wire {
     started: bool,
     ready: bool,
     remote_exit: Option<i32>,
+    /// The signal that killed the step, when one did.
+    remote_signal: Option<i32>,
     /// ssh's stderr before the wrapper started: why it could not connect.
     ssh_errors: Vec<String>,
     /// stdout before the wrapper is ready (sshd reads the two pipes on its own, in no set
@@ -628,6 +664,7 @@ impl Wire {
             started: false,
             ready: false,
             remote_exit: None,
+            remote_signal: None,
             ssh_errors: Vec::new(),
             held: String::new(),
             held_progress: None,
@@ -704,6 +741,7 @@ impl Wire {
             // The step's output is all told: a line it left unended ends here.
             "ended" => self.flush(stream, observe),
             "exit" => self.remote_exit = rest.trim().parse().ok(),
+            "signal" => self.remote_signal = rest.trim().parse().ok(),
             "warn" => observe(Seen::Out(Observed::Warning(rest))),
             "secret" | "secret+" => {
                 if let Some((name, value)) = self.secret[slot(stream)].take(word, rest) {
@@ -918,7 +956,7 @@ mod tests {
             token: &token,
             key: &key,
             secrets: &secrets,
-            state_key: "r/h",
+            state_key: &state_key("r", "h"),
             timeout: Duration::from_secs(30),
             grace: Duration::from_secs(1),
         });
@@ -986,7 +1024,7 @@ mod tests {
     #[test]
     fn the_wrapper_tells_the_secret_exports_of_the_env_file() {
         let dir = tempfile::tempdir().unwrap();
-        let env_dir = dir.path().join("nixcmd/runs/r/h");
+        let env_dir = dir.path().join("nixcmd/runs/r/hosts/h");
         std::fs::create_dir_all(&env_dir).unwrap();
         std::fs::write(
             env_dir.join("env"),

@@ -126,7 +126,11 @@ fn missing_file() {
     assert_output_snapshot!(out);
     let out = Test::new().args(["show", "missing.md"]).run();
     assert_refused(&out);
-    assert_eq!(out.stderr, "error: cannot read missing.md: no such file\n");
+    assert_eq!(
+        out.stderr,
+        "error: cannot read missing.md: no such file\n  \
+         hint: check the path, or give the command's name instead (`nixcmd list` shows them)\n"
+    );
 }
 
 #[test]

@@ -28,6 +28,12 @@ fn free_port() -> u16 {
 impl Fleet {
     /// `n` servers, or `None` (after printing why) when this machine cannot run them.
     fn start(n: usize) -> Option<Fleet> {
+        Fleet::start_setting(n, "")
+    }
+
+    /// `n` servers whose sessions get the `NAME=VALUE` words of `setenv` too (see
+    /// `SSHD_HARNESS_SETENV` in tests/support/README.md).
+    fn start_setting(n: usize, setenv: &str) -> Option<Fleet> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             skip("the sshd tests need root (sshd must switch to the logged-in user)");
@@ -43,6 +49,7 @@ impl Fleet {
             .expect("a temporary folder");
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let out = Command::new(harness())
+            .env("SSHD_HARNESS_SETENV", setenv)
             .arg("start")
             .arg(dir.path())
             .args(ports.iter().map(|p| p.to_string()))
@@ -1926,4 +1933,190 @@ exit 1
     );
     assert!(!out.stdout.contains("undo on host h1"), "{}", out.stdout);
     assert!(!out.stdout.contains("undo: run by hand:"), "{}", out.stdout);
+}
+
+/// A host's step that a signal killed ends as one on this machine does: "killed by signal N
+/// (NAME)", its output only what it printed (none of the wrapper's job messages, `main: line
+/// N: PID Killed …`), in the terminal, its log, the events and the warning. A step that
+/// exited with 128+N is still an exit status.
+#[test]
+fn a_host_step_killed_by_a_signal_ends_as_a_local_one_does() {
+    let Some(fleet) = Fleet::start(1) else { return };
+    let steps = r#"### kill9
+```bash {id=kill9 hosts=all on-fail=continue}
+echo before; kill -9 $$
+```
+### term
+```bash {id=term hosts=all on-fail=continue}
+echo before; kill -TERM $$
+```
+### segv
+```bash {id=segv hosts=all on-fail=continue}
+echo before; sleep 0.3; kill -SEGV $$
+```
+### exit137
+```bash {id=exit137 hosts=all on-fail=continue}
+echo before; exit 137
+```
+"#;
+    let out = run(project(&fleet, "", &runbook(steps, "")), &["--verbose"]);
+    out.assert_status(0);
+    let run = only_run(out.root.path());
+    for step in ["kill9", "term", "segv", "exit137"] {
+        assert_eq!(
+            log_lines(&run, &format!("{step}@h1.log")),
+            ["before"],
+            "{step}"
+        );
+    }
+    let lines: Vec<String> = output_events(&run).into_iter().map(|(_, _, l)| l).collect();
+    assert_eq!(lines, ["before"; 4]);
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!text.contains("main: line"), "{text}");
+        assert!(!text.contains("NIXCMD_STEP_TOKEN"), "{text}");
+    }
+    let ended: Vec<String> = out
+        .stdout
+        .lines()
+        .filter_map(|l| {
+            let (what, why) = l.split_once(" — ")?;
+            let step = what.split_once("✗ ")?.1.split_once(' ')?.0;
+            Some(format!("{step}: {why}"))
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            "kill9@h1: killed by signal 9 (SIGKILL)",
+            "term@h1: killed by signal 15 (SIGTERM)",
+            "segv@h1: killed by signal 11 (SIGSEGV)",
+            "exit137@h1: exited with status 137 (128 + 9: SIGKILL)",
+        ],
+        "{}",
+        out.stdout
+    );
+    let progress = crate::run_support::read_json(&run.join("progress.json"));
+    let recorded: Vec<String> = progress["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            let h = &s["hosts"][0];
+            format!(
+                "{} {} {} {}",
+                s["id"], h["host"], h["exit_code"], h["reason"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            r#""kill9" "h1" 137 "killed by signal 9 (SIGKILL)""#,
+            r#""term" "h1" 143 "killed by signal 15 (SIGTERM)""#,
+            r#""segv" "h1" 139 "killed by signal 11 (SIGSEGV)""#,
+            r#""exit137" "h1" 137 "exited with status 137 (128 + 9: SIGKILL)""#,
+        ]
+    );
+}
+
+/// A host that is this machine and user with the same state folder (here the harness gives
+/// its sessions the test's `XDG_STATE_HOME`) keeps its folder for the run inside this run's
+/// own folder, in `hosts/`: hosts named like the run folder's entries (`env`, `logs`,
+/// `scripts`, `state`) get their own `$NIXCMD_STATE` and `$NIXCMD_ENV` and leave the run's
+/// files alone.
+#[test]
+fn a_host_named_like_an_entry_of_the_run_folder_gets_a_folder_of_its_own() {
+    let t = Test::new();
+    let state = t.root().join("state");
+    let setenv = format!("XDG_STATE_HOME={}", state.display());
+    let Some(fleet) = Fleet::start_setting(1, &setenv) else {
+        return;
+    };
+    let names = ["env", "logs", "scripts", "state"];
+    let mut config = format!(
+        "[ssh]\nconnect_timeout = 5\noptions = [\"-F\", \"{}\"]\n",
+        fleet.ssh_config()
+    );
+    for name in names {
+        config.push_str(&format!(
+            "\n[hosts.{name}]\ntarget = \"h-{}\"\n",
+            fleet.ports[0]
+        ));
+    }
+    let steps = r#"### one
+```bash {id=one hosts=all}
+echo "state $NIXCMD_STATE"
+echo "env $NIXCMD_ENV"
+echo "MARK_$NIXCMD_HOST=$NIXCMD_HOST" >>"$NIXCMD_ENV"
+touch "$NIXCMD_STATE/before"
+```
+### two
+```bash {id=two hosts=all}
+v=MARK_$NIXCMD_HOST
+echo "got ${!v-} $(ls "$NIXCMD_STATE")"
+```
+"#;
+    let out = t
+        .file("project/nixcmd.toml", config)
+        .runbook(
+            "fan.md",
+            &format!("---\ndescription: fan-out test\nnixcmd:\n  timeout: 60s\n---\n# Fan\n\n## Steps\n{steps}"),
+        )
+        .timeout(Duration::from_secs(120))
+        .args(["run", "fan"])
+        .run();
+    out.assert_status(0);
+    let run = only_run(out.root.path());
+    let ls = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    for name in names {
+        let folder = run.join("hosts").join(name);
+        assert_eq!(
+            log_lines(&run, &format!("one@{name}.log")),
+            [
+                format!("state {}", folder.join("state").display()),
+                format!("env {}", folder.join("env").display()),
+            ]
+        );
+        assert_eq!(
+            log_lines(&run, &format!("two@{name}.log")),
+            [format!("got {name} before")]
+        );
+        assert_eq!(ls(&folder), ["env", "state"], "{name}");
+    }
+    assert_eq!(
+        ls(&run),
+        [
+            "env",
+            "events.ndjson",
+            "hosts",
+            "hosts.tsv",
+            "logs",
+            "progress.json",
+            "scripts",
+            "state",
+            "state.json"
+        ]
+    );
+    assert!(run.join("env").is_file());
+    assert_eq!(std::fs::read_to_string(run.join("env")).expect("env"), "");
+    assert!(ls(&run.join("state")).is_empty());
+    let logs: Vec<String> = ["one", "two"]
+        .iter()
+        .flat_map(|s| names.map(|n| format!("{s}@{n}.log")))
+        .collect();
+    let mut logs_sorted = logs.clone();
+    logs_sorted.sort();
+    assert_eq!(ls(&run.join("logs")), logs_sorted);
+    assert!(
+        ls(&run.join("scripts")).iter().all(|f| f.ends_with(".sh")),
+        "{:?}",
+        ls(&run.join("scripts"))
+    );
 }

@@ -7,6 +7,7 @@ mod support;
 mod bad_input;
 mod builtins;
 mod check;
+mod claude_export;
 mod corpus;
 mod fixtures;
 mod fuzz_regressions;

@@ -181,7 +181,8 @@ fn secrets_named_in_nixcmd_toml_are_redacted() {
 /// A config file that cannot be read or parsed refuses the run before anything runs (exit 2,
 /// `path:line:col`, a hint): its `secrets` list would otherwise be dropped and their values
 /// printed in clear. `--config FILE`, the project's `nixcmd.toml`, a missing `--config`
-/// file, and a resume of a run whose config broke since.
+/// file or a folder given as one (each with what to give instead), and a resume of a run
+/// whose config broke since.
 #[test]
 fn a_config_file_that_cannot_be_parsed_refuses_the_run() {
     const VALUE: &str = "hunter22";
@@ -214,19 +215,37 @@ fn a_config_file_that_cannot_be_parsed_refuses_the_run() {
         assert!(out.stderr.contains("invalid TOML"), "{}", out.stderr);
         assert!(run_dirs(out.root.path()).is_empty(), "no run folder");
     }
-    let out = Test::new()
-        .runbook("s.md", runbook)
-        .env("FOO", VALUE)
-        .args([
-            "--config",
+    for (config, problem, hint) in [
+        (
             "missing.toml",
-            "run",
-            "s",
-            "--dry-run",
-            "--verbose",
-        ])
-        .run();
-    refused(&out, "missing.toml");
+            "no such file",
+            "check the path; without --config, nixcmd reads `nixcmd.toml` at the project root, \
+             else `$XDG_CONFIG_HOME/nixcmd/config.toml`",
+        ),
+        (
+            "conf",
+            "is a folder, not a config file",
+            "--config takes the file itself, e.g. `--config [TEMP]/project/conf/nixcmd.toml`",
+        ),
+    ] {
+        for command in [&["run", "s", "--dry-run", "--verbose"][..], &["hosts"]] {
+            let out = Test::new()
+                .runbook("s.md", runbook)
+                .dir("project/conf")
+                .env("FOO", VALUE)
+                .args(["--config", config])
+                .args(command.iter().copied())
+                .run();
+            out.assert_status(2);
+            assert_eq!(out.stdout, "", "{command:?}");
+            assert_eq!(
+                out.filter(&out.stderr),
+                format!("error: --config [TEMP]/project/{config}: {problem}\n  hint: {hint}\n"),
+                "{command:?}"
+            );
+            assert!(run_dirs(out.root.path()).is_empty(), "no run folder");
+        }
+    }
     // A run paused at its gate, then its config broke: resume refuses too.
     let out = Test::new()
         .file("project/nixcmd.toml", "secrets = [\"FOO\"]\n")
@@ -1923,4 +1942,158 @@ fn a_prefix_of_several_runs_names_them() {
         );
         out = refused;
     }
+}
+
+/// Makes a FIFO at `path` in place of the file there.
+fn fifo_in_place_of(path: &Path) {
+    std::fs::remove_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("a path");
+    // SAFETY: a NUL-terminated path alive for the call.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// A FIFO in place of a record (`state.json`, `progress.json`, `events.ndjson`, a step's
+/// log) never makes `runs` or `log` wait for a writer: the file is named with what it is,
+/// and everything else is shown as usual.
+#[test]
+fn a_fifo_in_place_of_a_record_is_named_not_waited_on() {
+    let mut out = Test::new()
+        .runbook(
+            "one.md",
+            "---\ndescription: One step\nnixcmd: {}\n---\n# One\n\n## Steps\n### Echo\n```bash {id=echo}\necho hi\n```\n",
+        )
+        .args(["run", "one"])
+        .run();
+    out.assert_status(0);
+    for _ in 0..3 {
+        out = out.then().args(["run", "one"]).run();
+        out.assert_status(0);
+    }
+    let dirs = run_dirs(out.root.path());
+    assert_eq!(dirs.len(), 4);
+    let ids: Vec<String> = dirs.iter().map(|d| run_id(d)).collect();
+    for (dir, file) in dirs.iter().zip([
+        "state.json",
+        "progress.json",
+        "events.ndjson",
+        "logs/echo.log",
+    ]) {
+        fifo_in_place_of(&dir.join(file));
+    }
+    let fifo = "it is a named pipe (FIFO), not a regular file";
+    // Each in the state of the one before; a wait for a writer is a timeout.
+    let run = |out: crate::support::Output, args: &[&str]| {
+        out.then()
+            .args(args.iter().copied())
+            .timeout(std::time::Duration::from_secs(20))
+            .run()
+    };
+    let runs = run(out, &["runs"]);
+    runs.assert_status(0);
+    assert_eq!(
+        runs.filter(&runs.stderr),
+        format!(
+            "warning: [TEMP]/state/nixcmd/runs/{} is not listed: its state.json: {fifo}\n",
+            ids[0]
+        )
+    );
+    let listed: Vec<&str> = runs
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(listed, [&ids[3], &ids[2], &ids[1]]);
+    let log = run(runs, &["log", &ids[0]]);
+    log.assert_status(2);
+    assert_eq!(
+        log.filter(&log.stderr),
+        format!(
+            "error: the records of run `{0}` cannot be read (state.json: {fifo}); its logs are \
+             in [TEMP]/state/nixcmd/runs/{0}/logs\n",
+            ids[0]
+        )
+    );
+    let mut out = log;
+    for id in [&ids[1], &ids[2]] {
+        out = run(out, &["log", id]);
+        out.assert_status(0);
+        assert!(out.stdout.ends_with("\nhi\n"), "{}", out.stdout);
+    }
+    for args in [
+        &["log", &ids[3]][..],
+        &["log", &ids[3], "echo"],
+        &["log", &ids[3], "echo", "--follow"],
+    ] {
+        out = run(out, args);
+        out.assert_status(2);
+        assert_eq!(
+            out.filter(&out.stderr),
+            format!(
+                "error: cannot read [TEMP]/state/nixcmd/runs/{}/logs/echo.log: {fifo}\n  hint: \
+                 nixcmd writes each step's log as a plain file: move this one away to see the \
+                 others, or read it as the user who ran the command\n",
+                ids[3]
+            ),
+            "{args:?}"
+        );
+    }
+}
+
+/// A run folder without `state.json` (a run killed before it recorded anything, a folder
+/// made by hand) is named by `runs`, with what to do, and `log` of it says so; a folder made
+/// a moment ago (a run starting) and a host's folders of a run started on another machine
+/// (`RUN_ID/hosts/HOST`) are not.
+#[test]
+fn a_run_folder_without_records_is_named_by_runs() {
+    let out = Test::new()
+        .runbook(
+            "one.md",
+            "---\ndescription: One step\nnixcmd: {}\n---\n# One\n\n## Steps\n### Echo\n```bash {id=echo}\necho hi\n```\n",
+        )
+        .args(["run", "one"])
+        .run();
+    out.assert_status(0);
+    let id = run_id(&only_run(out.root.path()));
+    let runs_dir = out.root.path().join("state/nixcmd/runs");
+    let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let old = |dir: &Path| {
+        std::fs::File::open(dir)
+            .and_then(|f| f.set_modified(an_hour_ago))
+            .expect("date the folder back");
+    };
+    let bare = runs_dir.join("one-20200101-000000-dead");
+    std::fs::create_dir_all(bare.join("logs")).expect("a bare run folder");
+    std::fs::write(bare.join("logs/echo.log"), "hi\n").expect("its log");
+    old(&bare);
+    std::fs::create_dir_all(runs_dir.join("one-20200101-000001-beef/logs")).expect("a new one");
+    let host_side = runs_dir.join("deploy-20200101-000000-cafe");
+    std::fs::create_dir_all(host_side.join("hosts/web1/state")).expect("a host's folder");
+    old(&host_side);
+    let warning = "warning: [TEMP]/state/nixcmd/runs/one-20200101-000000-dead is not listed: \
+                   its state.json is missing (a run stopped before it recorded anything, or a \
+                   folder put there by hand); see what its logs hold \
+                   ([TEMP]/state/nixcmd/runs/one-20200101-000000-dead/logs), then remove the \
+                   folder\n";
+    let runs = out.then().args(["runs"]).run();
+    runs.assert_status(0);
+    assert_eq!(runs.filter(&runs.stderr), warning);
+    let listed: Vec<&str> = runs
+        .stdout
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(listed, [id.as_str()]);
+    let json = runs.then().args(["runs", "--format", "json"]).run();
+    json.assert_status(0);
+    assert_eq!(json.filter(&json.stderr), warning);
+    assert_eq!(json.stdout_json().as_array().map(Vec::len), Some(1));
+    let log = json.then().args(["log", "one-20200101-000000-dead"]).run();
+    log.assert_status(2);
+    assert_eq!(
+        log.filter(&log.stderr),
+        "error: the records of run `one-20200101-000000-dead` cannot be read (state.json is \
+         missing); its logs are in [TEMP]/state/nixcmd/runs/one-20200101-000000-dead/logs\n"
+    );
 }

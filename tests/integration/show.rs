@@ -173,7 +173,8 @@ fn a_slash_without_a_command_name_says_so() {
     out.assert_status(2);
     assert_eq!(
         out.stderr,
-        "error: cannot read /no/such/runbook.md: no such file\n"
+        "error: cannot read /no/such/runbook.md: no such file\n  \
+         hint: check the path, or give the command's name instead (`nixcmd list` shows them)\n"
     );
 }
 

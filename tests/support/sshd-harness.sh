@@ -14,6 +14,9 @@ set -euo pipefail
 SSHD=${SSHD:-/usr/sbin/sshd}
 # How long `start` waits for each port to answer with an SSH banner.
 WAIT_SECONDS=${SSHD_HARNESS_WAIT:-10}
+# More variables every session gets at `start` (`NAME=VALUE` words, no blanks in a value), e.g.
+# `XDG_STATE_HOME=…` for a host whose state folder is the test's own.
+SSHD_HARNESS_SETENV=${SSHD_HARNESS_SETENV:-}
 
 die() {
   echo "sshd-harness: $*" >&2
@@ -152,8 +155,9 @@ LogLevel ERROR
 MaxStartups 200
 MaxSessions 100
 AcceptEnv LANG LC_* NIXCMD_*
-# Marks every process a session starts (a client cannot override SetEnv).
-SetEnv SSHD_HARNESS_DIR=$dir SSHD_HARNESS_HOST=h-$port
+# Marks every process a session starts (a client cannot override SetEnv); then the test's own
+# NAME=VALUE words, if any.
+SetEnv SSHD_HARNESS_DIR=$dir SSHD_HARNESS_HOST=h-$port${SSHD_HARNESS_SETENV:+ $SSHD_HARNESS_SETENV}
 Subsystem sftp internal-sftp
 EOF
 }
