@@ -332,6 +332,10 @@ impl Engine<'_> {
             if made_ahead.is_some() {
                 self.ahead = made_ahead.take();
             }
+            // Not removed at the start because bash could not be started.
+            if let Some(link) = link_left.take() {
+                let _ = std::fs::remove_file(link);
+            }
             // Every read ends with `ReadDone`; were one not to, nothing gathered stays unwritten.
             if let Some(log) = log.as_mut()
                 && !log_lines.is_empty()
