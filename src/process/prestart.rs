@@ -19,7 +19,8 @@
 //! 127. Dropping a [`Prestarted`] kills it (SIGKILL: it is blocked in a read).
 //!
 //! Not done when `BASH_ENV` is set (bash would read that file at its start, before the step
-//! before it ended), when the script does not fit in the pipe's buffer (the write must never
+//! before it ended), for a script that names `SECONDS` (bash counts it from its start), when
+//! the script does not fit in the pipe's buffer (the write must never
 //! wait for the reader: a script that exits early would leave it waiting for good), when
 //! nixcmd's `/proc/<pid>/fd` is closed to its own user (not "dumpable"), or when
 //! `NIXCMD_PRESTART=0`.
@@ -123,10 +124,11 @@ fn allowed(env: &[(String, String)]) -> bool {
     inherited && !env.iter().any(|(k, _)| k == "BASH_ENV")
 }
 
-/// Whether a bash may be started ahead for a step with environment `env` (see
-/// [`allowed`]): asked before anything is made ready for it.
-pub fn may_prestart(env: &[(String, String)]) -> bool {
-    allowed(env)
+/// Whether a bash may be started ahead for a step with environment `env` and `script` (see
+/// [`allowed`]): asked before anything is made ready for it. Not for a script that reads
+/// `$SECONDS`: bash counts it from its own start, which would include the wait.
+pub fn may_prestart(env: &[(String, String)], script: &[u8]) -> bool {
+    allowed(env) && !script.windows(b"SECONDS".len()).any(|w| w == b"SECONDS")
 }
 
 /// Starts `spec` (a bash whose script argument is the link to the pipe `ready` holds) to
@@ -138,7 +140,7 @@ pub fn prestart(
     script: &[u8],
 ) -> std::io::Result<Prestarted> {
     let crate::records_io::ScriptAhead { feed, source, .. } = ready;
-    if !allowed(spec.env) || spec.stdin.is_some() {
+    if !may_prestart(spec.env, script) || spec.stdin.is_some() {
         return Err(std::io::ErrorKind::Unsupported.into());
     }
     // SAFETY: F_GETPIPE_SZ only reads the pipe's capacity.

@@ -508,7 +508,7 @@ fn make_ready(
     path: &Path,
     code: &[u8],
 ) -> Option<Ahead> {
-    if process::may_prestart(spec.env) {
+    if process::may_prestart(spec.env, code) {
         let args = bash_args(path);
         let token = step_token(run_id, &id, 1);
         let next = GroupSpec {

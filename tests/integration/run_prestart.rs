@@ -229,6 +229,31 @@ echo done > two
     assert_eq!(project_file(out.root.path(), "two"), "done\n");
 }
 
+/// A step that reads `$SECONDS` gets a bash started in its turn: bash counts `SECONDS` from
+/// its own start, and a bash that waited through a 2 s step would start the script at 2.
+#[test]
+fn a_step_reading_seconds_counts_from_its_own_start() {
+    let text = runbook(&format!(
+        r#"### One
+```bash {{id=one}}
+{WAITING_FOR}
+sleep 2
+echo "waiting $(waiting_for two)" >> trace
+```
+### Two
+```bash {{id=two}}
+echo "two $SECONDS" >> trace
+```
+"#
+    ));
+    let out = Test::new()
+        .runbook("pre.md", &text)
+        .args(["run", "pre"])
+        .run();
+    out.assert_status(0);
+    assert_eq!(project_file(out.root.path(), "trace"), "waiting \ntwo 0\n");
+}
+
 /// No bash is started ahead when `BASH_ENV` is set (bash reads that file as it starts, and it
 /// must read it after the step before ended), nor for a script bigger than the pipe's buffer;
 /// both steps run as usual.
