@@ -559,21 +559,16 @@ pub fn write_script_in(folder: Option<&Folder>, path: &Path, bytes: &[u8]) -> st
 }
 
 /// A step's script made ready before its turn, for a bash started ahead
-/// (`process::prestart`): the script in a file beside its path (`held`), and at the path a
-/// symbolic link to `/proc/<nixcmd>/fd/<source>`, the read end of a pipe that the bash
-/// opens as its script and reads once nixcmd writes the script into `feed`.
-///
-/// A pipe reached through `/proc`, not a FIFO: opening a FIFO for reading waits for a writer,
-/// and a bash that opened it after nixcmd died (`kill -9` in the millisecond bash takes to
-/// start) would wait for good. Opening a pipe never waits; with nixcmd gone the link leads
-/// nowhere (the bash fails to open its script and exits, having run nothing), and a bash that
-/// opened it in time reads end of file once nixcmd's `feed` is closed.
+/// (`process::prestart`): the script in a file beside its path (`held`, put in place when its
+/// turn comes) and a pipe whose read end (`source`) the bash reads as its `BASH_ENV` start-up
+/// file, waiting there until nixcmd writes its last lines into `feed` and closes it. Nothing
+/// is at the script's path meanwhile: a reader of `scripts/` never meets the pipe.
 pub struct ScriptAhead {
     pub held: std::path::PathBuf,
     /// The pipe's write end, non-blocking.
     pub feed: std::os::fd::OwnedFd,
-    /// The pipe's read end, which the link names: open until the step has ended (a bash that
-    /// read the link just before the script took its place opens it after).
+    /// The pipe's read end, opened by the bash as `/proc/<nixcmd>/fd/<n>`: open until the
+    /// step has ended (a bash slow to start opens it after its turn came).
     pub source: std::os::fd::OwnedFd,
 }
 
@@ -588,7 +583,8 @@ fn ahead_name(path: &Path) -> std::path::PathBuf {
 }
 
 /// Makes [`ScriptAhead`] for `bytes` at `path` (relative to `folder` when in it). Whatever was
-/// at `path` (a script of an earlier attempt or session) is replaced by the link.
+/// at `path` (a script of an earlier attempt or session) is removed: a bash whose nixcmd died
+/// while it waited must find no script to run.
 pub fn script_ahead_in(
     folder: Option<&Folder>,
     path: &Path,
@@ -597,7 +593,14 @@ pub fn script_ahead_in(
     use std::os::fd::{AsRawFd, FromRawFd};
     let held = ahead_name(path);
     write_script_in(folder, &held, bytes)?;
-    let linked = (|| {
+    let ready = (|| {
+        let (fd, name) = at(folder, path)?;
+        // SAFETY: `name` is a NUL-terminated path alive for the call.
+        if unsafe { libc::unlinkat(fd, name.as_ptr(), 0) } != 0
+            && std::io::Error::last_os_error().kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(std::io::Error::last_os_error());
+        }
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two new descriptors into `fds`.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -614,27 +617,9 @@ pub fn script_ahead_in(
         if unsafe { libc::fcntl(feed.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
-        let target = std::ffi::CString::new(format!(
-            "/proc/{}/fd/{}",
-            std::process::id(),
-            source.as_raw_fd()
-        ))
-        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-        let (fd, name) = at(folder, path)?;
-        // SAFETY: `name` and `target` are NUL-terminated strings alive for both calls.
-        unsafe {
-            if libc::unlinkat(fd, name.as_ptr(), 0) != 0
-                && std::io::Error::last_os_error().kind() != std::io::ErrorKind::NotFound
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::symlinkat(target.as_ptr(), fd, name.as_ptr()) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
         Ok((feed, source))
     })();
-    match linked {
+    match ready {
         Ok((feed, source)) => Ok(ScriptAhead { held, feed, source }),
         Err(e) => {
             let _ = std::fs::remove_file(&held);
@@ -643,23 +628,18 @@ pub fn script_ahead_in(
     }
 }
 
-/// Puts the script of [`script_ahead_in`] (at `held`) at `path`, in place of the link, which
-/// is left under the name `held` (the caller removes it). One swap: a rename over an existing
-/// file would make ext4 flush the script (see [`replace`]).
+/// Puts the script of [`script_ahead_in`] (at `held`) at `path`. Nothing is there in the
+/// common case: one rename that replaces nothing (a rename over an existing file would make
+/// ext4 flush the script, see [`replace`]); should something be there after all, the two are
+/// swapped and what was there is left under `held` (the caller removes that name).
 pub fn place_script_in(folder: Option<&Folder>, held: &Path, path: &Path) -> std::io::Result<()> {
     let (from_fd, from) = at(folder, held)?;
     let (to_fd, to) = at(folder, path)?;
-    // SAFETY: both names are NUL-terminated paths alive for the call.
-    let swapped = unsafe {
-        libc::renameat2(
-            from_fd,
-            from.as_ptr(),
-            to_fd,
-            to.as_ptr(),
-            libc::RENAME_EXCHANGE,
-        ) == 0
+    let rename = |flags| {
+        // SAFETY: both names are NUL-terminated paths alive for the call.
+        unsafe { libc::renameat2(from_fd, from.as_ptr(), to_fd, to.as_ptr(), flags) == 0 }
     };
-    if swapped {
+    if rename(libc::RENAME_NOREPLACE) || rename(libc::RENAME_EXCHANGE) {
         Ok(())
     } else {
         std::fs::rename(held, path)

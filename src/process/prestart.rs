@@ -3,42 +3,46 @@
 //! Starting bash (exec, the dynamic loader, the shell's own set-up) is most of what a short
 //! step costs, and with one process per step it sat between every two steps. When the next
 //! step is sure to follow unless the current one fails (see `Engine::up_next`), its bash is
-//! started during the current one, on the other CPU, with its script's path as its argument —
-//! but at that path a link to a pipe of nixcmd's (`/proc/<nixcmd>/fd/<n>`, see
-//! `records_io::ScriptAhead`), which bash opens at once and then blocks reading. When its
-//! turn comes, nixcmd puts the real script file in place of the link (so `$0` names the
-//! script, as ever), writes the script into the pipe and closes its write end: bash reads it
-//! to end of file and runs it. Same program, arguments, environment, folder and process group
-//! as a bash started then; only its start moved earlier. Whatever does not match at that
-//! moment (an export through `$NIXCMD_ENV` changed the environment, the working folder was
-//! replaced, the bash is gone) is not used: it is killed and a bash is started as usual.
+//! started during the current one, on the other CPU, as it would be started in its turn
+//! (`bash --noprofile --norc -Eeuo pipefail SCRIPT`, same environment, folder and process
+//! group), plus `BASH_ENV=/proc/<nixcmd>/fd/<n>`: the read end of a pipe of nixcmd's (see
+//! `records_io::ScriptAhead`). A non-interactive bash reads its `BASH_ENV` file before it
+//! opens its script, so it waits there, in a read. When its turn comes, nixcmd puts the
+//! script file at its path (nothing was there: a reader of `scripts/` never meets the pipe)
+//! and writes the file's last line into the pipe: `unset BASH_ENV; SECONDS=0; …`, which
+//! undoes what the early start changed (the variable itself, the `SECONDS` clock, a
+//! `HOSTNAME` taken before the step before renamed the machine, `$_`). bash runs it, opens the
+//! script and runs it as ever: `$0`, `LINENO`, `BASH_SOURCE` and its messages are the
+//! script's. Whatever else does not match at that moment (an export through `$NIXCMD_ENV`
+//! changed the environment, the working folder was replaced, the bash is gone) is not used:
+//! it is killed and a bash is started as usual.
 //!
-//! A bash started ahead runs nothing before it is given its script: if nixcmd dies (even
-//! `kill -9`), the kernel closes nixcmd's end of the pipe, and bash reads end of file (an
-//! empty script) and exits 0, or, not at its open yet, finds no `/proc/<nixcmd>` and exits
-//! 127. Dropping a [`Prestarted`] kills it (SIGKILL: it is blocked in a read).
+//! A bash started ahead runs nothing before its turn: if nixcmd dies (even `kill -9`), the
+//! kernel closes nixcmd's end of the pipe, bash reads end of file (or finds no
+//! `/proc/<nixcmd>`), finds no script at its path and exits 127. Dropping a [`Prestarted`]
+//! kills it (SIGKILL: it is blocked in a read).
 //!
-//! Not done when `BASH_ENV` is set (bash would read that file at its start, before the step
-//! before it ended), for a script that names `SECONDS` (bash counts it from its start), when
-//! the script does not fit in the pipe's buffer (the write must never
-//! wait for the reader: a script that exits early would leave it waiting for good), when
-//! nixcmd's `/proc/<pid>/fd` is closed to its own user (not "dumpable"), or when
-//! `NIXCMD_PRESTART=0`.
+//! Not done when the environment sets `BASH_ENV` (the user's own start-up file),
+//! `SHELLOPTS` or `BASHOPTS` (an `xtrace` there would show the start-up line), when nixcmd's
+//! `/proc/<pid>/fd` is closed to its own user (not "dumpable"), or with `NIXCMD_PRESTART=0`.
 
 use super::{GroupChild, GroupSpec, boot_ticks, spawn_group};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
-/// A bash waiting for its script (see the module comment).
+/// A bash waiting for its turn (see the module comment).
 pub struct Prestarted {
     /// `None` once handed over by [`Prestarted::start`].
     child: Option<GroupChild>,
-    /// The pipe's write end (bash sees end of file once it is closed).
+    /// The pipe's write end (bash reads on once it is closed).
     feed: Option<OwnedFd>,
-    /// The pipe's read end, which the link at the script's path names: kept open until the
-    /// step ends (see `records_io::ScriptAhead::source`).
+    /// The pipe's read end, which bash opens through `/proc`: kept open until the step ends.
     source: Option<OwnedFd>,
-    script: Vec<u8>,
+    /// What `$_` is at a bash's start: the last line leaves it so.
+    underscore: String,
+    /// Whether bash takes `HOSTNAME` from its environment (else it asks the kernel at its
+    /// start, and the last line asks again).
+    hostname_inherited: bool,
     key: Key,
     /// When it was started (clock ticks since boot), for the sweep of what its step leaves.
     since: u64,
@@ -68,9 +72,7 @@ impl Key {
             token: spec.token.to_string(),
         }
     }
-}
 
-impl Key {
     /// Whether `spec` is what this was made of ([`Key::of`]), compared in place: this runs
     /// between two steps, where copying the environment to compare it would cost more.
     fn fits(&self, spec: &GroupSpec) -> bool {
@@ -103,15 +105,18 @@ pub(super) fn any_waiting() -> bool {
     !waiting().is_empty()
 }
 
-/// Whether `pid` is a bash started ahead, still waiting for its script.
+/// Whether `pid` is a bash started ahead, still waiting for its turn.
 pub(super) fn is_waiting(pid: i32) -> bool {
     waiting().contains(&pid)
 }
 
-/// Whether bashes may be started ahead: not with `NIXCMD_PRESTART=0`, nor with `BASH_ENV`
-/// set, nor when this process's `/proc/<pid>/fd` is not its user's to open (see the module
+/// Names whose presence in the environment rules a bash started ahead out (see the module
 /// comment).
-fn allowed(env: &[(String, String)]) -> bool {
+const RULED_OUT: [&str; 3] = ["BASH_ENV", "SHELLOPTS", "BASHOPTS"];
+
+/// Whether bashes may be started ahead for a step with environment `env` (see the module
+/// comment): asked before anything is made ready for it.
+pub fn may_prestart(env: &[(String, String)]) -> bool {
     static ALLOWED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let inherited = *ALLOWED.get_or_init(|| {
         // SAFETY: PR_GET_DUMPABLE only reads this process's attribute.
@@ -119,37 +124,42 @@ fn allowed(env: &[(String, String)]) -> bool {
         dumpable
             && std::path::Path::new("/proc/self/fd").is_dir()
             && std::env::var_os("NIXCMD_PRESTART").is_none_or(|v| v != "0")
-            && std::env::var_os("BASH_ENV").is_none()
+            && RULED_OUT.iter().all(|k| std::env::var_os(k).is_none())
+            && std::env::var_os("_").is_none_or(|v| v.to_str().is_some())
     });
-    inherited && !env.iter().any(|(k, _)| k == "BASH_ENV")
+    inherited && !env.iter().any(|(k, _)| RULED_OUT.contains(&k.as_str()))
 }
 
-/// Whether a bash may be started ahead for a step with environment `env` and `script` (see
-/// [`allowed`]): asked before anything is made ready for it. Not for a script that reads
-/// `$SECONDS`: bash counts it from its own start, which would include the wait.
-pub fn may_prestart(env: &[(String, String)], script: &[u8]) -> bool {
-    allowed(env) && !script.windows(b"SECONDS".len()).any(|w| w == b"SECONDS")
-}
-
-/// Starts `spec` (a bash whose script argument is the link to the pipe `ready` holds) to
-/// wait for `script`. `spec.env` must not hold the step token: `spec.token` is added as a run
-/// adds it.
+/// Starts `spec` (a bash whose script is not at its path yet) to wait on the pipe of `ready`
+/// for its turn. `spec.env` must not hold the step token: `spec.token` is added as a run adds
+/// it.
 pub fn prestart(
     spec: &GroupSpec,
     ready: crate::records_io::ScriptAhead,
-    script: &[u8],
 ) -> std::io::Result<Prestarted> {
+    if !may_prestart(spec.env) || spec.stdin.is_some() {
+        return Err(std::io::ErrorKind::Unsupported.into());
+    }
     let crate::records_io::ScriptAhead { feed, source, .. } = ready;
-    if !may_prestart(spec.env, script) || spec.stdin.is_some() {
-        return Err(std::io::ErrorKind::Unsupported.into());
-    }
-    // SAFETY: F_GETPIPE_SZ only reads the pipe's capacity.
-    let room = unsafe { libc::fcntl(feed.as_raw_fd(), libc::F_GETPIPE_SZ) };
-    if room < 0 || script.len() > room as usize {
-        return Err(std::io::ErrorKind::Unsupported.into());
-    }
+    let given = |name: &str| -> Option<String> {
+        match spec.env.iter().rev().find(|(k, _)| k == name) {
+            Some((_, v)) => Some(v.clone()),
+            None => std::env::var(name).ok(),
+        }
+    };
+    // bash takes `$_` from the environment, else its own path (see `spawn_group`).
+    let underscore = given("_").unwrap_or_else(|| {
+        super::resolve_program(spec.program)
+            .to_string_lossy()
+            .into_owned()
+    });
+    let hostname_inherited = given("HOSTNAME").is_some();
     let mut env = spec.env.to_vec();
     env.push(("NIXCMD_STEP_TOKEN".into(), spec.token.into()));
+    env.push((
+        "BASH_ENV".into(),
+        format!("/proc/{}/fd/{}", std::process::id(), source.as_raw_fd()),
+    ));
     let since = boot_ticks();
     let child = spawn_group(spec.program, spec.args, Some(spec.cwd), &env, false)?;
     waiting().push(child.id() as i32);
@@ -157,10 +167,22 @@ pub fn prestart(
         child: Some(child),
         feed: Some(feed),
         source: Some(source),
-        script: script.to_vec(),
+        underscore,
+        hostname_inherited,
         key: Key::of(spec),
         since,
     })
+}
+
+/// The machine's name now, as bash would take it at its start.
+fn host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into our buffer.
+    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf[..end].to_vec()).ok()
 }
 
 impl Prestarted {
@@ -174,27 +196,36 @@ impl Prestarted {
         alive && self.key.fits(spec)
     }
 
-    /// Gives bash its script: the process is the step's from here on. With the time it was
-    /// started, and the pipe's read end, to be closed once the step has ended.
+    /// The start-up file's one line: what the early start changed, undone.
+    fn last_line(&self) -> String {
+        let quote = crate::run::remote::quote;
+        let mut line = String::from("unset BASH_ENV; SECONDS=0; ");
+        if !self.hostname_inherited
+            && let Some(name) = host_name()
+        {
+            line.push_str(&format!("HOSTNAME={}; ", quote(&name)));
+        }
+        // Last: a command's last argument is what `$_` holds after it.
+        line.push_str(&format!(": {}\n", quote(&self.underscore)));
+        line
+    }
+
+    /// Lets bash go on to its script: the process is the step's from here on. With the time
+    /// it was started, and the pipe's read end, to be closed once the step has ended.
     pub(super) fn start(mut self) -> std::io::Result<(GroupChild, u64, Option<OwnedFd>)> {
+        let line = self.last_line();
         let feed = self.feed.take().expect("fed once");
-        // Fits in the pipe's buffer (checked in `prestart`) and nothing else writes to it:
-        // one write, all of it, without waiting.
+        // Far shorter than PIPE_BUF, into an empty pipe nothing else writes to: one write, all
+        // of it, without waiting.
         // SAFETY: writing bytes we own to a descriptor we own.
-        let n = unsafe {
-            libc::write(
-                feed.as_raw_fd(),
-                self.script.as_ptr().cast(),
-                self.script.len(),
-            )
-        };
-        if n < 0 || n as usize != self.script.len() {
+        let n = unsafe { libc::write(feed.as_raw_fd(), line.as_ptr().cast(), line.len()) };
+        if n < 0 || n as usize != line.len() {
             let e = if n < 0 {
                 std::io::Error::last_os_error()
             } else {
-                std::io::Error::other("its script could not be handed over whole")
+                std::io::Error::other("its start-up line could not be handed over whole")
             };
-            // Killed before the write end closes: a part of a script must not run.
+            // Killed before the write end closes: bash must not go on with half a line.
             self.kill();
             return Err(e);
         }
@@ -203,9 +234,7 @@ impl Prestarted {
         waiting().retain(|p| *p != child.id() as i32);
         Ok((child, self.since, self.source.take()))
     }
-}
 
-impl Prestarted {
     fn kill(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
@@ -275,7 +304,7 @@ mod tests {
         fn prestart(&self, code: &[u8]) -> std::io::Result<(Prestarted, std::path::PathBuf)> {
             let ready = crate::records_io::script_ahead_in(None, &self.script(), code)?;
             let held = ready.held.clone();
-            Ok((prestart(&self.spec(), ready, code)?, held))
+            Ok((prestart(&self.spec(), ready)?, held))
         }
     }
 
@@ -286,31 +315,40 @@ mod tests {
             .is_some_and(|after| !after.starts_with('Z'))
     }
 
-    /// Handed over, the waiting bash runs the script with the step's environment and token,
-    /// its `$0` the script file, and ends as a bash started then would.
-    #[test]
-    fn a_waiting_bash_given_its_script_runs_it_as_the_step() {
-        let s = setup("given");
-        let code =
-            b"echo \"$GREETING $(basename \"$0\") $NIXCMD_STEP_TOKEN\"\n[ -f \"$0\" ]\nexit 7\n";
-        let (mut bash, held) = s.prestart(code).expect("started ahead");
-        std::thread::sleep(Duration::from_millis(100));
-        assert!(bash.fits(&s.spec()), "still waiting");
-        crate::records_io::place_script_in(None, &held, &s.script()).expect("put in place");
+    fn lines_of(spec: &GroupSpec, bash: Option<Prestarted>) -> (Ended, Vec<String>) {
         let mut lines = Vec::new();
         let ended = run_group_from(
-            &s.spec(),
+            spec,
             &Cancel::default(),
             &mut |seen| {
                 if let Observed::Line(_, l) = seen {
                     lines.push(l.to_string())
                 }
             },
-            Some(bash),
+            bash,
         )
         .expect("ran");
+        (ended, lines)
+    }
+
+    /// Let go after waiting over a second, the bash runs the script as a bash started then
+    /// does: the same `$_`, no `BASH_ENV`, `SECONDS` from 0, `HOSTNAME`, line numbers, `$0`
+    /// and `BASH_SOURCE` the script file's, the step's variables and token, its exit code.
+    #[test]
+    fn a_waiting_bash_let_go_runs_the_script_as_a_bash_started_then() {
+        let s = setup("given");
+        let code = b"echo \"$_|${BASH_ENV-unset}|$SECONDS|$HOSTNAME|$LINENO\"\necho \"$GREETING $(basename \"$0\") ${BASH_SOURCE[0]##*/} $NIXCMD_STEP_TOKEN\"\n[ -f \"$0\" ]\nexit 7\n";
+        let (mut bash, held) = s.prestart(code).expect("started ahead");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(bash.fits(&s.spec()), "still waiting");
+        crate::records_io::place_script_in(None, &held, &s.script()).expect("put in place");
+        let (ended, early) = lines_of(&s.spec(), Some(bash));
         assert_eq!(ended, Ended::Exited(7));
-        assert_eq!(lines, [format!("hello given.sh {}", s.token)]);
+        assert_eq!(early[1], format!("hello given.sh given.sh {}", s.token));
+        let (ended, fresh) = lines_of(&s.spec(), None);
+        assert_eq!(ended, Ended::Exited(7));
+        assert_eq!(early, fresh);
+        assert!(fresh[0].contains("|unset|0|"), "{fresh:?}");
     }
 
     /// Another environment, folder or token than the step's now: it does not fit. Dropped,
@@ -347,13 +385,18 @@ mod tests {
         assert!(!s.dir.path().join("ran").exists());
     }
 
-    /// A script bigger than the pipe's buffer is not handed over that way (the write could
-    /// wait for good): refused before anything starts.
+    /// A script bigger than a pipe's buffer: the script is read from its file, only the
+    /// start-up line goes through the pipe.
     #[test]
-    fn a_script_bigger_than_the_pipe_buffer_is_refused() {
+    fn a_script_bigger_than_a_pipe_buffer_runs_whole() {
         let s = setup("big");
-        let code = vec![b'#'; 1 << 20];
-        let e = s.prestart(&code).err().expect("refused");
-        assert_eq!(e.kind(), std::io::ErrorKind::Unsupported);
+        let mut code = "# padding\n".repeat(20_000).into_bytes();
+        code.extend_from_slice(b"echo \"end $LINENO\"\n");
+        let (mut bash, held) = s.prestart(&code).expect("started ahead");
+        assert!(bash.fits(&s.spec()));
+        crate::records_io::place_script_in(None, &held, &s.script()).expect("put in place");
+        let (ended, lines) = lines_of(&s.spec(), Some(bash));
+        assert_eq!(ended, Ended::Exited(0));
+        assert_eq!(lines, ["end 20001"]);
     }
 }

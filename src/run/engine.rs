@@ -479,6 +479,9 @@ impl<'a> Engine<'a> {
             .collect();
         self.state.status = RunStatus::Running;
         self.state.pid = std::process::id();
+        if self.resumed {
+            self.run.remove_ahead_leftovers();
+        }
         self.save();
         self.emit(EventKind::RunStarted {
             command: self.cmd.name.clone(),

@@ -538,7 +538,23 @@ impl RunDir {
         crate::records_io::script_ahead_in(self.folder(), path, bytes)
     }
 
-    /// The script made ready by [`RunDir::script_ahead`], put at `path` in place of its link.
+    /// Removes what a killed session left of a step made ready ahead: `scripts/.<name>.ahead`
+    /// (a script waiting to be put in place). Called when a run is resumed.
+    pub fn remove_ahead_leftovers(&self) {
+        let dir = self.path.join("scripts");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".ahead") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// The script made ready by [`RunDir::script_ahead`], put at `path`.
     pub fn place_script(&self, held: &Path, path: &Path) -> std::io::Result<()> {
         crate::records_io::place_script_in(self.folder(), held, path)
     }

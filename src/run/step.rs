@@ -129,10 +129,10 @@ impl Engine<'_> {
         let script = self.run.script_path(&block.id);
         let log_path = self.run.log_path(&block.id);
         // Made ready while the step before ran: its bash, waiting (the script file is put in
-        // place of the link to the pipe it reads, before it is given the script), or only its
-        // script.
+        // place before it may go on to open it), or only its script.
         let mut prestarted = None;
-        // The link's name once the script took its place: removed once bash has the script.
+        // The name the script waited under: removed once bash is on its way (something found
+        // at the script's path after all would be left there).
         let mut link_left = None;
         match self.ahead.take() {
             Some(ahead) if ahead.id == block.id => {
@@ -474,8 +474,8 @@ impl Engine<'_> {
 /// The next step made ready while the one before runs (see `Engine::up_next`).
 pub(super) struct Ahead {
     pub id: String,
-    /// Its bash started ahead, and the name its script waits under to be put in place of the
-    /// link to the pipe that bash reads; `None` when only its script was written.
+    /// Its bash started ahead, and the name its script waits under to be put in place when
+    /// its turn comes; `None` when only its script was written.
     pub bash: Option<(process::Prestarted, PathBuf)>,
 }
 
@@ -508,7 +508,7 @@ fn make_ready(
     path: &Path,
     code: &[u8],
 ) -> Option<Ahead> {
-    if process::may_prestart(spec.env, code) {
+    if process::may_prestart(spec.env) {
         let args = bash_args(path);
         let token = step_token(run_id, &id, 1);
         let next = GroupSpec {
@@ -523,14 +523,14 @@ fn make_ready(
         };
         if let Ok(ready) = run.script_ahead(path, code) {
             let held = ready.held.clone();
-            match process::prestart(&next, ready, code) {
+            match process::prestart(&next, ready) {
                 Ok(bash) => {
                     return Some(Ahead {
                         id,
                         bash: Some((bash, held)),
                     });
                 }
-                // The script takes the link's place (whose name is then removed).
+                // The script is put in place now, as without a bash started ahead.
                 Err(_) => {
                     let placed = run.place_script(&held, path).is_ok();
                     let _ = std::fs::remove_file(&held);

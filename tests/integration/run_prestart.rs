@@ -1,7 +1,7 @@
 //! The next step's bash started while the step before it runs (`process::prestart`): it is
 //! the very process that runs the step, it runs exactly what a bash started then would (same
-//! script path as `$0`, environment, folder, timeout), and it is gone — having run nothing —
-//! whenever its step does not run.
+//! script path as `$0`, environment, folder, timeout, `SECONDS`), nobody reading the run's
+//! scripts meets it, and it is gone — having run nothing — whenever its step does not run.
 
 use crate::run_support::{Spawned, only_run, processes, project_file, wait_until};
 use crate::support::Test;
@@ -229,20 +229,24 @@ echo done > two
     assert_eq!(project_file(out.root.path(), "two"), "done\n");
 }
 
-/// A step that reads `$SECONDS` gets a bash started in its turn: bash counts `SECONDS` from
-/// its own start, and a bash that waited through a 2 s step would start the script at 2.
+/// What bash fixes as it starts is as of the step's start, not of the wait: `SECONDS` counts
+/// from 0 (a bash that waited through a 2 s step would say 2), also in a file the script
+/// sources; `BASH_ENV` (how the bash waits) is gone.
 #[test]
-fn a_step_reading_seconds_counts_from_its_own_start() {
+fn a_step_started_early_sees_seconds_from_its_own_start() {
     let text = runbook(&format!(
         r#"### One
 ```bash {{id=one}}
 {WAITING_FOR}
+await_waiting two
 sleep 2
 echo "waiting $(waiting_for two)" >> trace
 ```
 ### Two
 ```bash {{id=two}}
-echo "two $SECONDS" >> trace
+echo 'echo "sourced $SECONDS"' > lib.sh
+echo "two $SECONDS ${{BASH_ENV-unset}}" >> trace
+. ./lib.sh >> trace
 ```
 "#
     ));
@@ -251,14 +255,50 @@ echo "two $SECONDS" >> trace
         .args(["run", "pre"])
         .run();
     out.assert_status(0);
-    assert_eq!(project_file(out.root.path(), "trace"), "waiting \ntwo 0\n");
+    let trace = project_file(out.root.path(), "trace");
+    let lines: Vec<&str> = trace.lines().collect();
+    assert!(lines[0].len() > "waiting ".len(), "a bash waited: {trace}");
+    assert_eq!(lines[1..], ["two 0 unset", "sourced 0"]);
 }
 
-/// No bash is started ahead when `BASH_ENV` is set (bash reads that file as it starts, and it
-/// must read it after the step before ended), nor for a script bigger than the pipe's buffer;
-/// both steps run as usual.
+/// Nothing is at the next step's script path while its bash waits: a step that reads the run's
+/// scripts (all of them, the next one's path too) neither blocks nor takes any of it, and the
+/// next step runs every line of its script.
 #[test]
-fn no_bash_waits_with_bash_env_or_for_a_script_bigger_than_a_pipe() {
+fn reading_the_run_scripts_while_a_bash_waits_takes_nothing_from_it() {
+    let text = runbook(&format!(
+        r#"### One
+```bash {{id=one timeout=10s}}
+{WAITING_FOR}
+await_waiting two
+echo "waiting $(waiting_for two)" >> trace
+cat "$(dirname "$0")"/*.sh > /dev/null
+cat "$(dirname "$0")/two.sh" 2>/dev/null || echo "no two.sh yet" >> trace
+```
+### Two
+```bash {{id=two}}
+echo two-1 >> trace
+echo two-2 >> trace
+echo two-3 >> trace
+```
+"#
+    ));
+    let out = Test::new()
+        .runbook("pre.md", &text)
+        .args(["run", "pre"])
+        .run();
+    out.assert_status(0);
+    let trace = project_file(out.root.path(), "trace");
+    let lines: Vec<&str> = trace.lines().collect();
+    assert!(lines[0].len() > "waiting ".len(), "a bash waited: {trace}");
+    assert_eq!(lines[1..], ["no two.sh yet", "two-1", "two-2", "two-3"]);
+}
+
+/// No bash is started ahead when the environment sets `BASH_ENV` (the user's start-up file,
+/// read as bash starts: it must be read after the step before ended); a script bigger than a
+/// pipe's buffer gets one (the script is read from its file).
+#[test]
+fn no_bash_waits_with_bash_env_but_one_does_for_a_big_script() {
     let text = runbook(&format!(
         r#"### One
 ```bash {{id=one}}
@@ -289,12 +329,12 @@ echo "two $STARTUP" >> trace
         r#"### One
 ```bash {{id=one}}
 {WAITING_FOR}
-sleep 1
+await_waiting two
 echo "waiting $(waiting_for two)" >> trace
 ```
 ### Two
 ```bash {{id=two}}
-{padding}echo two >> trace
+{padding}echo "two $LINENO" >> trace
 ```
 "#
     ));
@@ -303,7 +343,10 @@ echo "waiting $(waiting_for two)" >> trace
         .args(["run", "pre"])
         .run();
     out.assert_status(0);
-    assert_eq!(project_file(out.root.path(), "trace"), "waiting \ntwo\n");
+    let trace = project_file(out.root.path(), "trace");
+    let lines: Vec<&str> = trace.lines().collect();
+    assert!(lines[0].len() > "waiting ".len(), "a bash waited: {trace}");
+    assert_eq!(lines[1..], ["two 1301"]);
 }
 
 /// `kill -9` of nixcmd while a step runs: the bash waiting for the next step sees end of file
@@ -347,4 +390,37 @@ echo two >> trace
     resumed.assert_status(0);
     assert!(!alive(&waited), "the waiting bash ended");
     assert_eq!(project_file(resumed.root.path(), "trace"), "two\n");
+}
+
+/// What a `kill -9` can leave of a step made ready ahead (`scripts/.<step>.sh.ahead`, a link
+/// to a pipe of the dead nixcmd, whose pid may be reused) is removed when the run resumes.
+#[test]
+fn a_resumed_run_removes_what_a_killed_session_left_ahead() {
+    let text = runbook(
+        r#"### One
+```bash {id=one confirm}
+echo one >> trace
+```
+### Two
+```bash {id=two}
+echo two >> trace
+```
+"#,
+    );
+    let out = Test::new()
+        .runbook("pre.md", &text)
+        .args(["run", "pre"])
+        .run();
+    out.assert_status(3);
+    let dir = only_run(out.root.path());
+    std::fs::create_dir_all(dir.join("scripts")).expect("scripts folder");
+    std::os::unix::fs::symlink("/proc/1/fd/9", dir.join("scripts/.two.sh.ahead"))
+        .expect("plant a link");
+    std::fs::write(dir.join("scripts/.one.sh.ahead"), "echo stale\n").expect("plant a file");
+    let id = crate::run_support::run_id(&dir);
+    let resumed = out.then().args(["resume", &id, "--approve", "one"]).run();
+    resumed.assert_status(0);
+    let root = resumed.root.path();
+    assert_eq!(project_file(root, "trace"), "one\ntwo\n");
+    assert_eq!(scripts(root), ["one.sh file", "two.sh file"]);
 }
