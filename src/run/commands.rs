@@ -497,6 +497,14 @@ fn lock(name: &str, run_id: &str) -> Result<Lock, Failure> {
              resume {other} --decline` (what it did is rolled back); then run again"
         )),
         LockError::Io(path, e) => records_failure("take the run lock", &path, &e),
+        LockError::NotAFile(path, what) => Failure::usage(format!(
+            "cannot take the run lock {}: {what}",
+            path.display()
+        ))
+        .with_hint(
+            "nixcmd keeps each command's lock as a plain file and makes it again when it is \
+             missing: move this one away (or remove it), then run again",
+        ),
     })
 }
 

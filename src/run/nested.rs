@@ -459,6 +459,8 @@ fn lock_refusal(cmd: &Command, e: crate::run::records::LockError) -> String {
              `--decline`) first",
             cmd.name
         ),
-        LockError::Io(path, e) => format!("{}: {e}", path.display()),
+        LockError::Io(path, e) | LockError::NotAFile(path, e) => {
+            format!("{}: {e}", path.display())
+        }
     }
 }

@@ -772,10 +772,9 @@ fn alive(lock: Option<&Path>, run_id: &str, pid: u32) -> bool {
 pub fn lock_held_for(state: &State) -> Option<String> {
     let path = lock_path(&state.command);
     (lock_held_by(&path, &state.run_id) == Some(true)).then(|| {
-        std::fs::read_to_string(&path)
+        crate::records_io::read_record(&path)
+            .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
             .unwrap_or_default()
-            .trim()
-            .to_string()
     })
 }
 
@@ -1049,6 +1048,9 @@ pub enum LockError {
     },
     /// The lock file (or its folder) and what went wrong with it.
     Io(PathBuf, std::io::Error),
+    /// Something that is not a regular file (a FIFO, a device) is where the lock file goes,
+    /// and what it is (see `records_io::not_a_file`).
+    NotAFile(PathBuf, std::io::Error),
 }
 
 impl Lock {
@@ -1060,14 +1062,26 @@ impl Lock {
         if let Some(dir) = path.parent() {
             mkdir_private(dir).map_err(|e| LockError::Io(dir.to_path_buf(), e))?;
         }
+        // Non-blocking: a FIFO or a device in place of the lock file must be refused, not
+        // waited on (its holder line would be read from it until a writer came). The flag
+        // changes nothing for the regular file the lock is.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NONBLOCK)
             .open(&path)
             .map_err(|e| LockError::Io(path.clone(), e))?;
+        match file.metadata() {
+            Ok(meta) if !meta.is_file() => {
+                let what = crate::records_io::not_a_file(meta.file_type());
+                return Err(LockError::NotAFile(path, what));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(LockError::Io(path, e)),
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

@@ -2040,6 +2040,59 @@ fn a_fifo_in_place_of_a_record_is_named_not_waited_on() {
     }
 }
 
+/// A FIFO in place of a command's lock file (`locks/NAME.lock`) is refused with what it is
+/// and what to do (exit 2, nothing run, no run folder made), by `run` and by `resume`: the
+/// holder line used to be read from it until a writer came, which was never.
+#[test]
+fn a_fifo_in_place_of_the_lock_file_is_refused_not_waited_on() {
+    let out = Test::new()
+        .runbook(
+            "p.md",
+            "---\ndescription: Paused\nnixcmd: {}\n---\n## Steps\n### A\n```bash {id=a}\n\
+             echo a-ran\n```\n### B\n```bash {id=b confirm=\"Go?\"}\necho b-ran\n```\n",
+        )
+        .args(["run", "p"])
+        .run();
+    out.assert_status(3);
+    let id = run_id(&only_run(out.root.path()));
+    fifo_in_place_of(&out.root.path().join("state/nixcmd/locks/p.lock"));
+    let refused = |out: crate::support::Output, args: &[&str]| {
+        let out = out
+            .then()
+            .args(args.iter().copied())
+            .timeout(std::time::Duration::from_secs(20))
+            .run();
+        assert_eq!(
+            (out.status, out.stdout.as_str(), out.filter(&out.stderr)),
+            (
+                2,
+                "",
+                "error: cannot take the run lock [TEMP]/state/nixcmd/locks/p.lock: it is a named \
+                 pipe (FIFO), not a regular file\n  hint: nixcmd keeps each command's lock as a \
+                 plain file and makes it again when it is missing: move this one away (or \
+                 remove it), then run again\n"
+                    .to_string()
+            ),
+            "{args:?}"
+        );
+        out
+    };
+    let out = refused(out, &["run", "p"]);
+    let out = refused(out, &["resume", &id, "--approve", "b"]);
+    assert_eq!(run_dirs(out.root.path()).len(), 1, "no new run folder");
+    // As the hint says: with the FIFO gone, the paused run is resumed.
+    std::fs::remove_file(out.root.path().join("state/nixcmd/locks/p.lock")).unwrap();
+    let out = out.then().args(["resume", &id, "--approve", "b"]).run();
+    out.assert_status(0);
+    assert_eq!(
+        crate::run_support::statuses(&only_run(out.root.path())),
+        [
+            ("a".to_string(), "succeeded".to_string()),
+            ("b".into(), "succeeded".into())
+        ]
+    );
+}
+
 /// A run folder without `state.json` (a run killed before it recorded anything, a folder
 /// made by hand) is named by `runs`, with what to do, and `log` of it says so; a folder made
 /// a moment ago (a run starting) and a host's folders of a run started on another machine
