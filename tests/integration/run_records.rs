@@ -1947,6 +1947,11 @@ fn a_prefix_of_several_runs_names_them() {
 /// Makes a FIFO at `path` in place of the file there.
 fn fifo_in_place_of(path: &Path) {
     std::fs::remove_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    fifo_in_place_of_nothing(path);
+}
+
+/// Makes a FIFO at `path`, where there is nothing.
+fn fifo_in_place_of_nothing(path: &Path) {
     let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("a path");
     // SAFETY: a NUL-terminated path alive for the call.
     assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
@@ -2090,6 +2095,49 @@ fn a_fifo_in_place_of_the_lock_file_is_refused_not_waited_on() {
             ("a".to_string(), "succeeded".to_string()),
             ("b".into(), "succeeded".into())
         ]
+    );
+}
+
+/// A FIFO in place of the lock file of a command called as a nested run (`/inner` in a
+/// guided file) fails the calling step, naming the file and what it is; no run of `inner`.
+#[test]
+fn a_fifo_in_place_of_a_nested_commands_lock_fails_the_step() {
+    let test = Test::new()
+        .file(
+            "project/ops/outer.md",
+            "---\ndescription: outer\n---\n# Outer\n## Steps\n### Call inner\n```bash\n/inner\n```\n",
+        )
+        .file(
+            "project/ops/inner.md",
+            "---\ndescription: inner\nnixcmd: {}\n---\n# Inner\n## Steps\n### Prepare\n```bash {id=prepare}\necho prepare\n```\n",
+        )
+        .dir("state/nixcmd/locks");
+    fifo_in_place_of_nothing(&test.root().join("state/nixcmd/locks/inner.lock"));
+    let out = test
+        .args([
+            "--commands-dir",
+            "ops",
+            "run",
+            "outer",
+            "--approve",
+            "call-inner",
+        ])
+        .timeout(std::time::Duration::from_secs(20))
+        .run();
+    out.assert_status(1);
+    let why = "/inner: [TEMP]/state/nixcmd/locks/inner.lock: it is a named pipe (FIFO), not a \
+               regular file\n";
+    let stdout = out.filter(&out.stdout);
+    assert!(
+        stdout.contains(&format!("✗ call-inner not runnable [DURATION] — {why}")),
+        "{stdout}"
+    );
+    assert_eq!(
+        run_dirs(out.root.path())
+            .iter()
+            .map(|d| run_id(d).split('-').next().unwrap_or_default().to_string())
+            .collect::<Vec<_>>(),
+        ["outer"]
     );
 }
 
