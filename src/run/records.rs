@@ -217,7 +217,7 @@ impl State {
             skip: Vec::new(),
             from: None,
             exit_code: None,
-            fleet: Default::default(),
+            fleet: crate::run::fleet::FleetState::new(),
             nested_wait: None,
             rolled_back: Vec::new(),
             secret_args: Vec::new(),
