@@ -808,7 +808,8 @@ fn refuse_changed_nested(
         return Ok(());
     };
     let Ok((_, nested)) = records::find_run(&wait.run_id) else {
-        // Gone (pruned by hand): the block reports it when it gets there.
+        // Gone or unreadable: refused by `refuse_lost_nested`; one that recorded nothing
+        // yet starts anew, and has no file to have changed.
         return Ok(());
     };
     let changed = match resolve(&wait.command) {
@@ -832,6 +833,31 @@ fn refuse_changed_nested(
     .with_hint(format!(
         "review the change, then `nixcmd resume {} --force{approve}` to resume anyway",
         state.run_id
+    )))
+}
+
+/// A run that goes on with a nested run whose records are gone or unreadable is refused
+/// before anything runs: what that run did is unknown, and its block would fail and roll
+/// the parent back. One that recorded nothing yet is started anew by the block.
+fn refuse_lost_nested(state: &State, path: &std::path::Path) -> Result<(), Failure> {
+    let Some(wait) = &state.nested_wait else {
+        return Ok(());
+    };
+    let crate::run::nested::Recorded::Lost(why) = crate::run::nested::recorded(wait) else {
+        return Ok(());
+    };
+    Err(Failure::usage(format!(
+        "run {} goes on with its nested run {} (`/{}` in step `{}`), whose {why}: what that run \
+         did is unknown, so nothing was run",
+        state.run_id, wait.run_id, wait.command, wait.step_id
+    ))
+    .with_hint(format!(
+        "put back the nested run's records to resume; or check by hand what `/{}` left, and move run {}'s \
+         folder {} away to start over with `nixcmd run {}`",
+        wait.command,
+        state.run_id,
+        path.display(),
+        state.command
     )))
 }
 
@@ -868,6 +894,7 @@ pub fn prepare_resume(
     if !force {
         refuse_changed_nested(&state, &resolve, false)?;
     }
+    refuse_lost_nested(&state, path)?;
     refuse_missing_dir(&state)?;
     let secrets = config_secrets(&state)?;
     let read_progress = || {
