@@ -79,6 +79,7 @@ pub fn from_cli(
     if let Some(sel) = filter {
         let inv = crate::hosts::load_for(cx, dir)?;
         crate::hosts::selector::Selector::parse(sel)
+            .map_err(|m| m.message(sel))
             .and_then(|s| s.resolve(&inv).map(|_| ()))
             .map_err(|e| {
                 Failure::usage(format!("--hosts {sel}: {e}"))
@@ -148,7 +149,7 @@ pub fn check_host_args(
     literal.dedup();
     for sel in &literal {
         crate::hosts::selector::Selector::parse(sel)
-            .map_err(|e| crate::exit::Failure::usage(format!("hosts={sel}: {e}")))?;
+            .map_err(|m| crate::exit::Failure::usage(format!("hosts={sel}: {}", m.message(sel))))?;
     }
     if names.is_empty() && literal.is_empty() {
         return Ok(());
