@@ -237,13 +237,7 @@ fn execute(
 
 /// The run records cannot be written: where, why, and what to do about it.
 fn records_failure(action: &str, path: &std::path::Path, e: &std::io::Error) -> Failure {
-    let why = match e.kind() {
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        std::io::ErrorKind::NotFound => "no such file or folder".to_string(),
-        std::io::ErrorKind::ReadOnlyFilesystem => "read-only file system".to_string(),
-        std::io::ErrorKind::NotADirectory => "a file is in the way of a folder".to_string(),
-        _ => e.to_string(),
-    };
+    let why = crate::io_error::why(e, crate::io_error::Expected::FileOrFolder);
     Failure::usage(format!("cannot {action} {}: {why}", path.display())).with_hint(format!(
         "runs are recorded under {} ($XDG_STATE_HOME/nixcmd): make it writable, or set \
          XDG_STATE_HOME to a folder you can write",
@@ -369,12 +363,12 @@ fn working_dir(cx: &Context, dir: Option<&std::path::Path>) -> Result<PathBuf, F
         Ok(_) => Err(
             Failure::usage(format!("--dir {}: not a folder", dir.display())).with_hint(DIR_HINT),
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Failure::usage(format!(
-            "--dir {}: no such folder",
-            dir.display()
+        Err(e) => Err(Failure::usage(format!(
+            "--dir {}: {}",
+            dir.display(),
+            crate::io_error::why(&e, crate::io_error::Expected::Folder)
         ))
         .with_hint(DIR_HINT)),
-        Err(e) => Err(Failure::usage(format!("--dir {}: {e}", dir.display())).with_hint(DIR_HINT)),
     }
 }
 
@@ -1175,10 +1169,7 @@ pub fn unreadable_log(path: &std::path::Path, e: &std::io::Error) -> Failure {
 pub fn refuse_unreadable_logs(logs: &std::path::Path) -> Result<(), Failure> {
     match std::fs::read_dir(logs) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            let why = match e.kind() {
-                std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-                _ => e.to_string(),
-            };
+            let why = crate::io_error::why(&e, crate::io_error::Expected::Folder);
             Err(
                 Failure::usage(format!("cannot read {}: {why}", logs.display())).with_hint(
                     "run nixcmd as the user who ran the command, or give that user read access \
