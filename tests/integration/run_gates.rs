@@ -1134,6 +1134,22 @@ fn a_dir_that_is_missing_or_a_file_is_named_as_such() {
             format!("error: --dir [TEMP]/project/gone: no such folder\n  hint: {DIR_HINT}\n")
         )
     );
+    // Below a file: in the words the run records' errors use, not `Not a directory (os
+    // error 20)`.
+    let out = out
+        .then()
+        .args(["run", "deploy-all", "--dir", "notes.txt/sub"])
+        .run();
+    assert_eq!(
+        (out.status, out.filter(&out.stderr)),
+        (
+            2,
+            format!(
+                "error: --dir [TEMP]/project/notes.txt/sub: a file is in the way of a folder\n  \
+                 hint: {DIR_HINT}\n"
+            )
+        )
+    );
     // An empty NIXCMD_COMMANDS_DIR is unset (clap refused it, naming `--commands-dir`).
     let listed = out
         .then()
