@@ -572,17 +572,9 @@ fn apply(attr: &RawAttr<'_>, v: &mut Validated) -> Result<(), AttrError> {
                         "write hosts=arg:NAME with NAME an argument declared under nixcmd.args",
                     ));
                 }
-            } else if s.split(',').any(|part| part.trim().is_empty()) {
-                return Err(bad(
-                    format!("`hosts={s}` has an empty entry"),
-                    "write hosts=all, hosts=@tag or hosts=a,b",
-                ));
-            } else if s.split(',').any(|part| part.trim() == "@") {
+            } else if let Err(why) = crate::hosts::selector::Selector::parse(s) {
                 // Malformed whatever the inventory: found by `check`, not by the run.
-                return Err(bad(
-                    format!("`hosts={s}`: `@` needs a tag name"),
-                    "write hosts=@tag, with the tag's name",
-                ));
+                return Err(bad(why.message(&format!("hosts={s}")), why.hint()));
             }
             a.hosts = Some(s.to_string());
         }

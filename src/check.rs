@@ -117,11 +117,7 @@ fn collect_markdown(
         Ok(Some(entries)) => entries,
         Ok(None) => return,
         Err(e) => {
-            let what = match e.kind() {
-                std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-                std::io::ErrorKind::NotFound => "no such folder".to_string(),
-                _ => e.to_string(),
-            };
+            let what = crate::io_error::why(&e, crate::io_error::Expected::Folder);
             out.push((
                 dir.to_path_buf(),
                 Some(format!("cannot read {}: {what}", dir.display())),

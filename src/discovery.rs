@@ -641,11 +641,7 @@ pub const NOT_FOUND_HINT: &str =
     "check the path, or give the command's name instead (`nixcmd list` shows them)";
 
 fn io_diagnostic(path: &Path, e: &std::io::Error) -> Diagnostic {
-    let what = match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => e.to_string(),
-    };
+    let what = crate::io_error::why(e, crate::io_error::Expected::File);
     let diagnostic = Diagnostic::fatal("file", format!("cannot read {}: {what}", path.display()));
     match e.kind() {
         std::io::ErrorKind::NotFound => diagnostic.with_hint(NOT_FOUND_HINT),

@@ -22,6 +22,7 @@ pub mod git_head;
 pub mod guided;
 pub mod hosts;
 pub mod huge_alloc;
+pub mod io_error;
 pub mod list;
 pub mod mcp;
 pub mod outline;

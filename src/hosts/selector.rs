@@ -17,17 +17,50 @@ pub struct Selector {
     pub text: String,
 }
 
+/// Why a text is not a selector, whatever the inventory: the one definition of a
+/// well-formed selector, for a block's `hosts=` (`check` and the parser), `run --hosts` and
+/// the hosts an argument names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    /// An entry between commas is empty (`a,,b`, `a,`).
+    EmptyEntry,
+    /// `@` without the tag's name.
+    TagWithoutName,
+}
+
+impl Malformed {
+    /// What is wrong, naming the selector as `shown`: `hosts=…` in a block's attributes, the
+    /// text itself elsewhere.
+    pub fn message(self, shown: &str) -> String {
+        match self {
+            Malformed::EmptyEntry => format!("`{shown}` has an empty entry"),
+            Malformed::TagWithoutName => format!("`{shown}`: `@` needs a tag name"),
+        }
+    }
+
+    /// What to write instead, in a block's `hosts=`.
+    pub fn hint(self) -> &'static str {
+        match self {
+            Malformed::EmptyEntry => "write hosts=all, hosts=@tag or hosts=a,b",
+            Malformed::TagWithoutName => "write hosts=@tag, with the tag's name",
+        }
+    }
+}
+
 impl Selector {
-    pub fn parse(text: &str) -> Result<Selector, String> {
+    /// The selector `text` writes: entries separated by commas, each `all` (or `*`), `@tag`
+    /// or a host's name, spaces around them ignored. The first malformed entry, in the
+    /// order written, is the error.
+    pub fn parse(text: &str) -> Result<Selector, Malformed> {
         let mut items = Vec::new();
         for part in text.split(',').map(str::trim) {
             let item = match part {
-                "" => return Err(format!("`{text}` has an empty entry")),
+                "" => return Err(Malformed::EmptyEntry),
                 "all" | "*" => Item::All,
                 tag if tag.starts_with('@') => {
                     let t = &tag[1..];
                     if t.is_empty() {
-                        return Err(format!("`{text}`: `@` needs a tag name"));
+                        return Err(Malformed::TagWithoutName);
                     }
                     Item::Tag(t.to_string())
                 }
@@ -92,11 +125,12 @@ pub fn hosts_for<'a>(
             None => "there is no inventory: no nixcmd.toml with [hosts.NAME] tables and no flake with nixosConfigurations".to_string(),
         });
     }
-    let own = Selector::parse(block_selector)?.resolve(inv)?;
+    let parse = |text: &str| Selector::parse(text).map_err(|m| m.message(text));
+    let own = parse(block_selector)?.resolve(inv)?;
     let Some(filter) = filter else {
         return Ok(own);
     };
-    let narrowed = Selector::parse(filter)?.resolve(inv)?;
+    let narrowed = parse(filter)?.resolve(inv)?;
     Ok(own
         .into_iter()
         .filter(|h| narrowed.iter().any(|n| n.name == h.name))
@@ -162,5 +196,35 @@ mod tests {
             "no host has the tag `app`"
         );
         assert!(names("a,,b", None).is_err());
+    }
+
+    /// Each malformed form, and the first malformed entry as written when there are two.
+    #[test]
+    fn malformed_selectors_are_refused_with_what_is_wrong() {
+        for (text, why) in [
+            ("a,,b", Malformed::EmptyEntry),
+            ("a,", Malformed::EmptyEntry),
+            (",", Malformed::EmptyEntry),
+            ("", Malformed::EmptyEntry),
+            (" , a", Malformed::EmptyEntry),
+            ("@", Malformed::TagWithoutName),
+            ("web1, @ ", Malformed::TagWithoutName),
+            ("@,,a", Malformed::TagWithoutName),
+            ("a,,@", Malformed::EmptyEntry),
+        ] {
+            assert_eq!(Selector::parse(text), Err(why), "{text:?}");
+        }
+        assert_eq!(
+            Malformed::EmptyEntry.message("hosts=a,,b"),
+            "`hosts=a,,b` has an empty entry"
+        );
+        assert_eq!(
+            Malformed::TagWithoutName.message("@"),
+            "`@`: `@` needs a tag name"
+        );
+        assert_eq!(
+            names("@,b", None).unwrap_err(),
+            "`@,b`: `@` needs a tag name"
+        );
     }
 }

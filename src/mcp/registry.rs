@@ -17,6 +17,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// A command found on the search path, loaded if `run` accepts it, or why it refuses.
+fn load_found(found: &discovery::Found) -> Result<crate::command::Command, String> {
+    let loaded =
+        discovery::load(found).map_err(|u| failure_text(&discovery::unreadable_failure(&u)))?;
+    commands::refuse_invalid(&loaded).map_err(|f| failure_text(&f))?;
+    Ok(loaded.command)
+}
+
 /// Who is asking, as far as gates care: the client's peer and name.
 #[derive(Clone)]
 pub struct Caller {
@@ -149,10 +157,28 @@ impl Registry {
             .search
             .find_by_name(name)
             .map_err(|f| failure_text(&f))?;
-        let loaded = discovery::load(&found)
-            .map_err(|u| failure_text(&discovery::unreadable_failure(&u)))?;
-        commands::refuse_invalid(&loaded).map_err(|f| failure_text(&f))?;
-        Ok(loaded.command)
+        load_found(&found)
+    }
+
+    /// [`Registry::load`] of each of `names` (names as the listing gives them), with the
+    /// search path resolved once for all of them rather than once per name: the folders of
+    /// a large path are listed again by each resolution.
+    pub fn load_each(&self, names: &[&str]) -> Vec<Result<crate::command::Command, String>> {
+        if names.is_empty() {
+            return Vec::new();
+        }
+        let winners = match self.search.resolve() {
+            Ok((winners, _)) => winners,
+            Err(f) => return names.iter().map(|_| Err(failure_text(&f))).collect(),
+        };
+        names
+            .iter()
+            .map(|name| match winners.iter().find(|f| f.name == *name) {
+                Some(found) => load_found(found),
+                // Gone since it was listed: as `load` says it.
+                None => self.load(name),
+            })
+            .collect()
     }
 
     /// Starts a run of `name` on its own thread.

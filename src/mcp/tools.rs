@@ -160,15 +160,21 @@ impl NixcmdServer {
                 // The listing reads files only far enough to count; the few it cannot call
                 // runnable from that (errors, or no step) are checked as `run` checks them, so
                 // `runnable` says what `run` does, and `error` says why not.
-                for c in &mut out.commands {
-                    if c.error.is_none() && (!c.runnable || c.steps == 0) {
-                        match reg.load(&c.name) {
-                            Ok(_) => c.runnable = true,
-                            Err(why) => {
-                                c.runnable = false;
-                                c.error = Some(why);
-                            }
+                let unsure = |c: &catalog::CommandSummary| {
+                    c.error.is_none() && (!c.runnable || c.steps == 0)
+                };
+                let names: Vec<&str> = (out.commands.iter().filter(|c| unsure(c)))
+                    .map(|c| c.name.as_str())
+                    .collect();
+                let mut loaded = reg.load_each(&names).into_iter();
+                for c in out.commands.iter_mut().filter(|c| unsure(c)) {
+                    match loaded.next() {
+                        Some(Ok(_)) => c.runnable = true,
+                        Some(Err(why)) => {
+                            c.runnable = false;
+                            c.error = Some(why);
                         }
+                        None => {}
                     }
                 }
                 Ok::<_, crate::exit::Failure>(out)

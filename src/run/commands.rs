@@ -237,13 +237,7 @@ fn execute(
 
 /// The run records cannot be written: where, why, and what to do about it.
 fn records_failure(action: &str, path: &std::path::Path, e: &std::io::Error) -> Failure {
-    let why = match e.kind() {
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        std::io::ErrorKind::NotFound => "no such file or folder".to_string(),
-        std::io::ErrorKind::ReadOnlyFilesystem => "read-only file system".to_string(),
-        std::io::ErrorKind::NotADirectory => "a file is in the way of a folder".to_string(),
-        _ => e.to_string(),
-    };
+    let why = crate::io_error::why(e, crate::io_error::Expected::FileOrFolder);
     Failure::usage(format!("cannot {action} {}: {why}", path.display())).with_hint(format!(
         "runs are recorded under {} ($XDG_STATE_HOME/nixcmd): make it writable, or set \
          XDG_STATE_HOME to a folder you can write",
@@ -369,12 +363,12 @@ fn working_dir(cx: &Context, dir: Option<&std::path::Path>) -> Result<PathBuf, F
         Ok(_) => Err(
             Failure::usage(format!("--dir {}: not a folder", dir.display())).with_hint(DIR_HINT),
         ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Failure::usage(format!(
-            "--dir {}: no such folder",
-            dir.display()
+        Err(e) => Err(Failure::usage(format!(
+            "--dir {}: {}",
+            dir.display(),
+            crate::io_error::why(&e, crate::io_error::Expected::Folder)
         ))
         .with_hint(DIR_HINT)),
-        Err(e) => Err(Failure::usage(format!("--dir {}: {e}", dir.display())).with_hint(DIR_HINT)),
     }
 }
 
@@ -497,6 +491,14 @@ fn lock(name: &str, run_id: &str) -> Result<Lock, Failure> {
              resume {other} --decline` (what it did is rolled back); then run again"
         )),
         LockError::Io(path, e) => records_failure("take the run lock", &path, &e),
+        LockError::NotAFile(path, what) => Failure::usage(format!(
+            "cannot take the run lock {}: {what}",
+            path.display()
+        ))
+        .with_hint(
+            "nixcmd keeps each command's lock as a plain file and makes it again when it is \
+             missing: move this one away (or remove it), then run again",
+        ),
     })
 }
 
@@ -800,7 +802,8 @@ fn refuse_changed_nested(
         return Ok(());
     };
     let Ok((_, nested)) = records::find_run(&wait.run_id) else {
-        // Gone (pruned by hand): the block reports it when it gets there.
+        // Gone or unreadable: refused by `refuse_lost_nested`; one that recorded nothing
+        // yet starts anew, and has no file to have changed.
         return Ok(());
     };
     let changed = match resolve(&wait.command) {
@@ -824,6 +827,31 @@ fn refuse_changed_nested(
     .with_hint(format!(
         "review the change, then `nixcmd resume {} --force{approve}` to resume anyway",
         state.run_id
+    )))
+}
+
+/// A run that goes on with a nested run whose records are gone or unreadable is refused
+/// before anything runs: what that run did is unknown, and its block would fail and roll
+/// the parent back. One that recorded nothing yet is started anew by the block.
+fn refuse_lost_nested(state: &State, path: &std::path::Path) -> Result<(), Failure> {
+    let Some(wait) = &state.nested_wait else {
+        return Ok(());
+    };
+    let crate::run::nested::Recorded::Lost(why) = crate::run::nested::recorded(wait) else {
+        return Ok(());
+    };
+    Err(Failure::usage(format!(
+        "run {} goes on with its nested run {} (`/{}` in step `{}`), whose {why}: what that run \
+         did is unknown, so nothing was run",
+        state.run_id, wait.run_id, wait.command, wait.step_id
+    ))
+    .with_hint(format!(
+        "put back the nested run's records to resume; or check by hand what `/{}` left, and move run {}'s \
+         folder {} away to start over with `nixcmd run {}`",
+        wait.command,
+        state.run_id,
+        path.display(),
+        state.command
     )))
 }
 
@@ -860,6 +888,7 @@ pub fn prepare_resume(
     if !force {
         refuse_changed_nested(&state, &resolve, false)?;
     }
+    refuse_lost_nested(&state, path)?;
     refuse_missing_dir(&state)?;
     let secrets = config_secrets(&state)?;
     let read_progress = || {
@@ -1140,10 +1169,7 @@ pub fn unreadable_log(path: &std::path::Path, e: &std::io::Error) -> Failure {
 pub fn refuse_unreadable_logs(logs: &std::path::Path) -> Result<(), Failure> {
     match std::fs::read_dir(logs) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            let why = match e.kind() {
-                std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-                _ => e.to_string(),
-            };
+            let why = crate::io_error::why(&e, crate::io_error::Expected::Folder);
             Err(
                 Failure::usage(format!("cannot read {}: {why}", logs.display())).with_hint(
                     "run nixcmd as the user who ran the command, or give that user read access \

@@ -458,7 +458,7 @@ impl Engine<'_> {
             if stop {
                 if block.phase != Phase::Prerequisite {
                     self.fleet.stop_without_rollback = true;
-                    self.state.fleet.stopped_by_hosts = true;
+                    self.state.fleet.stopped_by_hosts = Some(true);
                 }
                 let what = if outcome.canary_failed {
                     format!("canary failed on {}", list(&failed))

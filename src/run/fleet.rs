@@ -26,9 +26,22 @@ pub struct FleetState {
     pub failed: Vec<FailedHost>,
     /// The run stopped because hosts failed past `max-fail` (or a canary failed): the failed
     /// hosts were rolled back on their own, nothing else was, and `resume` retries them —
-    /// also when a host's rollback failed (exit 5).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub stopped_by_hosts: bool,
+    /// also when a host's rollback failed (exit 5). Written by every run, `false` too (see
+    /// [`FleetState::new`]): `None` only in records made before the field existed, which
+    /// [`resumable`] judges by their failed hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_by_hosts: Option<bool>,
+}
+
+impl FleetState {
+    /// The fleet record of a new run. `Default` is that of a record written before
+    /// `stopped_by_hosts` existed (the field, or the whole `fleet`, missing).
+    pub fn new() -> FleetState {
+        FleetState {
+            stopped_by_hosts: Some(false),
+            ..FleetState::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -66,6 +79,7 @@ pub fn from_cli(
     if let Some(sel) = filter {
         let inv = crate::hosts::load_for(cx, dir)?;
         crate::hosts::selector::Selector::parse(sel)
+            .map_err(|m| m.message(sel))
             .and_then(|s| s.resolve(&inv).map(|_| ()))
             .map_err(|e| {
                 Failure::usage(format!("--hosts {sel}: {e}"))
@@ -84,7 +98,7 @@ pub fn from_cli(
     Ok(FleetState {
         filter: filter.map(str::to_string),
         config,
-        ..FleetState::default()
+        ..FleetState::new()
     })
 }
 
@@ -135,7 +149,7 @@ pub fn check_host_args(
     literal.dedup();
     for sel in &literal {
         crate::hosts::selector::Selector::parse(sel)
-            .map_err(|e| crate::exit::Failure::usage(format!("hosts={sel}: {e}")))?;
+            .map_err(|m| crate::exit::Failure::usage(format!("hosts={sel}: {}", m.message(sel))))?;
     }
     if names.is_empty() && literal.is_empty() {
         return Ok(());
@@ -202,13 +216,14 @@ pub fn check_host_args(
 
 /// Whether a run that ended failed (exit 1) or "rollback incomplete" (exit 5) can be
 /// resumed: it stopped because hosts failed, the failed hosts were rolled back on their own
-/// and nothing else was. Runs recorded before `stopped_by_hosts` existed: failed with failed
-/// hosts, as before.
+/// and nothing else was. Runs recorded before `stopped_by_hosts` existed (`None`): failed
+/// with failed hosts, as before.
 pub fn resumable(state: &State) -> bool {
     use crate::event::RunStatus;
-    match state.status {
-        RunStatus::RollbackIncomplete => state.fleet.stopped_by_hosts,
-        _ => state.fleet.stopped_by_hosts || !state.fleet.failed.is_empty(),
+    match (state.status, state.fleet.stopped_by_hosts) {
+        (_, Some(stopped)) => stopped,
+        (RunStatus::RollbackIncomplete, None) => false,
+        (_, None) => !state.fleet.failed.is_empty(),
     }
 }
 
@@ -221,7 +236,7 @@ pub fn reset_for_resume(state: &mut State, progress: &mut Progress) {
         .map(|s| s.id.clone())
         .collect();
     state.fleet.failed.retain(|f| done.contains(&f.step));
-    state.fleet.stopped_by_hosts = false;
+    state.fleet.stopped_by_hosts = Some(false);
     for step in &mut progress.steps {
         if step.hosts.is_empty() || step.status.is_done() {
             continue;
@@ -233,5 +248,72 @@ pub fn reset_for_resume(state: &mut State, progress: &mut Progress) {
                 h.reason = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `state.json` of a failed run with a host that left it, with `fleet` as given.
+    fn failed_run(status: &str, fleet: serde_json::Value) -> State {
+        serde_json::from_value(serde_json::json!({
+            "version": 1, "run_id": "a-1", "command": "a", "command_hash": "h",
+            "command_source": "s", "args": [], "dir": "/", "dry_run": false,
+            "status": status, "started": "2026-11-01T00:00:00.000Z",
+            "updated": "2026-11-02T00:00:00.000Z", "total_steps": 1, "errors": [],
+            "pid": 1, "compensations": [], "approvals": [], "fleet": fleet
+        }))
+        .expect("a state.json")
+    }
+
+    /// Records written before `stopped_by_hosts` existed are judged by their failed hosts
+    /// (exit 1) or not resumed (exit 5); records that have it, by it alone.
+    #[test]
+    fn resumable_uses_the_failed_hosts_only_for_records_without_stopped_by_hosts() {
+        let left = serde_json::json!([{"host": "h2", "step": "change", "reason": "x"}]);
+        let cases = [
+            ("failed", serde_json::json!({"failed": left}), true),
+            ("failed", serde_json::json!({}), false),
+            (
+                "rollback_incomplete",
+                serde_json::json!({"failed": left}),
+                false,
+            ),
+            (
+                "failed",
+                serde_json::json!({"failed": left, "stopped_by_hosts": false}),
+                false,
+            ),
+            (
+                "failed",
+                serde_json::json!({"failed": left, "stopped_by_hosts": true}),
+                true,
+            ),
+            (
+                "rollback_incomplete",
+                serde_json::json!({"failed": left, "stopped_by_hosts": true}),
+                true,
+            ),
+            (
+                "rollback_incomplete",
+                serde_json::json!({"failed": left, "stopped_by_hosts": false}),
+                false,
+            ),
+        ];
+        for (status, fleet, expected) in cases {
+            let state = failed_run(status, fleet.clone());
+            assert_eq!(resumable(&state), expected, "{status} {fleet}");
+        }
+    }
+
+    /// A new run writes `stopped_by_hosts: false`, so that it is never taken for an old one.
+    #[test]
+    fn a_new_runs_fleet_record_says_it_was_not_stopped_by_hosts() {
+        assert_eq!(
+            serde_json::to_value(FleetState::new()).unwrap(),
+            serde_json::json!({"stopped_by_hosts": false})
+        );
+        assert_eq!(FleetState::default().stopped_by_hosts, None);
     }
 }

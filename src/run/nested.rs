@@ -59,6 +59,42 @@ pub fn plan(block: &Block, resolve: Option<&Resolver>) -> Plan {
     )
 }
 
+/// What the records hold of the nested run a parent goes on with (its `nested_wait`).
+pub enum Recorded {
+    /// Its folder and `state.json`: it is resumed.
+    Run,
+    /// Its folder holds nothing it recorded ([`crate::run::records::recorded_nothing`]): the
+    /// parent's nixcmd stopped between recording it and its first record, so nothing of it
+    /// ran and the parent's block starts the command anew.
+    Nothing,
+    /// Gone or unreadable (said after "whose"): what it did is unknown.
+    Lost(String),
+}
+
+/// What is recorded of the nested run `wait` names.
+pub fn recorded(wait: &NestedWait) -> Recorded {
+    use crate::run::records::{read_state, recorded_nothing, runs_dir};
+    // A hand-edited id must not name a folder outside the runs.
+    let path = runs_dir().join(&wait.run_id);
+    if wait.run_id.is_empty() || wait.run_id.contains('/') || wait.run_id.starts_with('.') {
+        return Recorded::Lost(format!("id `{}` names no run folder", wait.run_id));
+    }
+    match read_state(&path) {
+        Ok(_) => Recorded::Run,
+        Err(_) if recorded_nothing(&path) => Recorded::Nothing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !path.exists() => {
+            Recorded::Lost(format!("folder {} is gone", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Recorded::Lost(format!("folder {} has no state.json", path.display()))
+        }
+        Err(e) => Recorded::Lost(format!(
+            "records cannot be read ({}: {e})",
+            path.join("state.json").display()
+        )),
+    }
+}
+
 /// What a nested run passes up to the parent step.
 pub enum Forwarded {
     /// An output line of the parent step (an event of the nested run, told as a line).
@@ -181,6 +217,31 @@ impl Engine<'_> {
                 // file, that line may call another command, which must start anew.
                 Some(w) if i == w.line && w.command == *name => Some(w),
                 _ => None,
+            };
+            // Recorded, but this run's nixcmd stopped before the nested run's first record:
+            // nothing of it ran, and it starts anew (its empty folder goes).
+            let resumed = match resumed.map(|w| (w, recorded(w))) {
+                Some((w, Recorded::Nothing)) => {
+                    crate::run::records::remove_recorded_nothing(
+                        &crate::run::records::runs_dir().join(&w.run_id),
+                    );
+                    let line = format!(
+                        "[/{name}] run {} recorded nothing before this run's nixcmd stopped: \
+                         /{name} starts anew",
+                        w.run_id
+                    );
+                    if let Some(log) = log.as_mut() {
+                        let _ = writeln!(log, "{line}");
+                    }
+                    self.emit(EventKind::Output {
+                        step_id: block.id.clone(),
+                        host: None,
+                        stream: "stdout".into(),
+                        line,
+                    });
+                    None
+                }
+                other => other.map(|(w, _)| w),
             };
             let Some(cmd) = self.opts.resolve.as_ref().and_then(|r| r(name)) else {
                 status = StepStatus::NotRunnable;
@@ -459,6 +520,8 @@ fn lock_refusal(cmd: &Command, e: crate::run::records::LockError) -> String {
              `--decline`) first",
             cmd.name
         ),
-        LockError::Io(path, e) => format!("{}: {e}", path.display()),
+        LockError::Io(path, e) | LockError::NotAFile(path, e) => {
+            format!("{}: {e}", path.display())
+        }
     }
 }

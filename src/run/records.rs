@@ -217,7 +217,7 @@ impl State {
             skip: Vec::new(),
             from: None,
             exit_code: None,
-            fleet: Default::default(),
+            fleet: crate::run::fleet::FleetState::new(),
             nested_wait: None,
             rolled_back: Vec::new(),
             secret_args: Vec::new(),
@@ -788,10 +788,9 @@ fn alive(lock: Option<&Path>, run_id: &str, pid: u32) -> bool {
 pub fn lock_held_for(state: &State) -> Option<String> {
     let path = lock_path(&state.command);
     (lock_held_by(&path, &state.run_id) == Some(true)).then(|| {
-        std::fs::read_to_string(&path)
+        crate::records_io::read_record(&path)
+            .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_string())
             .unwrap_or_default()
-            .trim()
-            .to_string()
     })
 }
 
@@ -867,6 +866,57 @@ pub fn all_runs() -> Vec<(PathBuf, State)> {
 /// hand). They are not listed as runs, but they must not vanish silently either: `runs` names
 /// them, and `log` or `resume` of one says what is wrong instead of "no run".
 pub type Unreadable = Vec<(PathBuf, String)>;
+
+/// The names a run folder holds before its run's first record: the folders and `env` that
+/// [`RunDir::create`] makes, and the `events.ndjson` the engine opens.
+const BEFORE_FIRST_RECORD: [&str; 5] = ["logs", "scripts", "state", "env", "events.ndjson"];
+
+/// Whether the run folder at `path` holds nothing its run recorded: only what it holds before
+/// the first record ([`BEFORE_FIRST_RECORD`], its folders and files empty). A run's nixcmd
+/// that stopped after it made the folder and before that record (`state.json`, written
+/// before the first block starts) leaves this, and nothing of such a run ran. Anything else
+/// there (a log, a stale temporary file of a first `state.json` cut short) says otherwise.
+pub fn recorded_nothing(path: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return false;
+    };
+    entries.into_iter().all(|entry| {
+        let Ok(entry) = entry else { return false };
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| BEFORE_FIRST_RECORD.contains(n)) else {
+            return false;
+        };
+        match std::fs::symlink_metadata(entry.path()) {
+            Ok(m) if m.is_dir() => {
+                std::fs::read_dir(entry.path()).is_ok_and(|mut d| d.next().is_none())
+            }
+            Ok(m) => m.is_file() && m.len() == 0 && !matches!(name, "logs" | "scripts" | "state"),
+            Err(_) => false,
+        }
+    })
+}
+
+/// Removes the run folder at `path` if it [`recorded_nothing`]: its empty folders and files,
+/// then the folder. Only what is empty goes (`rmdir` of a folder), so anything written there
+/// since stays, and the folder with it.
+pub fn remove_recorded_nothing(path: &Path) {
+    if !recorded_nothing(path) {
+        return;
+    }
+    for name in BEFORE_FIRST_RECORD {
+        let entry = path.join(name);
+        match std::fs::symlink_metadata(&entry) {
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir(&entry);
+            }
+            Ok(m) if m.is_file() && m.len() == 0 => {
+                let _ = std::fs::remove_file(&entry);
+            }
+            _ => {}
+        }
+    }
+    let _ = std::fs::remove_dir(path);
+}
 
 /// Why a folder without `state.json` is not a run (see [`Unreadable`]).
 pub const NO_STATE: &str = "state.json is missing";
@@ -1065,6 +1115,9 @@ pub enum LockError {
     },
     /// The lock file (or its folder) and what went wrong with it.
     Io(PathBuf, std::io::Error),
+    /// Something that is not a regular file (a FIFO, a device) is where the lock file goes,
+    /// and what it is (see `records_io::not_a_file`).
+    NotAFile(PathBuf, std::io::Error),
 }
 
 impl Lock {
@@ -1076,14 +1129,26 @@ impl Lock {
         if let Some(dir) = path.parent() {
             mkdir_private(dir).map_err(|e| LockError::Io(dir.to_path_buf(), e))?;
         }
+        // Non-blocking: a FIFO or a device in place of the lock file must be refused, not
+        // waited on (its holder line would be read from it until a writer came). The flag
+        // changes nothing for the regular file the lock is.
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NONBLOCK)
             .open(&path)
             .map_err(|e| LockError::Io(path.clone(), e))?;
+        match file.metadata() {
+            Ok(meta) if !meta.is_file() => {
+                let what = crate::records_io::not_a_file(meta.file_type());
+                return Err(LockError::NotAFile(path, what));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(LockError::Io(path, e)),
+        }
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -1227,6 +1292,44 @@ impl History {
 
 #[cfg(test)]
 mod tests {
+    /// Only a folder as a run leaves it before its first record is one that recorded
+    /// nothing; removing it leaves anything else in place.
+    #[test]
+    fn recorded_nothing_is_only_the_folder_before_the_first_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("r");
+        let skeleton = || {
+            for sub in ["logs", "scripts", "state"] {
+                std::fs::create_dir_all(run.join(sub)).unwrap();
+            }
+            std::fs::write(run.join("env"), "").unwrap();
+            std::fs::write(run.join("events.ndjson"), "").unwrap();
+        };
+        assert!(!super::recorded_nothing(&run), "no folder");
+        skeleton();
+        assert!(super::recorded_nothing(&run));
+        for (name, contents) in [
+            ("logs/die.log", "x"),
+            ("env", "A=1"),
+            ("events.ndjson", "{}"),
+            (".state.json.1.0.tmp", ""),
+            ("progress.json", "{}"),
+        ] {
+            std::fs::write(run.join(name), contents).unwrap();
+            assert!(!super::recorded_nothing(&run), "{name}");
+            super::remove_recorded_nothing(&run);
+            assert!(run.join(name).exists(), "{name} is kept");
+            assert!(
+                run.join("state").is_dir(),
+                "{name}: the folder is left whole"
+            );
+            std::fs::remove_dir_all(&run).unwrap();
+            skeleton();
+        }
+        super::remove_recorded_nothing(&run);
+        assert!(!run.exists());
+    }
+
     /// A run refused while the lock's new holder has not written its line yet is not told
     /// that the previous, finished run holds it.
     #[test]

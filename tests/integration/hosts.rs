@@ -1833,6 +1833,61 @@ touch "$NIXCMD_ARG_MARKS/later-$NIXCMD_HOST"
     assert_eq!(names(&m, "later-"), ["h1", "h2"]);
 }
 
+/// README "Failure policy": only a run that hosts stopped can be resumed. A host that left
+/// within `max-fail`, then a local step that failed (run-wide rollback, exit 1): the run
+/// ended, `state.json` says it was not stopped by hosts (`false`, written by every run, so
+/// that only runs recorded before the field existed are judged by their failed hosts), and
+/// `resume` refuses it as any other ended run.
+#[test]
+fn a_run_failed_by_a_local_step_after_a_host_left_is_not_resumable() {
+    let rb = r#"---
+description: a host leaves, then a local step fails
+nixcmd: {}
+---
+# Leave
+
+## Steps
+### change
+```bash {id=change hosts=all max-fail=1}
+[ "$NIXCMD_HOST" != h2 ] || exit 4
+```
+### boom
+```bash {id=boom}
+exit 1
+```
+"#;
+    let out = Test::new()
+        .file(
+            "project/nixcmd.toml",
+            "[hosts.h1]\ntarget = \"local\"\n\n[hosts.h2]\ntarget = \"local\"\n",
+        )
+        .runbook("leave.md", rb)
+        .args(["run", "leave"])
+        .run();
+    out.assert_status(1);
+    let run = only_run(out.root.path());
+    let state = crate::run_support::read_json(&run.join("state.json"));
+    assert_eq!(
+        state["fleet"],
+        serde_json::json!({
+            "failed": [{"host": "h2", "step": "change", "reason": "exited with status 4"}],
+            "stopped_by_hosts": false
+        })
+    );
+    let id = crate::run_support::run_id(&run);
+    let refused = out.then().args(["resume", &id]).run();
+    assert_eq!(
+        (refused.status, refused.filter(&refused.stderr)),
+        (
+            2,
+            format!(
+                "error: run {id} already ended (failed); nothing to resume\n  hint: start a \
+                 new run with `nixcmd /leave`\n"
+            )
+        )
+    );
+}
+
 /// Hosts at ports where nothing listens: for checks made before anything runs.
 fn unreachable_inventory() -> String {
     let mut s = String::from("[ssh]\nconnect_timeout = 2\n");

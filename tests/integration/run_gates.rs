@@ -1134,6 +1134,22 @@ fn a_dir_that_is_missing_or_a_file_is_named_as_such() {
             format!("error: --dir [TEMP]/project/gone: no such folder\n  hint: {DIR_HINT}\n")
         )
     );
+    // Below a file: in the words the run records' errors use, not `Not a directory (os
+    // error 20)`.
+    let out = out
+        .then()
+        .args(["run", "deploy-all", "--dir", "notes.txt/sub"])
+        .run();
+    assert_eq!(
+        (out.status, out.filter(&out.stderr)),
+        (
+            2,
+            format!(
+                "error: --dir [TEMP]/project/notes.txt/sub: a file is in the way of a folder\n  \
+                 hint: {DIR_HINT}\n"
+            )
+        )
+    );
     // An empty NIXCMD_COMMANDS_DIR is unset (clap refused it, naming `--commands-dir`).
     let listed = out
         .then()
@@ -2159,4 +2175,137 @@ fn resuming_a_parent_killed_inside_a_nested_run_resumes_that_nested_run() {
     let state = read_json(&dir(&outer).join("state.json"));
     assert_eq!(state["status"], "succeeded");
     assert!(state.get("nested_wait").is_none(), "{state}");
+}
+
+/// `outer` calls `/inner`, whose first step kills nixcmd (`kill -9`, as a crash would) unless
+/// `survive` exists in the project; `prepare` and `after` around it.
+const OUTER_AROUND: &str = "---\ndescription: outer\n---\n# Outer\n## Steps\n### Prepare\n```bash\necho prepare >> trace\n```\n### Call inner\n```bash\n/inner\n```\n### After\n```bash\necho after >> trace\n```\n";
+const INNER_DYING: &str = "---\ndescription: inner\nnixcmd: {}\n---\n# Inner\n## Steps\n### Die\n```bash {id=die}\necho die >> trace\n[ -e survive ] || kill -9 $PPID\n```\n";
+
+/// `outer` killed inside the step of `/inner`: the output, outer's run id and inner's run id
+/// (recorded as outer's `nested_wait`), and the folder of inner's run, removed.
+fn outer_killed_in_inner() -> (crate::support::Output, String, String, std::path::PathBuf) {
+    let out = Test::new()
+        .file("project/ops/outer.md", OUTER_AROUND)
+        .file("project/ops/inner.md", INNER_DYING)
+        .args([
+            "--commands-dir",
+            "ops",
+            "run",
+            "outer",
+            "--approve",
+            "prepare",
+            "--approve",
+            "call-inner",
+        ])
+        .run();
+    assert_eq!(out.status, -1, "killed:\n{}", out.normalized());
+    let root = out.root.path().to_path_buf();
+    assert_eq!(project_file(&root, "trace"), "prepare\ndie\n");
+    let (outer, inner) = (run_of(&root, "outer"), run_of(&root, "inner"));
+    assert_eq!(
+        read_json(&run_dir(&root, &outer).join("state.json"))["nested_wait"],
+        serde_json::json!({"step_id": "call-inner", "line": 0, "command": "inner",
+            "run_id": inner})
+    );
+    let inner_dir = run_dir(&root, &inner);
+    std::fs::remove_dir_all(&inner_dir).expect("remove inner's folder");
+    std::fs::write(root.join("project/survive"), "").expect("survive");
+    (out, outer, inner, inner_dir)
+}
+
+/// The parent's nixcmd died after it recorded its nested run (`nested_wait`) and before that
+/// run's first record (its folder made, no `state.json`): nothing of the nested run ran, so
+/// `resume PARENT` starts it anew, says so in the step's log, and removes the empty folder.
+/// It used to fail the step with "no run `inner-…`" and end the parent failed.
+#[test]
+fn a_nested_run_that_recorded_nothing_starts_anew_when_the_parent_resumes() {
+    let (out, outer, inner, inner_dir) = outer_killed_in_inner();
+    // What a nested run's folder holds before its first record.
+    for sub in ["logs", "scripts", "state"] {
+        std::fs::create_dir_all(inner_dir.join(sub)).unwrap();
+    }
+    for file in ["env", "events.ndjson"] {
+        std::fs::write(inner_dir.join(file), "").unwrap();
+    }
+    let root = out.root.path().to_path_buf();
+    let resumed = out
+        .then()
+        .args([
+            "--commands-dir",
+            "ops",
+            "resume",
+            &outer,
+            "--approve",
+            "after",
+        ])
+        .run();
+    resumed.assert_status(0);
+    assert_eq!(project_file(&root, "trace"), "prepare\ndie\ndie\nafter\n");
+    assert!(
+        !inner_dir.exists(),
+        "the empty folder of {inner} is removed"
+    );
+    let again = run_of(&root, "inner");
+    assert_ne!(again, inner);
+    assert_eq!(
+        statuses(&run_dir(&root, &again)),
+        [("die".to_string(), "succeeded".to_string())]
+    );
+    let log = std::fs::read_to_string(run_dir(&root, &outer).join("logs/call-inner.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "\n[/inner] run {inner} recorded nothing before this run's nixcmd stopped: /inner \
+             starts anew\n[/inner] started as run {again}\n"
+        )),
+        "{log}"
+    );
+    assert_eq!(
+        read_json(&run_dir(&root, &outer).join("state.json"))["status"],
+        "succeeded"
+    );
+}
+
+/// The nested run a killed parent goes on with is gone (its folder removed by hand): what it
+/// did is unknown, so `resume PARENT` refuses before anything runs, naming it, instead of
+/// failing the step with "no run `inner-…`" and rolling the parent back.
+#[test]
+fn a_parent_whose_nested_run_is_gone_is_not_resumed() {
+    let (out, outer, inner, _) = outer_killed_in_inner();
+    let root = out.root.path().to_path_buf();
+    let refused = out
+        .then()
+        .args([
+            "--commands-dir",
+            "ops",
+            "resume",
+            &outer,
+            "--approve",
+            "after",
+        ])
+        .run();
+    assert_eq!(
+        (
+            refused.status,
+            refused.stdout.as_str(),
+            refused.filter(&refused.stderr)
+        ),
+        (
+            2,
+            "",
+            format!(
+                "error: run {outer} goes on with its nested run {inner} (`/inner` in step \
+                 `call-inner`), whose folder [TEMP]/state/nixcmd/runs/{inner} is gone: what \
+                 that run did is unknown, so nothing was run\n  hint: put back the nested \
+                 run's records to resume; or check by hand what `/inner` left, and move run \
+                 {outer}'s folder [TEMP]/state/nixcmd/runs/{outer} away to start over with \
+                 `nixcmd run outer`\n"
+            )
+        )
+    );
+    assert_eq!(project_file(&root, "trace"), "prepare\ndie\n");
+    assert_eq!(
+        read_json(&run_dir(&root, &outer).join("state.json"))["status"],
+        "running"
+    );
 }

@@ -1947,6 +1947,11 @@ fn a_prefix_of_several_runs_names_them() {
 /// Makes a FIFO at `path` in place of the file there.
 fn fifo_in_place_of(path: &Path) {
     std::fs::remove_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    fifo_in_place_of_nothing(path);
+}
+
+/// Makes a FIFO at `path`, where there is nothing.
+fn fifo_in_place_of_nothing(path: &Path) {
     let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("a path");
     // SAFETY: a NUL-terminated path alive for the call.
     assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0, "mkfifo");
@@ -2038,6 +2043,102 @@ fn a_fifo_in_place_of_a_record_is_named_not_waited_on() {
             "{args:?}"
         );
     }
+}
+
+/// A FIFO in place of a command's lock file (`locks/NAME.lock`) is refused with what it is
+/// and what to do (exit 2, nothing run, no run folder made), by `run` and by `resume`: the
+/// holder line used to be read from it until a writer came, which was never.
+#[test]
+fn a_fifo_in_place_of_the_lock_file_is_refused_not_waited_on() {
+    let out = Test::new()
+        .runbook(
+            "p.md",
+            "---\ndescription: Paused\nnixcmd: {}\n---\n## Steps\n### A\n```bash {id=a}\n\
+             echo a-ran\n```\n### B\n```bash {id=b confirm=\"Go?\"}\necho b-ran\n```\n",
+        )
+        .args(["run", "p"])
+        .run();
+    out.assert_status(3);
+    let id = run_id(&only_run(out.root.path()));
+    fifo_in_place_of(&out.root.path().join("state/nixcmd/locks/p.lock"));
+    let refused = |out: crate::support::Output, args: &[&str]| {
+        let out = out
+            .then()
+            .args(args.iter().copied())
+            .timeout(std::time::Duration::from_secs(20))
+            .run();
+        assert_eq!(
+            (out.status, out.stdout.as_str(), out.filter(&out.stderr)),
+            (
+                2,
+                "",
+                "error: cannot take the run lock [TEMP]/state/nixcmd/locks/p.lock: it is a named \
+                 pipe (FIFO), not a regular file\n  hint: nixcmd keeps each command's lock as a \
+                 plain file and makes it again when it is missing: move this one away (or \
+                 remove it), then run again\n"
+                    .to_string()
+            ),
+            "{args:?}"
+        );
+        out
+    };
+    let out = refused(out, &["run", "p"]);
+    let out = refused(out, &["resume", &id, "--approve", "b"]);
+    assert_eq!(run_dirs(out.root.path()).len(), 1, "no new run folder");
+    // As the hint says: with the FIFO gone, the paused run is resumed.
+    std::fs::remove_file(out.root.path().join("state/nixcmd/locks/p.lock")).unwrap();
+    let out = out.then().args(["resume", &id, "--approve", "b"]).run();
+    out.assert_status(0);
+    assert_eq!(
+        crate::run_support::statuses(&only_run(out.root.path())),
+        [
+            ("a".to_string(), "succeeded".to_string()),
+            ("b".into(), "succeeded".into())
+        ]
+    );
+}
+
+/// A FIFO in place of the lock file of a command called as a nested run (`/inner` in a
+/// guided file) fails the calling step, naming the file and what it is; no run of `inner`.
+#[test]
+fn a_fifo_in_place_of_a_nested_commands_lock_fails_the_step() {
+    let test = Test::new()
+        .file(
+            "project/ops/outer.md",
+            "---\ndescription: outer\n---\n# Outer\n## Steps\n### Call inner\n```bash\n/inner\n```\n",
+        )
+        .file(
+            "project/ops/inner.md",
+            "---\ndescription: inner\nnixcmd: {}\n---\n# Inner\n## Steps\n### Prepare\n```bash {id=prepare}\necho prepare\n```\n",
+        )
+        .dir("state/nixcmd/locks");
+    fifo_in_place_of_nothing(&test.root().join("state/nixcmd/locks/inner.lock"));
+    let out = test
+        .args([
+            "--commands-dir",
+            "ops",
+            "run",
+            "outer",
+            "--approve",
+            "call-inner",
+        ])
+        .timeout(std::time::Duration::from_secs(20))
+        .run();
+    out.assert_status(1);
+    let why = "/inner: [TEMP]/state/nixcmd/locks/inner.lock: it is a named pipe (FIFO), not a \
+               regular file\n";
+    let stdout = out.filter(&out.stdout);
+    assert!(
+        stdout.contains(&format!("✗ call-inner not runnable [DURATION] — {why}")),
+        "{stdout}"
+    );
+    assert_eq!(
+        run_dirs(out.root.path())
+            .iter()
+            .map(|d| run_id(d).split('-').next().unwrap_or_default().to_string())
+            .collect::<Vec<_>>(),
+        ["outer"]
+    );
 }
 
 /// A run folder without `state.json` (a run killed before it recorded anything, a folder
