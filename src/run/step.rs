@@ -133,13 +133,13 @@ impl Engine<'_> {
         let mut prestarted = None;
         // The name the script waited under: removed once bash is on its way (something found
         // at the script's path after all would be left there).
-        let mut link_left = None;
+        let mut held_left = None;
         match self.ahead.take() {
             Some(ahead) if ahead.id == block.id => {
                 if let Some((bash, held)) = ahead.bash {
                     if self.run.place_script(&held, &script).is_ok() {
                         prestarted = Some(bash);
-                        link_left = Some(held);
+                        held_left = Some(held);
                     } else {
                         drop(bash);
                         let _ = std::fs::remove_file(&held);
@@ -271,8 +271,8 @@ impl Engine<'_> {
                         handed_over = false;
                         em.release();
                     }
-                    if let Some(link) = link_left.take() {
-                        let _ = std::fs::remove_file(link);
+                    if let Some(held) = held_left.take() {
+                        let _ = std::fs::remove_file(held);
                     }
                     if let Some((id, path, code)) = ahead.take() {
                         made_ahead = make_ready(run, &spec, run_id, id, &path, code);
@@ -333,8 +333,8 @@ impl Engine<'_> {
                 self.ahead = made_ahead.take();
             }
             // Not removed at the start because bash could not be started.
-            if let Some(link) = link_left.take() {
-                let _ = std::fs::remove_file(link);
+            if let Some(held) = held_left.take() {
+                let _ = std::fs::remove_file(held);
             }
             // Every read ends with `ReadDone`; were one not to, nothing gathered stays unwritten.
             if let Some(log) = log.as_mut()

@@ -40,6 +40,29 @@ fn alive(pid: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Runs `pre` (the runbook `text`) and checks that it ends with `code`.
+fn run_pre(text: &str, code: i32) -> crate::support::Output {
+    let out = Test::new()
+        .runbook("pre.md", text)
+        .args(["run", "pre"])
+        .run();
+    out.assert_status(code);
+    out
+}
+
+/// A trace whose first line is step one's `waiting PID` (one bash waited for step two):
+/// that pid and the lines after it.
+fn after_waiting(trace: &str) -> (&str, Vec<&str>) {
+    let mut lines = trace.lines();
+    let first = lines.next().unwrap_or_default();
+    let pid = first.strip_prefix("waiting ").unwrap_or_default();
+    assert!(
+        !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()),
+        "one bash waited for step two: {trace}"
+    );
+    (pid, lines.collect())
+}
+
 /// The names in the run's `scripts/` folder, sorted, each with its kind.
 fn scripts(root: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(only_run(root).join("scripts"))
@@ -80,19 +103,14 @@ echo three >> trace
 ```
 "#
     ));
-    let out = Test::new()
-        .runbook("pre.md", &text)
-        .args(["run", "pre"])
-        .run();
-    out.assert_status(0);
+    let out = run_pre(&text, 0);
     let root = out.root.path();
     let trace = project_file(root, "trace");
-    let lines: Vec<&str> = trace.lines().collect();
-    assert_eq!(lines.len(), 3, "{trace}");
-    let waiting = lines[0].strip_prefix("waiting ").expect("a pid");
-    assert!(!waiting.is_empty() && !waiting.contains(' '), "{trace}");
-    assert_eq!(lines[1], format!("two {waiting} two.sh file"));
-    assert_eq!(lines[2], "three");
+    let (waiting, rest) = after_waiting(&trace);
+    assert_eq!(
+        rest,
+        [format!("two {waiting} two.sh file").as_str(), "three"]
+    );
     assert_eq!(
         scripts(root),
         ["one.sh file", "three.sh file", "two.sh file"]
@@ -128,11 +146,7 @@ echo "$$ $GREETING" > two
 ```
 "#
     ));
-    let out = Test::new()
-        .runbook("pre.md", &text)
-        .args(["run", "pre"])
-        .run();
-    out.assert_status(0);
+    let out = run_pre(&text, 0);
     let root = out.root.path();
     let waited = project_file(root, "waited");
     let waited = waited.trim();
@@ -165,11 +179,7 @@ touch ran-two
 ```
 "#
     ));
-    let out = Test::new()
-        .runbook("pre.md", &text)
-        .args(["run", "pre"])
-        .run();
-    out.assert_status(1);
+    let out = run_pre(&text, 1);
     let root = out.root.path();
     let waited = project_file(root, "waited");
     assert!(!waited.trim().is_empty(), "a bash waited for step two");
@@ -221,11 +231,7 @@ echo done > two
 ```
 "#,
     );
-    let out = Test::new()
-        .runbook("pre.md", &text)
-        .args(["run", "pre"])
-        .run();
-    out.assert_status(0);
+    let out = run_pre(&text, 0);
     assert_eq!(project_file(out.root.path(), "two"), "done\n");
 }
 
@@ -250,15 +256,10 @@ echo "two $SECONDS ${{BASH_ENV-unset}}" >> trace
 ```
 "#
     ));
-    let out = Test::new()
-        .runbook("pre.md", &text)
-        .args(["run", "pre"])
-        .run();
-    out.assert_status(0);
+    let out = run_pre(&text, 0);
     let trace = project_file(out.root.path(), "trace");
-    let lines: Vec<&str> = trace.lines().collect();
-    assert!(lines[0].len() > "waiting ".len(), "a bash waited: {trace}");
-    assert_eq!(lines[1..], ["two 0 unset", "sourced 0"]);
+    let (_, rest) = after_waiting(&trace);
+    assert_eq!(rest, ["two 0 unset", "sourced 0"]);
 }
 
 /// Nothing is at the next step's script path while its bash waits: a step that reads the run's
@@ -283,15 +284,10 @@ echo two-3 >> trace
 ```
 "#
     ));
-    let out = Test::new()
-        .runbook("pre.md", &text)
-        .args(["run", "pre"])
-        .run();
-    out.assert_status(0);
+    let out = run_pre(&text, 0);
     let trace = project_file(out.root.path(), "trace");
-    let lines: Vec<&str> = trace.lines().collect();
-    assert!(lines[0].len() > "waiting ".len(), "a bash waited: {trace}");
-    assert_eq!(lines[1..], ["no two.sh yet", "two-1", "two-2", "two-3"]);
+    let (_, rest) = after_waiting(&trace);
+    assert_eq!(rest, ["no two.sh yet", "two-1", "two-2", "two-3"]);
 }
 
 /// No bash is started ahead when the environment sets `BASH_ENV` (the user's start-up file,
@@ -338,15 +334,10 @@ echo "waiting $(waiting_for two)" >> trace
 ```
 "#
     ));
-    let out = Test::new()
-        .runbook("pre.md", &text)
-        .args(["run", "pre"])
-        .run();
-    out.assert_status(0);
+    let out = run_pre(&text, 0);
     let trace = project_file(out.root.path(), "trace");
-    let lines: Vec<&str> = trace.lines().collect();
-    assert!(lines[0].len() > "waiting ".len(), "a bash waited: {trace}");
-    assert_eq!(lines[1..], ["two 1301"]);
+    let (_, rest) = after_waiting(&trace);
+    assert_eq!(rest, ["two 1301"]);
 }
 
 /// `kill -9` of nixcmd while a step runs: the bash waiting for the next step sees end of file
@@ -407,11 +398,7 @@ echo two >> trace
 ```
 "#,
     );
-    let out = Test::new()
-        .runbook("pre.md", &text)
-        .args(["run", "pre"])
-        .run();
-    out.assert_status(3);
+    let out = run_pre(&text, 3);
     let dir = only_run(out.root.path());
     std::fs::create_dir_all(dir.join("scripts")).expect("scripts folder");
     std::os::unix::fs::symlink("/proc/1/fd/9", dir.join("scripts/.two.sh.ahead"))
